@@ -1,0 +1,27 @@
+//! # o2c-app
+//!
+//! The imperative shell shared by every deployment target. It imports no AWS SDK crate:
+//! AWS adapters live in `o2c-aws`, embedded ones in `o2c-embedded`.
+//!
+//! Layout:
+//! - [`error`]: the error taxonomy (validation / conflict / dependency / bug);
+//! - [`ports`]: narrow traits for state, idempotency, rejections, publishing, reference
+//!   data, CRM / PSA / ERP connectors, clock; bundled by [`ports::Platform`];
+//! - [`service`]: the step services and the at-least-once protocol around the pure
+//!   decisions in `o2c-domain::workflow`;
+//! - [`sqs`]: the SQS batch entrypoint (`SqsEvent` → `SqsBatchResponse`) used by Lambda
+//!   handlers and the embedded runtime alike;
+//! - [`topology`]: the bus / rules / queues / functions read from `infra/template.yaml`;
+//! - [`routing`]: EventBridge pattern matching (quamina) over the template's rules;
+//! - [`bus`]: `PutEvents` entries, their limits and the delivered event envelope.
+
+pub mod bus;
+pub mod error;
+pub mod ports;
+pub mod routing;
+pub mod service;
+pub mod sqs;
+pub mod topology;
+
+pub use error::O2cError;
+pub use service::{Handled, ServiceConfig, Step, StepService};

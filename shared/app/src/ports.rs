@@ -1,0 +1,450 @@
+//! Narrow ports between the step services and the outside world. Each is a small trait
+//! with native async methods (`impl Future + Send`, so services can run on any executor);
+//! adapters (SQLite + simulators in `o2c-embedded`, AWS SDK in `o2c-aws`) own the mapping
+//! to their storage and wire formats.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use o2c_domain::engagement::{AuditEntry, CrmOpportunityUpdate, Engagement};
+use o2c_domain::events::{Issue, OutgoingEvent};
+use o2c_domain::model::{BillingSchedule, ProjectSpec};
+use o2c_domain::reference::ReferenceData;
+use serde::{Deserialize, Serialize};
+
+use crate::error::O2cError;
+
+/// Time, behind a port so tests are deterministic.
+pub trait Clock: Send + Sync {
+    /// Current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Id generation, behind a port so tests are deterministic.
+pub trait IdGenerator: Send + Sync {
+    /// A new unique id.
+    fn new_id(&self) -> String;
+}
+
+/// A value with the store version it was read at (optimistic concurrency).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Version (1 for the first write).
+    pub version: u64,
+}
+
+/// The version a write expects to replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// The item must not exist yet.
+    New,
+    /// The item must be at exactly this version.
+    Is(u64),
+}
+
+impl ExpectedVersion {
+    /// The version the write produces.
+    pub fn next(self) -> u64 {
+        match self {
+            Self::New => 1,
+            Self::Is(v) => v + 1,
+        }
+    }
+}
+
+/// A conditional write of the engagement item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateWrite {
+    /// New state.
+    pub engagement: Engagement,
+    /// Version it replaces.
+    pub expected: ExpectedVersion,
+}
+
+/// What a completed step stored, returned to duplicates (its events are re-published:
+/// a crash between commit and publish must not lose them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredResult {
+    /// Audit action of the original processing.
+    pub action: String,
+    /// Events the original processing emitted.
+    pub events: Vec<OutgoingEvent>,
+}
+
+/// Idempotency record status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IdempotencyStatus {
+    /// A handler reserved the key and is working on it.
+    InProgress,
+    /// Done; `result` is stored.
+    Completed,
+}
+
+/// An idempotency record (Powertools-compatible semantics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// `<step>#<event idempotency key>`.
+    pub key: String,
+    /// Status.
+    pub status: IdempotencyStatus,
+    /// SHA-256 of the payload; a different payload under the same key is a conflict.
+    pub payload_hash: String,
+    /// The record is ignored (and may be overwritten) after this instant; DynamoDB TTL deletes it.
+    pub expires_at: DateTime<Utc>,
+    /// An `InProgress` record older than this belongs to a dead invocation and may be taken over.
+    pub in_progress_until: Option<DateTime<Utc>>,
+    /// Stored result of a completed step.
+    pub result: Option<StoredResult>,
+}
+
+impl IdempotencyRecord {
+    /// True when the record still counts at `now`.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        if self.expires_at <= now {
+            return false;
+        }
+        match self.status {
+            IdempotencyStatus::Completed => true,
+            IdempotencyStatus::InProgress => self.in_progress_until.is_some_and(|t| t > now),
+        }
+    }
+}
+
+/// Reserve a key before an external side effect, optionally claiming the engagement in the
+/// same atomic write (e.g. status `provisioning`, so intake turns later changes into change
+/// orders instead of racing the provisioning).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    /// Key.
+    pub key: String,
+    /// Payload hash.
+    pub payload_hash: String,
+    /// Now (from the clock).
+    pub now: DateTime<Utc>,
+    /// Until when the reservation blocks other handlers (the invocation deadline).
+    pub in_progress_until: DateTime<Utc>,
+    /// Record expiry.
+    pub expires_at: DateTime<Utc>,
+    /// State claimed atomically with the reservation.
+    pub claim: Option<StateWrite>,
+}
+
+/// Result of a reservation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReserveOutcome {
+    /// Ours; the claim (if any) is written at this version.
+    Reserved {
+        /// Version of the claimed engagement.
+        claimed_version: Option<u64>,
+    },
+    /// Someone completed it already.
+    AlreadyCompleted(IdempotencyRecord),
+    /// Someone is working on it right now.
+    InProgress,
+    /// Same key, different payload.
+    PayloadMismatch {
+        /// Hash stored.
+        stored: String,
+    },
+    /// The claim's expected version no longer holds (nothing was written).
+    StateConflict,
+}
+
+/// How the completion record is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionMode {
+    /// No reservation exists: write only if the key is absent or expired.
+    Fresh,
+    /// We hold the reservation: overwrite our `InProgress` record.
+    Reserved,
+}
+
+/// The idempotency record written with the commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// Key.
+    pub key: String,
+    /// Payload hash.
+    pub payload_hash: String,
+    /// Result for duplicates.
+    pub result: StoredResult,
+    /// Now.
+    pub now: DateTime<Utc>,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Mode.
+    pub mode: CompletionMode,
+}
+
+/// One atomic write: engagement state (if changed) + audit entry + idempotency completion.
+/// In DynamoDB this is a single `TransactWriteItems`; in SQLite a single transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    /// Engagement state write.
+    pub state: Option<StateWrite>,
+    /// Timeline entry.
+    pub audit: AuditEntry,
+    /// Idempotency completion.
+    pub completion: Completion,
+}
+
+/// Result of a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommitOutcome {
+    /// Written; the engagement is at this version (if state was written).
+    Committed {
+        /// New version.
+        version: Option<u64>,
+    },
+    /// The engagement changed since it was read; nothing was written.
+    VersionConflict,
+    /// `Fresh` mode only: the key was completed by someone else meanwhile.
+    AlreadyCompleted(IdempotencyRecord),
+}
+
+/// Operator filter for listing engagements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngagementFilter {
+    /// Only this status (wire name).
+    pub status: Option<String>,
+    /// Only engagements with an open exception.
+    pub open_exceptions: bool,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A short line per engagement for operator lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngagementSummary {
+    /// Id.
+    pub engagement_id: String,
+    /// Status.
+    pub status: String,
+    /// Has open exceptions.
+    pub open_exception: bool,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Version.
+    pub version: u64,
+}
+
+/// The engagement state store (optimistic concurrency on a version).
+pub trait EngagementStore: Send + Sync {
+    /// Strongly consistent read of one engagement.
+    fn load(&self, engagement_id: &str) -> impl Future<Output = Result<Option<Versioned<Engagement>>, O2cError>> + Send;
+    /// Atomic commit (see [`Commit`]).
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<CommitOutcome, O2cError>> + Send;
+    /// The engagement's timeline, oldest first.
+    fn audit_trail(&self, engagement_id: &str) -> impl Future<Output = Result<Vec<AuditEntry>, O2cError>> + Send;
+    /// Operator listing.
+    fn list(&self, filter: &EngagementFilter) -> impl Future<Output = Result<Vec<EngagementSummary>, O2cError>> + Send;
+}
+
+/// The idempotency store (reserve / get / release; completion is part of [`Commit`]).
+pub trait IdempotencyStore: Send + Sync {
+    /// Reads a record (expired records are returned; callers check [`IdempotencyRecord::is_live`]).
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<IdempotencyRecord>, O2cError>> + Send;
+    /// Reserves a key (and optionally claims state) atomically.
+    fn reserve(&self, reservation: Reservation) -> impl Future<Output = Result<ReserveOutcome, O2cError>> + Send;
+    /// Deletes our `InProgress` record after a retryable failure so the retry re-executes
+    /// at once (Powertools deletes the record when the handler raises).
+    fn release(&self, key: &str) -> impl Future<Output = Result<(), O2cError>> + Send;
+}
+
+/// A message that can never be processed, kept with every reason for operators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedMessage {
+    /// Id of the rejection (queue message id or event id).
+    pub rejection_id: String,
+    /// Step that rejected it.
+    pub step: String,
+    /// When.
+    pub rejected_at: DateTime<Utc>,
+    /// EventBridge `source`, when readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// EventBridge `detail-type`, when readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail_type: Option<String>,
+    /// `detail.event_id`, when readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// `detail.correlation_id`, when readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// Engagement, when derivable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engagement_id: Option<String>,
+    /// `error_type` of the failure.
+    pub error_type: String,
+    /// Every reason.
+    pub reasons: Vec<Issue>,
+    /// The raw message body, verbatim (for repair and replay).
+    pub body: String,
+}
+
+/// Storage for rejected (parked) messages.
+pub trait RejectionStore: Send + Sync {
+    /// Stores a rejected message (idempotent on `rejection_id`).
+    fn park(&self, message: &RejectedMessage) -> impl Future<Output = Result<(), O2cError>> + Send;
+    /// Most recent rejections first.
+    fn rejections(&self, limit: usize) -> impl Future<Output = Result<Vec<RejectedMessage>, O2cError>> + Send;
+}
+
+/// Publishes business events (EventBridge `PutEvents` or the embedded bus).
+pub trait EventPublisher: Send + Sync {
+    /// Publishes all events or fails (partial failures are retried inside the adapter).
+    fn publish(&self, events: &[OutgoingEvent]) -> impl Future<Output = Result<(), O2cError>> + Send;
+}
+
+/// Source of reference data snapshots.
+pub trait ReferenceDataSource: Send + Sync {
+    /// The current snapshot.
+    fn snapshot(&self) -> impl Future<Output = Result<Arc<ReferenceData>, O2cError>> + Send;
+}
+
+/// A fixed snapshot (loaded at cold start).
+#[derive(Debug, Clone)]
+pub struct StaticReferenceData(pub Arc<ReferenceData>);
+
+impl ReferenceDataSource for StaticReferenceData {
+    async fn snapshot(&self) -> Result<Arc<ReferenceData>, O2cError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A connector call failure, classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorError {
+    /// 5xx, timeout, 429: retry.
+    #[error("{system} transient failure ({status}): {message}")]
+    Transient {
+        /// `psa` | `erp` | `crm`.
+        system: String,
+        /// HTTP-like status (0 for a timeout).
+        status: u16,
+        /// Message.
+        message: String,
+        /// Retry-After hint.
+        retry_after: Option<Duration>,
+    },
+    /// 4xx: the request will never succeed as is.
+    #[error("{system} rejected the request ({status} {code}): {message}")]
+    Permanent {
+        /// `psa` | `erp` | `crm`.
+        system: String,
+        /// HTTP-like status.
+        status: u16,
+        /// System error code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+}
+
+impl ConnectorError {
+    /// The short reason for exceptions (`code: message`).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Transient { status, message, .. } => format!("{status}: {message}"),
+            Self::Permanent { code, message, .. } => format!("{code}: {message}"),
+        }
+    }
+}
+
+impl From<ConnectorError> for O2cError {
+    fn from(e: ConnectorError) -> Self {
+        match e {
+            ConnectorError::Transient { system, status, message, retry_after } => {
+                O2cError::Dependency { system, message: format!("{status}: {message}"), retry_after }
+            }
+            ConnectorError::Permanent { .. } => O2cError::Conflict(e.to_string()),
+        }
+    }
+}
+
+/// The id of an object in an external system and whether this call created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalRef {
+    /// System id.
+    pub id: String,
+    /// `false` when the external key already existed (create-or-get).
+    pub created: bool,
+}
+
+/// What the CRM did with a status update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrmWrite {
+    /// Written.
+    Applied,
+    /// The opportunity already carries a newer `sync_version`; nothing written.
+    Stale,
+}
+
+/// PSA connector (Salesforce PSA / Kantata / …).
+pub trait Psa: Send + Sync {
+    /// Creates the project, or returns the one that already has `spec.external_key`.
+    fn create_or_get_project(&self, spec: &ProjectSpec) -> impl Future<Output = Result<ExternalRef, ConnectorError>> + Send;
+    /// Cancels a project (compensation). Cancelling a cancelled project succeeds.
+    fn cancel_project(&self, project_id: &str, reason: &str) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+}
+
+/// ERP connector (NetSuite / D365 / S/4HANA).
+pub trait Erp: Send + Sync {
+    /// Creates the project, or returns the one that already has `spec.external_key`.
+    fn create_or_get_project(&self, spec: &ProjectSpec) -> impl Future<Output = Result<ExternalRef, ConnectorError>> + Send;
+    /// Creates the billing schedule on a project, or returns the one with `schedule.schedule_id`.
+    fn create_or_get_billing_schedule(&self, erp_project_id: &str, schedule: &BillingSchedule) -> impl Future<Output = Result<ExternalRef, ConnectorError>> + Send;
+}
+
+/// CRM connector (Salesforce / Dynamics).
+pub trait Crm: Send + Sync {
+    /// Writes sync-status fields onto the opportunity unless a newer version is there.
+    fn update_opportunity(&self, update: &CrmOpportunityUpdate) -> impl Future<Output = Result<CrmWrite, ConnectorError>> + Send;
+}
+
+/// Everything a step service needs, bundled so services stay generic over one parameter.
+pub trait Platform: Send + Sync + 'static {
+    /// State, idempotency and rejection storage (one database: commits span them).
+    type Store: EngagementStore + IdempotencyStore + RejectionStore;
+    /// Event publisher.
+    type Publisher: EventPublisher;
+    /// Reference data.
+    type Reference: ReferenceDataSource;
+    /// CRM.
+    type Crm: Crm;
+    /// PSA.
+    type Psa: Psa;
+    /// ERP.
+    type Erp: Erp;
+
+    /// The store.
+    fn store(&self) -> &Self::Store;
+    /// The publisher.
+    fn publisher(&self) -> &Self::Publisher;
+    /// Reference data.
+    fn reference(&self) -> &Self::Reference;
+    /// CRM.
+    fn crm(&self) -> &Self::Crm;
+    /// PSA.
+    fn psa(&self) -> &Self::Psa;
+    /// ERP.
+    fn erp(&self) -> &Self::Erp;
+    /// Clock.
+    fn clock(&self) -> &dyn Clock;
+}

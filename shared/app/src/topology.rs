@@ -1,0 +1,339 @@
+//! The deployed topology read from the SAM template (`infra/template.yaml`): the event
+//! bus, rules (event pattern → SQS targets), queues (FIFO, visibility timeout, redrive to a
+//! DLQ with `maxReceiveCount`) and functions (SQS event source: batch size, maximum
+//! concurrency, `ReportBatchItemFailures`). The embedded runtime and the emulator tests
+//! are wired from this, so there is one source of truth for routing.
+//!
+//! Both intrinsic styles are understood: `!GetAtt Q.Arn` / `!Ref X` tags and the long form
+//! `{"Fn::GetAtt": [Q, Arn]}` / `{"Ref": X}`.
+
+use std::collections::BTreeMap;
+
+use serde_yaml_ng::Value as Yaml;
+
+/// A rule target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetDef {
+    /// Target id within the rule.
+    pub id: String,
+    /// Logical id of the target queue.
+    pub queue: String,
+    /// FIFO target: static message group from `SqsParameters` (when present).
+    pub message_group_id: Option<String>,
+}
+
+/// An EventBridge rule on the o2c bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleDef {
+    /// Logical id.
+    pub logical_id: String,
+    /// Event pattern as JSON.
+    pub pattern: serde_json::Value,
+    /// Targets.
+    pub targets: Vec<TargetDef>,
+}
+
+/// Redrive policy of a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redrive {
+    /// Logical id of the DLQ.
+    pub dead_letter_queue: String,
+    /// Receives before the message moves to the DLQ.
+    pub max_receive_count: u32,
+}
+
+/// An SQS queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDef {
+    /// Logical id.
+    pub logical_id: String,
+    /// FIFO queue.
+    pub fifo: bool,
+    /// Visibility timeout (seconds; SQS default 30).
+    pub visibility_timeout_secs: u32,
+    /// Retention (seconds; SQS default 4 days).
+    pub retention_secs: u32,
+    /// Redrive policy.
+    pub redrive: Option<Redrive>,
+}
+
+/// A Lambda function with its SQS event source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionDef {
+    /// Logical id.
+    pub logical_id: String,
+    /// cargo-lambda binary (= step name).
+    pub binary: String,
+    /// Logical id of the source queue.
+    pub queue: String,
+    /// Batch size (SQS event source default 10).
+    pub batch_size: u32,
+    /// `ScalingConfig.MaximumConcurrency` (2–1000), protects downstream rate limits.
+    pub max_concurrency: Option<u32>,
+    /// `FunctionResponseTypes: [ReportBatchItemFailures]`.
+    pub report_batch_item_failures: bool,
+    /// Function timeout (seconds).
+    pub timeout_secs: u32,
+}
+
+/// The whole topology.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    /// Logical id of the custom event bus.
+    pub bus: String,
+    /// Rules on the bus.
+    pub rules: Vec<RuleDef>,
+    /// Queues by logical id.
+    pub queues: BTreeMap<String, QueueDef>,
+    /// Functions.
+    pub functions: Vec<FunctionDef>,
+}
+
+/// A template the runtime cannot be wired from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template: {}", .0.join("; "))]
+pub struct TopologyError(pub Vec<String>);
+
+/// The SAM template shipped with this build (`infra/template.yaml`).
+pub const TEMPLATE: &str = include_str!("../../../infra/template.yaml");
+
+fn get<'a>(v: &'a Yaml, key: &str) -> Option<&'a Yaml> {
+    v.as_mapping()?.get(Yaml::String(key.to_owned()))
+}
+
+fn untag(v: &Yaml) -> (Option<String>, &Yaml) {
+    match v {
+        Yaml::Tagged(t) => (Some(t.tag.to_string()), &t.value),
+        other => (None, other),
+    }
+}
+
+/// Logical id referenced by `!Ref X`, `!GetAtt X.Arn`, `{Ref: X}` or `{Fn::GetAtt: [X, Arn]}`.
+fn reference(v: &Yaml) -> Option<String> {
+    match untag(v) {
+        (Some(tag), inner) if tag == "!Ref" => inner.as_str().map(str::to_owned),
+        (Some(tag), inner) if tag == "!GetAtt" => match inner {
+            Yaml::String(s) => s.split('.').next().map(str::to_owned),
+            Yaml::Sequence(seq) => seq.first().and_then(|x| x.as_str()).map(str::to_owned),
+            _ => None,
+        },
+        (None, inner) => {
+            if let Some(r) = get(inner, "Ref") {
+                return r.as_str().map(str::to_owned);
+            }
+            match get(inner, "Fn::GetAtt")? {
+                Yaml::Sequence(seq) => seq.first().and_then(|x| x.as_str()).map(str::to_owned),
+                Yaml::String(s) => s.split('.').next().map(str::to_owned),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn as_u32(v: Option<&Yaml>) -> Option<u32> {
+    let v = untag(v?).1;
+    match v {
+        Yaml::Number(n) => n.as_u64().and_then(|x| u32::try_from(x).ok()),
+        Yaml::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_bool(v: Option<&Yaml>) -> bool {
+    match v.map(|v| untag(v).1) {
+        Some(Yaml::Bool(b)) => *b,
+        Some(Yaml::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// YAML → JSON for event patterns (patterns contain no intrinsics).
+fn to_json(v: &Yaml) -> Result<serde_json::Value, String> {
+    serde_json::to_value(untag(v).1).map_err(|e| format!("event pattern is not plain JSON data: {e}"))
+}
+
+impl Topology {
+    /// Parses a SAM / CloudFormation template.
+    pub fn from_sam_yaml(text: &str) -> Result<Self, TopologyError> {
+        let doc: Yaml = serde_yaml_ng::from_str(text).map_err(|e| TopologyError(vec![format!("not valid YAML: {e}")]))?;
+        let resources = get(&doc, "Resources").and_then(|r| r.as_mapping()).ok_or_else(|| TopologyError(vec!["no Resources section".into()]))?;
+        let mut errs = Vec::new();
+        let mut bus = None;
+        let mut rules = Vec::new();
+        let mut queues = BTreeMap::new();
+        let mut functions = Vec::new();
+        let globals_timeout = get(&doc, "Globals").and_then(|g| get(g, "Function")).and_then(|f| as_u32(get(f, "Timeout")));
+
+        for (k, res) in resources {
+            let Some(id) = k.as_str() else { continue };
+            let ty = get(res, "Type").and_then(|t| t.as_str()).unwrap_or_default();
+            let props = get(res, "Properties");
+            match ty {
+                "AWS::Events::EventBus" => bus = Some(id.to_owned()),
+                "AWS::SQS::Queue" => {
+                    let p = props;
+                    let redrive = p.and_then(|p| get(p, "RedrivePolicy")).map(|r| {
+                        let dlq = get(r, "deadLetterTargetArn").and_then(reference);
+                        let max = as_u32(get(r, "maxReceiveCount"));
+                        match (dlq, max) {
+                            (Some(d), Some(m)) => Ok(Redrive { dead_letter_queue: d, max_receive_count: m }),
+                            _ => Err(format!("{id}: RedrivePolicy needs deadLetterTargetArn (!GetAtt) and maxReceiveCount")),
+                        }
+                    });
+                    let redrive = match redrive {
+                        None => None,
+                        Some(Ok(r)) => Some(r),
+                        Some(Err(e)) => {
+                            errs.push(e);
+                            None
+                        }
+                    };
+                    queues.insert(
+                        id.to_owned(),
+                        QueueDef {
+                            logical_id: id.to_owned(),
+                            fifo: as_bool(p.and_then(|p| get(p, "FifoQueue"))),
+                            visibility_timeout_secs: as_u32(p.and_then(|p| get(p, "VisibilityTimeout"))).unwrap_or(30),
+                            retention_secs: as_u32(p.and_then(|p| get(p, "MessageRetentionPeriod"))).unwrap_or(345_600),
+                            redrive,
+                        },
+                    );
+                }
+                "AWS::Events::Rule" => {
+                    let Some(p) = props else {
+                        errs.push(format!("{id}: rule without Properties"));
+                        continue;
+                    };
+                    let pattern = match get(p, "EventPattern").map(to_json) {
+                        Some(Ok(v)) => v,
+                        Some(Err(e)) => {
+                            errs.push(format!("{id}: {e}"));
+                            continue;
+                        }
+                        None => {
+                            errs.push(format!("{id}: rule without EventPattern"));
+                            continue;
+                        }
+                    };
+                    let mut targets = Vec::new();
+                    for t in get(p, "Targets").and_then(|t| t.as_sequence()).into_iter().flatten() {
+                        let tid = get(t, "Id").and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+                        match get(t, "Arn").and_then(reference) {
+                            Some(queue) => targets.push(TargetDef {
+                                id: tid,
+                                queue,
+                                message_group_id: get(t, "SqsParameters").and_then(|s| get(s, "MessageGroupId")).and_then(|m| m.as_str()).map(str::to_owned),
+                            }),
+                            None => errs.push(format!("{id}: target `{tid}` Arn must be !GetAtt <Queue>.Arn")),
+                        }
+                    }
+                    rules.push(RuleDef { logical_id: id.to_owned(), pattern, targets });
+                }
+                "AWS::Serverless::Function" => {
+                    let binary = get(res, "Metadata")
+                        .and_then(|m| get(m, "BuildProperties"))
+                        .and_then(|b| get(b, "Binary"))
+                        .and_then(|b| b.as_str())
+                        .map(str::to_owned);
+                    let Some(binary) = binary else {
+                        errs.push(format!("{id}: Metadata.BuildProperties.Binary is required (cargo-lambda)"));
+                        continue;
+                    };
+                    let timeout = as_u32(props.and_then(|p| get(p, "Timeout"))).or(globals_timeout).unwrap_or(3);
+                    let events = props.and_then(|p| get(p, "Events")).and_then(|e| e.as_mapping());
+                    for (_, ev) in events.into_iter().flatten() {
+                        if get(ev, "Type").and_then(|t| t.as_str()) != Some("SQS") {
+                            continue;
+                        }
+                        let Some(ep) = get(ev, "Properties") else { continue };
+                        let Some(queue) = get(ep, "Queue").and_then(reference) else {
+                            errs.push(format!("{id}: SQS event Queue must be !GetAtt <Queue>.Arn"));
+                            continue;
+                        };
+                        let report = get(ep, "FunctionResponseTypes")
+                            .and_then(|f| f.as_sequence())
+                            .is_some_and(|s| s.iter().any(|x| x.as_str() == Some("ReportBatchItemFailures")));
+                        functions.push(FunctionDef {
+                            logical_id: id.to_owned(),
+                            binary: binary.clone(),
+                            queue,
+                            batch_size: as_u32(get(ep, "BatchSize")).unwrap_or(10),
+                            max_concurrency: get(ep, "ScalingConfig").and_then(|s| as_u32(get(s, "MaximumConcurrency"))),
+                            report_batch_item_failures: report,
+                            timeout_secs: timeout,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(bus) = bus else {
+            errs.push("no AWS::Events::EventBus".into());
+            return Err(TopologyError(errs));
+        };
+        let topo = Topology { bus, rules, queues, functions };
+        errs.extend(topo.check());
+        if errs.is_empty() { Ok(topo) } else { Err(TopologyError(errs)) }
+    }
+
+    /// Structural checks: every reference resolves, every function queue has a DLQ and
+    /// reports batch item failures, FIFO-ness is consistent.
+    pub fn check(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        for r in &self.rules {
+            for t in &r.targets {
+                if !self.queues.contains_key(&t.queue) {
+                    errs.push(format!("{}: target queue {} is not declared", r.logical_id, t.queue));
+                }
+            }
+        }
+        for q in self.queues.values() {
+            if let Some(rd) = &q.redrive {
+                match self.queues.get(&rd.dead_letter_queue) {
+                    None => errs.push(format!("{}: DLQ {} is not declared", q.logical_id, rd.dead_letter_queue)),
+                    Some(d) if d.fifo != q.fifo => errs.push(format!("{}: DLQ {} must have the same FIFO type", q.logical_id, d.logical_id)),
+                    _ => {}
+                }
+            }
+        }
+        for f in &self.functions {
+            match self.queues.get(&f.queue) {
+                None => errs.push(format!("{}: source queue {} is not declared", f.logical_id, f.queue)),
+                Some(q) => {
+                    if q.redrive.is_none() {
+                        errs.push(format!("{}: source queue {} has no dead-letter queue", f.logical_id, q.logical_id));
+                    }
+                    // AWS guidance: visibility timeout ≥ 6 × function timeout for SQS sources.
+                    if q.visibility_timeout_secs < f.timeout_secs.saturating_mul(6) {
+                        errs.push(format!("{}: visibility timeout {}s < 6 × function timeout {}s", q.logical_id, q.visibility_timeout_secs, f.timeout_secs));
+                    }
+                }
+            }
+            if !f.report_batch_item_failures {
+                errs.push(format!("{}: SQS event source must set FunctionResponseTypes: [ReportBatchItemFailures]", f.logical_id));
+            }
+            if let Some(c) = f.max_concurrency
+                && !(2..=1000).contains(&c)
+            {
+                errs.push(format!("{}: MaximumConcurrency must be 2..=1000", f.logical_id));
+            }
+        }
+        errs
+    }
+
+    /// The function consuming `queue`, if any.
+    pub fn function_for_queue(&self, queue: &str) -> Option<&FunctionDef> {
+        self.functions.iter().find(|f| f.queue == queue)
+    }
+
+    /// The source queue whose redrive policy names `dlq`.
+    pub fn source_of_dlq(&self, dlq: &str) -> Option<&QueueDef> {
+        self.queues.values().find(|q| q.redrive.as_ref().is_some_and(|r| r.dead_letter_queue == dlq))
+    }
+
+    /// True when `queue` is some queue's DLQ.
+    pub fn is_dlq(&self, queue: &str) -> bool {
+        self.source_of_dlq(queue).is_some()
+    }
+}

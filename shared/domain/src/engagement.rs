@@ -1,0 +1,296 @@
+//! The engagement aggregate: one item per opportunity that carries the contract, the
+//! external ids, approvals, exceptions and CRM sync status. Steps read it, decide, and
+//! write it back under optimistic concurrency (a `version` held by the store).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::events::{Compensation, ExceptionKind, Issue};
+use crate::model::{BillingSchedule, Contract, Milestone};
+
+/// Where an engagement is in the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngagementStatus {
+    /// CLM approval arrived before the closed-won; waiting for the contract.
+    AwaitingContract,
+    /// The latest closed-won failed validation.
+    Rejected,
+    /// Contract validated and enriched; provisioning may start.
+    ContractCreated,
+    /// Waiting for CLM `ContractApproved` (workflow rule).
+    AwaitingApproval,
+    /// Provisioning claimed by one event; the contract is frozen (changes become change orders).
+    Provisioning,
+    /// Project exists in PSA and ERP.
+    Provisioned,
+    /// Billing schedule exists; project is live.
+    Active,
+    /// Provisioning failed permanently (PSA compensated); needs an operator.
+    ProvisioningFailed,
+    /// The ERP refused the billing schedule; needs an operator.
+    BillingSetupFailed,
+}
+
+impl EngagementStatus {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitingContract => "awaiting_contract",
+            Self::Rejected => "rejected",
+            Self::ContractCreated => "contract_created",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Provisioning => "provisioning",
+            Self::Provisioned => "provisioned",
+            Self::Active => "active",
+            Self::ProvisioningFailed => "provisioning_failed",
+            Self::BillingSetupFailed => "billing_setup_failed",
+        }
+    }
+
+    /// True once provisioning has started: the contract is frozen and changes need a
+    /// change order.
+    pub fn is_provisioned(self) -> bool {
+        matches!(self, Self::Provisioning | Self::Provisioned | Self::Active | Self::BillingSetupFailed)
+    }
+
+    /// Every status, for operator filters.
+    pub const ALL: [EngagementStatus; 9] = [
+        Self::AwaitingContract,
+        Self::Rejected,
+        Self::ContractCreated,
+        Self::AwaitingApproval,
+        Self::Provisioning,
+        Self::Provisioned,
+        Self::Active,
+        Self::ProvisioningFailed,
+        Self::BillingSetupFailed,
+    ];
+}
+
+/// Why the latest closed-won was rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Opportunity revision rejected.
+    pub revision: u64,
+    /// Event rejected.
+    pub event_id: String,
+    /// Every reason.
+    pub reasons: Vec<Issue>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// CLM approval of the statement of work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    /// CLM agreement id.
+    pub clm_agreement_id: String,
+    /// Approver user id.
+    pub approver_id: String,
+    /// Approval time.
+    pub approved_at: DateTime<Utc>,
+}
+
+/// An exception on the engagement, for the operator workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngagementException {
+    /// Stable id (same cause → same id, so re-processing does not duplicate it).
+    pub exception_id: String,
+    /// Kind.
+    pub kind: ExceptionKind,
+    /// Step that raised it.
+    pub step: String,
+    /// Operator-facing message.
+    pub message: String,
+    /// Compensations performed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compensations: Vec<Compensation>,
+    /// Raised at.
+    pub raised_at: DateTime<Utc>,
+    /// Still needs attention.
+    pub open: bool,
+}
+
+/// What was last written to the CRM opportunity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrmSync {
+    /// The update last written (or attempted).
+    pub update: CrmOpportunityUpdate,
+    /// `ok` or the CRM's error.
+    pub result: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The sync-status fields o2c writes back onto the CRM opportunity (the custom fields
+/// CRM↔ERP integrations conventionally add: sync status, external ids, last error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrmOpportunityUpdate {
+    /// Opportunity id.
+    pub opportunity_id: String,
+    /// Monotonic version of the engagement state this update reflects; the CRM connector
+    /// ignores an update older than the one already written (reordering-safe).
+    pub sync_version: u64,
+    /// `Synced` | `Pending` | `Error`.
+    pub sync_status: String,
+    /// Engagement status (wire name).
+    pub engagement_status: String,
+    /// Engagement id.
+    pub engagement_id: String,
+    /// Contract id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract_id: Option<String>,
+    /// PSA project id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psa_project_id: Option<String>,
+    /// ERP project id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_project_id: Option<String>,
+    /// ERP billing schedule id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_billing_schedule_id: Option<String>,
+    /// Errors for the sales user, most important first (bounded to the CRM field size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl CrmOpportunityUpdate {
+    /// Same content ignoring `sync_version`.
+    pub fn same_content(&self, other: &Self) -> bool {
+        let mut a = self.clone();
+        a.sync_version = other.sync_version;
+        &a == other
+    }
+}
+
+/// The engagement aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Engagement {
+    /// `ENG-<opportunity id>`.
+    pub engagement_id: String,
+    /// CRM opportunity id.
+    pub opportunity_id: String,
+    /// Status.
+    pub status: EngagementStatus,
+    /// Correlation id of the flow.
+    pub correlation_id: String,
+    /// Highest opportunity revision processed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_revision: Option<u64>,
+    /// The contract (absent until a valid closed-won).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<Contract>,
+    /// A changed contract received after provisioning, waiting for a change order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_change: Option<Contract>,
+    /// The latest rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+    /// CLM approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+    /// Provisioning attempt (1-based); the external key of attempt n > 1 is `<id>~n`.
+    #[serde(default)]
+    pub provisioning_attempt: u32,
+    /// Idempotency key of the event whose provisioning holds the `provisioning` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
+    /// PSA project id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psa_project_id: Option<String>,
+    /// ERP project id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_project_id: Option<String>,
+    /// Milestones created with the project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub milestones: Vec<Milestone>,
+    /// Billing schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_schedule: Option<BillingSchedule>,
+    /// ERP billing schedule id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_billing_schedule_id: Option<String>,
+    /// Exceptions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<EngagementException>,
+    /// CRM write-back status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crm_sync: Option<CrmSync>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Engagement {
+    /// A fresh engagement for an opportunity.
+    pub fn new(engagement_id: String, opportunity_id: String, correlation_id: String, now: DateTime<Utc>) -> Self {
+        Self {
+            engagement_id,
+            opportunity_id,
+            status: EngagementStatus::AwaitingContract,
+            correlation_id,
+            latest_revision: None,
+            contract: None,
+            pending_change: None,
+            rejection: None,
+            approval: None,
+            provisioning_attempt: 0,
+            claimed_by: None,
+            psa_project_id: None,
+            erp_project_id: None,
+            milestones: Vec::new(),
+            billing_schedule: None,
+            erp_billing_schedule_id: None,
+            exceptions: Vec::new(),
+            crm_sync: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// True when any exception is still open (operator queue).
+    pub fn has_open_exception(&self) -> bool {
+        self.exceptions.iter().any(|e| e.open)
+    }
+
+    /// Adds an exception unless one with the same id exists (re-processing is idempotent).
+    pub fn raise(&mut self, exception: EngagementException) -> bool {
+        if self.exceptions.iter().any(|e| e.exception_id == exception.exception_id) {
+            return false;
+        }
+        self.exceptions.push(exception);
+        true
+    }
+
+    /// The external key used for PSA/ERP project creation in the current attempt.
+    pub fn project_external_key(&self) -> String {
+        if self.provisioning_attempt <= 1 {
+            self.engagement_id.clone()
+        } else {
+            format!("{}~{}", self.engagement_id, self.provisioning_attempt)
+        }
+    }
+}
+
+/// One line of an engagement's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Engagement.
+    pub engagement_id: String,
+    /// When the step processed the event.
+    pub at: DateTime<Utc>,
+    /// Step (function) name.
+    pub step: String,
+    /// Event processed.
+    pub event_id: String,
+    /// Its detail-type.
+    pub event_type: String,
+    /// Correlation id.
+    pub correlation_id: String,
+    /// What the step did (`contract_created`, `duplicate_ignored`, …).
+    pub action: String,
+    /// Short operator-facing summary (no PII).
+    pub summary: String,
+}

@@ -1,0 +1,26 @@
+//! # o2c-domain
+//!
+//! The functional core of o2c: canonical business objects, event contracts and the
+//! workflow steps as pure functions. Nothing here performs I/O or imports an AWS crate;
+//! the shells (Lambda handlers, the embedded runtime) load state, call these functions and
+//! carry out the decisions.
+//!
+//! Layout:
+//! - [`money`]: exact decimal amounts with ISO 4217 currencies and the rounding rules;
+//! - [`model`]: contract, project, billing schedule, time, expense, invoice, payment;
+//! - [`reference`]: master data (customers, legal entities, tax, rate cards, templates,
+//!   catalog) and workflow rules held as data;
+//! - [`events`]: the envelope, event types (`source` / `detail-type`) and payloads;
+//! - [`engagement`]: the engagement aggregate, its status and audit entries;
+//! - [`intake`]: closed-won validation (every failure at once) and enrichment;
+//! - [`billing`]: milestone and billing-schedule derivation;
+//! - [`workflow`]: the decisions of each step (intake, provision, billing setup, write-back).
+
+pub mod billing;
+pub mod engagement;
+pub mod events;
+pub mod intake;
+pub mod model;
+pub mod money;
+pub mod reference;
+pub mod workflow;

@@ -1,0 +1,306 @@
+//! Reference (master) data: customers, legal entities, tax profiles, rate cards, project
+//! templates, the service catalog and the workflow rules that are configured as data.
+//!
+//! The middleware never owns this data; it reads a snapshot through the
+//! `ReferenceData` port and enforces source-of-record rules (a closed-won that names a
+//! customer the customer master does not know is rejected, not created).
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::model::BillingModel;
+use crate::money::Currency;
+
+/// A contracting / invoicing legal entity of the firm (an ERP subsidiary or company code).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegalEntity {
+    /// Master-data id, e.g. `LE-DE-01`.
+    pub id: String,
+    /// Registered name.
+    pub name: String,
+    /// ISO 3166-1 alpha-2 country.
+    pub country: String,
+    /// Ledger currency.
+    pub functional_currency: Currency,
+    /// Currencies this entity may invoice in.
+    pub billing_currencies: Vec<Currency>,
+    /// Subsidiary / company code in the ERP.
+    pub erp_subsidiary: String,
+}
+
+/// Tax regime of a tax profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaxRegime {
+    /// Value-added tax charged by the supplier.
+    Vat,
+    /// Goods and services tax (SG, AU, IN, …).
+    Gst,
+    /// Consumption tax (JP).
+    ConsumptionTax,
+    /// US-style sales tax.
+    SalesTax,
+    /// Cross-border B2B supply: the customer self-assesses, invoice carries 0 % and a note.
+    ReverseCharge,
+    /// Exempt supply.
+    Exempt,
+}
+
+/// How a customer is taxed for professional services (the tax nexus of the supply).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaxProfile {
+    /// Master-data id, e.g. `TP-DE-VAT`.
+    pub id: String,
+    /// ISO country of the tax jurisdiction.
+    pub jurisdiction: String,
+    /// Regime.
+    pub regime: TaxRegime,
+    /// Rate as a fraction (0.19 for 19 %).
+    pub rate: Decimal,
+    /// True when the customer's tax registration number must be on file.
+    pub registration_required: bool,
+}
+
+/// Customer account status in the customer master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomerStatus {
+    /// May be contracted and invoiced.
+    Active,
+    /// Finance placed the account on credit hold: no new engagements.
+    CreditHold,
+    /// Closed account.
+    Inactive,
+}
+
+/// A customer account in the customer master (source of record: ERP or MDM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    /// Master-data id, shared by CRM and ERP through the integration key.
+    pub id: String,
+    /// Account name.
+    pub name: String,
+    /// Parent account in the hierarchy, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// ISO country of the billing address.
+    pub country: String,
+    /// Default contracting legal entity.
+    pub legal_entity_id: String,
+    /// Tax profile.
+    pub tax_profile_id: String,
+    /// Preferred billing currency.
+    pub currency: Currency,
+    /// Account status.
+    pub status: CustomerStatus,
+    /// Tax registration (VAT id) on file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_registration: Option<String>,
+    /// Customer number in the ERP.
+    pub erp_customer_id: String,
+    /// Default payment terms, e.g. `NET30`.
+    pub payment_terms: String,
+}
+
+/// An offering in the service catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceOffering {
+    /// Catalog id, e.g. `SVC-ERP-IMPL`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Service line (practice) that owns delivery; workflow rules key on it.
+    pub service_line: String,
+    /// Billing models this offering may be sold with.
+    pub billing_models: Vec<BillingModel>,
+    /// Project template used when the opportunity names none.
+    pub default_template_id: String,
+}
+
+/// One rate: role × delivery region × validity window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateCardEntry {
+    /// Role code, e.g. `MANAGER`.
+    pub role: String,
+    /// Delivery region code, e.g. `EMEA-DE`.
+    pub region: String,
+    /// Hourly rate in the card's currency.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub hourly_rate: Decimal,
+    /// First day the rate applies.
+    pub valid_from: NaiveDate,
+    /// Last day the rate applies (open-ended when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<NaiveDate>,
+}
+
+/// A rate card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateCard {
+    /// Id, e.g. `RC-EUR-2027`.
+    pub id: String,
+    /// Currency all rates are in.
+    pub currency: Currency,
+    /// Rates.
+    pub entries: Vec<RateCardEntry>,
+}
+
+impl RateCard {
+    /// The rate for `role` in `region` valid on `on`, if any.
+    pub fn rate_for(&self, role: &str, region: &str, on: NaiveDate) -> Option<&RateCardEntry> {
+        self.entries.iter().find(|e| {
+            e.role == role && e.region == region && e.valid_from <= on && e.valid_to.is_none_or(|to| on <= to)
+        })
+    }
+}
+
+/// A phase of a project template; phases with a weight become billing milestones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplatePhase {
+    /// Phase code, e.g. `DESIGN`.
+    pub code: String,
+    /// Display name.
+    pub name: String,
+    /// Share of a milestone-billed line's value, in percent (phases sum to 100).
+    #[serde(with = "rust_decimal::serde::str")]
+    pub milestone_weight_pct: Decimal,
+    /// When the phase ends, as a fraction of the project duration (0 < f ≤ 1).
+    #[serde(with = "rust_decimal::serde::str")]
+    pub ends_at_fraction: Decimal,
+}
+
+/// A project template shared by PSA and ERP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectTemplate {
+    /// Id, e.g. `TPL-TRANSFORMATION`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Template code in the PSA.
+    pub psa_template: String,
+    /// Project type in the ERP.
+    pub erp_project_type: String,
+    /// Phases in order.
+    pub phases: Vec<TemplatePhase>,
+}
+
+/// Workflow rules configured as data (no redeploy to change them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowRules {
+    /// Service lines whose engagements need `ContractApproved` from CLM before provisioning.
+    #[serde(default)]
+    pub approval_required_service_lines: Vec<String>,
+    /// Regions the firm delivers from.
+    #[serde(default)]
+    pub delivery_regions: Vec<String>,
+    /// Accepted payment terms codes.
+    #[serde(default)]
+    pub payment_terms: Vec<String>,
+}
+
+/// A consistent snapshot of all reference data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceData {
+    /// Legal entities by id.
+    pub legal_entities: BTreeMap<String, LegalEntity>,
+    /// Tax profiles by id.
+    pub tax_profiles: BTreeMap<String, TaxProfile>,
+    /// Customers by id.
+    pub customers: BTreeMap<String, Customer>,
+    /// Service catalog by id.
+    pub service_offerings: BTreeMap<String, ServiceOffering>,
+    /// Rate cards by id.
+    pub rate_cards: BTreeMap<String, RateCard>,
+    /// Project templates by id.
+    pub project_templates: BTreeMap<String, ProjectTemplate>,
+    /// Workflow rules.
+    #[serde(default)]
+    pub workflow: WorkflowRules,
+}
+
+/// A reference-data file that failed its consistency check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("reference data is inconsistent: {}", .0.join("; "))]
+pub struct ReferenceDataError(pub Vec<String>);
+
+impl ReferenceData {
+    /// Parses a JSON snapshot and checks its internal consistency.
+    pub fn from_json(text: &str) -> Result<Self, ReferenceDataError> {
+        let data: ReferenceData =
+            serde_json::from_str(text).map_err(|e| ReferenceDataError(vec![format!("not valid JSON: {e}")]))?;
+        data.check()?;
+        Ok(data)
+    }
+
+    /// Checks cross references (ids resolve, map keys match ids, template weights sum to 100).
+    pub fn check(&self) -> Result<(), ReferenceDataError> {
+        let mut errs = Vec::new();
+        fn keys<T>(m: &BTreeMap<String, T>, id: impl Fn(&T) -> &str, what: &str, errs: &mut Vec<String>) {
+            for (k, v) in m {
+                if k != id(v) {
+                    errs.push(format!("{what} key `{k}` does not match its id `{}`", id(v)));
+                }
+            }
+        }
+        keys(&self.legal_entities, |v| &v.id, "legal entity", &mut errs);
+        keys(&self.tax_profiles, |v| &v.id, "tax profile", &mut errs);
+        keys(&self.customers, |v| &v.id, "customer", &mut errs);
+        keys(&self.service_offerings, |v| &v.id, "service offering", &mut errs);
+        keys(&self.rate_cards, |v| &v.id, "rate card", &mut errs);
+        keys(&self.project_templates, |v| &v.id, "project template", &mut errs);
+        for c in self.customers.values() {
+            if !self.legal_entities.contains_key(&c.legal_entity_id) {
+                errs.push(format!("customer {} names unknown legal entity {}", c.id, c.legal_entity_id));
+            }
+            if !self.tax_profiles.contains_key(&c.tax_profile_id) {
+                errs.push(format!("customer {} names unknown tax profile {}", c.id, c.tax_profile_id));
+            }
+            if let Some(p) = &c.parent_id
+                && !self.customers.contains_key(p)
+            {
+                errs.push(format!("customer {} names unknown parent {p}", c.id));
+            }
+        }
+        for s in self.service_offerings.values() {
+            if !self.project_templates.contains_key(&s.default_template_id) {
+                errs.push(format!("offering {} names unknown template {}", s.id, s.default_template_id));
+            }
+        }
+        for t in self.project_templates.values() {
+            let total: Decimal = t.phases.iter().map(|p| p.milestone_weight_pct).sum();
+            if total != Decimal::ONE_HUNDRED {
+                errs.push(format!("template {} milestone weights sum to {total}, not 100", t.id));
+            }
+            let mut last = Decimal::ZERO;
+            for p in &t.phases {
+                if p.ends_at_fraction <= last || p.ends_at_fraction > Decimal::ONE {
+                    errs.push(format!("template {} phase {} ends_at_fraction must increase within (0, 1]", t.id, p.code));
+                }
+                last = p.ends_at_fraction;
+            }
+        }
+        if errs.is_empty() { Ok(()) } else { Err(ReferenceDataError(errs)) }
+    }
+
+    /// Walks the account hierarchy from `customer_id` to its ultimate parent (inclusive).
+    pub fn hierarchy(&self, customer_id: &str) -> Vec<String> {
+        let mut path = Vec::new();
+        let mut cur = Some(customer_id.to_owned());
+        while let Some(id) = cur {
+            if path.contains(&id) {
+                break; // a cycle in master data must not hang the worker
+            }
+            cur = self.customers.get(&id).and_then(|c| c.parent_id.clone());
+            path.push(id);
+        }
+        path
+    }
+
+    /// True when the service line needs CLM approval before provisioning.
+    pub fn approval_required(&self, service_line: &str) -> bool {
+        self.workflow.approval_required_service_lines.iter().any(|s| s == service_line)
+    }
+}
