@@ -87,32 +87,55 @@ pub fn entry_size(e: &PutEventsEntry) -> usize {
         + s(&e.source)
         + s(&e.detail_type)
         + s(&e.detail)
-        + e.resources.as_ref().map_or(0, |r| r.iter().map(String::len).sum())
+        + e.resources
+            .as_ref()
+            .map_or(0, |r| r.iter().map(String::len).sum())
 }
 
 /// Validates an entry the way EventBridge does before accepting it.
 pub fn validate_entry(e: &PutEventsEntry) -> Result<serde_json::Value, EntryError> {
     let required = |v: &Option<String>, name: &str| match v.as_deref().map(str::trim) {
         Some(s) if !s.is_empty() => Ok(()),
-        _ => Err(EntryError { code: "InvalidArgument", message: format!("Parameter {name} is not valid.") }),
+        _ => Err(EntryError {
+            code: "InvalidArgument",
+            message: format!("Parameter {name} is not valid."),
+        }),
     };
     required(&e.source, "Source")?;
     required(&e.detail_type, "DetailType")?;
     required(&e.detail, "Detail")?;
     let size = entry_size(e);
     if size > MAX_ENTRY_BYTES {
-        return Err(EntryError { code: "InvalidArgument", message: format!("Entry is {size} bytes; the PutEvents limit is {MAX_ENTRY_BYTES} bytes (256 KB).") });
+        return Err(EntryError {
+            code: "InvalidArgument",
+            message: format!(
+                "Entry is {size} bytes; the PutEvents limit is {MAX_ENTRY_BYTES} bytes (256 KB)."
+            ),
+        });
     }
     let detail: serde_json::Value = serde_json::from_str(e.detail.as_deref().unwrap_or_default())
-        .map_err(|err| EntryError { code: "MalformedDetail", message: format!("Detail is not valid JSON: {err}") })?;
+        .map_err(|err| EntryError {
+        code: "MalformedDetail",
+        message: format!("Detail is not valid JSON: {err}"),
+    })?;
     if !detail.is_object() {
-        return Err(EntryError { code: "MalformedDetail", message: "Detail must be a JSON object.".into() });
+        return Err(EntryError {
+            code: "MalformedDetail",
+            message: "Detail must be a JSON object.".into(),
+        });
     }
     Ok(detail)
 }
 
 /// The event a rule delivers to a target (what an SQS message body holds).
-pub fn eventbridge_event(e: &PutEventsEntry, detail: serde_json::Value, id: &str, account: &str, region: &str, now: DateTime<Utc>) -> serde_json::Value {
+pub fn eventbridge_event(
+    e: &PutEventsEntry,
+    detail: serde_json::Value,
+    id: &str,
+    account: &str,
+    region: &str,
+    now: DateTime<Utc>,
+) -> serde_json::Value {
     serde_json::json!({
         "version": "0",
         "id": id,
@@ -133,7 +156,12 @@ pub fn entry_for(event: &OutgoingEvent, bus_name: &str) -> PutEventsEntry {
         detail_type: Some(event.detail_type().to_owned()),
         detail: Some(event.detail.to_string()),
         event_bus_name: Some(bus_name.to_owned()),
-        time: event.detail.get("occurred_at").and_then(|t| t.as_str()).and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc)),
+        time: event
+            .detail
+            .get("occurred_at")
+            .and_then(|t| t.as_str())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc)),
         resources: None,
     }
 }
@@ -152,16 +180,26 @@ pub fn entries_from_json(v: &serde_json::Value) -> Result<Vec<PutEventsEntry>, S
             Ok(out)
         }
         Value::Object(m) if m.contains_key("Entries") => {
-            let req: PutEventsRequest = serde_json::from_value(v.clone()).map_err(|e| format!("not a PutEvents request: {e}"))?;
+            let req: PutEventsRequest = serde_json::from_value(v.clone())
+                .map_err(|e| format!("not a PutEvents request: {e}"))?;
             Ok(req.entries)
         }
         Value::Object(m) if m.contains_key("Records") => {
-            let records = m.get("Records").and_then(Value::as_array).ok_or("Records must be an array")?;
+            let records = m
+                .get("Records")
+                .and_then(Value::as_array)
+                .ok_or("Records must be an array")?;
             let mut out = Vec::new();
             for (i, r) in records.iter().enumerate() {
-                let body = r.get("body").and_then(Value::as_str).ok_or_else(|| format!("Records[{i}] has no body"))?;
-                let inner: Value = serde_json::from_str(body).map_err(|e| format!("Records[{i}].body is not JSON: {e}"))?;
-                out.extend(entries_from_json(&inner).map_err(|e| format!("Records[{i}].body: {e}"))?);
+                let body = r
+                    .get("body")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("Records[{i}] has no body"))?;
+                let inner: Value = serde_json::from_str(body)
+                    .map_err(|e| format!("Records[{i}].body is not JSON: {e}"))?;
+                out.extend(
+                    entries_from_json(&inner).map_err(|e| format!("Records[{i}].body: {e}"))?,
+                );
             }
             Ok(out)
         }
@@ -169,18 +207,30 @@ pub fn entries_from_json(v: &serde_json::Value) -> Result<Vec<PutEventsEntry>, S
             let detail = m.get("detail").ok_or("EventBridge event without detail")?;
             Ok(vec![PutEventsEntry {
                 source: m.get("source").and_then(Value::as_str).map(str::to_owned),
-                detail_type: m.get("detail-type").and_then(Value::as_str).map(str::to_owned),
+                detail_type: m
+                    .get("detail-type")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 detail: Some(detail.to_string()),
                 event_bus_name: None,
-                time: m.get("time").and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc)),
-                resources: m.get("resources").and_then(|r| serde_json::from_value(r.clone()).ok()),
+                time: m
+                    .get("time")
+                    .and_then(Value::as_str)
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc)),
+                resources: m
+                    .get("resources")
+                    .and_then(|r| serde_json::from_value(r.clone()).ok()),
             }])
         }
         Value::Object(m) if m.contains_key("DetailType") => {
-            let entry: PutEventsEntry = serde_json::from_value(v.clone()).map_err(|e| format!("not a PutEvents entry: {e}"))?;
+            let entry: PutEventsEntry = serde_json::from_value(v.clone())
+                .map_err(|e| format!("not a PutEvents entry: {e}"))?;
             Ok(vec![entry])
         }
-        _ => Err("expected an EventBridge event, a PutEvents entry or request, or an SQS event".into()),
+        _ => Err(
+            "expected an EventBridge event, a PutEvents entry or request, or an SQS event".into(),
+        ),
     }
 }
 
@@ -197,7 +247,8 @@ pub fn entries_from_text(text: &str) -> Result<Vec<PutEventsEntry>, String> {
                     continue;
                 }
                 any = true;
-                let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("line {}: not JSON: {e}", n + 1))?;
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| format!("line {}: not JSON: {e}", n + 1))?;
                 out.extend(entries_from_json(&v).map_err(|e| format!("line {}: {e}", n + 1))?);
             }
             if !any {
@@ -213,7 +264,12 @@ mod tests {
     use super::*;
 
     fn entry(detail: &str) -> PutEventsEntry {
-        PutEventsEntry { source: Some("o2c.crm".into()), detail_type: Some("OpportunityClosedWon".into()), detail: Some(detail.into()), ..Default::default() }
+        PutEventsEntry {
+            source: Some("o2c.crm".into()),
+            detail_type: Some("OpportunityClosedWon".into()),
+            detail: Some(detail.into()),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -228,8 +284,14 @@ mod tests {
 
     #[test]
     fn when_detail_is_not_an_object_should_refuse() {
-        assert_eq!(validate_entry(&entry("[1]")).unwrap_err().code, "MalformedDetail");
-        assert_eq!(validate_entry(&entry("{nope")).unwrap_err().code, "MalformedDetail");
+        assert_eq!(
+            validate_entry(&entry("[1]")).unwrap_err().code,
+            "MalformedDetail"
+        );
+        assert_eq!(
+            validate_entry(&entry("{nope")).unwrap_err().code,
+            "MalformedDetail"
+        );
         let mut e = entry("{}");
         e.source = None;
         assert_eq!(validate_entry(&e).unwrap_err().code, "InvalidArgument");
@@ -240,9 +302,17 @@ mod tests {
         let text = r#"{"detail-type":"A","source":"s","detail":{"k":1}}
 {"Source":"s","DetailType":"B","Detail":"{}"}
 {"Entries":[{"Source":"s","DetailType":"C","Detail":"{}"}]}"#;
-        let got: Vec<_> = entries_from_text(text).unwrap().into_iter().map(|e| e.detail_type.unwrap()).collect();
+        let got: Vec<_> = entries_from_text(text)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.detail_type.unwrap())
+            .collect();
         assert_eq!(got, vec!["A", "B", "C"]);
         assert!(entries_from_text("{\"nope\":1}").is_err());
-        assert!(entries_from_text("not json").unwrap_err().contains("line 1"));
+        assert!(
+            entries_from_text("not json")
+                .unwrap_err()
+                .contains("line 1")
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! AWS adapters live in `o2c-aws`, embedded ones in `o2c-embedded`.
 //!
 //! Layout:
+//! - [`contracts`]: JSON Schema validation of every incoming event (all violations);
 //! - [`error`]: the error taxonomy (validation / conflict / dependency / bug);
 //! - [`ports`]: narrow traits for state, idempotency, rejections, publishing, reference
 //!   data, CRM / PSA / ERP connectors, clock; bundled by [`ports::Platform`];
@@ -16,6 +17,7 @@
 //! - [`bus`]: `PutEvents` entries, their limits and the delivered event envelope.
 
 pub mod bus;
+pub mod contracts;
 pub mod error;
 pub mod ports;
 pub mod routing;

@@ -29,9 +29,41 @@ use crate::service::{Handled, Step, StepService};
 /// SQS attribute carrying the FIFO message group.
 pub const MESSAGE_GROUP_ID: &str = "MessageGroupId";
 
+/// What happened to one record of a batch.
+#[derive(Debug)]
+pub struct RecordOutcome {
+    /// SQS message id.
+    pub message_id: String,
+    /// `Ok(Some)` handled, `Ok(None)` parked as rejected, `Err` to be retried.
+    pub result: Result<Option<Handled>, O2cError>,
+}
+
 /// Handles one SQS batch for `step` and returns the records to retry.
-pub async fn handle_batch<P: Platform>(svc: &StepService<P>, step: Step, event: SqsEvent, in_progress_until: DateTime<Utc>) -> SqsBatchResponse {
+pub async fn handle_batch<P: Platform>(
+    svc: &StepService<P>,
+    step: Step,
+    event: SqsEvent,
+    in_progress_until: DateTime<Utc>,
+) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
+    for outcome in process_batch(svc, step, event, in_progress_until).await {
+        if outcome.result.is_err() {
+            response
+                .batch_item_failures
+                .push(failure(&outcome.message_id));
+        }
+    }
+    response
+}
+
+/// Handles one SQS batch and returns the outcome of every record, in order.
+pub async fn process_batch<P: Platform>(
+    svc: &StepService<P>,
+    step: Step,
+    event: SqsEvent,
+    in_progress_until: DateTime<Utc>,
+) -> Vec<RecordOutcome> {
+    let mut outcomes = Vec::with_capacity(event.records.len());
     let mut stopped_groups: HashSet<String> = HashSet::new();
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
@@ -39,19 +71,28 @@ pub async fn handle_batch<P: Platform>(svc: &StepService<P>, step: Step, event: 
         if let Some(g) = &group
             && stopped_groups.contains(g)
         {
-            response.batch_item_failures.push(failure(&message_id));
+            let err = O2cError::dependency(
+                "fifo",
+                format!("an earlier message of group {g} failed; kept in order"),
+            );
+            outcomes.push(RecordOutcome {
+                message_id,
+                result: Err(err),
+            });
             continue;
         }
         let span = info_span!("record", message_id = %message_id);
-        let ok = handle_record(svc, step, &record, in_progress_until).instrument(span).await.is_ok();
-        if !ok {
-            response.batch_item_failures.push(failure(&message_id));
-            if let Some(g) = group {
-                stopped_groups.insert(g);
-            }
+        let result = handle_record(svc, step, &record, in_progress_until)
+            .instrument(span)
+            .await;
+        if result.is_err()
+            && let Some(g) = group
+        {
+            stopped_groups.insert(g);
         }
+        outcomes.push(RecordOutcome { message_id, result });
     }
-    response
+    outcomes
 }
 
 fn failure(message_id: &str) -> BatchItemFailure {
@@ -62,13 +103,23 @@ fn failure(message_id: &str) -> BatchItemFailure {
 
 /// Decodes an SQS body into a business event.
 pub fn decode_body(body: &str) -> Result<BusinessEvent, O2cError> {
-    let envelope: EventBridgeEvent<Value> = serde_json::from_str(body)
-        .map_err(|e| O2cError::Validation(vec![Issue::new("body", "not_an_eventbridge_event", format!("the message body is not an EventBridge event: {e}"))]))?;
-    Ok(BusinessEvent::decode(&envelope.detail_type, &envelope.detail)?)
+    let envelope: EventBridgeEvent<Value> = serde_json::from_str(body).map_err(|e| {
+        O2cError::Validation(vec![Issue::new(
+            "body",
+            "not_an_eventbridge_event",
+            format!("the message body is not an EventBridge event: {e}"),
+        )])
+    })?;
+    crate::contracts::decode(&envelope.detail_type, &envelope.detail)
 }
 
 /// Processes one record; `Err` means "report for retry".
-pub async fn handle_record<P: Platform>(svc: &StepService<P>, step: Step, record: &SqsMessage, in_progress_until: DateTime<Utc>) -> Result<Option<Handled>, O2cError> {
+pub async fn handle_record<P: Platform>(
+    svc: &StepService<P>,
+    step: Step,
+    record: &SqsMessage,
+    in_progress_until: DateTime<Utc>,
+) -> Result<Option<Handled>, O2cError> {
     let body = record.body.as_deref().unwrap_or_default();
     let result = match decode_body(body) {
         Ok(event) => svc.handle(step, &event, in_progress_until).await,
@@ -78,7 +129,8 @@ pub async fn handle_record<P: Platform>(svc: &StepService<P>, step: Step, record
         Ok(h) => Ok(Some(h)),
         Err(e) if e.is_permanent() => {
             let message_id = record.message_id.clone().unwrap_or_default();
-            let parked = rejected_message(step, &message_id, body, &e, svc.platform().clock().now());
+            let parked =
+                rejected_message(step, &message_id, body, &e, svc.platform().clock().now());
             let codes: Vec<&str> = parked.reasons.iter().map(|r| r.code.as_str()).collect();
             warn!(error_type = e.error_type(), reasons = ?codes, "message rejected; parking it");
             match svc.platform().store().park(&parked).await {
@@ -97,7 +149,13 @@ pub async fn handle_record<P: Platform>(svc: &StepService<P>, step: Step, record
 }
 
 /// Builds the parked record, reading what it can from a possibly malformed body.
-pub fn rejected_message(step: Step, message_id: &str, body: &str, error: &O2cError, now: DateTime<Utc>) -> RejectedMessage {
+pub fn rejected_message(
+    step: Step,
+    message_id: &str,
+    body: &str,
+    error: &O2cError,
+    now: DateTime<Utc>,
+) -> RejectedMessage {
     let v: Option<Value> = serde_json::from_str(body).ok();
     let s = |path: &[&str]| -> Option<String> {
         let mut cur = v.as_ref()?;
@@ -107,9 +165,15 @@ pub fn rejected_message(step: Step, message_id: &str, body: &str, error: &O2cErr
         cur.as_str().map(str::to_owned)
     };
     let event_id = s(&["detail", "event_id"]);
-    let engagement_id = s(&["detail", "payload", "engagement_id"])
-        .or_else(|| s(&["detail", "payload", "opportunity_id"]).map(|o| o2c_domain::events::engagement_id_for(&o)));
-    let rejection_id = format!("{}#{}", step.name(), event_id.clone().unwrap_or_else(|| message_id.to_owned()));
+    let engagement_id = s(&["detail", "payload", "engagement_id"]).or_else(|| {
+        s(&["detail", "payload", "opportunity_id"])
+            .map(|o| o2c_domain::events::engagement_id_for(&o))
+    });
+    let rejection_id = format!(
+        "{}#{}",
+        step.name(),
+        event_id.clone().unwrap_or_else(|| message_id.to_owned())
+    );
     RejectedMessage {
         rejection_id,
         step: step.name().to_owned(),

@@ -150,24 +150,32 @@ fn as_bool(v: Option<&Yaml>) -> bool {
 
 /// YAML → JSON for event patterns (patterns contain no intrinsics).
 fn to_json(v: &Yaml) -> Result<serde_json::Value, String> {
-    serde_json::to_value(untag(v).1).map_err(|e| format!("event pattern is not plain JSON data: {e}"))
+    serde_json::to_value(untag(v).1)
+        .map_err(|e| format!("event pattern is not plain JSON data: {e}"))
 }
 
 impl Topology {
     /// Parses a SAM / CloudFormation template.
     pub fn from_sam_yaml(text: &str) -> Result<Self, TopologyError> {
-        let doc: Yaml = serde_yaml_ng::from_str(text).map_err(|e| TopologyError(vec![format!("not valid YAML: {e}")]))?;
-        let resources = get(&doc, "Resources").and_then(|r| r.as_mapping()).ok_or_else(|| TopologyError(vec!["no Resources section".into()]))?;
+        let doc: Yaml = serde_yaml_ng::from_str(text)
+            .map_err(|e| TopologyError(vec![format!("not valid YAML: {e}")]))?;
+        let resources = get(&doc, "Resources")
+            .and_then(|r| r.as_mapping())
+            .ok_or_else(|| TopologyError(vec!["no Resources section".into()]))?;
         let mut errs = Vec::new();
         let mut bus = None;
         let mut rules = Vec::new();
         let mut queues = BTreeMap::new();
         let mut functions = Vec::new();
-        let globals_timeout = get(&doc, "Globals").and_then(|g| get(g, "Function")).and_then(|f| as_u32(get(f, "Timeout")));
+        let globals_timeout = get(&doc, "Globals")
+            .and_then(|g| get(g, "Function"))
+            .and_then(|f| as_u32(get(f, "Timeout")));
 
         for (k, res) in resources {
             let Some(id) = k.as_str() else { continue };
-            let ty = get(res, "Type").and_then(|t| t.as_str()).unwrap_or_default();
+            let ty = get(res, "Type")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default();
             let props = get(res, "Properties");
             match ty {
                 "AWS::Events::EventBus" => bus = Some(id.to_owned()),
@@ -194,8 +202,14 @@ impl Topology {
                         QueueDef {
                             logical_id: id.to_owned(),
                             fifo: as_bool(p.and_then(|p| get(p, "FifoQueue"))),
-                            visibility_timeout_secs: as_u32(p.and_then(|p| get(p, "VisibilityTimeout"))).unwrap_or(30),
-                            retention_secs: as_u32(p.and_then(|p| get(p, "MessageRetentionPeriod"))).unwrap_or(345_600),
+                            visibility_timeout_secs: as_u32(
+                                p.and_then(|p| get(p, "VisibilityTimeout")),
+                            )
+                            .unwrap_or(30),
+                            retention_secs: as_u32(
+                                p.and_then(|p| get(p, "MessageRetentionPeriod")),
+                            )
+                            .unwrap_or(345_600),
                             redrive,
                         },
                     );
@@ -217,18 +231,34 @@ impl Topology {
                         }
                     };
                     let mut targets = Vec::new();
-                    for t in get(p, "Targets").and_then(|t| t.as_sequence()).into_iter().flatten() {
-                        let tid = get(t, "Id").and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+                    for t in get(p, "Targets")
+                        .and_then(|t| t.as_sequence())
+                        .into_iter()
+                        .flatten()
+                    {
+                        let tid = get(t, "Id")
+                            .and_then(|x| x.as_str())
+                            .unwrap_or_default()
+                            .to_owned();
                         match get(t, "Arn").and_then(reference) {
                             Some(queue) => targets.push(TargetDef {
                                 id: tid,
                                 queue,
-                                message_group_id: get(t, "SqsParameters").and_then(|s| get(s, "MessageGroupId")).and_then(|m| m.as_str()).map(str::to_owned),
+                                message_group_id: get(t, "SqsParameters")
+                                    .and_then(|s| get(s, "MessageGroupId"))
+                                    .and_then(|m| m.as_str())
+                                    .map(str::to_owned),
                             }),
-                            None => errs.push(format!("{id}: target `{tid}` Arn must be !GetAtt <Queue>.Arn")),
+                            None => errs.push(format!(
+                                "{id}: target `{tid}` Arn must be !GetAtt <Queue>.Arn"
+                            )),
                         }
                     }
-                    rules.push(RuleDef { logical_id: id.to_owned(), pattern, targets });
+                    rules.push(RuleDef {
+                        logical_id: id.to_owned(),
+                        pattern,
+                        targets,
+                    });
                 }
                 "AWS::Serverless::Function" => {
                     let binary = get(res, "Metadata")
@@ -237,29 +267,41 @@ impl Topology {
                         .and_then(|b| b.as_str())
                         .map(str::to_owned);
                     let Some(binary) = binary else {
-                        errs.push(format!("{id}: Metadata.BuildProperties.Binary is required (cargo-lambda)"));
+                        errs.push(format!(
+                            "{id}: Metadata.BuildProperties.Binary is required (cargo-lambda)"
+                        ));
                         continue;
                     };
-                    let timeout = as_u32(props.and_then(|p| get(p, "Timeout"))).or(globals_timeout).unwrap_or(3);
-                    let events = props.and_then(|p| get(p, "Events")).and_then(|e| e.as_mapping());
+                    let timeout = as_u32(props.and_then(|p| get(p, "Timeout")))
+                        .or(globals_timeout)
+                        .unwrap_or(3);
+                    let events = props
+                        .and_then(|p| get(p, "Events"))
+                        .and_then(|e| e.as_mapping());
                     for (_, ev) in events.into_iter().flatten() {
                         if get(ev, "Type").and_then(|t| t.as_str()) != Some("SQS") {
                             continue;
                         }
-                        let Some(ep) = get(ev, "Properties") else { continue };
+                        let Some(ep) = get(ev, "Properties") else {
+                            continue;
+                        };
                         let Some(queue) = get(ep, "Queue").and_then(reference) else {
                             errs.push(format!("{id}: SQS event Queue must be !GetAtt <Queue>.Arn"));
                             continue;
                         };
                         let report = get(ep, "FunctionResponseTypes")
                             .and_then(|f| f.as_sequence())
-                            .is_some_and(|s| s.iter().any(|x| x.as_str() == Some("ReportBatchItemFailures")));
+                            .is_some_and(|s| {
+                                s.iter()
+                                    .any(|x| x.as_str() == Some("ReportBatchItemFailures"))
+                            });
                         functions.push(FunctionDef {
                             logical_id: id.to_owned(),
                             binary: binary.clone(),
                             queue,
                             batch_size: as_u32(get(ep, "BatchSize")).unwrap_or(10),
-                            max_concurrency: get(ep, "ScalingConfig").and_then(|s| as_u32(get(s, "MaximumConcurrency"))),
+                            max_concurrency: get(ep, "ScalingConfig")
+                                .and_then(|s| as_u32(get(s, "MaximumConcurrency"))),
                             report_batch_item_failures: report,
                             timeout_secs: timeout,
                         });
@@ -272,9 +314,18 @@ impl Topology {
             errs.push("no AWS::Events::EventBus".into());
             return Err(TopologyError(errs));
         };
-        let topo = Topology { bus, rules, queues, functions };
+        let topo = Topology {
+            bus,
+            rules,
+            queues,
+            functions,
+        };
         errs.extend(topo.check());
-        if errs.is_empty() { Ok(topo) } else { Err(TopologyError(errs)) }
+        if errs.is_empty() {
+            Ok(topo)
+        } else {
+            Err(TopologyError(errs))
+        }
     }
 
     /// Structural checks: every reference resolves, every function queue has a DLQ and
@@ -284,29 +335,47 @@ impl Topology {
         for r in &self.rules {
             for t in &r.targets {
                 if !self.queues.contains_key(&t.queue) {
-                    errs.push(format!("{}: target queue {} is not declared", r.logical_id, t.queue));
+                    errs.push(format!(
+                        "{}: target queue {} is not declared",
+                        r.logical_id, t.queue
+                    ));
                 }
             }
         }
         for q in self.queues.values() {
             if let Some(rd) = &q.redrive {
                 match self.queues.get(&rd.dead_letter_queue) {
-                    None => errs.push(format!("{}: DLQ {} is not declared", q.logical_id, rd.dead_letter_queue)),
-                    Some(d) if d.fifo != q.fifo => errs.push(format!("{}: DLQ {} must have the same FIFO type", q.logical_id, d.logical_id)),
+                    None => errs.push(format!(
+                        "{}: DLQ {} is not declared",
+                        q.logical_id, rd.dead_letter_queue
+                    )),
+                    Some(d) if d.fifo != q.fifo => errs.push(format!(
+                        "{}: DLQ {} must have the same FIFO type",
+                        q.logical_id, d.logical_id
+                    )),
                     _ => {}
                 }
             }
         }
         for f in &self.functions {
             match self.queues.get(&f.queue) {
-                None => errs.push(format!("{}: source queue {} is not declared", f.logical_id, f.queue)),
+                None => errs.push(format!(
+                    "{}: source queue {} is not declared",
+                    f.logical_id, f.queue
+                )),
                 Some(q) => {
                     if q.redrive.is_none() {
-                        errs.push(format!("{}: source queue {} has no dead-letter queue", f.logical_id, q.logical_id));
+                        errs.push(format!(
+                            "{}: source queue {} has no dead-letter queue",
+                            f.logical_id, q.logical_id
+                        ));
                     }
                     // AWS guidance: visibility timeout ≥ 6 × function timeout for SQS sources.
                     if q.visibility_timeout_secs < f.timeout_secs.saturating_mul(6) {
-                        errs.push(format!("{}: visibility timeout {}s < 6 × function timeout {}s", q.logical_id, q.visibility_timeout_secs, f.timeout_secs));
+                        errs.push(format!(
+                            "{}: visibility timeout {}s < 6 × function timeout {}s",
+                            q.logical_id, q.visibility_timeout_secs, f.timeout_secs
+                        ));
                     }
                 }
             }
@@ -316,7 +385,10 @@ impl Topology {
             if let Some(c) = f.max_concurrency
                 && !(2..=1000).contains(&c)
             {
-                errs.push(format!("{}: MaximumConcurrency must be 2..=1000", f.logical_id));
+                errs.push(format!(
+                    "{}: MaximumConcurrency must be 2..=1000",
+                    f.logical_id
+                ));
             }
         }
         errs
@@ -329,7 +401,11 @@ impl Topology {
 
     /// The source queue whose redrive policy names `dlq`.
     pub fn source_of_dlq(&self, dlq: &str) -> Option<&QueueDef> {
-        self.queues.values().find(|q| q.redrive.as_ref().is_some_and(|r| r.dead_letter_queue == dlq))
+        self.queues.values().find(|q| {
+            q.redrive
+                .as_ref()
+                .is_some_and(|r| r.dead_letter_queue == dlq)
+        })
     }
 
     /// True when `queue` is some queue's DLQ.

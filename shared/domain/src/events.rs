@@ -48,8 +48,13 @@ impl<P: Serialize> Envelope<P> {
         match &self.idempotency_key {
             Some(k) if !k.trim().is_empty() => k.clone(),
             _ => {
-                let payload = serde_json::to_value(&self.payload).unwrap_or(serde_json::Value::Null);
-                format!("derived:{}:{}", event_type.detail_type(), payload_hash(event_type, &payload))
+                let payload =
+                    serde_json::to_value(&self.payload).unwrap_or(serde_json::Value::Null);
+                format!(
+                    "derived:{}:{}",
+                    event_type.detail_type(),
+                    payload_hash(event_type, &payload)
+                )
             }
         }
     }
@@ -161,8 +166,16 @@ pub struct Issue {
 
 impl Issue {
     /// A new issue.
-    pub fn new(field: impl Into<String>, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), code: code.into(), message: message.into() }
+    pub fn new(
+        field: impl Into<String>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -170,8 +183,10 @@ impl Issue {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpportunityRole {
     /// Role code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// Estimated hours (decimal string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hours: Option<String>,
 }
 
@@ -180,6 +195,7 @@ pub struct OpportunityRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpportunityLine {
     /// Line id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line_id: Option<String>,
     /// Service catalog offering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -479,12 +495,16 @@ pub enum DecodeError {
     UnsupportedVersion(String),
 }
 
-fn decode_as<P: DeserializeOwned>(detail_type: &str, detail: &serde_json::Value) -> Result<Envelope<P>, DecodeError> {
-    let env: Envelope<P> = serde_json::from_value(detail.clone()).map_err(|e| DecodeError::Invalid {
-        detail_type: detail_type.to_owned(),
-        path: String::from("detail"),
-        message: e.to_string(),
-    })?;
+fn decode_as<P: DeserializeOwned>(
+    detail_type: &str,
+    detail: &serde_json::Value,
+) -> Result<Envelope<P>, DecodeError> {
+    let env: Envelope<P> =
+        serde_json::from_value(detail.clone()).map_err(|e| DecodeError::Invalid {
+            detail_type: detail_type.to_owned(),
+            path: String::from("detail"),
+            message: e.to_string(),
+        })?;
     if env.event_version != EVENT_VERSION {
         return Err(DecodeError::UnsupportedVersion(env.event_version));
     }
@@ -497,15 +517,23 @@ impl BusinessEvent {
         let t = EventType::from_detail_type(detail_type)
             .ok_or_else(|| DecodeError::UnknownDetailType(detail_type.to_owned()))?;
         Ok(match t {
-            EventType::OpportunityClosedWon => Self::OpportunityClosedWon(decode_as(detail_type, detail)?),
+            EventType::OpportunityClosedWon => {
+                Self::OpportunityClosedWon(decode_as(detail_type, detail)?)
+            }
             EventType::ContractApproved => Self::ContractApproved(decode_as(detail_type, detail)?),
             EventType::ContractCreated => Self::ContractCreated(decode_as(detail_type, detail)?),
-            EventType::EngagementRejected => Self::EngagementRejected(decode_as(detail_type, detail)?),
-            EventType::ProjectProvisioned => Self::ProjectProvisioned(decode_as(detail_type, detail)?),
+            EventType::EngagementRejected => {
+                Self::EngagementRejected(decode_as(detail_type, detail)?)
+            }
+            EventType::ProjectProvisioned => {
+                Self::ProjectProvisioned(decode_as(detail_type, detail)?)
+            }
             EventType::ProjectActivated => Self::ProjectActivated(decode_as(detail_type, detail)?),
             EventType::TimeApproved => Self::TimeApproved(decode_as(detail_type, detail)?),
             EventType::ExpenseApproved => Self::ExpenseApproved(decode_as(detail_type, detail)?),
-            EventType::MilestoneCompleted => Self::MilestoneCompleted(decode_as(detail_type, detail)?),
+            EventType::MilestoneCompleted => {
+                Self::MilestoneCompleted(decode_as(detail_type, detail)?)
+            }
             EventType::InvoicePosted => Self::InvoicePosted(decode_as(detail_type, detail)?),
             EventType::PaymentReceived => Self::PaymentReceived(decode_as(detail_type, detail)?),
             EventType::ExceptionRaised => Self::ExceptionRaised(decode_as(detail_type, detail)?),
@@ -646,7 +674,13 @@ impl OutgoingEvent {
     ) -> Self {
         let event_id = uuid::Uuid::new_v5(
             &uuid::Uuid::NAMESPACE_OID,
-            format!("{}|{}|{}", cause.event_id, event_type.detail_type(), idempotency_key).as_bytes(),
+            format!(
+                "{}|{}|{}",
+                cause.event_id,
+                event_type.detail_type(),
+                idempotency_key
+            )
+            .as_bytes(),
         )
         .to_string();
         let detail = serde_json::json!({
@@ -658,7 +692,11 @@ impl OutgoingEvent {
             "idempotency_key": idempotency_key,
             "payload": payload,
         });
-        Self { event_type, engagement_id: engagement_id.to_owned(), detail }
+        Self {
+            event_type,
+            engagement_id: engagement_id.to_owned(),
+            detail,
+        }
     }
 
     /// `source` for EventBridge.
@@ -673,7 +711,10 @@ impl OutgoingEvent {
 
     /// The `event_id` inside the detail.
     pub fn event_id(&self) -> &str {
-        self.detail.get("event_id").and_then(|v| v.as_str()).unwrap_or_default()
+        self.detail
+            .get("event_id")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
     }
 }
 
@@ -683,11 +724,19 @@ mod tests {
 
     #[test]
     fn when_keys_are_unordered_should_hash_identically() {
-        let a: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[1,{"d":1,"c":2}]}}"#).unwrap();
-        let b: serde_json::Value = serde_json::from_str(r#"{"a":{"x":[1,{"c":2,"d":1}],"y":2},"b":1}"#).unwrap();
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[1,{"d":1,"c":2}]}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a":{"x":[1,{"c":2,"d":1}],"y":2},"b":1}"#).unwrap();
         assert_eq!(canonical_json(&a), canonical_json(&b));
-        assert_eq!(payload_hash(EventType::TimeApproved, &a), payload_hash(EventType::TimeApproved, &b));
-        assert_ne!(payload_hash(EventType::TimeApproved, &a), payload_hash(EventType::ExpenseApproved, &a));
+        assert_eq!(
+            payload_hash(EventType::TimeApproved, &a),
+            payload_hash(EventType::TimeApproved, &b)
+        );
+        assert_ne!(
+            payload_hash(EventType::TimeApproved, &a),
+            payload_hash(EventType::ExpenseApproved, &a)
+        );
     }
 
     #[test]
@@ -721,7 +770,11 @@ mod tests {
         let mut other = detail.clone();
         other["event_id"] = "e2".into();
         let ev2 = BusinessEvent::decode("ContractApproved", &other).unwrap();
-        assert!(ev.meta().idempotency_key.starts_with("derived:ContractApproved:"));
+        assert!(
+            ev.meta()
+                .idempotency_key
+                .starts_with("derived:ContractApproved:")
+        );
         assert_eq!(ev.meta().idempotency_key, ev2.meta().idempotency_key);
     }
 }

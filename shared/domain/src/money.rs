@@ -130,10 +130,17 @@ impl fmt::Debug for Money {
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scaled = self
-            .amount
-            .round_dp_with_strategy(self.currency.exponent(), RoundingStrategy::MidpointAwayFromZero);
-        write!(f, "{} {:.*}", self.currency, self.currency.exponent() as usize, scaled)
+        let scaled = self.amount.round_dp_with_strategy(
+            self.currency.exponent(),
+            RoundingStrategy::MidpointAwayFromZero,
+        );
+        write!(
+            f,
+            "{} {:.*}",
+            self.currency,
+            self.currency.exponent() as usize,
+            scaled
+        )
     }
 }
 
@@ -173,8 +180,10 @@ impl Money {
     /// Rounds to the minor unit, midpoint away from zero (commercial rounding).
     pub fn rounded(self) -> Self {
         Self::new(
-            self.amount
-                .round_dp_with_strategy(self.currency.exponent(), RoundingStrategy::MidpointAwayFromZero),
+            self.amount.round_dp_with_strategy(
+                self.currency.exponent(),
+                RoundingStrategy::MidpointAwayFromZero,
+            ),
             self.currency,
         )
     }
@@ -203,7 +212,10 @@ impl Money {
 
     fn same_currency(self, other: Money) -> Result<(), MoneyError> {
         if self.currency != other.currency {
-            return Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency });
+            return Err(MoneyError::CurrencyMismatch {
+                left: self.currency,
+                right: other.currency,
+            });
         }
         Ok(())
     }
@@ -211,7 +223,9 @@ impl Money {
     /// Splits into `parts` equal shares (see module docs for the remainder rule).
     pub fn split_even(self, parts: u32) -> Result<Vec<Money>, MoneyError> {
         if parts == 0 {
-            return Err(MoneyError::InvalidSplit("cannot split into zero parts".into()));
+            return Err(MoneyError::InvalidSplit(
+                "cannot split into zero parts".into(),
+            ));
         }
         let weights = vec![Decimal::ONE; parts as usize];
         self.allocate(&weights)
@@ -235,7 +249,8 @@ impl Money {
         let mut parts = Vec::with_capacity(weights.len());
         let mut allocated = Decimal::ZERO;
         for w in &weights[..weights.len() - 1] {
-            let share = (total.amount * *w / total_weight).round_dp_with_strategy(exp, RoundingStrategy::ToZero);
+            let share = (total.amount * *w / total_weight)
+                .round_dp_with_strategy(exp, RoundingStrategy::ToZero);
             allocated += share;
             parts.push(Money::new(share, self.currency));
         }
@@ -245,8 +260,13 @@ impl Money {
 }
 
 /// Sums amounts that must share `currency`; an empty slice sums to zero.
-pub fn sum(currency: Currency, items: impl IntoIterator<Item = Money>) -> Result<Money, MoneyError> {
-    items.into_iter().try_fold(Money::zero(currency), Money::checked_add)
+pub fn sum(
+    currency: Currency,
+    items: impl IntoIterator<Item = Money>,
+) -> Result<Money, MoneyError> {
+    items
+        .into_iter()
+        .try_fold(Money::zero(currency), Money::checked_add)
 }
 
 #[cfg(test)]
@@ -260,8 +280,14 @@ mod tests {
 
     #[test]
     fn when_code_is_not_iso_should_reject() {
-        assert_eq!(Currency::parse("EURO"), Err(MoneyError::UnknownCurrency("EURO".into())));
-        assert_eq!(Currency::parse("XAU"), Err(MoneyError::NotBillable("XAU".into())));
+        assert_eq!(
+            Currency::parse("EURO"),
+            Err(MoneyError::UnknownCurrency("EURO".into()))
+        );
+        assert_eq!(
+            Currency::parse("XAU"),
+            Err(MoneyError::NotBillable("XAU".into()))
+        );
     }
 
     #[test]
@@ -277,7 +303,10 @@ mod tests {
     fn when_midpoint_should_round_away_from_zero() {
         assert_eq!(Money::new(dec!(2.345), eur()).rounded().amount, dec!(2.35));
         assert_eq!(Money::new(dec!(2.344), eur()).rounded().amount, dec!(2.34));
-        assert_eq!(Money::new(dec!(-2.345), eur()).rounded().amount, dec!(-2.35));
+        assert_eq!(
+            Money::new(dec!(-2.345), eur()).rounded().amount,
+            dec!(-2.35)
+        );
     }
 
     #[test]
@@ -291,15 +320,22 @@ mod tests {
     #[test]
     fn when_allocating_by_percentages_should_sum_exactly() {
         let jpy = Currency::parse("JPY").unwrap();
-        let parts = Money::new(dec!(1000001), jpy).allocate(&[dec!(10), dec!(25), dec!(40), dec!(25)]).unwrap();
+        let parts = Money::new(dec!(1000001), jpy)
+            .allocate(&[dec!(10), dec!(25), dec!(40), dec!(25)])
+            .unwrap();
         let amounts: Vec<_> = parts.iter().map(|m| m.amount).collect();
-        assert_eq!(amounts, vec![dec!(100000), dec!(250000), dec!(400000), dec!(250001)]);
+        assert_eq!(
+            amounts,
+            vec![dec!(100000), dec!(250000), dec!(400000), dec!(250001)]
+        );
     }
 
     #[test]
     fn when_adding_different_currencies_should_fail() {
         let usd = Currency::parse("USD").unwrap();
-        let err = Money::new(dec!(1), eur()).checked_add(Money::new(dec!(1), usd)).unwrap_err();
+        let err = Money::new(dec!(1), eur())
+            .checked_add(Money::new(dec!(1), usd))
+            .unwrap_err();
         assert!(matches!(err, MoneyError::CurrencyMismatch { .. }));
     }
 
@@ -324,6 +360,9 @@ mod tests {
     #[test]
     fn when_displayed_should_show_minor_units() {
         assert_eq!(Money::new(dec!(5), eur()).to_string(), "EUR 5.00");
-        assert_eq!(Money::new(dec!(5), Currency::parse("JPY").unwrap()).to_string(), "JPY 5");
+        assert_eq!(
+            Money::new(dec!(5), Currency::parse("JPY").unwrap()).to_string(),
+            "JPY 5"
+        );
     }
 }

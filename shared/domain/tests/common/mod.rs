@@ -6,7 +6,8 @@ use o2c_domain::events::{Envelope, EventMeta, OpportunityClosedWon};
 use o2c_domain::reference::ReferenceData;
 
 pub fn reference() -> ReferenceData {
-    ReferenceData::from_json(include_str!("../../../reference/northwind.json")).expect("sample reference data is valid")
+    ReferenceData::from_json(include_str!("../../../reference/northwind.json"))
+        .expect("sample reference data is valid")
 }
 
 pub fn now() -> DateTime<Utc> {
@@ -53,5 +54,11 @@ pub fn envelope<P>(payload: P, event_id: &str) -> Envelope<P> {
 }
 
 pub fn meta(event_id: &str) -> EventMeta {
-    EventMeta { event_id: event_id.into(), correlation_id: "corr-1".into(), causation_id: None, occurred_at: now(), idempotency_key: format!("k-{event_id}") }
+    EventMeta {
+        event_id: event_id.into(),
+        correlation_id: "corr-1".into(),
+        causation_id: None,
+        occurred_at: now(),
+        idempotency_key: format!("k-{event_id}"),
+    }
 }

@@ -1,0 +1,188 @@
+//! `o2c serve`: the embedded runtime behind an HTTP API shaped like EventBridge's.
+//!
+//! - `POST /v1/events` — body `{"Entries": [...]}` as for `PutEvents` (at most 10
+//!   entries); answers per entry with `EventId` or `ErrorCode` / `ErrorMessage`, plus
+//!   `FailedEntryCount`. Accepted events are durable before the answer is sent and are
+//!   processed in the background.
+//! - `GET /v1/engagements[?status=&exceptions=true]`, `GET /v1/engagements/{id}`,
+//!   `GET /v1/rejections`, `GET /v1/queues`, `GET /healthz`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use o2c_app::O2cError;
+use o2c_app::bus::{MAX_ENTRIES_PER_PUT, PutEventsRequest};
+use o2c_app::ports::{EngagementFilter, EngagementStore, RejectionStore};
+use o2c_domain::reference::ReferenceData;
+use o2c_embedded::Runtime;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tracing::info;
+
+struct AppState {
+    rt: Runtime,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"ErrorCode": code, "ErrorMessage": message.into()})),
+    )
+        .into_response()
+}
+
+fn internal(e: O2cError) -> Response {
+    let status = if e.is_retryable() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    error(status, e.error_type(), e.to_string())
+}
+
+async fn put_events(State(s): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let req: PutEventsRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                format!("body is not a PutEvents request: {e}"),
+            );
+        }
+    };
+    if req.entries.is_empty() || req.entries.len() > MAX_ENTRIES_PER_PUT {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            format!(
+                "Entries must hold 1 to {MAX_ENTRIES_PER_PUT} items, got {}",
+                req.entries.len()
+            ),
+        );
+    }
+    match s.rt.put_events(req.entries).await {
+        Ok(resp) => Json(resp).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    #[serde(default)]
+    exceptions: bool,
+    limit: Option<usize>,
+}
+
+async fn engagements(State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
+    match s
+        .rt
+        .store()
+        .list(&EngagementFilter {
+            status: q.status,
+            open_exceptions: q.exceptions,
+            limit: q.limit.unwrap_or(100),
+        })
+        .await
+    {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn engagement(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let id = crate::engagement_id(&id);
+    match (
+        s.rt.store().load(&id).await,
+        s.rt.store().audit_trail(&id).await,
+    ) {
+        (Ok(Some(v)), Ok(timeline)) => Json(
+            serde_json::json!({"version": v.version, "engagement": v.value, "timeline": timeline}),
+        )
+        .into_response(),
+        (Ok(None), _) => error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!("no engagement {id}"),
+        ),
+        (Err(e), _) | (_, Err(e)) => internal(e),
+    }
+}
+
+async fn rejections(State(s): State<Arc<AppState>>) -> Response {
+    match s.rt.store().rejections(200).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn queues(State(s): State<Arc<AppState>>) -> Response {
+    let mut out = serde_json::Map::new();
+    for q in s.rt.topology().queues.keys() {
+        match s.rt.bus().depth(q).await {
+            Ok(d) => {
+                out.insert(q.clone(), serde_json::json!({"visible": d.visible, "in_flight": d.in_flight, "dead_letter_queue": s.rt.topology().is_dlq(q)}));
+            }
+            Err(e) => return internal(e),
+        }
+    }
+    Json(out).into_response()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+pub async fn run(db: PathBuf, addr: String, reference: ReferenceData) -> Result<ExitCode> {
+    let rt = Runtime::builder(&db, reference).open().await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut workers = rt.start(stop_rx);
+    let state = Arc::new(AppState { rt: rt.clone() });
+    let app = Router::new()
+        .route("/v1/events", post(put_events))
+        .route("/v1/engagements", get(engagements))
+        .route("/v1/engagements/{id}", get(engagement))
+        .route("/v1/rejections", get(rejections))
+        .route("/v1/queues", get(queues))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    println!(
+        "o2c serve: listening on http://{local} (db {}); POST /v1/events",
+        db.display()
+    );
+    info!(addr = %local, db = %db.display(), "serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    // Let in-flight batches finish; anything unfinished is redelivered on the next start.
+    let _ = stop_tx.send(true);
+    while workers.join_next().await.is_some() {}
+    println!("o2c serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,508 @@
+//! The in-process event bus and queues, with EventBridge and SQS semantics:
+//! - `put_events` validates each entry like EventBridge (required fields, JSON object
+//!   detail, 256 KB), archives it, matches it against the template's rules and enqueues
+//!   the full event envelope on every target queue — all in one SQLite transaction;
+//! - queues give at-least-once delivery: a received message is invisible for the
+//!   visibility timeout, deleted on success, made visible again on failure, and moved to
+//!   the queue's DLQ once it has been received `maxReceiveCount` times;
+//! - FIFO queues deliver a message group in order with at most one batch in flight per
+//!   group, and drop a duplicate deduplication id within 5 minutes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use o2c_app::O2cError;
+use o2c_app::bus::{
+    PutEventsEntry, PutEventsResponse, PutEventsResultEntry, entry_for, eventbridge_event,
+    validate_entry,
+};
+use o2c_app::ports::EventPublisher;
+use o2c_app::routing::Router;
+use o2c_app::topology::Topology;
+use o2c_domain::events::OutgoingEvent;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::db::{Db, db_err};
+
+/// Account id the embedded bus stamps on events.
+pub const LOCAL_ACCOUNT: &str = "000000000000";
+/// Region the embedded bus stamps on events.
+pub const LOCAL_REGION: &str = "local";
+/// SQS FIFO deduplication interval.
+const FIFO_DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// Message id.
+    pub message_id: String,
+    /// Body (an EventBridge event as JSON).
+    pub body: String,
+    /// How many times it has been received, this time included.
+    pub receive_count: u32,
+    /// FIFO group.
+    pub group_id: Option<String>,
+    /// Enqueue time (ms since epoch).
+    pub sent_at: i64,
+    /// First receive time (ms since epoch).
+    pub first_received_at: i64,
+}
+
+/// A message as an operator sees it (DLQ listings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueMessage {
+    /// Message id.
+    pub message_id: String,
+    /// Queue logical id.
+    pub queue: String,
+    /// Receive count.
+    pub receive_count: u32,
+    /// Enqueued at.
+    pub sent_at: DateTime<Utc>,
+    /// Source queue, for dead letters.
+    pub dead_lettered_from: Option<String>,
+    /// Last failure seen by the runtime.
+    pub last_error: Option<String>,
+    /// `detail-type` of the event.
+    pub detail_type: Option<String>,
+    /// `detail.event_id`.
+    pub event_id: Option<String>,
+}
+
+/// Depth of a queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueDepth {
+    /// Visible now.
+    pub visible: u64,
+    /// Received and not yet deleted, or waiting out a retry delay.
+    pub in_flight: u64,
+}
+
+impl QueueDepth {
+    /// Everything still in the queue.
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight
+    }
+}
+
+/// The bus + queues over one database.
+pub struct LocalBus {
+    db: Db,
+    topology: Arc<Topology>,
+    router: Router,
+    bus_name: String,
+    notify: Arc<Notify>,
+}
+
+impl LocalBus {
+    /// A bus wired from `topology`.
+    pub fn new(db: Db, topology: Arc<Topology>, bus_name: String) -> Result<Self, O2cError> {
+        let router = Router::new(&topology).map_err(|e| O2cError::Bug(e.to_string()))?;
+        Ok(Self {
+            db,
+            topology,
+            router,
+            bus_name,
+            notify: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Woken whenever messages are enqueued.
+    pub fn notifier(&self) -> Arc<Notify> {
+        self.notify.clone()
+    }
+
+    /// The topology.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The bus name events are published to.
+    pub fn bus_name(&self) -> &str {
+        &self.bus_name
+    }
+
+    /// EventBridge `PutEvents`: per-entry results, failures reported per entry.
+    pub async fn put_events(
+        &self,
+        entries: Vec<PutEventsEntry>,
+    ) -> Result<PutEventsResponse, O2cError> {
+        let now = Utc::now();
+        let mut results = Vec::with_capacity(entries.len());
+        let mut accepted = Vec::new();
+        for e in &entries {
+            match validate_entry(e) {
+                Err(err) => results.push(PutEventsResultEntry {
+                    event_id: None,
+                    error_code: Some(err.code.to_owned()),
+                    error_message: Some(err.message),
+                }),
+                Ok(detail) => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    let event = eventbridge_event(e, detail, &id, LOCAL_ACCOUNT, LOCAL_REGION, now);
+                    let text = event.to_string();
+                    let targets: Vec<(String, String, Option<String>, bool)> = self
+                        .router
+                        .targets(text.as_bytes())
+                        .map_err(|err| O2cError::Bug(err.to_string()))?
+                        .into_iter()
+                        .map(|(rule, t)| {
+                            let fifo = self.topology.queues.get(&t.queue).is_some_and(|q| q.fifo);
+                            (
+                                rule.logical_id.clone(),
+                                t.queue.clone(),
+                                t.message_group_id.clone(),
+                                fifo,
+                            )
+                        })
+                        .collect();
+                    accepted.push((
+                        id.clone(),
+                        e.source.clone().unwrap_or_default(),
+                        e.detail_type.clone().unwrap_or_default(),
+                        text,
+                        targets,
+                    ));
+                    results.push(PutEventsResultEntry {
+                        event_id: Some(id),
+                        error_code: None,
+                        error_message: None,
+                    });
+                }
+            }
+        }
+        if !accepted.is_empty() {
+            self.db
+                .call(move |c| {
+                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                    let now = now_ms();
+                    for (id, source, dt, text, targets) in accepted {
+                        let rules: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
+                        tx.execute(
+                            "INSERT INTO bus_events (event_id, received_at, source, detail_type, event, matched_rules) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![id, now, source, dt, text, serde_json::to_string(&rules).unwrap_or_default()],
+                        )
+                        .map_err(db_err)?;
+                        for (_, queue, group, fifo) in &targets {
+                            if *fifo {
+                                // EventBridge uses the event id as the deduplication id.
+                                let dup: Option<i64> = tx
+                                    .query_row(
+                                        "SELECT seq FROM messages WHERE queue = ?1 AND dedup_id = ?2 AND sent_at > ?3",
+                                        params![queue, id, now - FIFO_DEDUP_WINDOW_MS],
+                                        |r| r.get(0),
+                                    )
+                                    .optional()
+                                    .map_err(db_err)?;
+                                if dup.is_some() {
+                                    continue;
+                                }
+                            }
+                            let group = if *fifo { Some(group.clone().unwrap_or_else(|| "default".into())) } else { None };
+                            tx.execute(
+                                "INSERT INTO messages (message_id, queue, body, group_id, dedup_id, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                                params![uuid::Uuid::new_v4().to_string(), queue, text, group, fifo.then_some(id.clone()), now],
+                            )
+                            .map_err(db_err)?;
+                        }
+                    }
+                    tx.commit().map_err(db_err)
+                })
+                .await?;
+            self.notify.notify_waiters();
+        }
+        let failed = results.iter().filter(|r| r.error_code.is_some()).count();
+        Ok(PutEventsResponse {
+            failed_entry_count: failed,
+            entries: results,
+        })
+    }
+
+    /// Receives up to `max` messages from `queue`, hiding them for `visibility`. Messages
+    /// already received `maxReceiveCount` times are moved to the DLQ instead.
+    pub async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, O2cError> {
+        let q = self
+            .topology
+            .queues
+            .get(queue)
+            .cloned()
+            .ok_or_else(|| O2cError::Bug(format!("unknown queue {queue}")))?;
+        let vis = i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX);
+        let queue = queue.to_owned();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let now = now_ms();
+                if let Some(rd) = &q.redrive {
+                    tx.execute(
+                        "UPDATE messages SET queue = ?1, dead_lettered_from = ?2, visible_at = ?3 WHERE queue = ?2 AND visible_at <= ?3 AND receive_count >= ?4",
+                        params![rd.dead_letter_queue, queue, now, rd.max_receive_count],
+                    )
+                    .map_err(db_err)?;
+                }
+                let mut picked: Vec<ReceivedMessage> = Vec::new();
+                {
+                    let busy_groups: Vec<String> = if q.fifo {
+                        let mut s = tx.prepare("SELECT DISTINCT group_id FROM messages WHERE queue = ?1 AND visible_at > ?2 AND group_id IS NOT NULL").map_err(db_err)?;
+                        s.query_map(params![queue, now], |r| r.get(0)).map_err(db_err)?.collect::<Result<_, _>>().map_err(db_err)?
+                    } else {
+                        Vec::new()
+                    };
+                    let mut s = tx
+                        .prepare("SELECT message_id, body, receive_count, group_id, sent_at, first_received_at, visible_at FROM messages WHERE queue = ?1 ORDER BY seq LIMIT ?2")
+                        .map_err(db_err)?;
+                    let scan = if q.fifo { 1000 } else { max as i64 * 4 + 16 };
+                    let rows = s
+                        .query_map(params![queue, scan], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, i64>(2)?,
+                                r.get::<_, Option<String>>(3)?,
+                                r.get::<_, i64>(4)?,
+                                r.get::<_, Option<i64>>(5)?,
+                                r.get::<_, i64>(6)?,
+                            ))
+                        })
+                        .map_err(db_err)?;
+                    let mut blocked: std::collections::HashSet<String> = busy_groups.into_iter().collect();
+                    for row in rows {
+                        let (id, body, count, group, sent, first, visible_at) = row.map_err(db_err)?;
+                        if picked.len() >= max {
+                            break;
+                        }
+                        if q.fifo {
+                            let g = group.clone().unwrap_or_default();
+                            if blocked.contains(&g) {
+                                continue;
+                            }
+                            if visible_at > now {
+                                // The head of this group is not visible: the group waits.
+                                blocked.insert(g);
+                                continue;
+                            }
+                        } else if visible_at > now {
+                            continue;
+                        }
+                        picked.push(ReceivedMessage {
+                            message_id: id,
+                            body,
+                            receive_count: (count + 1) as u32,
+                            group_id: group,
+                            sent_at: sent,
+                            first_received_at: first.unwrap_or(now),
+                        });
+                    }
+                }
+                for m in &picked {
+                    tx.execute(
+                        "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?2, first_received_at = COALESCE(first_received_at, ?3) WHERE message_id = ?1",
+                        params![m.message_id, now + vis, now],
+                    )
+                    .map_err(db_err)?;
+                }
+                tx.commit().map_err(db_err)?;
+                Ok(picked)
+            })
+            .await
+    }
+
+    /// Deletes processed messages.
+    pub async fn delete(&self, ids: Vec<String>) -> Result<(), O2cError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.db
+            .call(move |c| {
+                let tx = c.transaction().map_err(db_err)?;
+                for id in ids {
+                    tx.execute("DELETE FROM messages WHERE message_id = ?1", params![id])
+                        .map_err(db_err)?;
+                }
+                tx.commit().map_err(db_err)
+            })
+            .await
+    }
+
+    /// Makes a failed message visible again after `delay` (what SQS does when the
+    /// visibility timeout of a reported failure runs out).
+    pub async fn retry_later(
+        &self,
+        id: String,
+        delay: Duration,
+        error: String,
+    ) -> Result<(), O2cError> {
+        let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE messages SET visible_at = ?2, last_error = ?3 WHERE message_id = ?1",
+                    params![id, at, error],
+                )
+                .map_err(db_err)?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Makes every in-flight message visible now. Only safe when no other process
+    /// consumes the database (the runtime holds the lock file).
+    pub async fn reclaim_in_flight(&self) -> Result<usize, O2cError> {
+        self.db
+            .call(|c| {
+                let now = now_ms();
+                c.execute(
+                    "UPDATE messages SET visible_at = ?1 WHERE visible_at > ?1",
+                    params![now],
+                )
+                .map_err(db_err)
+            })
+            .await
+    }
+
+    /// Depth of a queue.
+    pub async fn depth(&self, queue: &str) -> Result<QueueDepth, O2cError> {
+        let queue = queue.to_owned();
+        self.db
+            .call(move |c| {
+                let now = now_ms();
+                c.query_row(
+                    "SELECT COALESCE(SUM(visible_at <= ?2), 0), COALESCE(SUM(visible_at > ?2), 0) FROM messages WHERE queue = ?1",
+                    params![queue, now],
+                    |r| Ok(QueueDepth { visible: r.get::<_, i64>(0)? as u64, in_flight: r.get::<_, i64>(1)? as u64 }),
+                )
+                .map_err(db_err)
+            })
+            .await
+    }
+
+    /// Messages in a queue (oldest first), for operators.
+    pub async fn list(&self, queue: &str, limit: usize) -> Result<Vec<QueueMessage>, O2cError> {
+        let queue = queue.to_owned();
+        self.db
+            .call(move |c| {
+                let mut s = c
+                    .prepare("SELECT message_id, queue, receive_count, sent_at, dead_lettered_from, last_error, body FROM messages WHERE queue = ?1 ORDER BY seq LIMIT ?2")
+                    .map_err(db_err)?;
+                let rows = s
+                    .query_map(params![queue, limit as i64], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                            r.get::<_, String>(6)?,
+                        ))
+                    })
+                    .map_err(db_err)?;
+                rows.map(|row| {
+                    let (id, q, n, sent, from, err, body) = row.map_err(db_err)?;
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    Ok(QueueMessage {
+                        message_id: id,
+                        queue: q,
+                        receive_count: n as u32,
+                        sent_at: DateTime::from_timestamp_millis(sent).unwrap_or_default(),
+                        dead_lettered_from: from,
+                        last_error: err,
+                        detail_type: v.get("detail-type").and_then(|x| x.as_str()).map(str::to_owned),
+                        event_id: v.pointer("/detail/event_id").and_then(|x| x.as_str()).map(str::to_owned),
+                    })
+                })
+                .collect()
+            })
+            .await
+    }
+
+    /// Moves up to `limit` messages from a DLQ back to the queue they came from, with a
+    /// fresh receive count (what `StartMessageMoveTask` does).
+    pub async fn redrive(&self, dlq: &str, limit: usize) -> Result<usize, O2cError> {
+        let source = self
+            .topology
+            .source_of_dlq(dlq)
+            .map(|q| q.logical_id.clone())
+            .ok_or_else(|| {
+                O2cError::Validation(vec![o2c_domain::events::Issue::new(
+                    "queue",
+                    "not_a_dlq",
+                    format!("{dlq} is not the DLQ of any queue"),
+                )])
+            })?;
+        let dlq = dlq.to_owned();
+        let moved = self
+            .db
+            .call(move |c| {
+                let now = now_ms();
+                c.execute(
+                    "UPDATE messages SET queue = ?2, receive_count = 0, visible_at = ?3, first_received_at = NULL, dead_lettered_from = NULL
+                     WHERE seq IN (SELECT seq FROM messages WHERE queue = ?1 ORDER BY seq LIMIT ?4)",
+                    params![dlq, source, now, limit as i64],
+                )
+                .map_err(db_err)
+            })
+            .await?;
+        self.notify.notify_waiters();
+        Ok(moved)
+    }
+
+    /// Archived events, oldest first (the embedded counterpart of an EventBridge archive).
+    pub async fn archived(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<PutEventsEntry>, O2cError> {
+        let (from, to) = (
+            from.map_or(i64::MIN, |t| t.timestamp_millis()),
+            to.map_or(i64::MAX, |t| t.timestamp_millis()),
+        );
+        self.db
+            .call(move |c| {
+                let mut s = c.prepare("SELECT event FROM bus_events WHERE received_at >= ?1 AND received_at < ?2 ORDER BY seq").map_err(db_err)?;
+                let rows = s.query_map(params![from, to], |r| r.get::<_, String>(0)).map_err(db_err)?;
+                let mut out = Vec::new();
+                for r in rows {
+                    let v: serde_json::Value = serde_json::from_str(&r.map_err(db_err)?).map_err(crate::db::row_err)?;
+                    out.extend(o2c_app::bus::entries_from_json(&v).map_err(O2cError::Bug)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+}
+
+impl EventPublisher for LocalBus {
+    async fn publish(&self, events: &[OutgoingEvent]) -> Result<(), O2cError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let entries = events
+            .iter()
+            .map(|e| entry_for(e, &self.bus_name))
+            .collect();
+        let resp = self.put_events(entries).await?;
+        if let Some(bad) = resp.entries.iter().find(|e| e.error_code.is_some()) {
+            // Our own events are refused only when they break a hard limit: a defect.
+            return Err(O2cError::Bug(format!(
+                "bus refused an emitted event: {} {}",
+                bad.error_code.clone().unwrap_or_default(),
+                bad.error_message.clone().unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+}

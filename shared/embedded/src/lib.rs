@@ -1,0 +1,35 @@
+//! # o2c-embedded
+//!
+//! The default way to run o2c on one machine, with no AWS account and no Docker: the SAM
+//! template's topology in one process over one durable SQLite file.
+//!
+//! Layout:
+//! - [`db`]: the SQLite file (WAL, `synchronous=FULL`), schema migrations;
+//! - [`store`]: state / idempotency / rejection ports over SQLite;
+//! - [`bus`]: the in-process EventBridge bus (rules from the template, quamina matching,
+//!   archive) and SQS-like queues (visibility, redelivery, DLQ, FIFO groups);
+//! - [`sim`]: CRM, PSA and ERP simulators with realistic validation and switchable faults;
+//! - [`runtime`]: wiring, workers with event-source-mapping semantics, crash recovery;
+//! - [`reference`]: the bundled sample reference data (a global consulting firm).
+
+pub mod bus;
+pub mod db;
+pub mod runtime;
+pub mod sim;
+pub mod store;
+
+/// Bundled sample reference data.
+pub mod reference {
+    use o2c_domain::reference::{ReferenceData, ReferenceDataError};
+
+    /// The sample data set: Northwind Partners, a consulting firm with legal entities in
+    /// the US, UK, Germany, Singapore and Japan, billing in five currencies.
+    pub const NORTHWIND_JSON: &str = include_str!("../../reference/northwind.json");
+
+    /// Parses the sample data set.
+    pub fn northwind() -> Result<ReferenceData, ReferenceDataError> {
+        ReferenceData::from_json(NORTHWIND_JSON)
+    }
+}
+
+pub use runtime::{Runtime, RuntimeOptions};

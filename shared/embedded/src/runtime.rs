@@ -1,0 +1,496 @@
+//! The embedded runtime: the deployed topology (from `infra/template.yaml`) running in one
+//! process over one SQLite file. Each function of the template gets workers that poll its
+//! queue with the event source mapping's semantics — batches of `BatchSize`, up to
+//! `MaximumConcurrency` concurrent batches, partial batch responses, redelivery with
+//! backoff, dead-lettering after `maxReceiveCount` — and call the very same SQS batch
+//! handler the Lambda binaries run.
+//!
+//! One process at a time consumes a database: [`Runtime::open`] takes an exclusive lock
+//! on `<db>.lock`. Holding it proves every earlier consumer is dead, so in-flight messages
+//! and in-progress idempotency reservations of a crashed run are released at once and a
+//! restarted runtime resumes where the last one stopped.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use o2c_app::O2cError;
+use o2c_app::bus::{PutEventsEntry, PutEventsResponse};
+use o2c_app::ports::{Clock, Platform, StaticReferenceData, SystemClock};
+use o2c_app::service::{ServiceConfig, Step, StepService};
+use o2c_app::sqs::process_batch;
+use o2c_app::topology::{FunctionDef, Topology};
+use o2c_domain::reference::ReferenceData;
+use rusqlite::params;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::bus::{LOCAL_ACCOUNT, LOCAL_REGION, LocalBus, ReceivedMessage};
+use crate::db::{Db, db_err};
+use crate::sim::Simulators;
+use crate::store::SqliteStore;
+
+/// The adapters of the embedded platform.
+pub struct EmbeddedPlatform {
+    store: SqliteStore,
+    bus: Arc<LocalBus>,
+    reference: StaticReferenceData,
+    sims: Simulators,
+    clock: Arc<dyn Clock>,
+}
+
+impl Platform for EmbeddedPlatform {
+    type Store = SqliteStore;
+    type Publisher = Arc<LocalBus>;
+    type Reference = StaticReferenceData;
+    type Crm = Simulators;
+    type Psa = Simulators;
+    type Erp = Simulators;
+
+    fn store(&self) -> &SqliteStore {
+        &self.store
+    }
+    fn publisher(&self) -> &Arc<LocalBus> {
+        &self.bus
+    }
+    fn reference(&self) -> &StaticReferenceData {
+        &self.reference
+    }
+    fn crm(&self) -> &Simulators {
+        &self.sims
+    }
+    fn psa(&self) -> &Simulators {
+        &self.sims
+    }
+    fn erp(&self) -> &Simulators {
+        &self.sims
+    }
+    fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+}
+
+/// Tunables of the embedded runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// First redelivery delay of a failed message (doubles per receive). SQS waits out the
+    /// visibility timeout instead; locally a short exponential backoff keeps flows quick.
+    pub retry_base: Duration,
+    /// Longest redelivery delay.
+    pub retry_cap: Duration,
+    /// Idle poll interval (workers are also woken when messages are enqueued).
+    pub poll_interval: Duration,
+    /// Cap on concurrent batches per function (the template's `MaximumConcurrency` applies too).
+    pub max_workers_per_function: u32,
+    /// Protocol tunables.
+    pub service: ServiceConfig,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            retry_base: Duration::from_millis(200),
+            retry_cap: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(200),
+            max_workers_per_function: 2,
+            service: ServiceConfig::default(),
+        }
+    }
+}
+
+struct Inner {
+    db: Db,
+    bus: Arc<LocalBus>,
+    services: StepService<EmbeddedPlatform>,
+    topology: Arc<Topology>,
+    sims: Simulators,
+    store: SqliteStore,
+    options: RuntimeOptions,
+    _lock: File,
+    lock_path: PathBuf,
+}
+
+/// The embedded runtime (cheap to clone).
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+/// What [`Runtime::run_until_idle`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Batches processed.
+    pub batches: u64,
+    /// Records handled successfully (including parked rejections).
+    pub succeeded: u64,
+    /// Records reported for retry.
+    pub retried: u64,
+    /// Messages now in DLQs.
+    pub dead_letters: u64,
+}
+
+/// Builder for [`Runtime`].
+pub struct RuntimeBuilder {
+    db_path: PathBuf,
+    reference: ReferenceData,
+    template: String,
+    options: RuntimeOptions,
+    clock: Arc<dyn Clock>,
+}
+
+impl RuntimeBuilder {
+    /// Uses a template other than the shipped one.
+    pub fn template(mut self, template: &str) -> Self {
+        self.template = template.to_owned();
+        self
+    }
+    /// Sets options.
+    pub fn options(mut self, options: RuntimeOptions) -> Self {
+        self.options = options;
+        self
+    }
+    /// Uses a clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Opens the database, takes the consumer lock and recovers a crashed run.
+    pub async fn open(self) -> Result<Runtime, O2cError> {
+        let topology = Arc::new(
+            Topology::from_sam_yaml(&self.template).map_err(|e| O2cError::Bug(e.to_string()))?,
+        );
+        for f in &topology.functions {
+            if Step::from_name(&f.binary).is_none() {
+                return Err(O2cError::Bug(format!(
+                    "template function {} names unknown binary {}",
+                    f.logical_id, f.binary
+                )));
+            }
+        }
+        let lock_path = lock_path(&self.db_path);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| O2cError::dependency("lockfile", e.to_string()))?;
+        lock.try_lock().map_err(|_| {
+            O2cError::Conflict(format!(
+                "{} is in use by another o2c process (lock {} is held)",
+                self.db_path.display(),
+                lock_path.display()
+            ))
+        })?;
+        let db = Db::open(&self.db_path)?;
+        let bus = Arc::new(LocalBus::new(
+            db.clone(),
+            topology.clone(),
+            format!("o2c-{}", topology.bus),
+        )?);
+        let store = SqliteStore::new(db.clone());
+        let sims = Simulators::new(db.clone(), &self.reference);
+        let platform = EmbeddedPlatform {
+            store: store.clone(),
+            bus: bus.clone(),
+            reference: StaticReferenceData(Arc::new(self.reference)),
+            sims: sims.clone(),
+            clock: self.clock,
+        };
+        let rt = Runtime {
+            inner: Arc::new(Inner {
+                db,
+                bus,
+                services: StepService::new(platform, self.options.service.clone()),
+                topology,
+                sims,
+                store,
+                options: self.options,
+                _lock: lock,
+                lock_path,
+            }),
+        };
+        rt.recover().await?;
+        Ok(rt)
+    }
+}
+
+fn lock_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+fn to_sqs(queue: &str, m: &ReceivedMessage) -> SqsMessage {
+    let mut msg = SqsMessage::default();
+    msg.message_id = Some(m.message_id.clone());
+    msg.receipt_handle = Some(format!("{}#{}", m.message_id, m.receive_count));
+    msg.body = Some(m.body.clone());
+    msg.event_source = Some("aws:sqs".into());
+    msg.event_source_arn = Some(format!(
+        "arn:aws:sqs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{queue}"
+    ));
+    msg.aws_region = Some(LOCAL_REGION.into());
+    let mut attrs = HashMap::new();
+    attrs.insert(
+        "ApproximateReceiveCount".to_owned(),
+        m.receive_count.to_string(),
+    );
+    attrs.insert("SentTimestamp".to_owned(), m.sent_at.to_string());
+    attrs.insert(
+        "ApproximateFirstReceiveTimestamp".to_owned(),
+        m.first_received_at.to_string(),
+    );
+    if let Some(g) = &m.group_id {
+        attrs.insert("MessageGroupId".to_owned(), g.clone());
+    }
+    msg.attributes = attrs;
+    msg
+}
+
+impl Runtime {
+    /// A builder for a runtime over `db_path` with `reference` data and the shipped template.
+    pub fn builder(db_path: impl Into<PathBuf>, reference: ReferenceData) -> RuntimeBuilder {
+        RuntimeBuilder {
+            db_path: db_path.into(),
+            reference,
+            template: o2c_app::topology::TEMPLATE.to_owned(),
+            options: RuntimeOptions::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    async fn recover(&self) -> Result<(), O2cError> {
+        let reclaimed = self.inner.bus.reclaim_in_flight().await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let released = self
+            .inner
+            .db
+            .call(move |c| c.execute("UPDATE idempotency SET in_progress_until = ?1 WHERE status = 'IN_PROGRESS' AND in_progress_until > ?1", params![now]).map_err(db_err))
+            .await?;
+        if reclaimed + released > 0 {
+            info!(
+                reclaimed,
+                released,
+                "recovered from an earlier run: in-flight messages and reservations released"
+            );
+        }
+        Ok(())
+    }
+
+    /// The bus and queues.
+    pub fn bus(&self) -> &LocalBus {
+        &self.inner.bus
+    }
+    /// The state store.
+    pub fn store(&self) -> &SqliteStore {
+        &self.inner.store
+    }
+    /// The simulators.
+    pub fn sims(&self) -> &Simulators {
+        &self.inner.sims
+    }
+    /// The topology.
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+    /// The step services.
+    pub fn services(&self) -> &StepService<EmbeddedPlatform> {
+        &self.inner.services
+    }
+    /// The database file.
+    pub fn db_path(&self) -> &Path {
+        self.inner.db.path()
+    }
+    /// The lock file.
+    pub fn lock_path(&self) -> &Path {
+        &self.inner.lock_path
+    }
+
+    /// EventBridge `PutEvents` on the o2c bus.
+    pub async fn put_events(
+        &self,
+        entries: Vec<PutEventsEntry>,
+    ) -> Result<PutEventsResponse, O2cError> {
+        self.inner.bus.put_events(entries).await
+    }
+
+    /// Total messages waiting or in flight in the function queues (DLQs excluded).
+    pub async fn pending(&self) -> Result<u64, O2cError> {
+        let mut total = 0;
+        for f in &self.inner.topology.functions {
+            total += self.inner.bus.depth(&f.queue).await?.total();
+        }
+        Ok(total)
+    }
+
+    /// Messages in DLQs.
+    pub async fn dead_letters(&self) -> Result<u64, O2cError> {
+        let mut total = 0;
+        for q in self
+            .inner
+            .topology
+            .queues
+            .values()
+            .filter(|q| self.inner.topology.is_dlq(&q.logical_id))
+        {
+            total += self.inner.bus.depth(&q.logical_id).await?.total();
+        }
+        Ok(total)
+    }
+
+    /// Starts the workers; they run until `shutdown` turns true.
+    pub fn start(&self, shutdown: watch::Receiver<bool>) -> JoinSet<RunReport> {
+        let mut set = JoinSet::new();
+        for f in self.inner.topology.functions.clone() {
+            let workers = f
+                .max_concurrency
+                .unwrap_or(u32::MAX)
+                .min(self.inner.options.max_workers_per_function)
+                .max(1);
+            for _ in 0..workers {
+                let rt = self.clone();
+                let f = f.clone();
+                let mut stop = shutdown.clone();
+                set.spawn(async move { rt.worker(f, &mut stop).await });
+            }
+        }
+        set
+    }
+
+    /// Processes until every function queue is empty (or `max` elapses: an error naming
+    /// what is still pending).
+    pub async fn run_until_idle(&self, max: Duration) -> Result<RunReport, O2cError> {
+        let (tx, rx) = watch::channel(false);
+        let mut set = self.start(rx);
+        let started = Instant::now();
+        let mut idle_checks = 0;
+        let outcome = loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            match self.pending().await {
+                Ok(0) => {
+                    idle_checks += 1;
+                    if idle_checks >= 2 {
+                        break Ok(());
+                    }
+                }
+                Ok(n) => {
+                    idle_checks = 0;
+                    if started.elapsed() > max {
+                        break Err(O2cError::dependency(
+                            "runtime",
+                            format!("{n} message(s) still pending after {max:?}"),
+                        ));
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = tx.send(true);
+        let mut report = RunReport::default();
+        while let Some(r) = set.join_next().await {
+            if let Ok(r) = r {
+                report.batches += r.batches;
+                report.succeeded += r.succeeded;
+                report.retried += r.retried;
+            }
+        }
+        outcome?;
+        report.dead_letters = self.dead_letters().await?;
+        Ok(report)
+    }
+
+    async fn worker(&self, f: FunctionDef, stop: &mut watch::Receiver<bool>) -> RunReport {
+        let mut report = RunReport::default();
+        let Some(step) = Step::from_name(&f.binary) else {
+            return report;
+        };
+        let visibility = Duration::from_secs(u64::from(
+            self.inner
+                .topology
+                .queues
+                .get(&f.queue)
+                .map_or(30, |q| q.visibility_timeout_secs),
+        ));
+        let notify = self.inner.bus.notifier();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let msgs = match self
+                .inner
+                .bus
+                .receive(&f.queue, f.batch_size as usize, visibility)
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(queue = %f.queue, error = %e, "receive failed");
+                    Vec::new()
+                }
+            };
+            if msgs.is_empty() {
+                let notified = notify.notified();
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(self.inner.options.poll_interval) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            report.batches += 1;
+            let counts: HashMap<String, u32> = msgs
+                .iter()
+                .map(|m| (m.message_id.clone(), m.receive_count))
+                .collect();
+            let mut event = SqsEvent::default();
+            event.records = msgs.iter().map(|m| to_sqs(&f.queue, m)).collect();
+            let deadline = chrono::Utc::now()
+                + chrono::Duration::from_std(visibility).unwrap_or(chrono::Duration::seconds(30));
+            let outcomes = process_batch(&self.inner.services, step, event, deadline).await;
+            let mut done = Vec::new();
+            for o in outcomes {
+                match o.result {
+                    Ok(_) => {
+                        report.succeeded += 1;
+                        done.push(o.message_id);
+                    }
+                    Err(e) => {
+                        report.retried += 1;
+                        let n = counts.get(&o.message_id).copied().unwrap_or(1);
+                        let backoff = self
+                            .inner
+                            .options
+                            .retry_base
+                            .saturating_mul(1u32 << (n.saturating_sub(1)).min(16))
+                            .min(self.inner.options.retry_cap);
+                        let delay = match &e {
+                            O2cError::Dependency {
+                                retry_after: Some(ra),
+                                ..
+                            } => (*ra).max(backoff),
+                            _ => backoff,
+                        };
+                        debug!(message_id = %o.message_id, receive_count = n, delay_ms = delay.as_millis() as u64, "message will be redelivered");
+                        if let Err(err) = self
+                            .inner
+                            .bus
+                            .retry_later(o.message_id, delay, format!("{}: {e}", e.error_type()))
+                            .await
+                        {
+                            warn!(error = %err, "could not schedule redelivery; the visibility timeout will");
+                        }
+                    }
+                }
+            }
+            if let Err(e) = self.inner.bus.delete(done).await {
+                warn!(error = %e, "delete failed; messages will be redelivered and absorbed as duplicates");
+            }
+        }
+        report
+    }
+}

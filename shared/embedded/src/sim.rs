@@ -1,0 +1,638 @@
+//! In-process simulators of the CRM, PSA and ERP, durable in the same SQLite file.
+//!
+//! They behave like the systems o2c integrates with, not like mocks:
+//! - create operations are create-or-get by external key (Salesforce upsert on an
+//!   external-id field, NetSuite `externalId`), so a retry never duplicates a project;
+//! - they validate what the real systems validate (PSA: name length, date integrity,
+//!   template; ERP: subsidiary, subsidiary currency, customer record, schedule totals;
+//!   CRM: field lengths, stale updates) and answer with the systems' error codes;
+//! - faults can be switched on per system and operation, for a number of calls or until
+//!   cleared: HTTP 5xx, 429 with `Retry-After`, a timeout before the request lands, a
+//!   timeout **after** it was committed (the lost-response case), or a permanent 4xx.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use o2c_app::O2cError;
+use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalRef, Psa};
+use o2c_domain::engagement::CrmOpportunityUpdate;
+use o2c_domain::model::{BillingItem, BillingSchedule, ProjectSpec};
+use o2c_domain::reference::ReferenceData;
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Db, db_err, row_err};
+
+/// A simulated system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    /// CRM (opportunities).
+    Crm,
+    /// PSA (projects).
+    Psa,
+    /// ERP (projects, billing schedules).
+    Erp,
+}
+
+impl System {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crm => "crm",
+            Self::Psa => "psa",
+            Self::Erp => "erp",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "crm" => Some(Self::Crm),
+            "psa" => Some(Self::Psa),
+            "erp" => Some(Self::Erp),
+            _ => None,
+        }
+    }
+}
+
+/// A fault to inject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// HTTP 5xx before anything is written.
+    ServerError {
+        /// Status (500, 502, 503, 504).
+        status: u16,
+    },
+    /// The client times out before the request lands.
+    Timeout,
+    /// The system commits the request, then the response is lost (client timeout).
+    TimeoutAfterCommit,
+    /// HTTP 429 Too Many Requests.
+    RateLimited {
+        /// `Retry-After`, milliseconds.
+        retry_after_ms: u64,
+    },
+    /// A permanent 4xx.
+    Rejected {
+        /// Status (400, 403, 404, 409, 422).
+        status: u16,
+        /// System error code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+}
+
+/// A project in the PSA or ERP simulator.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimProject {
+    /// `psa` | `erp`.
+    pub system: String,
+    /// External key.
+    pub external_key: String,
+    /// System id.
+    pub project_id: String,
+    /// `active` | `cancelled`.
+    pub status: String,
+    /// What was sent.
+    pub spec: ProjectSpec,
+}
+
+/// A logged connector call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimCall {
+    /// System.
+    pub system: String,
+    /// Operation.
+    pub operation: String,
+    /// Key (external key or id).
+    pub key: String,
+    /// `created`, `existing`, `updated`, `stale`, or the error.
+    pub outcome: String,
+}
+
+/// The three simulators over one database.
+#[derive(Clone)]
+pub struct Simulators {
+    db: Db,
+    psa_templates: Arc<BTreeSet<String>>,
+    erp_project_types: Arc<BTreeSet<String>>,
+    erp_customers: Arc<BTreeSet<String>>,
+    erp_subsidiary_currencies: Arc<Vec<(String, Vec<String>)>>,
+}
+
+enum Applied {
+    Before(ConnectorError),
+    AfterCommit,
+    None,
+}
+
+fn transient(
+    system: System,
+    status: u16,
+    message: &str,
+    retry_after: Option<Duration>,
+) -> ConnectorError {
+    ConnectorError::Transient {
+        system: system.as_str().into(),
+        status,
+        message: message.into(),
+        retry_after,
+    }
+}
+
+fn permanent(system: System, status: u16, code: &str, message: String) -> ConnectorError {
+    ConnectorError::Permanent {
+        system: system.as_str().into(),
+        status,
+        code: code.into(),
+        message,
+    }
+}
+
+fn store_err(system: System, e: O2cError) -> ConnectorError {
+    transient(system, 503, &format!("simulator storage: {e}"), None)
+}
+
+fn take_fault(tx: &Transaction<'_>, system: System, op: &str) -> Result<Applied, O2cError> {
+    let row: Option<(i64, String, Option<i64>)> = tx
+        .query_row(
+            "SELECT seq, fault, remaining FROM sim_faults WHERE system = ?1 AND (operation = ?2 OR operation = '*') ORDER BY seq LIMIT 1",
+            params![system.as_str(), op],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    let Some((seq, fault, remaining)) = row else {
+        return Ok(Applied::None);
+    };
+    match remaining {
+        Some(n) if n <= 1 => {
+            tx.execute("DELETE FROM sim_faults WHERE seq = ?1", params![seq])
+                .map_err(db_err)?;
+        }
+        Some(_) => {
+            tx.execute(
+                "UPDATE sim_faults SET remaining = remaining - 1 WHERE seq = ?1",
+                params![seq],
+            )
+            .map_err(db_err)?;
+        }
+        None => {}
+    }
+    let fault: Fault = serde_json::from_str(&fault).map_err(row_err)?;
+    Ok(match fault {
+        Fault::ServerError { status } => {
+            Applied::Before(transient(system, status, "service unavailable", None))
+        }
+        Fault::Timeout => Applied::Before(transient(system, 0, "request timed out", None)),
+        Fault::RateLimited { retry_after_ms } => Applied::Before(transient(
+            system,
+            429,
+            "too many requests",
+            Some(Duration::from_millis(retry_after_ms)),
+        )),
+        Fault::Rejected {
+            status,
+            code,
+            message,
+        } => Applied::Before(permanent(system, status, &code, message)),
+        Fault::TimeoutAfterCommit => Applied::AfterCommit,
+    })
+}
+
+fn log_call(
+    tx: &Transaction<'_>,
+    system: System,
+    op: &str,
+    key: &str,
+    outcome: &str,
+) -> Result<(), O2cError> {
+    tx.execute(
+        "INSERT INTO sim_calls (system, operation, key, outcome, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![system.as_str(), op, key, outcome, Utc::now().to_rfc3339()],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+impl Simulators {
+    /// Simulators whose master data (templates, customers, subsidiaries) is `reference`.
+    pub fn new(db: Db, reference: &ReferenceData) -> Self {
+        Self {
+            db,
+            psa_templates: Arc::new(
+                reference
+                    .project_templates
+                    .values()
+                    .map(|t| t.psa_template.clone())
+                    .collect(),
+            ),
+            erp_project_types: Arc::new(
+                reference
+                    .project_templates
+                    .values()
+                    .map(|t| t.erp_project_type.clone())
+                    .collect(),
+            ),
+            erp_customers: Arc::new(
+                reference
+                    .customers
+                    .values()
+                    .map(|c| c.erp_customer_id.clone())
+                    .collect(),
+            ),
+            erp_subsidiary_currencies: Arc::new(
+                reference
+                    .legal_entities
+                    .values()
+                    .map(|l| {
+                        (
+                            l.erp_subsidiary.clone(),
+                            l.billing_currencies
+                                .iter()
+                                .map(|c| c.code().to_owned())
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Switches a fault on for `times` calls (`None`: until cleared). `operation` `*` matches all.
+    pub async fn inject(
+        &self,
+        system: System,
+        operation: &str,
+        fault: Fault,
+        times: Option<u32>,
+    ) -> Result<(), O2cError> {
+        let op = operation.to_owned();
+        let fault = serde_json::to_string(&fault).map_err(row_err)?;
+        self.db
+            .call(move |c| {
+                c.execute("INSERT INTO sim_faults (system, operation, fault, remaining) VALUES (?1, ?2, ?3, ?4)", params![system.as_str(), op, fault, times.map(i64::from)])
+                    .map_err(db_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Clears every fault.
+    pub async fn clear_faults(&self) -> Result<(), O2cError> {
+        self.db
+            .call(|c| {
+                c.execute("DELETE FROM sim_faults", [])
+                    .map(|_| ())
+                    .map_err(db_err)
+            })
+            .await
+    }
+
+    /// Projects in a system.
+    pub async fn projects(&self, system: System) -> Result<Vec<SimProject>, O2cError> {
+        self.db
+            .call(move |c| {
+                let mut s = c.prepare("SELECT external_key, project_id, status, spec FROM sim_projects WHERE system = ?1 ORDER BY created_at, project_id").map_err(db_err)?;
+                let rows = s.query_map(params![system.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))).map_err(db_err)?;
+                rows.map(|r| {
+                    let (k, id, st, spec) = r.map_err(db_err)?;
+                    Ok(SimProject { system: system.as_str().into(), external_key: k, project_id: id, status: st, spec: serde_json::from_str(&spec).map_err(row_err)? })
+                })
+                .collect()
+            })
+            .await
+    }
+
+    /// Billing schedules in the ERP: `(schedule id, ERP project id, schedule)`.
+    pub async fn billing_schedules(
+        &self,
+    ) -> Result<Vec<(String, String, BillingSchedule)>, O2cError> {
+        self.db
+            .call(|c| {
+                let mut s = c.prepare("SELECT schedule_id, erp_project_id, schedule FROM sim_billing_schedules ORDER BY created_at").map_err(db_err)?;
+                let rows = s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))).map_err(db_err)?;
+                rows.map(|r| {
+                    let (id, p, sch) = r.map_err(db_err)?;
+                    Ok((id, p, serde_json::from_str(&sch).map_err(row_err)?))
+                })
+                .collect()
+            })
+            .await
+    }
+
+    /// The CRM opportunity's o2c fields and their sync version.
+    pub async fn opportunity(
+        &self,
+        opportunity_id: &str,
+    ) -> Result<Option<(u64, CrmOpportunityUpdate)>, O2cError> {
+        let id = opportunity_id.to_owned();
+        self.db
+            .call(move |c| {
+                let row: Option<(i64, String)> = c
+                    .query_row("SELECT sync_version, fields FROM sim_crm_opportunities WHERE opportunity_id = ?1", params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(db_err)?;
+                row.map(|(v, f)| Ok((v as u64, serde_json::from_str(&f).map_err(row_err)?))).transpose()
+            })
+            .await
+    }
+
+    /// Every connector call, oldest first.
+    pub async fn calls(&self) -> Result<Vec<SimCall>, O2cError> {
+        self.db
+            .call(|c| {
+                let mut s = c
+                    .prepare("SELECT system, operation, key, outcome FROM sim_calls ORDER BY seq")
+                    .map_err(db_err)?;
+                let rows = s
+                    .query_map([], |r| {
+                        Ok(SimCall {
+                            system: r.get(0)?,
+                            operation: r.get(1)?,
+                            key: r.get(2)?,
+                            outcome: r.get(3)?,
+                        })
+                    })
+                    .map_err(db_err)?;
+                rows.map(|r| r.map_err(db_err)).collect()
+            })
+            .await
+    }
+
+    /// Runs one simulated operation: fault handling, then `op` in a transaction.
+    async fn operate<T, F>(
+        &self,
+        system: System,
+        op: &'static str,
+        key: String,
+        f: F,
+    ) -> Result<T, ConnectorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<Result<(T, &'static str), ConnectorError>, O2cError>
+            + Send
+            + 'static,
+    {
+        self.db
+            .call(move |c| {
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(db_err)?;
+                let applied = take_fault(&tx, system, op)?;
+                if let Applied::Before(err) = applied {
+                    log_call(&tx, system, op, &key, &format!("fault: {err}"))?;
+                    tx.commit().map_err(db_err)?;
+                    return Ok(Err(err));
+                }
+                let result = f(&tx)?;
+                let outcome = match &result {
+                    Ok((_, o)) => (*o).to_owned(),
+                    Err(e) => format!("error: {e}"),
+                };
+                log_call(&tx, system, op, &key, &outcome)?;
+                tx.commit().map_err(db_err)?;
+                match (applied, result) {
+                    (Applied::AfterCommit, Ok(_)) => Ok(Err(transient(
+                        system,
+                        0,
+                        "response lost: request timed out after the system committed it",
+                        None,
+                    ))),
+                    (_, r) => Ok(r.map(|(t, _)| t)),
+                }
+            })
+            .await
+            .map_err(|e| store_err(system, e))?
+    }
+
+    fn create_project_in(
+        &self,
+        system: System,
+        spec: &ProjectSpec,
+    ) -> impl std::future::Future<Output = Result<ExternalRef, ConnectorError>> + Send + 'static
+    {
+        let spec = spec.clone();
+        let me = self.clone();
+        async move {
+            let key = spec.external_key.clone();
+            let validation = match system {
+                System::Psa => me.validate_psa(&spec),
+                _ => me.validate_erp(&spec),
+            };
+            me.operate(system, "create_project", key, move |tx| {
+                if let Some(id) = tx
+                    .query_row("SELECT project_id FROM sim_projects WHERE system = ?1 AND external_key = ?2", params![system.as_str(), spec.external_key], |r| r.get::<_, String>(0))
+                    .optional()
+                    .map_err(db_err)?
+                {
+                    return Ok(Ok((ExternalRef { id, created: false }, "existing")));
+                }
+                if let Err(e) = validation {
+                    return Ok(Err(e));
+                }
+                let n: i64 = tx.query_row("SELECT COUNT(*) FROM sim_projects WHERE system = ?1", params![system.as_str()], |r| r.get(0)).map_err(db_err)?;
+                let id = match system {
+                    System::Psa => format!("a0P{:012}", n + 1),
+                    _ => format!("PRJ{:06}", n + 1),
+                };
+                tx.execute(
+                    "INSERT INTO sim_projects (system, external_key, project_id, status, spec, created_at) VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
+                    params![system.as_str(), spec.external_key, id, serde_json::to_string(&spec).map_err(row_err)?, Utc::now().to_rfc3339()],
+                )
+                .map_err(db_err)?;
+                Ok(Ok((ExternalRef { id, created: true }, "created")))
+            })
+            .await
+        }
+    }
+
+    fn validate_psa(&self, spec: &ProjectSpec) -> Result<(), ConnectorError> {
+        let bad = |code: &str, m: String| Err(permanent(System::Psa, 400, code, m));
+        if spec.name.chars().count() > 80 {
+            return bad(
+                "STRING_TOO_LONG",
+                "Project Name: data value too large (max length=80)".into(),
+            );
+        }
+        if spec.end_date < spec.start_date {
+            return bad(
+                "FIELD_INTEGRITY_EXCEPTION",
+                "End Date must be on or after Start Date".into(),
+            );
+        }
+        if !self.psa_templates.contains(&spec.template) {
+            return bad(
+                "INVALID_CROSS_REFERENCE_KEY",
+                format!("Template: id value of incorrect type: {}", spec.template),
+            );
+        }
+        if let Some(m) = spec
+            .milestones
+            .iter()
+            .find(|m| m.due_date < spec.start_date || m.due_date > spec.end_date)
+        {
+            return bad(
+                "FIELD_INTEGRITY_EXCEPTION",
+                format!(
+                    "Milestone {} due date is outside the project dates",
+                    m.milestone_id
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_erp(&self, spec: &ProjectSpec) -> Result<(), ConnectorError> {
+        let bad = |code: &str, m: String| Err(permanent(System::Erp, 400, code, m));
+        let Some((_, currencies)) = self
+            .erp_subsidiary_currencies
+            .iter()
+            .find(|(s, _)| s == &spec.subsidiary)
+        else {
+            return bad(
+                "INVALID_KEY_OR_REF",
+                format!("Invalid subsidiary reference key {}", spec.subsidiary),
+            );
+        };
+        if !currencies.iter().any(|c| c == spec.currency.code()) {
+            return bad(
+                "INVALID_CURRENCY",
+                format!(
+                    "Currency {} is not enabled for subsidiary {}",
+                    spec.currency, spec.subsidiary
+                ),
+            );
+        }
+        if !self.erp_customers.contains(&spec.customer_id) {
+            return bad(
+                "INVALID_KEY_OR_REF",
+                format!("Invalid customer reference key {}", spec.customer_id),
+            );
+        }
+        if !self.erp_project_types.contains(&spec.template) {
+            return bad(
+                "INVALID_KEY_OR_REF",
+                format!("Invalid project type {}", spec.template),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Psa for Simulators {
+    async fn create_or_get_project(
+        &self,
+        spec: &ProjectSpec,
+    ) -> Result<ExternalRef, ConnectorError> {
+        self.create_project_in(System::Psa, spec).await
+    }
+
+    async fn cancel_project(&self, project_id: &str, reason: &str) -> Result<(), ConnectorError> {
+        let id = project_id.to_owned();
+        let _ = reason;
+        self.operate(System::Psa, "cancel_project", id.clone(), move |tx| {
+            let n = tx.execute("UPDATE sim_projects SET status = 'cancelled' WHERE system = 'psa' AND project_id = ?1", params![id]).map_err(db_err)?;
+            if n == 0 {
+                return Ok(Err(permanent(System::Psa, 404, "NOT_FOUND", format!("project {id} does not exist"))));
+            }
+            Ok(Ok(((), "cancelled")))
+        })
+        .await
+    }
+}
+
+impl Erp for Simulators {
+    async fn create_or_get_project(
+        &self,
+        spec: &ProjectSpec,
+    ) -> Result<ExternalRef, ConnectorError> {
+        self.create_project_in(System::Erp, spec).await
+    }
+
+    async fn create_or_get_billing_schedule(
+        &self,
+        erp_project_id: &str,
+        schedule: &BillingSchedule,
+    ) -> Result<ExternalRef, ConnectorError> {
+        let (project, schedule) = (erp_project_id.to_owned(), schedule.clone());
+        self.operate(System::Erp, "create_billing_schedule", schedule.schedule_id.clone(), move |tx| {
+            if let Some(id) = tx
+                .query_row("SELECT schedule_id FROM sim_billing_schedules WHERE external_key = ?1", params![schedule.schedule_id], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(db_err)?
+            {
+                return Ok(Ok((ExternalRef { id, created: false }, "existing")));
+            }
+            let row: Option<(String, String)> = tx
+                .query_row("SELECT status, spec FROM sim_projects WHERE system = 'erp' AND project_id = ?1", params![project], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(db_err)?;
+            let Some((status, spec)) = row else {
+                return Ok(Err(permanent(System::Erp, 404, "RCRD_DSNT_EXIST", format!("Project {project} does not exist"))));
+            };
+            if status != "active" {
+                return Ok(Err(permanent(System::Erp, 400, "INVALID_RCRD_STATE", format!("Project {project} is {status}"))));
+            }
+            let spec: ProjectSpec = serde_json::from_str(&spec).map_err(row_err)?;
+            if spec.currency != schedule.currency {
+                return Ok(Err(permanent(System::Erp, 400, "INVALID_CURRENCY", format!("Schedule currency {} differs from project currency {}", schedule.currency, spec.currency))));
+            }
+            let mut fixed = rust_decimal::Decimal::ZERO;
+            for item in &schedule.items {
+                if let BillingItem::Milestone { amount, item_id, .. } | BillingItem::Installment { amount, item_id, .. } = item {
+                    if !amount.is_positive() || amount.currency != schedule.currency {
+                        return Ok(Err(permanent(System::Erp, 400, "INVALID_AMOUNT", format!("Schedule line {item_id} has an invalid amount {amount}"))));
+                    }
+                    fixed += amount.amount;
+                }
+            }
+            if fixed != schedule.fixed_total.amount {
+                return Ok(Err(permanent(System::Erp, 400, "INVALID_AMOUNT", format!("Schedule lines sum to {fixed}, header says {}", schedule.fixed_total.amount))));
+            }
+            let n: i64 = tx.query_row("SELECT COUNT(*) FROM sim_billing_schedules", [], |r| r.get(0)).map_err(db_err)?;
+            let id = format!("BSCH{:06}", n + 1);
+            tx.execute(
+                "INSERT INTO sim_billing_schedules (external_key, schedule_id, erp_project_id, schedule, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![schedule.schedule_id, id, project, serde_json::to_string(&schedule).map_err(row_err)?, Utc::now().to_rfc3339()],
+            )
+            .map_err(db_err)?;
+            Ok(Ok((ExternalRef { id, created: true }, "created")))
+        })
+        .await
+    }
+}
+
+impl Crm for Simulators {
+    async fn update_opportunity(
+        &self,
+        update: &CrmOpportunityUpdate,
+    ) -> Result<CrmWrite, ConnectorError> {
+        let u = update.clone();
+        self.operate(System::Crm, "update_opportunity", u.opportunity_id.clone(), move |tx| {
+            if u.last_error.as_ref().is_some_and(|e| e.chars().count() > 255) {
+                return Ok(Err(permanent(System::Crm, 400, "STRING_TOO_LONG", "O2C_Last_Error__c: data value too large (max length=255)".into())));
+            }
+            let current: Option<i64> = tx
+                .query_row("SELECT sync_version FROM sim_crm_opportunities WHERE opportunity_id = ?1", params![u.opportunity_id], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            if current.is_some_and(|v| v as u64 > u.sync_version) {
+                return Ok(Ok((CrmWrite::Stale, "stale")));
+            }
+            tx.execute(
+                "INSERT INTO sim_crm_opportunities (opportunity_id, sync_version, fields, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(opportunity_id) DO UPDATE SET sync_version = excluded.sync_version, fields = excluded.fields, updated_at = excluded.updated_at",
+                params![u.opportunity_id, u.sync_version as i64, serde_json::to_string(&u).map_err(row_err)?, Utc::now().to_rfc3339()],
+            )
+            .map_err(db_err)?;
+            Ok(Ok((CrmWrite::Applied, "updated")))
+        })
+        .await
+    }
+}

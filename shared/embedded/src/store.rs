@@ -1,0 +1,326 @@
+//! SQLite adapters for the state, idempotency and rejection ports. A [`Commit`] is one
+//! SQLite transaction (the same atomicity the DynamoDB adapter gets from
+//! `TransactWriteItems`).
+
+use chrono::{DateTime, TimeZone, Utc};
+use o2c_app::O2cError;
+use o2c_app::ports::{
+    Commit, CommitOutcome, CompletionMode, EngagementFilter, EngagementStore, EngagementSummary,
+    ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, RejectedMessage,
+    RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
+};
+use o2c_domain::engagement::{AuditEntry, Engagement};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::db::{Db, db_err, row_err};
+
+/// SQLite-backed store (cheap to clone).
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Db,
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn status_str(s: IdempotencyStatus) -> &'static str {
+    match s {
+        IdempotencyStatus::InProgress => "IN_PROGRESS",
+        IdempotencyStatus::Completed => "COMPLETED",
+    }
+}
+
+fn read_record(tx: &Transaction<'_>, key: &str) -> Result<Option<IdempotencyRecord>, O2cError> {
+    let row = tx
+        .query_row(
+            "SELECT status, payload_hash, expires_at, in_progress_until, result FROM idempotency WHERE key = ?1",
+            params![key],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?, r.get::<_, Option<String>>(4)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    let Some((status, hash, expires, in_progress, result)) = row else {
+        return Ok(None);
+    };
+    let result: Option<StoredResult> = result
+        .map(|r| serde_json::from_str(&r))
+        .transpose()
+        .map_err(row_err)?;
+    Ok(Some(IdempotencyRecord {
+        key: key.to_owned(),
+        status: if status == "COMPLETED" {
+            IdempotencyStatus::Completed
+        } else {
+            IdempotencyStatus::InProgress
+        },
+        payload_hash: hash,
+        expires_at: from_millis(expires),
+        in_progress_until: in_progress.map(from_millis),
+        result,
+    }))
+}
+
+fn current_version(tx: &Transaction<'_>, engagement_id: &str) -> Result<Option<u64>, O2cError> {
+    tx.query_row(
+        "SELECT version FROM engagements WHERE engagement_id = ?1",
+        params![engagement_id],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map_err(db_err)
+    .map(|v| v.map(|v| v as u64))
+}
+
+/// Writes the engagement if its version is as expected; returns the new version.
+fn write_state(tx: &Transaction<'_>, w: &StateWrite) -> Result<Option<u64>, O2cError> {
+    let e = &w.engagement;
+    let actual = current_version(tx, &e.engagement_id)?;
+    let ok = match (w.expected, actual) {
+        (ExpectedVersion::New, None) => true,
+        (ExpectedVersion::Is(v), Some(a)) => v == a,
+        _ => false,
+    };
+    if !ok {
+        return Ok(None);
+    }
+    let next = w.expected.next();
+    let body = serde_json::to_string(e).map_err(row_err)?;
+    tx.execute(
+        "INSERT INTO engagements (engagement_id, version, status, open_exception, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(engagement_id) DO UPDATE SET version = excluded.version, status = excluded.status,
+           open_exception = excluded.open_exception, updated_at = excluded.updated_at, body = excluded.body",
+        params![e.engagement_id, next as i64, e.status.as_str(), e.has_open_exception() as i64, e.updated_at.to_rfc3339(), body],
+    )
+    .map_err(db_err)?;
+    Ok(Some(next))
+}
+
+impl SqliteStore {
+    /// A store over `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Audit entries of every engagement written after sequence `after`, with their
+    /// sequence numbers (for following a run live).
+    pub async fn audit_since(&self, after: i64) -> Result<Vec<(i64, AuditEntry)>, O2cError> {
+        self.db
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare("SELECT seq, body FROM audit WHERE seq > ?1 ORDER BY seq")
+                    .map_err(db_err)?;
+                let rows = stmt
+                    .query_map(params![after], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .map_err(db_err)?;
+                rows.map(|r| {
+                    let (seq, body) = r.map_err(db_err)?;
+                    Ok((seq, serde_json::from_str(&body).map_err(row_err)?))
+                })
+                .collect()
+            })
+            .await
+    }
+}
+
+impl EngagementStore for SqliteStore {
+    async fn load(&self, engagement_id: &str) -> Result<Option<Versioned<Engagement>>, O2cError> {
+        let id = engagement_id.to_owned();
+        self.db
+            .call(move |c| {
+                let row = c
+                    .query_row(
+                        "SELECT version, body FROM engagements WHERE engagement_id = ?1",
+                        params![id],
+                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+                    )
+                    .optional()
+                    .map_err(db_err)?;
+                row.map(|(v, body)| {
+                    Ok(Versioned {
+                        value: serde_json::from_str(&body).map_err(row_err)?,
+                        version: v as u64,
+                    })
+                })
+                .transpose()
+            })
+            .await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome, O2cError> {
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let comp = &commit.completion;
+                let existing = read_record(&tx, &comp.key)?;
+                match (comp.mode, existing) {
+                    (CompletionMode::Fresh, Some(rec)) if rec.is_live(comp.now) => return Ok(CommitOutcome::AlreadyCompleted(rec)),
+                    (CompletionMode::Reserved, Some(rec)) if rec.status == IdempotencyStatus::Completed && rec.is_live(comp.now) => {
+                        return Ok(CommitOutcome::AlreadyCompleted(rec));
+                    }
+                    _ => {}
+                }
+                let version = match &commit.state {
+                    None => None,
+                    Some(w) => match write_state(&tx, w)? {
+                        None => return Ok(CommitOutcome::VersionConflict),
+                        Some(v) => Some(v),
+                    },
+                };
+                tx.execute(
+                    "INSERT INTO audit (engagement_id, body) VALUES (?1, ?2)",
+                    params![commit.audit.engagement_id, serde_json::to_string(&commit.audit).map_err(row_err)?],
+                )
+                .map_err(db_err)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, 'COMPLETED', ?2, ?3, NULL, ?4)",
+                    params![comp.key, comp.payload_hash, millis(comp.expires_at), serde_json::to_string(&comp.result).map_err(row_err)?],
+                )
+                .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                Ok(CommitOutcome::Committed { version })
+            })
+            .await
+    }
+
+    async fn audit_trail(&self, engagement_id: &str) -> Result<Vec<AuditEntry>, O2cError> {
+        let id = engagement_id.to_owned();
+        self.db
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare("SELECT body FROM audit WHERE engagement_id = ?1 ORDER BY seq")
+                    .map_err(db_err)?;
+                let rows = stmt
+                    .query_map(params![id], |r| r.get::<_, String>(0))
+                    .map_err(db_err)?;
+                rows.map(|r| serde_json::from_str(&r.map_err(db_err)?).map_err(row_err))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn list(&self, filter: &EngagementFilter) -> Result<Vec<EngagementSummary>, O2cError> {
+        let f = filter.clone();
+        self.db
+            .call(move |c| {
+                let limit = if f.limit == 0 { 100 } else { f.limit } as i64;
+                let mut stmt = c
+                    .prepare(
+                        "SELECT engagement_id, status, open_exception, updated_at, version FROM engagements
+                         WHERE (?1 IS NULL OR status = ?1) AND (?2 = 0 OR open_exception = 1)
+                         ORDER BY updated_at DESC LIMIT ?3",
+                    )
+                    .map_err(db_err)?;
+                let rows = stmt
+                    .query_map(params![f.status, f.open_exceptions as i64, limit], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get::<_, i64>(4)?))
+                    })
+                    .map_err(db_err)?;
+                rows.map(|r| {
+                    let (id, status, ex, at, v) = r.map_err(db_err)?;
+                    Ok(EngagementSummary {
+                        engagement_id: id,
+                        status,
+                        open_exception: ex != 0,
+                        updated_at: DateTime::parse_from_rfc3339(&at).map(|t| t.with_timezone(&Utc)).unwrap_or_default(),
+                        version: v as u64,
+                    })
+                })
+                .collect()
+            })
+            .await
+    }
+}
+
+impl IdempotencyStore for SqliteStore {
+    async fn get(&self, key: &str) -> Result<Option<IdempotencyRecord>, O2cError> {
+        let key = key.to_owned();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction().map_err(db_err)?;
+                read_record(&tx, &key)
+            })
+            .await
+    }
+
+    async fn reserve(&self, r: Reservation) -> Result<ReserveOutcome, O2cError> {
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                if let Some(rec) = read_record(&tx, &r.key)?
+                    && rec.is_live(r.now)
+                {
+                    if rec.payload_hash != r.payload_hash {
+                        return Ok(ReserveOutcome::PayloadMismatch { stored: rec.payload_hash });
+                    }
+                    return Ok(match rec.status {
+                        IdempotencyStatus::Completed => ReserveOutcome::AlreadyCompleted(rec),
+                        IdempotencyStatus::InProgress => ReserveOutcome::InProgress,
+                    });
+                }
+                let claimed_version = match &r.claim {
+                    None => None,
+                    Some(w) => match write_state(&tx, w)? {
+                        None => return Ok(ReserveOutcome::StateConflict),
+                        Some(v) => Some(v),
+                    },
+                };
+                tx.execute(
+                    "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+                    params![r.key, status_str(IdempotencyStatus::InProgress), r.payload_hash, millis(r.expires_at), millis(r.in_progress_until)],
+                )
+                .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                Ok(ReserveOutcome::Reserved { claimed_version })
+            })
+            .await
+    }
+
+    async fn release(&self, key: &str) -> Result<(), O2cError> {
+        let key = key.to_owned();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "DELETE FROM idempotency WHERE key = ?1 AND status = 'IN_PROGRESS'",
+                    params![key],
+                )
+                .map_err(db_err)?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+impl RejectionStore for SqliteStore {
+    async fn park(&self, m: &RejectedMessage) -> Result<(), O2cError> {
+        let body = serde_json::to_string(m).map_err(row_err)?;
+        let (id, at) = (m.rejection_id.clone(), m.rejected_at.to_rfc3339());
+        self.db
+            .call(move |c| {
+                c.execute("INSERT OR IGNORE INTO rejections (rejection_id, rejected_at, body) VALUES (?1, ?2, ?3)", params![id, at, body]).map_err(db_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn rejections(&self, limit: usize) -> Result<Vec<RejectedMessage>, O2cError> {
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare("SELECT body FROM rejections ORDER BY rejected_at DESC, rowid DESC LIMIT ?1").map_err(db_err)?;
+                let rows = stmt.query_map(params![limit as i64], |r| r.get::<_, String>(0)).map_err(db_err)?;
+                rows.map(|r| serde_json::from_str(&r.map_err(db_err)?).map_err(row_err)).collect()
+            })
+            .await
+    }
+}

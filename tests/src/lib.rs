@@ -1,0 +1,209 @@
+//! # o2c-tests
+//!
+//! Cross-crate tests. `tests/contracts.rs` proves the event schemas, samples and Rust
+//! types agree; `tests/flows.rs` drives the embedded runtime end to end. This library
+//! holds the harness they share.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use o2c_app::bus::PutEventsEntry;
+use o2c_app::ports::EngagementStore;
+use o2c_domain::engagement::Engagement;
+use o2c_embedded::runtime::RunReport;
+use o2c_embedded::{Runtime, RuntimeOptions};
+use serde_json::{Value, json};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Reads a JSON file under the repository root.
+pub fn read_json(rel: &str) -> Value {
+    let p = repo_root().join(rel);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", p.display()))
+}
+
+/// A runtime over a fresh temporary database, tuned for fast retries.
+pub struct Harness {
+    /// The runtime.
+    pub rt: Runtime,
+    dir: tempfile::TempDir,
+}
+
+/// Options with short redelivery delays so failure paths run in milliseconds.
+pub fn fast_options() -> RuntimeOptions {
+    RuntimeOptions {
+        retry_base: Duration::from_millis(5),
+        retry_cap: Duration::from_millis(50),
+        poll_interval: Duration::from_millis(10),
+        max_workers_per_function: 4,
+        ..RuntimeOptions::default()
+    }
+}
+
+impl Harness {
+    /// A fresh harness with the Northwind reference data.
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = Runtime::builder(
+            dir.path().join("o2c.db"),
+            o2c_embedded::reference::northwind().expect("reference"),
+        )
+        .options(fast_options())
+        .open()
+        .await
+        .expect("runtime opens");
+        Self { rt, dir }
+    }
+
+    /// The database path.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("o2c.db")
+    }
+
+    /// Publishes events on the bus and asserts the bus accepted every one.
+    pub async fn send(&self, events: Vec<(&str, &str, Value)>) {
+        let entries = events
+            .into_iter()
+            .map(|(source, dt, detail)| PutEventsEntry {
+                source: Some(source.into()),
+                detail_type: Some(dt.into()),
+                detail: Some(detail.to_string()),
+                ..Default::default()
+            })
+            .collect();
+        let resp = self.rt.put_events(entries).await.expect("put_events");
+        assert_eq!(
+            resp.failed_entry_count, 0,
+            "bus refused entries: {:?}",
+            resp.entries
+        );
+    }
+
+    /// Processes until every queue is empty.
+    pub async fn settle(&self) -> RunReport {
+        self.rt
+            .run_until_idle(Duration::from_secs(60))
+            .await
+            .expect("the flow settles")
+    }
+
+    /// The engagement's current state.
+    pub async fn engagement(&self, id: &str) -> Engagement {
+        self.rt
+            .store()
+            .load(id)
+            .await
+            .expect("load")
+            .unwrap_or_else(|| panic!("no engagement {id}"))
+            .value
+    }
+
+    /// Every event the bus accepted: `(detail-type, detail)`.
+    pub async fn bus_events(&self) -> Vec<(String, Value)> {
+        self.rt
+            .bus()
+            .archived(None, None)
+            .await
+            .expect("archive")
+            .into_iter()
+            .map(|e| {
+                (
+                    e.detail_type.unwrap_or_default(),
+                    serde_json::from_str(&e.detail.unwrap_or_default()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// An envelope around `payload`.
+pub fn envelope(
+    event_id: &str,
+    correlation_id: &str,
+    idempotency_key: Option<&str>,
+    payload: Value,
+) -> Value {
+    let mut d = json!({
+        "event_id": event_id,
+        "event_version": "1",
+        "correlation_id": correlation_id,
+        "occurred_at": "2026-11-20T09:30:00Z",
+        "payload": payload,
+    });
+    if let Some(k) = idempotency_key {
+        d["idempotency_key"] = json!(k);
+    }
+    d
+}
+
+/// The Globex closed-won payload (EUR, milestone + T&M + fixed fee, needs CLM approval).
+pub fn globex_payload(opportunity_id: &str, revision: u64) -> Value {
+    let mut p =
+        read_json("events/samples/OpportunityClosedWon.v1.json")["detail"]["payload"].clone();
+    p["opportunity_id"] = json!(opportunity_id);
+    p["revision"] = json!(revision);
+    p
+}
+
+/// A closed-won event detail for `payload` (idempotency key per opportunity revision).
+pub fn closed_won(payload: Value) -> (&'static str, &'static str, Value) {
+    let opp = payload["opportunity_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let rev = payload["revision"].as_u64().unwrap_or_default();
+    let detail = envelope(
+        &format!("cw-{opp}-r{rev}"),
+        &format!("corr-{opp}"),
+        Some(&format!("crm:opportunity:{opp}:closed-won:r{rev}")),
+        payload,
+    );
+    ("o2c.crm", "OpportunityClosedWon", detail)
+}
+
+/// A CLM approval event detail.
+pub fn contract_approved(opportunity_id: &str) -> (&'static str, &'static str, Value) {
+    let payload = json!({
+        "opportunity_id": opportunity_id,
+        "clm_agreement_id": format!("AGR-{opportunity_id}"),
+        "approved_at": "2026-11-21T14:05:00Z",
+        "approver_id": "0058d000009LegAl",
+    });
+    let detail = envelope(
+        &format!("clm-{opportunity_id}"),
+        &format!("corr-{opportunity_id}"),
+        Some(&format!("clm:agreement:AGR-{opportunity_id}:approved")),
+        payload,
+    );
+    ("o2c.clm", "ContractApproved", detail)
+}
+
+/// A straight-through payload (strategy advisory in SGD, no approval rule).
+pub fn asia_payload(opportunity_id: &str, revision: u64, fixed_fee: &str) -> Value {
+    let tm = "120000.00";
+    let total = rust_decimal::Decimal::from_str_exact(tm).unwrap_or_default()
+        + rust_decimal::Decimal::from_str_exact(fixed_fee).unwrap_or_default();
+    json!({
+        "opportunity_id": opportunity_id,
+        "revision": revision,
+        "name": "Globex Asia operating model review",
+        "stage": "Closed Won",
+        "account_id": "CUST-1003",
+        "close_date": "2026-11-18",
+        "currency": "SGD",
+        "amount": total.to_string(),
+        "delivery_region": "APAC-SG",
+        "start_date": "2027-01-11",
+        "end_date": "2027-04-30",
+        "rate_card_id": "RC-SGD-2027",
+        "lines": [
+            {"line_id": "1", "service_offering_id": "SVC-STRAT", "billing_model": "time_and_materials", "amount": tm,
+             "roles": [{"role": "DIRECTOR", "hours": "60"}, {"role": "CONSULTANT", "hours": "400"}]},
+            {"line_id": "2", "service_offering_id": "SVC-STRAT", "billing_model": "fixed_fee", "amount": fixed_fee, "installments": 3, "installment_frequency": "monthly"}
+        ]
+    })
+}
