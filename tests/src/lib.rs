@@ -4,6 +4,8 @@
 //! types agree; `tests/flows.rs` drives the embedded runtime end to end. This library
 //! holds the harness they share.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test harness: failing fast is the point
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

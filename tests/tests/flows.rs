@@ -1,6 +1,6 @@
 //! End-to-end flows through the embedded runtime: the template's rules, queues and
 //! functions, the SQLite store and the CRM / PSA / ERP simulators.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use o2c_app::ports::{EngagementFilter, EngagementStore, RejectionStore};
 use o2c_domain::engagement::EngagementStatus;

@@ -126,6 +126,8 @@ pub struct StepService<P: Platform> {
 }
 
 /// Pure decision or a plan with external side effects (and an optional state claim).
+// Short-lived values passed by move once; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Planned<Pl> {
     Decided(Decision),
     Execute { plan: Pl, claim: Option<Engagement> },
@@ -249,8 +251,8 @@ impl<P: Platform> StepService<P> {
     }
 
     /// The protocol (see module docs).
-    async fn run<'a, Pl, D, X, XF>(
-        &'a self,
+    async fn run<Pl, D, X, XF>(
+        &self,
         run: &Run,
         ctx: &StepContext<'_>,
         decide: D,

@@ -459,6 +459,8 @@ pub struct ExceptionRaised {
 /// A decoded business event with its typed payload.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(missing_docs)]
+// Short-lived values passed by move once; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum BusinessEvent {
     OpportunityClosedWon(Envelope<OpportunityClosedWon>),
     ContractApproved(Envelope<ContractApproved>),

@@ -376,6 +376,8 @@ pub struct ProvisionPlan {
 
 /// Either a pure decision or a plan to execute.
 #[derive(Debug, Clone, PartialEq)]
+// Short-lived values passed by move once; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Provisioning {
     /// Nothing to do in external systems.
     Decided(Decision),
@@ -601,6 +603,8 @@ pub struct BillingPlan {
 
 /// Either a pure decision or a plan to execute.
 #[derive(Debug, Clone, PartialEq)]
+// Short-lived values passed by move once; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum BillingSetup {
     /// Nothing to do in the ERP.
     Decided(Decision),
@@ -778,6 +782,8 @@ pub struct WritebackPlan {
 
 /// Either nothing to write or a write to perform.
 #[derive(Debug, Clone, PartialEq)]
+// Short-lived values passed by move once; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Writeback {
     /// The CRM already shows this state.
     Decided(Decision),

@@ -1,5 +1,5 @@
 //! Billing-schedule derivation.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

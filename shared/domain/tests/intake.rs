@@ -1,5 +1,5 @@
 //! Validation and enrichment of closed-won opportunities.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Fixtures shared by the domain tests.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, TimeZone, Utc};
 use o2c_domain::events::{Envelope, EventMeta, OpportunityClosedWon};

@@ -1,0 +1,311 @@
+//! The `o2c` binary as users run it: `run`, `status`, `serve` (including a hard kill and
+//! restart in the middle of a flow) and `sim`.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn o2c() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_o2c"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn run(args: &[&str]) -> Output {
+    o2c().args(args).output().expect("o2c runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A tiny HTTP/1.1 client (no extra dependency for two calls).
+fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}", payload.len()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(db: &Path) -> Self {
+        let mut child = o2c()
+            .args([
+                "serve",
+                "--db",
+                db.to_str().unwrap(),
+                "--addr",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Self { child, addr }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn entry(sample: &str) -> Value {
+    let ev: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo(&format!("events/samples/{sample}.v1.json"))).unwrap(),
+    )
+    .unwrap();
+    json!({"Source": ev["source"], "DetailType": ev["detail-type"], "Detail": ev["detail"].to_string()})
+}
+
+fn wait_for(addr: &str, engagement: &str, status: &str, within: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let (code, body) = http(addr, "GET", &format!("/v1/engagements/{engagement}"), None);
+        if code == 200 && body["engagement"]["status"] == status {
+            return body;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{engagement} did not reach {status}; last: {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn when_input_is_unreadable_should_exit_non_zero_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let out = run(&["run", "--db", db.to_str().unwrap(), "does-not-exist.json"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot read does-not-exist.json"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "{\"not\": \"an event\"}").unwrap();
+    let out = run(&[
+        "run",
+        "--db",
+        db.to_str().unwrap(),
+        repo("events/samples/ContractApproved.v1.json")
+            .to_str()
+            .unwrap(),
+        garbage.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("garbage.json is not an event file"), "{err}");
+    assert!(
+        !db.exists(),
+        "nothing is processed when any input is unreadable"
+    );
+}
+
+#[test]
+fn when_sample_files_are_run_should_process_to_quiescence_and_show_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let cw = repo("events/samples/OpportunityClosedWon.v1.json");
+    let clm = repo("events/samples/ContractApproved.v1.json");
+    let out = run(&[
+        "run",
+        "--db",
+        db.to_str().unwrap(),
+        cw.to_str().unwrap(),
+        clm.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("accepted 2 event(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = run(&[
+        "status",
+        "--db",
+        db.to_str().unwrap(),
+        "0068d00000GLBX01",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["engagement"]["status"], "active");
+    assert!(v["engagement"]["psa_project_id"].is_string());
+    assert!(v["timeline"].as_array().unwrap().len() >= 5);
+
+    let out = run(&["status", "--db", db.to_str().unwrap(), "0068d00000GLBX01"]);
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("status             active") && s.contains("Timeline:"),
+        "{s}"
+    );
+
+    let out = run(&["status", "--db", db.to_str().unwrap(), "ENG-nope"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no engagement ENG-nope"));
+}
+
+#[test]
+fn when_serve_receives_put_events_should_answer_per_entry_like_eventbridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("o2c.db"));
+    let bad =
+        json!({"Source": "o2c.crm", "DetailType": "OpportunityClosedWon", "Detail": "{not json"});
+    let (code, body) = http(
+        &server.addr,
+        "POST",
+        "/v1/events",
+        Some(&json!({"Entries": [entry("OpportunityClosedWon"), bad]})),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(body["FailedEntryCount"], 1);
+    assert!(body["Entries"][0]["EventId"].is_string());
+    assert_eq!(body["Entries"][1]["ErrorCode"], "MalformedDetail");
+
+    let eleven: Vec<Value> = (0..11).map(|_| entry("ContractApproved")).collect();
+    let (code, body) = http(
+        &server.addr,
+        "POST",
+        "/v1/events",
+        Some(&json!({"Entries": eleven})),
+    );
+    assert_eq!(code, 400);
+    assert_eq!(body["ErrorCode"], "ValidationException");
+
+    wait_for(
+        &server.addr,
+        "ENG-0068d00000GLBX01",
+        "awaiting_approval",
+        Duration::from_secs(20),
+    );
+}
+
+#[test]
+fn when_serve_is_killed_mid_flow_should_resume_and_finish_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let server = Server::start(&db);
+    // The ERP fails the first four project creations, so provisioning is in flight
+    // (claimed, reserved, message invisible) when the process is killed.
+    let out = run(&[
+        "sim",
+        "fault",
+        "--db",
+        db.to_str().unwrap(),
+        "--system",
+        "erp",
+        "--operation",
+        "create_project",
+        "--kind",
+        "server-error",
+        "--times",
+        "4",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (code, body) = http(
+        &server.addr,
+        "POST",
+        "/v1/events",
+        Some(&json!({"Entries": [entry("OpportunityClosedWon"), entry("ContractApproved")]})),
+    );
+    assert_eq!((code, body["FailedEntryCount"].as_u64()), (200, Some(0)));
+    wait_for(
+        &server.addr,
+        "ENG-0068d00000GLBX01",
+        "provisioning",
+        Duration::from_secs(20),
+    );
+    server.kill();
+    let after_kill: Value = serde_json::from_slice(
+        &run(&[
+            "status",
+            "--db",
+            db.to_str().unwrap(),
+            "0068d00000GLBX01",
+            "--json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        after_kill["engagement"]["status"], "provisioning",
+        "killed mid-flow"
+    );
+
+    let server = Server::start(&db);
+    let done = wait_for(
+        &server.addr,
+        "ENG-0068d00000GLBX01",
+        "active",
+        Duration::from_secs(60),
+    );
+    assert!(done["engagement"]["erp_billing_schedule_id"].is_string());
+    drop(server);
+
+    let calls = text(&run(&["sim", "calls", "--db", db.to_str().unwrap()]).stdout);
+    let created = |system: &str| {
+        calls
+            .lines()
+            .filter(|l| {
+                l.starts_with(system) && l.contains("create_project") && l.ends_with("created")
+            })
+            .count()
+    };
+    assert_eq!(
+        (created("psa"), created("erp")),
+        (1, 1),
+        "exactly one project per system across the restart:\n{calls}"
+    );
+    let dlq = text(&run(&["dlq", "list", "--db", db.to_str().unwrap()]).stdout);
+    assert!(
+        dlq.lines()
+            .filter(|l| l.contains("dead-letter"))
+            .all(|l| l.split_whitespace().nth(1) == Some("0")),
+        "{dlq}"
+    );
+}
