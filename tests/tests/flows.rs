@@ -670,3 +670,73 @@ async fn when_many_engagements_flow_concurrently_should_activate_every_one_exact
     assert_eq!(h.rt.sims().projects(System::Erp).await.unwrap().len(), 40);
     assert_eq!(h.rt.sims().billing_schedules().await.unwrap().len(), 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_fifo_record_fails_should_stop_its_message_group_but_not_the_others() {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+    let h = Harness::new().await;
+    h.send(vec![closed_won(asia_payload(
+        "0068d00000FIFO01",
+        1,
+        "60000.00",
+    ))])
+    .await;
+    h.settle().await;
+    let activated = h
+        .bus_events()
+        .await
+        .into_iter()
+        .find(|(t, _)| t == "ProjectActivated")
+        .unwrap()
+        .1;
+    let record = |id: &str, group: &str, engagement: &str| {
+        let mut detail = activated.clone();
+        detail["payload"]["engagement_id"] = json!(engagement);
+        detail["event_id"] = json!(format!("evt-{id}"));
+        detail["idempotency_key"] = json!(format!("key-{id}"));
+        let body = json!({"version": "0", "id": id, "detail-type": "ProjectActivated", "source": "o2c.billing", "account": "0", "time": "2026-11-20T09:30:00Z", "region": "local", "resources": [], "detail": detail});
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.body = Some(body.to_string());
+        m.attributes.insert("MessageGroupId".into(), group.into());
+        m
+    };
+    let mut event = SqsEvent::default();
+    event.records = vec![
+        record("1", "ENG-GHOST", "ENG-GHOST"), // no such engagement: a retryable failure (bug class)
+        record("2", "ENG-GHOST", "ENG-GHOST"), // same group: must not run before 1 succeeds
+        record("3", "ENG-0068d00000FIFO01", "ENG-0068d00000FIFO01"),
+    ];
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(30);
+    let outcomes = o2c_app::sqs::process_batch(
+        h.rt.services(),
+        o2c_app::Step::CrmWriteback,
+        event.clone(),
+        deadline,
+    )
+    .await;
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| o.message_id.as_str())
+        .collect();
+    assert_eq!(failed, vec!["1", "2"]);
+    assert!(
+        matches!(&outcomes[1].result, Err(e) if e.to_string().contains("earlier message of group ENG-GHOST"))
+    );
+    assert!(outcomes[2].result.is_ok());
+    let resp = o2c_app::sqs::handle_batch(
+        h.rt.services(),
+        o2c_app::Step::CrmWriteback,
+        event,
+        deadline,
+    )
+    .await;
+    assert_eq!(
+        resp.batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect::<Vec<_>>(),
+        vec!["1", "2"]
+    );
+}

@@ -47,6 +47,8 @@ pub struct Redrive {
 pub struct QueueDef {
     /// Logical id.
     pub logical_id: String,
+    /// Physical name template (`QueueName`, `${Stage}` placeholders), if set.
+    pub name: Option<String>,
     /// FIFO queue.
     pub fifo: bool,
     /// Visibility timeout (seconds; SQS default 30).
@@ -76,11 +78,93 @@ pub struct FunctionDef {
     pub timeout_secs: u32,
 }
 
+/// An EventBridge pipe between two queues (SQS source → SQS target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeDef {
+    /// Logical id.
+    pub logical_id: String,
+    /// Source queue (logical id).
+    pub source: String,
+    /// Target queue (logical id).
+    pub target: String,
+    /// Source batch size.
+    pub batch_size: u32,
+    /// Dynamic path of the FIFO message group (`$.body.detail.payload.engagement_id`).
+    pub message_group_path: Option<String>,
+    /// Dynamic path of the deduplication id.
+    pub deduplication_path: Option<String>,
+}
+
+impl PipeDef {
+    /// Evaluates a `$.body.a.b` dynamic path against an SQS body holding JSON.
+    pub fn eval(path: &str, body: &serde_json::Value) -> Option<String> {
+        let rest = path.strip_prefix("$.body")?;
+        let mut cur = body;
+        for seg in rest.split('.').filter(|s| !s.is_empty()) {
+            cur = cur.get(seg)?;
+        }
+        match cur {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// Key attribute of a table or index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDef {
+    /// Attribute name.
+    pub name: String,
+    /// `S`, `N` or `B`.
+    pub attribute_type: String,
+}
+
+/// A global secondary index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexDef {
+    /// Index name.
+    pub name: String,
+    /// Partition key.
+    pub hash: KeyDef,
+    /// Sort key.
+    pub range: Option<KeyDef>,
+    /// `ALL`, `KEYS_ONLY` or `INCLUDE`.
+    pub projection: String,
+    /// Projected non-key attributes (INCLUDE).
+    pub non_key_attributes: Vec<String>,
+}
+
+/// A DynamoDB table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDef {
+    /// Logical id.
+    pub logical_id: String,
+    /// Physical name template.
+    pub name: Option<String>,
+    /// Partition key.
+    pub hash: KeyDef,
+    /// Sort key.
+    pub range: Option<KeyDef>,
+    /// GSIs.
+    pub indexes: Vec<IndexDef>,
+    /// TTL attribute, when enabled.
+    pub ttl_attribute: Option<String>,
+}
+
 /// The whole topology.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topology {
     /// Logical id of the custom event bus.
     pub bus: String,
+    /// Physical name template of the bus.
+    pub bus_name: Option<String>,
+    /// Physical name template of the archive, if any.
+    pub archive_name: Option<String>,
+    /// Pipes.
+    pub pipes: Vec<PipeDef>,
+    /// Tables by logical id.
+    pub tables: BTreeMap<String, TableDef>,
     /// Rules on the bus.
     pub rules: Vec<RuleDef>,
     /// Queues by logical id.
@@ -148,6 +232,42 @@ fn as_bool(v: Option<&Yaml>) -> bool {
     }
 }
 
+/// The text of a name: a plain string or `!Sub` / `Fn::Sub` with `${Param}` placeholders.
+fn sub_text(v: &Yaml) -> Option<String> {
+    match untag(v) {
+        (Some(tag), inner) if tag == "!Sub" => inner.as_str().map(str::to_owned),
+        (None, Yaml::String(s)) => Some(s.clone()),
+        (None, inner) => get(inner, "Fn::Sub")
+            .and_then(|x| x.as_str())
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn key_defs(
+    schema: Option<&Yaml>,
+    attrs: &BTreeMap<String, String>,
+) -> (Option<KeyDef>, Option<KeyDef>) {
+    let mut hash = None;
+    let mut range = None;
+    for k in schema.and_then(|s| s.as_sequence()).into_iter().flatten() {
+        let name = get(k, "AttributeName")
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let def = KeyDef {
+            attribute_type: attrs.get(&name).cloned().unwrap_or_else(|| "S".into()),
+            name,
+        };
+        match get(k, "KeyType").and_then(|x| x.as_str()) {
+            Some("HASH") => hash = Some(def),
+            Some("RANGE") => range = Some(def),
+            _ => {}
+        }
+    }
+    (hash, range)
+}
+
 /// YAML → JSON for event patterns (patterns contain no intrinsics).
 fn to_json(v: &Yaml) -> Result<serde_json::Value, String> {
     serde_json::to_value(untag(v).1)
@@ -164,6 +284,10 @@ impl Topology {
             .ok_or_else(|| TopologyError(vec!["no Resources section".into()]))?;
         let mut errs = Vec::new();
         let mut bus = None;
+        let mut bus_name = None;
+        let mut archive_name = None;
+        let mut pipes = Vec::new();
+        let mut tables = BTreeMap::new();
         let mut rules = Vec::new();
         let mut queues = BTreeMap::new();
         let mut functions = Vec::new();
@@ -178,7 +302,120 @@ impl Topology {
                 .unwrap_or_default();
             let props = get(res, "Properties");
             match ty {
-                "AWS::Events::EventBus" => bus = Some(id.to_owned()),
+                "AWS::Events::EventBus" => {
+                    bus = Some(id.to_owned());
+                    bus_name = props.and_then(|p| get(p, "Name")).and_then(sub_text);
+                }
+                "AWS::Events::Archive" => {
+                    archive_name = props.and_then(|p| get(p, "ArchiveName")).and_then(sub_text)
+                }
+                "AWS::Pipes::Pipe" => {
+                    let Some(p) = props else { continue };
+                    let (Some(source), Some(target)) = (
+                        get(p, "Source").and_then(reference),
+                        get(p, "Target").and_then(reference),
+                    ) else {
+                        errs.push(format!(
+                            "{id}: pipe Source and Target must be !GetAtt <Queue>.Arn"
+                        ));
+                        continue;
+                    };
+                    let sqs_target =
+                        get(p, "TargetParameters").and_then(|t| get(t, "SqsQueueParameters"));
+                    if let Some(t) = get(p, "TargetParameters")
+                        .and_then(|t| get(t, "InputTemplate"))
+                        .and_then(|t| t.as_str())
+                        && t != "<$.body>"
+                    {
+                        errs.push(format!("{id}: only InputTemplate `<$.body>` (forward the message body) is supported"));
+                    }
+                    pipes.push(PipeDef {
+                        logical_id: id.to_owned(),
+                        source,
+                        target,
+                        batch_size: as_u32(
+                            get(p, "SourceParameters")
+                                .and_then(|s| get(s, "SqsQueueParameters"))
+                                .and_then(|s| get(s, "BatchSize")),
+                        )
+                        .unwrap_or(10),
+                        message_group_path: sqs_target
+                            .and_then(|t| get(t, "MessageGroupId"))
+                            .and_then(|x| x.as_str())
+                            .map(str::to_owned),
+                        deduplication_path: sqs_target
+                            .and_then(|t| get(t, "MessageDeduplicationId"))
+                            .and_then(|x| x.as_str())
+                            .map(str::to_owned),
+                    });
+                }
+                "AWS::DynamoDB::Table" => {
+                    let Some(p) = props else { continue };
+                    let attrs: BTreeMap<String, String> = get(p, "AttributeDefinitions")
+                        .and_then(|a| a.as_sequence())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| {
+                            Some((
+                                get(a, "AttributeName")?.as_str()?.to_owned(),
+                                get(a, "AttributeType")?.as_str()?.to_owned(),
+                            ))
+                        })
+                        .collect();
+                    let (hash, range) = key_defs(get(p, "KeySchema"), &attrs);
+                    let Some(hash) = hash else {
+                        errs.push(format!("{id}: table without a HASH key"));
+                        continue;
+                    };
+                    let mut indexes = Vec::new();
+                    for g in get(p, "GlobalSecondaryIndexes")
+                        .and_then(|g| g.as_sequence())
+                        .into_iter()
+                        .flatten()
+                    {
+                        let (h, r) = key_defs(get(g, "KeySchema"), &attrs);
+                        let Some(h) = h else { continue };
+                        let projection = get(g, "Projection");
+                        indexes.push(IndexDef {
+                            name: get(g, "IndexName")
+                                .and_then(|x| x.as_str())
+                                .unwrap_or_default()
+                                .to_owned(),
+                            hash: h,
+                            range: r,
+                            projection: projection
+                                .and_then(|x| get(x, "ProjectionType"))
+                                .and_then(|x| x.as_str())
+                                .unwrap_or("ALL")
+                                .to_owned(),
+                            non_key_attributes: projection
+                                .and_then(|x| get(x, "NonKeyAttributes"))
+                                .and_then(|x| x.as_sequence())
+                                .map(|s| {
+                                    s.iter()
+                                        .filter_map(|x| x.as_str().map(str::to_owned))
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                        });
+                    }
+                    let ttl = get(p, "TimeToLiveSpecification")
+                        .filter(|t| as_bool(get(t, "Enabled")))
+                        .and_then(|t| get(t, "AttributeName"))
+                        .and_then(|x| x.as_str())
+                        .map(str::to_owned);
+                    tables.insert(
+                        id.to_owned(),
+                        TableDef {
+                            logical_id: id.to_owned(),
+                            name: get(p, "TableName").and_then(sub_text),
+                            hash,
+                            range,
+                            indexes,
+                            ttl_attribute: ttl,
+                        },
+                    );
+                }
                 "AWS::SQS::Queue" => {
                     let p = props;
                     let redrive = p.and_then(|p| get(p, "RedrivePolicy")).map(|r| {
@@ -201,6 +438,7 @@ impl Topology {
                         id.to_owned(),
                         QueueDef {
                             logical_id: id.to_owned(),
+                            name: p.and_then(|p| get(p, "QueueName")).and_then(sub_text),
                             fifo: as_bool(p.and_then(|p| get(p, "FifoQueue"))),
                             visibility_timeout_secs: as_u32(
                                 p.and_then(|p| get(p, "VisibilityTimeout")),
@@ -316,6 +554,10 @@ impl Topology {
         };
         let topo = Topology {
             bus,
+            bus_name,
+            archive_name,
+            pipes,
+            tables,
             rules,
             queues,
             functions,
@@ -357,6 +599,34 @@ impl Topology {
                 }
             }
         }
+        for p in &self.pipes {
+            match (self.queues.get(&p.source), self.queues.get(&p.target)) {
+                (Some(_), Some(t)) => {
+                    if t.fifo && p.message_group_path.is_none() {
+                        errs.push(format!("{}: FIFO target {} needs TargetParameters.SqsQueueParameters.MessageGroupId", p.logical_id, t.logical_id));
+                    }
+                }
+                _ => errs.push(format!(
+                    "{}: pipe source {} or target {} is not declared",
+                    p.logical_id, p.source, p.target
+                )),
+            }
+        }
+        for q in self.queues.values() {
+            let consumers = self
+                .functions
+                .iter()
+                .filter(|f| f.queue == q.logical_id)
+                .count()
+                + self
+                    .pipes
+                    .iter()
+                    .filter(|p| p.source == q.logical_id)
+                    .count();
+            if consumers > 1 {
+                errs.push(format!("{}: consumed by {consumers} functions or pipes (each message would reach only one)", q.logical_id));
+            }
+        }
         for f in &self.functions {
             match self.queues.get(&f.queue) {
                 None => errs.push(format!(
@@ -392,6 +662,60 @@ impl Topology {
             }
         }
         errs
+    }
+
+    /// Resolves a name template for `stage` (`${Stage}`, `${AWS::Region}` and `${AWS::AccountId}`).
+    pub fn resolve(template: &str, stage: &str, region: &str, account: &str) -> String {
+        template
+            .replace("${Stage}", stage)
+            .replace("${AWS::Region}", region)
+            .replace("${AWS::AccountId}", account)
+    }
+
+    /// Physical name of a queue for `stage` (the logical id when the template names none).
+    pub fn queue_name(&self, logical_id: &str, stage: &str) -> String {
+        self.queues
+            .get(logical_id)
+            .and_then(|q| q.name.as_deref())
+            .map_or_else(
+                || logical_id.to_owned(),
+                |n| Self::resolve(n, stage, "", ""),
+            )
+    }
+
+    /// Physical name of the bus for `stage`.
+    pub fn bus_name(&self, stage: &str) -> String {
+        self.bus_name
+            .as_deref()
+            .map_or_else(|| self.bus.clone(), |n| Self::resolve(n, stage, "", ""))
+    }
+
+    /// Physical name of a table for `stage`.
+    pub fn table_name(&self, logical_id: &str, stage: &str) -> String {
+        self.tables
+            .get(logical_id)
+            .and_then(|t| t.name.as_deref())
+            .map_or_else(
+                || logical_id.to_owned(),
+                |n| Self::resolve(n, stage, "", ""),
+            )
+    }
+
+    /// The function a message in `queue` ends up at, following pipes.
+    pub fn consumer_function(&self, queue: &str) -> Option<&FunctionDef> {
+        let mut q = queue;
+        for _ in 0..8 {
+            if let Some(f) = self.function_for_queue(q) {
+                return Some(f);
+            }
+            q = &self.pipe_for_queue(q)?.target;
+        }
+        None
+    }
+
+    /// The pipe reading `queue`, if any.
+    pub fn pipe_for_queue(&self, queue: &str) -> Option<&PipeDef> {
+        self.pipes.iter().find(|p| p.source == queue)
     }
 
     /// The function consuming `queue`, if any.

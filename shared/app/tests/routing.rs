@@ -20,7 +20,7 @@ fn steps_for(router: &Router, topo: &Topology, ev: &[u8]) -> Vec<String> {
         .targets(ev)
         .unwrap()
         .into_iter()
-        .filter_map(|(_, t)| topo.function_for_queue(&t.queue).map(|f| f.binary.clone()))
+        .filter_map(|(_, t)| topo.consumer_function(&t.queue).map(|f| f.binary.clone()))
         .collect();
     out.sort();
     out
@@ -63,6 +63,58 @@ fn when_each_event_type_is_published_should_reach_exactly_its_consumers() {
             t.detail_type()
         );
     }
+}
+
+#[test]
+fn when_template_declares_tables_and_pipes_should_expose_names_keys_and_paths() {
+    let topo = Topology::from_sam_yaml(TEMPLATE).unwrap();
+    assert_eq!(topo.bus_name("prod"), "o2c-prod");
+    assert_eq!(topo.table_name("StateTable", "prod"), "o2c-prod-state");
+    assert_eq!(
+        topo.queue_name("CrmWritebackQueue", "dev"),
+        "o2c-dev-crm-writeback.fifo"
+    );
+    let state = &topo.tables["StateTable"];
+    assert_eq!(
+        (
+            state.hash.name.as_str(),
+            state.range.as_ref().unwrap().name.as_str()
+        ),
+        ("PK", "SK")
+    );
+    assert_eq!(
+        state
+            .indexes
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["GSI1", "GSI2"]
+    );
+    assert_eq!(
+        topo.tables["IdempotencyTable"].ttl_attribute.as_deref(),
+        Some("expiration")
+    );
+    let pipe = topo
+        .pipe_for_queue("CrmWritebackInboxQueue")
+        .expect("write-back pipe");
+    assert!(topo.queues[&pipe.target].fifo);
+    let body =
+        serde_json::json!({"detail": {"event_id": "e-1", "payload": {"engagement_id": "ENG-1"}}});
+    assert_eq!(
+        o2c_app::topology::PipeDef::eval(pipe.message_group_path.as_deref().unwrap(), &body)
+            .as_deref(),
+        Some("ENG-1")
+    );
+    assert_eq!(
+        o2c_app::topology::PipeDef::eval(pipe.deduplication_path.as_deref().unwrap(), &body)
+            .as_deref(),
+        Some("e-1")
+    );
+    assert_eq!(
+        topo.consumer_function("CrmWritebackInboxQueue")
+            .map(|f| f.binary.as_str()),
+        Some("crm-writeback")
+    );
 }
 
 #[test]

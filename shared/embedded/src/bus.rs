@@ -319,6 +319,43 @@ impl LocalBus {
             .await
     }
 
+    /// Moves one message from a pipe's source queue to its target in one transaction
+    /// (FIFO deduplication applies on the target).
+    pub async fn forward(
+        &self,
+        message_id: String,
+        target: String,
+        body: String,
+        group: Option<String>,
+        dedup: Option<String>,
+    ) -> Result<(), O2cError> {
+        self.db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let now = now_ms();
+                let duplicate = match &dedup {
+                    Some(d) => tx
+                        .query_row("SELECT seq FROM messages WHERE queue = ?1 AND dedup_id = ?2 AND sent_at > ?3", params![target, d, now - FIFO_DEDUP_WINDOW_MS], |r| r.get::<_, i64>(0))
+                        .optional()
+                        .map_err(db_err)?
+                        .is_some(),
+                    None => false,
+                };
+                if !duplicate {
+                    tx.execute(
+                        "INSERT INTO messages (message_id, queue, body, group_id, dedup_id, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                        params![uuid::Uuid::new_v4().to_string(), target, body, group, dedup, now],
+                    )
+                    .map_err(db_err)?;
+                }
+                tx.execute("DELETE FROM messages WHERE message_id = ?1", params![message_id]).map_err(db_err)?;
+                tx.commit().map_err(db_err)
+            })
+            .await?;
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
     /// Deletes processed messages.
     pub async fn delete(&self, ids: Vec<String>) -> Result<(), O2cError> {
         if ids.is_empty() {

@@ -22,7 +22,7 @@ use o2c_app::bus::{PutEventsEntry, PutEventsResponse};
 use o2c_app::ports::{Clock, Platform, StaticReferenceData, SystemClock};
 use o2c_app::service::{ServiceConfig, Step, StepService};
 use o2c_app::sqs::process_batch;
-use o2c_app::topology::{FunctionDef, Topology};
+use o2c_app::topology::{FunctionDef, PipeDef, Topology};
 use o2c_domain::reference::ReferenceData;
 use rusqlite::params;
 use tokio::sync::watch;
@@ -319,11 +319,17 @@ impl Runtime {
         self.inner.bus.put_events(entries).await
     }
 
-    /// Total messages waiting or in flight in the function queues (DLQs excluded).
+    /// Total messages waiting or in flight in function and pipe source queues (DLQs excluded).
     pub async fn pending(&self) -> Result<u64, O2cError> {
+        let topo = &self.inner.topology;
         let mut total = 0;
-        for f in &self.inner.topology.functions {
-            total += self.inner.bus.depth(&f.queue).await?.total();
+        for q in topo
+            .functions
+            .iter()
+            .map(|f| &f.queue)
+            .chain(topo.pipes.iter().map(|p| &p.source))
+        {
+            total += self.inner.bus.depth(q).await?.total();
         }
         Ok(total)
     }
@@ -359,7 +365,101 @@ impl Runtime {
                 set.spawn(async move { rt.worker(f, &mut stop).await });
             }
         }
+        for p in self.inner.topology.pipes.clone() {
+            let rt = self.clone();
+            let mut stop = shutdown.clone();
+            set.spawn(async move { rt.pipe_worker(p, &mut stop).await });
+        }
         set
+    }
+
+    /// Runs a pipe: source queue → (group / dedup ids from the body) → target queue.
+    async fn pipe_worker(&self, p: PipeDef, stop: &mut watch::Receiver<bool>) -> RunReport {
+        let mut report = RunReport::default();
+        let visibility = Duration::from_secs(u64::from(
+            self.inner
+                .topology
+                .queues
+                .get(&p.source)
+                .map_or(30, |q| q.visibility_timeout_secs),
+        ));
+        let notify = self.inner.bus.notifier();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let msgs = self
+                .inner
+                .bus
+                .receive(&p.source, p.batch_size as usize, visibility)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(queue = %p.source, error = %e, "pipe receive failed");
+                    Vec::new()
+                });
+            if msgs.is_empty() {
+                let notified = notify.notified();
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(self.inner.options.poll_interval) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            report.batches += 1;
+            for m in msgs {
+                let body: serde_json::Value = serde_json::from_str(&m.body).unwrap_or_default();
+                let group = p
+                    .message_group_path
+                    .as_deref()
+                    .and_then(|path| PipeDef::eval(path, &body));
+                let dedup = p
+                    .deduplication_path
+                    .as_deref()
+                    .and_then(|path| PipeDef::eval(path, &body));
+                let result = match (&p.message_group_path, &group) {
+                    (Some(path), None) => {
+                        Err(O2cError::Validation(vec![o2c_domain::events::Issue::new(
+                            path.clone(),
+                            "missing",
+                            "the message has no value at the pipe's MessageGroupId path",
+                        )]))
+                    }
+                    _ => {
+                        self.inner
+                            .bus
+                            .forward(
+                                m.message_id.clone(),
+                                p.target.clone(),
+                                m.body.clone(),
+                                group,
+                                dedup,
+                            )
+                            .await
+                    }
+                };
+                match result {
+                    Ok(()) => report.succeeded += 1,
+                    Err(e) => {
+                        // Like EventBridge Pipes: the source message is retried and, after
+                        // maxReceiveCount, dead-lettered by the source queue's redrive policy.
+                        report.retried += 1;
+                        let delay = self
+                            .inner
+                            .options
+                            .retry_base
+                            .saturating_mul(1u32 << m.receive_count.saturating_sub(1).min(16))
+                            .min(self.inner.options.retry_cap);
+                        let _ = self
+                            .inner
+                            .bus
+                            .retry_later(m.message_id, delay, format!("pipe {}: {e}", p.logical_id))
+                            .await;
+                    }
+                }
+            }
+        }
+        report
     }
 
     /// Processes until every function queue is empty (or `max` elapses: an error naming

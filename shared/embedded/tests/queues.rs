@@ -1,0 +1,179 @@
+//! Queue semantics of the embedded bus: visibility, redelivery, dead-lettering, FIFO
+//! groups, deduplication, redrive.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use o2c_app::bus::PutEventsEntry;
+use o2c_app::topology::Topology;
+use o2c_embedded::bus::LocalBus;
+use o2c_embedded::db::Db;
+
+const TEMPLATE: &str = r#"
+Resources:
+  Bus: {Type: AWS::Events::EventBus, Properties: {Name: test-bus}}
+  Dlq: {Type: AWS::SQS::Queue}
+  Q:
+    Type: AWS::SQS::Queue
+    Properties: {VisibilityTimeout: 60, RedrivePolicy: {deadLetterTargetArn: !GetAtt Dlq.Arn, maxReceiveCount: 2}}
+  FifoDlq: {Type: AWS::SQS::Queue, Properties: {FifoQueue: true}}
+  Fifo:
+    Type: AWS::SQS::Queue
+    Properties: {FifoQueue: true, RedrivePolicy: {deadLetterTargetArn: !GetAtt FifoDlq.Arn, maxReceiveCount: 5}}
+  R:
+    Type: AWS::Events::Rule
+    Properties:
+      EventPattern: {source: [t]}
+      Targets: [{Id: q, Arn: !GetAtt Q.Arn}]
+"#;
+
+async fn bus() -> (LocalBus, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("q.db")).unwrap();
+    let topo = Arc::new(Topology::from_sam_yaml(TEMPLATE).unwrap());
+    (LocalBus::new(db, topo, "test-bus".into()).unwrap(), dir)
+}
+
+fn entry(n: u32) -> PutEventsEntry {
+    PutEventsEntry {
+        source: Some("t".into()),
+        detail_type: Some("T".into()),
+        detail: Some(format!("{{\"n\":{n}}}")),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn when_message_is_received_should_stay_invisible_until_deleted_or_retried() {
+    let (bus, _d) = bus().await;
+    bus.put_events(vec![entry(1)]).await.unwrap();
+    let got = bus.receive("Q", 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(
+        bus.receive("Q", 10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty(),
+        "invisible while in flight"
+    );
+    bus.retry_later(got[0].message_id.clone(), Duration::ZERO, "boom".into())
+        .await
+        .unwrap();
+    let again = bus.receive("Q", 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!((again.len(), again[0].receive_count), (1, 2));
+    bus.delete(vec![again[0].message_id.clone()]).await.unwrap();
+    assert_eq!(bus.depth("Q").await.unwrap().total(), 0);
+}
+
+#[tokio::test]
+async fn when_receive_count_reaches_the_maximum_should_move_to_the_dlq_and_redrive_back() {
+    let (bus, _d) = bus().await;
+    bus.put_events(vec![entry(1)]).await.unwrap();
+    for _ in 0..2 {
+        let m = bus.receive("Q", 10, Duration::from_secs(60)).await.unwrap();
+        bus.retry_later(
+            m[0].message_id.clone(),
+            Duration::ZERO,
+            "still failing".into(),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(
+        bus.receive("Q", 10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty(),
+        "third receive dead-letters instead"
+    );
+    let dlq = bus.list("Dlq", 10).await.unwrap();
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].dead_lettered_from.as_deref(), Some("Q"));
+    assert_eq!(dlq[0].last_error.as_deref(), Some("still failing"));
+    assert_eq!(bus.redrive("Dlq", 10).await.unwrap(), 1);
+    let back = bus.receive("Q", 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(back[0].receive_count, 1, "redrive resets the receive count");
+    assert!(bus.redrive("Q", 10).await.is_err(), "Q is not a DLQ");
+}
+
+#[tokio::test]
+async fn when_fifo_group_has_a_message_in_flight_should_hold_the_rest_of_the_group_in_order() {
+    let (bus, _d) = bus().await;
+    for (i, g) in ["a", "a", "b", "a"].iter().enumerate() {
+        bus.forward(
+            format!("src-{i}"),
+            "Fifo".into(),
+            format!("m{i}"),
+            Some((*g).into()),
+            Some(format!("d{i}")),
+        )
+        .await
+        .unwrap();
+    }
+    let first = bus
+        .receive("Fifo", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = first.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        vec!["m0", "m1", "m2", "m3"],
+        "one batch may take a whole group, in order"
+    );
+    // Fail m0: its group waits while b is free.
+    bus.retry_later(first[0].message_id.clone(), Duration::ZERO, "x".into())
+        .await
+        .unwrap();
+    bus.retry_later(
+        first[1].message_id.clone(),
+        Duration::from_secs(60),
+        "held".into(),
+    )
+    .await
+    .unwrap();
+    bus.delete(vec![first[2].message_id.clone()]).await.unwrap();
+    let second = bus
+        .receive("Fifo", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        second.is_empty(),
+        "group a is blocked by its invisible message m1: {second:?}"
+    );
+}
+
+#[tokio::test]
+async fn when_fifo_deduplication_id_repeats_within_five_minutes_should_keep_one_copy() {
+    let (bus, _d) = bus().await;
+    bus.forward(
+        "s1".into(),
+        "Fifo".into(),
+        "m".into(),
+        Some("g".into()),
+        Some("same".into()),
+    )
+    .await
+    .unwrap();
+    bus.forward(
+        "s2".into(),
+        "Fifo".into(),
+        "m".into(),
+        Some("g".into()),
+        Some("same".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bus.depth("Fifo").await.unwrap().total(), 1);
+}
+
+#[tokio::test]
+async fn when_entry_matches_no_rule_should_be_archived_but_not_queued() {
+    let (bus, _d) = bus().await;
+    let mut e = entry(1);
+    e.source = Some("elsewhere".into());
+    let r = bus.put_events(vec![e]).await.unwrap();
+    assert_eq!(r.failed_entry_count, 0);
+    assert_eq!(bus.depth("Q").await.unwrap().total(), 0);
+    assert_eq!(bus.archived(None, None).await.unwrap().len(), 1);
+}
