@@ -19,9 +19,7 @@ const SCENARIO: &str = include_str!("../../events/scenarios/northwind-demo.jsonl
 pub async fn run(db: Option<PathBuf>) -> Result<ExitCode> {
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let path = db.unwrap_or_else(|| tmp.path().join("o2c-demo.db"));
-    let rt = Runtime::builder(&path, o2c_embedded::reference::northwind()?)
-        .open()
-        .await?;
+    let rt = Runtime::builder(&path, o2c_embedded::reference::northwind()?).open().await?;
     println!("o2c demo — Northwind Partners on the embedded runtime");
     println!(
         "store {}; topology from infra/template.yaml: {} functions, {} rules, {} queues\n",
@@ -33,43 +31,17 @@ pub async fn run(db: Option<PathBuf>) -> Result<ExitCode> {
 
     // The ERP is flaky today: the first two project creations fail with 503 and one
     // response is lost after the ERP committed it. The flow must absorb all three.
-    rt.sims()
-        .inject(
-            System::Erp,
-            "create_project",
-            Fault::ServerError { status: 503 },
-            Some(2),
-        )
-        .await?;
-    rt.sims()
-        .inject(
-            System::Erp,
-            "create_project",
-            Fault::TimeoutAfterCommit,
-            Some(1),
-        )
-        .await?;
+    rt.sims().inject(System::Erp, "create_project", Fault::ServerError { status: 503 }, Some(2)).await?;
+    rt.sims().inject(System::Erp, "create_project", Fault::TimeoutAfterCommit, Some(1)).await?;
     println!("(simulated ERP: 2 × HTTP 503, then 1 lost response after commit)\n");
 
     let mut seen = 0;
-    for (n, line) in SCENARIO
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-    {
+    for (n, line) in SCENARIO.lines().filter(|l| !l.trim().is_empty()).enumerate() {
         let v: serde_json::Value = serde_json::from_str(line).context("scenario line")?;
-        let title = v
-            .get("title")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default()
-            .to_owned();
+        let title = v.get("title").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
         let entry: PutEventsEntry = serde_json::from_value(v).context("scenario entry")?;
         println!("▶ {}. {title}", n + 1);
-        println!(
-            "  PutEvents {} / {}",
-            entry.source.as_deref().unwrap_or_default(),
-            entry.detail_type.as_deref().unwrap_or_default()
-        );
+        println!("  PutEvents {} / {}", entry.source.as_deref().unwrap_or_default(), entry.detail_type.as_deref().unwrap_or_default());
         let resp = rt.put_events(vec![entry]).await?;
         if resp.failed_entry_count > 0 {
             bail!("the bus refused a scenario event: {:?}", resp.entries);
@@ -78,32 +50,20 @@ pub async fn run(db: Option<PathBuf>) -> Result<ExitCode> {
         let steps = rt.store().audit_since(seen).await?;
         for (seq, a) in &steps {
             seen = *seq;
-            println!(
-                "    {:<14} {:<24} {:<34} {}",
-                a.step, a.engagement_id, a.action, a.summary
-            );
+            println!("    {:<14} {:<24} {:<34} {}", a.step, a.engagement_id, a.action, a.summary);
         }
         if steps.is_empty() {
-            println!(
-                "    (absorbed by the idempotency store: no state change, no connector call; {} record(s) handled)",
-                report.succeeded
-            );
+            println!("    (absorbed by the idempotency store: no state change, no connector call; {} record(s) handled)", report.succeeded);
         }
         if report.retried > 0 {
-            println!(
-                "    ({} delivery(ies) failed transiently and were retried)",
-                report.retried
-            );
+            println!("    ({} delivery(ies) failed transiently and were retried)", report.retried);
         }
         println!();
     }
 
     println!("Connector calls (create-or-get by external key):");
     for c in rt.sims().calls().await? {
-        println!(
-            "    {:<4} {:<24} {:<28} {}",
-            c.system, c.operation, c.key, c.outcome
-        );
+        println!("    {:<4} {:<24} {:<28} {}", c.system, c.operation, c.key, c.outcome);
     }
     println!("\nFinal state:");
     let rows = rt.store().list(&Default::default()).await?;
@@ -115,11 +75,7 @@ pub async fn run(db: Option<PathBuf>) -> Result<ExitCode> {
         }
     }
     let parked = rt.store().rejections(100).await?;
-    println!(
-        "\nparked messages: {}, dead letters: {}",
-        parked.len(),
-        rt.dead_letters().await?
-    );
+    println!("\nparked messages: {}, dead letters: {}", parked.len(), rt.dead_letters().await?);
     if let Some(p) = rt.sims().opportunity("0068d00000GLBX01").await? {
         println!(
             "CRM opportunity 0068d00000GLBX01 now shows: {} / {} (PSA {}, ERP {})",

@@ -23,11 +23,7 @@ use o2c_embedded::store::SqliteStore;
 use o2c_embedded::{Runtime, RuntimeOptions};
 
 #[derive(Parser)]
-#[command(
-    name = "o2c",
-    version,
-    about = "Opportunity-to-cash middleware for professional-services firms"
-)]
+#[command(name = "o2c", version, about = "Opportunity-to-cash middleware for professional-services firms")]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -213,13 +209,9 @@ enum SimCmd {
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.compact().init(),
@@ -229,10 +221,7 @@ fn init_tracing(format: LogFormat, filter: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format, &cli.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("o2c: cannot start the async runtime: {e}");
@@ -253,10 +242,8 @@ pub fn load_reference(path: Option<&Path>) -> Result<ReferenceData> {
     match path {
         None => Ok(o2c_embedded::reference::northwind()?),
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read reference data {}", p.display()))?;
-            Ok(ReferenceData::from_json(&text)
-                .with_context(|| format!("reference data {}", p.display()))?)
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read reference data {}", p.display()))?;
+            Ok(ReferenceData::from_json(&text).with_context(|| format!("reference data {}", p.display()))?)
         }
     }
 }
@@ -264,32 +251,23 @@ pub fn load_reference(path: Option<&Path>) -> Result<ReferenceData> {
 /// Opens an existing database for reading alongside a running `o2c serve`.
 fn open_existing(db: &Path) -> Result<Db> {
     if !db.exists() {
-        bail!(
-            "no database at {} (run `o2c run` or `o2c serve` first)",
-            db.display()
-        );
+        bail!("no database at {} (run `o2c run` or `o2c serve` first)", db.display());
     }
     Ok(Db::open(db)?)
 }
 
 /// `ENG-…` as given, otherwise an opportunity id.
 fn engagement_id(arg: &str) -> String {
-    if arg.starts_with("ENG-") {
-        arg.to_owned()
-    } else {
-        o2c_domain::events::engagement_id_for(arg)
-    }
+    if arg.starts_with("ENG-") { arg.to_owned() } else { o2c_domain::events::engagement_id_for(arg) }
 }
 
 /// Reads every file before anything is processed, so unreadable input changes nothing.
 fn read_inputs(files: &[PathBuf]) -> Result<Vec<PutEventsEntry>> {
     let mut all = Vec::new();
     for f in files {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        let entries = entries_from_text(&text)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("{} is not an event file", f.display()))?;
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let entries =
+            entries_from_text(&text).map_err(anyhow::Error::msg).with_context(|| format!("{} is not an event file", f.display()))?;
         if entries.is_empty() {
             bail!("{} contains no events", f.display());
         }
@@ -301,17 +279,9 @@ fn read_inputs(files: &[PathBuf]) -> Result<Vec<PutEventsEntry>> {
 async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Demo { db } => demo::run(db).await,
-        Cmd::Run {
-            db,
-            reference,
-            timeout_secs,
-            files,
-        } => {
+        Cmd::Run { db, reference, timeout_secs, files } => {
             let entries = read_inputs(&files)?;
-            let rt = Runtime::builder(&db, load_reference(reference.as_deref())?)
-                .options(RuntimeOptions::default())
-                .open()
-                .await?;
+            let rt = Runtime::builder(&db, load_reference(reference.as_deref())?).options(RuntimeOptions::default()).open().await?;
             let mut failed = 0;
             let mut accepted = 0;
             for chunk in entries.chunks(MAX_ENTRIES_PER_PUT) {
@@ -338,35 +308,14 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 "accepted {accepted} event(s), refused {failed}; {} batch(es), {} record(s) handled, {} redelivery(ies); {} parked rejection(s), {} dead letter(s)",
                 report.batches, report.succeeded, report.retried, rejections, report.dead_letters
             );
-            print::engagement_table(
-                &rt.store()
-                    .list(&EngagementFilter {
-                        limit: 50,
-                        ..Default::default()
-                    })
-                    .await?,
-            );
-            Ok(if failed > 0 {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            })
+            print::engagement_table(&rt.store().list(&EngagementFilter { limit: 50, ..Default::default() }).await?);
+            Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
-        Cmd::Serve {
-            db,
-            addr,
-            reference,
-        } => serve::run(db, addr, load_reference(reference.as_deref())?).await,
-        Cmd::Status {
-            db,
-            engagement,
-            json,
-        } => {
+        Cmd::Serve { db, addr, reference } => serve::run(db, addr, load_reference(reference.as_deref())?).await,
+        Cmd::Status { db, engagement, json } => {
             let store = SqliteStore::new(open_existing(&db)?);
             let id = engagement_id(&engagement);
-            let Some(state) = store.load(&id).await? else {
-                bail!("no engagement {id} in {}", db.display())
-            };
+            let Some(state) = store.load(&id).await? else { bail!("no engagement {id} in {}", db.display()) };
             let timeline = store.audit_trail(&id).await?;
             if json {
                 println!(
@@ -381,21 +330,9 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Engagements {
-            db,
-            status,
-            exceptions,
-            limit,
-            json,
-        } => {
+        Cmd::Engagements { db, status, exceptions, limit, json } => {
             let store = SqliteStore::new(open_existing(&db)?);
-            let rows = store
-                .list(&EngagementFilter {
-                    status,
-                    open_exceptions: exceptions,
-                    limit,
-                })
-                .await?;
+            let rows = store.list(&EngagementFilter { status, open_exceptions: exceptions, limit }).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -419,9 +356,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
 }
 
 fn bus_for(db: Db) -> Result<o2c_embedded::bus::LocalBus> {
-    let topo = std::sync::Arc::new(o2c_app::topology::Topology::from_sam_yaml(
-        o2c_app::topology::TEMPLATE,
-    )?);
+    let topo = std::sync::Arc::new(o2c_app::topology::Topology::from_sam_yaml(o2c_app::topology::TEMPLATE)?);
     let name = format!("o2c-{}", topo.bus);
     Ok(o2c_embedded::bus::LocalBus::new(db, topo, name)?)
 }
@@ -433,11 +368,7 @@ async fn dlq(cmd: DlqCmd) -> Result<ExitCode> {
             println!("{:<22} {:>8} {:>10}  role", "queue", "visible", "in flight");
             for q in bus.topology().queues.keys() {
                 let d = bus.depth(q).await?;
-                let role = if bus.topology().is_dlq(q) {
-                    "dead-letter queue"
-                } else {
-                    "function queue"
-                };
+                let role = if bus.topology().is_dlq(q) { "dead-letter queue" } else { "function queue" };
                 println!("{q:<22} {:>8} {:>10}  {role}", d.visible, d.in_flight);
             }
             Ok(ExitCode::SUCCESS)
@@ -445,15 +376,7 @@ async fn dlq(cmd: DlqCmd) -> Result<ExitCode> {
         DlqCmd::List { db, queue: Some(q) } => {
             let bus = bus_for(open_existing(&db)?)?;
             if !bus.topology().queues.contains_key(&q) {
-                bail!(
-                    "no queue {q}; queues: {}",
-                    bus.topology()
-                        .queues
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                bail!("no queue {q}; queues: {}", bus.topology().queues.keys().cloned().collect::<Vec<_>>().join(", "));
             }
             for m in bus.list(&q, 1000).await? {
                 println!(
@@ -473,10 +396,7 @@ async fn dlq(cmd: DlqCmd) -> Result<ExitCode> {
             let moved = bus.redrive(&queue, limit).await?;
             println!(
                 "moved {moved} message(s) from {queue} back to {}",
-                bus.topology()
-                    .source_of_dlq(&queue)
-                    .map(|q| q.logical_id.as_str())
-                    .unwrap_or("?")
+                bus.topology().source_of_dlq(&queue).map(|q| q.logical_id.as_str()).unwrap_or("?")
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -484,38 +404,16 @@ async fn dlq(cmd: DlqCmd) -> Result<ExitCode> {
 }
 
 async fn sim(cmd: SimCmd) -> Result<ExitCode> {
-    let sims = |db: &Path| -> Result<Simulators> {
-        Ok(Simulators::new(
-            open_existing(db)?,
-            &o2c_embedded::reference::northwind()?,
-        ))
-    };
+    let sims = |db: &Path| -> Result<Simulators> { Ok(Simulators::new(open_existing(db)?, &o2c_embedded::reference::northwind()?)) };
     match cmd {
-        SimCmd::Fault {
-            db,
-            system,
-            operation,
-            kind,
-            times,
-            status,
-            code,
-            message,
-            retry_after_ms,
-        } => {
-            let system = System::parse(&system)
-                .with_context(|| format!("unknown system {system} (crm, psa, erp)"))?;
+        SimCmd::Fault { db, system, operation, kind, times, status, code, message, retry_after_ms } => {
+            let system = System::parse(&system).with_context(|| format!("unknown system {system} (crm, psa, erp)"))?;
             let fault = match kind {
-                FaultKind::ServerError => Fault::ServerError {
-                    status: status.unwrap_or(503),
-                },
+                FaultKind::ServerError => Fault::ServerError { status: status.unwrap_or(503) },
                 FaultKind::Timeout => Fault::Timeout,
                 FaultKind::TimeoutAfterCommit => Fault::TimeoutAfterCommit,
                 FaultKind::RateLimited => Fault::RateLimited { retry_after_ms },
-                FaultKind::Rejected => Fault::Rejected {
-                    status: status.unwrap_or(400),
-                    code,
-                    message,
-                },
+                FaultKind::Rejected => Fault::Rejected { status: status.unwrap_or(400), code, message },
             };
             sims(&db)?.inject(system, &operation, fault, times).await?;
             println!("fault set on {} {operation}", system.as_str());
@@ -528,10 +426,7 @@ async fn sim(cmd: SimCmd) -> Result<ExitCode> {
         }
         SimCmd::Calls { db } => {
             for c in sims(&db)?.calls().await? {
-                println!(
-                    "{:<4} {:<24} {:<34} {}",
-                    c.system, c.operation, c.key, c.outcome
-                );
+                println!("{:<4} {:<24} {:<34} {}", c.system, c.operation, c.key, c.outcome);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -5,52 +5,23 @@ use o2c_domain::engagement::{AuditEntry, Engagement};
 
 /// One engagement's state.
 pub fn engagement(e: &Engagement, version: u64) {
-    println!(
-        "Engagement {}  (opportunity {}, version {version})",
-        e.engagement_id, e.opportunity_id
-    );
+    println!("Engagement {}  (opportunity {}, version {version})", e.engagement_id, e.opportunity_id);
     println!("  {:<18} {}", "status", e.status.as_str());
     println!("  {:<18} {}", "correlation id", e.correlation_id);
     if let Some(c) = &e.contract {
-        println!(
-            "  {:<18} {} revision {}: {} — {}",
-            "contract", c.contract_id, c.revision, c.total_value, c.name
-        );
-        println!(
-            "  {:<18} {} (hierarchy {})",
-            "customer",
-            c.customer.id,
-            c.customer.hierarchy.join(" > ")
-        );
-        println!(
-            "  {:<18} {} / ERP subsidiary {}",
-            "legal entity", c.legal_entity.id, c.legal_entity.erp_subsidiary
-        );
-        println!(
-            "  {:<18} {} {:?} {}",
-            "tax", c.tax.profile_id, c.tax.regime, c.tax.rate
-        );
-        println!(
-            "  {:<18} {} → {} in {}, template {}",
-            "delivery", c.start_date, c.end_date, c.delivery_region, c.project_template_id
-        );
+        println!("  {:<18} {} revision {}: {} — {}", "contract", c.contract_id, c.revision, c.total_value, c.name);
+        println!("  {:<18} {} (hierarchy {})", "customer", c.customer.id, c.customer.hierarchy.join(" > "));
+        println!("  {:<18} {} / ERP subsidiary {}", "legal entity", c.legal_entity.id, c.legal_entity.erp_subsidiary);
+        println!("  {:<18} {} {:?} {}", "tax", c.tax.profile_id, c.tax.regime, c.tax.rate);
+        println!("  {:<18} {} → {} in {}, template {}", "delivery", c.start_date, c.end_date, c.delivery_region, c.project_template_id);
         for l in &c.lines {
-            println!(
-                "  {:<18} {} {} {} {}",
-                "line",
-                l.line_id,
-                l.service_offering_id,
-                l.billing_model.as_str(),
-                l.value
-            );
+            println!("  {:<18} {} {} {} {}", "line", l.line_id, l.service_offering_id, l.billing_model.as_str(), l.value);
         }
         if c.approval_required {
-            let a = e.approval.as_ref().map_or("not yet".to_owned(), |a| {
-                format!(
-                    "{} by {} at {}",
-                    a.clm_agreement_id, a.approver_id, a.approved_at
-                )
-            });
+            let a = e
+                .approval
+                .as_ref()
+                .map_or("not yet".to_owned(), |a| format!("{} by {} at {}", a.clm_agreement_id, a.approver_id, a.approved_at));
             println!("  {:<18} {a}", "CLM approval");
         }
     }
@@ -64,11 +35,7 @@ pub fn engagement(e: &Engagement, version: u64) {
         println!(
             "  {:<18} {}",
             "milestones",
-            e.milestones
-                .iter()
-                .map(|m| format!("{} {} {}", m.milestone_id, m.due_date, m.amount))
-                .collect::<Vec<_>>()
-                .join("; ")
+            e.milestones.iter().map(|m| format!("{} {} {}", m.milestone_id, m.due_date, m.amount)).collect::<Vec<_>>().join("; ")
         );
     }
     if let (Some(id), Some(s)) = (&e.erp_billing_schedule_id, &e.billing_schedule) {
@@ -83,20 +50,11 @@ pub fn engagement(e: &Engagement, version: u64) {
     if let Some(s) = &e.crm_sync {
         println!(
             "  {:<18} {} / {} (sync v{}) — {}",
-            "CRM write-back",
-            s.update.sync_status,
-            s.update.engagement_status,
-            s.update.sync_version,
-            s.result
+            "CRM write-back", s.update.sync_status, s.update.engagement_status, s.update.sync_version, s.result
         );
     }
     if let Some(r) = &e.rejection {
-        println!(
-            "  {:<18} revision {} — {} reason(s):",
-            "rejected",
-            r.revision,
-            r.reasons.len()
-        );
+        println!("  {:<18} revision {} — {} reason(s):", "rejected", r.revision, r.reasons.len());
         for i in &r.reasons {
             println!("  {:<18}   {} [{}] {}", "", i.field, i.code, i.message);
         }
@@ -104,21 +62,14 @@ pub fn engagement(e: &Engagement, version: u64) {
     for x in &e.exceptions {
         println!(
             "  {:<18} {} {} {:?}: {}",
-            if x.open {
-                "OPEN exception"
-            } else {
-                "closed exception"
-            },
+            if x.open { "OPEN exception" } else { "closed exception" },
             x.exception_id,
             x.step,
             x.kind,
             x.message
         );
         for c in &x.compensations {
-            println!(
-                "  {:<18}   compensated: {} {} {} → {}",
-                "", c.system, c.action, c.object_id, c.outcome
-            );
+            println!("  {:<18}   compensated: {} {} {} → {}", "", c.system, c.action, c.object_id, c.outcome);
         }
     }
 }
@@ -127,14 +78,7 @@ pub fn engagement(e: &Engagement, version: u64) {
 pub fn timeline(entries: &[AuditEntry]) {
     println!("Timeline:");
     for a in entries {
-        println!(
-            "  {}  {:<14} {:<21} {:<34} {}",
-            a.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-            a.step,
-            a.event_type,
-            a.action,
-            a.summary
-        );
+        println!("  {}  {:<14} {:<21} {:<34} {}", a.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"), a.step, a.event_type, a.action, a.summary);
     }
 }
 
@@ -144,10 +88,7 @@ pub fn engagement_table(rows: &[EngagementSummary]) {
         println!("no engagements");
         return;
     }
-    println!(
-        "{:<28} {:<22} {:<9} {:>7}  updated",
-        "engagement", "status", "exception", "version"
-    );
+    println!("{:<28} {:<22} {:<9} {:>7}  updated", "engagement", "status", "exception", "version");
     for r in rows {
         println!(
             "{:<28} {:<22} {:<9} {:>7}  {}",

@@ -31,19 +31,11 @@ struct AppState {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({"ErrorCode": code, "ErrorMessage": message.into()})),
-    )
-        .into_response()
+    (status, Json(serde_json::json!({"ErrorCode": code, "ErrorMessage": message.into()}))).into_response()
 }
 
 fn internal(e: O2cError) -> Response {
-    let status = if e.is_retryable() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    };
+    let status = if e.is_retryable() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
     error(status, e.error_type(), e.to_string())
 }
 
@@ -51,21 +43,14 @@ async fn put_events(State(s): State<Arc<AppState>>, body: axum::body::Bytes) -> 
     let req: PutEventsRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "ValidationException",
-                format!("body is not a PutEvents request: {e}"),
-            );
+            return error(StatusCode::BAD_REQUEST, "ValidationException", format!("body is not a PutEvents request: {e}"));
         }
     };
     if req.entries.is_empty() || req.entries.len() > MAX_ENTRIES_PER_PUT {
         return error(
             StatusCode::BAD_REQUEST,
             "ValidationException",
-            format!(
-                "Entries must hold 1 to {MAX_ENTRIES_PER_PUT} items, got {}",
-                req.entries.len()
-            ),
+            format!("Entries must hold 1 to {MAX_ENTRIES_PER_PUT} items, got {}", req.entries.len()),
         );
     }
     match s.rt.put_events(req.entries).await {
@@ -83,16 +68,7 @@ struct ListQuery {
 }
 
 async fn engagements(State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
-    match s
-        .rt
-        .store()
-        .list(&EngagementFilter {
-            status: q.status,
-            open_exceptions: q.exceptions,
-            limit: q.limit.unwrap_or(100),
-        })
-        .await
-    {
+    match s.rt.store().list(&EngagementFilter { status: q.status, open_exceptions: q.exceptions, limit: q.limit.unwrap_or(100) }).await {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => internal(e),
     }
@@ -100,19 +76,11 @@ async fn engagements(State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>)
 
 async fn engagement(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let id = crate::engagement_id(&id);
-    match (
-        s.rt.store().load(&id).await,
-        s.rt.store().audit_trail(&id).await,
-    ) {
-        (Ok(Some(v)), Ok(timeline)) => Json(
-            serde_json::json!({"version": v.version, "engagement": v.value, "timeline": timeline}),
-        )
-        .into_response(),
-        (Ok(None), _) => error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            format!("no engagement {id}"),
-        ),
+    match (s.rt.store().load(&id).await, s.rt.store().audit_trail(&id).await) {
+        (Ok(Some(v)), Ok(timeline)) => {
+            Json(serde_json::json!({"version": v.version, "engagement": v.value, "timeline": timeline})).into_response()
+        }
+        (Ok(None), _) => error(StatusCode::NOT_FOUND, "ResourceNotFoundException", format!("no engagement {id}")),
         (Err(e), _) | (_, Err(e)) => internal(e),
     }
 }
@@ -129,7 +97,10 @@ async fn queues(State(s): State<Arc<AppState>>) -> Response {
     for q in s.rt.topology().queues.keys() {
         match s.rt.bus().depth(q).await {
             Ok(d) => {
-                out.insert(q.clone(), serde_json::json!({"visible": d.visible, "in_flight": d.in_flight, "dead_letter_queue": s.rt.topology().is_dlq(q)}));
+                out.insert(
+                    q.clone(),
+                    serde_json::json!({"visible": d.visible, "in_flight": d.in_flight, "dead_letter_queue": s.rt.topology().is_dlq(q)}),
+                );
             }
             Err(e) => return internal(e),
         }
@@ -168,18 +139,11 @@ pub async fn run(db: PathBuf, addr: String, reference: ReferenceData) -> Result<
         .route("/v1/queues", get(queues))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    println!(
-        "o2c serve: listening on http://{local} (db {}); POST /v1/events",
-        db.display()
-    );
+    println!("o2c serve: listening on http://{local} (db {}); POST /v1/events", db.display());
     info!(addr = %local, db = %db.display(), "serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     // Let in-flight batches finish; anything unfinished is redelivered on the next start.
     let _ = stop_tx.send(true);
     while workers.join_next().await.is_some() {}

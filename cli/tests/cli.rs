@@ -37,11 +37,7 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Val
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
@@ -53,21 +49,13 @@ struct Server {
 impl Server {
     fn start(db: &Path) -> Self {
         let mut child = o2c()
-            .args([
-                "serve",
-                "--db",
-                db.to_str().unwrap(),
-                "--addr",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--db", db.to_str().unwrap(), "--addr", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("serve starts");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr = line
             .split("http://")
             .nth(1)
@@ -91,10 +79,7 @@ impl Drop for Server {
 }
 
 fn entry(sample: &str) -> Value {
-    let ev: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo(&format!("events/samples/{sample}.v1.json"))).unwrap(),
-    )
-    .unwrap();
+    let ev: Value = serde_json::from_str(&std::fs::read_to_string(repo(&format!("events/samples/{sample}.v1.json"))).unwrap()).unwrap();
     json!({"Source": ev["source"], "DetailType": ev["detail-type"], "Detail": ev["detail"].to_string()})
 }
 
@@ -105,10 +90,7 @@ fn wait_for(addr: &str, engagement: &str, status: &str, within: Duration) -> Val
         if code == 200 && body["engagement"]["status"] == status {
             return body;
         }
-        assert!(
-            start.elapsed() < within,
-            "{engagement} did not reach {status}; last: {code} {body}"
-        );
+        assert!(start.elapsed() < within, "{engagement} did not reach {status}; last: {code} {body}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -119,11 +101,7 @@ fn when_input_is_unreadable_should_exit_non_zero_with_a_clear_message() {
     let db = dir.path().join("o2c.db");
     let out = run(&["run", "--db", db.to_str().unwrap(), "does-not-exist.json"]);
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("cannot read does-not-exist.json"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("cannot read does-not-exist.json"), "{}", text(&out.stderr));
 
     let garbage = dir.path().join("garbage.json");
     std::fs::write(&garbage, "{\"not\": \"an event\"}").unwrap();
@@ -131,18 +109,13 @@ fn when_input_is_unreadable_should_exit_non_zero_with_a_clear_message() {
         "run",
         "--db",
         db.to_str().unwrap(),
-        repo("events/samples/ContractApproved.v1.json")
-            .to_str()
-            .unwrap(),
+        repo("events/samples/ContractApproved.v1.json").to_str().unwrap(),
         garbage.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("garbage.json is not an event file"), "{err}");
-    assert!(
-        !db.exists(),
-        "nothing is processed when any input is unreadable"
-    );
+    assert!(!db.exists(), "nothing is processed when any input is unreadable");
 }
 
 #[test]
@@ -151,27 +124,11 @@ fn when_sample_files_are_run_should_process_to_quiescence_and_show_status() {
     let db = dir.path().join("o2c.db");
     let cw = repo("events/samples/OpportunityClosedWon.v1.json");
     let clm = repo("events/samples/ContractApproved.v1.json");
-    let out = run(&[
-        "run",
-        "--db",
-        db.to_str().unwrap(),
-        cw.to_str().unwrap(),
-        clm.to_str().unwrap(),
-    ]);
+    let out = run(&["run", "--db", db.to_str().unwrap(), cw.to_str().unwrap(), clm.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("accepted 2 event(s)"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("accepted 2 event(s)"), "{}", text(&out.stdout));
 
-    let out = run(&[
-        "status",
-        "--db",
-        db.to_str().unwrap(),
-        "0068d00000GLBX01",
-        "--json",
-    ]);
+    let out = run(&["status", "--db", db.to_str().unwrap(), "0068d00000GLBX01", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["engagement"]["status"], "active");
@@ -180,10 +137,7 @@ fn when_sample_files_are_run_should_process_to_quiescence_and_show_status() {
 
     let out = run(&["status", "--db", db.to_str().unwrap(), "0068d00000GLBX01"]);
     let s = text(&out.stdout);
-    assert!(
-        s.contains("status             active") && s.contains("Timeline:"),
-        "{s}"
-    );
+    assert!(s.contains("status             active") && s.contains("Timeline:"), "{s}");
 
     let out = run(&["status", "--db", db.to_str().unwrap(), "ENG-nope"]);
     assert!(!out.status.success());
@@ -194,35 +148,19 @@ fn when_sample_files_are_run_should_process_to_quiescence_and_show_status() {
 fn when_serve_receives_put_events_should_answer_per_entry_like_eventbridge() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("o2c.db"));
-    let bad =
-        json!({"Source": "o2c.crm", "DetailType": "OpportunityClosedWon", "Detail": "{not json"});
-    let (code, body) = http(
-        &server.addr,
-        "POST",
-        "/v1/events",
-        Some(&json!({"Entries": [entry("OpportunityClosedWon"), bad]})),
-    );
+    let bad = json!({"Source": "o2c.crm", "DetailType": "OpportunityClosedWon", "Detail": "{not json"});
+    let (code, body) = http(&server.addr, "POST", "/v1/events", Some(&json!({"Entries": [entry("OpportunityClosedWon"), bad]})));
     assert_eq!(code, 200);
     assert_eq!(body["FailedEntryCount"], 1);
     assert!(body["Entries"][0]["EventId"].is_string());
     assert_eq!(body["Entries"][1]["ErrorCode"], "MalformedDetail");
 
     let eleven: Vec<Value> = (0..11).map(|_| entry("ContractApproved")).collect();
-    let (code, body) = http(
-        &server.addr,
-        "POST",
-        "/v1/events",
-        Some(&json!({"Entries": eleven})),
-    );
+    let (code, body) = http(&server.addr, "POST", "/v1/events", Some(&json!({"Entries": eleven})));
     assert_eq!(code, 400);
     assert_eq!(body["ErrorCode"], "ValidationException");
 
-    wait_for(
-        &server.addr,
-        "ENG-0068d00000GLBX01",
-        "awaiting_approval",
-        Duration::from_secs(20),
-    );
+    wait_for(&server.addr, "ENG-0068d00000GLBX01", "awaiting_approval", Duration::from_secs(20));
 }
 
 #[test]
@@ -247,65 +185,24 @@ fn when_serve_is_killed_mid_flow_should_resume_and_finish_after_restart() {
         "4",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let (code, body) = http(
-        &server.addr,
-        "POST",
-        "/v1/events",
-        Some(&json!({"Entries": [entry("OpportunityClosedWon"), entry("ContractApproved")]})),
-    );
+    let (code, body) =
+        http(&server.addr, "POST", "/v1/events", Some(&json!({"Entries": [entry("OpportunityClosedWon"), entry("ContractApproved")]})));
     assert_eq!((code, body["FailedEntryCount"].as_u64()), (200, Some(0)));
-    wait_for(
-        &server.addr,
-        "ENG-0068d00000GLBX01",
-        "provisioning",
-        Duration::from_secs(20),
-    );
+    wait_for(&server.addr, "ENG-0068d00000GLBX01", "provisioning", Duration::from_secs(20));
     server.kill();
-    let after_kill: Value = serde_json::from_slice(
-        &run(&[
-            "status",
-            "--db",
-            db.to_str().unwrap(),
-            "0068d00000GLBX01",
-            "--json",
-        ])
-        .stdout,
-    )
-    .unwrap();
-    assert_eq!(
-        after_kill["engagement"]["status"], "provisioning",
-        "killed mid-flow"
-    );
+    let after_kill: Value =
+        serde_json::from_slice(&run(&["status", "--db", db.to_str().unwrap(), "0068d00000GLBX01", "--json"]).stdout).unwrap();
+    assert_eq!(after_kill["engagement"]["status"], "provisioning", "killed mid-flow");
 
     let server = Server::start(&db);
-    let done = wait_for(
-        &server.addr,
-        "ENG-0068d00000GLBX01",
-        "active",
-        Duration::from_secs(60),
-    );
+    let done = wait_for(&server.addr, "ENG-0068d00000GLBX01", "active", Duration::from_secs(60));
     assert!(done["engagement"]["erp_billing_schedule_id"].is_string());
     drop(server);
 
     let calls = text(&run(&["sim", "calls", "--db", db.to_str().unwrap()]).stdout);
-    let created = |system: &str| {
-        calls
-            .lines()
-            .filter(|l| {
-                l.starts_with(system) && l.contains("create_project") && l.ends_with("created")
-            })
-            .count()
-    };
-    assert_eq!(
-        (created("psa"), created("erp")),
-        (1, 1),
-        "exactly one project per system across the restart:\n{calls}"
-    );
+    let created =
+        |system: &str| calls.lines().filter(|l| l.starts_with(system) && l.contains("create_project") && l.ends_with("created")).count();
+    assert_eq!((created("psa"), created("erp")), (1, 1), "exactly one project per system across the restart:\n{calls}");
     let dlq = text(&run(&["dlq", "list", "--db", db.to_str().unwrap()]).stdout);
-    assert!(
-        dlq.lines()
-            .filter(|l| l.contains("dead-letter"))
-            .all(|l| l.split_whitespace().nth(1) == Some("0")),
-        "{dlq}"
-    );
+    assert!(dlq.lines().filter(|l| l.contains("dead-letter")).all(|l| l.split_whitespace().nth(1) == Some("0")), "{dlq}");
 }

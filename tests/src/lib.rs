@@ -50,14 +50,11 @@ impl Harness {
     /// A fresh harness with the Northwind reference data.
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let rt = Runtime::builder(
-            dir.path().join("o2c.db"),
-            o2c_embedded::reference::northwind().expect("reference"),
-        )
-        .options(fast_options())
-        .open()
-        .await
-        .expect("runtime opens");
+        let rt = Runtime::builder(dir.path().join("o2c.db"), o2c_embedded::reference::northwind().expect("reference"))
+            .options(fast_options())
+            .open()
+            .await
+            .expect("runtime opens");
         Self { rt, dir }
     }
 
@@ -78,30 +75,17 @@ impl Harness {
             })
             .collect();
         let resp = self.rt.put_events(entries).await.expect("put_events");
-        assert_eq!(
-            resp.failed_entry_count, 0,
-            "bus refused entries: {:?}",
-            resp.entries
-        );
+        assert_eq!(resp.failed_entry_count, 0, "bus refused entries: {:?}", resp.entries);
     }
 
     /// Processes until every queue is empty.
     pub async fn settle(&self) -> RunReport {
-        self.rt
-            .run_until_idle(Duration::from_secs(60))
-            .await
-            .expect("the flow settles")
+        self.rt.run_until_idle(Duration::from_secs(60)).await.expect("the flow settles")
     }
 
     /// The engagement's current state.
     pub async fn engagement(&self, id: &str) -> Engagement {
-        self.rt
-            .store()
-            .load(id)
-            .await
-            .expect("load")
-            .unwrap_or_else(|| panic!("no engagement {id}"))
-            .value
+        self.rt.store().load(id).await.expect("load").unwrap_or_else(|| panic!("no engagement {id}")).value
     }
 
     /// Every event the bus accepted: `(detail-type, detail)`.
@@ -112,23 +96,13 @@ impl Harness {
             .await
             .expect("archive")
             .into_iter()
-            .map(|e| {
-                (
-                    e.detail_type.unwrap_or_default(),
-                    serde_json::from_str(&e.detail.unwrap_or_default()).unwrap_or_default(),
-                )
-            })
+            .map(|e| (e.detail_type.unwrap_or_default(), serde_json::from_str(&e.detail.unwrap_or_default()).unwrap_or_default()))
             .collect()
     }
 }
 
 /// An envelope around `payload`.
-pub fn envelope(
-    event_id: &str,
-    correlation_id: &str,
-    idempotency_key: Option<&str>,
-    payload: Value,
-) -> Value {
+pub fn envelope(event_id: &str, correlation_id: &str, idempotency_key: Option<&str>, payload: Value) -> Value {
     let mut d = json!({
         "event_id": event_id,
         "event_version": "1",
@@ -144,8 +118,7 @@ pub fn envelope(
 
 /// The Globex closed-won payload (EUR, milestone + T&M + fixed fee, needs CLM approval).
 pub fn globex_payload(opportunity_id: &str, revision: u64) -> Value {
-    let mut p =
-        read_json("events/samples/OpportunityClosedWon.v1.json")["detail"]["payload"].clone();
+    let mut p = read_json("events/samples/OpportunityClosedWon.v1.json")["detail"]["payload"].clone();
     p["opportunity_id"] = json!(opportunity_id);
     p["revision"] = json!(revision);
     p
@@ -153,17 +126,10 @@ pub fn globex_payload(opportunity_id: &str, revision: u64) -> Value {
 
 /// A closed-won event detail for `payload` (idempotency key per opportunity revision).
 pub fn closed_won(payload: Value) -> (&'static str, &'static str, Value) {
-    let opp = payload["opportunity_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let opp = payload["opportunity_id"].as_str().unwrap_or_default().to_owned();
     let rev = payload["revision"].as_u64().unwrap_or_default();
-    let detail = envelope(
-        &format!("cw-{opp}-r{rev}"),
-        &format!("corr-{opp}"),
-        Some(&format!("crm:opportunity:{opp}:closed-won:r{rev}")),
-        payload,
-    );
+    let detail =
+        envelope(&format!("cw-{opp}-r{rev}"), &format!("corr-{opp}"), Some(&format!("crm:opportunity:{opp}:closed-won:r{rev}")), payload);
     ("o2c.crm", "OpportunityClosedWon", detail)
 }
 

@@ -19,9 +19,7 @@ fn schema_validator(t: EventType) -> jsonschema::Validator {
 }
 
 fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
-    v.iter_errors(instance)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect()
+    v.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect()
 }
 
 fn files(dir: &str) -> BTreeSet<String> {
@@ -34,12 +32,7 @@ fn files(dir: &str) -> BTreeSet<String> {
 /// Drops `null` members (the SQS types serialise absent optional attributes as null).
 fn strip_nulls(v: Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, strip_nulls(v)))
-                .collect(),
-        ),
+        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect()),
         Value::Array(a) => Value::Array(a.into_iter().map(strip_nulls).collect()),
         other => other,
     }
@@ -70,32 +63,16 @@ fn reencode(ev: &BusinessEvent) -> Value {
 
 #[test]
 fn when_listing_contracts_should_have_one_schema_and_one_sample_per_event_type() {
-    let expected: BTreeSet<String> = EventType::ALL
-        .iter()
-        .map(|t| format!("{}.v1.json", t.detail_type()))
-        .collect();
-    assert_eq!(
-        files("events/schemas"),
-        expected,
-        "schemas and Rust event types drifted"
-    );
-    assert_eq!(
-        files("events/samples"),
-        expected,
-        "samples and Rust event types drifted"
-    );
+    let expected: BTreeSet<String> = EventType::ALL.iter().map(|t| format!("{}.v1.json", t.detail_type())).collect();
+    assert_eq!(files("events/schemas"), expected, "schemas and Rust event types drifted");
+    assert_eq!(files("events/samples"), expected, "samples and Rust event types drifted");
 }
 
 #[test]
 fn when_schema_names_its_source_should_match_the_rust_type() {
     for t in EventType::ALL {
         let schema = read_json(&format!("events/schemas/{}.v1.json", t.detail_type()));
-        assert_eq!(
-            schema["x-eventbridge"]["source"],
-            t.source(),
-            "{}",
-            t.detail_type()
-        );
+        assert_eq!(schema["x-eventbridge"]["source"], t.source(), "{}", t.detail_type());
         assert_eq!(schema["x-eventbridge"]["detail-type"], t.detail_type());
     }
 }
@@ -105,28 +82,18 @@ fn when_sample_is_validated_should_match_its_schema_and_round_trip_through_rust_
     for t in EventType::ALL {
         let sample = read_json(&format!("events/samples/{}.v1.json", t.detail_type()));
         // A real EventBridge envelope, as a rule delivers it.
-        let eb: EventBridgeEvent<Value> = serde_json::from_value(sample.clone())
-            .unwrap_or_else(|e| panic!("{} is an EventBridge event: {e}", t.detail_type()));
+        let eb: EventBridgeEvent<Value> =
+            serde_json::from_value(sample.clone()).unwrap_or_else(|e| panic!("{} is an EventBridge event: {e}", t.detail_type()));
         assert_eq!(eb.detail_type, t.detail_type());
         assert_eq!(eb.source, t.source());
-        assert_eq!(
-            serde_json::to_value(&eb).unwrap(),
-            sample,
-            "EventBridge envelope round-trips"
-        );
+        assert_eq!(serde_json::to_value(&eb).unwrap(), sample, "EventBridge envelope round-trips");
         // The detail matches the schema …
         let errs = errors(&schema_validator(*t), &eb.detail);
         assert!(errs.is_empty(), "{} sample: {errs:?}", t.detail_type());
         // … and the Rust types, losslessly.
-        let decoded = BusinessEvent::decode(&eb.detail_type, &eb.detail)
-            .unwrap_or_else(|e| panic!("{}: {e}", t.detail_type()));
+        let decoded = BusinessEvent::decode(&eb.detail_type, &eb.detail).unwrap_or_else(|e| panic!("{}: {e}", t.detail_type()));
         assert_eq!(decoded.event_type(), *t);
-        assert_eq!(
-            reencode(&decoded),
-            eb.detail,
-            "{} round-trips through the Rust type",
-            t.detail_type()
-        );
+        assert_eq!(reencode(&decoded), eb.detail, "{} round-trips through the Rust type", t.detail_type());
     }
 }
 
@@ -137,9 +104,7 @@ fn when_detail_breaks_the_contract_should_fail_schema_and_decode_alike() {
     for (what, mutate) in [
         (
             "float amount",
-            Box::new(|d: &mut Value| {
-                d["payload"]["total_value"]["amount"] = serde_json::json!(1250000.0)
-            }) as Box<dyn Fn(&mut Value)>,
+            Box::new(|d: &mut Value| d["payload"]["total_value"]["amount"] = serde_json::json!(1250000.0)) as Box<dyn Fn(&mut Value)>,
         ),
         (
             "missing correlation",
@@ -147,24 +112,13 @@ fn when_detail_breaks_the_contract_should_fail_schema_and_decode_alike() {
                 d.as_object_mut().unwrap().remove("correlation_id");
             }),
         ),
-        (
-            "unknown envelope field",
-            Box::new(|d: &mut Value| d["surprise"] = serde_json::json!(1)),
-        ),
-        (
-            "bad currency",
-            Box::new(|d: &mut Value| {
-                d["payload"]["total_value"]["currency"] = serde_json::json!("EURO")
-            }),
-        ),
+        ("unknown envelope field", Box::new(|d: &mut Value| d["surprise"] = serde_json::json!(1))),
+        ("bad currency", Box::new(|d: &mut Value| d["payload"]["total_value"]["currency"] = serde_json::json!("EURO"))),
     ] {
         let mut d = sample["detail"].clone();
         mutate(&mut d);
         assert!(!errors(&v, &d).is_empty(), "schema accepts {what}");
-        assert!(
-            BusinessEvent::decode("ContractCreated", &d).is_err(),
-            "Rust type accepts {what}"
-        );
+        assert!(BusinessEvent::decode("ContractCreated", &d).is_err(), "Rust type accepts {what}");
     }
 }
 
@@ -175,45 +129,24 @@ fn when_lambda_test_events_are_read_should_wrap_the_samples_exactly() {
     for f in sqs_files {
         let (function, rest) = f.split_once('.').unwrap();
         let detail_type = rest.trim_end_matches(".json");
-        let t = EventType::from_detail_type(detail_type)
-            .unwrap_or_else(|| panic!("{f}: unknown detail-type"));
-        let step =
-            o2c_app::Step::from_name(function).unwrap_or_else(|| panic!("{f}: unknown function"));
-        assert!(
-            step.consumes().contains(&t),
-            "{f}: {function} does not consume {detail_type}"
-        );
+        let t = EventType::from_detail_type(detail_type).unwrap_or_else(|| panic!("{f}: unknown detail-type"));
+        let step = o2c_app::Step::from_name(function).unwrap_or_else(|| panic!("{f}: unknown function"));
+        assert!(step.consumes().contains(&t), "{f}: {function} does not consume {detail_type}");
         let raw = read_json(&format!("events/sqs/{f}"));
-        let ev: SqsEvent = serde_json::from_value(raw.clone())
-            .unwrap_or_else(|e| panic!("{f} is an SQS event: {e}"));
-        assert_eq!(
-            strip_nulls(serde_json::to_value(&ev).unwrap()),
-            raw,
-            "{f} round-trips as an SQS event"
-        );
+        let ev: SqsEvent = serde_json::from_value(raw.clone()).unwrap_or_else(|e| panic!("{f} is an SQS event: {e}"));
+        assert_eq!(strip_nulls(serde_json::to_value(&ev).unwrap()), raw, "{f} round-trips as an SQS event");
         let body: Value = serde_json::from_str(ev.records[0].body.as_deref().unwrap()).unwrap();
-        assert_eq!(
-            body,
-            read_json(&format!("events/samples/{detail_type}.v1.json")),
-            "{f} wraps the sample"
-        );
+        assert_eq!(body, read_json(&format!("events/samples/{detail_type}.v1.json")), "{f} wraps the sample");
     }
     // Every step has at least one ready-made test event.
     for step in o2c_app::Step::ALL {
-        assert!(
-            files("events/sqs")
-                .iter()
-                .any(|f| f.starts_with(&format!("{}.", step.name()))),
-            "no test event for {}",
-            step.name()
-        );
+        assert!(files("events/sqs").iter().any(|f| f.starts_with(&format!("{}.", step.name()))), "no test event for {}", step.name());
     }
 }
 
 #[test]
 fn when_demo_scenario_is_read_should_hold_valid_put_events_entries() {
-    let text =
-        std::fs::read_to_string(repo_root().join("events/scenarios/northwind-demo.jsonl")).unwrap();
+    let text = std::fs::read_to_string(repo_root().join("events/scenarios/northwind-demo.jsonl")).unwrap();
     let entries = o2c_app::bus::entries_from_text(&text).unwrap();
     assert!(entries.len() >= 5);
     for e in entries {
@@ -227,23 +160,14 @@ fn when_demo_scenario_is_read_should_hold_valid_put_events_entries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_flow_runs_should_emit_only_events_that_match_their_schemas() {
     let h = Harness::new().await;
-    h.send(vec![
-        closed_won(globex_payload("0068d00000SCHM01", 1)),
-        contract_approved("0068d00000SCHM01"),
-    ])
-    .await;
+    h.send(vec![closed_won(globex_payload("0068d00000SCHM01", 1)), contract_approved("0068d00000SCHM01")]).await;
     let mut bad = globex_payload("0068d00000SCHM02", 1);
     bad["account_id"] = serde_json::json!("CUST-9001");
     h.send(vec![closed_won(bad)]).await;
     h.settle().await;
     let events = h.bus_events().await;
     let types: BTreeSet<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
-    for t in [
-        "ContractCreated",
-        "ProjectProvisioned",
-        "ProjectActivated",
-        "EngagementRejected",
-    ] {
+    for t in ["ContractCreated", "ProjectProvisioned", "ProjectActivated", "EngagementRejected"] {
         assert!(types.contains(t), "flow emitted no {t}");
     }
     for (dt, detail) in &events {

@@ -87,19 +87,14 @@ pub fn entry_size(e: &PutEventsEntry) -> usize {
         + s(&e.source)
         + s(&e.detail_type)
         + s(&e.detail)
-        + e.resources
-            .as_ref()
-            .map_or(0, |r| r.iter().map(String::len).sum())
+        + e.resources.as_ref().map_or(0, |r| r.iter().map(String::len).sum())
 }
 
 /// Validates an entry the way EventBridge does before accepting it.
 pub fn validate_entry(e: &PutEventsEntry) -> Result<serde_json::Value, EntryError> {
     let required = |v: &Option<String>, name: &str| match v.as_deref().map(str::trim) {
         Some(s) if !s.is_empty() => Ok(()),
-        _ => Err(EntryError {
-            code: "InvalidArgument",
-            message: format!("Parameter {name} is not valid."),
-        }),
+        _ => Err(EntryError { code: "InvalidArgument", message: format!("Parameter {name} is not valid.") }),
     };
     required(&e.source, "Source")?;
     required(&e.detail_type, "DetailType")?;
@@ -108,21 +103,13 @@ pub fn validate_entry(e: &PutEventsEntry) -> Result<serde_json::Value, EntryErro
     if size > MAX_ENTRY_BYTES {
         return Err(EntryError {
             code: "InvalidArgument",
-            message: format!(
-                "Entry is {size} bytes; the PutEvents limit is {MAX_ENTRY_BYTES} bytes (256 KB)."
-            ),
+            message: format!("Entry is {size} bytes; the PutEvents limit is {MAX_ENTRY_BYTES} bytes (256 KB)."),
         });
     }
     let detail: serde_json::Value = serde_json::from_str(e.detail.as_deref().unwrap_or_default())
-        .map_err(|err| EntryError {
-        code: "MalformedDetail",
-        message: format!("Detail is not valid JSON: {err}"),
-    })?;
+        .map_err(|err| EntryError { code: "MalformedDetail", message: format!("Detail is not valid JSON: {err}") })?;
     if !detail.is_object() {
-        return Err(EntryError {
-            code: "MalformedDetail",
-            message: "Detail must be a JSON object.".into(),
-        });
+        return Err(EntryError { code: "MalformedDetail", message: "Detail must be a JSON object.".into() });
     }
     Ok(detail)
 }
@@ -180,26 +167,16 @@ pub fn entries_from_json(v: &serde_json::Value) -> Result<Vec<PutEventsEntry>, S
             Ok(out)
         }
         Value::Object(m) if m.contains_key("Entries") => {
-            let req: PutEventsRequest = serde_json::from_value(v.clone())
-                .map_err(|e| format!("not a PutEvents request: {e}"))?;
+            let req: PutEventsRequest = serde_json::from_value(v.clone()).map_err(|e| format!("not a PutEvents request: {e}"))?;
             Ok(req.entries)
         }
         Value::Object(m) if m.contains_key("Records") => {
-            let records = m
-                .get("Records")
-                .and_then(Value::as_array)
-                .ok_or("Records must be an array")?;
+            let records = m.get("Records").and_then(Value::as_array).ok_or("Records must be an array")?;
             let mut out = Vec::new();
             for (i, r) in records.iter().enumerate() {
-                let body = r
-                    .get("body")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| format!("Records[{i}] has no body"))?;
-                let inner: Value = serde_json::from_str(body)
-                    .map_err(|e| format!("Records[{i}].body is not JSON: {e}"))?;
-                out.extend(
-                    entries_from_json(&inner).map_err(|e| format!("Records[{i}].body: {e}"))?,
-                );
+                let body = r.get("body").and_then(Value::as_str).ok_or_else(|| format!("Records[{i}] has no body"))?;
+                let inner: Value = serde_json::from_str(body).map_err(|e| format!("Records[{i}].body is not JSON: {e}"))?;
+                out.extend(entries_from_json(&inner).map_err(|e| format!("Records[{i}].body: {e}"))?);
             }
             Ok(out)
         }
@@ -207,10 +184,7 @@ pub fn entries_from_json(v: &serde_json::Value) -> Result<Vec<PutEventsEntry>, S
             let detail = m.get("detail").ok_or("EventBridge event without detail")?;
             Ok(vec![PutEventsEntry {
                 source: m.get("source").and_then(Value::as_str).map(str::to_owned),
-                detail_type: m
-                    .get("detail-type")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                detail_type: m.get("detail-type").and_then(Value::as_str).map(str::to_owned),
                 detail: Some(detail.to_string()),
                 event_bus_name: None,
                 time: m
@@ -218,19 +192,14 @@ pub fn entries_from_json(v: &serde_json::Value) -> Result<Vec<PutEventsEntry>, S
                     .and_then(Value::as_str)
                     .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                     .map(|t| t.with_timezone(&Utc)),
-                resources: m
-                    .get("resources")
-                    .and_then(|r| serde_json::from_value(r.clone()).ok()),
+                resources: m.get("resources").and_then(|r| serde_json::from_value(r.clone()).ok()),
             }])
         }
         Value::Object(m) if m.contains_key("DetailType") => {
-            let entry: PutEventsEntry = serde_json::from_value(v.clone())
-                .map_err(|e| format!("not a PutEvents entry: {e}"))?;
+            let entry: PutEventsEntry = serde_json::from_value(v.clone()).map_err(|e| format!("not a PutEvents entry: {e}"))?;
             Ok(vec![entry])
         }
-        _ => Err(
-            "expected an EventBridge event, a PutEvents entry or request, or an SQS event".into(),
-        ),
+        _ => Err("expected an EventBridge event, a PutEvents entry or request, or an SQS event".into()),
     }
 }
 
@@ -247,8 +216,7 @@ pub fn entries_from_text(text: &str) -> Result<Vec<PutEventsEntry>, String> {
                     continue;
                 }
                 any = true;
-                let v: serde_json::Value = serde_json::from_str(line)
-                    .map_err(|e| format!("line {}: not JSON: {e}", n + 1))?;
+                let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("line {}: not JSON: {e}", n + 1))?;
                 out.extend(entries_from_json(&v).map_err(|e| format!("line {}: {e}", n + 1))?);
             }
             if !any {
@@ -284,14 +252,8 @@ mod tests {
 
     #[test]
     fn when_detail_is_not_an_object_should_refuse() {
-        assert_eq!(
-            validate_entry(&entry("[1]")).unwrap_err().code,
-            "MalformedDetail"
-        );
-        assert_eq!(
-            validate_entry(&entry("{nope")).unwrap_err().code,
-            "MalformedDetail"
-        );
+        assert_eq!(validate_entry(&entry("[1]")).unwrap_err().code, "MalformedDetail");
+        assert_eq!(validate_entry(&entry("{nope")).unwrap_err().code, "MalformedDetail");
         let mut e = entry("{}");
         e.source = None;
         assert_eq!(validate_entry(&e).unwrap_err().code, "InvalidArgument");
@@ -302,17 +264,9 @@ mod tests {
         let text = r#"{"detail-type":"A","source":"s","detail":{"k":1}}
 {"Source":"s","DetailType":"B","Detail":"{}"}
 {"Entries":[{"Source":"s","DetailType":"C","Detail":"{}"}]}"#;
-        let got: Vec<_> = entries_from_text(text)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.detail_type.unwrap())
-            .collect();
+        let got: Vec<_> = entries_from_text(text).unwrap().into_iter().map(|e| e.detail_type.unwrap()).collect();
         assert_eq!(got, vec!["A", "B", "C"]);
         assert!(entries_from_text("{\"nope\":1}").is_err());
-        assert!(
-            entries_from_text("not json")
-                .unwrap_err()
-                .contains("line 1")
-        );
+        assert!(entries_from_text("not json").unwrap_err().contains("line 1"));
     }
 }

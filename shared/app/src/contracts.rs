@@ -45,12 +45,7 @@ static CONTRACTS: LazyLock<Contracts> = LazyLock::new(|| Contracts {
         .map(|t| {
             let compiled = serde_json::from_str::<Value>(schema_text(*t))
                 .map_err(|e| e.to_string())
-                .and_then(|s| {
-                    jsonschema::draft202012::options()
-                        .should_validate_formats(true)
-                        .build(&s)
-                        .map_err(|e| e.to_string())
-                });
+                .and_then(|s| jsonschema::draft202012::options().should_validate_formats(true).build(&s).map_err(|e| e.to_string()));
             (*t, compiled)
         })
         .collect(),
@@ -75,28 +70,18 @@ fn dotted(pointer: &str) -> String {
 /// Every schema violation of `detail` for `t`.
 pub fn violations(t: EventType, detail: &Value) -> Result<Vec<Issue>, O2cError> {
     match CONTRACTS.validators.get(&t) {
-        Some(Ok(v)) => Ok(v
-            .iter_errors(detail)
-            .map(|e| {
-                Issue::new(
-                    dotted(e.instance_path().as_str()),
-                    "schema_violation",
-                    e.to_string(),
-                )
-            })
-            .collect()),
-        Some(Err(e)) => Err(O2cError::Bug(format!(
-            "schema of {} does not compile: {e}",
-            t.detail_type()
-        ))),
+        Some(Ok(v)) => {
+            Ok(v.iter_errors(detail).map(|e| Issue::new(dotted(e.instance_path().as_str()), "schema_violation", e.to_string())).collect())
+        }
+        Some(Err(e)) => Err(O2cError::Bug(format!("schema of {} does not compile: {e}", t.detail_type()))),
         None => Err(O2cError::Bug(format!("no schema for {}", t.detail_type()))),
     }
 }
 
 /// Validates against the schema, then decodes into the typed event.
 pub fn decode(detail_type: &str, detail: &Value) -> Result<BusinessEvent, O2cError> {
-    let t = EventType::from_detail_type(detail_type)
-        .ok_or_else(|| O2cError::from(DecodeError::UnknownDetailType(detail_type.to_owned())))?;
+    let t =
+        EventType::from_detail_type(detail_type).ok_or_else(|| O2cError::from(DecodeError::UnknownDetailType(detail_type.to_owned())))?;
     let issues = violations(t, detail)?;
     if !issues.is_empty() {
         return Err(O2cError::Validation(issues));
@@ -111,11 +96,7 @@ mod tests {
     #[test]
     fn when_every_schema_is_compiled_should_succeed() {
         for t in EventType::ALL {
-            assert!(
-                violations(*t, &serde_json::json!({})).is_ok_and(|v| !v.is_empty()),
-                "{}",
-                t.detail_type()
-            );
+            assert!(violations(*t, &serde_json::json!({})).is_ok_and(|v| !v.is_empty()), "{}", t.detail_type());
         }
     }
 
@@ -125,14 +106,9 @@ mod tests {
             "event_id": "e", "event_version": "1", "occurred_at": "yesterday",
             "payload": {"opportunity_id": "o", "revision": "three", "lines": [{"amount": 5}]}
         });
-        let Err(O2cError::Validation(issues)) = decode("OpportunityClosedWon", &d) else {
-            panic!("expected a validation error")
-        };
+        let Err(O2cError::Validation(issues)) = decode("OpportunityClosedWon", &d) else { panic!("expected a validation error") };
         let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
-        assert!(
-            fields.contains(&"detail"),
-            "missing correlation_id is reported at the root: {fields:?}"
-        );
+        assert!(fields.contains(&"detail"), "missing correlation_id is reported at the root: {fields:?}");
         assert!(fields.contains(&"occurred_at"), "{fields:?}");
         assert!(fields.contains(&"payload.revision"), "{fields:?}");
         assert!(fields.contains(&"payload.lines[0].amount"), "{fields:?}");

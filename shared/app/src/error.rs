@@ -37,21 +37,13 @@ pub enum O2cError {
 }
 
 fn summarize(issues: &[Issue]) -> String {
-    issues
-        .iter()
-        .map(|i| format!("{} ({}): {}", i.field, i.code, i.message))
-        .collect::<Vec<_>>()
-        .join("; ")
+    issues.iter().map(|i| format!("{} ({}): {}", i.field, i.code, i.message)).collect::<Vec<_>>().join("; ")
 }
 
 impl O2cError {
     /// A transient dependency failure.
     pub fn dependency(system: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Dependency {
-            system: system.into(),
-            message: message.into(),
-            retry_after: None,
-        }
+        Self::Dependency { system: system.into(), message: message.into(), retry_after: None }
     }
 
     /// True when the message should be retried (reported in `batchItemFailures`).
@@ -79,9 +71,7 @@ impl O2cError {
         match self {
             Self::Validation(issues) => issues.clone(),
             Self::Conflict(m) => vec![Issue::new("", "conflict", m.clone())],
-            Self::Dependency {
-                system, message, ..
-            } => vec![Issue::new("", "dependency", format!("{system}: {message}"))],
+            Self::Dependency { system, message, .. } => vec![Issue::new("", "dependency", format!("{system}: {message}"))],
             Self::Bug(m) => vec![Issue::new("", "bug", m.clone())],
         }
     }
@@ -90,19 +80,13 @@ impl O2cError {
 impl From<DecodeError> for O2cError {
     fn from(e: DecodeError) -> Self {
         let issue = match &e {
-            DecodeError::UnknownDetailType(t) => Issue::new(
-                "detail-type",
-                "unknown_detail_type",
-                format!("`{t}` is not an o2c event type"),
-            ),
-            DecodeError::Invalid { path, message, .. } => {
-                Issue::new(path.clone(), "invalid_detail", message.clone())
+            DecodeError::UnknownDetailType(t) => {
+                Issue::new("detail-type", "unknown_detail_type", format!("`{t}` is not an o2c event type"))
             }
-            DecodeError::UnsupportedVersion(v) => Issue::new(
-                "detail.event_version",
-                "unsupported_version",
-                format!("event_version `{v}` is not supported"),
-            ),
+            DecodeError::Invalid { path, message, .. } => Issue::new(path.clone(), "invalid_detail", message.clone()),
+            DecodeError::UnsupportedVersion(v) => {
+                Issue::new("detail.event_version", "unsupported_version", format!("event_version `{v}` is not supported"))
+            }
         };
         Self::Validation(vec![issue])
     }
@@ -125,9 +109,6 @@ mod tests {
         assert!(O2cError::dependency("erp", "503").is_retryable());
         assert!(O2cError::Bug("x".into()).is_retryable());
         assert!(!O2cError::Bug("x".into()).is_permanent());
-        assert_eq!(
-            O2cError::dependency("erp", "503").error_type(),
-            "O2c.Dependency"
-        );
+        assert_eq!(O2cError::dependency("erp", "503").error_type(), "O2c.Dependency");
     }
 }

@@ -246,39 +246,21 @@ pub struct EngagementSummary {
 /// The engagement state store (optimistic concurrency on a version).
 pub trait EngagementStore: Send + Sync {
     /// Strongly consistent read of one engagement.
-    fn load(
-        &self,
-        engagement_id: &str,
-    ) -> impl Future<Output = Result<Option<Versioned<Engagement>>, O2cError>> + Send;
+    fn load(&self, engagement_id: &str) -> impl Future<Output = Result<Option<Versioned<Engagement>>, O2cError>> + Send;
     /// Atomic commit (see [`Commit`]).
-    fn commit(
-        &self,
-        commit: Commit,
-    ) -> impl Future<Output = Result<CommitOutcome, O2cError>> + Send;
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<CommitOutcome, O2cError>> + Send;
     /// The engagement's timeline, oldest first.
-    fn audit_trail(
-        &self,
-        engagement_id: &str,
-    ) -> impl Future<Output = Result<Vec<AuditEntry>, O2cError>> + Send;
+    fn audit_trail(&self, engagement_id: &str) -> impl Future<Output = Result<Vec<AuditEntry>, O2cError>> + Send;
     /// Operator listing.
-    fn list(
-        &self,
-        filter: &EngagementFilter,
-    ) -> impl Future<Output = Result<Vec<EngagementSummary>, O2cError>> + Send;
+    fn list(&self, filter: &EngagementFilter) -> impl Future<Output = Result<Vec<EngagementSummary>, O2cError>> + Send;
 }
 
 /// The idempotency store (reserve / get / release; completion is part of [`Commit`]).
 pub trait IdempotencyStore: Send + Sync {
     /// Reads a record (expired records are returned; callers check [`IdempotencyRecord::is_live`]).
-    fn get(
-        &self,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, O2cError>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<IdempotencyRecord>, O2cError>> + Send;
     /// Reserves a key (and optionally claims state) atomically.
-    fn reserve(
-        &self,
-        reservation: Reservation,
-    ) -> impl Future<Output = Result<ReserveOutcome, O2cError>> + Send;
+    fn reserve(&self, reservation: Reservation) -> impl Future<Output = Result<ReserveOutcome, O2cError>> + Send;
     /// Deletes our `InProgress` record after a retryable failure so the retry re-executes
     /// at once (Powertools deletes the record when the handler raises).
     fn release(&self, key: &str) -> impl Future<Output = Result<(), O2cError>> + Send;
@@ -316,24 +298,40 @@ pub struct RejectedMessage {
     pub body: String,
 }
 
-/// Storage for rejected (parked) messages.
+/// The last retryable failure of a queue message, so a message that ends in a DLQ can be
+/// shown with its reason (SQS keeps the message id when it dead-letters a message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryFailure {
+    /// SQS message id.
+    pub message_id: String,
+    /// Step that failed.
+    pub step: String,
+    /// `error_type`.
+    pub error_type: String,
+    /// The error.
+    pub error: String,
+    /// Receive count at the failure.
+    pub receive_count: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Storage for rejected (parked) messages and delivery failures.
 pub trait RejectionStore: Send + Sync {
     /// Stores a rejected message (idempotent on `rejection_id`).
     fn park(&self, message: &RejectedMessage) -> impl Future<Output = Result<(), O2cError>> + Send;
     /// Most recent rejections first.
-    fn rejections(
-        &self,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<RejectedMessage>, O2cError>> + Send;
+    fn rejections(&self, limit: usize) -> impl Future<Output = Result<Vec<RejectedMessage>, O2cError>> + Send;
+    /// Records (overwrites) the latest retryable failure of a message.
+    fn record_failure(&self, failure: &DeliveryFailure) -> impl Future<Output = Result<(), O2cError>> + Send;
+    /// The latest recorded failure of a message.
+    fn failure(&self, message_id: &str) -> impl Future<Output = Result<Option<DeliveryFailure>, O2cError>> + Send;
 }
 
 /// Publishes business events (EventBridge `PutEvents` or the embedded bus).
 pub trait EventPublisher: Send + Sync {
     /// Publishes all events or fails (partial failures are retried inside the adapter).
-    fn publish(
-        &self,
-        events: &[OutgoingEvent],
-    ) -> impl Future<Output = Result<(), O2cError>> + Send;
+    fn publish(&self, events: &[OutgoingEvent]) -> impl Future<Output = Result<(), O2cError>> + Send;
 }
 
 impl<T: EventPublisher> EventPublisher for Arc<T> {
@@ -391,9 +389,7 @@ impl ConnectorError {
     /// The short reason for exceptions (`code: message`).
     pub fn reason(&self) -> String {
         match self {
-            Self::Transient {
-                status, message, ..
-            } => format!("{status}: {message}"),
+            Self::Transient { status, message, .. } => format!("{status}: {message}"),
             Self::Permanent { code, message, .. } => format!("{code}: {message}"),
         }
     }
@@ -402,16 +398,9 @@ impl ConnectorError {
 impl From<ConnectorError> for O2cError {
     fn from(e: ConnectorError) -> Self {
         match e {
-            ConnectorError::Transient {
-                system,
-                status,
-                message,
-                retry_after,
-            } => O2cError::Dependency {
-                system,
-                message: format!("{status}: {message}"),
-                retry_after,
-            },
+            ConnectorError::Transient { system, status, message, retry_after } => {
+                O2cError::Dependency { system, message: format!("{status}: {message}"), retry_after }
+            }
             ConnectorError::Permanent { .. } => O2cError::Conflict(e.to_string()),
         }
     }
@@ -438,25 +427,15 @@ pub enum CrmWrite {
 /// PSA connector (Salesforce PSA / Kantata / …).
 pub trait Psa: Send + Sync {
     /// Creates the project, or returns the one that already has `spec.external_key`.
-    fn create_or_get_project(
-        &self,
-        spec: &ProjectSpec,
-    ) -> impl Future<Output = Result<ExternalRef, ConnectorError>> + Send;
+    fn create_or_get_project(&self, spec: &ProjectSpec) -> impl Future<Output = Result<ExternalRef, ConnectorError>> + Send;
     /// Cancels a project (compensation). Cancelling a cancelled project succeeds.
-    fn cancel_project(
-        &self,
-        project_id: &str,
-        reason: &str,
-    ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    fn cancel_project(&self, project_id: &str, reason: &str) -> impl Future<Output = Result<(), ConnectorError>> + Send;
 }
 
 /// ERP connector (NetSuite / D365 / S/4HANA).
 pub trait Erp: Send + Sync {
     /// Creates the project, or returns the one that already has `spec.external_key`.
-    fn create_or_get_project(
-        &self,
-        spec: &ProjectSpec,
-    ) -> impl Future<Output = Result<ExternalRef, ConnectorError>> + Send;
+    fn create_or_get_project(&self, spec: &ProjectSpec) -> impl Future<Output = Result<ExternalRef, ConnectorError>> + Send;
     /// Creates the billing schedule on a project, or returns the one with `schedule.schedule_id`.
     fn create_or_get_billing_schedule(
         &self,
@@ -468,10 +447,7 @@ pub trait Erp: Send + Sync {
 /// CRM connector (Salesforce / Dynamics).
 pub trait Crm: Send + Sync {
     /// Writes sync-status fields onto the opportunity unless a newer version is there.
-    fn update_opportunity(
-        &self,
-        update: &CrmOpportunityUpdate,
-    ) -> impl Future<Output = Result<CrmWrite, ConnectorError>> + Send;
+    fn update_opportunity(&self, update: &CrmOpportunityUpdate) -> impl Future<Output = Result<CrmWrite, ConnectorError>> + Send;
 }
 
 /// Everything a step service needs, bundled so services stay generic over one parameter.

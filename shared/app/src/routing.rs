@@ -34,10 +34,7 @@ impl Router {
         for (i, r) in rules.iter().enumerate() {
             matcher
                 .add_pattern(i, &r.pattern.to_string())
-                .map_err(|e| RoutingError {
-                    rule: r.logical_id.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| RoutingError { rule: r.logical_id.clone(), message: e.to_string() })?;
         }
         Ok(Self { matcher, rules })
     }
@@ -47,10 +44,7 @@ impl Router {
         let mut idx = self
             .matcher
             .matches_for_event(event_json)
-            .map_err(|e| RoutingError {
-                rule: String::from("<event>"),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| RoutingError { rule: String::from("<event>"), message: e.to_string() })?;
         idx.sort_unstable();
         idx.dedup();
         Ok(idx.into_iter().filter_map(|i| self.rules.get(i)).collect())
@@ -58,10 +52,6 @@ impl Router {
 
     /// Every (rule, target) an event is delivered to.
     pub fn targets(&self, event_json: &[u8]) -> Result<Vec<(&RuleDef, &TargetDef)>, RoutingError> {
-        Ok(self
-            .matching_rules(event_json)?
-            .into_iter()
-            .flat_map(|r| r.targets.iter().map(move |t| (r, t)))
-            .collect())
+        Ok(self.matching_rules(event_json)?.into_iter().flat_map(|r| r.targets.iter().map(move |t| (r, t))).collect())
     }
 }

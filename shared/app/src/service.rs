@@ -22,17 +22,15 @@ use o2c_domain::engagement::Engagement;
 use o2c_domain::events::{BusinessEvent, Compensation, EventType, payload_hash};
 use o2c_domain::reference::ReferenceData;
 use o2c_domain::workflow::{
-    self, BillingPlan, BillingSetup, Decision, ProvisionPlan, ProvisionTrigger, Provisioning,
-    StepContext, Writeback, WritebackPlan, step,
+    self, BillingPlan, BillingSetup, Decision, ProvisionPlan, ProvisionTrigger, Provisioning, StepContext, Writeback, WritebackPlan, step,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::O2cError;
 use crate::ports::{
-    Commit, CommitOutcome, Completion, CompletionMode, ConnectorError, Crm, CrmWrite,
-    EngagementStore, Erp, EventPublisher, ExpectedVersion, IdempotencyRecord, IdempotencyStatus,
-    IdempotencyStore, Platform, Psa, ReferenceDataSource, Reservation, ReserveOutcome, StateWrite,
-    StoredResult, Versioned,
+    Commit, CommitOutcome, Completion, CompletionMode, ConnectorError, Crm, CrmWrite, EngagementStore, Erp, EventPublisher,
+    ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, Platform, Psa, ReferenceDataSource, Reservation,
+    ReserveOutcome, StateWrite, StoredResult, Versioned,
 };
 
 /// A workflow step = one Lambda function.
@@ -50,12 +48,7 @@ pub enum Step {
 
 impl Step {
     /// All steps.
-    pub const ALL: [Step; 4] = [
-        Step::Intake,
-        Step::Provision,
-        Step::BillingSetup,
-        Step::CrmWriteback,
-    ];
+    pub const ALL: [Step; 4] = [Step::Intake, Step::Provision, Step::BillingSetup, Step::CrmWriteback];
 
     /// Function / binary name.
     pub fn name(self) -> &'static str {
@@ -101,10 +94,7 @@ pub struct ServiceConfig {
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self {
-            idempotency_ttl: chrono::Duration::days(7),
-            max_conflict_retries: 8,
-        }
+        Self { idempotency_ttl: chrono::Duration::days(7), max_conflict_retries: 8 }
     }
 }
 
@@ -146,12 +136,7 @@ impl<P: Platform> StepService<P> {
 
     /// Handles one decoded event for `step`. `in_progress_until` bounds a reservation
     /// (the Lambda deadline or the queue's visibility timeout).
-    pub async fn handle(
-        &self,
-        step: Step,
-        event: &BusinessEvent,
-        in_progress_until: DateTime<Utc>,
-    ) -> Result<Handled, O2cError> {
+    pub async fn handle(&self, step: Step, event: &BusinessEvent, in_progress_until: DateTime<Utc>) -> Result<Handled, O2cError> {
         let event_type = event.event_type();
         let meta = event.meta();
         let engagement_id = event.engagement_id();
@@ -178,13 +163,20 @@ impl<P: Platform> StepService<P> {
             let run = Run { key, hash, in_progress_until, engagement_id: engagement_id.clone() };
             let handled = match (step, event) {
                 (Step::Intake, BusinessEvent::OpportunityClosedWon(ev)) => {
-                    self.run(&run, &ctx, |cur, r| Ok(Planned::<()>::Decided(workflow::decide_closed_won(cur.map(|v| &v.value), ev, r, &ctx))), |_: ()| async {
-                        Err(O2cError::Bug("intake has no side effects".into()))
-                    })
+                    self.run(
+                        &run,
+                        &ctx,
+                        |cur, r| Ok(Planned::<()>::Decided(workflow::decide_closed_won(cur.map(|v| &v.value), ev, r, &ctx))),
+                        |_: ()| async { Err(O2cError::Bug("intake has no side effects".into())) },
+                    )
                     .await
                 }
-                (Step::Provision, BusinessEvent::ContractCreated(ev)) => self.provision(&run, &ctx, ProvisionTrigger::ContractCreated(&ev.payload)).await,
-                (Step::Provision, BusinessEvent::ContractApproved(ev)) => self.provision(&run, &ctx, ProvisionTrigger::ContractApproved(&ev.payload)).await,
+                (Step::Provision, BusinessEvent::ContractCreated(ev)) => {
+                    self.provision(&run, &ctx, ProvisionTrigger::ContractCreated(&ev.payload)).await
+                }
+                (Step::Provision, BusinessEvent::ContractApproved(ev)) => {
+                    self.provision(&run, &ctx, ProvisionTrigger::ContractApproved(&ev.payload)).await
+                }
                 (Step::BillingSetup, BusinessEvent::ProjectProvisioned(ev)) => {
                     self.run(
                         &run,
@@ -222,28 +214,20 @@ impl<P: Platform> StepService<P> {
         .await
     }
 
-    async fn provision(
-        &self,
-        run: &Run,
-        ctx: &StepContext<'_>,
-        trigger: ProvisionTrigger<'_>,
-    ) -> Result<Handled, O2cError> {
+    async fn provision(&self, run: &Run, ctx: &StepContext<'_>, trigger: ProvisionTrigger<'_>) -> Result<Handled, O2cError> {
         self.run(
             run,
             ctx,
             |cur, r| {
-                Ok(
-                    match workflow::decide_provisioning(cur.map(|v| &v.value), trigger, r, ctx)? {
-                        Provisioning::Decided(d) => Planned::Decided(d),
-                        Provisioning::Execute(plan) => {
-                            // Claim only when the plan changes the stored state (a retry of our own
-                            // claim finds it already in place).
-                            let claim = (cur.map(|v| &v.value) != Some(&plan.engagement))
-                                .then(|| plan.engagement.clone());
-                            Planned::Execute { plan: *plan, claim }
-                        }
-                    },
-                )
+                Ok(match workflow::decide_provisioning(cur.map(|v| &v.value), trigger, r, ctx)? {
+                    Provisioning::Decided(d) => Planned::Decided(d),
+                    Provisioning::Execute(plan) => {
+                        // Claim only when the plan changes the stored state (a retry of our own
+                        // claim finds it already in place).
+                        let claim = (cur.map(|v| &v.value) != Some(&plan.engagement)).then(|| plan.engagement.clone());
+                        Planned::Execute { plan: *plan, claim }
+                    }
+                })
             },
             |plan: ProvisionPlan| self.execute_provisioning(plan, ctx),
         )
@@ -251,13 +235,7 @@ impl<P: Platform> StepService<P> {
     }
 
     /// The protocol (see module docs).
-    async fn run<Pl, D, X, XF>(
-        &self,
-        run: &Run,
-        ctx: &StepContext<'_>,
-        decide: D,
-        execute: X,
-    ) -> Result<Handled, O2cError>
+    async fn run<Pl, D, X, XF>(&self, run: &Run, ctx: &StepContext<'_>, decide: D, execute: X) -> Result<Handled, O2cError>
     where
         D: Fn(Option<&Versioned<Engagement>>, &ReferenceData) -> Result<Planned<Pl>, O2cError>,
         X: Fn(Pl) -> XF,
@@ -273,32 +251,18 @@ impl<P: Platform> StepService<P> {
         let mut reserved = false;
         for attempt in 0..=self.config.max_conflict_retries {
             let current = store.load(&run.engagement_id).await?;
-            let mut expected = current
-                .as_ref()
-                .map_or(ExpectedVersion::New, |v| ExpectedVersion::Is(v.version));
+            let mut expected = current.as_ref().map_or(ExpectedVersion::New, |v| ExpectedVersion::Is(v.version));
             let (decision, mode) = match decide(current.as_ref(), &reference)? {
-                Planned::Decided(d) => (
-                    d,
-                    if reserved {
-                        CompletionMode::Reserved
-                    } else {
-                        CompletionMode::Fresh
-                    },
-                ),
+                Planned::Decided(d) => (d, if reserved { CompletionMode::Reserved } else { CompletionMode::Fresh }),
                 Planned::Execute { plan, claim } => {
                     if !reserved || claim.is_some() {
                         let reservation = Reservation {
                             key: run.key.clone(),
                             payload_hash: run.hash.clone(),
                             now: ctx.now,
-                            in_progress_until: run
-                                .in_progress_until
-                                .max(ctx.now + chrono::Duration::seconds(30)),
+                            in_progress_until: run.in_progress_until.max(ctx.now + chrono::Duration::seconds(30)),
                             expires_at: ctx.now + self.config.idempotency_ttl,
-                            claim: claim.map(|engagement| StateWrite {
-                                engagement,
-                                expected,
-                            }),
+                            claim: claim.map(|engagement| StateWrite { engagement, expected }),
                         };
                         match store.reserve(reservation).await? {
                             ReserveOutcome::Reserved { claimed_version } => {
@@ -341,18 +305,12 @@ impl<P: Platform> StepService<P> {
             let action = decision.action().to_owned();
             let events = decision.events.clone();
             let commit = Commit {
-                state: decision.engagement.map(|engagement| StateWrite {
-                    engagement,
-                    expected,
-                }),
+                state: decision.engagement.map(|engagement| StateWrite { engagement, expected }),
                 audit: decision.audit,
                 completion: Completion {
                     key: run.key.clone(),
                     payload_hash: run.hash.clone(),
-                    result: StoredResult {
-                        action: action.clone(),
-                        events: events.clone(),
-                    },
+                    result: StoredResult { action: action.clone(), events: events.clone() },
                     now: ctx.now,
                     expires_at: ctx.now + self.config.idempotency_ttl,
                     mode,
@@ -361,11 +319,7 @@ impl<P: Platform> StepService<P> {
             match store.commit(commit).await? {
                 CommitOutcome::Committed { .. } => {
                     self.platform.publisher().publish(&events).await?;
-                    return Ok(Handled {
-                        action,
-                        duplicate: false,
-                        published: events.len(),
-                    });
+                    return Ok(Handled { action, duplicate: false, published: events.len() });
                 }
                 CommitOutcome::VersionConflict => {
                     debug!(attempt, "version conflict; re-deciding with fresh state");
@@ -380,11 +334,7 @@ impl<P: Platform> StepService<P> {
         }
         Err(O2cError::dependency(
             "state-store",
-            format!(
-                "engagement {} kept changing: {} version conflicts",
-                run.engagement_id,
-                self.config.max_conflict_retries + 1
-            ),
+            format!("engagement {} kept changing: {} version conflicts", run.engagement_id, self.config.max_conflict_retries + 1),
         ))
     }
 
@@ -397,35 +347,18 @@ impl<P: Platform> StepService<P> {
                 // Re-publish: at-least-once across a crash between commit and publish.
                 // Event ids are deterministic, so consumers deduplicate them.
                 self.platform.publisher().publish(&result.events).await?;
-                Ok(Handled {
-                    action: result.action,
-                    duplicate: true,
-                    published: result.events.len(),
-                })
+                Ok(Handled { action: result.action, duplicate: true, published: result.events.len() })
             }
-            _ => Err(O2cError::dependency(
-                "idempotency",
-                format!("{} is being processed by another invocation", rec.key),
-            )),
+            _ => Err(O2cError::dependency("idempotency", format!("{} is being processed by another invocation", rec.key))),
         }
     }
 
-    async fn execute_provisioning(
-        &self,
-        plan: ProvisionPlan,
-        ctx: &StepContext<'_>,
-    ) -> Result<Decision, O2cError> {
+    async fn execute_provisioning(&self, plan: ProvisionPlan, ctx: &StepContext<'_>) -> Result<Decision, O2cError> {
         let psa = match self.platform.psa().create_or_get_project(&plan.psa).await {
             Ok(r) => r,
             Err(e @ ConnectorError::Transient { .. }) => return Err(e.into()),
             Err(e) => {
-                return Ok(workflow::provisioning_failed(
-                    plan,
-                    "PSA",
-                    &e.reason(),
-                    vec![],
-                    ctx,
-                ));
+                return Ok(workflow::provisioning_failed(plan, "PSA", &e.reason(), vec![], ctx));
             }
         };
         match self.platform.erp().create_or_get_project(&plan.erp).await {
@@ -433,55 +366,26 @@ impl<P: Platform> StepService<P> {
             Err(e @ ConnectorError::Transient { .. }) => Err(e.into()),
             Err(e) => {
                 // ERP refused permanently after the PSA project exists: compensate.
-                let outcome = match self
-                    .platform
-                    .psa()
-                    .cancel_project(&psa.id, &format!("ERP refused project: {}", e.reason()))
-                    .await
-                {
+                let outcome = match self.platform.psa().cancel_project(&psa.id, &format!("ERP refused project: {}", e.reason())).await {
                     Ok(()) => "done".to_owned(),
                     Err(c @ ConnectorError::Transient { .. }) => return Err(c.into()),
                     Err(c) => format!("failed: {}", c.reason()),
                 };
-                let comp = Compensation {
-                    system: "psa".into(),
-                    action: "cancel_project".into(),
-                    object_id: psa.id,
-                    outcome,
-                };
-                Ok(workflow::provisioning_failed(
-                    plan,
-                    "ERP",
-                    &e.reason(),
-                    vec![comp],
-                    ctx,
-                ))
+                let comp = Compensation { system: "psa".into(), action: "cancel_project".into(), object_id: psa.id, outcome };
+                Ok(workflow::provisioning_failed(plan, "ERP", &e.reason(), vec![comp], ctx))
             }
         }
     }
 
-    async fn execute_billing(
-        &self,
-        plan: BillingPlan,
-        ctx: &StepContext<'_>,
-    ) -> Result<Decision, O2cError> {
-        match self
-            .platform
-            .erp()
-            .create_or_get_billing_schedule(&plan.erp_project_id, &plan.schedule)
-            .await
-        {
+    async fn execute_billing(&self, plan: BillingPlan, ctx: &StepContext<'_>) -> Result<Decision, O2cError> {
+        match self.platform.erp().create_or_get_billing_schedule(&plan.erp_project_id, &plan.schedule).await {
             Ok(r) => Ok(workflow::billing_activated(plan, r.id, ctx)),
             Err(e @ ConnectorError::Transient { .. }) => Err(e.into()),
             Err(e) => Ok(workflow::billing_setup_failed(plan, &e.reason(), ctx)),
         }
     }
 
-    async fn execute_writeback(
-        &self,
-        plan: WritebackPlan,
-        ctx: &StepContext<'_>,
-    ) -> Result<Decision, O2cError> {
+    async fn execute_writeback(&self, plan: WritebackPlan, ctx: &StepContext<'_>) -> Result<Decision, O2cError> {
         match self.platform.crm().update_opportunity(&plan.update).await {
             Ok(CrmWrite::Applied) => Ok(workflow::written_back(plan, false, ctx)),
             Ok(CrmWrite::Stale) => Ok(workflow::written_back(plan, true, ctx)),
@@ -499,7 +403,5 @@ struct Run {
 }
 
 fn mismatch(key: &str) -> O2cError {
-    O2cError::Conflict(format!(
-        "idempotency key {key} was already used for a different payload"
-    ))
+    O2cError::Conflict(format!("idempotency key {key} was already used for a different payload"))
 }

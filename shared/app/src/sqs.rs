@@ -23,7 +23,7 @@ use serde_json::Value;
 use tracing::{Instrument, error, info_span, warn};
 
 use crate::error::O2cError;
-use crate::ports::{Platform, RejectedMessage, RejectionStore};
+use crate::ports::{DeliveryFailure, Platform, RejectedMessage, RejectionStore};
 use crate::service::{Handled, Step, StepService};
 
 /// SQS attribute carrying the FIFO message group.
@@ -48,9 +48,7 @@ pub async fn handle_batch<P: Platform>(
     let mut response = SqsBatchResponse::default();
     for outcome in process_batch(svc, step, event, in_progress_until).await {
         if outcome.result.is_err() {
-            response
-                .batch_item_failures
-                .push(failure(&outcome.message_id));
+            response.batch_item_failures.push(failure(&outcome.message_id));
         }
     }
     response
@@ -71,20 +69,12 @@ pub async fn process_batch<P: Platform>(
         if let Some(g) = &group
             && stopped_groups.contains(g)
         {
-            let err = O2cError::dependency(
-                "fifo",
-                format!("an earlier message of group {g} failed; kept in order"),
-            );
-            outcomes.push(RecordOutcome {
-                message_id,
-                result: Err(err),
-            });
+            let err = O2cError::dependency("fifo", format!("an earlier message of group {g} failed; kept in order"));
+            outcomes.push(RecordOutcome { message_id, result: Err(err) });
             continue;
         }
         let span = info_span!("record", message_id = %message_id);
-        let result = handle_record(svc, step, &record, in_progress_until)
-            .instrument(span)
-            .await;
+        let result = handle_record(svc, step, &record, in_progress_until).instrument(span).await;
         if result.is_err()
             && let Some(g) = group
         {
@@ -129,8 +119,7 @@ pub async fn handle_record<P: Platform>(
         Ok(h) => Ok(Some(h)),
         Err(e) if e.is_permanent() => {
             let message_id = record.message_id.clone().unwrap_or_default();
-            let parked =
-                rejected_message(step, &message_id, body, &e, svc.platform().clock().now());
+            let parked = rejected_message(step, &message_id, body, &e, svc.platform().clock().now());
             let codes: Vec<&str> = parked.reasons.iter().map(|r| r.code.as_str()).collect();
             warn!(error_type = e.error_type(), reasons = ?codes, "message rejected; parking it");
             match svc.platform().store().park(&parked).await {
@@ -143,19 +132,24 @@ pub async fn handle_record<P: Platform>(
         }
         Err(e) => {
             warn!(error_type = e.error_type(), error = %e, "retryable failure");
+            let failure = DeliveryFailure {
+                message_id: record.message_id.clone().unwrap_or_default(),
+                step: step.name().to_owned(),
+                error_type: e.error_type().to_owned(),
+                error: e.to_string(),
+                receive_count: record.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(0),
+                at: svc.platform().clock().now(),
+            };
+            if let Err(store_err) = svc.platform().store().record_failure(&failure).await {
+                warn!(error = %store_err, "could not record the failure reason");
+            }
             Err(e)
         }
     }
 }
 
 /// Builds the parked record, reading what it can from a possibly malformed body.
-pub fn rejected_message(
-    step: Step,
-    message_id: &str,
-    body: &str,
-    error: &O2cError,
-    now: DateTime<Utc>,
-) -> RejectedMessage {
+pub fn rejected_message(step: Step, message_id: &str, body: &str, error: &O2cError, now: DateTime<Utc>) -> RejectedMessage {
     let v: Option<Value> = serde_json::from_str(body).ok();
     let s = |path: &[&str]| -> Option<String> {
         let mut cur = v.as_ref()?;
@@ -165,15 +159,9 @@ pub fn rejected_message(
         cur.as_str().map(str::to_owned)
     };
     let event_id = s(&["detail", "event_id"]);
-    let engagement_id = s(&["detail", "payload", "engagement_id"]).or_else(|| {
-        s(&["detail", "payload", "opportunity_id"])
-            .map(|o| o2c_domain::events::engagement_id_for(&o))
-    });
-    let rejection_id = format!(
-        "{}#{}",
-        step.name(),
-        event_id.clone().unwrap_or_else(|| message_id.to_owned())
-    );
+    let engagement_id = s(&["detail", "payload", "engagement_id"])
+        .or_else(|| s(&["detail", "payload", "opportunity_id"]).map(|o| o2c_domain::events::engagement_id_for(&o)));
+    let rejection_id = format!("{}#{}", step.name(), event_id.clone().unwrap_or_else(|| message_id.to_owned()));
     RejectedMessage {
         rejection_id,
         step: step.name().to_owned(),

@@ -237,28 +237,17 @@ fn sub_text(v: &Yaml) -> Option<String> {
     match untag(v) {
         (Some(tag), inner) if tag == "!Sub" => inner.as_str().map(str::to_owned),
         (None, Yaml::String(s)) => Some(s.clone()),
-        (None, inner) => get(inner, "Fn::Sub")
-            .and_then(|x| x.as_str())
-            .map(str::to_owned),
+        (None, inner) => get(inner, "Fn::Sub").and_then(|x| x.as_str()).map(str::to_owned),
         _ => None,
     }
 }
 
-fn key_defs(
-    schema: Option<&Yaml>,
-    attrs: &BTreeMap<String, String>,
-) -> (Option<KeyDef>, Option<KeyDef>) {
+fn key_defs(schema: Option<&Yaml>, attrs: &BTreeMap<String, String>) -> (Option<KeyDef>, Option<KeyDef>) {
     let mut hash = None;
     let mut range = None;
     for k in schema.and_then(|s| s.as_sequence()).into_iter().flatten() {
-        let name = get(k, "AttributeName")
-            .and_then(|x| x.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        let def = KeyDef {
-            attribute_type: attrs.get(&name).cloned().unwrap_or_else(|| "S".into()),
-            name,
-        };
+        let name = get(k, "AttributeName").and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+        let def = KeyDef { attribute_type: attrs.get(&name).cloned().unwrap_or_else(|| "S".into()), name };
         match get(k, "KeyType").and_then(|x| x.as_str()) {
             Some("HASH") => hash = Some(def),
             Some("RANGE") => range = Some(def),
@@ -270,18 +259,15 @@ fn key_defs(
 
 /// YAML → JSON for event patterns (patterns contain no intrinsics).
 fn to_json(v: &Yaml) -> Result<serde_json::Value, String> {
-    serde_json::to_value(untag(v).1)
-        .map_err(|e| format!("event pattern is not plain JSON data: {e}"))
+    serde_json::to_value(untag(v).1).map_err(|e| format!("event pattern is not plain JSON data: {e}"))
 }
 
 impl Topology {
     /// Parses a SAM / CloudFormation template.
     pub fn from_sam_yaml(text: &str) -> Result<Self, TopologyError> {
-        let doc: Yaml = serde_yaml_ng::from_str(text)
-            .map_err(|e| TopologyError(vec![format!("not valid YAML: {e}")]))?;
-        let resources = get(&doc, "Resources")
-            .and_then(|r| r.as_mapping())
-            .ok_or_else(|| TopologyError(vec!["no Resources section".into()]))?;
+        let doc: Yaml = serde_yaml_ng::from_str(text).map_err(|e| TopologyError(vec![format!("not valid YAML: {e}")]))?;
+        let resources =
+            get(&doc, "Resources").and_then(|r| r.as_mapping()).ok_or_else(|| TopologyError(vec!["no Resources section".into()]))?;
         let mut errs = Vec::new();
         let mut bus = None;
         let mut bus_name = None;
@@ -291,40 +277,26 @@ impl Topology {
         let mut rules = Vec::new();
         let mut queues = BTreeMap::new();
         let mut functions = Vec::new();
-        let globals_timeout = get(&doc, "Globals")
-            .and_then(|g| get(g, "Function"))
-            .and_then(|f| as_u32(get(f, "Timeout")));
+        let globals_timeout = get(&doc, "Globals").and_then(|g| get(g, "Function")).and_then(|f| as_u32(get(f, "Timeout")));
 
         for (k, res) in resources {
             let Some(id) = k.as_str() else { continue };
-            let ty = get(res, "Type")
-                .and_then(|t| t.as_str())
-                .unwrap_or_default();
+            let ty = get(res, "Type").and_then(|t| t.as_str()).unwrap_or_default();
             let props = get(res, "Properties");
             match ty {
                 "AWS::Events::EventBus" => {
                     bus = Some(id.to_owned());
                     bus_name = props.and_then(|p| get(p, "Name")).and_then(sub_text);
                 }
-                "AWS::Events::Archive" => {
-                    archive_name = props.and_then(|p| get(p, "ArchiveName")).and_then(sub_text)
-                }
+                "AWS::Events::Archive" => archive_name = props.and_then(|p| get(p, "ArchiveName")).and_then(sub_text),
                 "AWS::Pipes::Pipe" => {
                     let Some(p) = props else { continue };
-                    let (Some(source), Some(target)) = (
-                        get(p, "Source").and_then(reference),
-                        get(p, "Target").and_then(reference),
-                    ) else {
-                        errs.push(format!(
-                            "{id}: pipe Source and Target must be !GetAtt <Queue>.Arn"
-                        ));
+                    let (Some(source), Some(target)) = (get(p, "Source").and_then(reference), get(p, "Target").and_then(reference)) else {
+                        errs.push(format!("{id}: pipe Source and Target must be !GetAtt <Queue>.Arn"));
                         continue;
                     };
-                    let sqs_target =
-                        get(p, "TargetParameters").and_then(|t| get(t, "SqsQueueParameters"));
-                    if let Some(t) = get(p, "TargetParameters")
-                        .and_then(|t| get(t, "InputTemplate"))
-                        .and_then(|t| t.as_str())
+                    let sqs_target = get(p, "TargetParameters").and_then(|t| get(t, "SqsQueueParameters"));
+                    if let Some(t) = get(p, "TargetParameters").and_then(|t| get(t, "InputTemplate")).and_then(|t| t.as_str())
                         && t != "<$.body>"
                     {
                         errs.push(format!("{id}: only InputTemplate `<$.body>` (forward the message body) is supported"));
@@ -334,15 +306,10 @@ impl Topology {
                         source,
                         target,
                         batch_size: as_u32(
-                            get(p, "SourceParameters")
-                                .and_then(|s| get(s, "SqsQueueParameters"))
-                                .and_then(|s| get(s, "BatchSize")),
+                            get(p, "SourceParameters").and_then(|s| get(s, "SqsQueueParameters")).and_then(|s| get(s, "BatchSize")),
                         )
                         .unwrap_or(10),
-                        message_group_path: sqs_target
-                            .and_then(|t| get(t, "MessageGroupId"))
-                            .and_then(|x| x.as_str())
-                            .map(str::to_owned),
+                        message_group_path: sqs_target.and_then(|t| get(t, "MessageGroupId")).and_then(|x| x.as_str()).map(str::to_owned),
                         deduplication_path: sqs_target
                             .and_then(|t| get(t, "MessageDeduplicationId"))
                             .and_then(|x| x.as_str())
@@ -356,10 +323,7 @@ impl Topology {
                         .into_iter()
                         .flatten()
                         .filter_map(|a| {
-                            Some((
-                                get(a, "AttributeName")?.as_str()?.to_owned(),
-                                get(a, "AttributeType")?.as_str()?.to_owned(),
-                            ))
+                            Some((get(a, "AttributeName")?.as_str()?.to_owned(), get(a, "AttributeType")?.as_str()?.to_owned()))
                         })
                         .collect();
                     let (hash, range) = key_defs(get(p, "KeySchema"), &attrs);
@@ -368,19 +332,12 @@ impl Topology {
                         continue;
                     };
                     let mut indexes = Vec::new();
-                    for g in get(p, "GlobalSecondaryIndexes")
-                        .and_then(|g| g.as_sequence())
-                        .into_iter()
-                        .flatten()
-                    {
+                    for g in get(p, "GlobalSecondaryIndexes").and_then(|g| g.as_sequence()).into_iter().flatten() {
                         let (h, r) = key_defs(get(g, "KeySchema"), &attrs);
                         let Some(h) = h else { continue };
                         let projection = get(g, "Projection");
                         indexes.push(IndexDef {
-                            name: get(g, "IndexName")
-                                .and_then(|x| x.as_str())
-                                .unwrap_or_default()
-                                .to_owned(),
+                            name: get(g, "IndexName").and_then(|x| x.as_str()).unwrap_or_default().to_owned(),
                             hash: h,
                             range: r,
                             projection: projection
@@ -391,11 +348,7 @@ impl Topology {
                             non_key_attributes: projection
                                 .and_then(|x| get(x, "NonKeyAttributes"))
                                 .and_then(|x| x.as_sequence())
-                                .map(|s| {
-                                    s.iter()
-                                        .filter_map(|x| x.as_str().map(str::to_owned))
-                                        .collect()
-                                })
+                                .map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
                                 .unwrap_or_default(),
                         });
                     }
@@ -440,14 +393,8 @@ impl Topology {
                             logical_id: id.to_owned(),
                             name: p.and_then(|p| get(p, "QueueName")).and_then(sub_text),
                             fifo: as_bool(p.and_then(|p| get(p, "FifoQueue"))),
-                            visibility_timeout_secs: as_u32(
-                                p.and_then(|p| get(p, "VisibilityTimeout")),
-                            )
-                            .unwrap_or(30),
-                            retention_secs: as_u32(
-                                p.and_then(|p| get(p, "MessageRetentionPeriod")),
-                            )
-                            .unwrap_or(345_600),
+                            visibility_timeout_secs: as_u32(p.and_then(|p| get(p, "VisibilityTimeout"))).unwrap_or(30),
+                            retention_secs: as_u32(p.and_then(|p| get(p, "MessageRetentionPeriod"))).unwrap_or(345_600),
                             redrive,
                         },
                     );
@@ -469,15 +416,8 @@ impl Topology {
                         }
                     };
                     let mut targets = Vec::new();
-                    for t in get(p, "Targets")
-                        .and_then(|t| t.as_sequence())
-                        .into_iter()
-                        .flatten()
-                    {
-                        let tid = get(t, "Id")
-                            .and_then(|x| x.as_str())
-                            .unwrap_or_default()
-                            .to_owned();
+                    for t in get(p, "Targets").and_then(|t| t.as_sequence()).into_iter().flatten() {
+                        let tid = get(t, "Id").and_then(|x| x.as_str()).unwrap_or_default().to_owned();
                         match get(t, "Arn").and_then(reference) {
                             Some(queue) => targets.push(TargetDef {
                                 id: tid,
@@ -487,16 +427,10 @@ impl Topology {
                                     .and_then(|m| m.as_str())
                                     .map(str::to_owned),
                             }),
-                            None => errs.push(format!(
-                                "{id}: target `{tid}` Arn must be !GetAtt <Queue>.Arn"
-                            )),
+                            None => errs.push(format!("{id}: target `{tid}` Arn must be !GetAtt <Queue>.Arn")),
                         }
                     }
-                    rules.push(RuleDef {
-                        logical_id: id.to_owned(),
-                        pattern,
-                        targets,
-                    });
+                    rules.push(RuleDef { logical_id: id.to_owned(), pattern, targets });
                 }
                 "AWS::Serverless::Function" => {
                     let binary = get(res, "Metadata")
@@ -505,17 +439,11 @@ impl Topology {
                         .and_then(|b| b.as_str())
                         .map(str::to_owned);
                     let Some(binary) = binary else {
-                        errs.push(format!(
-                            "{id}: Metadata.BuildProperties.Binary is required (cargo-lambda)"
-                        ));
+                        errs.push(format!("{id}: Metadata.BuildProperties.Binary is required (cargo-lambda)"));
                         continue;
                     };
-                    let timeout = as_u32(props.and_then(|p| get(p, "Timeout")))
-                        .or(globals_timeout)
-                        .unwrap_or(3);
-                    let events = props
-                        .and_then(|p| get(p, "Events"))
-                        .and_then(|e| e.as_mapping());
+                    let timeout = as_u32(props.and_then(|p| get(p, "Timeout"))).or(globals_timeout).unwrap_or(3);
+                    let events = props.and_then(|p| get(p, "Events")).and_then(|e| e.as_mapping());
                     for (_, ev) in events.into_iter().flatten() {
                         if get(ev, "Type").and_then(|t| t.as_str()) != Some("SQS") {
                             continue;
@@ -529,17 +457,13 @@ impl Topology {
                         };
                         let report = get(ep, "FunctionResponseTypes")
                             .and_then(|f| f.as_sequence())
-                            .is_some_and(|s| {
-                                s.iter()
-                                    .any(|x| x.as_str() == Some("ReportBatchItemFailures"))
-                            });
+                            .is_some_and(|s| s.iter().any(|x| x.as_str() == Some("ReportBatchItemFailures")));
                         functions.push(FunctionDef {
                             logical_id: id.to_owned(),
                             binary: binary.clone(),
                             queue,
                             batch_size: as_u32(get(ep, "BatchSize")).unwrap_or(10),
-                            max_concurrency: get(ep, "ScalingConfig")
-                                .and_then(|s| as_u32(get(s, "MaximumConcurrency"))),
+                            max_concurrency: get(ep, "ScalingConfig").and_then(|s| as_u32(get(s, "MaximumConcurrency"))),
                             report_batch_item_failures: report,
                             timeout_secs: timeout,
                         });
@@ -552,22 +476,9 @@ impl Topology {
             errs.push("no AWS::Events::EventBus".into());
             return Err(TopologyError(errs));
         };
-        let topo = Topology {
-            bus,
-            bus_name,
-            archive_name,
-            pipes,
-            tables,
-            rules,
-            queues,
-            functions,
-        };
+        let topo = Topology { bus, bus_name, archive_name, pipes, tables, rules, queues, functions };
         errs.extend(topo.check());
-        if errs.is_empty() {
-            Ok(topo)
-        } else {
-            Err(TopologyError(errs))
-        }
+        if errs.is_empty() { Ok(topo) } else { Err(TopologyError(errs)) }
     }
 
     /// Structural checks: every reference resolves, every function queue has a DLQ and
@@ -577,24 +488,17 @@ impl Topology {
         for r in &self.rules {
             for t in &r.targets {
                 if !self.queues.contains_key(&t.queue) {
-                    errs.push(format!(
-                        "{}: target queue {} is not declared",
-                        r.logical_id, t.queue
-                    ));
+                    errs.push(format!("{}: target queue {} is not declared", r.logical_id, t.queue));
                 }
             }
         }
         for q in self.queues.values() {
             if let Some(rd) = &q.redrive {
                 match self.queues.get(&rd.dead_letter_queue) {
-                    None => errs.push(format!(
-                        "{}: DLQ {} is not declared",
-                        q.logical_id, rd.dead_letter_queue
-                    )),
-                    Some(d) if d.fifo != q.fifo => errs.push(format!(
-                        "{}: DLQ {} must have the same FIFO type",
-                        q.logical_id, d.logical_id
-                    )),
+                    None => errs.push(format!("{}: DLQ {} is not declared", q.logical_id, rd.dead_letter_queue)),
+                    Some(d) if d.fifo != q.fifo => {
+                        errs.push(format!("{}: DLQ {} must have the same FIFO type", q.logical_id, d.logical_id))
+                    }
                     _ => {}
                 }
             }
@@ -603,42 +507,28 @@ impl Topology {
             match (self.queues.get(&p.source), self.queues.get(&p.target)) {
                 (Some(_), Some(t)) => {
                     if t.fifo && p.message_group_path.is_none() {
-                        errs.push(format!("{}: FIFO target {} needs TargetParameters.SqsQueueParameters.MessageGroupId", p.logical_id, t.logical_id));
+                        errs.push(format!(
+                            "{}: FIFO target {} needs TargetParameters.SqsQueueParameters.MessageGroupId",
+                            p.logical_id, t.logical_id
+                        ));
                     }
                 }
-                _ => errs.push(format!(
-                    "{}: pipe source {} or target {} is not declared",
-                    p.logical_id, p.source, p.target
-                )),
+                _ => errs.push(format!("{}: pipe source {} or target {} is not declared", p.logical_id, p.source, p.target)),
             }
         }
         for q in self.queues.values() {
-            let consumers = self
-                .functions
-                .iter()
-                .filter(|f| f.queue == q.logical_id)
-                .count()
-                + self
-                    .pipes
-                    .iter()
-                    .filter(|p| p.source == q.logical_id)
-                    .count();
+            let consumers = self.functions.iter().filter(|f| f.queue == q.logical_id).count()
+                + self.pipes.iter().filter(|p| p.source == q.logical_id).count();
             if consumers > 1 {
                 errs.push(format!("{}: consumed by {consumers} functions or pipes (each message would reach only one)", q.logical_id));
             }
         }
         for f in &self.functions {
             match self.queues.get(&f.queue) {
-                None => errs.push(format!(
-                    "{}: source queue {} is not declared",
-                    f.logical_id, f.queue
-                )),
+                None => errs.push(format!("{}: source queue {} is not declared", f.logical_id, f.queue)),
                 Some(q) => {
                     if q.redrive.is_none() {
-                        errs.push(format!(
-                            "{}: source queue {} has no dead-letter queue",
-                            f.logical_id, q.logical_id
-                        ));
+                        errs.push(format!("{}: source queue {} has no dead-letter queue", f.logical_id, q.logical_id));
                     }
                     // AWS guidance: visibility timeout ≥ 6 × function timeout for SQS sources.
                     if q.visibility_timeout_secs < f.timeout_secs.saturating_mul(6) {
@@ -655,10 +545,7 @@ impl Topology {
             if let Some(c) = f.max_concurrency
                 && !(2..=1000).contains(&c)
             {
-                errs.push(format!(
-                    "{}: MaximumConcurrency must be 2..=1000",
-                    f.logical_id
-                ));
+                errs.push(format!("{}: MaximumConcurrency must be 2..=1000", f.logical_id));
             }
         }
         errs
@@ -666,10 +553,7 @@ impl Topology {
 
     /// Resolves a name template for `stage` (`${Stage}`, `${AWS::Region}` and `${AWS::AccountId}`).
     pub fn resolve(template: &str, stage: &str, region: &str, account: &str) -> String {
-        template
-            .replace("${Stage}", stage)
-            .replace("${AWS::Region}", region)
-            .replace("${AWS::AccountId}", account)
+        template.replace("${Stage}", stage).replace("${AWS::Region}", region).replace("${AWS::AccountId}", account)
     }
 
     /// Physical name of a queue for `stage` (the logical id when the template names none).
@@ -677,17 +561,12 @@ impl Topology {
         self.queues
             .get(logical_id)
             .and_then(|q| q.name.as_deref())
-            .map_or_else(
-                || logical_id.to_owned(),
-                |n| Self::resolve(n, stage, "", ""),
-            )
+            .map_or_else(|| logical_id.to_owned(), |n| Self::resolve(n, stage, "", ""))
     }
 
     /// Physical name of the bus for `stage`.
     pub fn bus_name(&self, stage: &str) -> String {
-        self.bus_name
-            .as_deref()
-            .map_or_else(|| self.bus.clone(), |n| Self::resolve(n, stage, "", ""))
+        self.bus_name.as_deref().map_or_else(|| self.bus.clone(), |n| Self::resolve(n, stage, "", ""))
     }
 
     /// Physical name of a table for `stage`.
@@ -695,10 +574,7 @@ impl Topology {
         self.tables
             .get(logical_id)
             .and_then(|t| t.name.as_deref())
-            .map_or_else(
-                || logical_id.to_owned(),
-                |n| Self::resolve(n, stage, "", ""),
-            )
+            .map_or_else(|| logical_id.to_owned(), |n| Self::resolve(n, stage, "", ""))
     }
 
     /// The function a message in `queue` ends up at, following pipes.
@@ -725,11 +601,7 @@ impl Topology {
 
     /// The source queue whose redrive policy names `dlq`.
     pub fn source_of_dlq(&self, dlq: &str) -> Option<&QueueDef> {
-        self.queues.values().find(|q| {
-            q.redrive
-                .as_ref()
-                .is_some_and(|r| r.dead_letter_queue == dlq)
-        })
+        self.queues.values().find(|q| q.redrive.as_ref().is_some_and(|r| r.dead_letter_queue == dlq))
     }
 
     /// True when `queue` is some queue's DLQ.

@@ -16,12 +16,8 @@ fn event(source: &str, detail_type: &str, detail: serde_json::Value) -> Vec<u8> 
 }
 
 fn steps_for(router: &Router, topo: &Topology, ev: &[u8]) -> Vec<String> {
-    let mut out: Vec<String> = router
-        .targets(ev)
-        .unwrap()
-        .into_iter()
-        .filter_map(|(_, t)| topo.consumer_function(&t.queue).map(|f| f.binary.clone()))
-        .collect();
+    let mut out: Vec<String> =
+        router.targets(ev).unwrap().into_iter().filter_map(|(_, t)| topo.consumer_function(&t.queue).map(|f| f.binary.clone())).collect();
     out.sort();
     out
 }
@@ -31,11 +27,7 @@ fn when_template_is_parsed_should_bind_every_step_to_a_queue_with_dlq() {
     let topo = Topology::from_sam_yaml(TEMPLATE).unwrap();
     assert_eq!(topo.bus, "EventBus");
     for step in Step::ALL {
-        let f = topo
-            .functions
-            .iter()
-            .find(|f| f.binary == step.name())
-            .unwrap_or_else(|| panic!("no function for {}", step.name()));
+        let f = topo.functions.iter().find(|f| f.binary == step.name()).unwrap_or_else(|| panic!("no function for {}", step.name()));
         let q = &topo.queues[&f.queue];
         let rd = q.redrive.as_ref().expect("dlq");
         assert!(rd.max_receive_count >= 3);
@@ -49,19 +41,10 @@ fn when_each_event_type_is_published_should_reach_exactly_its_consumers() {
     let topo = Topology::from_sam_yaml(TEMPLATE).unwrap();
     let router = Router::new(&topo).unwrap();
     for t in EventType::ALL {
-        let mut expected: Vec<String> = Step::ALL
-            .iter()
-            .filter(|s| s.consumes().contains(t))
-            .map(|s| s.name().to_owned())
-            .collect();
+        let mut expected: Vec<String> = Step::ALL.iter().filter(|s| s.consumes().contains(t)).map(|s| s.name().to_owned()).collect();
         expected.sort();
         let detail = serde_json::json!({"payload": {"kind": "provisioning_failed"}});
-        assert_eq!(
-            steps_for(&router, &topo, &event(t.source(), t.detail_type(), detail)),
-            expected,
-            "routing of {}",
-            t.detail_type()
-        );
+        assert_eq!(steps_for(&router, &topo, &event(t.source(), t.detail_type(), detail)), expected, "routing of {}", t.detail_type());
     }
 }
 
@@ -70,51 +53,17 @@ fn when_template_declares_tables_and_pipes_should_expose_names_keys_and_paths() 
     let topo = Topology::from_sam_yaml(TEMPLATE).unwrap();
     assert_eq!(topo.bus_name("prod"), "o2c-prod");
     assert_eq!(topo.table_name("StateTable", "prod"), "o2c-prod-state");
-    assert_eq!(
-        topo.queue_name("CrmWritebackQueue", "dev"),
-        "o2c-dev-crm-writeback.fifo"
-    );
+    assert_eq!(topo.queue_name("CrmWritebackQueue", "dev"), "o2c-dev-crm-writeback.fifo");
     let state = &topo.tables["StateTable"];
-    assert_eq!(
-        (
-            state.hash.name.as_str(),
-            state.range.as_ref().unwrap().name.as_str()
-        ),
-        ("PK", "SK")
-    );
-    assert_eq!(
-        state
-            .indexes
-            .iter()
-            .map(|i| i.name.as_str())
-            .collect::<Vec<_>>(),
-        vec!["GSI1", "GSI2"]
-    );
-    assert_eq!(
-        topo.tables["IdempotencyTable"].ttl_attribute.as_deref(),
-        Some("expiration")
-    );
-    let pipe = topo
-        .pipe_for_queue("CrmWritebackInboxQueue")
-        .expect("write-back pipe");
+    assert_eq!((state.hash.name.as_str(), state.range.as_ref().unwrap().name.as_str()), ("PK", "SK"));
+    assert_eq!(state.indexes.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), vec!["GSI1", "GSI2"]);
+    assert_eq!(topo.tables["IdempotencyTable"].ttl_attribute.as_deref(), Some("expiration"));
+    let pipe = topo.pipe_for_queue("CrmWritebackInboxQueue").expect("write-back pipe");
     assert!(topo.queues[&pipe.target].fifo);
-    let body =
-        serde_json::json!({"detail": {"event_id": "e-1", "payload": {"engagement_id": "ENG-1"}}});
-    assert_eq!(
-        o2c_app::topology::PipeDef::eval(pipe.message_group_path.as_deref().unwrap(), &body)
-            .as_deref(),
-        Some("ENG-1")
-    );
-    assert_eq!(
-        o2c_app::topology::PipeDef::eval(pipe.deduplication_path.as_deref().unwrap(), &body)
-            .as_deref(),
-        Some("e-1")
-    );
-    assert_eq!(
-        topo.consumer_function("CrmWritebackInboxQueue")
-            .map(|f| f.binary.as_str()),
-        Some("crm-writeback")
-    );
+    let body = serde_json::json!({"detail": {"event_id": "e-1", "payload": {"engagement_id": "ENG-1"}}});
+    assert_eq!(o2c_app::topology::PipeDef::eval(pipe.message_group_path.as_deref().unwrap(), &body).as_deref(), Some("ENG-1"));
+    assert_eq!(o2c_app::topology::PipeDef::eval(pipe.deduplication_path.as_deref().unwrap(), &body).as_deref(), Some("e-1"));
+    assert_eq!(topo.consumer_function("CrmWritebackInboxQueue").map(|f| f.binary.as_str()), Some("crm-writeback"));
 }
 
 #[test]
@@ -122,43 +71,18 @@ fn when_source_is_spoofed_should_not_route() {
     let topo = Topology::from_sam_yaml(TEMPLATE).unwrap();
     let router = Router::new(&topo).unwrap();
     // A CRM may not claim to have created a contract.
-    assert!(
-        steps_for(
-            &router,
-            &topo,
-            &event("o2c.crm", "ContractCreated", serde_json::json!({}))
-        )
-        .is_empty()
-    );
-    assert!(
-        steps_for(
-            &router,
-            &topo,
-            &event("o2c.crm", "opportunityclosedwon", serde_json::json!({}))
-        )
-        .is_empty()
-    );
+    assert!(steps_for(&router, &topo, &event("o2c.crm", "ContractCreated", serde_json::json!({}))).is_empty());
+    assert!(steps_for(&router, &topo, &event("o2c.crm", "opportunityclosedwon", serde_json::json!({}))).is_empty());
 }
 
 #[test]
 fn when_writeback_failure_is_raised_should_not_loop_back_into_writeback() {
     let topo = Topology::from_sam_yaml(TEMPLATE).unwrap();
     let router = Router::new(&topo).unwrap();
-    let crm_failed = event(
-        "o2c.exceptions",
-        "ExceptionRaised",
-        serde_json::json!({"payload": {"kind": "crm_writeback_failed"}}),
-    );
+    let crm_failed = event("o2c.exceptions", "ExceptionRaised", serde_json::json!({"payload": {"kind": "crm_writeback_failed"}}));
     assert!(steps_for(&router, &topo, &crm_failed).is_empty());
-    let prov_failed = event(
-        "o2c.exceptions",
-        "ExceptionRaised",
-        serde_json::json!({"payload": {"kind": "provisioning_failed"}}),
-    );
-    assert_eq!(
-        steps_for(&router, &topo, &prov_failed),
-        vec!["crm-writeback"]
-    );
+    let prov_failed = event("o2c.exceptions", "ExceptionRaised", serde_json::json!({"payload": {"kind": "provisioning_failed"}}));
+    assert_eq!(steps_for(&router, &topo, &prov_failed), vec!["crm-writeback"]);
 }
 
 #[test]
@@ -188,49 +112,15 @@ fn when_pattern_uses_eventbridge_operators_should_match_like_eventbridge() {
     let rule = |id: &str, p: serde_json::Value| RuleDef {
         logical_id: id.into(),
         pattern: p,
-        targets: vec![TargetDef {
-            id: "t".into(),
-            queue: "Q".into(),
-            message_group_id: None,
-        }],
+        targets: vec![TargetDef { id: "t".into(), queue: "Q".into(), message_group_id: None }],
     };
     let router = Router::from_rules(vec![
-        rule(
-            "prefix",
-            serde_json::json!({"source": [{"prefix": "o2c."}]}),
-        ),
-        rule(
-            "numeric",
-            serde_json::json!({"detail": {"payload": {"revision": [{"numeric": [">", 2]}]}}}),
-        ),
-        rule(
-            "exists",
-            serde_json::json!({"detail": {"payload": {"customer_po": [{"exists": false}]}}}),
-        ),
+        rule("prefix", serde_json::json!({"source": [{"prefix": "o2c."}]})),
+        rule("numeric", serde_json::json!({"detail": {"payload": {"revision": [{"numeric": [">", 2]}]}}})),
+        rule("exists", serde_json::json!({"detail": {"payload": {"customer_po": [{"exists": false}]}}})),
     ])
     .unwrap();
-    let ids = |ev: Vec<u8>| -> Vec<String> {
-        router
-            .matching_rules(&ev)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.logical_id.clone())
-            .collect()
-    };
-    assert_eq!(
-        ids(event(
-            "o2c.crm",
-            "X",
-            serde_json::json!({"payload": {"revision": 3}})
-        )),
-        vec!["prefix", "numeric", "exists"]
-    );
-    assert_eq!(
-        ids(event(
-            "erp",
-            "X",
-            serde_json::json!({"payload": {"revision": 1, "customer_po": "PO"}})
-        )),
-        Vec::<String>::new()
-    );
+    let ids = |ev: Vec<u8>| -> Vec<String> { router.matching_rules(&ev).unwrap().into_iter().map(|r| r.logical_id.clone()).collect() };
+    assert_eq!(ids(event("o2c.crm", "X", serde_json::json!({"payload": {"revision": 3}}))), vec!["prefix", "numeric", "exists"]);
+    assert_eq!(ids(event("erp", "X", serde_json::json!({"payload": {"revision": 1, "customer_po": "PO"}}))), Vec::<String>::new());
 }

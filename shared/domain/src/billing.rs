@@ -12,9 +12,7 @@ use chrono::{Datelike, Days, Months, NaiveDate};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::model::{
-    BillingItem, BillingModel, BillingSchedule, Contract, Frequency, Milestone, RoleRate,
-};
+use crate::model::{BillingItem, BillingModel, BillingSchedule, Contract, Frequency, Milestone, RoleRate};
 use crate::money::{Money, MoneyError, sum};
 use crate::reference::ProjectTemplate;
 
@@ -36,37 +34,20 @@ pub enum BillingError {
 }
 
 /// The due date of a phase ending at `fraction` of the project.
-fn phase_end(
-    start: NaiveDate,
-    end: NaiveDate,
-    fraction: Decimal,
-) -> Result<NaiveDate, BillingError> {
+fn phase_end(start: NaiveDate, end: NaiveDate, fraction: Decimal) -> Result<NaiveDate, BillingError> {
     let days = (end - start).num_days();
     let offset = (Decimal::from(days) * fraction)
         .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
         .to_u64()
         .ok_or_else(|| BillingError::Date("milestone date".into()))?;
-    start
-        .checked_add_days(Days::new(offset))
-        .ok_or_else(|| BillingError::Date("milestone date".into()))
+    start.checked_add_days(Days::new(offset)).ok_or_else(|| BillingError::Date("milestone date".into()))
 }
 
 /// Milestones for every milestone-billed line of `contract`, from `template`'s phases.
-pub fn derive_milestones(
-    contract: &Contract,
-    template: &ProjectTemplate,
-) -> Result<Vec<Milestone>, BillingError> {
-    let weights: Vec<Decimal> = template
-        .phases
-        .iter()
-        .map(|p| p.milestone_weight_pct)
-        .collect();
+pub fn derive_milestones(contract: &Contract, template: &ProjectTemplate) -> Result<Vec<Milestone>, BillingError> {
+    let weights: Vec<Decimal> = template.phases.iter().map(|p| p.milestone_weight_pct).collect();
     let mut out = Vec::new();
-    for line in contract
-        .lines
-        .iter()
-        .filter(|l| l.billing_model == BillingModel::Milestone)
-    {
+    for line in contract.lines.iter().filter(|l| l.billing_model == BillingModel::Milestone) {
         let parts = line.value.allocate(&weights)?;
         for (phase, amount) in template.phases.iter().zip(parts) {
             out.push(Milestone {
@@ -74,11 +55,7 @@ pub fn derive_milestones(
                 line_id: line.line_id.clone(),
                 phase_code: phase.code.clone(),
                 name: format!("{} — {}", phase.name, line.description),
-                due_date: phase_end(
-                    contract.start_date,
-                    contract.end_date,
-                    phase.ends_at_fraction,
-                )?,
+                due_date: phase_end(contract.start_date, contract.end_date, phase.ends_at_fraction)?,
                 amount,
             });
         }
@@ -92,10 +69,7 @@ fn last_day_of_month(d: NaiveDate) -> Option<NaiveDate> {
 }
 
 /// Derives the billing schedule for `contract` (see module docs for the rules).
-pub fn derive_schedule(
-    contract: &Contract,
-    milestones: &[Milestone],
-) -> Result<BillingSchedule, BillingError> {
+pub fn derive_schedule(contract: &Contract, milestones: &[Milestone]) -> Result<BillingSchedule, BillingError> {
     let cur = contract.currency;
     let mut items = Vec::new();
     for line in &contract.lines {
@@ -134,18 +108,10 @@ pub fn derive_schedule(
                 items.push(BillingItem::TimeAndMaterials {
                     item_id: format!("{}-TM", line.line_id),
                     line_id: line.line_id.clone(),
-                    rates: line
-                        .roles
-                        .iter()
-                        .map(|r| RoleRate {
-                            role: r.role.clone(),
-                            hourly_rate: r.hourly_rate,
-                        })
-                        .collect(),
+                    rates: line.roles.iter().map(|r| RoleRate { role: r.role.clone(), hourly_rate: r.hourly_rate }).collect(),
                     not_to_exceed: line.value,
                     frequency: Frequency::Monthly,
-                    first_bill_date: last_day_of_month(contract.start_date)
-                        .ok_or_else(|| BillingError::Date("first T&M run".into()))?,
+                    first_bill_date: last_day_of_month(contract.start_date).ok_or_else(|| BillingError::Date("first T&M run".into()))?,
                 });
             }
         }
@@ -153,16 +119,12 @@ pub fn derive_schedule(
     items.sort_by_key(|i| match i {
         BillingItem::Milestone { planned_date, .. } => *planned_date,
         BillingItem::Installment { bill_date, .. } => *bill_date,
-        BillingItem::TimeAndMaterials {
-            first_bill_date, ..
-        } => *first_bill_date,
+        BillingItem::TimeAndMaterials { first_bill_date, .. } => *first_bill_date,
     });
     let fixed_total = sum(
         cur,
         items.iter().filter_map(|i| match i {
-            BillingItem::Milestone { amount, .. } | BillingItem::Installment { amount, .. } => {
-                Some(*amount)
-            }
+            BillingItem::Milestone { amount, .. } | BillingItem::Installment { amount, .. } => Some(*amount),
             BillingItem::TimeAndMaterials { .. } => None,
         }),
     )?;
@@ -186,12 +148,5 @@ pub fn derive_schedule(
 /// The contract's fixed-value total (milestone + fixed-fee lines) — what the schedule's
 /// fixed items must add up to.
 pub fn fixed_contract_value(contract: &Contract) -> Result<Money, MoneyError> {
-    sum(
-        contract.currency,
-        contract
-            .lines
-            .iter()
-            .filter(|l| l.billing_model != BillingModel::TimeAndMaterials)
-            .map(|l| l.value),
-    )
+    sum(contract.currency, contract.lines.iter().filter(|l| l.billing_model != BillingModel::TimeAndMaterials).map(|l| l.value))
 }

@@ -51,10 +51,7 @@ impl EngagementStatus {
     /// True once provisioning has started: the contract is frozen and changes need a
     /// change order.
     pub fn is_provisioned(self) -> bool {
-        matches!(
-            self,
-            Self::Provisioning | Self::Provisioned | Self::Active | Self::BillingSetupFailed
-        )
+        matches!(self, Self::Provisioning | Self::Provisioned | Self::Active | Self::BillingSetupFailed)
     }
 
     /// Every status, for operator filters.
@@ -228,12 +225,7 @@ pub struct Engagement {
 
 impl Engagement {
     /// A fresh engagement for an opportunity.
-    pub fn new(
-        engagement_id: String,
-        opportunity_id: String,
-        correlation_id: String,
-        now: DateTime<Utc>,
-    ) -> Self {
+    pub fn new(engagement_id: String, opportunity_id: String, correlation_id: String, now: DateTime<Utc>) -> Self {
         Self {
             engagement_id,
             opportunity_id,
@@ -265,11 +257,7 @@ impl Engagement {
 
     /// Adds an exception unless one with the same id exists (re-processing is idempotent).
     pub fn raise(&mut self, exception: EngagementException) -> bool {
-        if self
-            .exceptions
-            .iter()
-            .any(|e| e.exception_id == exception.exception_id)
-        {
+        if self.exceptions.iter().any(|e| e.exception_id == exception.exception_id) {
             return false;
         }
         self.exceptions.push(exception);

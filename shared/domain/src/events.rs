@@ -48,13 +48,8 @@ impl<P: Serialize> Envelope<P> {
         match &self.idempotency_key {
             Some(k) if !k.trim().is_empty() => k.clone(),
             _ => {
-                let payload =
-                    serde_json::to_value(&self.payload).unwrap_or(serde_json::Value::Null);
-                format!(
-                    "derived:{}:{}",
-                    event_type.detail_type(),
-                    payload_hash(event_type, &payload)
-                )
+                let payload = serde_json::to_value(&self.payload).unwrap_or(serde_json::Value::Null);
+                format!("derived:{}:{}", event_type.detail_type(), payload_hash(event_type, &payload))
             }
         }
     }
@@ -166,16 +161,8 @@ pub struct Issue {
 
 impl Issue {
     /// A new issue.
-    pub fn new(
-        field: impl Into<String>,
-        code: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            field: field.into(),
-            code: code.into(),
-            message: message.into(),
-        }
+    pub fn new(field: impl Into<String>, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), code: code.into(), message: message.into() }
     }
 }
 
@@ -497,16 +484,12 @@ pub enum DecodeError {
     UnsupportedVersion(String),
 }
 
-fn decode_as<P: DeserializeOwned>(
-    detail_type: &str,
-    detail: &serde_json::Value,
-) -> Result<Envelope<P>, DecodeError> {
-    let env: Envelope<P> =
-        serde_json::from_value(detail.clone()).map_err(|e| DecodeError::Invalid {
-            detail_type: detail_type.to_owned(),
-            path: String::from("detail"),
-            message: e.to_string(),
-        })?;
+fn decode_as<P: DeserializeOwned>(detail_type: &str, detail: &serde_json::Value) -> Result<Envelope<P>, DecodeError> {
+    let env: Envelope<P> = serde_json::from_value(detail.clone()).map_err(|e| DecodeError::Invalid {
+        detail_type: detail_type.to_owned(),
+        path: String::from("detail"),
+        message: e.to_string(),
+    })?;
     if env.event_version != EVENT_VERSION {
         return Err(DecodeError::UnsupportedVersion(env.event_version));
     }
@@ -516,26 +499,17 @@ fn decode_as<P: DeserializeOwned>(
 impl BusinessEvent {
     /// Decodes an EventBridge `detail` given its `detail-type`.
     pub fn decode(detail_type: &str, detail: &serde_json::Value) -> Result<Self, DecodeError> {
-        let t = EventType::from_detail_type(detail_type)
-            .ok_or_else(|| DecodeError::UnknownDetailType(detail_type.to_owned()))?;
+        let t = EventType::from_detail_type(detail_type).ok_or_else(|| DecodeError::UnknownDetailType(detail_type.to_owned()))?;
         Ok(match t {
-            EventType::OpportunityClosedWon => {
-                Self::OpportunityClosedWon(decode_as(detail_type, detail)?)
-            }
+            EventType::OpportunityClosedWon => Self::OpportunityClosedWon(decode_as(detail_type, detail)?),
             EventType::ContractApproved => Self::ContractApproved(decode_as(detail_type, detail)?),
             EventType::ContractCreated => Self::ContractCreated(decode_as(detail_type, detail)?),
-            EventType::EngagementRejected => {
-                Self::EngagementRejected(decode_as(detail_type, detail)?)
-            }
-            EventType::ProjectProvisioned => {
-                Self::ProjectProvisioned(decode_as(detail_type, detail)?)
-            }
+            EventType::EngagementRejected => Self::EngagementRejected(decode_as(detail_type, detail)?),
+            EventType::ProjectProvisioned => Self::ProjectProvisioned(decode_as(detail_type, detail)?),
             EventType::ProjectActivated => Self::ProjectActivated(decode_as(detail_type, detail)?),
             EventType::TimeApproved => Self::TimeApproved(decode_as(detail_type, detail)?),
             EventType::ExpenseApproved => Self::ExpenseApproved(decode_as(detail_type, detail)?),
-            EventType::MilestoneCompleted => {
-                Self::MilestoneCompleted(decode_as(detail_type, detail)?)
-            }
+            EventType::MilestoneCompleted => Self::MilestoneCompleted(decode_as(detail_type, detail)?),
             EventType::InvoicePosted => Self::InvoicePosted(decode_as(detail_type, detail)?),
             EventType::PaymentReceived => Self::PaymentReceived(decode_as(detail_type, detail)?),
             EventType::ExceptionRaised => Self::ExceptionRaised(decode_as(detail_type, detail)?),
@@ -676,13 +650,7 @@ impl OutgoingEvent {
     ) -> Self {
         let event_id = uuid::Uuid::new_v5(
             &uuid::Uuid::NAMESPACE_OID,
-            format!(
-                "{}|{}|{}",
-                cause.event_id,
-                event_type.detail_type(),
-                idempotency_key
-            )
-            .as_bytes(),
+            format!("{}|{}|{}", cause.event_id, event_type.detail_type(), idempotency_key).as_bytes(),
         )
         .to_string();
         let detail = serde_json::json!({
@@ -694,11 +662,7 @@ impl OutgoingEvent {
             "idempotency_key": idempotency_key,
             "payload": payload,
         });
-        Self {
-            event_type,
-            engagement_id: engagement_id.to_owned(),
-            detail,
-        }
+        Self { event_type, engagement_id: engagement_id.to_owned(), detail }
     }
 
     /// `source` for EventBridge.
@@ -713,10 +677,7 @@ impl OutgoingEvent {
 
     /// The `event_id` inside the detail.
     pub fn event_id(&self) -> &str {
-        self.detail
-            .get("event_id")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
+        self.detail.get("event_id").and_then(|v| v.as_str()).unwrap_or_default()
     }
 }
 
@@ -726,19 +687,11 @@ mod tests {
 
     #[test]
     fn when_keys_are_unordered_should_hash_identically() {
-        let a: serde_json::Value =
-            serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[1,{"d":1,"c":2}]}}"#).unwrap();
-        let b: serde_json::Value =
-            serde_json::from_str(r#"{"a":{"x":[1,{"c":2,"d":1}],"y":2},"b":1}"#).unwrap();
+        let a: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[1,{"d":1,"c":2}]}}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{"a":{"x":[1,{"c":2,"d":1}],"y":2},"b":1}"#).unwrap();
         assert_eq!(canonical_json(&a), canonical_json(&b));
-        assert_eq!(
-            payload_hash(EventType::TimeApproved, &a),
-            payload_hash(EventType::TimeApproved, &b)
-        );
-        assert_ne!(
-            payload_hash(EventType::TimeApproved, &a),
-            payload_hash(EventType::ExpenseApproved, &a)
-        );
+        assert_eq!(payload_hash(EventType::TimeApproved, &a), payload_hash(EventType::TimeApproved, &b));
+        assert_ne!(payload_hash(EventType::TimeApproved, &a), payload_hash(EventType::ExpenseApproved, &a));
     }
 
     #[test]
@@ -756,10 +709,7 @@ mod tests {
             "event_id": "e1", "event_version": "9", "correlation_id": "c", "occurred_at": "2026-01-01T00:00:00Z",
             "payload": {"opportunity_id": "o", "clm_agreement_id": "a", "approved_at": "2026-01-01T00:00:00Z", "approver_id": "u"}
         });
-        assert_eq!(
-            BusinessEvent::decode("ContractApproved", &detail),
-            Err(DecodeError::UnsupportedVersion("9".into()))
-        );
+        assert_eq!(BusinessEvent::decode("ContractApproved", &detail), Err(DecodeError::UnsupportedVersion("9".into())));
     }
 
     #[test]
@@ -772,11 +722,7 @@ mod tests {
         let mut other = detail.clone();
         other["event_id"] = "e2".into();
         let ev2 = BusinessEvent::decode("ContractApproved", &other).unwrap();
-        assert!(
-            ev.meta()
-                .idempotency_key
-                .starts_with("derived:ContractApproved:")
-        );
+        assert!(ev.meta().idempotency_key.starts_with("derived:ContractApproved:"));
         assert_eq!(ev.meta().idempotency_key, ev2.meta().idempotency_key);
     }
 }

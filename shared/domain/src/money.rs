@@ -58,8 +58,7 @@ pub enum MoneyError {
 impl Currency {
     /// Parses an ISO 4217 alphabetic code (upper case, e.g. `EUR`).
     pub fn parse(code: &str) -> Result<Self, MoneyError> {
-        let c = iso_currency::Currency::from_code(code)
-            .ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))?;
+        let c = iso_currency::Currency::from_code(code).ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))?;
         if c.exponent().is_none() {
             return Err(MoneyError::NotBillable(code.to_owned()));
         }
@@ -130,17 +129,8 @@ impl fmt::Debug for Money {
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scaled = self.amount.round_dp_with_strategy(
-            self.currency.exponent(),
-            RoundingStrategy::MidpointAwayFromZero,
-        );
-        write!(
-            f,
-            "{} {:.*}",
-            self.currency,
-            self.currency.exponent() as usize,
-            scaled
-        )
+        let scaled = self.amount.round_dp_with_strategy(self.currency.exponent(), RoundingStrategy::MidpointAwayFromZero);
+        write!(f, "{} {:.*}", self.currency, self.currency.exponent() as usize, scaled)
     }
 }
 
@@ -157,8 +147,7 @@ impl Money {
 
     /// Parses a text amount in `currency`, rejecting more decimals than the minor unit.
     pub fn parse_exact(amount: &str, currency: Currency) -> Result<Self, MoneyError> {
-        let d = Decimal::from_str_exact(amount.trim())
-            .map_err(|_| MoneyError::InvalidAmount(amount.to_owned()))?;
+        let d = Decimal::from_str_exact(amount.trim()).map_err(|_| MoneyError::InvalidAmount(amount.to_owned()))?;
         let m = Self::new(d, currency);
         m.ensure_exact()?;
         Ok(m)
@@ -168,24 +157,14 @@ impl Money {
     pub fn ensure_exact(&self) -> Result<(), MoneyError> {
         let exp = self.currency.exponent();
         if self.amount.normalize().scale() > exp {
-            return Err(MoneyError::TooPrecise {
-                amount: self.amount,
-                currency: self.currency,
-                exponent: exp,
-            });
+            return Err(MoneyError::TooPrecise { amount: self.amount, currency: self.currency, exponent: exp });
         }
         Ok(())
     }
 
     /// Rounds to the minor unit, midpoint away from zero (commercial rounding).
     pub fn rounded(self) -> Self {
-        Self::new(
-            self.amount.round_dp_with_strategy(
-                self.currency.exponent(),
-                RoundingStrategy::MidpointAwayFromZero,
-            ),
-            self.currency,
-        )
+        Self::new(self.amount.round_dp_with_strategy(self.currency.exponent(), RoundingStrategy::MidpointAwayFromZero), self.currency)
     }
 
     /// Sum of two amounts in the same currency.
@@ -212,10 +191,7 @@ impl Money {
 
     fn same_currency(self, other: Money) -> Result<(), MoneyError> {
         if self.currency != other.currency {
-            return Err(MoneyError::CurrencyMismatch {
-                left: self.currency,
-                right: other.currency,
-            });
+            return Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency });
         }
         Ok(())
     }
@@ -223,9 +199,7 @@ impl Money {
     /// Splits into `parts` equal shares (see module docs for the remainder rule).
     pub fn split_even(self, parts: u32) -> Result<Vec<Money>, MoneyError> {
         if parts == 0 {
-            return Err(MoneyError::InvalidSplit(
-                "cannot split into zero parts".into(),
-            ));
+            return Err(MoneyError::InvalidSplit("cannot split into zero parts".into()));
         }
         let weights = vec![Decimal::ONE; parts as usize];
         self.allocate(&weights)
@@ -249,8 +223,7 @@ impl Money {
         let mut parts = Vec::with_capacity(weights.len());
         let mut allocated = Decimal::ZERO;
         for w in &weights[..weights.len() - 1] {
-            let share = (total.amount * *w / total_weight)
-                .round_dp_with_strategy(exp, RoundingStrategy::ToZero);
+            let share = (total.amount * *w / total_weight).round_dp_with_strategy(exp, RoundingStrategy::ToZero);
             allocated += share;
             parts.push(Money::new(share, self.currency));
         }
@@ -260,13 +233,8 @@ impl Money {
 }
 
 /// Sums amounts that must share `currency`; an empty slice sums to zero.
-pub fn sum(
-    currency: Currency,
-    items: impl IntoIterator<Item = Money>,
-) -> Result<Money, MoneyError> {
-    items
-        .into_iter()
-        .try_fold(Money::zero(currency), Money::checked_add)
+pub fn sum(currency: Currency, items: impl IntoIterator<Item = Money>) -> Result<Money, MoneyError> {
+    items.into_iter().try_fold(Money::zero(currency), Money::checked_add)
 }
 
 #[cfg(test)]
@@ -280,14 +248,8 @@ mod tests {
 
     #[test]
     fn when_code_is_not_iso_should_reject() {
-        assert_eq!(
-            Currency::parse("EURO"),
-            Err(MoneyError::UnknownCurrency("EURO".into()))
-        );
-        assert_eq!(
-            Currency::parse("XAU"),
-            Err(MoneyError::NotBillable("XAU".into()))
-        );
+        assert_eq!(Currency::parse("EURO"), Err(MoneyError::UnknownCurrency("EURO".into())));
+        assert_eq!(Currency::parse("XAU"), Err(MoneyError::NotBillable("XAU".into())));
     }
 
     #[test]
@@ -303,10 +265,7 @@ mod tests {
     fn when_midpoint_should_round_away_from_zero() {
         assert_eq!(Money::new(dec!(2.345), eur()).rounded().amount, dec!(2.35));
         assert_eq!(Money::new(dec!(2.344), eur()).rounded().amount, dec!(2.34));
-        assert_eq!(
-            Money::new(dec!(-2.345), eur()).rounded().amount,
-            dec!(-2.35)
-        );
+        assert_eq!(Money::new(dec!(-2.345), eur()).rounded().amount, dec!(-2.35));
     }
 
     #[test]
@@ -320,22 +279,15 @@ mod tests {
     #[test]
     fn when_allocating_by_percentages_should_sum_exactly() {
         let jpy = Currency::parse("JPY").unwrap();
-        let parts = Money::new(dec!(1000001), jpy)
-            .allocate(&[dec!(10), dec!(25), dec!(40), dec!(25)])
-            .unwrap();
+        let parts = Money::new(dec!(1000001), jpy).allocate(&[dec!(10), dec!(25), dec!(40), dec!(25)]).unwrap();
         let amounts: Vec<_> = parts.iter().map(|m| m.amount).collect();
-        assert_eq!(
-            amounts,
-            vec![dec!(100000), dec!(250000), dec!(400000), dec!(250001)]
-        );
+        assert_eq!(amounts, vec![dec!(100000), dec!(250000), dec!(400000), dec!(250001)]);
     }
 
     #[test]
     fn when_adding_different_currencies_should_fail() {
         let usd = Currency::parse("USD").unwrap();
-        let err = Money::new(dec!(1), eur())
-            .checked_add(Money::new(dec!(1), usd))
-            .unwrap_err();
+        let err = Money::new(dec!(1), eur()).checked_add(Money::new(dec!(1), usd)).unwrap_err();
         assert!(matches!(err, MoneyError::CurrencyMismatch { .. }));
     }
 
@@ -360,9 +312,6 @@ mod tests {
     #[test]
     fn when_displayed_should_show_minor_units() {
         assert_eq!(Money::new(dec!(5), eur()).to_string(), "EUR 5.00");
-        assert_eq!(
-            Money::new(dec!(5), Currency::parse("JPY").unwrap()).to_string(),
-            "JPY 5"
-        );
+        assert_eq!(Money::new(dec!(5), Currency::parse("JPY").unwrap()).to_string(), "JPY 5");
     }
 }

@@ -151,12 +151,7 @@ pub struct RateCard {
 impl RateCard {
     /// The rate for `role` in `region` valid on `on`, if any.
     pub fn rate_for(&self, role: &str, region: &str, on: NaiveDate) -> Option<&RateCardEntry> {
-        self.entries.iter().find(|e| {
-            e.role == role
-                && e.region == region
-                && e.valid_from <= on
-                && e.valid_to.is_none_or(|to| on <= to)
-        })
+        self.entries.iter().find(|e| e.role == role && e.region == region && e.valid_from <= on && e.valid_to.is_none_or(|to| on <= to))
     }
 }
 
@@ -232,8 +227,7 @@ pub struct ReferenceDataError(pub Vec<String>);
 impl ReferenceData {
     /// Parses a JSON snapshot and checks its internal consistency.
     pub fn from_json(text: &str) -> Result<Self, ReferenceDataError> {
-        let data: ReferenceData = serde_json::from_str(text)
-            .map_err(|e| ReferenceDataError(vec![format!("not valid JSON: {e}")]))?;
+        let data: ReferenceData = serde_json::from_str(text).map_err(|e| ReferenceDataError(vec![format!("not valid JSON: {e}")]))?;
         data.check()?;
         Ok(data)
     }
@@ -241,49 +235,25 @@ impl ReferenceData {
     /// Checks cross references (ids resolve, map keys match ids, template weights sum to 100).
     pub fn check(&self) -> Result<(), ReferenceDataError> {
         let mut errs = Vec::new();
-        fn keys<T>(
-            m: &BTreeMap<String, T>,
-            id: impl Fn(&T) -> &str,
-            what: &str,
-            errs: &mut Vec<String>,
-        ) {
+        fn keys<T>(m: &BTreeMap<String, T>, id: impl Fn(&T) -> &str, what: &str, errs: &mut Vec<String>) {
             for (k, v) in m {
                 if k != id(v) {
-                    errs.push(format!(
-                        "{what} key `{k}` does not match its id `{}`",
-                        id(v)
-                    ));
+                    errs.push(format!("{what} key `{k}` does not match its id `{}`", id(v)));
                 }
             }
         }
         keys(&self.legal_entities, |v| &v.id, "legal entity", &mut errs);
         keys(&self.tax_profiles, |v| &v.id, "tax profile", &mut errs);
         keys(&self.customers, |v| &v.id, "customer", &mut errs);
-        keys(
-            &self.service_offerings,
-            |v| &v.id,
-            "service offering",
-            &mut errs,
-        );
+        keys(&self.service_offerings, |v| &v.id, "service offering", &mut errs);
         keys(&self.rate_cards, |v| &v.id, "rate card", &mut errs);
-        keys(
-            &self.project_templates,
-            |v| &v.id,
-            "project template",
-            &mut errs,
-        );
+        keys(&self.project_templates, |v| &v.id, "project template", &mut errs);
         for c in self.customers.values() {
             if !self.legal_entities.contains_key(&c.legal_entity_id) {
-                errs.push(format!(
-                    "customer {} names unknown legal entity {}",
-                    c.id, c.legal_entity_id
-                ));
+                errs.push(format!("customer {} names unknown legal entity {}", c.id, c.legal_entity_id));
             }
             if !self.tax_profiles.contains_key(&c.tax_profile_id) {
-                errs.push(format!(
-                    "customer {} names unknown tax profile {}",
-                    c.id, c.tax_profile_id
-                ));
+                errs.push(format!("customer {} names unknown tax profile {}", c.id, c.tax_profile_id));
             }
             if let Some(p) = &c.parent_id
                 && !self.customers.contains_key(p)
@@ -293,36 +263,23 @@ impl ReferenceData {
         }
         for s in self.service_offerings.values() {
             if !self.project_templates.contains_key(&s.default_template_id) {
-                errs.push(format!(
-                    "offering {} names unknown template {}",
-                    s.id, s.default_template_id
-                ));
+                errs.push(format!("offering {} names unknown template {}", s.id, s.default_template_id));
             }
         }
         for t in self.project_templates.values() {
             let total: Decimal = t.phases.iter().map(|p| p.milestone_weight_pct).sum();
             if total != Decimal::ONE_HUNDRED {
-                errs.push(format!(
-                    "template {} milestone weights sum to {total}, not 100",
-                    t.id
-                ));
+                errs.push(format!("template {} milestone weights sum to {total}, not 100", t.id));
             }
             let mut last = Decimal::ZERO;
             for p in &t.phases {
                 if p.ends_at_fraction <= last || p.ends_at_fraction > Decimal::ONE {
-                    errs.push(format!(
-                        "template {} phase {} ends_at_fraction must increase within (0, 1]",
-                        t.id, p.code
-                    ));
+                    errs.push(format!("template {} phase {} ends_at_fraction must increase within (0, 1]", t.id, p.code));
                 }
                 last = p.ends_at_fraction;
             }
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(ReferenceDataError(errs))
-        }
+        if errs.is_empty() { Ok(()) } else { Err(ReferenceDataError(errs)) }
     }
 
     /// Walks the account hierarchy from `customer_id` to its ultimate parent (inclusive).
@@ -341,9 +298,6 @@ impl ReferenceData {
 
     /// True when the service line needs CLM approval before provisioning.
     pub fn approval_required(&self, service_line: &str) -> bool {
-        self.workflow
-            .approval_required_service_lines
-            .iter()
-            .any(|s| s == service_line)
+        self.workflow.approval_required_service_lines.iter().any(|s| s == service_line)
     }
 }

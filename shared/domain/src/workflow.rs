@@ -8,13 +8,11 @@ use chrono::{DateTime, Utc};
 
 use crate::billing::{BillingError, derive_milestones, derive_schedule, fixed_contract_value};
 use crate::engagement::{
-    Approval, AuditEntry, CrmOpportunityUpdate, CrmSync, Engagement, EngagementException,
-    EngagementStatus, Rejection,
+    Approval, AuditEntry, CrmOpportunityUpdate, CrmSync, Engagement, EngagementException, EngagementStatus, Rejection,
 };
 use crate::events::{
-    Compensation, ContractApproved, ContractCreated, EngagementRejected, Envelope, EventMeta,
-    EventType, ExceptionKind, ExceptionRaised, OpportunityClosedWon, OutgoingEvent,
-    ProjectActivated, ProjectProvisioned, engagement_id_for,
+    Compensation, ContractApproved, ContractCreated, EngagementRejected, Envelope, EventMeta, EventType, ExceptionKind, ExceptionRaised,
+    OpportunityClosedWon, OutgoingEvent, ProjectActivated, ProjectProvisioned, engagement_id_for,
 };
 use crate::intake::validate_and_enrich;
 use crate::model::{BillingSchedule, Contract, ProjectSpec};
@@ -62,13 +60,7 @@ impl StepContext<'_> {
         }
     }
 
-    fn emit<P: serde::Serialize>(
-        &self,
-        t: EventType,
-        engagement_id: &str,
-        key: String,
-        payload: &P,
-    ) -> OutgoingEvent {
+    fn emit<P: serde::Serialize>(&self, t: EventType, engagement_id: &str, key: String, payload: &P) -> OutgoingEvent {
         OutgoingEvent::new(t, engagement_id, self.meta, key, self.now, payload)
     }
 }
@@ -87,12 +79,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn unchanged(
-        ctx: &StepContext<'_>,
-        engagement_id: &str,
-        action: &str,
-        summary: impl Into<String>,
-    ) -> Self {
+    fn unchanged(ctx: &StepContext<'_>, engagement_id: &str, action: &str, summary: impl Into<String>) -> Self {
         Self {
             engagement_id: engagement_id.to_owned(),
             engagement: None,
@@ -101,21 +88,10 @@ impl Decision {
         }
     }
 
-    fn changed(
-        ctx: &StepContext<'_>,
-        mut eng: Engagement,
-        events: Vec<OutgoingEvent>,
-        action: &str,
-        summary: impl Into<String>,
-    ) -> Self {
+    fn changed(ctx: &StepContext<'_>, mut eng: Engagement, events: Vec<OutgoingEvent>, action: &str, summary: impl Into<String>) -> Self {
         eng.updated_at = ctx.now;
         let audit = ctx.audit(&eng.engagement_id, action, summary);
-        Self {
-            engagement_id: eng.engagement_id.clone(),
-            engagement: Some(eng),
-            events,
-            audit,
-        }
+        Self { engagement_id: eng.engagement_id.clone(), engagement: Some(eng), events, audit }
     }
 
     /// The audit action (`contract_created`, …).
@@ -148,15 +124,7 @@ fn exception(
     message: String,
     compensations: Vec<Compensation>,
 ) -> EngagementException {
-    EngagementException {
-        exception_id: id,
-        kind,
-        step: ctx.step.to_owned(),
-        message,
-        compensations,
-        raised_at: ctx.now,
-        open: true,
-    }
+    EngagementException { exception_id: id, kind, step: ctx.step.to_owned(), message, compensations, raised_at: ctx.now, open: true }
 }
 
 fn exception_event(ctx: &StepContext<'_>, eng_id: &str, ex: &EngagementException) -> OutgoingEvent {
@@ -212,29 +180,15 @@ pub fn decide_closed_won(
 ) -> Decision {
     let opp = &ev.payload;
     let eng_id = engagement_id_for(&opp.opportunity_id);
-    let mut eng = current.cloned().unwrap_or_else(|| {
-        Engagement::new(
-            eng_id.clone(),
-            opp.opportunity_id.clone(),
-            ctx.meta.correlation_id.clone(),
-            ctx.now,
-        )
-    });
+    let mut eng = current
+        .cloned()
+        .unwrap_or_else(|| Engagement::new(eng_id.clone(), opp.opportunity_id.clone(), ctx.meta.correlation_id.clone(), ctx.now));
 
     if let Some(latest) = eng.latest_revision
         && opp.revision <= latest
     {
-        let action = if opp.revision == latest {
-            "duplicate_revision_ignored"
-        } else {
-            "stale_revision_ignored"
-        };
-        return Decision::unchanged(
-            ctx,
-            &eng_id,
-            action,
-            format!("revision {} ≤ processed revision {latest}", opp.revision),
-        );
+        let action = if opp.revision == latest { "duplicate_revision_ignored" } else { "stale_revision_ignored" };
+        return Decision::unchanged(ctx, &eng_id, action, format!("revision {} ≤ processed revision {latest}", opp.revision));
     }
     eng.latest_revision = Some(opp.revision);
 
@@ -242,12 +196,8 @@ pub fn decide_closed_won(
         Err(reasons) => {
             let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
             let summary = format!("revision {} rejected: {}", opp.revision, codes.join(", "));
-            eng.rejection = Some(Rejection {
-                revision: opp.revision,
-                event_id: ctx.meta.event_id.clone(),
-                reasons: reasons.clone(),
-                at: ctx.now,
-            });
+            eng.rejection =
+                Some(Rejection { revision: opp.revision, event_id: ctx.meta.event_id.clone(), reasons: reasons.clone(), at: ctx.now });
             if !eng.status.is_provisioned() {
                 eng.status = EngagementStatus::Rejected;
             }
@@ -266,10 +216,7 @@ pub fn decide_closed_won(
         }
         Ok(contract) => {
             eng.rejection = None;
-            let changed = eng
-                .contract
-                .as_ref()
-                .is_none_or(|old| !old.commercial_terms_equal(&contract));
+            let changed = eng.contract.as_ref().is_none_or(|old| !old.commercial_terms_equal(&contract));
             match eng.status {
                 s if s.is_provisioned() => {
                     if !changed {
@@ -291,10 +238,7 @@ pub fn decide_closed_won(
                         format!(
                             "revision {} changes a provisioned engagement (value {} → {}): raise a change order",
                             opp.revision,
-                            eng.contract
-                                .as_ref()
-                                .map(|c| c.total_value.to_string())
-                                .unwrap_or_default(),
+                            eng.contract.as_ref().map(|c| c.total_value.to_string()).unwrap_or_default(),
                             contract.total_value
                         ),
                         vec![],
@@ -310,9 +254,7 @@ pub fn decide_closed_won(
                         format!("revision {} changed after provisioning", opp.revision),
                     )
                 }
-                EngagementStatus::ContractCreated | EngagementStatus::AwaitingApproval
-                    if !changed =>
-                {
+                EngagementStatus::ContractCreated | EngagementStatus::AwaitingApproval if !changed => {
                     if let Some(c) = eng.contract.as_mut() {
                         c.revision = contract.revision;
                     }
@@ -325,20 +267,14 @@ pub fn decide_closed_won(
                     )
                 }
                 previous => {
-                    let action = if eng.contract.is_some()
-                        && previous != EngagementStatus::ProvisioningFailed
-                    {
+                    let action = if eng.contract.is_some() && previous != EngagementStatus::ProvisioningFailed {
                         "contract_amended"
                     } else {
                         "contract_created"
                     };
                     let summary = format!(
                         "{} {} for {} ({}), revision {}",
-                        contract.contract_id,
-                        contract.total_value,
-                        contract.customer.id,
-                        contract.legal_entity.id,
-                        contract.revision
+                        contract.contract_id, contract.total_value, contract.customer.id, contract.legal_entity.id, contract.revision
                     );
                     let event = contract_created_event(ctx, &contract);
                     eng.contract = Some(contract);
@@ -394,17 +330,11 @@ pub fn decide_provisioning(
 ) -> Result<Provisioning, StepError> {
     let mut eng = match (current, trigger) {
         (Some(e), _) => e.clone(),
-        (None, ProvisionTrigger::ContractApproved(a)) => Engagement::new(
-            engagement_id_for(&a.opportunity_id),
-            a.opportunity_id.clone(),
-            ctx.meta.correlation_id.clone(),
-            ctx.now,
-        ),
+        (None, ProvisionTrigger::ContractApproved(a)) => {
+            Engagement::new(engagement_id_for(&a.opportunity_id), a.opportunity_id.clone(), ctx.meta.correlation_id.clone(), ctx.now)
+        }
         (None, ProvisionTrigger::ContractCreated(c)) => {
-            return Err(StepError::MissingEngagement(
-                c.engagement_id.clone(),
-                "ContractCreated",
-            ));
+            return Err(StepError::MissingEngagement(c.engagement_id.clone(), "ContractCreated"));
         }
     };
     let eng_id = eng.engagement_id.clone();
@@ -412,11 +342,8 @@ pub fn decide_provisioning(
     if let ProvisionTrigger::ContractApproved(a) = trigger
         && eng.approval.is_none()
     {
-        eng.approval = Some(Approval {
-            clm_agreement_id: a.clm_agreement_id.clone(),
-            approver_id: a.approver_id.clone(),
-            approved_at: a.approved_at,
-        });
+        eng.approval =
+            Some(Approval { clm_agreement_id: a.clm_agreement_id.clone(), approver_id: a.approver_id.clone(), approved_at: a.approved_at });
         approval_recorded = true;
     }
     let keep = |eng: Engagement, action: &str, summary: String| {
@@ -427,67 +354,38 @@ pub fn decide_provisioning(
         }
     };
     match eng.status {
-        EngagementStatus::AwaitingContract => Ok(Provisioning::Decided(keep(
-            eng,
-            "approval_recorded",
-            "CLM approval recorded; waiting for the closed-won".into(),
-        ))),
-        EngagementStatus::Rejected => Ok(Provisioning::Decided(keep(
-            eng,
-            "not_provisioned_rejected",
-            "latest revision is rejected; nothing to provision".into(),
-        ))),
-        EngagementStatus::ProvisioningFailed => Ok(Provisioning::Decided(keep(
-            eng,
-            "not_provisioned_failed",
-            "provisioning failed; a corrected revision restarts it".into(),
-        ))),
-        EngagementStatus::Provisioning
-            if eng.claimed_by.as_deref() != Some(ctx.meta.idempotency_key.as_str()) =>
-        {
+        EngagementStatus::AwaitingContract => {
+            Ok(Provisioning::Decided(keep(eng, "approval_recorded", "CLM approval recorded; waiting for the closed-won".into())))
+        }
+        EngagementStatus::Rejected => {
+            Ok(Provisioning::Decided(keep(eng, "not_provisioned_rejected", "latest revision is rejected; nothing to provision".into())))
+        }
+        EngagementStatus::ProvisioningFailed => {
+            Ok(Provisioning::Decided(keep(eng, "not_provisioned_failed", "provisioning failed; a corrected revision restarts it".into())))
+        }
+        EngagementStatus::Provisioning if eng.claimed_by.as_deref() != Some(ctx.meta.idempotency_key.as_str()) => {
             let owner = eng.claimed_by.clone().unwrap_or_default();
-            Ok(Provisioning::Decided(keep(
-                eng,
-                "provisioning_in_progress",
-                format!("provisioning is claimed by {owner}"),
-            )))
+            Ok(Provisioning::Decided(keep(eng, "provisioning_in_progress", format!("provisioning is claimed by {owner}"))))
         }
         s if s.is_provisioned() && s != EngagementStatus::Provisioning => {
-            Ok(Provisioning::Decided(keep(
-                eng,
-                "already_provisioned",
-                format!("already {}", s.as_str()),
-            )))
+            Ok(Provisioning::Decided(keep(eng, "already_provisioned", format!("already {}", s.as_str()))))
         }
         _ => {
-            let contract = eng
-                .contract
-                .clone()
-                .ok_or_else(|| StepError::MissingContract(eng_id.clone(), eng.status.as_str()))?;
+            let contract = eng.contract.clone().ok_or_else(|| StepError::MissingContract(eng_id.clone(), eng.status.as_str()))?;
             if contract.approval_required && eng.approval.is_none() {
                 let was_waiting = eng.status == EngagementStatus::AwaitingApproval;
                 eng.status = EngagementStatus::AwaitingApproval;
-                let summary = format!(
-                    "service lines {} need CLM approval before provisioning",
-                    contract.service_lines.join(", ")
-                );
-                return Ok(Provisioning::Decided(
-                    if was_waiting && !approval_recorded {
-                        Decision::unchanged(ctx, &eng_id, "awaiting_approval", summary)
-                    } else {
-                        Decision::changed(ctx, eng, vec![], "awaiting_approval", summary)
-                    },
-                ));
+                let summary = format!("service lines {} need CLM approval before provisioning", contract.service_lines.join(", "));
+                return Ok(Provisioning::Decided(if was_waiting && !approval_recorded {
+                    Decision::unchanged(ctx, &eng_id, "awaiting_approval", summary)
+                } else {
+                    Decision::changed(ctx, eng, vec![], "awaiting_approval", summary)
+                }));
             }
             let template = reference
                 .project_templates
                 .get(&contract.project_template_id)
-                .ok_or_else(|| {
-                    StepError::MissingReference(
-                        "project template",
-                        contract.project_template_id.clone(),
-                    )
-                })?;
+                .ok_or_else(|| StepError::MissingReference("project template", contract.project_template_id.clone()))?;
             let milestones = derive_milestones(&contract, template)?;
             if eng.status != EngagementStatus::Provisioning {
                 // A new claim; a retry of our own claim keeps its attempt (same external keys).
@@ -510,27 +408,15 @@ pub fn decide_provisioning(
                 milestones: milestones.clone(),
             };
             let psa = spec(&template.psa_template, &contract.customer.id);
-            let erp = spec(
-                &template.erp_project_type,
-                &contract.customer.erp_customer_id,
-            );
+            let erp = spec(&template.erp_project_type, &contract.customer.erp_customer_id);
             eng.milestones = milestones;
-            Ok(Provisioning::Execute(Box::new(ProvisionPlan {
-                engagement: eng,
-                psa,
-                erp,
-            })))
+            Ok(Provisioning::Execute(Box::new(ProvisionPlan { engagement: eng, psa, erp })))
         }
     }
 }
 
 /// Both projects exist: `Provisioned`, emit `ProjectProvisioned`.
-pub fn provisioned(
-    plan: ProvisionPlan,
-    psa_project_id: String,
-    erp_project_id: String,
-    ctx: &StepContext<'_>,
-) -> Decision {
+pub fn provisioned(plan: ProvisionPlan, psa_project_id: String, erp_project_id: String, ctx: &StepContext<'_>) -> Decision {
     let mut eng = plan.engagement;
     eng.status = EngagementStatus::Provisioned;
     eng.claimed_by = None;
@@ -547,10 +433,7 @@ pub fn provisioned(
             milestone_count: eng.milestones.len() as u32,
         },
     );
-    let summary = format!(
-        "PSA {psa_project_id}, ERP {erp_project_id}, {} milestones",
-        eng.milestones.len()
-    );
+    let summary = format!("PSA {psa_project_id}, ERP {erp_project_id}, {} milestones", eng.milestones.len());
     Decision::changed(ctx, eng, vec![event], "provisioned", summary)
 }
 
@@ -569,19 +452,13 @@ pub fn provisioning_failed(
     eng.milestones.clear();
     let ex = exception(
         ctx,
-        format!(
-            "EXC-{}-PROV-{}",
-            eng.engagement_id, eng.provisioning_attempt
-        ),
+        format!("EXC-{}-PROV-{}", eng.engagement_id, eng.provisioning_attempt),
         ExceptionKind::ProvisioningFailed,
         format!("{system} refused the project: {reason}"),
         compensations,
     );
     let event = exception_event(ctx, &eng.engagement_id, &ex);
-    let summary = format!(
-        "{system} refused the project; {} compensation(s)",
-        ex.compensations.len()
-    );
+    let summary = format!("{system} refused the project; {} compensation(s)", ex.compensations.len());
     eng.raise(ex);
     Decision::changed(ctx, eng, vec![event], "provisioning_failed", summary)
 }
@@ -618,9 +495,7 @@ pub fn decide_billing_setup(
     ev: &ProjectProvisioned,
     ctx: &StepContext<'_>,
 ) -> Result<BillingSetup, StepError> {
-    let eng = current.ok_or_else(|| {
-        StepError::MissingEngagement(ev.engagement_id.clone(), "ProjectProvisioned")
-    })?;
+    let eng = current.ok_or_else(|| StepError::MissingEngagement(ev.engagement_id.clone(), "ProjectProvisioned"))?;
     match eng.status {
         EngagementStatus::Provisioned => {}
         s => {
@@ -640,12 +515,9 @@ pub fn decide_billing_setup(
             "event is for a superseded provisioning attempt",
         )));
     }
-    let contract = eng.contract.as_ref().ok_or_else(|| {
-        StepError::MissingContract(eng.engagement_id.clone(), eng.status.as_str())
-    })?;
-    let erp_project_id = eng.erp_project_id.clone().ok_or_else(|| {
-        StepError::MissingContract(eng.engagement_id.clone(), "provisioned without ERP id")
-    })?;
+    let contract = eng.contract.as_ref().ok_or_else(|| StepError::MissingContract(eng.engagement_id.clone(), eng.status.as_str()))?;
+    let erp_project_id =
+        eng.erp_project_id.clone().ok_or_else(|| StepError::MissingContract(eng.engagement_id.clone(), "provisioned without ERP id"))?;
     let schedule = derive_schedule(contract, &eng.milestones)?;
     // Invariant: fixed items add up to the fixed part of the contract exactly.
     let expected = fixed_contract_value(contract).map_err(BillingError::from)?;
@@ -655,19 +527,11 @@ pub fn decide_billing_setup(
             schedule.fixed_total
         ))));
     }
-    Ok(BillingSetup::Execute(Box::new(BillingPlan {
-        engagement: eng.clone(),
-        erp_project_id,
-        schedule,
-    })))
+    Ok(BillingSetup::Execute(Box::new(BillingPlan { engagement: eng.clone(), erp_project_id, schedule })))
 }
 
 /// The schedule exists in the ERP: `Active`, emit `ProjectActivated`.
-pub fn billing_activated(
-    plan: BillingPlan,
-    erp_schedule_id: String,
-    ctx: &StepContext<'_>,
-) -> Decision {
+pub fn billing_activated(plan: BillingPlan, erp_schedule_id: String, ctx: &StepContext<'_>) -> Decision {
     let mut eng = plan.engagement;
     eng.status = EngagementStatus::Active;
     eng.erp_billing_schedule_id = Some(erp_schedule_id.clone());
@@ -679,12 +543,8 @@ pub fn billing_activated(
         fixed_total: plan.schedule.fixed_total,
         time_and_materials_cap: plan.schedule.time_and_materials_cap,
     };
-    let event = ctx.emit(
-        EventType::ProjectActivated,
-        &eng.engagement_id,
-        format!("project-activated:{}", plan.schedule.schedule_id),
-        &payload,
-    );
+    let event =
+        ctx.emit(EventType::ProjectActivated, &eng.engagement_id, format!("project-activated:{}", plan.schedule.schedule_id), &payload);
     let summary = format!(
         "schedule {erp_schedule_id}: {} items, fixed {}, T&M cap {}",
         plan.schedule.items.len(),
@@ -701,23 +561,14 @@ pub fn billing_setup_failed(plan: BillingPlan, reason: &str, ctx: &StepContext<'
     eng.status = EngagementStatus::BillingSetupFailed;
     let ex = exception(
         ctx,
-        format!(
-            "EXC-{}-BILL-{}",
-            eng.engagement_id, eng.provisioning_attempt
-        ),
+        format!("EXC-{}-BILL-{}", eng.engagement_id, eng.provisioning_attempt),
         ExceptionKind::BillingSetupFailed,
         format!("ERP refused the billing schedule: {reason}"),
         vec![],
     );
     let event = exception_event(ctx, &eng.engagement_id, &ex);
     eng.raise(ex);
-    Decision::changed(
-        ctx,
-        eng,
-        vec![event],
-        "billing_setup_failed",
-        "ERP refused the billing schedule",
-    )
+    Decision::changed(ctx, eng, vec![event], "billing_setup_failed", "ERP refused the billing schedule")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -728,18 +579,9 @@ pub fn billing_setup_failed(plan: BillingPlan, reason: &str, ctx: &StepContext<'
 pub fn crm_update_for(eng: &Engagement, version: u64) -> CrmOpportunityUpdate {
     let mut errors: Vec<String> = Vec::new();
     if let Some(r) = &eng.rejection {
-        errors.extend(
-            r.reasons
-                .iter()
-                .map(|i| format!("{}: {}", i.field, i.message)),
-        );
+        errors.extend(r.reasons.iter().map(|i| format!("{}: {}", i.field, i.message)));
     }
-    errors.extend(
-        eng.exceptions
-            .iter()
-            .filter(|e| e.open && e.kind != ExceptionKind::CrmWritebackFailed)
-            .map(|e| e.message.clone()),
-    );
+    errors.extend(eng.exceptions.iter().filter(|e| e.open && e.kind != ExceptionKind::CrmWritebackFailed).map(|e| e.message.clone()));
     let sync_status = if !errors.is_empty() {
         "Error"
     } else if eng.status == EngagementStatus::Active {
@@ -757,8 +599,7 @@ pub fn crm_update_for(eng: &Engagement, version: u64) -> CrmOpportunityUpdate {
         psa_project_id: eng.psa_project_id.clone(),
         erp_project_id: eng.erp_project_id.clone(),
         erp_billing_schedule_id: eng.erp_billing_schedule_id.clone(),
-        last_error: (!errors.is_empty())
-            .then(|| truncate_chars(&errors.join("; "), CRM_ERROR_FIELD_LEN)),
+        last_error: (!errors.is_empty()).then(|| truncate_chars(&errors.join("; "), CRM_ERROR_FIELD_LEN)),
     }
 }
 
@@ -792,19 +633,10 @@ pub enum Writeback {
 }
 
 /// Compares the engagement's state with what the CRM last received.
-pub fn decide_writeback(
-    current: Option<(&Engagement, u64)>,
-    engagement_id: &str,
-    ctx: &StepContext<'_>,
-) -> Result<Writeback, StepError> {
-    let (eng, version) = current
-        .ok_or_else(|| StepError::MissingEngagement(engagement_id.to_owned(), "write-back"))?;
+pub fn decide_writeback(current: Option<(&Engagement, u64)>, engagement_id: &str, ctx: &StepContext<'_>) -> Result<Writeback, StepError> {
+    let (eng, version) = current.ok_or_else(|| StepError::MissingEngagement(engagement_id.to_owned(), "write-back"))?;
     let update = crm_update_for(eng, version);
-    if eng
-        .crm_sync
-        .as_ref()
-        .is_some_and(|s| s.result == "ok" && s.update.same_content(&update))
-    {
+    if eng.crm_sync.as_ref().is_some_and(|s| s.result == "ok" && s.update.same_content(&update)) {
         return Ok(Writeback::Decided(Decision::unchanged(
             ctx,
             engagement_id,
@@ -812,43 +644,19 @@ pub fn decide_writeback(
             format!("CRM already shows {}", update.engagement_status),
         )));
     }
-    Ok(Writeback::Execute(Box::new(WritebackPlan {
-        engagement: eng.clone(),
-        update,
-    })))
+    Ok(Writeback::Execute(Box::new(WritebackPlan { engagement: eng.clone(), update })))
 }
 
 /// The CRM accepted the update (or already had a newer one).
 pub fn written_back(plan: WritebackPlan, stale: bool, ctx: &StepContext<'_>) -> Decision {
     let mut eng = plan.engagement;
-    let summary = format!(
-        "CRM {} → {} / {}",
-        eng.opportunity_id, plan.update.sync_status, plan.update.engagement_status
-    );
+    let summary = format!("CRM {} → {} / {}", eng.opportunity_id, plan.update.sync_status, plan.update.engagement_status);
     // Resolve a previous write-back failure once a write succeeds.
-    for e in eng
-        .exceptions
-        .iter_mut()
-        .filter(|e| e.kind == ExceptionKind::CrmWritebackFailed)
-    {
+    for e in eng.exceptions.iter_mut().filter(|e| e.kind == ExceptionKind::CrmWritebackFailed) {
         e.open = false;
     }
-    eng.crm_sync = Some(CrmSync {
-        update: plan.update,
-        result: "ok".into(),
-        at: ctx.now,
-    });
-    Decision::changed(
-        ctx,
-        eng,
-        vec![],
-        if stale {
-            "crm_update_superseded"
-        } else {
-            "crm_updated"
-        },
-        summary,
-    )
+    eng.crm_sync = Some(CrmSync { update: plan.update, result: "ok".into(), at: ctx.now });
+    Decision::changed(ctx, eng, vec![], if stale { "crm_update_superseded" } else { "crm_updated" }, summary)
 }
 
 /// The CRM refused the update permanently: recorded on the engagement and raised as an
@@ -857,26 +665,13 @@ pub fn writeback_failed(plan: WritebackPlan, reason: &str, ctx: &StepContext<'_>
     let mut eng = plan.engagement;
     let ex = exception(
         ctx,
-        format!(
-            "EXC-{}-CRM-v{}",
-            eng.engagement_id, plan.update.sync_version
-        ),
+        format!("EXC-{}-CRM-v{}", eng.engagement_id, plan.update.sync_version),
         ExceptionKind::CrmWritebackFailed,
         format!("CRM refused the status update: {reason}"),
         vec![],
     );
     let event = exception_event(ctx, &eng.engagement_id, &ex);
     eng.raise(ex);
-    eng.crm_sync = Some(CrmSync {
-        update: plan.update,
-        result: format!("error: {reason}"),
-        at: ctx.now,
-    });
-    Decision::changed(
-        ctx,
-        eng,
-        vec![event],
-        "crm_writeback_failed",
-        "CRM refused the status update",
-    )
+    eng.crm_sync = Some(CrmSync { update: plan.update, result: format!("error: {reason}"), at: ctx.now });
+    Decision::changed(ctx, eng, vec![event], "crm_writeback_failed", "CRM refused the status update")
 }

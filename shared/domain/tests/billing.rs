@@ -20,10 +20,7 @@ fn when_line_is_milestone_billed_should_allocate_by_template_weights() {
     let refdata = reference();
     let c = validate_and_enrich(&globex_closed_won(), &refdata).unwrap();
     let ms = derive_milestones(&c, &refdata.project_templates["TPL-TRANSFORMATION"]).unwrap();
-    let got: Vec<_> = ms
-        .iter()
-        .map(|m| (m.milestone_id.as_str(), m.amount.amount, m.due_date))
-        .collect();
+    let got: Vec<_> = ms.iter().map(|m| (m.milestone_id.as_str(), m.amount.amount, m.due_date)).collect();
     // 347 days: 10 % → day 35, 35 % → day 121 (121.45), 75 % → day 260 (260.25), 100 % → end.
     assert_eq!(
         got,
@@ -50,12 +47,7 @@ fn when_contract_mixes_models_should_derive_schedule_that_sums_exactly() {
         .items
         .iter()
         .filter_map(|i| match i {
-            BillingItem::Installment {
-                sequence,
-                bill_date,
-                amount,
-                ..
-            } => Some((*sequence, *bill_date, amount.amount)),
+            BillingItem::Installment { sequence, bill_date, amount, .. } => Some((*sequence, *bill_date, amount.amount)),
             _ => None,
         })
         .collect();
@@ -69,20 +61,13 @@ fn when_contract_mixes_models_should_derive_schedule_that_sums_exactly() {
         ]
     );
     let tm = s.items.iter().find_map(|i| match i {
-        BillingItem::TimeAndMaterials {
-            rates,
-            first_bill_date,
-            not_to_exceed,
-            ..
-        } => Some((rates.clone(), *first_bill_date, *not_to_exceed)),
+        BillingItem::TimeAndMaterials { rates, first_bill_date, not_to_exceed, .. } => {
+            Some((rates.clone(), *first_bill_date, *not_to_exceed))
+        }
         _ => None,
     });
     let (rates, first, cap) = tm.unwrap();
-    assert_eq!(
-        first,
-        d("2027-01-31"),
-        "monthly in arrears from the start month"
-    );
+    assert_eq!(first, d("2027-01-31"), "monthly in arrears from the start month");
     assert_eq!(cap.amount, dec!(250000.00));
     assert_eq!(rates.len(), 2);
     // Items are in date order.
@@ -92,9 +77,7 @@ fn when_contract_mixes_models_should_derive_schedule_that_sums_exactly() {
         .map(|i| match i {
             BillingItem::Milestone { planned_date, .. } => *planned_date,
             BillingItem::Installment { bill_date, .. } => *bill_date,
-            BillingItem::TimeAndMaterials {
-                first_bill_date, ..
-            } => *first_bill_date,
+            BillingItem::TimeAndMaterials { first_bill_date, .. } => *first_bill_date,
         })
         .collect();
     let mut sorted = dates.clone();
@@ -110,11 +93,7 @@ fn when_fixed_fee_does_not_divide_evenly_should_put_remainder_on_last_installmen
     opp.amount = Some("1250000.01".into());
     opp.lines[2].installments = Some(3);
     let c = validate_and_enrich(&opp, &refdata).unwrap();
-    let s = derive_schedule(
-        &c,
-        &derive_milestones(&c, &refdata.project_templates["TPL-TRANSFORMATION"]).unwrap(),
-    )
-    .unwrap();
+    let s = derive_schedule(&c, &derive_milestones(&c, &refdata.project_templates["TPL-TRANSFORMATION"]).unwrap()).unwrap();
     let amounts: Vec<_> = s
         .items
         .iter()
@@ -123,10 +102,7 @@ fn when_fixed_fee_does_not_divide_evenly_should_put_remainder_on_last_installmen
             _ => None,
         })
         .collect();
-    assert_eq!(
-        amounts.iter().map(|m| m.amount).collect::<Vec<_>>(),
-        vec![dec!(33333.33), dec!(33333.33), dec!(33333.35)]
-    );
+    assert_eq!(amounts.iter().map(|m| m.amount).collect::<Vec<_>>(), vec![dec!(33333.33), dec!(33333.33), dec!(33333.35)]);
     assert_eq!(sum(c.currency, amounts).unwrap().amount, dec!(100000.01));
 }
 
@@ -142,8 +118,5 @@ fn when_currency_has_no_minor_unit_should_allocate_whole_yen() {
     .unwrap();
     let c = validate_and_enrich(&opp, &refdata).unwrap();
     let ms = derive_milestones(&c, &refdata.project_templates["TPL-ADVISORY"]).unwrap();
-    assert_eq!(
-        ms.iter().map(|m| m.amount.amount).collect::<Vec<_>>(),
-        vec![dec!(4000000), dec!(6000001)]
-    );
+    assert_eq!(ms.iter().map(|m| m.amount.amount).collect::<Vec<_>>(), vec![dec!(4000000), dec!(6000001)]);
 }

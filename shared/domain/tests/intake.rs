@@ -10,10 +10,7 @@ use o2c_domain::reference::TaxRegime;
 use rust_decimal_macros::dec;
 
 fn codes(issues: &[o2c_domain::events::Issue]) -> Vec<(String, String)> {
-    issues
-        .iter()
-        .map(|i| (i.field.clone(), i.code.clone()))
-        .collect()
+    issues.iter().map(|i| (i.field.clone(), i.code.clone())).collect()
 }
 
 #[test]
@@ -26,26 +23,13 @@ fn when_opportunity_is_complete_should_enrich_from_master_data() {
     assert_eq!(c.tax.regime, TaxRegime::Vat);
     assert_eq!(c.tax.rate, dec!(0.19));
     assert_eq!(c.payment_terms, "NET30", "defaults to the customer's terms");
-    assert_eq!(
-        c.project_template_id, "TPL-TRANSFORMATION",
-        "defaults to the first offering's template"
-    );
+    assert_eq!(c.project_template_id, "TPL-TRANSFORMATION", "defaults to the first offering's template");
     assert_eq!(c.total_value.amount, dec!(1250000.00));
-    assert_eq!(
-        c.service_lines,
-        vec!["MANAGED_SERVICES", "PEOPLE", "TECHNOLOGY"]
-    );
-    assert!(
-        c.approval_required,
-        "TECHNOLOGY needs CLM approval by workflow rule"
-    );
+    assert_eq!(c.service_lines, vec!["MANAGED_SERVICES", "PEOPLE", "TECHNOLOGY"]);
+    assert!(c.approval_required, "TECHNOLOGY needs CLM approval by workflow rule");
     let tm = &c.lines[1];
     assert_eq!(tm.billing_model, BillingModel::TimeAndMaterials);
-    assert_eq!(
-        tm.roles[0].hourly_rate.amount,
-        dec!(218.00),
-        "2027 rate applies on the start date"
-    );
+    assert_eq!(tm.roles[0].hourly_rate.amount, dec!(218.00), "2027 rate applies on the start date");
 }
 
 #[test]
@@ -70,10 +54,7 @@ fn when_many_attributes_are_missing_or_wrong_should_report_every_reason() {
         ("lines[0].billing_model", "invalid_billing_model"),
         ("lines[2].installments", "missing"),
     ] {
-        assert!(
-            got.contains(&(expected.0.into(), expected.1.into())),
-            "missing {expected:?} in {got:?}"
-        );
+        assert!(got.contains(&(expected.0.into(), expected.1.into())), "missing {expected:?} in {got:?}");
     }
     assert!(issues.len() >= 7);
 }
@@ -94,13 +75,7 @@ fn when_tax_registration_is_missing_should_reject() {
     let mut opp = globex_closed_won();
     opp.account_id = Some("CUST-9003".into());
     let got = codes(&validate_and_enrich(&opp, &reference()).unwrap_err());
-    assert_eq!(
-        got,
-        vec![(
-            "account_id".to_string(),
-            "missing_tax_registration".to_string()
-        )]
-    );
+    assert_eq!(got, vec![("account_id".to_string(), "missing_tax_registration".to_string())]);
 }
 
 #[test]
@@ -108,13 +83,7 @@ fn when_lines_do_not_sum_to_amount_should_reject() {
     let mut opp = globex_closed_won();
     opp.amount = Some("1250000.01".into());
     let got = codes(&validate_and_enrich(&opp, &reference()).unwrap_err());
-    assert_eq!(
-        got,
-        vec![(
-            "amount".to_string(),
-            "lines_do_not_sum_to_amount".to_string()
-        )]
-    );
+    assert_eq!(got, vec![("amount".to_string(), "lines_do_not_sum_to_amount".to_string())]);
 }
 
 #[test]
@@ -122,10 +91,7 @@ fn when_amount_is_more_precise_than_currency_should_reject() {
     let mut opp = globex_closed_won();
     opp.lines[2].amount = Some("100000.005".into());
     let got = codes(&validate_and_enrich(&opp, &reference()).unwrap_err());
-    assert!(
-        got.contains(&("lines[2].amount".into(), "too_precise".into())),
-        "{got:?}"
-    );
+    assert!(got.contains(&("lines[2].amount".into(), "too_precise".into())), "{got:?}");
 }
 
 #[test]
@@ -133,10 +99,7 @@ fn when_rate_card_currency_differs_should_reject() {
     let mut opp = globex_closed_won();
     opp.rate_card_id = Some("RC-USD-2027".into());
     let got = codes(&validate_and_enrich(&opp, &reference()).unwrap_err());
-    assert!(
-        got.contains(&("rate_card_id".into(), "rate_card_currency_mismatch".into())),
-        "{got:?}"
-    );
+    assert!(got.contains(&("rate_card_id".into(), "rate_card_currency_mismatch".into())), "{got:?}");
 }
 
 #[test]
@@ -144,10 +107,7 @@ fn when_estimate_exceeds_not_to_exceed_should_reject() {
     let mut opp = globex_closed_won();
     opp.lines[1].roles[1].hours = Some("2000".into());
     let got = codes(&validate_and_enrich(&opp, &reference()).unwrap_err());
-    assert!(
-        got.contains(&("lines[1].amount".into(), "estimate_exceeds_cap".into())),
-        "{got:?}"
-    );
+    assert!(got.contains(&("lines[1].amount".into(), "estimate_exceeds_cap".into())), "{got:?}");
 }
 
 #[test]
@@ -155,13 +115,7 @@ fn when_installments_run_past_end_should_reject() {
     let mut opp = globex_closed_won();
     opp.lines[2].installments = Some(5);
     let got = codes(&validate_and_enrich(&opp, &reference()).unwrap_err());
-    assert_eq!(
-        got,
-        vec![(
-            "lines[2].installments".to_string(),
-            "installments_beyond_end".to_string()
-        )]
-    );
+    assert_eq!(got, vec![("lines[2].installments".to_string(), "installments_beyond_end".to_string())]);
 }
 
 #[test]
@@ -171,13 +125,7 @@ fn when_billing_model_not_sold_for_offering_should_reject() {
     opp.lines[1].installments = Some(2);
     opp.lines[1].installment_frequency = Some("monthly".into());
     let got = codes(&validate_and_enrich(&opp, &reference()).unwrap_err());
-    assert!(
-        got.contains(&(
-            "lines[1].billing_model".into(),
-            "billing_model_not_allowed".into()
-        )),
-        "{got:?}"
-    );
+    assert!(got.contains(&("lines[1].billing_model".into(), "billing_model_not_allowed".into())), "{got:?}");
 }
 
 #[test]

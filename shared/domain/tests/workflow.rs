@@ -7,17 +7,12 @@ use common::*;
 use o2c_domain::engagement::EngagementStatus;
 use o2c_domain::events::{ContractApproved, EventType, ExceptionKind};
 use o2c_domain::workflow::{
-    ProvisionTrigger, Provisioning, StepContext, Writeback, crm_update_for, decide_closed_won,
-    decide_provisioning, decide_writeback, provisioned, provisioning_failed, step,
+    ProvisionTrigger, Provisioning, StepContext, Writeback, crm_update_for, decide_closed_won, decide_provisioning, decide_writeback,
+    provisioned, provisioning_failed, step,
 };
 
 fn ctx<'a>(m: &'a o2c_domain::events::EventMeta, t: EventType, s: &'static str) -> StepContext<'a> {
-    StepContext {
-        step: s,
-        event_type: t,
-        meta: m,
-        now: now(),
-    }
+    StepContext { step: s, event_type: t, meta: m, now: now() }
 }
 
 #[test]
@@ -36,10 +31,7 @@ fn when_first_closed_won_is_valid_should_create_contract_and_emit_contract_creat
     assert_eq!(ev.event_type, EventType::ContractCreated);
     assert_eq!(ev.detail["causation_id"], "e1");
     assert_eq!(ev.detail["correlation_id"], "corr-1");
-    assert_eq!(
-        ev.detail["idempotency_key"],
-        "contract-created:ENG-0068d00000GLBX01:r1"
-    );
+    assert_eq!(ev.detail["idempotency_key"], "contract-created:ENG-0068d00000GLBX01:r1");
     // Deterministic: the same decision emits the same event id.
     let again = decide_closed_won(
         None,
@@ -56,20 +48,12 @@ fn when_revision_is_not_newer_should_change_nothing() {
     let c = ctx(&m, EventType::OpportunityClosedWon, step::INTAKE);
     let mut opp = globex_closed_won();
     opp.revision = 3;
-    let e = decide_closed_won(None, &envelope(opp.clone(), "e1"), &reference(), &c)
-        .engagement
-        .unwrap();
+    let e = decide_closed_won(None, &envelope(opp.clone(), "e1"), &reference(), &c).engagement.unwrap();
     opp.revision = 2;
     let d = decide_closed_won(Some(&e), &envelope(opp.clone(), "e2"), &reference(), &c);
-    assert_eq!(
-        (d.engagement.is_none(), d.events.len(), d.action()),
-        (true, 0, "stale_revision_ignored")
-    );
+    assert_eq!((d.engagement.is_none(), d.events.len(), d.action()), (true, 0, "stale_revision_ignored"));
     opp.revision = 3;
-    assert_eq!(
-        decide_closed_won(Some(&e), &envelope(opp, "e3"), &reference(), &c).action(),
-        "duplicate_revision_ignored"
-    );
+    assert_eq!(decide_closed_won(Some(&e), &envelope(opp, "e3"), &reference(), &c).action(), "duplicate_revision_ignored");
 }
 
 #[test]
@@ -114,13 +98,9 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
     };
     let m3 = meta("e3");
     let c3 = ctx(&m3, EventType::ContractApproved, step::PROVISION);
-    let Provisioning::Execute(plan) = decide_provisioning(
-        Some(&waiting),
-        ProvisionTrigger::ContractApproved(&approval),
-        &reference(),
-        &c3,
-    )
-    .unwrap() else {
+    let Provisioning::Execute(plan) =
+        decide_provisioning(Some(&waiting), ProvisionTrigger::ContractApproved(&approval), &reference(), &c3).unwrap()
+    else {
         panic!("approval must start provisioning")
     };
     assert_eq!(plan.engagement.status, EngagementStatus::Provisioning);
@@ -141,25 +121,15 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
         panic!("claimed by another event")
     };
     assert_eq!(d.action(), "provisioning_in_progress");
-    let Provisioning::Execute(retry) = decide_provisioning(
-        Some(&plan.engagement),
-        ProvisionTrigger::ContractApproved(&approval),
-        &reference(),
-        &c3,
-    )
-    .unwrap() else {
+    let Provisioning::Execute(retry) =
+        decide_provisioning(Some(&plan.engagement), ProvisionTrigger::ContractApproved(&approval), &reference(), &c3).unwrap()
+    else {
         panic!("retry")
     };
-    assert_eq!(
-        retry.engagement.provisioning_attempt,
-        plan.engagement.provisioning_attempt
-    );
+    assert_eq!(retry.engagement.provisioning_attempt, plan.engagement.provisioning_attempt);
 
     let done = provisioned(*plan.clone(), "PSA-1".into(), "ERP-1".into(), &c3);
-    assert_eq!(
-        done.engagement.as_ref().unwrap().status,
-        EngagementStatus::Provisioned
-    );
+    assert_eq!(done.engagement.as_ref().unwrap().status, EngagementStatus::Provisioned);
     assert_eq!(done.events[0].event_type, EventType::ProjectProvisioned);
     let failed = provisioning_failed(*plan, "ERP", "INVALID: x", vec![], &c3);
     let fe = failed.engagement.unwrap();
@@ -173,25 +143,12 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
 fn when_crm_already_shows_the_state_should_not_write_again() {
     let m = meta("e1");
     let c = ctx(&m, EventType::ContractCreated, step::CRM_WRITEBACK);
-    let mut e = decide_closed_won(None, &envelope(globex_closed_won(), "e1"), &reference(), &c)
-        .engagement
-        .unwrap();
-    let Writeback::Execute(plan) =
-        decide_writeback(Some((&e, 1)), &e.engagement_id.clone(), &c).unwrap()
-    else {
-        panic!("first write")
-    };
+    let mut e = decide_closed_won(None, &envelope(globex_closed_won(), "e1"), &reference(), &c).engagement.unwrap();
+    let Writeback::Execute(plan) = decide_writeback(Some((&e, 1)), &e.engagement_id.clone(), &c).unwrap() else { panic!("first write") };
     assert_eq!(plan.update.sync_status, "In Progress");
-    e.crm_sync = Some(o2c_domain::engagement::CrmSync {
-        update: plan.update.clone(),
-        result: "ok".into(),
-        at: now(),
-    });
+    e.crm_sync = Some(o2c_domain::engagement::CrmSync { update: plan.update.clone(), result: "ok".into(), at: now() });
     // A later version with the same content is not written again.
-    assert!(matches!(
-        decide_writeback(Some((&e, 2)), &e.engagement_id.clone(), &c).unwrap(),
-        Writeback::Decided(_)
-    ));
+    assert!(matches!(decide_writeback(Some((&e, 2)), &e.engagement_id.clone(), &c).unwrap(), Writeback::Decided(_)));
 }
 
 #[test]
@@ -206,9 +163,7 @@ fn when_errors_exceed_the_crm_field_should_truncate_on_a_char_boundary() {
     opp.start_date = None;
     opp.end_date = None;
     opp.currency = None;
-    let e = decide_closed_won(None, &envelope(opp, "e1"), &reference(), &c)
-        .engagement
-        .unwrap();
+    let e = decide_closed_won(None, &envelope(opp, "e1"), &reference(), &c).engagement.unwrap();
     let u = crm_update_for(&e, 1);
     assert_eq!(u.sync_status, "Error");
     let err = u.last_error.unwrap();

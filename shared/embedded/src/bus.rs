@@ -13,10 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use o2c_app::O2cError;
-use o2c_app::bus::{
-    PutEventsEntry, PutEventsResponse, PutEventsResultEntry, entry_for, eventbridge_event,
-    validate_entry,
-};
+use o2c_app::bus::{PutEventsEntry, PutEventsResponse, PutEventsResultEntry, entry_for, eventbridge_event, validate_entry};
 use o2c_app::ports::EventPublisher;
 use o2c_app::routing::Router;
 use o2c_app::topology::Topology;
@@ -105,13 +102,7 @@ impl LocalBus {
     /// A bus wired from `topology`.
     pub fn new(db: Db, topology: Arc<Topology>, bus_name: String) -> Result<Self, O2cError> {
         let router = Router::new(&topology).map_err(|e| O2cError::Bug(e.to_string()))?;
-        Ok(Self {
-            db,
-            topology,
-            router,
-            bus_name,
-            notify: Arc::new(Notify::new()),
-        })
+        Ok(Self { db, topology, router, bus_name, notify: Arc::new(Notify::new()) })
     }
 
     /// Woken whenever messages are enqueued.
@@ -130,10 +121,7 @@ impl LocalBus {
     }
 
     /// EventBridge `PutEvents`: per-entry results, failures reported per entry.
-    pub async fn put_events(
-        &self,
-        entries: Vec<PutEventsEntry>,
-    ) -> Result<PutEventsResponse, O2cError> {
+    pub async fn put_events(&self, entries: Vec<PutEventsEntry>) -> Result<PutEventsResponse, O2cError> {
         let now = Utc::now();
         let mut results = Vec::with_capacity(entries.len());
         let mut accepted = Vec::new();
@@ -155,12 +143,7 @@ impl LocalBus {
                         .into_iter()
                         .map(|(rule, t)| {
                             let fifo = self.topology.queues.get(&t.queue).is_some_and(|q| q.fifo);
-                            (
-                                rule.logical_id.clone(),
-                                t.queue.clone(),
-                                t.message_group_id.clone(),
-                                fifo,
-                            )
+                            (rule.logical_id.clone(), t.queue.clone(), t.message_group_id.clone(), fifo)
                         })
                         .collect();
                     accepted.push((
@@ -170,11 +153,7 @@ impl LocalBus {
                         text,
                         targets,
                     ));
-                    results.push(PutEventsResultEntry {
-                        event_id: Some(id),
-                        error_code: None,
-                        error_message: None,
-                    });
+                    results.push(PutEventsResultEntry { event_id: Some(id), error_code: None, error_message: None });
                 }
             }
         }
@@ -219,26 +198,13 @@ impl LocalBus {
             self.notify.notify_waiters();
         }
         let failed = results.iter().filter(|r| r.error_code.is_some()).count();
-        Ok(PutEventsResponse {
-            failed_entry_count: failed,
-            entries: results,
-        })
+        Ok(PutEventsResponse { failed_entry_count: failed, entries: results })
     }
 
     /// Receives up to `max` messages from `queue`, hiding them for `visibility`. Messages
     /// already received `maxReceiveCount` times are moved to the DLQ instead.
-    pub async fn receive(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<ReceivedMessage>, O2cError> {
-        let q = self
-            .topology
-            .queues
-            .get(queue)
-            .cloned()
-            .ok_or_else(|| O2cError::Bug(format!("unknown queue {queue}")))?;
+    pub async fn receive(&self, queue: &str, max: usize, visibility: Duration) -> Result<Vec<ReceivedMessage>, O2cError> {
+        let q = self.topology.queues.get(queue).cloned().ok_or_else(|| O2cError::Bug(format!("unknown queue {queue}")))?;
         let vis = i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX);
         let queue = queue.to_owned();
         self.db
@@ -365,8 +331,7 @@ impl LocalBus {
             .call(move |c| {
                 let tx = c.transaction().map_err(db_err)?;
                 for id in ids {
-                    tx.execute("DELETE FROM messages WHERE message_id = ?1", params![id])
-                        .map_err(db_err)?;
+                    tx.execute("DELETE FROM messages WHERE message_id = ?1", params![id]).map_err(db_err)?;
                 }
                 tx.commit().map_err(db_err)
             })
@@ -375,20 +340,12 @@ impl LocalBus {
 
     /// Makes a failed message visible again after `delay` (what SQS does when the
     /// visibility timeout of a reported failure runs out).
-    pub async fn retry_later(
-        &self,
-        id: String,
-        delay: Duration,
-        error: String,
-    ) -> Result<(), O2cError> {
+    pub async fn retry_later(&self, id: String, delay: Duration, error: String) -> Result<(), O2cError> {
         let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         self.db
             .call(move |c| {
-                c.execute(
-                    "UPDATE messages SET visible_at = ?2, last_error = ?3 WHERE message_id = ?1",
-                    params![id, at, error],
-                )
-                .map_err(db_err)?;
+                c.execute("UPDATE messages SET visible_at = ?2, last_error = ?3 WHERE message_id = ?1", params![id, at, error])
+                    .map_err(db_err)?;
                 Ok(())
             })
             .await?;
@@ -401,11 +358,7 @@ impl LocalBus {
         self.db
             .call(|c| {
                 let now = now_ms();
-                c.execute(
-                    "UPDATE messages SET visible_at = ?1 WHERE visible_at > ?1",
-                    params![now],
-                )
-                .map_err(db_err)
+                c.execute("UPDATE messages SET visible_at = ?1 WHERE visible_at > ?1", params![now]).map_err(db_err)
             })
             .await
     }
@@ -469,17 +422,9 @@ impl LocalBus {
     /// Moves up to `limit` messages from a DLQ back to the queue they came from, with a
     /// fresh receive count (what `StartMessageMoveTask` does).
     pub async fn redrive(&self, dlq: &str, limit: usize) -> Result<usize, O2cError> {
-        let source = self
-            .topology
-            .source_of_dlq(dlq)
-            .map(|q| q.logical_id.clone())
-            .ok_or_else(|| {
-                O2cError::Validation(vec![o2c_domain::events::Issue::new(
-                    "queue",
-                    "not_a_dlq",
-                    format!("{dlq} is not the DLQ of any queue"),
-                )])
-            })?;
+        let source = self.topology.source_of_dlq(dlq).map(|q| q.logical_id.clone()).ok_or_else(|| {
+            O2cError::Validation(vec![o2c_domain::events::Issue::new("queue", "not_a_dlq", format!("{dlq} is not the DLQ of any queue"))])
+        })?;
         let dlq = dlq.to_owned();
         let moved = self
             .db
@@ -498,18 +443,12 @@ impl LocalBus {
     }
 
     /// Archived events, oldest first (the embedded counterpart of an EventBridge archive).
-    pub async fn archived(
-        &self,
-        from: Option<DateTime<Utc>>,
-        to: Option<DateTime<Utc>>,
-    ) -> Result<Vec<PutEventsEntry>, O2cError> {
-        let (from, to) = (
-            from.map_or(i64::MIN, |t| t.timestamp_millis()),
-            to.map_or(i64::MAX, |t| t.timestamp_millis()),
-        );
+    pub async fn archived(&self, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Vec<PutEventsEntry>, O2cError> {
+        let (from, to) = (from.map_or(i64::MIN, |t| t.timestamp_millis()), to.map_or(i64::MAX, |t| t.timestamp_millis()));
         self.db
             .call(move |c| {
-                let mut s = c.prepare("SELECT event FROM bus_events WHERE received_at >= ?1 AND received_at < ?2 ORDER BY seq").map_err(db_err)?;
+                let mut s =
+                    c.prepare("SELECT event FROM bus_events WHERE received_at >= ?1 AND received_at < ?2 ORDER BY seq").map_err(db_err)?;
                 let rows = s.query_map(params![from, to], |r| r.get::<_, String>(0)).map_err(db_err)?;
                 let mut out = Vec::new();
                 for r in rows {
@@ -527,10 +466,7 @@ impl EventPublisher for LocalBus {
         if events.is_empty() {
             return Ok(());
         }
-        let entries = events
-            .iter()
-            .map(|e| entry_for(e, &self.bus_name))
-            .collect();
+        let entries = events.iter().map(|e| entry_for(e, &self.bus_name)).collect();
         let resp = self.put_events(entries).await?;
         if let Some(bad) = resp.entries.iter().find(|e| e.error_code.is_some()) {
             // Our own events are refused only when they break a hard limit: a defect.

@@ -136,38 +136,19 @@ impl Db {
     pub fn open(path: &Path) -> Result<Self, O2cError> {
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sqlite_err)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(sqlite_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite_err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite_err)?;
         // FULL: every commit is fsynced, so an acknowledged step survives power loss.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(sqlite_err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sqlite_err)?;
-        for (i, sql) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(version).unwrap_or(usize::MAX))
-        {
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
-                i + 1
-            ))
-            .map_err(sqlite_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(sqlite_err)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite_err)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(usize::MAX)) {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1)).map_err(sqlite_err)?;
         }
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            path: path.to_owned(),
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
     }
 
     /// The file path.
@@ -183,9 +164,7 @@ impl Db {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| O2cError::Bug("sqlite connection mutex poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| O2cError::Bug("sqlite connection mutex poisoned".into()))?;
             f(&mut guard)
         })
         .await
@@ -193,14 +172,8 @@ impl Db {
     }
 
     /// Runs `f` synchronously (for callers already off the async executor).
-    pub fn call_blocking<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, O2cError>,
-    ) -> Result<T, O2cError> {
-        let mut guard = self
-            .conn
-            .lock()
-            .map_err(|_| O2cError::Bug("sqlite connection mutex poisoned".into()))?;
+    pub fn call_blocking<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, O2cError>) -> Result<T, O2cError> {
+        let mut guard = self.conn.lock().map_err(|_| O2cError::Bug("sqlite connection mutex poisoned".into()))?;
         f(&mut guard)
     }
 }

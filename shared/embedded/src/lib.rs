@@ -9,6 +9,7 @@
 //! - [`bus`]: the in-process EventBridge bus (rules from the template, quamina matching,
 //!   archive) and SQS-like queues (visibility, redelivery, DLQ, FIFO groups);
 //! - [`sim`]: CRM, PSA and ERP simulators with realistic validation and switchable faults;
+//! - [`sim_http`]: the simulators behind the o2c connector contract over HTTP;
 //! - [`runtime`]: wiring, workers with event-source-mapping semantics, crash recovery;
 //! - [`reference`]: the bundled sample reference data (a global consulting firm).
 
@@ -16,6 +17,7 @@ pub mod bus;
 pub mod db;
 pub mod runtime;
 pub mod sim;
+pub mod sim_http;
 pub mod store;
 
 /// Bundled sample reference data.

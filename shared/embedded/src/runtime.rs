@@ -161,15 +161,10 @@ impl RuntimeBuilder {
 
     /// Opens the database, takes the consumer lock and recovers a crashed run.
     pub async fn open(self) -> Result<Runtime, O2cError> {
-        let topology = Arc::new(
-            Topology::from_sam_yaml(&self.template).map_err(|e| O2cError::Bug(e.to_string()))?,
-        );
+        let topology = Arc::new(Topology::from_sam_yaml(&self.template).map_err(|e| O2cError::Bug(e.to_string()))?);
         for f in &topology.functions {
             if Step::from_name(&f.binary).is_none() {
-                return Err(O2cError::Bug(format!(
-                    "template function {} names unknown binary {}",
-                    f.logical_id, f.binary
-                )));
+                return Err(O2cError::Bug(format!("template function {} names unknown binary {}", f.logical_id, f.binary)));
             }
         }
         let lock_path = lock_path(&self.db_path);
@@ -187,11 +182,7 @@ impl RuntimeBuilder {
             ))
         })?;
         let db = Db::open(&self.db_path)?;
-        let bus = Arc::new(LocalBus::new(
-            db.clone(),
-            topology.clone(),
-            format!("o2c-{}", topology.bus),
-        )?);
+        let bus = Arc::new(LocalBus::new(db.clone(), topology.clone(), format!("o2c-{}", topology.bus))?);
         let store = SqliteStore::new(db.clone());
         let sims = Simulators::new(db.clone(), &self.reference);
         let platform = EmbeddedPlatform {
@@ -231,20 +222,12 @@ fn to_sqs(queue: &str, m: &ReceivedMessage) -> SqsMessage {
     msg.receipt_handle = Some(format!("{}#{}", m.message_id, m.receive_count));
     msg.body = Some(m.body.clone());
     msg.event_source = Some("aws:sqs".into());
-    msg.event_source_arn = Some(format!(
-        "arn:aws:sqs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{queue}"
-    ));
+    msg.event_source_arn = Some(format!("arn:aws:sqs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{queue}"));
     msg.aws_region = Some(LOCAL_REGION.into());
     let mut attrs = HashMap::new();
-    attrs.insert(
-        "ApproximateReceiveCount".to_owned(),
-        m.receive_count.to_string(),
-    );
+    attrs.insert("ApproximateReceiveCount".to_owned(), m.receive_count.to_string());
     attrs.insert("SentTimestamp".to_owned(), m.sent_at.to_string());
-    attrs.insert(
-        "ApproximateFirstReceiveTimestamp".to_owned(),
-        m.first_received_at.to_string(),
-    );
+    attrs.insert("ApproximateFirstReceiveTimestamp".to_owned(), m.first_received_at.to_string());
     if let Some(g) = &m.group_id {
         attrs.insert("MessageGroupId".to_owned(), g.clone());
     }
@@ -270,14 +253,16 @@ impl Runtime {
         let released = self
             .inner
             .db
-            .call(move |c| c.execute("UPDATE idempotency SET in_progress_until = ?1 WHERE status = 'IN_PROGRESS' AND in_progress_until > ?1", params![now]).map_err(db_err))
+            .call(move |c| {
+                c.execute(
+                    "UPDATE idempotency SET in_progress_until = ?1 WHERE status = 'IN_PROGRESS' AND in_progress_until > ?1",
+                    params![now],
+                )
+                .map_err(db_err)
+            })
             .await?;
         if reclaimed + released > 0 {
-            info!(
-                reclaimed,
-                released,
-                "recovered from an earlier run: in-flight messages and reservations released"
-            );
+            info!(reclaimed, released, "recovered from an earlier run: in-flight messages and reservations released");
         }
         Ok(())
     }
@@ -312,10 +297,7 @@ impl Runtime {
     }
 
     /// EventBridge `PutEvents` on the o2c bus.
-    pub async fn put_events(
-        &self,
-        entries: Vec<PutEventsEntry>,
-    ) -> Result<PutEventsResponse, O2cError> {
+    pub async fn put_events(&self, entries: Vec<PutEventsEntry>) -> Result<PutEventsResponse, O2cError> {
         self.inner.bus.put_events(entries).await
     }
 
@@ -323,12 +305,7 @@ impl Runtime {
     pub async fn pending(&self) -> Result<u64, O2cError> {
         let topo = &self.inner.topology;
         let mut total = 0;
-        for q in topo
-            .functions
-            .iter()
-            .map(|f| &f.queue)
-            .chain(topo.pipes.iter().map(|p| &p.source))
-        {
+        for q in topo.functions.iter().map(|f| &f.queue).chain(topo.pipes.iter().map(|p| &p.source)) {
             total += self.inner.bus.depth(q).await?.total();
         }
         Ok(total)
@@ -337,13 +314,7 @@ impl Runtime {
     /// Messages in DLQs.
     pub async fn dead_letters(&self) -> Result<u64, O2cError> {
         let mut total = 0;
-        for q in self
-            .inner
-            .topology
-            .queues
-            .values()
-            .filter(|q| self.inner.topology.is_dlq(&q.logical_id))
-        {
+        for q in self.inner.topology.queues.values().filter(|q| self.inner.topology.is_dlq(&q.logical_id)) {
             total += self.inner.bus.depth(&q.logical_id).await?.total();
         }
         Ok(total)
@@ -353,11 +324,7 @@ impl Runtime {
     pub fn start(&self, shutdown: watch::Receiver<bool>) -> JoinSet<RunReport> {
         let mut set = JoinSet::new();
         for f in self.inner.topology.functions.clone() {
-            let workers = f
-                .max_concurrency
-                .unwrap_or(u32::MAX)
-                .min(self.inner.options.max_workers_per_function)
-                .max(1);
+            let workers = f.max_concurrency.unwrap_or(u32::MAX).min(self.inner.options.max_workers_per_function).max(1);
             for _ in 0..workers {
                 let rt = self.clone();
                 let f = f.clone();
@@ -376,27 +343,17 @@ impl Runtime {
     /// Runs a pipe: source queue → (group / dedup ids from the body) → target queue.
     async fn pipe_worker(&self, p: PipeDef, stop: &mut watch::Receiver<bool>) -> RunReport {
         let mut report = RunReport::default();
-        let visibility = Duration::from_secs(u64::from(
-            self.inner
-                .topology
-                .queues
-                .get(&p.source)
-                .map_or(30, |q| q.visibility_timeout_secs),
-        ));
+        let visibility =
+            Duration::from_secs(u64::from(self.inner.topology.queues.get(&p.source).map_or(30, |q| q.visibility_timeout_secs)));
         let notify = self.inner.bus.notifier();
         loop {
             if *stop.borrow() {
                 break;
             }
-            let msgs = self
-                .inner
-                .bus
-                .receive(&p.source, p.batch_size as usize, visibility)
-                .await
-                .unwrap_or_else(|e| {
-                    warn!(queue = %p.source, error = %e, "pipe receive failed");
-                    Vec::new()
-                });
+            let msgs = self.inner.bus.receive(&p.source, p.batch_size as usize, visibility).await.unwrap_or_else(|e| {
+                warn!(queue = %p.source, error = %e, "pipe receive failed");
+                Vec::new()
+            });
             if msgs.is_empty() {
                 let notified = notify.notified();
                 tokio::select! {
@@ -409,34 +366,15 @@ impl Runtime {
             report.batches += 1;
             for m in msgs {
                 let body: serde_json::Value = serde_json::from_str(&m.body).unwrap_or_default();
-                let group = p
-                    .message_group_path
-                    .as_deref()
-                    .and_then(|path| PipeDef::eval(path, &body));
-                let dedup = p
-                    .deduplication_path
-                    .as_deref()
-                    .and_then(|path| PipeDef::eval(path, &body));
+                let group = p.message_group_path.as_deref().and_then(|path| PipeDef::eval(path, &body));
+                let dedup = p.deduplication_path.as_deref().and_then(|path| PipeDef::eval(path, &body));
                 let result = match (&p.message_group_path, &group) {
-                    (Some(path), None) => {
-                        Err(O2cError::Validation(vec![o2c_domain::events::Issue::new(
-                            path.clone(),
-                            "missing",
-                            "the message has no value at the pipe's MessageGroupId path",
-                        )]))
-                    }
-                    _ => {
-                        self.inner
-                            .bus
-                            .forward(
-                                m.message_id.clone(),
-                                p.target.clone(),
-                                m.body.clone(),
-                                group,
-                                dedup,
-                            )
-                            .await
-                    }
+                    (Some(path), None) => Err(O2cError::Validation(vec![o2c_domain::events::Issue::new(
+                        path.clone(),
+                        "missing",
+                        "the message has no value at the pipe's MessageGroupId path",
+                    )])),
+                    _ => self.inner.bus.forward(m.message_id.clone(), p.target.clone(), m.body.clone(), group, dedup).await,
                 };
                 match result {
                     Ok(()) => report.succeeded += 1,
@@ -450,11 +388,7 @@ impl Runtime {
                             .retry_base
                             .saturating_mul(1u32 << m.receive_count.saturating_sub(1).min(16))
                             .min(self.inner.options.retry_cap);
-                        let _ = self
-                            .inner
-                            .bus
-                            .retry_later(m.message_id, delay, format!("pipe {}: {e}", p.logical_id))
-                            .await;
+                        let _ = self.inner.bus.retry_later(m.message_id, delay, format!("pipe {}: {e}", p.logical_id)).await;
                     }
                 }
             }
@@ -481,10 +415,7 @@ impl Runtime {
                 Ok(n) => {
                     idle_checks = 0;
                     if started.elapsed() > max {
-                        break Err(O2cError::dependency(
-                            "runtime",
-                            format!("{n} message(s) still pending after {max:?}"),
-                        ));
+                        break Err(O2cError::dependency("runtime", format!("{n} message(s) still pending after {max:?}")));
                     }
                 }
                 Err(e) => break Err(e),
@@ -509,24 +440,13 @@ impl Runtime {
         let Some(step) = Step::from_name(&f.binary) else {
             return report;
         };
-        let visibility = Duration::from_secs(u64::from(
-            self.inner
-                .topology
-                .queues
-                .get(&f.queue)
-                .map_or(30, |q| q.visibility_timeout_secs),
-        ));
+        let visibility = Duration::from_secs(u64::from(self.inner.topology.queues.get(&f.queue).map_or(30, |q| q.visibility_timeout_secs)));
         let notify = self.inner.bus.notifier();
         loop {
             if *stop.borrow() {
                 break;
             }
-            let msgs = match self
-                .inner
-                .bus
-                .receive(&f.queue, f.batch_size as usize, visibility)
-                .await
-            {
+            let msgs = match self.inner.bus.receive(&f.queue, f.batch_size as usize, visibility).await {
                 Ok(m) => m,
                 Err(e) => {
                     warn!(queue = %f.queue, error = %e, "receive failed");
@@ -543,14 +463,10 @@ impl Runtime {
                 continue;
             }
             report.batches += 1;
-            let counts: HashMap<String, u32> = msgs
-                .iter()
-                .map(|m| (m.message_id.clone(), m.receive_count))
-                .collect();
+            let counts: HashMap<String, u32> = msgs.iter().map(|m| (m.message_id.clone(), m.receive_count)).collect();
             let mut event = SqsEvent::default();
             event.records = msgs.iter().map(|m| to_sqs(&f.queue, m)).collect();
-            let deadline = chrono::Utc::now()
-                + chrono::Duration::from_std(visibility).unwrap_or(chrono::Duration::seconds(30));
+            let deadline = chrono::Utc::now() + chrono::Duration::from_std(visibility).unwrap_or(chrono::Duration::seconds(30));
             let outcomes = process_batch(&self.inner.services, step, event, deadline).await;
             let mut done = Vec::new();
             for o in outcomes {
@@ -569,19 +485,11 @@ impl Runtime {
                             .saturating_mul(1u32 << (n.saturating_sub(1)).min(16))
                             .min(self.inner.options.retry_cap);
                         let delay = match &e {
-                            O2cError::Dependency {
-                                retry_after: Some(ra),
-                                ..
-                            } => (*ra).max(backoff),
+                            O2cError::Dependency { retry_after: Some(ra), .. } => (*ra).max(backoff),
                             _ => backoff,
                         };
                         debug!(message_id = %o.message_id, receive_count = n, delay_ms = delay.as_millis() as u64, "message will be redelivered");
-                        if let Err(err) = self
-                            .inner
-                            .bus
-                            .retry_later(o.message_id, delay, format!("{}: {e}", e.error_type()))
-                            .await
-                        {
+                        if let Err(err) = self.inner.bus.retry_later(o.message_id, delay, format!("{}: {e}", e.error_type())).await {
                             warn!(error = %err, "could not schedule redelivery; the visibility timeout will");
                         }
                     }

@@ -131,27 +131,12 @@ enum Applied {
     None,
 }
 
-fn transient(
-    system: System,
-    status: u16,
-    message: &str,
-    retry_after: Option<Duration>,
-) -> ConnectorError {
-    ConnectorError::Transient {
-        system: system.as_str().into(),
-        status,
-        message: message.into(),
-        retry_after,
-    }
+fn transient(system: System, status: u16, message: &str, retry_after: Option<Duration>) -> ConnectorError {
+    ConnectorError::Transient { system: system.as_str().into(), status, message: message.into(), retry_after }
 }
 
 fn permanent(system: System, status: u16, code: &str, message: String) -> ConnectorError {
-    ConnectorError::Permanent {
-        system: system.as_str().into(),
-        status,
-        code: code.into(),
-        message,
-    }
+    ConnectorError::Permanent { system: system.as_str().into(), status, code: code.into(), message }
 }
 
 fn store_err(system: System, e: O2cError) -> ConnectorError {
@@ -172,46 +157,26 @@ fn take_fault(tx: &Transaction<'_>, system: System, op: &str) -> Result<Applied,
     };
     match remaining {
         Some(n) if n <= 1 => {
-            tx.execute("DELETE FROM sim_faults WHERE seq = ?1", params![seq])
-                .map_err(db_err)?;
+            tx.execute("DELETE FROM sim_faults WHERE seq = ?1", params![seq]).map_err(db_err)?;
         }
         Some(_) => {
-            tx.execute(
-                "UPDATE sim_faults SET remaining = remaining - 1 WHERE seq = ?1",
-                params![seq],
-            )
-            .map_err(db_err)?;
+            tx.execute("UPDATE sim_faults SET remaining = remaining - 1 WHERE seq = ?1", params![seq]).map_err(db_err)?;
         }
         None => {}
     }
     let fault: Fault = serde_json::from_str(&fault).map_err(row_err)?;
     Ok(match fault {
-        Fault::ServerError { status } => {
-            Applied::Before(transient(system, status, "service unavailable", None))
-        }
+        Fault::ServerError { status } => Applied::Before(transient(system, status, "service unavailable", None)),
         Fault::Timeout => Applied::Before(transient(system, 0, "request timed out", None)),
-        Fault::RateLimited { retry_after_ms } => Applied::Before(transient(
-            system,
-            429,
-            "too many requests",
-            Some(Duration::from_millis(retry_after_ms)),
-        )),
-        Fault::Rejected {
-            status,
-            code,
-            message,
-        } => Applied::Before(permanent(system, status, &code, message)),
+        Fault::RateLimited { retry_after_ms } => {
+            Applied::Before(transient(system, 429, "too many requests", Some(Duration::from_millis(retry_after_ms))))
+        }
+        Fault::Rejected { status, code, message } => Applied::Before(permanent(system, status, &code, message)),
         Fault::TimeoutAfterCommit => Applied::AfterCommit,
     })
 }
 
-fn log_call(
-    tx: &Transaction<'_>,
-    system: System,
-    op: &str,
-    key: &str,
-    outcome: &str,
-) -> Result<(), O2cError> {
+fn log_call(tx: &Transaction<'_>, system: System, op: &str, key: &str, outcome: &str) -> Result<(), O2cError> {
     tx.execute(
         "INSERT INTO sim_calls (system, operation, key, outcome, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![system.as_str(), op, key, outcome, Utc::now().to_rfc3339()],
@@ -225,59 +190,30 @@ impl Simulators {
     pub fn new(db: Db, reference: &ReferenceData) -> Self {
         Self {
             db,
-            psa_templates: Arc::new(
-                reference
-                    .project_templates
-                    .values()
-                    .map(|t| t.psa_template.clone())
-                    .collect(),
-            ),
-            erp_project_types: Arc::new(
-                reference
-                    .project_templates
-                    .values()
-                    .map(|t| t.erp_project_type.clone())
-                    .collect(),
-            ),
-            erp_customers: Arc::new(
-                reference
-                    .customers
-                    .values()
-                    .map(|c| c.erp_customer_id.clone())
-                    .collect(),
-            ),
+            psa_templates: Arc::new(reference.project_templates.values().map(|t| t.psa_template.clone()).collect()),
+            erp_project_types: Arc::new(reference.project_templates.values().map(|t| t.erp_project_type.clone()).collect()),
+            erp_customers: Arc::new(reference.customers.values().map(|c| c.erp_customer_id.clone()).collect()),
             erp_subsidiary_currencies: Arc::new(
                 reference
                     .legal_entities
                     .values()
-                    .map(|l| {
-                        (
-                            l.erp_subsidiary.clone(),
-                            l.billing_currencies
-                                .iter()
-                                .map(|c| c.code().to_owned())
-                                .collect(),
-                        )
-                    })
+                    .map(|l| (l.erp_subsidiary.clone(), l.billing_currencies.iter().map(|c| c.code().to_owned()).collect()))
                     .collect(),
             ),
         }
     }
 
     /// Switches a fault on for `times` calls (`None`: until cleared). `operation` `*` matches all.
-    pub async fn inject(
-        &self,
-        system: System,
-        operation: &str,
-        fault: Fault,
-        times: Option<u32>,
-    ) -> Result<(), O2cError> {
+    pub async fn inject(&self, system: System, operation: &str, fault: Fault, times: Option<u32>) -> Result<(), O2cError> {
         let op = operation.to_owned();
         let fault = serde_json::to_string(&fault).map_err(row_err)?;
         self.db
             .call(move |c| {
-                c.execute("INSERT INTO sim_faults (system, operation, fault, remaining) VALUES (?1, ?2, ?3, ?4)", params![system.as_str(), op, fault, times.map(i64::from)])
-                    .map_err(db_err)?;
+                c.execute(
+                    "INSERT INTO sim_faults (system, operation, fault, remaining) VALUES (?1, ?2, ?3, ?4)",
+                    params![system.as_str(), op, fault, times.map(i64::from)],
+                )
+                .map_err(db_err)?;
                 Ok(())
             })
             .await
@@ -285,24 +221,32 @@ impl Simulators {
 
     /// Clears every fault.
     pub async fn clear_faults(&self) -> Result<(), O2cError> {
-        self.db
-            .call(|c| {
-                c.execute("DELETE FROM sim_faults", [])
-                    .map(|_| ())
-                    .map_err(db_err)
-            })
-            .await
+        self.db.call(|c| c.execute("DELETE FROM sim_faults", []).map(|_| ()).map_err(db_err)).await
     }
 
     /// Projects in a system.
     pub async fn projects(&self, system: System) -> Result<Vec<SimProject>, O2cError> {
         self.db
             .call(move |c| {
-                let mut s = c.prepare("SELECT external_key, project_id, status, spec FROM sim_projects WHERE system = ?1 ORDER BY created_at, project_id").map_err(db_err)?;
-                let rows = s.query_map(params![system.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))).map_err(db_err)?;
+                let mut s = c
+                    .prepare(
+                        "SELECT external_key, project_id, status, spec FROM sim_projects WHERE system = ?1 ORDER BY created_at, project_id",
+                    )
+                    .map_err(db_err)?;
+                let rows = s
+                    .query_map(params![system.as_str()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+                    })
+                    .map_err(db_err)?;
                 rows.map(|r| {
                     let (k, id, st, spec) = r.map_err(db_err)?;
-                    Ok(SimProject { system: system.as_str().into(), external_key: k, project_id: id, status: st, spec: serde_json::from_str(&spec).map_err(row_err)? })
+                    Ok(SimProject {
+                        system: system.as_str().into(),
+                        external_key: k,
+                        project_id: id,
+                        status: st,
+                        spec: serde_json::from_str(&spec).map_err(row_err)?,
+                    })
                 })
                 .collect()
             })
@@ -310,13 +254,14 @@ impl Simulators {
     }
 
     /// Billing schedules in the ERP: `(schedule id, ERP project id, schedule)`.
-    pub async fn billing_schedules(
-        &self,
-    ) -> Result<Vec<(String, String, BillingSchedule)>, O2cError> {
+    pub async fn billing_schedules(&self) -> Result<Vec<(String, String, BillingSchedule)>, O2cError> {
         self.db
             .call(|c| {
-                let mut s = c.prepare("SELECT schedule_id, erp_project_id, schedule FROM sim_billing_schedules ORDER BY created_at").map_err(db_err)?;
-                let rows = s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))).map_err(db_err)?;
+                let mut s = c
+                    .prepare("SELECT schedule_id, erp_project_id, schedule FROM sim_billing_schedules ORDER BY created_at")
+                    .map_err(db_err)?;
+                let rows =
+                    s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))).map_err(db_err)?;
                 rows.map(|r| {
                     let (id, p, sch) = r.map_err(db_err)?;
                     Ok((id, p, serde_json::from_str(&sch).map_err(row_err)?))
@@ -327,15 +272,14 @@ impl Simulators {
     }
 
     /// The CRM opportunity's o2c fields and their sync version.
-    pub async fn opportunity(
-        &self,
-        opportunity_id: &str,
-    ) -> Result<Option<(u64, CrmOpportunityUpdate)>, O2cError> {
+    pub async fn opportunity(&self, opportunity_id: &str) -> Result<Option<(u64, CrmOpportunityUpdate)>, O2cError> {
         let id = opportunity_id.to_owned();
         self.db
             .call(move |c| {
                 let row: Option<(i64, String)> = c
-                    .query_row("SELECT sync_version, fields FROM sim_crm_opportunities WHERE opportunity_id = ?1", params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row("SELECT sync_version, fields FROM sim_crm_opportunities WHERE opportunity_id = ?1", params![id], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
                     .optional()
                     .map_err(db_err)?;
                 row.map(|(v, f)| Ok((v as u64, serde_json::from_str(&f).map_err(row_err)?))).transpose()
@@ -347,18 +291,9 @@ impl Simulators {
     pub async fn calls(&self) -> Result<Vec<SimCall>, O2cError> {
         self.db
             .call(|c| {
-                let mut s = c
-                    .prepare("SELECT system, operation, key, outcome FROM sim_calls ORDER BY seq")
-                    .map_err(db_err)?;
+                let mut s = c.prepare("SELECT system, operation, key, outcome FROM sim_calls ORDER BY seq").map_err(db_err)?;
                 let rows = s
-                    .query_map([], |r| {
-                        Ok(SimCall {
-                            system: r.get(0)?,
-                            operation: r.get(1)?,
-                            key: r.get(2)?,
-                            outcome: r.get(3)?,
-                        })
-                    })
+                    .query_map([], |r| Ok(SimCall { system: r.get(0)?, operation: r.get(1)?, key: r.get(2)?, outcome: r.get(3)? }))
                     .map_err(db_err)?;
                 rows.map(|r| r.map_err(db_err)).collect()
             })
@@ -366,24 +301,14 @@ impl Simulators {
     }
 
     /// Runs one simulated operation: fault handling, then `op` in a transaction.
-    async fn operate<T, F>(
-        &self,
-        system: System,
-        op: &'static str,
-        key: String,
-        f: F,
-    ) -> Result<T, ConnectorError>
+    async fn operate<T, F>(&self, system: System, op: &'static str, key: String, f: F) -> Result<T, ConnectorError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<Result<(T, &'static str), ConnectorError>, O2cError>
-            + Send
-            + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<Result<(T, &'static str), ConnectorError>, O2cError> + Send + 'static,
     {
         self.db
             .call(move |c| {
-                let tx = c
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(db_err)?;
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
                 let applied = take_fault(&tx, system, op)?;
                 if let Applied::Before(err) = applied {
                     log_call(&tx, system, op, &key, &format!("fault: {err}"))?;
@@ -398,12 +323,9 @@ impl Simulators {
                 log_call(&tx, system, op, &key, &outcome)?;
                 tx.commit().map_err(db_err)?;
                 match (applied, result) {
-                    (Applied::AfterCommit, Ok(_)) => Ok(Err(transient(
-                        system,
-                        0,
-                        "response lost: request timed out after the system committed it",
-                        None,
-                    ))),
+                    (Applied::AfterCommit, Ok(_)) => {
+                        Ok(Err(transient(system, 0, "response lost: request timed out after the system committed it", None)))
+                    }
                     (_, r) => Ok(r.map(|(t, _)| t)),
                 }
             })
@@ -415,8 +337,7 @@ impl Simulators {
         &self,
         system: System,
         spec: &ProjectSpec,
-    ) -> impl std::future::Future<Output = Result<ExternalRef, ConnectorError>> + Send + 'static
-    {
+    ) -> impl std::future::Future<Output = Result<ExternalRef, ConnectorError>> + Send + 'static {
         let spec = spec.clone();
         let me = self.clone();
         async move {
@@ -455,81 +376,40 @@ impl Simulators {
     fn validate_psa(&self, spec: &ProjectSpec) -> Result<(), ConnectorError> {
         let bad = |code: &str, m: String| Err(permanent(System::Psa, 400, code, m));
         if spec.name.chars().count() > 80 {
-            return bad(
-                "STRING_TOO_LONG",
-                "Project Name: data value too large (max length=80)".into(),
-            );
+            return bad("STRING_TOO_LONG", "Project Name: data value too large (max length=80)".into());
         }
         if spec.end_date < spec.start_date {
-            return bad(
-                "FIELD_INTEGRITY_EXCEPTION",
-                "End Date must be on or after Start Date".into(),
-            );
+            return bad("FIELD_INTEGRITY_EXCEPTION", "End Date must be on or after Start Date".into());
         }
         if !self.psa_templates.contains(&spec.template) {
-            return bad(
-                "INVALID_CROSS_REFERENCE_KEY",
-                format!("Template: id value of incorrect type: {}", spec.template),
-            );
+            return bad("INVALID_CROSS_REFERENCE_KEY", format!("Template: id value of incorrect type: {}", spec.template));
         }
-        if let Some(m) = spec
-            .milestones
-            .iter()
-            .find(|m| m.due_date < spec.start_date || m.due_date > spec.end_date)
-        {
-            return bad(
-                "FIELD_INTEGRITY_EXCEPTION",
-                format!(
-                    "Milestone {} due date is outside the project dates",
-                    m.milestone_id
-                ),
-            );
+        if let Some(m) = spec.milestones.iter().find(|m| m.due_date < spec.start_date || m.due_date > spec.end_date) {
+            return bad("FIELD_INTEGRITY_EXCEPTION", format!("Milestone {} due date is outside the project dates", m.milestone_id));
         }
         Ok(())
     }
 
     fn validate_erp(&self, spec: &ProjectSpec) -> Result<(), ConnectorError> {
         let bad = |code: &str, m: String| Err(permanent(System::Erp, 400, code, m));
-        let Some((_, currencies)) = self
-            .erp_subsidiary_currencies
-            .iter()
-            .find(|(s, _)| s == &spec.subsidiary)
-        else {
-            return bad(
-                "INVALID_KEY_OR_REF",
-                format!("Invalid subsidiary reference key {}", spec.subsidiary),
-            );
+        let Some((_, currencies)) = self.erp_subsidiary_currencies.iter().find(|(s, _)| s == &spec.subsidiary) else {
+            return bad("INVALID_KEY_OR_REF", format!("Invalid subsidiary reference key {}", spec.subsidiary));
         };
         if !currencies.iter().any(|c| c == spec.currency.code()) {
-            return bad(
-                "INVALID_CURRENCY",
-                format!(
-                    "Currency {} is not enabled for subsidiary {}",
-                    spec.currency, spec.subsidiary
-                ),
-            );
+            return bad("INVALID_CURRENCY", format!("Currency {} is not enabled for subsidiary {}", spec.currency, spec.subsidiary));
         }
         if !self.erp_customers.contains(&spec.customer_id) {
-            return bad(
-                "INVALID_KEY_OR_REF",
-                format!("Invalid customer reference key {}", spec.customer_id),
-            );
+            return bad("INVALID_KEY_OR_REF", format!("Invalid customer reference key {}", spec.customer_id));
         }
         if !self.erp_project_types.contains(&spec.template) {
-            return bad(
-                "INVALID_KEY_OR_REF",
-                format!("Invalid project type {}", spec.template),
-            );
+            return bad("INVALID_KEY_OR_REF", format!("Invalid project type {}", spec.template));
         }
         Ok(())
     }
 }
 
 impl Psa for Simulators {
-    async fn create_or_get_project(
-        &self,
-        spec: &ProjectSpec,
-    ) -> Result<ExternalRef, ConnectorError> {
+    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalRef, ConnectorError> {
         self.create_project_in(System::Psa, spec).await
     }
 
@@ -537,7 +417,9 @@ impl Psa for Simulators {
         let id = project_id.to_owned();
         let _ = reason;
         self.operate(System::Psa, "cancel_project", id.clone(), move |tx| {
-            let n = tx.execute("UPDATE sim_projects SET status = 'cancelled' WHERE system = 'psa' AND project_id = ?1", params![id]).map_err(db_err)?;
+            let n = tx
+                .execute("UPDATE sim_projects SET status = 'cancelled' WHERE system = 'psa' AND project_id = ?1", params![id])
+                .map_err(db_err)?;
             if n == 0 {
                 return Ok(Err(permanent(System::Psa, 404, "NOT_FOUND", format!("project {id} does not exist"))));
             }
@@ -548,10 +430,7 @@ impl Psa for Simulators {
 }
 
 impl Erp for Simulators {
-    async fn create_or_get_project(
-        &self,
-        spec: &ProjectSpec,
-    ) -> Result<ExternalRef, ConnectorError> {
+    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalRef, ConnectorError> {
         self.create_project_in(System::Erp, spec).await
     }
 
@@ -609,10 +488,7 @@ impl Erp for Simulators {
 }
 
 impl Crm for Simulators {
-    async fn update_opportunity(
-        &self,
-        update: &CrmOpportunityUpdate,
-    ) -> Result<CrmWrite, ConnectorError> {
+    async fn update_opportunity(&self, update: &CrmOpportunityUpdate) -> Result<CrmWrite, ConnectorError> {
         let u = update.clone();
         self.operate(System::Crm, "update_opportunity", u.opportunity_id.clone(), move |tx| {
             if u.last_error.as_ref().is_some_and(|e| e.chars().count() > 255) {

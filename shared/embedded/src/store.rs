@@ -5,9 +5,9 @@
 use chrono::{DateTime, TimeZone, Utc};
 use o2c_app::O2cError;
 use o2c_app::ports::{
-    Commit, CommitOutcome, CompletionMode, EngagementFilter, EngagementStore, EngagementSummary,
-    ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, RejectedMessage,
-    RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
+    Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary, ExpectedVersion,
+    IdempotencyRecord, IdempotencyStatus, IdempotencyStore, RejectedMessage, RejectionStore, Reservation, ReserveOutcome, StateWrite,
+    StoredResult, Versioned,
 };
 use o2c_domain::engagement::{AuditEntry, Engagement};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
@@ -40,24 +40,25 @@ fn read_record(tx: &Transaction<'_>, key: &str) -> Result<Option<IdempotencyReco
         .query_row(
             "SELECT status, payload_hash, expires_at, in_progress_until, result FROM idempotency WHERE key = ?1",
             params![key],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?, r.get::<_, Option<String>>(4)?)),
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            },
         )
         .optional()
         .map_err(db_err)?;
     let Some((status, hash, expires, in_progress, result)) = row else {
         return Ok(None);
     };
-    let result: Option<StoredResult> = result
-        .map(|r| serde_json::from_str(&r))
-        .transpose()
-        .map_err(row_err)?;
+    let result: Option<StoredResult> = result.map(|r| serde_json::from_str(&r)).transpose().map_err(row_err)?;
     Ok(Some(IdempotencyRecord {
         key: key.to_owned(),
-        status: if status == "COMPLETED" {
-            IdempotencyStatus::Completed
-        } else {
-            IdempotencyStatus::InProgress
-        },
+        status: if status == "COMPLETED" { IdempotencyStatus::Completed } else { IdempotencyStatus::InProgress },
         payload_hash: hash,
         expires_at: from_millis(expires),
         in_progress_until: in_progress.map(from_millis),
@@ -66,14 +67,10 @@ fn read_record(tx: &Transaction<'_>, key: &str) -> Result<Option<IdempotencyReco
 }
 
 fn current_version(tx: &Transaction<'_>, engagement_id: &str) -> Result<Option<u64>, O2cError> {
-    tx.query_row(
-        "SELECT version FROM engagements WHERE engagement_id = ?1",
-        params![engagement_id],
-        |r| r.get::<_, i64>(0),
-    )
-    .optional()
-    .map_err(db_err)
-    .map(|v| v.map(|v| v as u64))
+    tx.query_row("SELECT version FROM engagements WHERE engagement_id = ?1", params![engagement_id], |r| r.get::<_, i64>(0))
+        .optional()
+        .map_err(db_err)
+        .map(|v| v.map(|v| v as u64))
 }
 
 /// Writes the engagement if its version is as expected; returns the new version.
@@ -116,14 +113,8 @@ impl SqliteStore {
     pub async fn audit_since(&self, after: i64) -> Result<Vec<(i64, AuditEntry)>, O2cError> {
         self.db
             .call(move |c| {
-                let mut stmt = c
-                    .prepare("SELECT seq, body FROM audit WHERE seq > ?1 ORDER BY seq")
-                    .map_err(db_err)?;
-                let rows = stmt
-                    .query_map(params![after], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-                    })
-                    .map_err(db_err)?;
+                let mut stmt = c.prepare("SELECT seq, body FROM audit WHERE seq > ?1 ORDER BY seq").map_err(db_err)?;
+                let rows = stmt.query_map(params![after], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(db_err)?;
                 rows.map(|r| {
                     let (seq, body) = r.map_err(db_err)?;
                     Ok((seq, serde_json::from_str(&body).map_err(row_err)?))
@@ -140,20 +131,12 @@ impl EngagementStore for SqliteStore {
         self.db
             .call(move |c| {
                 let row = c
-                    .query_row(
-                        "SELECT version, body FROM engagements WHERE engagement_id = ?1",
-                        params![id],
-                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-                    )
+                    .query_row("SELECT version, body FROM engagements WHERE engagement_id = ?1", params![id], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                    })
                     .optional()
                     .map_err(db_err)?;
-                row.map(|(v, body)| {
-                    Ok(Versioned {
-                        value: serde_json::from_str(&body).map_err(row_err)?,
-                        version: v as u64,
-                    })
-                })
-                .transpose()
+                row.map(|(v, body)| Ok(Versioned { value: serde_json::from_str(&body).map_err(row_err)?, version: v as u64 })).transpose()
             })
             .await
     }
@@ -198,14 +181,9 @@ impl EngagementStore for SqliteStore {
         let id = engagement_id.to_owned();
         self.db
             .call(move |c| {
-                let mut stmt = c
-                    .prepare("SELECT body FROM audit WHERE engagement_id = ?1 ORDER BY seq")
-                    .map_err(db_err)?;
-                let rows = stmt
-                    .query_map(params![id], |r| r.get::<_, String>(0))
-                    .map_err(db_err)?;
-                rows.map(|r| serde_json::from_str(&r.map_err(db_err)?).map_err(row_err))
-                    .collect()
+                let mut stmt = c.prepare("SELECT body FROM audit WHERE engagement_id = ?1 ORDER BY seq").map_err(db_err)?;
+                let rows = stmt.query_map(params![id], |r| r.get::<_, String>(0)).map_err(db_err)?;
+                rows.map(|r| serde_json::from_str(&r.map_err(db_err)?).map_err(row_err)).collect()
             })
             .await
     }
@@ -224,7 +202,13 @@ impl EngagementStore for SqliteStore {
                     .map_err(db_err)?;
                 let rows = stmt
                     .query_map(params![f.status, f.open_exceptions as i64, limit], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get::<_, i64>(4)?))
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
                     })
                     .map_err(db_err)?;
                 rows.map(|r| {
@@ -291,11 +275,7 @@ impl IdempotencyStore for SqliteStore {
         let key = key.to_owned();
         self.db
             .call(move |c| {
-                c.execute(
-                    "DELETE FROM idempotency WHERE key = ?1 AND status = 'IN_PROGRESS'",
-                    params![key],
-                )
-                .map_err(db_err)?;
+                c.execute("DELETE FROM idempotency WHERE key = ?1 AND status = 'IN_PROGRESS'", params![key]).map_err(db_err)?;
                 Ok(())
             })
             .await
@@ -308,8 +288,48 @@ impl RejectionStore for SqliteStore {
         let (id, at) = (m.rejection_id.clone(), m.rejected_at.to_rfc3339());
         self.db
             .call(move |c| {
-                c.execute("INSERT OR IGNORE INTO rejections (rejection_id, rejected_at, body) VALUES (?1, ?2, ?3)", params![id, at, body]).map_err(db_err)?;
+                c.execute("INSERT OR IGNORE INTO rejections (rejection_id, rejected_at, body) VALUES (?1, ?2, ?3)", params![id, at, body])
+                    .map_err(db_err)?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn record_failure(&self, f: &DeliveryFailure) -> Result<(), O2cError> {
+        let (id, text) = (f.message_id.clone(), format!("{}: {}", f.error_type, f.error));
+        self.db
+            .call(move |c| {
+                c.execute("UPDATE messages SET last_error = ?2 WHERE message_id = ?1", params![id, text]).map_err(db_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn failure(&self, message_id: &str) -> Result<Option<DeliveryFailure>, O2cError> {
+        let id = message_id.to_owned();
+        self.db
+            .call(move |c| {
+                c.query_row("SELECT last_error, receive_count, queue FROM messages WHERE message_id = ?1", params![id], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                })
+                .optional()
+                .map_err(db_err)
+                .map(|row| {
+                    row.and_then(|(err, n, queue)| {
+                        err.map(|e| {
+                            let (error_type, error) =
+                                e.split_once(": ").map_or((String::new(), e.clone()), |(t, m)| (t.to_owned(), m.to_owned()));
+                            DeliveryFailure {
+                                message_id: id.clone(),
+                                step: queue,
+                                error_type,
+                                error,
+                                receive_count: n as u32,
+                                at: Utc::now(),
+                            }
+                        })
+                    })
+                })
             })
             .await
     }

@@ -36,12 +36,7 @@ async fn bus() -> (LocalBus, tempfile::TempDir) {
 }
 
 fn entry(n: u32) -> PutEventsEntry {
-    PutEventsEntry {
-        source: Some("t".into()),
-        detail_type: Some("T".into()),
-        detail: Some(format!("{{\"n\":{n}}}")),
-        ..Default::default()
-    }
+    PutEventsEntry { source: Some("t".into()), detail_type: Some("T".into()), detail: Some(format!("{{\"n\":{n}}}")), ..Default::default() }
 }
 
 #[tokio::test]
@@ -50,16 +45,8 @@ async fn when_message_is_received_should_stay_invisible_until_deleted_or_retried
     bus.put_events(vec![entry(1)]).await.unwrap();
     let got = bus.receive("Q", 10, Duration::from_secs(60)).await.unwrap();
     assert_eq!(got.len(), 1);
-    assert!(
-        bus.receive("Q", 10, Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_empty(),
-        "invisible while in flight"
-    );
-    bus.retry_later(got[0].message_id.clone(), Duration::ZERO, "boom".into())
-        .await
-        .unwrap();
+    assert!(bus.receive("Q", 10, Duration::from_secs(60)).await.unwrap().is_empty(), "invisible while in flight");
+    bus.retry_later(got[0].message_id.clone(), Duration::ZERO, "boom".into()).await.unwrap();
     let again = bus.receive("Q", 10, Duration::from_secs(60)).await.unwrap();
     assert_eq!((again.len(), again[0].receive_count), (1, 2));
     bus.delete(vec![again[0].message_id.clone()]).await.unwrap();
@@ -72,21 +59,9 @@ async fn when_receive_count_reaches_the_maximum_should_move_to_the_dlq_and_redri
     bus.put_events(vec![entry(1)]).await.unwrap();
     for _ in 0..2 {
         let m = bus.receive("Q", 10, Duration::from_secs(60)).await.unwrap();
-        bus.retry_later(
-            m[0].message_id.clone(),
-            Duration::ZERO,
-            "still failing".into(),
-        )
-        .await
-        .unwrap();
+        bus.retry_later(m[0].message_id.clone(), Duration::ZERO, "still failing".into()).await.unwrap();
     }
-    assert!(
-        bus.receive("Q", 10, Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_empty(),
-        "third receive dead-letters instead"
-    );
+    assert!(bus.receive("Q", 10, Duration::from_secs(60)).await.unwrap().is_empty(), "third receive dead-letters instead");
     let dlq = bus.list("Dlq", 10).await.unwrap();
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].dead_lettered_from.as_deref(), Some("Q"));
@@ -101,69 +76,24 @@ async fn when_receive_count_reaches_the_maximum_should_move_to_the_dlq_and_redri
 async fn when_fifo_group_has_a_message_in_flight_should_hold_the_rest_of_the_group_in_order() {
     let (bus, _d) = bus().await;
     for (i, g) in ["a", "a", "b", "a"].iter().enumerate() {
-        bus.forward(
-            format!("src-{i}"),
-            "Fifo".into(),
-            format!("m{i}"),
-            Some((*g).into()),
-            Some(format!("d{i}")),
-        )
-        .await
-        .unwrap();
+        bus.forward(format!("src-{i}"), "Fifo".into(), format!("m{i}"), Some((*g).into()), Some(format!("d{i}"))).await.unwrap();
     }
-    let first = bus
-        .receive("Fifo", 10, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let first = bus.receive("Fifo", 10, Duration::from_secs(60)).await.unwrap();
     let bodies: Vec<&str> = first.iter().map(|m| m.body.as_str()).collect();
-    assert_eq!(
-        bodies,
-        vec!["m0", "m1", "m2", "m3"],
-        "one batch may take a whole group, in order"
-    );
+    assert_eq!(bodies, vec!["m0", "m1", "m2", "m3"], "one batch may take a whole group, in order");
     // Fail m0: its group waits while b is free.
-    bus.retry_later(first[0].message_id.clone(), Duration::ZERO, "x".into())
-        .await
-        .unwrap();
-    bus.retry_later(
-        first[1].message_id.clone(),
-        Duration::from_secs(60),
-        "held".into(),
-    )
-    .await
-    .unwrap();
+    bus.retry_later(first[0].message_id.clone(), Duration::ZERO, "x".into()).await.unwrap();
+    bus.retry_later(first[1].message_id.clone(), Duration::from_secs(60), "held".into()).await.unwrap();
     bus.delete(vec![first[2].message_id.clone()]).await.unwrap();
-    let second = bus
-        .receive("Fifo", 10, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert!(
-        second.is_empty(),
-        "group a is blocked by its invisible message m1: {second:?}"
-    );
+    let second = bus.receive("Fifo", 10, Duration::from_secs(60)).await.unwrap();
+    assert!(second.is_empty(), "group a is blocked by its invisible message m1: {second:?}");
 }
 
 #[tokio::test]
 async fn when_fifo_deduplication_id_repeats_within_five_minutes_should_keep_one_copy() {
     let (bus, _d) = bus().await;
-    bus.forward(
-        "s1".into(),
-        "Fifo".into(),
-        "m".into(),
-        Some("g".into()),
-        Some("same".into()),
-    )
-    .await
-    .unwrap();
-    bus.forward(
-        "s2".into(),
-        "Fifo".into(),
-        "m".into(),
-        Some("g".into()),
-        Some("same".into()),
-    )
-    .await
-    .unwrap();
+    bus.forward("s1".into(), "Fifo".into(), "m".into(), Some("g".into()), Some("same".into())).await.unwrap();
+    bus.forward("s2".into(), "Fifo".into(), "m".into(), Some("g".into()), Some("same".into())).await.unwrap();
     assert_eq!(bus.depth("Fifo").await.unwrap().total(), 1);
 }
 

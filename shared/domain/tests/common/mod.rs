@@ -6,8 +6,7 @@ use o2c_domain::events::{Envelope, EventMeta, OpportunityClosedWon};
 use o2c_domain::reference::ReferenceData;
 
 pub fn reference() -> ReferenceData {
-    ReferenceData::from_json(include_str!("../../../reference/northwind.json"))
-        .expect("sample reference data is valid")
+    ReferenceData::from_json(include_str!("../../../reference/northwind.json")).expect("sample reference data is valid")
 }
 
 pub fn now() -> DateTime<Utc> {

@@ -1,0 +1,775 @@
+//! DynamoDB adapters for the state, idempotency, rejection and reference-data ports.
+//! Key design and access patterns: `infra/DESIGN.md`. Item mapping lives here only
+//! (`serde_dynamo`), the domain never sees an `AttributeValue`.
+//!
+//! Write budget per processed event (counted in [`RequestCounts`]):
+//! - pure step: one `TransactWriteItems` (idempotency record + engagement + audit item);
+//! - step with a side effect: a conditional `PutItem` (or a two-item transaction when it
+//!   claims the engagement) before the side effect, one `TransactWriteItems` after it;
+//! - duplicate: no write, one consistent `GetItem`.
+//!
+//! AWS limits relied on: an item is at most 400 KB (engagements are checked against
+//! [`MAX_ITEM_BYTES`] before writing); a transaction holds at most 100 items (we use 3);
+//! `BatchWriteItem` takes at most 25 put requests; a `Query` page is at most 1 MB.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest};
+use chrono::{DateTime, TimeZone, Utc};
+use o2c_app::O2cError;
+use o2c_app::ports::{
+    Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary, ExpectedVersion,
+    IdempotencyRecord, IdempotencyStatus, IdempotencyStore, ReferenceDataSource, RejectedMessage, RejectionStore, Reservation,
+    ReserveOutcome, StateWrite, StoredResult, Versioned,
+};
+use o2c_domain::engagement::{AuditEntry, Engagement, EngagementStatus};
+use o2c_domain::reference::ReferenceData;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::RwLock;
+use tracing::debug;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// DynamoDB's item size limit is 400 KB; stay clear of it (attribute names count too).
+pub const MAX_ITEM_BYTES: usize = 350 * 1024;
+/// `BatchWriteItem` accepts at most 25 put/delete requests.
+pub const MAX_BATCH_WRITE: usize = 25;
+/// Status GSI partitions are sharded so one busy status is not a hot partition.
+pub const STATUS_SHARDS: u32 = 4;
+/// Delivery-failure items expire with the DLQ retention (14 days).
+const FAILURE_TTL_SECS: i64 = 14 * 24 * 3600;
+
+/// Request counters (the cost goal is measured with these).
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl RequestCounts {
+    /// `(read requests, write requests)` so far.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (self.reads.load(Ordering::Relaxed), self.writes.load(Ordering::Relaxed))
+    }
+    fn read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+    fn write(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Table names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    /// Single-table state: engagements, audit, rejections, failures, reference data.
+    pub state: String,
+    /// Idempotency records.
+    pub idempotency: String,
+}
+
+/// The DynamoDB store (cheap to clone; one SDK client per process).
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    tables: Tables,
+    counts: Arc<RequestCounts>,
+}
+
+fn dep<E: std::fmt::Debug>(e: SdkError<E>) -> O2cError {
+    // The SDK already retried throttling and 5xx (standard retry mode); what reaches here
+    // is transient from the step's point of view.
+    O2cError::dependency("dynamodb", format!("{e:?}").chars().take(500).collect::<String>())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn get_n(item: &Item, k: &str) -> Option<i64> {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|x| x.parse().ok())
+}
+
+fn to_item<T: Serialize>(v: &T) -> Result<Item, O2cError> {
+    serde_dynamo::to_item(v).map_err(|e| O2cError::Bug(format!("cannot map to a DynamoDB item: {e}")))
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, O2cError> {
+    serde_dynamo::from_item(item).map_err(|e| O2cError::Bug(format!("stored item does not parse: {e}")))
+}
+
+fn item_size(item: &Item) -> usize {
+    fn av(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(x) | AttributeValue::N(x) => x.len(),
+            AttributeValue::B(b) => b.as_ref().len(),
+            AttributeValue::L(l) => l.iter().map(av).sum::<usize>() + 3,
+            AttributeValue::M(m) => m.iter().map(|(k, v)| k.len() + av(v)).sum::<usize>() + 3,
+            AttributeValue::Ss(x) | AttributeValue::Ns(x) => x.iter().map(String::len).sum(),
+            _ => 1,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + av(v)).sum()
+}
+
+/// Stable shard of an id (FNV-1a), for GSI write sharding.
+fn shard(id: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % STATUS_SHARDS
+}
+
+fn eng_pk(id: &str) -> String {
+    format!("ENG#{id}")
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(x: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(x).single().unwrap_or_default()
+}
+
+const IN_PROGRESS: &str = "INPROGRESS";
+const COMPLETED: &str = "COMPLETED";
+
+/// Powertools-compatible attribute names: `id`, `status`, `expiration` (TTL, epoch seconds),
+/// `in_progress_expiration` (epoch millis), `validation` (payload hash), `data` (result).
+fn record_from_item(item: &Item) -> Result<IdempotencyRecord, O2cError> {
+    let result = get_s(item, "data")
+        .map(serde_json::from_str::<StoredResult>)
+        .transpose()
+        .map_err(|e| O2cError::Bug(format!("idempotency data: {e}")))?;
+    Ok(IdempotencyRecord {
+        key: get_s(item, "id").unwrap_or_default().to_owned(),
+        status: if get_s(item, "status") == Some(COMPLETED) { IdempotencyStatus::Completed } else { IdempotencyStatus::InProgress },
+        payload_hash: get_s(item, "validation").unwrap_or_default().to_owned(),
+        expires_at: Utc.timestamp_opt(get_n(item, "expiration").unwrap_or(0), 0).single().unwrap_or_default(),
+        in_progress_until: get_n(item, "in_progress_expiration").map(from_ms),
+        result,
+    })
+}
+
+impl DynamoStore {
+    /// A store over `tables` with a shared SDK client.
+    pub fn new(client: Client, tables: Tables) -> Self {
+        Self { client, tables, counts: Arc::new(RequestCounts::default()) }
+    }
+
+    /// Request counters.
+    pub fn counts(&self) -> Arc<RequestCounts> {
+        self.counts.clone()
+    }
+
+    /// The SDK client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Table names.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    fn engagement_item(&self, w: &StateWrite) -> Result<Item, O2cError> {
+        let e = &w.engagement;
+        let mut item = to_item(e)?;
+        let version = w.expected.next();
+        let open = e.has_open_exception();
+        let sk_time = format!("{}#{}", e.updated_at.to_rfc3339(), e.engagement_id);
+        item.insert("PK".into(), s(eng_pk(&e.engagement_id)));
+        item.insert("SK".into(), s("STATE"));
+        item.insert("version".into(), n(version));
+        item.insert("open_exception".into(), AttributeValue::Bool(open));
+        item.insert("GSI1PK".into(), s(format!("STATUS#{}#{}", e.status.as_str(), shard(&e.engagement_id))));
+        item.insert("GSI1SK".into(), s(sk_time.clone()));
+        if open {
+            // Sparse index: only engagements with an open exception have GSI2 keys.
+            item.insert("GSI2PK".into(), s(format!("EXCEPTIONS#OPEN#{}", shard(&e.engagement_id))));
+            item.insert("GSI2SK".into(), s(sk_time));
+        }
+        let size = item_size(&item);
+        if size > MAX_ITEM_BYTES {
+            return Err(O2cError::Bug(format!(
+                "engagement {} is {size} bytes, over the {MAX_ITEM_BYTES}-byte budget under DynamoDB's 400 KB item limit",
+                e.engagement_id
+            )));
+        }
+        Ok(item)
+    }
+
+    fn state_put(&self, w: &StateWrite) -> Result<Put, O2cError> {
+        let b = Put::builder().table_name(&self.tables.state).set_item(Some(self.engagement_item(w)?));
+        let b = match w.expected {
+            ExpectedVersion::New => b.condition_expression("attribute_not_exists(PK)"),
+            ExpectedVersion::Is(v) => {
+                b.condition_expression("#v = :v").expression_attribute_names("#v", "version").expression_attribute_values(":v", n(v))
+            }
+        };
+        b.build().map_err(|e| O2cError::Bug(e.to_string()))
+    }
+
+    fn audit_put(&self, a: &AuditEntry) -> Result<Put, O2cError> {
+        let mut item = to_item(a)?;
+        item.insert("PK".into(), s(eng_pk(&a.engagement_id)));
+        item.insert("SK".into(), s(format!("AUDIT#{}#{}#{}", a.at.format("%Y-%m-%dT%H:%M:%S%.6fZ"), a.step, a.event_id)));
+        Put::builder().table_name(&self.tables.state).set_item(Some(item)).build().map_err(|e| O2cError::Bug(e.to_string()))
+    }
+
+    /// Consistent read of an idempotency record.
+    async fn get_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, O2cError> {
+        self.counts.read();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.idempotency)
+            .key("id", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dep)?;
+        out.item().map(record_from_item).transpose()
+    }
+
+    fn classify(rec: IdempotencyRecord, hash: &str, now: DateTime<Utc>) -> ReserveOutcome {
+        if !rec.is_live(now) {
+            // Expired between our condition and this read: someone else may be taking it.
+            return ReserveOutcome::InProgress;
+        }
+        if rec.payload_hash != hash {
+            return ReserveOutcome::PayloadMismatch { stored: rec.payload_hash };
+        }
+        match rec.status {
+            IdempotencyStatus::Completed => ReserveOutcome::AlreadyCompleted(rec),
+            IdempotencyStatus::InProgress => ReserveOutcome::InProgress,
+        }
+    }
+
+    /// Loads a whole reference-data snapshot (`PK = REF#<kind>` partitions).
+    pub async fn load_reference(&self) -> Result<ReferenceData, O2cError> {
+        let mut data = serde_json::Map::new();
+        for kind in ["legal_entities", "tax_profiles", "customers", "service_offerings", "rate_cards", "project_templates"] {
+            let mut map = serde_json::Map::new();
+            for item in self.query_all(&format!("REF#{kind}"), None).await? {
+                let id = get_s(&item, "SK").unwrap_or_default().to_owned();
+                let body = get_s(&item, "body").unwrap_or("null");
+                map.insert(id, serde_json::from_str(body).map_err(|e| O2cError::Bug(format!("reference {kind}: {e}")))?);
+            }
+            data.insert(kind.into(), serde_json::Value::Object(map));
+        }
+        let workflow = self.query_all("REF#workflow", None).await?;
+        let wf = workflow.first().and_then(|i| get_s(i, "body")).unwrap_or("{}");
+        data.insert("workflow".into(), serde_json::from_str(wf).map_err(|e| O2cError::Bug(format!("reference workflow: {e}")))?);
+        let text = serde_json::Value::Object(data).to_string();
+        ReferenceData::from_json(&text).map_err(|e| O2cError::dependency("reference-data", e.to_string()))
+    }
+
+    /// Writes a reference-data snapshot (one item per entity, `BatchWriteItem` in 25s).
+    pub async fn put_reference(&self, data: &ReferenceData) -> Result<usize, O2cError> {
+        let v = serde_json::to_value(data).map_err(|e| O2cError::Bug(e.to_string()))?;
+        let mut requests = Vec::new();
+        for (kind, entities) in v.as_object().into_iter().flatten() {
+            if kind == "workflow" {
+                requests.push((format!("REF#{kind}"), "rules".to_owned(), entities.to_string()));
+                continue;
+            }
+            for (id, body) in entities.as_object().into_iter().flatten() {
+                requests.push((format!("REF#{kind}"), id.clone(), body.to_string()));
+            }
+        }
+        let total = requests.len();
+        for chunk in requests.chunks(MAX_BATCH_WRITE) {
+            let mut pending: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|(pk, sk, body)| {
+                    let item = HashMap::from([
+                        ("PK".to_owned(), s(pk.clone())),
+                        ("SK".to_owned(), s(sk.clone())),
+                        ("body".to_owned(), s(body.clone())),
+                    ]);
+                    PutRequest::builder().set_item(Some(item)).build().map(|p| WriteRequest::builder().put_request(p).build())
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| O2cError::Bug(e.to_string()))?;
+            for attempt in 0..8u32 {
+                self.counts.write();
+                let out = self.client.batch_write_item().request_items(&self.tables.state, pending.clone()).send().await.map_err(dep)?;
+                pending = out.unprocessed_items().and_then(|m| m.get(&self.tables.state)).cloned().unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            if !pending.is_empty() {
+                return Err(O2cError::dependency("dynamodb", "BatchWriteItem left unprocessed items after retries"));
+            }
+        }
+        Ok(total)
+    }
+
+    async fn query_all(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, O2cError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            self.counts.read();
+            let mut q = self.client.query().table_name(&self.tables.state).consistent_read(true).expression_attribute_values(":pk", s(pk));
+            q = match sk_prefix {
+                Some(p) => q.key_condition_expression("PK = :pk AND begins_with(SK, :p)").expression_attribute_values(":p", s(p)),
+                None => q.key_condition_expression("PK = :pk"),
+            };
+            let page = q.set_exclusive_start_key(start.take()).send().await.map_err(dep)?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn query_index(&self, index: &str, pk_attr: &str, pk: String, limit: usize) -> Result<Vec<Item>, O2cError> {
+        self.counts.read();
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.state)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", pk_attr)
+            .expression_attribute_values(":pk", s(pk))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(dep)?;
+        Ok(out.items().to_vec())
+    }
+}
+
+impl EngagementStore for DynamoStore {
+    async fn load(&self, engagement_id: &str) -> Result<Option<Versioned<Engagement>>, O2cError> {
+        self.counts.read();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.state)
+            .key("PK", s(eng_pk(engagement_id)))
+            .key("SK", s("STATE"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dep)?;
+        let Some(item) = out.item() else { return Ok(None) };
+        let version = get_n(item, "version").unwrap_or(0) as u64;
+        let mut item = item.clone();
+        for k in ["PK", "SK", "version", "open_exception", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK"] {
+            item.remove(k);
+        }
+        Ok(Some(Versioned { value: from_item(item)?, version }))
+    }
+
+    async fn commit(&self, c: Commit) -> Result<CommitOutcome, O2cError> {
+        let comp = &c.completion;
+        let data = serde_json::to_string(&comp.result).map_err(|e| O2cError::Bug(e.to_string()))?;
+        let record = HashMap::from([
+            ("id".to_owned(), s(comp.key.clone())),
+            ("status".to_owned(), s(COMPLETED)),
+            ("validation".to_owned(), s(comp.payload_hash.clone())),
+            ("expiration".to_owned(), n(comp.expires_at.timestamp())),
+            ("data".to_owned(), s(data)),
+        ]);
+        let idem = Put::builder()
+            .table_name(&self.tables.idempotency)
+            .set_item(Some(record))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let idem = match comp.mode {
+            CompletionMode::Fresh => idem
+                .condition_expression("attribute_not_exists(#id) OR #exp < :now OR (#st = :ip AND #ipexp < :now_ms)")
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_names("#exp", "expiration")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_names("#ipexp", "in_progress_expiration")
+                .expression_attribute_values(":now", n(comp.now.timestamp()))
+                .expression_attribute_values(":now_ms", n(ms(comp.now)))
+                .expression_attribute_values(":ip", s(IN_PROGRESS)),
+            CompletionMode::Reserved => idem
+                .condition_expression("#st = :ip AND #val = :h")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_names("#val", "validation")
+                .expression_attribute_values(":ip", s(IN_PROGRESS))
+                .expression_attribute_values(":h", s(comp.payload_hash.clone())),
+        }
+        .build()
+        .map_err(|e| O2cError::Bug(e.to_string()))?;
+        // One transaction (≤ 100 items; we write 3): idempotency record, state, audit.
+        let mut tx = self.client.transact_write_items().transact_items(TransactWriteItem::builder().put(idem).build());
+        if let Some(w) = &c.state {
+            tx = tx.transact_items(TransactWriteItem::builder().put(self.state_put(w)?).build());
+        }
+        tx = tx.transact_items(TransactWriteItem::builder().put(self.audit_put(&c.audit)?).build());
+        self.counts.write();
+        let started = Instant::now();
+        match tx.send().await {
+            Ok(_) => {
+                debug!(elapsed_ms = started.elapsed().as_millis() as u64, "committed");
+                Ok(CommitOutcome::Committed { version: c.state.as_ref().map(|w| w.expected.next()) })
+            }
+            Err(err) => match err.into_service_error() {
+                TransactWriteItemsError::TransactionCanceledException(e) => {
+                    let reasons = e.cancellation_reasons();
+                    let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
+                    if failed(0) {
+                        let rec = match reasons[0].item() {
+                            Some(item) if !item.is_empty() => Some(record_from_item(item)?),
+                            _ => self.get_record(&comp.key).await?,
+                        };
+                        return match rec {
+                            Some(r) if r.status == IdempotencyStatus::Completed || comp.mode == CompletionMode::Fresh => {
+                                Ok(CommitOutcome::AlreadyCompleted(r))
+                            }
+                            _ => Err(O2cError::dependency("idempotency", format!("reservation {} was lost before commit", comp.key))),
+                        };
+                    }
+                    if c.state.is_some() && failed(1) {
+                        return Ok(CommitOutcome::VersionConflict);
+                    }
+                    // TransactionConflict: another transaction touched the same items; re-run.
+                    if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                        return Ok(CommitOutcome::VersionConflict);
+                    }
+                    Err(O2cError::dependency(
+                        "dynamodb",
+                        format!("transaction cancelled: {:?}", reasons.iter().map(|r| r.code()).collect::<Vec<_>>()),
+                    ))
+                }
+                other => Err(O2cError::dependency("dynamodb", format!("{other:?}"))),
+            },
+        }
+    }
+
+    async fn audit_trail(&self, engagement_id: &str) -> Result<Vec<AuditEntry>, O2cError> {
+        let items = self.query_all(&eng_pk(engagement_id), Some("AUDIT#")).await?;
+        items
+            .into_iter()
+            .map(|mut i| {
+                i.remove("PK");
+                i.remove("SK");
+                from_item(i)
+            })
+            .collect()
+    }
+
+    async fn list(&self, f: &EngagementFilter) -> Result<Vec<EngagementSummary>, O2cError> {
+        let limit = if f.limit == 0 { 100 } else { f.limit };
+        let mut partitions: Vec<(&str, &str, String)> = Vec::new();
+        if f.open_exceptions {
+            partitions.extend((0..STATUS_SHARDS).map(|sh| ("GSI2", "GSI2PK", format!("EXCEPTIONS#OPEN#{sh}"))));
+        } else {
+            let statuses: Vec<String> = match &f.status {
+                Some(st) => vec![st.clone()],
+                None => EngagementStatus::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
+            };
+            for st in statuses {
+                partitions.extend((0..STATUS_SHARDS).map(|sh| ("GSI1", "GSI1PK", format!("STATUS#{st}#{sh}"))));
+            }
+        }
+        let mut rows = Vec::new();
+        for (index, attr, pk) in partitions {
+            for item in self.query_index(index, attr, pk, limit).await? {
+                if f.status.as_deref().is_some_and(|st| get_s(&item, "status") != Some(st)) {
+                    continue;
+                }
+                rows.push(EngagementSummary {
+                    engagement_id: get_s(&item, "engagement_id").unwrap_or_default().to_owned(),
+                    status: get_s(&item, "status").unwrap_or_default().to_owned(),
+                    open_exception: item.get("open_exception").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+                    updated_at: get_s(&item, "updated_at")
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or_default(),
+                    version: get_n(&item, "version").unwrap_or(0) as u64,
+                });
+            }
+        }
+        rows.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
+        rows.truncate(limit);
+        Ok(rows)
+    }
+}
+
+impl IdempotencyStore for DynamoStore {
+    async fn get(&self, key: &str) -> Result<Option<IdempotencyRecord>, O2cError> {
+        self.get_record(key).await
+    }
+
+    async fn reserve(&self, r: Reservation) -> Result<ReserveOutcome, O2cError> {
+        let record = HashMap::from([
+            ("id".to_owned(), s(r.key.clone())),
+            ("status".to_owned(), s(IN_PROGRESS)),
+            ("validation".to_owned(), s(r.payload_hash.clone())),
+            ("expiration".to_owned(), n(r.expires_at.timestamp())),
+            ("in_progress_expiration".to_owned(), n(ms(r.in_progress_until))),
+        ]);
+        let condition = "attribute_not_exists(#id) OR #exp < :now OR (#st = :ip AND #ipexp < :now_ms)";
+        let names = [("#id", "id"), ("#exp", "expiration"), ("#st", "status"), ("#ipexp", "in_progress_expiration")];
+        let values = [(":now", n(r.now.timestamp())), (":now_ms", n(ms(r.now))), (":ip", s(IN_PROGRESS))];
+        match &r.claim {
+            None => {
+                let mut req = self
+                    .client
+                    .put_item()
+                    .table_name(&self.tables.idempotency)
+                    .set_item(Some(record))
+                    .condition_expression(condition)
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+                for (k, v) in names {
+                    req = req.expression_attribute_names(k, v);
+                }
+                for (k, v) in values {
+                    req = req.expression_attribute_values(k, v);
+                }
+                self.counts.write();
+                match req.send().await {
+                    Ok(_) => Ok(ReserveOutcome::Reserved { claimed_version: None }),
+                    Err(err) => match err.into_service_error() {
+                        PutItemError::ConditionalCheckFailedException(e) => {
+                            let rec = match e.item() {
+                                Some(item) if !item.is_empty() => Some(record_from_item(item)?),
+                                _ => self.get_record(&r.key).await?,
+                            };
+                            Ok(rec.map_or(ReserveOutcome::InProgress, |rec| Self::classify(rec, &r.payload_hash, r.now)))
+                        }
+                        other => Err(O2cError::dependency("dynamodb", format!("{other:?}"))),
+                    },
+                }
+            }
+            Some(claim) => {
+                // Reserve + claim in one transaction: the engagement is frozen by the same
+                // write that owns the key (one write request).
+                let mut put = Put::builder()
+                    .table_name(&self.tables.idempotency)
+                    .set_item(Some(record))
+                    .condition_expression(condition)
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+                for (k, v) in names {
+                    put = put.expression_attribute_names(k, v);
+                }
+                for (k, v) in values {
+                    put = put.expression_attribute_values(k, v);
+                }
+                let put = put.build().map_err(|e| O2cError::Bug(e.to_string()))?;
+                self.counts.write();
+                let res = self
+                    .client
+                    .transact_write_items()
+                    .transact_items(TransactWriteItem::builder().put(put).build())
+                    .transact_items(TransactWriteItem::builder().put(self.state_put(claim)?).build())
+                    .send()
+                    .await;
+                match res {
+                    Ok(_) => Ok(ReserveOutcome::Reserved { claimed_version: Some(claim.expected.next()) }),
+                    Err(err) => match err.into_service_error() {
+                        TransactWriteItemsError::TransactionCanceledException(e) => {
+                            let reasons = e.cancellation_reasons();
+                            if reasons.first().and_then(|x| x.code()) == Some("ConditionalCheckFailed") {
+                                let rec = match reasons[0].item() {
+                                    Some(item) if !item.is_empty() => Some(record_from_item(item)?),
+                                    _ => self.get_record(&r.key).await?,
+                                };
+                                return Ok(rec.map_or(ReserveOutcome::InProgress, |rec| Self::classify(rec, &r.payload_hash, r.now)));
+                            }
+                            Ok(ReserveOutcome::StateConflict)
+                        }
+                        other => Err(O2cError::dependency("dynamodb", format!("{other:?}"))),
+                    },
+                }
+            }
+        }
+    }
+
+    async fn release(&self, key: &str) -> Result<(), O2cError> {
+        self.counts.write();
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.idempotency)
+            .key("id", s(key))
+            .condition_expression("#st = :ip")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":ip", s(IN_PROGRESS))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(dep(e)),
+        }
+    }
+}
+
+impl RejectionStore for DynamoStore {
+    async fn park(&self, m: &RejectedMessage) -> Result<(), O2cError> {
+        let mut item = to_item(m)?;
+        item.insert("PK".into(), s(format!("REJ#{}", m.rejection_id)));
+        item.insert("SK".into(), s("REJECTION"));
+        item.insert("GSI1PK".into(), s(format!("REJECTIONS#{}", m.rejected_at.format("%Y-%m-%d"))));
+        item.insert("GSI1SK".into(), s(format!("{}#{}", m.rejected_at.to_rfc3339(), m.rejection_id)));
+        item.insert("engagement_id".into(), s(m.engagement_id.clone().unwrap_or_default()));
+        self.counts.write();
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.tables.state)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            // Parked already (a redelivery of the same message): nothing to do.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(dep(e)),
+        }
+    }
+
+    async fn rejections(&self, limit: usize) -> Result<Vec<RejectedMessage>, O2cError> {
+        let mut out = Vec::new();
+        let today = Utc::now().date_naive();
+        // Day partitions, newest first, back 30 days.
+        for back in 0..30 {
+            if out.len() >= limit {
+                break;
+            }
+            let day = today - chrono::Days::new(back);
+            self.counts.read();
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.state)
+                .index_name("GSI1")
+                .key_condition_expression("GSI1PK = :pk")
+                .expression_attribute_values(":pk", s(format!("REJECTIONS#{}", day.format("%Y-%m-%d"))))
+                .scan_index_forward(false)
+                .send()
+                .await
+                .map_err(dep)?;
+            for item in page.items() {
+                // GSI1 projects keys only for rejections; read the item itself.
+                let Some(pk) = get_s(item, "PK") else { continue };
+                self.counts.read();
+                let full = self
+                    .client
+                    .get_item()
+                    .table_name(&self.tables.state)
+                    .key("PK", s(pk))
+                    .key("SK", s("REJECTION"))
+                    .send()
+                    .await
+                    .map_err(dep)?;
+                if let Some(mut it) = full.item().cloned() {
+                    for k in ["PK", "SK", "GSI1PK", "GSI1SK"] {
+                        it.remove(k);
+                    }
+                    if it.get("engagement_id").and_then(|v| v.as_s().ok()).is_some_and(String::is_empty) {
+                        it.remove("engagement_id");
+                    }
+                    out.push(from_item(it)?);
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_failure(&self, f: &DeliveryFailure) -> Result<(), O2cError> {
+        let mut item = to_item(f)?;
+        item.insert("PK".into(), s(format!("MSG#{}", f.message_id)));
+        item.insert("SK".into(), s("FAILURE"));
+        item.insert("expires".into(), n(f.at.timestamp() + FAILURE_TTL_SECS));
+        self.counts.write();
+        self.client.put_item().table_name(&self.tables.state).set_item(Some(item)).send().await.map_err(dep)?;
+        Ok(())
+    }
+
+    async fn failure(&self, message_id: &str) -> Result<Option<DeliveryFailure>, O2cError> {
+        self.counts.read();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.state)
+            .key("PK", s(format!("MSG#{message_id}")))
+            .key("SK", s("FAILURE"))
+            .send()
+            .await
+            .map_err(dep)?;
+        match out.item() {
+            None => Ok(None),
+            Some(item) => {
+                let mut it = item.clone();
+                for k in ["PK", "SK", "expires"] {
+                    it.remove(k);
+                }
+                Ok(Some(from_item(it)?))
+            }
+        }
+    }
+}
+
+/// A snapshot and when it was loaded.
+type Cached = (Instant, Arc<ReferenceData>);
+
+/// Reference data read from the state table, cached per process for `ttl`.
+#[derive(Clone)]
+pub struct DynamoReferenceData {
+    store: DynamoStore,
+    ttl: Duration,
+    cache: Arc<RwLock<Option<Cached>>>,
+}
+
+impl DynamoReferenceData {
+    /// A cached source over `store`.
+    pub fn new(store: DynamoStore, ttl: Duration) -> Self {
+        Self { store, ttl, cache: Arc::new(RwLock::new(None)) }
+    }
+}
+
+impl ReferenceDataSource for DynamoReferenceData {
+    async fn snapshot(&self) -> Result<Arc<ReferenceData>, O2cError> {
+        if let Some((at, data)) = self.cache.read().await.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(data.clone());
+        }
+        let mut guard = self.cache.write().await;
+        if let Some((at, data)) = guard.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(data.clone());
+        }
+        let fresh = Arc::new(self.store.load_reference().await?);
+        *guard = Some((Instant::now(), fresh.clone()));
+        Ok(fresh)
+    }
+}

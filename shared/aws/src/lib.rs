@@ -1,0 +1,29 @@
+//! # o2c-aws
+//!
+//! The AWS engine: adapters over the official `aws-sdk-*` crates behind the ports of
+//! `o2c-app`, the Lambda shell every function binary uses, and the tools that run the
+//! template's topology against AWS APIs from one machine.
+//!
+//! Layout:
+//! - [`config`]: typed environment configuration, read once per cold start;
+//! - [`platform`]: SDK configuration (retries, timeouts, endpoint overrides) and the
+//!   platform bundle (`LambdaPlatform` uses the HTTP connectors);
+//! - [`dynamo`]: state, idempotency, rejections and reference data on DynamoDB, with
+//!   request counters;
+//! - [`eventbridge`]: `PutEvents` publisher (≤ 10 entries per call, partial-failure retry);
+//! - [`lambda`]: JSON logging, the SQS handler, the `Diagnostic` mapping;
+//! - [`resources`]: create / locate the template's tables, bus, queues and rules;
+//! - [`poller`]: the event source mapping and pipes, emulated over SQS;
+//! - [`ops`]: DLQ peek and redrive, archive replay.
+
+pub mod config;
+pub mod dynamo;
+pub mod eventbridge;
+pub mod lambda;
+pub mod ops;
+pub mod platform;
+pub mod poller;
+pub mod resources;
+
+pub use config::Config;
+pub use platform::{AwsPlatform, LambdaPlatform, sdk_config};

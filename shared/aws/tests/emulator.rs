@@ -1,0 +1,391 @@
+//! The AWS adapters against a real AWS-API server on loopback (moto_server, started by
+//! `scripts/test.sh`, endpoint in `AWS_ENDPOINT_URL`). Every test deploys the template's
+//! resources under its own stage name, so tests run in parallel without sharing state.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use o2c_app::bus::PutEventsEntry;
+use o2c_app::ports::{EngagementStore, IdempotencyStore, RejectionStore, StateWrite};
+use o2c_app::topology::{TEMPLATE, Topology};
+use o2c_app::{ServiceConfig, Step, StepService};
+use o2c_aws::AwsPlatform;
+use o2c_aws::dynamo::Tables;
+use o2c_aws::poller::{Poller, PollerOptions};
+use o2c_aws::resources::{Deployed, create};
+use o2c_domain::engagement::EngagementStatus;
+use o2c_embedded::sim::{Simulators, System};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+type SimPlatform = AwsPlatform<Simulators, Simulators, Simulators>;
+
+/// Fails loudly when the emulator is missing: `scripts/test.sh` always starts it.
+fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS_ENDPOINT_URL must point at moto_server (run the tests through scripts/test.sh / make test)")
+}
+
+struct Stage {
+    sdk: aws_config::SdkConfig,
+    topo: Arc<Topology>,
+    deployed: Arc<Deployed>,
+    svc: Arc<StepService<SimPlatform>>,
+    sims: Simulators,
+    _dir: tempfile::TempDir,
+}
+
+fn read_sample(name: &str) -> Value {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/samples").join(format!("{name}.v1.json"));
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn entry(bus: &str, sample: &Value) -> PutEventsEntry {
+    PutEventsEntry {
+        source: sample["source"].as_str().map(str::to_owned),
+        detail_type: sample["detail-type"].as_str().map(str::to_owned),
+        detail: Some(sample["detail"].to_string()),
+        event_bus_name: Some(bus.to_owned()),
+        ..Default::default()
+    }
+}
+
+impl Stage {
+    async fn new() -> Self {
+        let _ = endpoint();
+        let sdk = o2c_aws::sdk_config().await;
+        let topo = Arc::new(Topology::from_sam_yaml(TEMPLATE).unwrap());
+        let stage = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let deployed = Arc::new(create(&sdk, &topo, &stage, Some(2)).await.expect("resources created from the template"));
+        let dir = tempfile::tempdir().unwrap();
+        let reference = o2c_embedded::reference::northwind().unwrap();
+        let sims = Simulators::new(o2c_embedded::db::Db::open(&dir.path().join("sims.db")).unwrap(), &reference);
+        let platform = AwsPlatform::with_connectors(
+            &sdk,
+            deployed.tables.clone(),
+            deployed.bus_name.clone(),
+            Duration::from_secs(60),
+            sims.clone(),
+            sims.clone(),
+            sims.clone(),
+        );
+        platform.store.put_reference(&reference).await.expect("reference data loaded");
+        let svc = Arc::new(StepService::new(platform, ServiceConfig::default()));
+        Self { sdk, topo, deployed, svc, sims, _dir: dir }
+    }
+
+    fn platform(&self) -> &SimPlatform {
+        self.svc.platform()
+    }
+
+    fn poller(&self) -> Arc<Poller<SimPlatform>> {
+        let opts = PollerOptions { wait_time_secs: 1, max_concurrency: 2, failure_visibility: Some(Duration::ZERO) };
+        Arc::new(Poller::new(aws_sdk_sqs::Client::new(&self.sdk), self.svc.clone(), self.topo.clone(), self.deployed.clone(), opts))
+    }
+
+    async fn publish(&self, samples: &[Value]) {
+        let entries: Vec<PutEventsEntry> = samples.iter().map(|s| entry(&self.deployed.bus_name, s)).collect();
+        self.platform().publisher.put_entries(&entries).await.expect("PutEvents");
+    }
+
+    /// Runs the poller until `done` holds or `max` elapses.
+    async fn run_until<F, Fut>(&self, max: Duration, done: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let (tx, rx) = watch::channel(false);
+        let poller = self.poller();
+        let mut set = poller.start(rx);
+        let start = Instant::now();
+        while !done().await {
+            assert!(start.elapsed() < max, "condition not reached within {max:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = tx.send(true);
+        while set.join_next().await.is_some() {}
+    }
+
+    async fn status(&self, id: &str) -> Option<EngagementStatus> {
+        self.platform().store.load(id).await.unwrap().map(|v| v.value.status)
+    }
+}
+
+const GLOBEX: &str = "ENG-0068d00000GLBX01";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_closed_won_flows_through_eventbridge_sqs_and_dynamodb_should_activate_and_sync_crm() {
+    let st = Stage::new().await;
+    st.publish(&[read_sample("OpportunityClosedWon"), read_sample("ContractApproved")]).await;
+    let crm_synced = || async { st.sims.opportunity("0068d00000GLBX01").await.unwrap().is_some_and(|(_, u)| u.sync_status == "Synced") };
+    st.run_until(Duration::from_secs(60), crm_synced).await;
+
+    let state = st.platform().store.load(GLOBEX).await.unwrap().unwrap();
+    assert_eq!(state.value.status, EngagementStatus::Active);
+    assert_eq!(st.sims.projects(System::Psa).await.unwrap().len(), 1);
+    assert_eq!(st.sims.projects(System::Erp).await.unwrap().len(), 1);
+    let trail = st.platform().store.audit_trail(GLOBEX).await.unwrap();
+    let actions: Vec<&str> = trail.iter().map(|a| a.action.as_str()).collect();
+    // The approval may be processed before or after the closed-won (both orders are valid).
+    for a in ["contract_created", "provisioned", "activated", "crm_updated"] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    // Operator queries through the GSIs.
+    let active = st
+        .platform()
+        .store
+        .list(&o2c_app::ports::EngagementFilter { status: Some("active".into()), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(active.iter().map(|s| s.engagement_id.as_str()).collect::<Vec<_>>(), vec![GLOBEX]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_events_are_delivered_again_should_be_absorbed_by_the_idempotency_table_without_writes() {
+    let st = Stage::new().await;
+    let cw = read_sample("OpportunityClosedWon");
+    st.publish(&[cw.clone()]).await;
+    let waiting = || async { st.status(GLOBEX).await == Some(EngagementStatus::AwaitingApproval) };
+    st.run_until(Duration::from_secs(30), waiting).await;
+    let (_, writes_before) = st.platform().store.counts().snapshot();
+
+    // The CRM re-sends the same closed-won three times.
+    st.publish(&[cw.clone(), cw.clone(), cw]).await;
+    let drained = || async { o2c_aws::poller::pending(&aws_sdk_sqs::Client::new(&st.sdk), &st.topo, &st.deployed).await.unwrap() == 0 };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    st.run_until(Duration::from_secs(30), drained).await;
+
+    let (_, writes_after) = st.platform().store.counts().snapshot();
+    assert_eq!(writes_after, writes_before, "duplicates cost no DynamoDB write");
+    let trail = st.platform().store.audit_trail(GLOBEX).await.unwrap();
+    assert_eq!(trail.iter().filter(|a| a.action == "contract_created").count(), 1);
+    let rec = st.platform().store.get("intake#crm:opportunity:0068d00000GLBX01:closed-won:r1").await.unwrap().expect("idempotency record");
+    assert_eq!(rec.status, o2c_app::ports::IdempotencyStatus::Completed);
+    assert!(rec.result.unwrap().events.len() == 1, "the stored result keeps the emitted event for re-publishing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_a_message_keeps_failing_should_end_in_the_dlq_with_its_reason() {
+    let st = Stage::new().await;
+    // A ContractCreated for an engagement that does not exist: a defect, retried, then dead-lettered.
+    let mut ghost = read_sample("ContractCreated");
+    ghost["detail"]["payload"]["engagement_id"] = json!("ENG-GHOST-0001");
+    ghost["detail"]["idempotency_key"] = json!("contract-created:ENG-GHOST-0001:r1");
+    st.publish(&[ghost]).await;
+    let sqs = aws_sdk_sqs::Client::new(&st.sdk);
+    let dlq = st.deployed.queue_urls["ProvisionDLQ"].clone();
+    let dead = || async { o2c_aws::ops::depth(&sqs, &dlq).await.unwrap().0 >= 1 };
+    st.run_until(Duration::from_secs(60), dead).await;
+
+    let msgs = o2c_aws::ops::peek(&sqs, &dlq, 10).await.unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].detail_type.as_deref(), Some("ContractCreated"));
+    let failure = st.platform().store.failure(&msgs[0].message_id).await.unwrap().expect("the reason is recorded under the message id");
+    assert_eq!(failure.step, "provision");
+    assert_eq!(failure.error_type, "O2c.Bug");
+    assert!(failure.error.contains("ENG-GHOST-0001 not found"), "{}", failure.error);
+    assert_eq!(failure.receive_count, 5, "maxReceiveCount from the template");
+
+    // Redrive (receive → resend → delete) moves it back to the source queue.
+    let src = st.deployed.queue_urls["ProvisionQueue"].clone();
+    let mut seen = 0;
+    let moved = o2c_aws::ops::redrive(&sqs, &dlq, &src, 100, |n| seen = n).await.unwrap();
+    assert_eq!((moved, seen), (1, 1));
+    assert_eq!(o2c_aws::ops::depth(&sqs, &dlq).await.unwrap(), (0, 0));
+    assert_eq!(o2c_aws::ops::depth(&sqs, &src).await.unwrap().0, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_handlers_race_on_one_engagement_should_never_lose_an_update() {
+    let st = Stage::new().await;
+    st.publish(&[read_sample("OpportunityClosedWon")]).await;
+    let waiting = || async { st.status(GLOBEX).await == Some(EngagementStatus::AwaitingApproval) };
+    st.run_until(Duration::from_secs(30), waiting).await;
+    let store = st.platform().store.clone();
+    let start = store.load(GLOBEX).await.unwrap().unwrap().version;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            loop {
+                let cur = store.load(GLOBEX).await.unwrap().unwrap();
+                let mut e = cur.value.clone();
+                e.raise(o2c_domain::engagement::EngagementException {
+                    exception_id: format!("race-{i}"),
+                    kind: o2c_domain::events::ExceptionKind::MessageRejected,
+                    step: "test".into(),
+                    message: format!("writer {i}"),
+                    compensations: vec![],
+                    raised_at: chrono::Utc::now(),
+                    open: true,
+                });
+                let commit = o2c_app::ports::Commit {
+                    state: Some(StateWrite { engagement: e, expected: o2c_app::ports::ExpectedVersion::Is(cur.version) }),
+                    audit: o2c_domain::engagement::AuditEntry {
+                        engagement_id: GLOBEX.into(),
+                        at: chrono::Utc::now(),
+                        step: "test".into(),
+                        event_id: format!("race-{i}-{conflicts}"),
+                        event_type: "Test".into(),
+                        correlation_id: "c".into(),
+                        action: "race".into(),
+                        summary: String::new(),
+                    },
+                    completion: o2c_app::ports::Completion {
+                        key: format!("race#{i}"),
+                        payload_hash: "h".into(),
+                        result: o2c_app::ports::StoredResult { action: "race".into(), events: vec![] },
+                        now: chrono::Utc::now(),
+                        expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+                        mode: o2c_app::ports::CompletionMode::Fresh,
+                    },
+                };
+                match store.commit(commit).await.unwrap() {
+                    o2c_app::ports::CommitOutcome::Committed { .. } => return conflicts,
+                    o2c_app::ports::CommitOutcome::VersionConflict => conflicts += 1,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }));
+    }
+    let mut conflicts = 0;
+    for t in tasks {
+        conflicts += t.await.unwrap();
+    }
+    let end = store.load(GLOBEX).await.unwrap().unwrap();
+    assert_eq!(end.version, start + 8, "every writer committed exactly once");
+    for i in 0..8 {
+        assert!(end.value.exceptions.iter().any(|x| x.exception_id == format!("race-{i}")), "writer {i}'s update was lost");
+    }
+    println!("8 racing writers: {conflicts} optimistic-lock conflicts retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_each_step_processes_an_event_should_stay_within_the_dynamodb_write_budget() {
+    let st = Stage::new().await;
+    let svc = st.svc.clone();
+    let counts = st.platform().store.counts();
+    let decode = |v: &Value| o2c_app::contracts::decode(v["detail-type"].as_str().unwrap(), &v["detail"]).unwrap();
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let mut report = Vec::new();
+    let mut measure = async |label: &str, step: Step, ev: &o2c_domain::events::BusinessEvent| {
+        let (_, before) = counts.snapshot();
+        let h = svc.handle(step, ev, deadline).await.unwrap();
+        let (_, after) = counts.snapshot();
+        report.push(format!("{label:<44} {:<28} writes={}", h.action, after - before));
+        after - before
+    };
+    let cw = decode(&read_sample("OpportunityClosedWon"));
+    assert_eq!(measure("intake: closed-won (pure)", Step::Intake, &cw).await, 1);
+    // The events intake emitted, as the bus would deliver them.
+    let st_eng = st.platform().store.load(GLOBEX).await.unwrap().unwrap();
+    let contract = st_eng.value.contract.clone().unwrap();
+    let created = {
+        let mut s = read_sample("ContractCreated");
+        s["detail"]["payload"]["total_value"] = serde_json::to_value(contract.total_value).unwrap();
+        decode(&s)
+    };
+    assert_eq!(measure("provision: contract created, awaiting approval", Step::Provision, &created).await, 1);
+    assert_eq!(measure("crm-writeback: status write (side effect)", Step::CrmWriteback, &created).await, 2);
+    let approved = decode(&read_sample("ContractApproved"));
+    assert_eq!(measure("provision: approved → PSA + ERP (side effect)", Step::Provision, &approved).await, 2);
+    let eng = st.platform().store.load(GLOBEX).await.unwrap().unwrap().value;
+    let provisioned = {
+        let mut s = read_sample("ProjectProvisioned");
+        s["detail"]["payload"]["psa_project_id"] = json!(eng.psa_project_id.clone().unwrap());
+        s["detail"]["payload"]["erp_project_id"] = json!(eng.erp_project_id.clone().unwrap());
+        decode(&s)
+    };
+    assert_eq!(measure("billing-setup: ERP schedule (side effect)", Step::BillingSetup, &provisioned).await, 2);
+    assert_eq!(measure("duplicate closed-won", Step::Intake, &cw).await, 0);
+    assert_eq!(measure("duplicate approval", Step::Provision, &approved).await, 0);
+    let (reads, writes) = counts.snapshot();
+    println!(
+        "DynamoDB requests per processed event:\n  {}\n  totals incl. reference-data load: reads={reads} writes={writes}",
+        report.join("\n  ")
+    );
+    assert_eq!(st.status(GLOBEX).await, Some(EngagementStatus::Active));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_eventbridge_fails_some_entries_should_retry_only_those() {
+    let st = Stage::new().await;
+    let mut entries: Vec<PutEventsEntry> = (0..11)
+        .map(|i| PutEventsEntry {
+            source: Some("o2c.test".into()),
+            detail_type: Some("Probe".into()),
+            detail: Some(format!("{{\"n\":{i}}}")),
+            event_bus_name: Some(st.deployed.bus_name.clone()),
+            ..Default::default()
+        })
+        .collect();
+    // EventBridge refuses a malformed detail per entry (FailedEntryCount = 1), not per call.
+    entries.push(PutEventsEntry { detail: Some("{not json".into()), ..entries[0].clone() });
+    let publisher = &st.platform().publisher;
+    let err = publisher.send_with_retry(&entries).await.unwrap_err();
+    assert!(err.to_string().contains("1 entries still failing"), "{err}");
+    // 2 requests for 12 entries (10 + 2), then 3 retries of the single failed entry.
+    assert_eq!(publisher.requests(), 5);
+    // The 256 KB limit is enforced before anything is sent.
+    let big = PutEventsEntry { detail: Some(format!("{{\"x\":\"{}\"}}", "a".repeat(300 * 1024))), ..entries[0].clone() };
+    let err = publisher.put_entries(&[big]).await.unwrap_err();
+    assert!(err.to_string().contains("256 KB"), "{err}");
+    assert_eq!(publisher.requests(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_connectors_speak_http_should_provision_through_the_system_api_contract() {
+    let st = Stage::new().await;
+    // The simulators behind the connector contract, on a loopback port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = o2c_embedded::sim_http::router(st.sims.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let t = o2c_connectors::Timeouts::default();
+    let conn =
+        |sys: &'static str| o2c_connectors::HttpConnector::new(sys, &format!("http://{addr}/{sys}"), Some("test-token".into()), t).unwrap();
+    let platform = AwsPlatform::with_connectors(
+        &st.sdk,
+        Tables { state: st.deployed.tables.state.clone(), idempotency: st.deployed.tables.idempotency.clone() },
+        st.deployed.bus_name.clone(),
+        Duration::from_secs(60),
+        o2c_connectors::HttpCrm(conn("crm")),
+        o2c_connectors::HttpPsa(conn("psa")),
+        o2c_connectors::HttpErp(conn("erp")),
+    );
+    let svc = StepService::new(platform, ServiceConfig::default());
+    st.sims.inject(System::Erp, "create_project", o2c_embedded::sim::Fault::TimeoutAfterCommit, Some(1)).await.unwrap();
+    let decode = |v: &Value| o2c_app::contracts::decode(v["detail-type"].as_str().unwrap(), &v["detail"]).unwrap();
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(60);
+    svc.handle(Step::Intake, &decode(&read_sample("OpportunityClosedWon")), deadline).await.unwrap();
+    let approved = decode(&read_sample("ContractApproved"));
+    let first = svc.handle(Step::Provision, &approved, deadline).await.unwrap_err();
+    assert!(first.is_retryable(), "a lost response (HTTP 504) is transient: {first}");
+    let second = svc.handle(Step::Provision, &approved, deadline).await.unwrap();
+    assert_eq!(second.action, "provisioned");
+    assert_eq!(st.sims.projects(System::Erp).await.unwrap().len(), 1, "the retry got the project the ERP had committed");
+
+    // A permanent 4xx is classified as such and compensated.
+    let mut other = read_sample("OpportunityClosedWon");
+    other["detail"]["payload"]["opportunity_id"] = json!("0068d00000HTTP02");
+    other["detail"]["idempotency_key"] = json!("crm:opportunity:0068d00000HTTP02:closed-won:r1");
+    svc.handle(Step::Intake, &decode(&other), deadline).await.unwrap();
+    st.sims
+        .inject(
+            System::Erp,
+            "create_project",
+            o2c_embedded::sim::Fault::Rejected { status: 422, code: "INVALID_FLD_VALUE".into(), message: "bad".into() },
+            Some(1),
+        )
+        .await
+        .unwrap();
+    let mut approved2 = read_sample("ContractApproved");
+    approved2["detail"]["payload"]["opportunity_id"] = json!("0068d00000HTTP02");
+    approved2["detail"]["idempotency_key"] = json!("clm:agreement:AGR-HTTP02:approved");
+    let h = svc.handle(Step::Provision, &decode(&approved2), deadline).await.unwrap();
+    assert_eq!(h.action, "provisioning_failed");
+    let psa = st.sims.projects(System::Psa).await.unwrap();
+    assert!(psa.iter().any(|p| p.external_key == "ENG-0068d00000HTTP02" && p.status == "cancelled"));
+}

@@ -1,0 +1,240 @@
+//! # o2c-connectors
+//!
+//! HTTP adapters for the connector ports (`Psa`, `Erp`, `Crm`) speaking the o2c connector
+//! contract: the process layer (o2c) calls one small *system API* per system, which maps
+//! to the vendor's own API (Salesforce, NetSuite, D365, …). The contract makes every
+//! create idempotent by an external key in the URL:
+//!
+//! | call | request | success |
+//! |------|---------|---------|
+//! | `PUT  {psa}/v1/projects/{external_key}` | `ProjectSpec` | `201` created / `200` existing: `{"id", "created"}` |
+//! | `POST {psa}/v1/projects/{id}/cancel` | `{"reason"}` | `200` (also when already cancelled) |
+//! | `PUT  {erp}/v1/projects/{external_key}` | `ProjectSpec` | `201` / `200`: `{"id", "created"}` |
+//! | `PUT  {erp}/v1/projects/{id}/billing-schedules/{schedule_id}` | `BillingSchedule` | `201` / `200`: `{"id", "created"}` |
+//! | `PATCH {crm}/v1/opportunities/{id}/o2c-sync` | `CrmOpportunityUpdate` | `200`: `{"result": "applied" \| "stale"}` |
+//!
+//! Errors: `4xx` with `{"code", "message"}` is permanent, except `408` and `429` (with
+//! `Retry-After`); `5xx`, timeouts and connection failures are transient. The layout:
+//! [`HttpConnector`] (one reqwest client per process, explicit timeouts) and the three port
+//! implementations [`HttpPsa`], [`HttpErp`], [`HttpCrm`].
+
+use std::time::Duration;
+
+use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalRef, Psa};
+use o2c_domain::engagement::CrmOpportunityUpdate;
+use o2c_domain::model::{BillingSchedule, ProjectSpec};
+use reqwest::{Method, StatusCode, Url};
+use serde::{Deserialize, Serialize};
+
+/// `{"id", "created"}` answer of a create-or-get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedRef {
+    /// System id.
+    pub id: String,
+    /// `false` when the external key already existed.
+    pub created: bool,
+}
+
+/// `{"code", "message"}` error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// System error code.
+    pub code: String,
+    /// Message.
+    pub message: String,
+}
+
+/// `{"reason"}` cancel body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// Why.
+    pub reason: String,
+}
+
+/// `{"result"}` of a CRM sync write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrmResult {
+    /// `applied` or `stale`.
+    pub result: String,
+}
+
+/// Timeouts of the connector HTTP client.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP/TLS connect.
+    pub connect: Duration,
+    /// Whole request.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { connect: Duration::from_secs(2), request: Duration::from_secs(10) }
+    }
+}
+
+/// One system API endpoint.
+#[derive(Debug, Clone)]
+pub struct HttpConnector {
+    client: reqwest::Client,
+    base: Url,
+    system: &'static str,
+    token: Option<String>,
+}
+
+/// A connector that cannot be configured (bad URL, TLS setup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl HttpConnector {
+    /// A connector for `system` at `base_url` (built once per process).
+    pub fn new(system: &'static str, base_url: &str, token: Option<String>, timeouts: Timeouts) -> Result<Self, ConfigError> {
+        let mut base = Url::parse(base_url).map_err(|e| ConfigError(format!("{system} base URL `{base_url}`: {e}")))?;
+        if base.cannot_be_a_base() {
+            return Err(ConfigError(format!("{system} base URL `{base_url}` cannot be a base")));
+        }
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.request)
+            .user_agent(concat!("o2c/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError(format!("{system} HTTP client: {e}")))?;
+        Ok(Self { client, base, system, token: token.filter(|t| !t.is_empty()) })
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<Url, ConnectorError> {
+        let mut url = self.base.clone();
+        {
+            let mut path = url.path_segments_mut().map_err(|_| self.permanent(0, "BAD_URL", "base URL cannot take a path".into()))?;
+            path.pop_if_empty();
+            for s in segments {
+                path.push(s);
+            }
+        }
+        Ok(url)
+    }
+
+    fn permanent(&self, status: u16, code: &str, message: String) -> ConnectorError {
+        ConnectorError::Permanent { system: self.system.into(), status, code: code.into(), message }
+    }
+
+    fn transient(&self, status: u16, message: String, retry_after: Option<Duration>) -> ConnectorError {
+        ConnectorError::Transient { system: self.system.into(), status, message, retry_after }
+    }
+
+    /// Sends a JSON request and classifies the answer.
+    async fn call<B: Serialize, R: for<'de> Deserialize<'de>>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        idempotency_key: Option<&str>,
+        body: &B,
+    ) -> Result<(StatusCode, R), ConnectorError> {
+        let url = self.url(segments)?;
+        let mut req = self.client.request(method, url).json(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let resp = req.send().await.map_err(|e| {
+            let status = if e.is_timeout() { 0 } else { 503 };
+            self.transient(status, format!("request failed: {e}"), None)
+        })?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = resp.bytes().await.map_err(|e| self.transient(status.as_u16(), format!("reading the response failed: {e}"), None))?;
+        if status.is_success() {
+            let parsed = serde_json::from_slice(&bytes)
+                .map_err(|e| self.permanent(status.as_u16(), "BAD_RESPONSE", format!("unexpected response body: {e}")))?;
+            return Ok((status, parsed));
+        }
+        let err: ApiError = serde_json::from_slice(&bytes).unwrap_or_else(|_| ApiError {
+            code: status.as_str().into(),
+            message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+        });
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
+            return Err(self.transient(status.as_u16(), format!("{}: {}", err.code, err.message), retry_after));
+        }
+        Err(self.permanent(status.as_u16(), &err.code, err.message))
+    }
+}
+
+/// PSA over HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpPsa(pub HttpConnector);
+/// ERP over HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpErp(pub HttpConnector);
+/// CRM over HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpCrm(pub HttpConnector);
+
+impl Psa for HttpPsa {
+    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalRef, ConnectorError> {
+        let (_, r): (_, CreatedRef) =
+            self.0.call(Method::PUT, &["v1", "projects", &spec.external_key], Some(&spec.external_key), spec).await?;
+        Ok(ExternalRef { id: r.id, created: r.created })
+    }
+
+    async fn cancel_project(&self, project_id: &str, reason: &str) -> Result<(), ConnectorError> {
+        let _: (_, serde_json::Value) =
+            self.0.call(Method::POST, &["v1", "projects", project_id, "cancel"], None, &CancelRequest { reason: reason.into() }).await?;
+        Ok(())
+    }
+}
+
+impl Erp for HttpErp {
+    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalRef, ConnectorError> {
+        let (_, r): (_, CreatedRef) =
+            self.0.call(Method::PUT, &["v1", "projects", &spec.external_key], Some(&spec.external_key), spec).await?;
+        Ok(ExternalRef { id: r.id, created: r.created })
+    }
+
+    async fn create_or_get_billing_schedule(
+        &self,
+        erp_project_id: &str,
+        schedule: &BillingSchedule,
+    ) -> Result<ExternalRef, ConnectorError> {
+        let (_, r): (_, CreatedRef) = self
+            .0
+            .call(
+                Method::PUT,
+                &["v1", "projects", erp_project_id, "billing-schedules", &schedule.schedule_id],
+                Some(&schedule.schedule_id),
+                schedule,
+            )
+            .await?;
+        Ok(ExternalRef { id: r.id, created: r.created })
+    }
+}
+
+impl Crm for HttpCrm {
+    async fn update_opportunity(&self, update: &CrmOpportunityUpdate) -> Result<CrmWrite, ConnectorError> {
+        let (_, r): (_, CrmResult) =
+            self.0.call(Method::PATCH, &["v1", "opportunities", &update.opportunity_id, "o2c-sync"], None, update).await?;
+        match r.result.as_str() {
+            "applied" => Ok(CrmWrite::Applied),
+            "stale" => Ok(CrmWrite::Stale),
+            other => Err(self.0.permanent(200, "BAD_RESPONSE", format!("unknown result `{other}`"))),
+        }
+    }
+}

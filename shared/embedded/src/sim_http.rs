@@ -1,0 +1,107 @@
+//! The simulators behind the o2c connector contract over HTTP (see `o2c-connectors`), so
+//! the Lambda binaries and `o2c serve --target aws` can reach a PSA, ERP and CRM without
+//! any vendor account: `o2c sim serve` mounts [`router`] at `/psa`, `/erp` and `/crm`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post, put};
+use axum::{Json, Router};
+use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalRef, Psa};
+use o2c_domain::engagement::CrmOpportunityUpdate;
+use o2c_domain::model::{BillingSchedule, ProjectSpec};
+use serde_json::json;
+
+use crate::sim::Simulators;
+
+fn error_response(e: ConnectorError) -> Response {
+    match e {
+        ConnectorError::Transient { status, message, retry_after, .. } => {
+            let code = if status == 0 {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            };
+            let mut resp = (code, Json(json!({"code": code.as_str(), "message": message}))).into_response();
+            if let Some(ra) = retry_after
+                && let Ok(v) = HeaderValue::from_str(&ra.as_secs().max(1).to_string())
+            {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
+        }
+        ConnectorError::Permanent { status, code, message, .. } => {
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), Json(json!({"code": code, "message": message})))
+                .into_response()
+        }
+    }
+}
+
+fn created(r: Result<ExternalRef, ConnectorError>) -> Response {
+    match r {
+        Ok(r) => {
+            (if r.created { StatusCode::CREATED } else { StatusCode::OK }, Json(json!({"id": r.id, "created": r.created}))).into_response()
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+fn key_mismatch(path: &str, body: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"code": "KEY_MISMATCH", "message": format!("path key `{path}` differs from body key `{body}`")})))
+        .into_response()
+}
+
+async fn psa_project(State(s): State<Simulators>, Path(key): Path<String>, Json(spec): Json<ProjectSpec>) -> Response {
+    if key != spec.external_key {
+        return key_mismatch(&key, &spec.external_key);
+    }
+    created(Psa::create_or_get_project(&s, &spec).await)
+}
+
+async fn psa_cancel(State(s): State<Simulators>, Path(id): Path<String>, Json(body): Json<serde_json::Value>) -> Response {
+    let reason = body.get("reason").and_then(|r| r.as_str()).unwrap_or_default().to_owned();
+    match s.cancel_project(&id, &reason).await {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn erp_project(State(s): State<Simulators>, Path(key): Path<String>, Json(spec): Json<ProjectSpec>) -> Response {
+    if key != spec.external_key {
+        return key_mismatch(&key, &spec.external_key);
+    }
+    created(Erp::create_or_get_project(&s, &spec).await)
+}
+
+async fn erp_schedule(
+    State(s): State<Simulators>,
+    Path((project, key)): Path<(String, String)>,
+    Json(schedule): Json<BillingSchedule>,
+) -> Response {
+    if key != schedule.schedule_id {
+        return key_mismatch(&key, &schedule.schedule_id);
+    }
+    created(s.create_or_get_billing_schedule(&project, &schedule).await)
+}
+
+async fn crm_sync(State(s): State<Simulators>, Path(id): Path<String>, Json(update): Json<CrmOpportunityUpdate>) -> Response {
+    if id != update.opportunity_id {
+        return key_mismatch(&id, &update.opportunity_id);
+    }
+    match s.update_opportunity(&update).await {
+        Ok(CrmWrite::Applied) => Json(json!({"result": "applied"})).into_response(),
+        Ok(CrmWrite::Stale) => Json(json!({"result": "stale"})).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+/// The simulators' HTTP API: `/psa/v1/…`, `/erp/v1/…`, `/crm/v1/…`.
+pub fn router(sims: Simulators) -> Router {
+    Router::new()
+        .route("/psa/v1/projects/{key}", put(psa_project))
+        .route("/psa/v1/projects/{id}/cancel", post(psa_cancel))
+        .route("/erp/v1/projects/{key}", put(erp_project))
+        .route("/erp/v1/projects/{id}/billing-schedules/{key}", put(erp_schedule))
+        .route("/crm/v1/opportunities/{id}/o2c-sync", patch(crm_sync))
+        .with_state(sims)
+}
