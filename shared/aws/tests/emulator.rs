@@ -145,7 +145,7 @@ async fn when_closed_won_flows_through_eventbridge_sqs_and_dynamodb_should_activ
 async fn when_events_are_delivered_again_should_be_absorbed_by_the_idempotency_table_without_writes() {
     let st = Stage::new().await;
     let cw = read_sample("OpportunityClosedWon");
-    st.publish(&[cw.clone()]).await;
+    st.publish(std::slice::from_ref(&cw)).await;
     let waiting = || async { st.status(GLOBEX).await == Some(EngagementStatus::AwaitingApproval) };
     st.run_until(Duration::from_secs(30), waiting).await;
     let (_, writes_before) = st.platform().store.counts().snapshot();
