@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs every check and test. Used by `make test` and by CI (.ci/run).
+# Runs every check and test. Used by `make test` and by CI (.ci/run). Installs what it
+# needs into .venv, starts moto_server on a free loopback port and stops it on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export SAM_CLI_TELEMETRY=0
+mkdir -p target
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -11,7 +14,29 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "tests"
+step "tools"
+scripts/venv.sh
+
+step "template: cfn-lint (SAM), SAM → CloudFormation translation + cfn-lint, sam validate --lint"
+.venv/bin/cfn-lint infra/template.yaml
+.venv/bin/python scripts/check_template.py infra/template.yaml target/template.translated.json
+.venv/bin/cfn-lint target/template.translated.json
+AWS_DEFAULT_REGION=eu-west-1 .venv/bin/sam validate --lint --template infra/template.yaml
+
+step "AWS API emulator (moto_server)"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+.venv/bin/moto_server -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
+moto_pid=$!
+trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=eu-west-1 AWS_DEFAULT_REGION=eu-west-1
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
+echo "moto_server on $AWS_ENDPOINT_URL"
+
+step "Lambda binaries: cargo-lambda build, glibc check, invoke under aws-lambda-rie"
+scripts/lambda_smoke.sh
+
+step "tests (unit, contract, embedded flows, CLI, emulator-backed AWS adapters)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

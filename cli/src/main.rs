@@ -1,9 +1,12 @@
 //! `o2c` — run and operate the opportunity-to-cash middleware.
 //!
-//! Embedded (default, no AWS, no Docker): `demo`, `run`, `serve`, `status`, `engagements`,
-//! `rejections`, `dlq`, `sim`. Every command that reads a database works while
+//! Two targets, one command set: `--target embedded` (default; a SQLite file given by
+//! `--db`, no AWS, no Docker) and `--target aws` (the stage's DynamoDB tables, event bus
+//! and queues, found by the names in `infra/template.yaml`; any `AWS_ENDPOINT_URL` works,
+//! e.g. moto_server). Every command that reads an embedded database works while
 //! `o2c serve` runs on it (SQLite WAL readers).
 
+mod aws;
 mod demo;
 mod print;
 mod serve;
@@ -13,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use o2c_app::bus::{MAX_ENTRIES_PER_PUT, PutEventsEntry, entries_from_text};
 use o2c_app::ports::{EngagementFilter, EngagementStore, RejectionStore};
 use o2c_domain::reference::ReferenceData;
@@ -41,6 +44,49 @@ enum LogFormat {
     Json,
 }
 
+/// Where a command runs.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// The embedded runtime: a SQLite file (`--db`).
+    Embedded,
+    /// AWS APIs (or an emulator via `AWS_ENDPOINT_URL`) for a deployed stage (`--stage`).
+    Aws,
+}
+
+/// Target selection shared by commands that work on both engines.
+#[derive(Args, Clone)]
+pub struct Target {
+    /// Engine.
+    #[arg(long, value_enum, default_value_t = TargetKind::Embedded)]
+    pub target: TargetKind,
+    /// Embedded: the database file.
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// AWS: the stage (resource names come from the template).
+    #[arg(long, env = "O2C_STAGE", default_value = "dev")]
+    pub stage: String,
+}
+
+impl Target {
+    fn db(&self) -> Result<&Path> {
+        self.db.as_deref().context("--db PATH is required with --target embedded")
+    }
+}
+
+/// Connector endpoints for `serve --target aws` (the Lambda functions read the same variables).
+#[derive(Args, Clone)]
+pub struct Connectors {
+    /// PSA system API base URL.
+    #[arg(long, env = "PSA_BASE_URL")]
+    pub psa_url: Option<String>,
+    /// ERP system API base URL.
+    #[arg(long, env = "ERP_BASE_URL")]
+    pub erp_url: Option<String>,
+    /// CRM system API base URL.
+    #[arg(long, env = "CRM_BASE_URL")]
+    pub crm_url: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the seed scenario end to end on a fresh temporary store and print every step.
@@ -50,7 +96,7 @@ enum Cmd {
         db: Option<PathBuf>,
     },
     /// Feed event files (EventBridge events, PutEvents entries/requests or SQS events;
-    /// JSON or JSON Lines) into the runtime and process until every queue is empty.
+    /// JSON or JSON Lines) into the embedded runtime and process until every queue is empty.
     Run {
         /// Database file (created if missing).
         #[arg(long)]
@@ -65,23 +111,36 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Serve `POST /v1/events` (PutEvents-shaped) and process events in the background.
+    /// Embedded: serve `POST /v1/events` (PutEvents-shaped) and process in the background.
+    /// AWS: run every function of the template locally against the stage's queues, with
+    /// the event source mapping's semantics (the Docker-free way to run the chain on AWS).
     Serve {
-        /// Database file (created if missing).
-        #[arg(long)]
-        db: PathBuf,
-        /// Listen address.
+        #[command(flatten)]
+        target: Target,
+        /// Embedded: listen address.
         #[arg(long, default_value = "127.0.0.1:4010")]
         addr: String,
-        /// Reference data JSON (default: the bundled Northwind sample).
+        /// Embedded: reference data JSON (default: the bundled Northwind sample).
         #[arg(long)]
         reference: Option<PathBuf>,
+        #[command(flatten)]
+        connectors: Connectors,
+    },
+    /// Publish event files: to a running `o2c serve` (`--url`) or to the stage's bus (`--target aws`).
+    Send {
+        #[command(flatten)]
+        target: Target,
+        /// Embedded: the `o2c serve` base URL.
+        #[arg(long, default_value = "http://127.0.0.1:4010")]
+        url: String,
+        /// Event files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Show one engagement: state, external ids and its timeline.
     Status {
-        /// Database file.
-        #[arg(long)]
-        db: PathBuf,
+        #[command(flatten)]
+        target: Target,
         /// Engagement id (`ENG-…`) or CRM opportunity id.
         engagement: String,
         /// Print JSON.
@@ -90,9 +149,8 @@ enum Cmd {
     },
     /// List engagements (newest first).
     Engagements {
-        /// Database file.
-        #[arg(long)]
-        db: PathBuf,
+        #[command(flatten)]
+        target: Target,
         /// Only this status (e.g. `active`, `rejected`, `provisioning_failed`).
         #[arg(long)]
         status: Option<String>,
@@ -108,9 +166,8 @@ enum Cmd {
     },
     /// Rejected messages, parked with every reason.
     Rejections {
-        /// Database file.
-        #[arg(long)]
-        db: PathBuf,
+        #[command(flatten)]
+        target: Target,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -118,12 +175,41 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Dead-letter queues.
+    /// Dead-letter queues: inspect and redrive.
     Dlq {
         #[command(subcommand)]
         cmd: DlqCmd,
     },
-    /// Control the CRM / PSA / ERP simulators of the embedded runtime.
+    /// Replay archived events of a time window into the bus (EventBridge archive replay).
+    Replay {
+        #[command(flatten)]
+        target: Target,
+        /// Start (RFC 3339).
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End (RFC 3339, exclusive).
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// AWS: archive name (default: the template's archive for the stage).
+        #[arg(long)]
+        archive: Option<String>,
+    },
+    /// Reference (master) data.
+    Reference {
+        #[command(subcommand)]
+        cmd: ReferenceCmd,
+    },
+    /// AWS without CloudFormation: create the template's tables, bus, archive, queues and
+    /// rules for a stage (an emulator or a sandbox account) and load reference data.
+    Bootstrap {
+        /// Stage.
+        #[arg(long, env = "O2C_STAGE", default_value = "dev")]
+        stage: String,
+        /// Reference data JSON (default: the bundled Northwind sample).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+    },
+    /// Control the CRM / PSA / ERP simulators.
     Sim {
         #[command(subcommand)]
         cmd: SimCmd,
@@ -132,24 +218,40 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum DlqCmd {
-    /// Depth of every queue, or the messages of one queue.
+    /// Depth of every queue, or the messages of one queue with their failure reasons.
     List {
-        /// Database file.
-        #[arg(long)]
-        db: PathBuf,
+        #[command(flatten)]
+        target: Target,
         /// Queue logical id (e.g. `ProvisionDLQ`).
         queue: Option<String>,
     },
     /// Move messages from a DLQ back to its source queue.
     Redrive {
-        /// Database file.
-        #[arg(long)]
-        db: PathBuf,
+        #[command(flatten)]
+        target: Target,
         /// DLQ logical id.
         queue: String,
         /// At most this many.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReferenceCmd {
+    /// Load a reference-data snapshot (AWS: one item per entity in the state table).
+    Load {
+        /// Stage.
+        #[arg(long, env = "O2C_STAGE", default_value = "dev")]
+        stage: String,
+        /// Reference data JSON (default: the bundled Northwind sample).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Check a reference-data file (cross references, template weights).
+    Check {
+        /// Reference data JSON.
+        file: PathBuf,
     },
 }
 
@@ -164,6 +266,19 @@ enum FaultKind {
 
 #[derive(Subcommand)]
 enum SimCmd {
+    /// Serve the simulators over the connector contract (`/psa`, `/erp`, `/crm`) for the
+    /// Lambda binaries and `o2c serve --target aws`.
+    Serve {
+        /// Database file (created if missing).
+        #[arg(long)]
+        db: PathBuf,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:4020")]
+        addr: String,
+        /// Reference data JSON (the ERP's master data; default: the bundled sample).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+    },
     /// Switch a fault on.
     Fault {
         /// Database file.
@@ -209,8 +324,8 @@ enum SimCmd {
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -257,12 +372,12 @@ fn open_existing(db: &Path) -> Result<Db> {
 }
 
 /// `ENG-…` as given, otherwise an opportunity id.
-fn engagement_id(arg: &str) -> String {
+pub fn engagement_id(arg: &str) -> String {
     if arg.starts_with("ENG-") { arg.to_owned() } else { o2c_domain::events::engagement_id_for(arg) }
 }
 
 /// Reads every file before anything is processed, so unreadable input changes nothing.
-fn read_inputs(files: &[PathBuf]) -> Result<Vec<PutEventsEntry>> {
+pub fn read_inputs(files: &[PathBuf]) -> Result<Vec<PutEventsEntry>> {
     let mut all = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -274,6 +389,23 @@ fn read_inputs(files: &[PathBuf]) -> Result<Vec<PutEventsEntry>> {
         all.extend(entries);
     }
     Ok(all)
+}
+
+/// Shows state + timeline of one engagement from any store.
+async fn show_status<S: EngagementStore>(store: &S, engagement: &str, json: bool, where_: &str) -> Result<ExitCode> {
+    let id = engagement_id(engagement);
+    let Some(state) = store.load(&id).await? else { bail!("no engagement {id} in {where_}") };
+    let timeline = store.audit_trail(&id).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"version": state.version, "engagement": state.value, "timeline": timeline}))?
+        );
+    } else {
+        print::engagement(&state.value, state.version);
+        print::timeline(&timeline);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
@@ -311,28 +443,30 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             print::engagement_table(&rt.store().list(&EngagementFilter { limit: 50, ..Default::default() }).await?);
             Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
-        Cmd::Serve { db, addr, reference } => serve::run(db, addr, load_reference(reference.as_deref())?).await,
-        Cmd::Status { db, engagement, json } => {
-            let store = SqliteStore::new(open_existing(&db)?);
-            let id = engagement_id(&engagement);
-            let Some(state) = store.load(&id).await? else { bail!("no engagement {id} in {}", db.display()) };
-            let timeline = store.audit_trail(&id).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"version": state.version, "engagement": state.value, "timeline": timeline})
-                    )?
-                );
-            } else {
-                print::engagement(&state.value, state.version);
-                print::timeline(&timeline);
+        Cmd::Serve { target, addr, reference, connectors } => match target.target {
+            TargetKind::Embedded => serve::run(target.db()?.to_owned(), addr, load_reference(reference.as_deref())?).await,
+            TargetKind::Aws => aws::serve(&target.stage, &connectors).await,
+        },
+        Cmd::Send { target, url, files } => {
+            let entries = read_inputs(&files)?;
+            match target.target {
+                TargetKind::Aws => aws::send(&target.stage, &entries).await,
+                TargetKind::Embedded => serve::send(&url, &entries).await,
             }
-            Ok(ExitCode::SUCCESS)
         }
-        Cmd::Engagements { db, status, exceptions, limit, json } => {
-            let store = SqliteStore::new(open_existing(&db)?);
-            let rows = store.list(&EngagementFilter { status, open_exceptions: exceptions, limit }).await?;
+        Cmd::Status { target, engagement, json } => match target.target {
+            TargetKind::Embedded => {
+                let db = target.db()?;
+                show_status(&SqliteStore::new(open_existing(db)?), &engagement, json, &db.display().to_string()).await
+            }
+            TargetKind::Aws => show_status(&aws::store(&target.stage).await?, &engagement, json, &format!("stage {}", target.stage)).await,
+        },
+        Cmd::Engagements { target, status, exceptions, limit, json } => {
+            let filter = EngagementFilter { status, open_exceptions: exceptions, limit };
+            let rows = match target.target {
+                TargetKind::Embedded => SqliteStore::new(open_existing(target.db()?)?).list(&filter).await?,
+                TargetKind::Aws => aws::store(&target.stage).await?.list(&filter).await?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -340,9 +474,11 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Rejections { db, limit, json } => {
-            let store = SqliteStore::new(open_existing(&db)?);
-            let rows = store.rejections(limit).await?;
+        Cmd::Rejections { target, limit, json } => {
+            let rows = match target.target {
+                TargetKind::Embedded => SqliteStore::new(open_existing(target.db()?)?).rejections(limit).await?,
+                TargetKind::Aws => aws::store(&target.stage).await?.rejections(limit).await?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -351,6 +487,44 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Dlq { cmd } => dlq(cmd).await,
+        Cmd::Replay { target, from, to, archive } => match target.target {
+            TargetKind::Aws => aws::replay(&target.stage, archive, from, to).await,
+            TargetKind::Embedded => {
+                if archive.is_some() {
+                    bail!("--archive applies to --target aws; the embedded bus archives every event in the database");
+                }
+                let rt = Runtime::builder(target.db()?, o2c_embedded::reference::northwind()?).open().await?;
+                let entries = rt.bus().archived(Some(from), Some(to)).await?;
+                let n = entries.len();
+                for chunk in entries.chunks(MAX_ENTRIES_PER_PUT) {
+                    rt.put_events(chunk.to_vec()).await?;
+                }
+                let report = rt.run_until_idle(Duration::from_secs(300)).await?;
+                println!(
+                    "replayed {n} archived event(s); {} record(s) handled (duplicates are absorbed by idempotency and state)",
+                    report.succeeded
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Cmd::Reference { cmd } => match cmd {
+            ReferenceCmd::Load { stage, file } => aws::load_reference_data(&stage, &load_reference(file.as_deref())?).await,
+            ReferenceCmd::Check { file } => {
+                let data = load_reference(Some(&file))?;
+                println!(
+                    "{}: {} customers, {} legal entities, {} tax profiles, {} offerings, {} rate cards, {} templates — consistent",
+                    file.display(),
+                    data.customers.len(),
+                    data.legal_entities.len(),
+                    data.tax_profiles.len(),
+                    data.service_offerings.len(),
+                    data.rate_cards.len(),
+                    data.project_templates.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Cmd::Bootstrap { stage, reference } => aws::bootstrap(&stage, &load_reference(reference.as_deref())?).await,
         Cmd::Sim { cmd } => sim(cmd).await,
     }
 }
@@ -363,18 +537,22 @@ fn bus_for(db: Db) -> Result<o2c_embedded::bus::LocalBus> {
 
 async fn dlq(cmd: DlqCmd) -> Result<ExitCode> {
     match cmd {
-        DlqCmd::List { db, queue: None } => {
-            let bus = bus_for(open_existing(&db)?)?;
-            println!("{:<22} {:>8} {:>10}  role", "queue", "visible", "in flight");
+        DlqCmd::List { target, queue } if target.target == TargetKind::Aws => aws::dlq_list(&target.stage, queue.as_deref()).await,
+        DlqCmd::Redrive { target, queue, limit } if target.target == TargetKind::Aws => {
+            aws::dlq_redrive(&target.stage, &queue, limit).await
+        }
+        DlqCmd::List { target, queue: None } => {
+            let bus = bus_for(open_existing(target.db()?)?)?;
+            println!("{:<24} {:>8} {:>10}  role", "queue", "visible", "in flight");
             for q in bus.topology().queues.keys() {
                 let d = bus.depth(q).await?;
-                let role = if bus.topology().is_dlq(q) { "dead-letter queue" } else { "function queue" };
-                println!("{q:<22} {:>8} {:>10}  {role}", d.visible, d.in_flight);
+                let role = if bus.topology().is_dlq(q) { "dead-letter queue" } else { "queue" };
+                println!("{q:<24} {:>8} {:>10}  {role}", d.visible, d.in_flight);
             }
             Ok(ExitCode::SUCCESS)
         }
-        DlqCmd::List { db, queue: Some(q) } => {
-            let bus = bus_for(open_existing(&db)?)?;
+        DlqCmd::List { target, queue: Some(q) } => {
+            let bus = bus_for(open_existing(target.db()?)?)?;
             if !bus.topology().queues.contains_key(&q) {
                 bail!("no queue {q}; queues: {}", bus.topology().queues.keys().cloned().collect::<Vec<_>>().join(", "));
             }
@@ -391,8 +569,8 @@ async fn dlq(cmd: DlqCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DlqCmd::Redrive { db, queue, limit } => {
-            let bus = bus_for(open_existing(&db)?)?;
+        DlqCmd::Redrive { target, queue, limit } => {
+            let bus = bus_for(open_existing(target.db()?)?)?;
             let moved = bus.redrive(&queue, limit).await?;
             println!(
                 "moved {moved} message(s) from {queue} back to {}",
@@ -406,6 +584,14 @@ async fn dlq(cmd: DlqCmd) -> Result<ExitCode> {
 async fn sim(cmd: SimCmd) -> Result<ExitCode> {
     let sims = |db: &Path| -> Result<Simulators> { Ok(Simulators::new(open_existing(db)?, &o2c_embedded::reference::northwind()?)) };
     match cmd {
+        SimCmd::Serve { db, addr, reference } => {
+            let sims = Simulators::new(Db::open(&db)?, &load_reference(reference.as_deref())?);
+            let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            println!("o2c sim serve: PSA http://{local}/psa  ERP http://{local}/erp  CRM http://{local}/crm (db {})", db.display());
+            axum::serve(listener, o2c_embedded::sim_http::router(sims)).with_graceful_shutdown(serve::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         SimCmd::Fault { db, system, operation, kind, times, status, code, message, retry_after_ms } => {
             let system = System::parse(&system).with_context(|| format!("unknown system {system} (crm, psa, erp)"))?;
             let fault = match kind {

@@ -108,7 +108,8 @@ async fn queues(State(s): State<Arc<AppState>>) -> Response {
     Json(out).into_response()
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -149,4 +150,40 @@ pub async fn run(db: PathBuf, addr: String, reference: ReferenceData) -> Result<
     while workers.join_next().await.is_some() {}
     println!("o2c serve: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Posts entries to a running `o2c serve` (10 per request, like `PutEvents`).
+pub async fn send(url: &str, entries: &[o2c_app::bus::PutEventsEntry]) -> Result<ExitCode> {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let endpoint = format!("{}/v1/events", url.trim_end_matches('/'));
+    let mut failed = 0;
+    for chunk in entries.chunks(MAX_ENTRIES_PER_PUT) {
+        let resp = client
+            .post(&endpoint)
+            .json(&PutEventsRequest { entries: chunk.to_vec() })
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {endpoint}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("{endpoint} answered {status}: {body}");
+        }
+        for (e, r) in chunk.iter().zip(body["Entries"].as_array().into_iter().flatten()) {
+            match r.get("EventId").and_then(|v| v.as_str()) {
+                Some(id) => {
+                    println!("{id}  {} / {}", e.source.as_deref().unwrap_or_default(), e.detail_type.as_deref().unwrap_or_default())
+                }
+                None => {
+                    failed += 1;
+                    eprintln!(
+                        "o2c: refused: {} {}",
+                        r["ErrorCode"].as_str().unwrap_or_default(),
+                        r["ErrorMessage"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }

@@ -20,6 +20,8 @@ pub struct TargetDef {
     pub queue: String,
     /// FIFO target: static message group from `SqsParameters` (when present).
     pub message_group_id: Option<String>,
+    /// Queue receiving events EventBridge could not deliver (`DeadLetterConfig`).
+    pub dead_letter_queue: Option<String>,
 }
 
 /// An EventBridge rule on the o2c bus.
@@ -426,6 +428,7 @@ impl Topology {
                                     .and_then(|s| get(s, "MessageGroupId"))
                                     .and_then(|m| m.as_str())
                                     .map(str::to_owned),
+                                dead_letter_queue: get(t, "DeadLetterConfig").and_then(|d| get(d, "Arn")).and_then(reference),
                             }),
                             None => errs.push(format!("{id}: target `{tid}` Arn must be !GetAtt <Queue>.Arn")),
                         }
@@ -604,8 +607,9 @@ impl Topology {
         self.queues.values().find(|q| q.redrive.as_ref().is_some_and(|r| r.dead_letter_queue == dlq))
     }
 
-    /// True when `queue` is some queue's DLQ.
+    /// True when `queue` is some queue's DLQ or a rule target's delivery DLQ.
     pub fn is_dlq(&self, queue: &str) -> bool {
         self.source_of_dlq(queue).is_some()
+            || self.rules.iter().flat_map(|r| &r.targets).any(|t| t.dead_letter_queue.as_deref() == Some(queue))
     }
 }

@@ -112,7 +112,7 @@ fn when_pattern_uses_eventbridge_operators_should_match_like_eventbridge() {
     let rule = |id: &str, p: serde_json::Value| RuleDef {
         logical_id: id.into(),
         pattern: p,
-        targets: vec![TargetDef { id: "t".into(), queue: "Q".into(), message_group_id: None }],
+        targets: vec![TargetDef { id: "t".into(), queue: "Q".into(), message_group_id: None, dead_letter_queue: None }],
     };
     let router = Router::from_rules(vec![
         rule("prefix", serde_json::json!({"source": [{"prefix": "o2c."}]})),

@@ -115,6 +115,7 @@ mod tests {
             "CONNECTOR_TIMEOUT_MS" => Some("2500".into()),
             "CONNECTOR_TOKEN" => Some(String::new()),
             k if k.ends_with("_URL") => Some("http://127.0.0.1:9".into()),
+            "REFERENCE_CACHE_SECS" | "IDEMPOTENCY_TTL_HOURS" => None,
             _ => Some("x".into()),
         })
         .unwrap();

@@ -26,6 +26,17 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// An SQS client for long polling: its attempt timeout must outlast the 20 s maximum
+/// `WaitTimeSeconds` of `ReceiveMessage`, which the shared 3 s attempt timeout would cut.
+pub fn sqs_long_poll_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(25))
+        .operation_timeout(Duration::from_secs(60))
+        .build();
+    aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(sdk).timeout_config(timeouts).build())
+}
+
 /// Adapters for one process.
 pub struct AwsPlatform<C, P, E> {
     /// State / idempotency / rejections.

@@ -81,7 +81,13 @@ impl Stage {
 
     fn poller(&self) -> Arc<Poller<SimPlatform>> {
         let opts = PollerOptions { wait_time_secs: 1, max_concurrency: 2, failure_visibility: Some(Duration::ZERO) };
-        Arc::new(Poller::new(aws_sdk_sqs::Client::new(&self.sdk), self.svc.clone(), self.topo.clone(), self.deployed.clone(), opts))
+        Arc::new(Poller::new(
+            o2c_aws::platform::sqs_long_poll_client(&self.sdk),
+            self.svc.clone(),
+            self.topo.clone(),
+            self.deployed.clone(),
+            opts,
+        ))
     }
 
     async fn publish(&self, samples: &[Value]) {

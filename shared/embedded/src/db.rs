@@ -109,6 +109,26 @@ CREATE TABLE sim_calls (
 );
 "#];
 
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit is fsynced; an acknowledged step survives power loss.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL` (WAL): survives a process crash, may lose the last commits on
+    /// power loss. Faster; for throwaway stores (benchmarks, demos).
+    Normal,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
+}
+
 /// A handle on the database (cheap to clone).
 #[derive(Clone)]
 pub struct Db {
@@ -134,6 +154,11 @@ pub fn row_err(e: serde_json::Error) -> O2cError {
 impl Db {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Self, O2cError> {
+        Self::open_with(path, Durability::Full)
+    }
+
+    /// Opens with an explicit durability level.
+    pub fn open_with(path: &Path, durability: Durability) -> Result<Self, O2cError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -141,8 +166,7 @@ impl Db {
         .map_err(sqlite_err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite_err)?;
-        // FULL: every commit is fsynced, so an acknowledged step survives power loss.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite_err)?;
+        conn.pragma_update(None, "synchronous", durability.pragma()).map_err(sqlite_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(sqlite_err)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite_err)?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(usize::MAX)) {

@@ -88,6 +88,8 @@ pub struct RuntimeOptions {
     pub max_workers_per_function: u32,
     /// Protocol tunables.
     pub service: ServiceConfig,
+    /// SQLite durability (default: fsync every commit).
+    pub durability: crate::db::Durability,
 }
 
 impl Default for RuntimeOptions {
@@ -98,6 +100,7 @@ impl Default for RuntimeOptions {
             poll_interval: Duration::from_millis(200),
             max_workers_per_function: 2,
             service: ServiceConfig::default(),
+            durability: crate::db::Durability::Full,
         }
     }
 }
@@ -181,7 +184,7 @@ impl RuntimeBuilder {
                 lock_path.display()
             ))
         })?;
-        let db = Db::open(&self.db_path)?;
+        let db = Db::open_with(&self.db_path, self.options.durability)?;
         let bus = Arc::new(LocalBus::new(db.clone(), topology.clone(), format!("o2c-{}", topology.bus))?);
         let store = SqliteStore::new(db.clone());
         let sims = Simulators::new(db.clone(), &self.reference);
