@@ -1,8 +1,8 @@
 //! Engagements per second through the whole embedded runtime (template routing, SQLite
 //! store, simulators, all four steps), with fsync on every commit (`Durability::Full`,
 //! the default) and with WAL `NORMAL`, in one run. Each engagement is 1 closed-won →
-//! contract → PSA + ERP projects → billing schedule → CRM write-back: 5 step executions
-//! and 4 published events.
+//! contract → PSA + ERP projects → billing schedule → CRM write-backs: 9 queue records
+//! (6 step executions — intake, provision, billing setup, 3 write-backs — and 3 pipe moves).
 //!
 //! `cargo bench -p o2c-benches --bench embedded [-- N]` (default N = 200 engagements).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -51,13 +51,13 @@ fn run(n: usize, durability: Durability) -> (Duration, u64) {
 
 fn main() {
     let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200);
-    println!("embedded runtime, {n} engagements, closed-won → active (5 step executions each)");
+    println!("embedded runtime, {n} engagements, closed-won → active (9 queue records each: 6 step executions + 3 pipe moves)");
     let mut results = Vec::new();
     for (label, d) in [("fsync every commit (Full)", Durability::Full), ("WAL NORMAL", Durability::Normal)] {
         let (t, records) = run(n, d);
         let per_s = n as f64 / t.as_secs_f64();
         println!(
-            "  {label:<28} {:>8.2} s  {:>8.1} engagements/s  {:>8.1} step executions/s  ({records} records)",
+            "  {label:<28} {:>8.2} s  {:>8.1} engagements/s  {:>8.1} records/s  ({records} records)",
             t.as_secs_f64(),
             per_s,
             records as f64 / t.as_secs_f64()
