@@ -124,3 +124,37 @@ fn when_pattern_uses_eventbridge_operators_should_match_like_eventbridge() {
     assert_eq!(ids(event("o2c.crm", "X", serde_json::json!({"payload": {"revision": 3}}))), vec!["prefix", "numeric", "exists"]);
     assert_eq!(ids(event("erp", "X", serde_json::json!({"payload": {"revision": 1, "customer_po": "PO"}}))), Vec::<String>::new());
 }
+
+#[test]
+fn when_template_grants_permissions_should_scope_every_statement() {
+    fn walk(v: &serde_yaml_ng::Value, key: Option<&str>, found: &mut Vec<String>) {
+        match v {
+            serde_yaml_ng::Value::Mapping(m) => {
+                for (k, v) in m {
+                    walk(v, k.as_str(), found);
+                }
+            }
+            serde_yaml_ng::Value::Sequence(s) => s.iter().for_each(|x| walk(x, key, found)),
+            serde_yaml_ng::Value::Tagged(t) => walk(&t.value, key, found),
+            serde_yaml_ng::Value::String(s)
+                if matches!(key, Some("Action" | "Resource")) && (s == "*" || s.ends_with(":*") && key == Some("Action")) =>
+            {
+                found.push(format!("{}: {s}", key.unwrap_or_default()))
+            }
+            _ => {}
+        }
+    }
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(TEMPLATE).unwrap();
+    let mut found = Vec::new();
+    walk(&doc, None, &mut found);
+    assert!(found.is_empty(), "wildcards in IAM statements: {found:?}");
+    // Every function has its own role, so SAM adds no wildcard managed policies.
+    for (id, res) in doc["Resources"].as_mapping().unwrap() {
+        if res["Type"].as_str() == Some("AWS::Serverless::Function") {
+            assert!(
+                matches!(res["Properties"]["Role"], serde_yaml_ng::Value::Tagged(_) | serde_yaml_ng::Value::String(_)),
+                "{id:?} has no explicit role"
+            );
+        }
+    }
+}

@@ -11,6 +11,21 @@ fn dep(service: &str, e: impl std::fmt::Debug) -> O2cError {
     O2cError::dependency(service, format!("{e:?}").chars().take(400).collect::<String>())
 }
 
+/// Up to 10 messages (the `ReceiveMessage` limit), hidden for `visibility` seconds.
+async fn receive(sqs: &Client, url: &str, visibility: i32) -> Result<Vec<aws_sdk_sqs::types::Message>, O2cError> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .visibility_timeout(visibility)
+        .wait_time_seconds(1)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .map_err(|e| dep("sqs", e))?;
+    Ok(out.messages().to_vec())
+}
+
 /// A message seen in a DLQ.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DlqMessage {
@@ -29,20 +44,11 @@ pub async fn peek(sqs: &Client, url: &str, limit: usize) -> Result<Vec<DlqMessag
     let mut seen = std::collections::HashMap::new();
     let mut handles = Vec::new();
     for _ in 0..(limit / 10 + 3) {
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .visibility_timeout(30)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .map_err(|e| dep("sqs", e))?;
-        if out.messages().is_empty() {
+        let messages = receive(sqs, url, 30).await?;
+        if messages.is_empty() {
             break;
         }
-        for m in out.messages() {
+        for m in &messages {
             let body: serde_json::Value = serde_json::from_str(m.body().unwrap_or_default()).unwrap_or_default();
             let id = m.message_id().unwrap_or_default().to_owned();
             let count = m
@@ -89,22 +95,13 @@ pub async fn redrive(
     let mut moved = 0;
     let mut empty_polls = 0;
     while moved < limit && empty_polls < 2 {
-        let out = sqs
-            .receive_message()
-            .queue_url(dlq_url)
-            .max_number_of_messages(10)
-            .visibility_timeout(60)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .map_err(|e| dep("sqs", e))?;
-        if out.messages().is_empty() {
+        let messages = receive(sqs, dlq_url, 60).await?;
+        if messages.is_empty() {
             empty_polls += 1;
             continue;
         }
         empty_polls = 0;
-        for m in out.messages() {
+        for m in &messages {
             if moved >= limit {
                 let _ = sqs
                     .change_message_visibility()

@@ -343,29 +343,43 @@ impl Runtime {
         set
     }
 
-    /// Runs a pipe: source queue → (group / dedup ids from the body) → target queue.
-    async fn pipe_worker(&self, p: PipeDef, stop: &mut watch::Receiver<bool>) -> RunReport {
-        let mut report = RunReport::default();
-        let visibility =
-            Duration::from_secs(u64::from(self.inner.topology.queues.get(&p.source).map_or(30, |q| q.visibility_timeout_secs)));
+    fn visibility(&self, queue: &str) -> Duration {
+        Duration::from_secs(u64::from(self.inner.topology.queues.get(queue).map_or(30, |q| q.visibility_timeout_secs)))
+    }
+
+    /// Redelivery delay after the `receive_count`-th failed receive (exponential, capped).
+    fn backoff(&self, receive_count: u32) -> Duration {
+        self.inner.options.retry_base.saturating_mul(1u32 << receive_count.saturating_sub(1).min(16)).min(self.inner.options.retry_cap)
+    }
+
+    /// Waits for the next non-empty batch of `queue` (woken by enqueues, or polling);
+    /// `None` once `stop` turns true.
+    async fn next_batch(&self, queue: &str, max: usize, stop: &mut watch::Receiver<bool>) -> Option<Vec<ReceivedMessage>> {
+        let visibility = self.visibility(queue);
         let notify = self.inner.bus.notifier();
         loop {
             if *stop.borrow() {
-                break;
+                return None;
             }
-            let msgs = self.inner.bus.receive(&p.source, p.batch_size as usize, visibility).await.unwrap_or_else(|e| {
-                warn!(queue = %p.source, error = %e, "pipe receive failed");
-                Vec::new()
-            });
-            if msgs.is_empty() {
-                let notified = notify.notified();
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep(self.inner.options.poll_interval) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
+            // Register for wake-ups before receiving, so an enqueue in between is not missed.
+            let notified = notify.notified();
+            match self.inner.bus.receive(queue, max, visibility).await {
+                Ok(msgs) if !msgs.is_empty() => return Some(msgs),
+                Ok(_) => {}
+                Err(e) => warn!(queue = %queue, error = %e, "receive failed"),
             }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(self.inner.options.poll_interval) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Runs a pipe: source queue → (group / dedup ids from the body) → target queue.
+    async fn pipe_worker(&self, p: PipeDef, stop: &mut watch::Receiver<bool>) -> RunReport {
+        let mut report = RunReport::default();
+        while let Some(msgs) = self.next_batch(&p.source, p.batch_size as usize, stop).await {
             report.batches += 1;
             for m in msgs {
                 let body: serde_json::Value = serde_json::from_str(&m.body).unwrap_or_default();
@@ -385,12 +399,7 @@ impl Runtime {
                         // Like EventBridge Pipes: the source message is retried and, after
                         // maxReceiveCount, dead-lettered by the source queue's redrive policy.
                         report.retried += 1;
-                        let delay = self
-                            .inner
-                            .options
-                            .retry_base
-                            .saturating_mul(1u32 << m.receive_count.saturating_sub(1).min(16))
-                            .min(self.inner.options.retry_cap);
+                        let delay = self.backoff(m.receive_count);
                         let _ = self.inner.bus.retry_later(m.message_id, delay, format!("pipe {}: {e}", p.logical_id)).await;
                     }
                 }
@@ -443,28 +452,8 @@ impl Runtime {
         let Some(step) = Step::from_name(&f.binary) else {
             return report;
         };
-        let visibility = Duration::from_secs(u64::from(self.inner.topology.queues.get(&f.queue).map_or(30, |q| q.visibility_timeout_secs)));
-        let notify = self.inner.bus.notifier();
-        loop {
-            if *stop.borrow() {
-                break;
-            }
-            let msgs = match self.inner.bus.receive(&f.queue, f.batch_size as usize, visibility).await {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(queue = %f.queue, error = %e, "receive failed");
-                    Vec::new()
-                }
-            };
-            if msgs.is_empty() {
-                let notified = notify.notified();
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep(self.inner.options.poll_interval) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
-            }
+        let visibility = self.visibility(&f.queue);
+        while let Some(msgs) = self.next_batch(&f.queue, f.batch_size as usize, stop).await {
             report.batches += 1;
             let counts: HashMap<String, u32> = msgs.iter().map(|m| (m.message_id.clone(), m.receive_count)).collect();
             let mut event = SqsEvent::default();
@@ -481,12 +470,7 @@ impl Runtime {
                     Err(e) => {
                         report.retried += 1;
                         let n = counts.get(&o.message_id).copied().unwrap_or(1);
-                        let backoff = self
-                            .inner
-                            .options
-                            .retry_base
-                            .saturating_mul(1u32 << (n.saturating_sub(1)).min(16))
-                            .min(self.inner.options.retry_cap);
+                        let backoff = self.backoff(n);
                         let delay = match &e {
                             O2cError::Dependency { retry_after: Some(ra), .. } => (*ra).max(backoff),
                             _ => backoff,
