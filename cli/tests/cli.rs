@@ -213,14 +213,16 @@ fn when_the_archive_is_replayed_should_absorb_every_event_without_changing_state
     let db = dir.path().join("o2c.db");
     let (cw, clm) = (repo("events/samples/OpportunityClosedWon.v1.json"), repo("events/samples/ContractApproved.v1.json"));
     assert!(run(&["run", "--db", db.to_str().unwrap(), cw.to_str().unwrap(), clm.to_str().unwrap()]).status.success());
-    let before: Value = serde_json::from_slice(&run(&["status", "--db", db.to_str().unwrap(), "0068d00000GLBX01", "--json"]).stdout).unwrap();
+    let before: Value =
+        serde_json::from_slice(&run(&["status", "--db", db.to_str().unwrap(), "0068d00000GLBX01", "--json"]).stdout).unwrap();
 
     let out = run(&["replay", "--db", db.to_str().unwrap(), "--from", "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(said.contains("replayed 5 archived event(s)"), "{said}");
 
-    let after: Value = serde_json::from_slice(&run(&["status", "--db", db.to_str().unwrap(), "0068d00000GLBX01", "--json"]).stdout).unwrap();
+    let after: Value =
+        serde_json::from_slice(&run(&["status", "--db", db.to_str().unwrap(), "0068d00000GLBX01", "--json"]).stdout).unwrap();
     assert_eq!(after["version"], before["version"], "a replay changes no state");
     assert_eq!(after["timeline"], before["timeline"], "and writes no timeline entry");
     let calls = text(&run(&["sim", "calls", "--db", db.to_str().unwrap()]).stdout);
