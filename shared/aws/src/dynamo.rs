@@ -153,6 +153,21 @@ fn from_ms(x: i64) -> DateTime<Utc> {
 const IN_PROGRESS: &str = "INPROGRESS";
 const COMPLETED: &str = "COMPLETED";
 
+/// Condition for taking an idempotency key: absent, expired, or held by an in-progress
+/// record whose holder is past its deadline.
+const KEY_IS_FREE: &str = "attribute_not_exists(#id) OR #exp < :now OR (#st = :ip AND #ipexp < :now_ms)";
+
+fn key_is_free_names() -> HashMap<String, String> {
+    [("#id", "id"), ("#exp", "expiration"), ("#st", "status"), ("#ipexp", "in_progress_expiration")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn key_is_free_values(now: DateTime<Utc>) -> HashMap<String, AttributeValue> {
+    HashMap::from([(":now".to_owned(), n(now.timestamp())), (":now_ms".to_owned(), n(ms(now))), (":ip".to_owned(), s(IN_PROGRESS))])
+}
+
 /// Powertools-compatible attribute names: `id`, `status`, `expiration` (TTL, epoch seconds),
 /// `in_progress_expiration` (epoch millis), `validation` (payload hash), `data` (result).
 fn record_from_item(item: &Item) -> Result<IdempotencyRecord, O2cError> {
@@ -404,14 +419,9 @@ impl EngagementStore for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let idem = match comp.mode {
             CompletionMode::Fresh => idem
-                .condition_expression("attribute_not_exists(#id) OR #exp < :now OR (#st = :ip AND #ipexp < :now_ms)")
-                .expression_attribute_names("#id", "id")
-                .expression_attribute_names("#exp", "expiration")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_names("#ipexp", "in_progress_expiration")
-                .expression_attribute_values(":now", n(comp.now.timestamp()))
-                .expression_attribute_values(":now_ms", n(ms(comp.now)))
-                .expression_attribute_values(":ip", s(IN_PROGRESS)),
+                .condition_expression(KEY_IS_FREE)
+                .set_expression_attribute_names(Some(key_is_free_names()))
+                .set_expression_attribute_values(Some(key_is_free_values(comp.now))),
             CompletionMode::Reserved => idem
                 .condition_expression("#st = :ip AND #val = :h")
                 .expression_attribute_names("#st", "status")
@@ -530,24 +540,17 @@ impl IdempotencyStore for DynamoStore {
             ("expiration".to_owned(), n(r.expires_at.timestamp())),
             ("in_progress_expiration".to_owned(), n(ms(r.in_progress_until))),
         ]);
-        let condition = "attribute_not_exists(#id) OR #exp < :now OR (#st = :ip AND #ipexp < :now_ms)";
-        let names = [("#id", "id"), ("#exp", "expiration"), ("#st", "status"), ("#ipexp", "in_progress_expiration")];
-        let values = [(":now", n(r.now.timestamp())), (":now_ms", n(ms(r.now))), (":ip", s(IN_PROGRESS))];
         match &r.claim {
             None => {
-                let mut req = self
+                let req = self
                     .client
                     .put_item()
                     .table_name(&self.tables.idempotency)
                     .set_item(Some(record))
-                    .condition_expression(condition)
+                    .condition_expression(KEY_IS_FREE)
+                    .set_expression_attribute_names(Some(key_is_free_names()))
+                    .set_expression_attribute_values(Some(key_is_free_values(r.now)))
                     .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-                for (k, v) in names {
-                    req = req.expression_attribute_names(k, v);
-                }
-                for (k, v) in values {
-                    req = req.expression_attribute_values(k, v);
-                }
                 self.counts.write();
                 match req.send().await {
                     Ok(_) => Ok(ReserveOutcome::Reserved { claimed_version: None }),
@@ -566,18 +569,15 @@ impl IdempotencyStore for DynamoStore {
             Some(claim) => {
                 // Reserve + claim in one transaction: the engagement is frozen by the same
                 // write that owns the key (one write request).
-                let mut put = Put::builder()
+                let put = Put::builder()
                     .table_name(&self.tables.idempotency)
                     .set_item(Some(record))
-                    .condition_expression(condition)
-                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-                for (k, v) in names {
-                    put = put.expression_attribute_names(k, v);
-                }
-                for (k, v) in values {
-                    put = put.expression_attribute_values(k, v);
-                }
-                let put = put.build().map_err(|e| O2cError::Bug(e.to_string()))?;
+                    .condition_expression(KEY_IS_FREE)
+                    .set_expression_attribute_names(Some(key_is_free_names()))
+                    .set_expression_attribute_values(Some(key_is_free_values(r.now)))
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                    .build()
+                    .map_err(|e| O2cError::Bug(e.to_string()))?;
                 self.counts.write();
                 let res = self
                     .client
