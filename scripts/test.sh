@@ -23,9 +23,9 @@ step "template: cfn-lint (SAM), SAM → CloudFormation translation + cfn-lint, s
 .venv/bin/cfn-lint target/template.translated.json
 AWS_DEFAULT_REGION=eu-west-1 .venv/bin/sam validate --lint --template infra/template.yaml
 
-step "AWS API emulator (moto_server)"
+step "AWS API emulator (moto_server, DynamoDB requests serialised like DynamoDB's item-level atomicity)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-.venv/bin/moto_server -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
+.venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
