@@ -234,8 +234,35 @@ impl<P: Platform> StepService<P> {
         .await
     }
 
-    /// The protocol (see module docs).
+    /// The protocol (see module docs). A retryable failure after the key was reserved
+    /// releases the reservation, so the redelivery re-executes at once instead of waiting
+    /// out the in-progress expiry.
     async fn run<Pl, D, X, XF>(&self, run: &Run, ctx: &StepContext<'_>, decide: D, execute: X) -> Result<Handled, O2cError>
+    where
+        D: Fn(Option<&Versioned<Engagement>>, &ReferenceData) -> Result<Planned<Pl>, O2cError>,
+        X: Fn(Pl) -> XF,
+        XF: std::future::Future<Output = Result<Decision, O2cError>>,
+    {
+        let mut reserved = false;
+        let result = self.protocol(run, ctx, decide, execute, &mut reserved).await;
+        if let Err(e) = &result
+            && reserved
+            && e.is_retryable()
+            && let Err(release) = self.platform.store().release(&run.key).await
+        {
+            warn!(error = %release, "could not release the reservation; the retry waits for its expiry");
+        }
+        result
+    }
+
+    async fn protocol<Pl, D, X, XF>(
+        &self,
+        run: &Run,
+        ctx: &StepContext<'_>,
+        decide: D,
+        execute: X,
+        reserved: &mut bool,
+    ) -> Result<Handled, O2cError>
     where
         D: Fn(Option<&Versioned<Engagement>>, &ReferenceData) -> Result<Planned<Pl>, O2cError>,
         X: Fn(Pl) -> XF,
@@ -248,14 +275,13 @@ impl<P: Platform> StepService<P> {
             return self.duplicate(rec, &run.hash).await;
         }
         let reference = self.platform.reference().snapshot().await?;
-        let mut reserved = false;
         for attempt in 0..=self.config.max_conflict_retries {
             let current = store.load(&run.engagement_id).await?;
             let mut expected = current.as_ref().map_or(ExpectedVersion::New, |v| ExpectedVersion::Is(v.version));
             let (decision, mode) = match decide(current.as_ref(), &reference)? {
-                Planned::Decided(d) => (d, if reserved { CompletionMode::Reserved } else { CompletionMode::Fresh }),
+                Planned::Decided(d) => (d, if *reserved { CompletionMode::Reserved } else { CompletionMode::Fresh }),
                 Planned::Execute { plan, claim } => {
-                    if !reserved || claim.is_some() {
+                    if !*reserved || claim.is_some() {
                         let reservation = Reservation {
                             key: run.key.clone(),
                             payload_hash: run.hash.clone(),
@@ -266,7 +292,7 @@ impl<P: Platform> StepService<P> {
                         };
                         match store.reserve(reservation).await? {
                             ReserveOutcome::Reserved { claimed_version } => {
-                                reserved = true;
+                                *reserved = true;
                                 if let Some(v) = claimed_version {
                                     expected = ExpectedVersion::Is(v);
                                 }
@@ -289,17 +315,7 @@ impl<P: Platform> StepService<P> {
                             }
                         }
                     }
-                    match execute(plan).await {
-                        Ok(d) => (d, CompletionMode::Reserved),
-                        Err(e) => {
-                            if e.is_retryable()
-                                && let Err(release) = store.release(&run.key).await
-                            {
-                                warn!(error = %release, "could not release the reservation; the retry waits for its expiry");
-                            }
-                            return Err(e);
-                        }
-                    }
+                    (execute(plan).await?, CompletionMode::Reserved)
                 }
             };
             let action = decision.action().to_owned();
@@ -328,9 +344,6 @@ impl<P: Platform> StepService<P> {
                     return self.duplicate(rec, &run.hash).await;
                 }
             }
-        }
-        if reserved && let Err(e) = store.release(&run.key).await {
-            warn!(error = %e, "could not release the reservation");
         }
         Err(O2cError::dependency(
             "state-store",
