@@ -54,7 +54,13 @@ invoke() { # function, event file → prints the response
   local pid=$!
   pids+=($pid)
   wait_port "$port"
-  curl -sS --max-time 60 -XPOST "http://127.0.0.1:$port/2015-03-31/functions/function/invocations" -d @"$event"
+  python3 - "http://127.0.0.1:$port/2015-03-31/functions/function/invocations" "$event" <<'PY'
+import sys, urllib.request
+with open(sys.argv[2], "rb") as f:
+    body = f.read()
+with urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=body, method="POST"), timeout=60) as r:
+    sys.stdout.write(r.read().decode())
+PY
   kill "$pid" 2>/dev/null || true
 }
 status() { $o2c status --target aws --stage "$stage" 0068d00000GLBX01 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["engagement"]["status"])'; }
