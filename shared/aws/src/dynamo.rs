@@ -110,6 +110,14 @@ fn to_item<T: Serialize>(v: &T) -> Result<Item, O2cError> {
     serde_dynamo::to_item(v).map_err(|e| O2cError::Bug(format!("cannot map to a DynamoDB item: {e}")))
 }
 
+/// Maps an item back to a value after dropping the key / index attributes the adapter added.
+fn from_stored_item<T: DeserializeOwned>(mut item: Item, added: &[&str]) -> Result<T, O2cError> {
+    for k in added {
+        item.remove(*k);
+    }
+    from_item(item)
+}
+
 fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, O2cError> {
     serde_dynamo::from_item(item).map_err(|e| O2cError::Bug(format!("stored item does not parse: {e}")))
 }
@@ -396,11 +404,8 @@ impl EngagementStore for DynamoStore {
             .map_err(dep)?;
         let Some(item) = out.item() else { return Ok(None) };
         let version = get_n(item, "version").unwrap_or(0) as u64;
-        let mut item = item.clone();
-        for k in ["PK", "SK", "version", "open_exception", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK"] {
-            item.remove(k);
-        }
-        Ok(Some(Versioned { value: from_item(item)?, version }))
+        let value = from_stored_item(item.clone(), &["PK", "SK", "version", "open_exception", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK"])?;
+        Ok(Some(Versioned { value, version }))
     }
 
     async fn commit(&self, c: Commit) -> Result<CommitOutcome, O2cError> {
@@ -479,14 +484,7 @@ impl EngagementStore for DynamoStore {
 
     async fn audit_trail(&self, engagement_id: &str) -> Result<Vec<AuditEntry>, O2cError> {
         let items = self.query_all(&eng_pk(engagement_id), Some("AUDIT#")).await?;
-        items
-            .into_iter()
-            .map(|mut i| {
-                i.remove("PK");
-                i.remove("SK");
-                from_item(i)
-            })
-            .collect()
+        items.into_iter().map(|i| from_stored_item(i, &["PK", "SK"])).collect()
     }
 
     async fn list(&self, f: &EngagementFilter) -> Result<Vec<EngagementSummary>, O2cError> {
@@ -634,7 +632,6 @@ impl RejectionStore for DynamoStore {
         item.insert("SK".into(), s("REJECTION"));
         item.insert("GSI1PK".into(), s(format!("REJECTIONS#{}", m.rejected_at.format("%Y-%m-%d"))));
         item.insert("GSI1SK".into(), s(format!("{}#{}", m.rejected_at.to_rfc3339(), m.rejection_id)));
-        item.insert("engagement_id".into(), s(m.engagement_id.clone().unwrap_or_default()));
         self.counts.write();
         let res = self
             .client
@@ -686,14 +683,8 @@ impl RejectionStore for DynamoStore {
                     .send()
                     .await
                     .map_err(dep)?;
-                if let Some(mut it) = full.item().cloned() {
-                    for k in ["PK", "SK", "GSI1PK", "GSI1SK"] {
-                        it.remove(k);
-                    }
-                    if it.get("engagement_id").and_then(|v| v.as_s().ok()).is_some_and(String::is_empty) {
-                        it.remove("engagement_id");
-                    }
-                    out.push(from_item(it)?);
+                if let Some(it) = full.item().cloned() {
+                    out.push(from_stored_item(it, &["PK", "SK", "GSI1PK", "GSI1SK"])?);
                 }
                 if out.len() >= limit {
                     break;
@@ -726,13 +717,7 @@ impl RejectionStore for DynamoStore {
             .map_err(dep)?;
         match out.item() {
             None => Ok(None),
-            Some(item) => {
-                let mut it = item.clone();
-                for k in ["PK", "SK", "expires"] {
-                    it.remove(k);
-                }
-                Ok(Some(from_item(it)?))
-            }
+            Some(item) => Ok(Some(from_stored_item(item.clone(), &["PK", "SK", "expires"])?)),
         }
     }
 }

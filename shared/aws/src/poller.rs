@@ -242,22 +242,11 @@ impl<P: Platform> Poller<P> {
 
 /// Messages waiting or in flight in every function and pipe source queue.
 pub async fn pending(sqs: &Client, topology: &Topology, deployed: &Deployed) -> Result<u64, o2c_app::O2cError> {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
     let mut total = 0;
     for q in topology.functions.iter().map(|f| &f.queue).chain(topology.pipes.iter().map(|p| &p.source)) {
         let Some(url) = deployed.queue_urls.get(q) else { continue };
-        let out = sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(A::ApproximateNumberOfMessages)
-            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .map_err(|e| o2c_app::O2cError::dependency("sqs", format!("{e:?}")))?;
-        let attrs = out.attributes().cloned().unwrap_or_default();
-        for k in [A::ApproximateNumberOfMessages, A::ApproximateNumberOfMessagesNotVisible] {
-            total += attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        }
+        let (visible, in_flight) = crate::ops::depth(sqs, url).await?;
+        total += visible + in_flight;
     }
     Ok(total)
 }

@@ -395,3 +395,22 @@ async fn when_connectors_speak_http_should_provision_through_the_system_api_cont
     let psa = st.sims.projects(System::Psa).await.unwrap();
     assert!(psa.iter().any(|p| p.external_key == "ENG-0068d00000HTTP02" && p.status == "cancelled"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_a_message_breaks_the_contract_should_be_parked_and_listed_for_operators() {
+    let st = Stage::new().await;
+    let mut bad = read_sample("OpportunityClosedWon");
+    bad["detail"].as_object_mut().unwrap().remove("correlation_id");
+    bad["detail"]["payload"]["revision"] = json!("three");
+    st.publish(&[bad]).await;
+    let parked = || async { !st.platform().store.rejections(10).await.unwrap().is_empty() };
+    st.run_until(Duration::from_secs(30), parked).await;
+    let rows = st.platform().store.rejections(10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!((r.step.as_str(), r.error_type.as_str()), ("intake", "O2c.Validation"));
+    assert_eq!(r.engagement_id.as_deref(), Some(GLOBEX));
+    assert!(r.reasons.iter().any(|i| i.field == "payload.revision"), "{:?}", r.reasons);
+    assert!(r.reasons.iter().any(|i| i.message.contains("correlation_id")), "{:?}", r.reasons);
+    assert!(st.status(GLOBEX).await.is_none(), "nothing was processed");
+}
