@@ -13,7 +13,7 @@ use o2c_app::topology::{TEMPLATE, Topology};
 use o2c_domain::billing::{derive_milestones, derive_schedule};
 use o2c_domain::events::{BusinessEvent, EventType};
 use o2c_domain::intake::validate_and_enrich;
-use o2c_domain::workflow::{StepContext, decide_closed_won, step};
+use o2c_domain::workflow::{Step, StepContext, decide_closed_won};
 
 fn pipeline(c: &mut Criterion) {
     let ev: serde_json::Value = serde_json::from_str(o2c_benches::CLOSED_WON).unwrap();
@@ -33,7 +33,7 @@ fn pipeline(c: &mut Criterion) {
     let meta = BusinessEvent::OpportunityClosedWon(env.clone()).meta();
     g.bench_function("decide_closed_won", |b| {
         b.iter(|| {
-            let ctx = StepContext { step: step::INTAKE, event_type: EventType::OpportunityClosedWon, meta: &meta, now: Utc::now() };
+            let ctx = StepContext { step: Step::Intake, event_type: EventType::OpportunityClosedWon, meta: &meta, now: Utc::now() };
             decide_closed_won(None, black_box(&env), &reference, &ctx)
         })
     });

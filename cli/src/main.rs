@@ -262,6 +262,8 @@ enum FaultKind {
     TimeoutAfterCommit,
     RateLimited,
     Rejected,
+    /// A slow answer (`--delay-ms`); the call then proceeds.
+    Latency,
 }
 
 #[derive(Subcommand)]
@@ -308,6 +310,9 @@ enum SimCmd {
         /// Retry-After for rate limiting, ms.
         #[arg(long, default_value_t = 1000)]
         retry_after_ms: u64,
+        /// Delay of a latency fault, ms.
+        #[arg(long, default_value_t = 2000)]
+        delay_ms: u64,
     },
     /// Clear every fault.
     Clear {
@@ -592,7 +597,7 @@ async fn sim(cmd: SimCmd) -> Result<ExitCode> {
             axum::serve(listener, o2c_embedded::sim_http::router(sims)).with_graceful_shutdown(serve::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        SimCmd::Fault { db, system, operation, kind, times, status, code, message, retry_after_ms } => {
+        SimCmd::Fault { db, system, operation, kind, times, status, code, message, retry_after_ms, delay_ms } => {
             let system = System::parse(&system).with_context(|| format!("unknown system {system} (crm, psa, erp)"))?;
             let fault = match kind {
                 FaultKind::ServerError => Fault::ServerError { status: status.unwrap_or(503) },
@@ -600,6 +605,7 @@ async fn sim(cmd: SimCmd) -> Result<ExitCode> {
                 FaultKind::TimeoutAfterCommit => Fault::TimeoutAfterCommit,
                 FaultKind::RateLimited => Fault::RateLimited { retry_after_ms },
                 FaultKind::Rejected => Fault::Rejected { status: status.unwrap_or(400), code, message },
+                FaultKind::Latency => Fault::Latency { ms: delay_ms },
             };
             sims(&db)?.inject(system, &operation, fault, times).await?;
             println!("fault set on {} {operation}", system.as_str());

@@ -69,8 +69,14 @@ pub fn engagement(e: &Engagement, version: u64) {
             x.message
         );
         for c in &x.compensations {
-            println!("  {:<18}   compensated: {} {} {} → {}", "", c.system, c.action, c.object_id, c.outcome);
+            println!("  {:<18}   compensation: {} {} {} → {}", "", c.system, c.action, c.object_id, c.outcome);
         }
+        if let (Some(at), Some(why)) = (x.closed_at, &x.resolution) {
+            println!("  {:<18}   closed {}: {why}", "", at.to_rfc3339());
+        }
+    }
+    for c in &e.compensation_due {
+        println!("  {:<18} {} {} {} (owed by a failed attempt)", "COMPENSATION DUE", c.system, c.action, c.object_id);
     }
 }
 
@@ -108,14 +114,19 @@ pub fn rejections(rows: &[RejectedMessage]) {
         return;
     }
     for r in rows {
+        let repeats = match (r.deliveries, r.last_rejected_at) {
+            (n, Some(last)) if n > 1 => format!("  ×{n}, last {}", last.to_rfc3339()),
+            _ => String::new(),
+        };
         println!(
-            "{}  {}  {} {} event {} ({})",
+            "{}  {}  {} {} event {} ({}){repeats}  [{}]",
             r.rejected_at.to_rfc3339(),
             r.step,
             r.source.as_deref().unwrap_or("?"),
             r.detail_type.as_deref().unwrap_or("?"),
             r.event_id.as_deref().unwrap_or("?"),
-            r.error_type
+            r.error_type,
+            r.rejection_id
         );
         for i in &r.reasons {
             println!("    {} [{}] {}", i.field, i.code, i.message);

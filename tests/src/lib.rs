@@ -42,8 +42,18 @@ pub fn fast_options() -> RuntimeOptions {
         retry_cap: Duration::from_millis(50),
         poll_interval: Duration::from_millis(10),
         max_workers_per_function: 4,
+        service: fast_service(),
         ..RuntimeOptions::default()
     }
+}
+
+/// Protocol tunables with millisecond waits (in-invocation retries, in-progress delays).
+pub fn fast_service() -> o2c_app::ServiceConfig {
+    let mut s = o2c_app::ServiceConfig::default();
+    s.connector_retry.base = Duration::from_millis(1);
+    s.connector_retry.cap = Duration::from_millis(10);
+    s.in_progress_delay = Duration::from_millis(20);
+    s
 }
 
 impl Harness {

@@ -8,8 +8,11 @@
 //! - [`error`]: the error taxonomy (validation / conflict / dependency / bug);
 //! - [`ports`]: narrow traits for state, idempotency, rejections, publishing, reference
 //!   data, CRM / PSA / ERP connectors, clock; bundled by [`ports::Platform`];
-//! - [`service`]: the step services and the at-least-once protocol around the pure
-//!   decisions in `o2c-domain::workflow`;
+//! - [`service`]: the step service and the at-least-once protocol around the pure
+//!   steps of `o2c-domain::workflow`;
+//! - [`executor`]: runs a step's plan of commands through the connector ports;
+//! - [`retry`]: in-invocation retry of transient connector failures (backoff, jitter,
+//!   deadline);
 //! - [`sqs`]: the SQS batch entrypoint (`SqsEvent` → `SqsBatchResponse`) used by Lambda
 //!   handlers and the embedded runtime alike;
 //! - [`topology`]: the bus / rules / queues / functions read from `infra/template.yaml`;
@@ -19,11 +22,14 @@
 pub mod bus;
 pub mod contracts;
 pub mod error;
+pub mod executor;
 pub mod ports;
+pub mod retry;
 pub mod routing;
 pub mod service;
 pub mod sqs;
 pub mod topology;
 
 pub use error::O2cError;
-pub use service::{Handled, ServiceConfig, Step, StepService};
+pub use o2c_domain::workflow::Step;
+pub use service::{DeadLetterOutcome, Delivery, Handled, ServiceConfig, StepService};

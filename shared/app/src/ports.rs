@@ -12,14 +12,20 @@ use o2c_domain::engagement::{AuditEntry, CrmOpportunityUpdate, Engagement};
 use o2c_domain::events::{Issue, OutgoingEvent};
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
 use o2c_domain::reference::ReferenceData;
+pub use o2c_domain::workflow::{CrmWrite, ExternalObject, ObjectStatus, Refusal, System};
 use serde::{Deserialize, Serialize};
 
 use crate::error::O2cError;
 
-/// Time, behind a port so tests are deterministic.
+/// A boxed future that waits (the clock's `sleep`).
+pub type Sleep = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Time, behind a port so tests are deterministic: reading it and waiting on it.
 pub trait Clock: Send + Sync {
     /// Current time.
     fn now(&self) -> DateTime<Utc>;
+    /// Waits `d` (retry backoff). A simulated clock advances instead of waiting.
+    fn sleep(&self, d: Duration) -> Sleep;
 }
 
 /// The wall clock.
@@ -29,6 +35,9 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+    fn sleep(&self, d: Duration) -> Sleep {
+        Box::pin(tokio::time::sleep(d))
     }
 }
 
@@ -174,6 +183,23 @@ pub enum CompletionMode {
     Reserved,
 }
 
+/// What a commit does with the event's idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyWrite {
+    /// Complete it (the event is done).
+    Complete(Completion),
+    /// We hold its reservation and keep it: the commit is a checkpoint of a step that
+    /// continues. The write fails (nothing is written) unless the reservation is still ours.
+    Hold {
+        /// Key.
+        key: String,
+        /// Payload hash of our reservation.
+        payload_hash: String,
+    },
+    /// Not tied to an event key (e.g. the dead-letter exception of a message).
+    Untracked,
+}
+
 /// The idempotency record written with the commit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
@@ -191,16 +217,17 @@ pub struct Completion {
     pub mode: CompletionMode,
 }
 
-/// One atomic write: engagement state (if changed) + audit entry + idempotency completion.
-/// In DynamoDB this is a single `TransactWriteItems`; in SQLite a single transaction.
+/// One atomic write: engagement state (if changed) + audit entry + what happens to the
+/// idempotency key. In DynamoDB this is a single `TransactWriteItems`; in SQLite a single
+/// transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Commit {
     /// Engagement state write.
     pub state: Option<StateWrite>,
     /// Timeline entry.
-    pub audit: AuditEntry,
-    /// Idempotency completion.
-    pub completion: Completion,
+    pub audit: Option<AuditEntry>,
+    /// Idempotency completion, checkpoint guard, or nothing.
+    pub key: KeyWrite,
 }
 
 /// Result of a commit.
@@ -215,6 +242,9 @@ pub enum CommitOutcome {
     VersionConflict,
     /// `Fresh` mode only: the key was completed by someone else meanwhile.
     AlreadyCompleted(IdempotencyRecord),
+    /// `Hold` or `Reserved`: our reservation is gone (expired and taken over); nothing was
+    /// written.
+    ReservationLost,
 }
 
 /// Operator filter for listing engagements.
@@ -267,14 +297,27 @@ pub trait IdempotencyStore: Send + Sync {
 }
 
 /// A message that can never be processed, kept with every reason for operators.
+///
+/// Keyed by step and a hash of the body ([`rejection_id_for`]), so two different messages
+/// never collide whatever ids they carry, and the same body delivered again is one
+/// rejection with its deliveries counted (distinct transport message ids).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RejectedMessage {
-    /// Id of the rejection (queue message id or event id).
+    /// `<step>#<SHA-256 of the body, 32 hex digits>`.
     pub rejection_id: String,
     /// Step that rejected it.
     pub step: String,
-    /// When.
+    /// First rejected.
     pub rejected_at: DateTime<Utc>,
+    /// Last rejected (a repeat of the same body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rejected_at: Option<DateTime<Utc>>,
+    /// Distinct deliveries of this body (transport message ids).
+    #[serde(default = "one")]
+    pub deliveries: u32,
+    /// Transport message ids seen (at most [`MAX_TRACKED_MESSAGE_IDS`] kept).
+    #[serde(default)]
+    pub message_ids: Vec<String>,
     /// EventBridge `source`, when readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -298,6 +341,33 @@ pub struct RejectedMessage {
     pub body: String,
 }
 
+fn one() -> u32 {
+    1
+}
+
+/// How many transport message ids a rejection keeps (the count goes on).
+pub const MAX_TRACKED_MESSAGE_IDS: usize = 20;
+
+/// The rejection id of a body rejected by `step`: a hash of what the sender sent — the
+/// EventBridge `source`, `detail-type` and canonical `detail` when the body is an event
+/// (the envelope's `id` and `time` change each time the bus delivers the same post), the
+/// raw body otherwise.
+pub fn rejection_id_for(step: &str, body: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(v) if v.get("detail").is_some() => {
+            for k in ["source", "detail-type"] {
+                h.update(v.get(k).map(|x| x.to_string()).unwrap_or_default().as_bytes());
+                h.update([0u8]);
+            }
+            h.update(o2c_domain::events::canonical_json(&v["detail"]).as_bytes());
+        }
+        _ => h.update(body.as_bytes()),
+    }
+    format!("{step}#{}", &hex::encode(h.finalize())[..32])
+}
+
 /// The last retryable failure of a queue message, so a message that ends in a DLQ can be
 /// shown with its reason (SQS keeps the message id when it dead-letters a message).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,7 +388,8 @@ pub struct DeliveryFailure {
 
 /// Storage for rejected (parked) messages and delivery failures.
 pub trait RejectionStore: Send + Sync {
-    /// Stores a rejected message (idempotent on `rejection_id`).
+    /// Stores a rejected message; the same `rejection_id` again adds the message id (and
+    /// counts a delivery) unless that message id was already recorded.
     fn park(&self, message: &RejectedMessage) -> impl Future<Output = Result<(), O2cError>> + Send;
     /// Most recent rejections first.
     fn rejections(&self, limit: usize) -> impl Future<Output = Result<Vec<RejectedMessage>, O2cError>> + Send;
@@ -360,10 +431,10 @@ impl ReferenceDataSource for StaticReferenceData {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectorError {
     /// 5xx, timeout, 429: retry.
-    #[error("{system} transient failure ({status}): {message}")]
+    #[error("{} transient failure ({status}): {message}", system.as_str())]
     Transient {
-        /// `psa` | `erp` | `crm`.
-        system: String,
+        /// Which system.
+        system: System,
         /// HTTP-like status (0 for a timeout).
         status: u16,
         /// Message.
@@ -372,10 +443,10 @@ pub enum ConnectorError {
         retry_after: Option<Duration>,
     },
     /// 4xx: the request will never succeed as is.
-    #[error("{system} rejected the request ({status} {code}): {message}")]
+    #[error("{} rejected the request ({status} {code}): {message}", system.as_str())]
     Permanent {
-        /// `psa` | `erp` | `crm`.
-        system: String,
+        /// Which system.
+        system: System,
         /// HTTP-like status.
         status: u16,
         /// System error code.
@@ -393,41 +464,37 @@ impl ConnectorError {
             Self::Permanent { code, message, .. } => format!("{code}: {message}"),
         }
     }
+
+    /// The refusal a permanent failure is (a transient one becomes a 503 refusal: callers
+    /// only ask permanent errors).
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            Self::Permanent { system, status, code, message } => {
+                Refusal { system: *system, status: *status, code: code.clone(), message: message.clone() }
+            }
+            Self::Transient { system, status, message, .. } => {
+                Refusal { system: *system, status: *status, code: "TRANSIENT".into(), message: message.clone() }
+            }
+        }
+    }
 }
 
 impl From<ConnectorError> for O2cError {
     fn from(e: ConnectorError) -> Self {
         match e {
             ConnectorError::Transient { system, status, message, retry_after } => {
-                O2cError::Dependency { system, message: format!("{status}: {message}"), retry_after }
+                O2cError::Dependency { system: system.as_str().to_owned(), message: format!("{status}: {message}"), retry_after }
             }
             ConnectorError::Permanent { .. } => O2cError::Conflict(e.to_string()),
         }
     }
 }
 
-/// The id of an object in an external system and whether this call created it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExternalRef {
-    /// System id.
-    pub id: String,
-    /// `false` when the external key already existed (create-or-get).
-    pub created: bool,
-}
-
-/// What the CRM did with a status update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrmWrite {
-    /// Written.
-    Applied,
-    /// The opportunity already carries a newer `sync_version`; nothing written.
-    Stale,
-}
-
 /// PSA connector (Salesforce PSA / Kantata / …).
 pub trait Psa: Send + Sync {
-    /// Creates the project, or returns the one that already has `spec.external_key`.
-    fn create_or_get_project(&self, spec: &ProjectSpec) -> impl Future<Output = Result<ExternalRef, ConnectorError>> + Send;
+    /// Creates the project, or returns the one that already has `spec.external_key`, with
+    /// its status (an existing project may be cancelled).
+    fn create_or_get_project(&self, spec: &ProjectSpec) -> impl Future<Output = Result<ExternalObject, ConnectorError>> + Send;
     /// Cancels a project (compensation). Cancelling a cancelled project succeeds.
     fn cancel_project(&self, project_id: &str, reason: &str) -> impl Future<Output = Result<(), ConnectorError>> + Send;
 }
@@ -435,13 +502,13 @@ pub trait Psa: Send + Sync {
 /// ERP connector (NetSuite / D365 / S/4HANA).
 pub trait Erp: Send + Sync {
     /// Creates the project, or returns the one that already has `spec.external_key`.
-    fn create_or_get_project(&self, spec: &ProjectSpec) -> impl Future<Output = Result<ExternalRef, ConnectorError>> + Send;
+    fn create_or_get_project(&self, spec: &ProjectSpec) -> impl Future<Output = Result<ExternalObject, ConnectorError>> + Send;
     /// Creates the billing schedule on a project, or returns the one with `schedule.schedule_id`.
     fn create_or_get_billing_schedule(
         &self,
         erp_project_id: &str,
         schedule: &BillingSchedule,
-    ) -> impl Future<Output = Result<ExternalRef, ConnectorError>> + Send;
+    ) -> impl Future<Output = Result<ExternalObject, ConnectorError>> + Send;
 }
 
 /// CRM connector (Salesforce / Dynamics).

@@ -1,86 +1,44 @@
-//! Step services: the imperative shell around the pure workflow decisions.
-//!
-//! Every step follows the same at-least-once protocol:
+//! The step service: the imperative shell that drives every step's pure logic
+//! ([`o2c_domain::workflow::WorkflowStep`]) through one at-least-once protocol.
 //!
 //! 1. **Duplicate check** — a live completed idempotency record for
 //!    `<step>#<event idempotency key>` answers the event: its stored events are re-published
-//!    (the original may have crashed between commit and publish) and nothing else happens.
-//!    Same key with a different payload hash is a permanent conflict.
-//! 2. **Load + decide** — strongly consistent read of the engagement, pure decision.
-//! 3. **Pure decision** → one atomic commit (state + audit + completed idempotency record,
-//!    conditional on the key being absent): **one write request**.
-//! 4. **Decision with external side effects** → reserve the key (optionally claiming the
-//!    engagement in the same write), run the create-or-get commands, then commit state +
-//!    audit + completion: **two write requests**. A transient failure releases the
-//!    reservation and the message is retried; create-or-get makes the retry safe.
-//! 5. **Publish** the decision's events after the commit.
+//!    (the original may have crashed between commit and publish) and nothing else is
+//!    written (one read). Same key with a different payload hash is a permanent conflict.
+//!    A record in progress (another invocation holds it) hands the message back with a
+//!    short, growing delay instead of the queue's visibility timeout.
+//! 2. **Decide** on a strongly consistent read of the engagement.
+//! 3. **Done** → one atomic commit (state + audit + completed record, conditional on the key
+//!    being free): **one write request**.
+//! 4. **Run** → reserve the key (claiming the engagement in the same write when the plan
+//!    says so), run the commands (transient failures retried inside the invocation, see
+//!    [`crate::retry`]), **finalize** the results on the current state and commit:
+//!    **two write requests**. A commit that loses a version race re-finalizes the *same
+//!    results* on fresh state — side effects are never repeated for a lost race.
+//! 5. **Checkpoint** → commit state + audit while keeping the key reserved (the commit
+//!    fails unless the reservation is still ours), then decide again on the new state:
+//!    how a failure is made durable before its compensation runs.
+//! 6. **Publish** the committed decision's events.
 //!
-//! A version conflict (another handler changed the engagement) re-runs 2–4 with fresh state.
+//! A retryable failure after the key was reserved releases the reservation, so the
+//! redelivery re-executes at once; create-or-get by external key makes that safe.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use o2c_domain::engagement::Engagement;
-use o2c_domain::events::{BusinessEvent, Compensation, EventType, payload_hash};
-use o2c_domain::reference::ReferenceData;
-use o2c_domain::workflow::{
-    self, BillingPlan, BillingSetup, Decision, ProvisionPlan, ProvisionTrigger, Provisioning, StepContext, Writeback, WritebackPlan, step,
-};
+use o2c_domain::events::{BusinessEvent, Issue, payload_hash};
+use o2c_domain::workflow::{Decision, Next, Snapshot, Step, StepContext, dead_lettered};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::O2cError;
+use crate::executor::execute;
 use crate::ports::{
-    Commit, CommitOutcome, Completion, CompletionMode, ConnectorError, Crm, CrmWrite, EngagementStore, Erp, EventPublisher,
-    ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, Platform, Psa, ReferenceDataSource, Reservation,
-    ReserveOutcome, StateWrite, StoredResult, Versioned,
+    Commit, CommitOutcome, Completion, CompletionMode, EngagementStore, EventPublisher, ExpectedVersion, IdempotencyRecord,
+    IdempotencyStatus, IdempotencyStore, KeyWrite, Platform, ReferenceDataSource, Reservation, ReserveOutcome, StateWrite, StoredResult,
+    Versioned,
 };
-
-/// A workflow step = one Lambda function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Step {
-    /// Closed-won → contract.
-    Intake,
-    /// Contract → projects in PSA and ERP.
-    Provision,
-    /// Project → billing schedule → active.
-    BillingSetup,
-    /// State → CRM opportunity.
-    CrmWriteback,
-}
-
-impl Step {
-    /// All steps.
-    pub const ALL: [Step; 4] = [Step::Intake, Step::Provision, Step::BillingSetup, Step::CrmWriteback];
-
-    /// Function / binary name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Intake => step::INTAKE,
-            Self::Provision => step::PROVISION,
-            Self::BillingSetup => step::BILLING_SETUP,
-            Self::CrmWriteback => step::CRM_WRITEBACK,
-        }
-    }
-
-    /// Parses a function / binary name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    /// Event types the step consumes (the template's rules must route exactly these).
-    pub fn consumes(self) -> &'static [EventType] {
-        match self {
-            Self::Intake => &[EventType::OpportunityClosedWon],
-            Self::Provision => &[EventType::ContractCreated, EventType::ContractApproved],
-            Self::BillingSetup => &[EventType::ProjectProvisioned],
-            Self::CrmWriteback => &[
-                EventType::ContractCreated,
-                EventType::EngagementRejected,
-                EventType::ProjectProvisioned,
-                EventType::ProjectActivated,
-                EventType::ExceptionRaised,
-            ],
-        }
-    }
-}
+use crate::retry::RetryPolicy;
 
 /// Tunables of the protocol.
 #[derive(Debug, Clone)]
@@ -88,13 +46,48 @@ pub struct ServiceConfig {
     /// How long a completed key absorbs duplicates (EventBridge archive replays older
     /// events; those are absorbed by the business state checks instead).
     pub idempotency_ttl: chrono::Duration,
-    /// How many times a version conflict re-runs the step before giving up (retryable).
-    pub max_conflict_retries: u32,
+    /// How many decide / finalize rounds (version races, checkpoints) one event may take
+    /// before giving up (retryable).
+    pub max_rounds: u32,
+    /// In-invocation retry of transient connector failures.
+    pub connector_retry: RetryPolicy,
+    /// First delay before a message that met an in-progress record comes back (doubles
+    /// per receive).
+    pub in_progress_delay: Duration,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self { idempotency_ttl: chrono::Duration::days(7), max_conflict_retries: 8 }
+        Self {
+            idempotency_ttl: chrono::Duration::days(7),
+            max_rounds: 12,
+            connector_retry: RetryPolicy::default(),
+            in_progress_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How the event reached the step: its queue delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The invocation's deadline (Lambda's, or the function timeout of the embedded
+    /// runtime); bounds reservations and in-invocation retries.
+    pub deadline: DateTime<Utc>,
+    /// `ApproximateReceiveCount` of the message (1 on the first delivery).
+    pub receive_count: u32,
+    /// The queue's `maxReceiveCount` (the message dead-letters after that many receives).
+    pub max_receive_count: Option<u32>,
+}
+
+impl Delivery {
+    /// A first delivery with `deadline` (direct calls, tests).
+    pub fn once(deadline: DateTime<Utc>) -> Self {
+        Self { deadline, receive_count: 1, max_receive_count: None }
+    }
+
+    /// True on the message's last receive before its queue dead-letters it.
+    pub fn is_last(&self) -> bool {
+        self.max_receive_count.is_some_and(|m| self.receive_count >= m)
     }
 }
 
@@ -109,18 +102,35 @@ pub struct Handled {
     pub published: usize,
 }
 
+/// What raising a dead-letter exception did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterOutcome {
+    /// Raised (or reopened) on the engagement.
+    Raised,
+    /// It was already open.
+    AlreadyOpen,
+    /// The engagement does not exist: the caller keeps the message visible elsewhere.
+    NoEngagement,
+}
+
 /// The step services over one platform.
 pub struct StepService<P: Platform> {
     platform: P,
     config: ServiceConfig,
 }
 
-/// Pure decision or a plan with external side effects (and an optional state claim).
-// Short-lived values passed by move once; boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-enum Planned<Pl> {
-    Decided(Decision),
-    Execute { plan: Pl, claim: Option<Engagement> },
+struct Run<'a> {
+    key: String,
+    hash: String,
+    engagement_id: String,
+    delivery: &'a Delivery,
+}
+
+enum Committed {
+    Done(Handled),
+    Checkpointed,
+    Conflict,
+    Duplicate(IdempotencyRecord),
 }
 
 impl<P: Platform> StepService<P> {
@@ -134,9 +144,13 @@ impl<P: Platform> StepService<P> {
         &self.platform
     }
 
-    /// Handles one decoded event for `step`. `in_progress_until` bounds a reservation
-    /// (the Lambda deadline or the queue's visibility timeout).
-    pub async fn handle(&self, step: Step, event: &BusinessEvent, in_progress_until: DateTime<Utc>) -> Result<Handled, O2cError> {
+    /// The protocol tunables.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Handles one decoded event for `step`.
+    pub async fn handle(&self, step: Step, event: &BusinessEvent, delivery: &Delivery) -> Result<Handled, O2cError> {
         let event_type = event.event_type();
         let meta = event.meta();
         let engagement_id = event.engagement_id();
@@ -146,67 +160,35 @@ impl<P: Platform> StepService<P> {
             detail_type = event_type.detail_type(),
             event_id = %meta.event_id,
             correlation_id = %meta.correlation_id,
+            causation_id = meta.causation_id.as_deref().unwrap_or_default(),
             engagement_id = %engagement_id,
+            receive_count = delivery.receive_count,
         );
         async move {
             if !step.consumes().contains(&event_type) {
-                return Err(O2cError::Validation(vec![o2c_domain::events::Issue::new(
+                return Err(O2cError::Validation(vec![Issue::new(
                     "detail-type",
                     "not_handled_by_step",
                     format!("{} does not consume {}: check the rule that routed it", step.name(), event_type.detail_type()),
                 )]));
             }
-            let key = format!("{}#{}", step.name(), meta.idempotency_key);
-            let hash = payload_hash(event_type, &event.payload_json());
-            let now = self.platform.clock().now();
-            let ctx = StepContext { step: step.name(), event_type, meta: &meta, now };
-            let run = Run { key, hash, in_progress_until, engagement_id: engagement_id.clone() };
-            let handled = match (step, event) {
-                (Step::Intake, BusinessEvent::OpportunityClosedWon(ev)) => {
-                    self.run(
-                        &run,
-                        &ctx,
-                        |cur, r| Ok(Planned::<()>::Decided(workflow::decide_closed_won(cur.map(|v| &v.value), ev, r, &ctx))),
-                        |_: ()| async { Err(O2cError::Bug("intake has no side effects".into())) },
-                    )
-                    .await
-                }
-                (Step::Provision, BusinessEvent::ContractCreated(ev)) => {
-                    self.provision(&run, &ctx, ProvisionTrigger::ContractCreated(&ev.payload)).await
-                }
-                (Step::Provision, BusinessEvent::ContractApproved(ev)) => {
-                    self.provision(&run, &ctx, ProvisionTrigger::ContractApproved(&ev.payload)).await
-                }
-                (Step::BillingSetup, BusinessEvent::ProjectProvisioned(ev)) => {
-                    self.run(
-                        &run,
-                        &ctx,
-                        |cur, _| {
-                            Ok(match workflow::decide_billing_setup(cur.map(|v| &v.value), &ev.payload, &ctx)? {
-                                BillingSetup::Decided(d) => Planned::Decided(d),
-                                BillingSetup::Execute(plan) => Planned::Execute { plan: *plan, claim: None },
-                            })
-                        },
-                        |plan: BillingPlan| self.execute_billing(plan, &ctx),
-                    )
-                    .await
-                }
-                (Step::CrmWriteback, _) => {
-                    self.run(
-                        &run,
-                        &ctx,
-                        |cur, _| {
-                            Ok(match workflow::decide_writeback(cur.map(|v| (&v.value, v.version)), &run.engagement_id, &ctx)? {
-                                Writeback::Decided(d) => Planned::Decided(d),
-                                Writeback::Execute(plan) => Planned::Execute { plan: *plan, claim: None },
-                            })
-                        },
-                        |plan: WritebackPlan| self.execute_writeback(plan, &ctx),
-                    )
-                    .await
-                }
-                _ => Err(O2cError::Bug(format!("no handler for {} in {}", event_type.detail_type(), step.name()))),
-            }?;
+            let run = Run {
+                key: format!("{}#{}", step.name(), meta.idempotency_key),
+                hash: payload_hash(event_type, &event.payload_json()),
+                engagement_id,
+                delivery,
+            };
+            let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now() };
+            let mut reserved = false;
+            let result = self.protocol(&run, &ctx, event, &mut reserved).await;
+            if let Err(e) = &result
+                && reserved
+                && e.is_retryable()
+                && let Err(release) = self.platform.store().release(&run.key).await
+            {
+                warn!(error = %release, "could not release the reservation; the retry waits for its expiry");
+            }
+            let handled = result?;
             info!(action = %handled.action, duplicate = handled.duplicate, published = handled.published, "handled");
             Ok(handled)
         }
@@ -214,145 +196,200 @@ impl<P: Platform> StepService<P> {
         .await
     }
 
-    async fn provision(&self, run: &Run, ctx: &StepContext<'_>, trigger: ProvisionTrigger<'_>) -> Result<Handled, O2cError> {
-        self.run(
-            run,
-            ctx,
-            |cur, r| {
-                Ok(match workflow::decide_provisioning(cur.map(|v| &v.value), trigger, r, ctx)? {
-                    Provisioning::Decided(d) => Planned::Decided(d),
-                    Provisioning::Execute(plan) => {
-                        // Claim only when the plan changes the stored state (a retry of our own
-                        // claim finds it already in place).
-                        let claim = (cur.map(|v| &v.value) != Some(&plan.engagement)).then(|| plan.engagement.clone());
-                        Planned::Execute { plan: *plan, claim }
-                    }
-                })
-            },
-            |plan: ProvisionPlan| self.execute_provisioning(plan, ctx),
-        )
-        .await
-    }
-
-    /// The protocol (see module docs). A retryable failure after the key was reserved
-    /// releases the reservation, so the redelivery re-executes at once instead of waiting
-    /// out the in-progress expiry.
-    async fn run<Pl, D, X, XF>(&self, run: &Run, ctx: &StepContext<'_>, decide: D, execute: X) -> Result<Handled, O2cError>
-    where
-        D: Fn(Option<&Versioned<Engagement>>, &ReferenceData) -> Result<Planned<Pl>, O2cError>,
-        X: Fn(Pl) -> XF,
-        XF: std::future::Future<Output = Result<Decision, O2cError>>,
-    {
-        let mut reserved = false;
-        let result = self.protocol(run, ctx, decide, execute, &mut reserved).await;
-        if let Err(e) = &result
-            && reserved
-            && e.is_retryable()
-            && let Err(release) = self.platform.store().release(&run.key).await
-        {
-            warn!(error = %release, "could not release the reservation; the retry waits for its expiry");
-        }
-        result
-    }
-
-    async fn protocol<Pl, D, X, XF>(
+    async fn protocol(
         &self,
-        run: &Run,
+        run: &Run<'_>,
         ctx: &StepContext<'_>,
-        decide: D,
-        execute: X,
+        event: &BusinessEvent,
         reserved: &mut bool,
-    ) -> Result<Handled, O2cError>
-    where
-        D: Fn(Option<&Versioned<Engagement>>, &ReferenceData) -> Result<Planned<Pl>, O2cError>,
-        X: Fn(Pl) -> XF,
-        XF: std::future::Future<Output = Result<Decision, O2cError>>,
-    {
+    ) -> Result<Handled, O2cError> {
         let store = self.platform.store();
+        let logic = ctx.step.logic();
         if let Some(rec) = store.get(&run.key).await?
             && rec.is_live(ctx.now)
         {
-            return self.duplicate(rec, &run.hash).await;
+            return self.duplicate(rec, run, ctx).await;
         }
         let reference = self.platform.reference().snapshot().await?;
-        for attempt in 0..=self.config.max_conflict_retries {
-            let current = store.load(&run.engagement_id).await?;
-            let mut expected = current.as_ref().map_or(ExpectedVersion::New, |v| ExpectedVersion::Is(v.version));
-            let (decision, mode) = match decide(current.as_ref(), &reference)? {
-                Planned::Decided(d) => (d, if *reserved { CompletionMode::Reserved } else { CompletionMode::Fresh }),
-                Planned::Execute { plan, claim } => {
-                    if !*reserved || claim.is_some() {
-                        let reservation = Reservation {
-                            key: run.key.clone(),
-                            payload_hash: run.hash.clone(),
-                            now: ctx.now,
-                            in_progress_until: run.in_progress_until.max(ctx.now + chrono::Duration::seconds(30)),
-                            expires_at: ctx.now + self.config.idempotency_ttl,
-                            claim: claim.map(|engagement| StateWrite { engagement, expected }),
-                        };
-                        match store.reserve(reservation).await? {
-                            ReserveOutcome::Reserved { claimed_version } => {
-                                *reserved = true;
-                                if let Some(v) = claimed_version {
-                                    expected = ExpectedVersion::Is(v);
-                                }
+        let mut state = store.load(&run.engagement_id).await?;
+        let mut rounds = 0;
+        'decide: loop {
+            self.count_round(&mut rounds, run)?;
+            let plan = match logic.decide(snapshot(&state), event, &reference, ctx)? {
+                Next::Done(d) => match self.commit(run, ctx, d, &state, *reserved, true).await? {
+                    Committed::Done(h) => return Ok(h),
+                    Committed::Duplicate(rec) => return self.duplicate(rec, run, ctx).await,
+                    Committed::Conflict | Committed::Checkpointed => {
+                        state = store.load(&run.engagement_id).await?;
+                        continue 'decide;
+                    }
+                },
+                Next::Checkpoint(d) => {
+                    if let Some(rec) = self.reserve(run, ctx, None, reserved, &mut state).await? {
+                        return self.duplicate(rec, run, ctx).await;
+                    }
+                    let written = d.engagement.clone();
+                    match self.commit(run, ctx, d, &state, true, false).await? {
+                        Committed::Checkpointed => advance(&mut state, written),
+                        _ => state = store.load(&run.engagement_id).await?,
+                    }
+                    continue 'decide;
+                }
+                Next::Run(plan) => plan,
+            };
+            if let Some(rec) = self.reserve(run, ctx, plan.claim.clone(), reserved, &mut state).await? {
+                return self.duplicate(rec, run, ctx).await;
+            }
+            if plan.claim.is_some() && state.as_ref().map(|v| &v.value) != plan.claim.as_ref() {
+                // The claim lost a version race: nothing was written; decide again.
+                continue 'decide;
+            }
+            let results = execute(&self.platform, &self.config.connector_retry, &plan, &run.key, run.delivery.deadline).await?;
+            loop {
+                self.count_round(&mut rounds, run)?;
+                match logic.finalize(snapshot(&state), &plan, &results, ctx)? {
+                    Next::Done(d) => match self.commit(run, ctx, d, &state, true, true).await? {
+                        Committed::Done(h) => return Ok(h),
+                        Committed::Duplicate(rec) => return self.duplicate(rec, run, ctx).await,
+                        // Same results, fresh state: never repeat the side effects for a lost race.
+                        _ => state = store.load(&run.engagement_id).await?,
+                    },
+                    Next::Checkpoint(d) => {
+                        let written = d.engagement.clone();
+                        match self.commit(run, ctx, d, &state, true, false).await? {
+                            Committed::Checkpointed => {
+                                advance(&mut state, written);
+                                continue 'decide;
                             }
-                            ReserveOutcome::AlreadyCompleted(rec) => {
-                                return self.duplicate(rec, &run.hash).await;
-                            }
-                            ReserveOutcome::InProgress => {
-                                return Err(O2cError::dependency(
-                                    "idempotency",
-                                    format!("{} is being processed by another invocation", run.key),
-                                ));
-                            }
-                            ReserveOutcome::PayloadMismatch { .. } => {
-                                return Err(mismatch(&run.key));
-                            }
-                            ReserveOutcome::StateConflict => {
-                                debug!(attempt, "claim lost a version race; re-deciding");
-                                continue;
-                            }
+                            _ => state = store.load(&run.engagement_id).await?,
                         }
                     }
-                    (execute(plan).await?, CompletionMode::Reserved)
-                }
-            };
-            let action = decision.action().to_owned();
-            let events = decision.events.clone();
-            let commit = Commit {
-                state: decision.engagement.map(|engagement| StateWrite { engagement, expected }),
-                audit: decision.audit,
-                completion: Completion {
-                    key: run.key.clone(),
-                    payload_hash: run.hash.clone(),
-                    result: StoredResult { action: action.clone(), events: events.clone() },
-                    now: ctx.now,
-                    expires_at: ctx.now + self.config.idempotency_ttl,
-                    mode,
-                },
-            };
-            match store.commit(commit).await? {
-                CommitOutcome::Committed { .. } => {
-                    self.platform.publisher().publish(&events).await?;
-                    return Ok(Handled { action, duplicate: false, published: events.len() });
-                }
-                CommitOutcome::VersionConflict => {
-                    debug!(attempt, "version conflict; re-deciding with fresh state");
-                }
-                CommitOutcome::AlreadyCompleted(rec) => {
-                    return self.duplicate(rec, &run.hash).await;
+                    Next::Run(_) => return Err(O2cError::Bug(format!("{} finalize returned a plan", ctx.step))),
                 }
             }
         }
-        Err(O2cError::dependency(
-            "state-store",
-            format!("engagement {} kept changing: {} version conflicts", run.engagement_id, self.config.max_conflict_retries + 1),
-        ))
     }
 
-    async fn duplicate(&self, rec: IdempotencyRecord, hash: &str) -> Result<Handled, O2cError> {
-        if rec.payload_hash != hash {
+    fn count_round(&self, rounds: &mut u32, run: &Run<'_>) -> Result<(), O2cError> {
+        *rounds += 1;
+        if *rounds > self.config.max_rounds {
+            return Err(O2cError::dependency(
+                "state-store",
+                format!("engagement {} kept changing: gave up after {} rounds", run.engagement_id, self.config.max_rounds),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reserves the key (with `claim` in the same write) unless already held; writes a claim
+    /// under a held reservation as a checkpoint. `Some(record)` when the key turned out
+    /// to be completed by someone else. On success `state` holds what was written.
+    async fn reserve(
+        &self,
+        run: &Run<'_>,
+        ctx: &StepContext<'_>,
+        claim: Option<Engagement>,
+        reserved: &mut bool,
+        state: &mut Option<Versioned<Engagement>>,
+    ) -> Result<Option<IdempotencyRecord>, O2cError> {
+        let expected = expected(state);
+        if *reserved {
+            if let Some(engagement) = claim {
+                let commit =
+                    Commit { state: Some(StateWrite { engagement: engagement.clone(), expected }), audit: None, key: self.hold(run) };
+                match self.platform.store().commit(commit).await? {
+                    CommitOutcome::Committed { .. } => advance(state, Some(engagement)),
+                    CommitOutcome::VersionConflict => *state = self.platform.store().load(&run.engagement_id).await?,
+                    CommitOutcome::ReservationLost | CommitOutcome::AlreadyCompleted(_) => return Err(lost(run)),
+                }
+            }
+            return Ok(None);
+        }
+        let reservation = Reservation {
+            key: run.key.clone(),
+            payload_hash: run.hash.clone(),
+            now: ctx.now,
+            in_progress_until: run.delivery.deadline.max(ctx.now + chrono::Duration::seconds(30)),
+            expires_at: ctx.now + self.config.idempotency_ttl,
+            claim: claim.clone().map(|engagement| StateWrite { engagement, expected }),
+        };
+        match self.platform.store().reserve(reservation).await? {
+            ReserveOutcome::Reserved { .. } => {
+                *reserved = true;
+                if claim.is_some() {
+                    advance(state, claim);
+                }
+                Ok(None)
+            }
+            ReserveOutcome::AlreadyCompleted(rec) => Ok(Some(rec)),
+            ReserveOutcome::InProgress => Err(self.in_progress(run, ctx, None)),
+            ReserveOutcome::PayloadMismatch { .. } => Err(mismatch(&run.key)),
+            ReserveOutcome::StateConflict => {
+                debug!("claim lost a version race; deciding again");
+                *state = self.platform.store().load(&run.engagement_id).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn hold(&self, run: &Run<'_>) -> KeyWrite {
+        KeyWrite::Hold { key: run.key.clone(), payload_hash: run.hash.clone() }
+    }
+
+    /// Commits a decision: final (`complete`: the key is completed, events published) or
+    /// a checkpoint (the key stays reserved; a checkpoint carries no events).
+    async fn commit(
+        &self,
+        run: &Run<'_>,
+        ctx: &StepContext<'_>,
+        decision: Decision,
+        state: &Option<Versioned<Engagement>>,
+        reserved: bool,
+        complete: bool,
+    ) -> Result<Committed, O2cError> {
+        let decision = if complete { decision.clear_dead_letter(state.as_ref().map(|v| &v.value), ctx) } else { decision };
+        if !complete && !decision.events.is_empty() {
+            return Err(O2cError::Bug(format!("{}: a checkpoint carries events ({})", ctx.step, decision.action())));
+        }
+        let action = decision.action().to_owned();
+        let events = decision.events;
+        let key = if complete {
+            KeyWrite::Complete(Completion {
+                key: run.key.clone(),
+                payload_hash: run.hash.clone(),
+                result: StoredResult { action: action.clone(), events: events.clone() },
+                now: ctx.now,
+                expires_at: ctx.now + self.config.idempotency_ttl,
+                mode: if reserved { CompletionMode::Reserved } else { CompletionMode::Fresh },
+            })
+        } else {
+            self.hold(run)
+        };
+        let commit = Commit {
+            state: decision.engagement.map(|engagement| StateWrite { engagement, expected: expected(state) }),
+            audit: Some(decision.audit),
+            key,
+        };
+        match self.platform.store().commit(commit).await? {
+            CommitOutcome::Committed { .. } if complete => {
+                self.platform.publisher().publish(&events).await?;
+                Ok(Committed::Done(Handled { action, duplicate: false, published: events.len() }))
+            }
+            CommitOutcome::Committed { .. } => {
+                debug!(action = %action, "checkpoint committed");
+                Ok(Committed::Checkpointed)
+            }
+            CommitOutcome::VersionConflict => {
+                debug!("version conflict; finalizing again on fresh state");
+                Ok(Committed::Conflict)
+            }
+            CommitOutcome::AlreadyCompleted(rec) => Ok(Committed::Duplicate(rec)),
+            CommitOutcome::ReservationLost => Err(lost(run)),
+        }
+    }
+
+    async fn duplicate(&self, rec: IdempotencyRecord, run: &Run<'_>, ctx: &StepContext<'_>) -> Result<Handled, O2cError> {
+        if rec.payload_hash != run.hash {
             return Err(mismatch(&rec.key));
         }
         match (rec.status, rec.result) {
@@ -362,57 +399,87 @@ impl<P: Platform> StepService<P> {
                 self.platform.publisher().publish(&result.events).await?;
                 Ok(Handled { action: result.action, duplicate: true, published: result.events.len() })
             }
-            _ => Err(O2cError::dependency("idempotency", format!("{} is being processed by another invocation", rec.key))),
+            _ => Err(self.in_progress(run, ctx, rec.in_progress_until)),
         }
     }
 
-    async fn execute_provisioning(&self, plan: ProvisionPlan, ctx: &StepContext<'_>) -> Result<Decision, O2cError> {
-        let psa = match self.platform.psa().create_or_get_project(&plan.psa).await {
-            Ok(r) => r,
-            Err(e @ ConnectorError::Transient { .. }) => return Err(e.into()),
-            Err(e) => {
-                return Ok(workflow::provisioning_failed(plan, "PSA", &e.reason(), vec![], ctx));
+    /// Another invocation holds the key: come back soon (1 s, 2 s, 4 s… per receive), and
+    /// on the last receive before the DLQ not before the holder's deadline has passed.
+    fn in_progress(&self, run: &Run<'_>, ctx: &StepContext<'_>, holder_until: Option<DateTime<Utc>>) -> O2cError {
+        let n = run.delivery.receive_count.max(1);
+        let mut wait = self.config.in_progress_delay.saturating_mul(1u32 << (n - 1).min(5));
+        if run.delivery.max_receive_count.is_some_and(|m| n + 1 >= m)
+            && let Some(until) = holder_until
+            && let Ok(left) = (until - ctx.now + chrono::Duration::seconds(1)).to_std()
+        {
+            wait = wait.max(left);
+        }
+        O2cError::Dependency {
+            system: "idempotency".into(),
+            message: format!("{} is being processed by another invocation", run.key),
+            retry_after: Some(wait),
+        }
+    }
+
+    /// A message of `step` exhausted its receives: raises (or reopens) the dead-letter
+    /// exception on its engagement with `last_error`, and announces it.
+    pub async fn dead_lettered(
+        &self,
+        step: Step,
+        event: &BusinessEvent,
+        last_error: &str,
+        receives: u32,
+        queue: Option<&str>,
+    ) -> Result<DeadLetterOutcome, O2cError> {
+        let meta = event.meta();
+        let ctx = StepContext { step, event_type: event.event_type(), meta: &meta, now: self.platform.clock().now() };
+        let store = self.platform.store();
+        let engagement_id = event.engagement_id();
+        for _ in 0..self.config.max_rounds {
+            let Some(current) = store.load(&engagement_id).await? else {
+                return Ok(DeadLetterOutcome::NoEngagement);
+            };
+            let Some(d) = dead_lettered(&current.value, last_error, receives, queue, &ctx) else {
+                return Ok(DeadLetterOutcome::AlreadyOpen);
+            };
+            let events = d.events.clone();
+            let commit = Commit {
+                state: d.engagement.map(|engagement| StateWrite { engagement, expected: ExpectedVersion::Is(current.version) }),
+                audit: Some(d.audit),
+                key: KeyWrite::Untracked,
+            };
+            match store.commit(commit).await? {
+                CommitOutcome::Committed { .. } => {
+                    self.platform.publisher().publish(&events).await?;
+                    warn!(step = step.name(), engagement_id = %engagement_id, event_id = %meta.event_id, receives, "dead-letter exception raised");
+                    return Ok(DeadLetterOutcome::Raised);
+                }
+                CommitOutcome::VersionConflict => continue,
+                other => return Err(O2cError::Bug(format!("untracked commit answered {other:?}"))),
             }
-        };
-        match self.platform.erp().create_or_get_project(&plan.erp).await {
-            Ok(erp) => Ok(workflow::provisioned(plan, psa.id, erp.id, ctx)),
-            Err(e @ ConnectorError::Transient { .. }) => Err(e.into()),
-            Err(e) => {
-                // ERP refused permanently after the PSA project exists: compensate.
-                let outcome = match self.platform.psa().cancel_project(&psa.id, &format!("ERP refused project: {}", e.reason())).await {
-                    Ok(()) => "done".to_owned(),
-                    Err(c @ ConnectorError::Transient { .. }) => return Err(c.into()),
-                    Err(c) => format!("failed: {}", c.reason()),
-                };
-                let comp = Compensation { system: "psa".into(), action: "cancel_project".into(), object_id: psa.id, outcome };
-                Ok(workflow::provisioning_failed(plan, "ERP", &e.reason(), vec![comp], ctx))
-            }
         }
-    }
-
-    async fn execute_billing(&self, plan: BillingPlan, ctx: &StepContext<'_>) -> Result<Decision, O2cError> {
-        match self.platform.erp().create_or_get_billing_schedule(&plan.erp_project_id, &plan.schedule).await {
-            Ok(r) => Ok(workflow::billing_activated(plan, r.id, ctx)),
-            Err(e @ ConnectorError::Transient { .. }) => Err(e.into()),
-            Err(e) => Ok(workflow::billing_setup_failed(plan, &e.reason(), ctx)),
-        }
-    }
-
-    async fn execute_writeback(&self, plan: WritebackPlan, ctx: &StepContext<'_>) -> Result<Decision, O2cError> {
-        match self.platform.crm().update_opportunity(&plan.update).await {
-            Ok(CrmWrite::Applied) => Ok(workflow::written_back(plan, false, ctx)),
-            Ok(CrmWrite::Stale) => Ok(workflow::written_back(plan, true, ctx)),
-            Err(e @ ConnectorError::Transient { .. }) => Err(e.into()),
-            Err(e) => Ok(workflow::writeback_failed(plan, &e.reason(), ctx)),
-        }
+        Err(O2cError::dependency("state-store", format!("engagement {engagement_id} kept changing while raising a dead-letter exception")))
     }
 }
 
-struct Run {
-    key: String,
-    hash: String,
-    in_progress_until: DateTime<Utc>,
-    engagement_id: String,
+fn snapshot(state: &Option<Versioned<Engagement>>) -> Option<Snapshot<'_>> {
+    state.as_ref().map(|v| Snapshot { engagement: &v.value, version: v.version })
+}
+
+fn expected(state: &Option<Versioned<Engagement>>) -> ExpectedVersion {
+    state.as_ref().map_or(ExpectedVersion::New, |v| ExpectedVersion::Is(v.version))
+}
+
+/// The state after our own write of `written` (no re-read needed).
+fn advance(state: &mut Option<Versioned<Engagement>>, written: Option<Engagement>) {
+    if let Some(value) = written {
+        let version = expected(state).next();
+        *state = Some(Versioned { value, version });
+    }
+}
+
+fn lost(run: &Run<'_>) -> O2cError {
+    O2cError::dependency("idempotency", format!("reservation {} was lost (expired and taken over) before commit", run.key))
 }
 
 fn mismatch(key: &str) -> O2cError {

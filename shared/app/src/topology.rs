@@ -5,7 +5,8 @@
 //! are wired from this, so there is one source of truth for routing.
 //!
 //! Both intrinsic styles are understood: `!GetAtt Q.Arn` / `!Ref X` tags and the long form
-//! `{"Fn::GetAtt": [Q, Arn]}` / `{"Ref": X}`.
+//! `{"Fn::GetAtt": [Q, Arn]}` / `{"Ref": X}`. A number given as `!Ref <Parameter>` (e.g.
+//! `maxReceiveCount: !Ref MaxReceiveCount`) takes the parameter's `Default`.
 
 use std::collections::BTreeMap;
 
@@ -280,6 +281,14 @@ impl Topology {
         let mut queues = BTreeMap::new();
         let mut functions = Vec::new();
         let globals_timeout = get(&doc, "Globals").and_then(|g| get(g, "Function")).and_then(|f| as_u32(get(f, "Timeout")));
+        // A number given as `!Ref <Parameter>` takes the parameter's default (what a
+        // deploy without an override uses).
+        let parameter_u32 = |v: Option<&Yaml>| -> Option<u32> {
+            as_u32(v).or_else(|| {
+                let name = reference(v?)?;
+                as_u32(get(&doc, "Parameters").and_then(|p| get(p, &name)).and_then(|p| get(p, "Default")))
+            })
+        };
 
         for (k, res) in resources {
             let Some(id) = k.as_str() else { continue };
@@ -375,7 +384,7 @@ impl Topology {
                     let p = props;
                     let redrive = p.and_then(|p| get(p, "RedrivePolicy")).map(|r| {
                         let dlq = get(r, "deadLetterTargetArn").and_then(reference);
-                        let max = as_u32(get(r, "maxReceiveCount"));
+                        let max = parameter_u32(get(r, "maxReceiveCount"));
                         match (dlq, max) {
                             (Some(d), Some(m)) => Ok(Redrive { dead_letter_queue: d, max_receive_count: m }),
                             _ => Err(format!("{id}: RedrivePolicy needs deadLetterTargetArn (!GetAtt) and maxReceiveCount")),

@@ -2,8 +2,8 @@
 //! every event type to exactly the steps that consume it.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+use o2c_app::Step;
 use o2c_app::routing::Router;
-use o2c_app::service::Step;
 use o2c_app::topology::{TEMPLATE, Topology};
 use o2c_domain::events::EventType;
 

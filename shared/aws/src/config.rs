@@ -30,6 +30,11 @@ pub struct Config {
     pub reference_cache: Duration,
     /// How long completed keys absorb duplicates (`IDEMPOTENCY_TTL_HOURS`, default 168).
     pub idempotency_ttl: chrono::Duration,
+    /// The function queue's `maxReceiveCount` (`MAX_RECEIVE_COUNT`, the template parameter
+    /// its redrive policy uses): the last receive raises a dead-letter exception.
+    pub max_receive_count: Option<u32>,
+    /// The function queue's DLQ name (`DEAD_LETTER_QUEUE`), for operator messages.
+    pub dead_letter_queue: Option<String>,
 }
 
 /// Every configuration problem found.
@@ -69,6 +74,7 @@ impl Config {
         let connector_timeout = Duration::from_millis(num("CONNECTOR_TIMEOUT_MS", 10_000));
         let reference_cache = Duration::from_secs(num("REFERENCE_CACHE_SECS", 300));
         let ttl_hours = num("IDEMPOTENCY_TTL_HOURS", 168);
+        let max_receive_count = get("MAX_RECEIVE_COUNT").map(|_| num("MAX_RECEIVE_COUNT", 0));
         for (k, v) in [("PSA_BASE_URL", &psa_base_url), ("ERP_BASE_URL", &erp_base_url), ("CRM_BASE_URL", &crm_base_url)] {
             if !(v.is_empty() || v.starts_with("https://") || v.starts_with("http://")) {
                 errs.push(format!("{k} must be an http(s) URL"));
@@ -89,12 +95,16 @@ impl Config {
             connector_timeout,
             reference_cache,
             idempotency_ttl: chrono::Duration::hours(i64::try_from(ttl_hours).unwrap_or(168)),
+            max_receive_count: max_receive_count.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0),
+            dead_letter_queue: get("DEAD_LETTER_QUEUE").filter(|q| !q.is_empty()),
         })
     }
 
     /// Protocol tunables.
     pub fn service(&self) -> ServiceConfig {
-        ServiceConfig { idempotency_ttl: self.idempotency_ttl, ..ServiceConfig::default() }
+        let mut service = ServiceConfig { idempotency_ttl: self.idempotency_ttl, ..ServiceConfig::default() };
+        service.connector_retry.attempt_timeout = self.connector_timeout;
+        service
     }
 }
 
@@ -116,11 +126,27 @@ mod tests {
             "CONNECTOR_TOKEN" => Some(String::new()),
             k if k.ends_with("_URL") => Some("http://127.0.0.1:9".into()),
             "REFERENCE_CACHE_SECS" | "IDEMPOTENCY_TTL_HOURS" => None,
+            "MAX_RECEIVE_COUNT" => Some("5".into()),
+            "DEAD_LETTER_QUEUE" => Some("o2c-dev-provision-dlq".into()),
             _ => Some("x".into()),
         })
         .unwrap();
         assert_eq!(c.connector_timeout, Duration::from_millis(2500));
         assert_eq!(c.connector_token, None);
         assert_eq!(c.idempotency_ttl, chrono::Duration::hours(168));
+        assert_eq!(c.max_receive_count, Some(5));
+        assert_eq!(c.service().connector_retry.attempt_timeout, Duration::from_millis(2500), "retries budget the connector timeout");
+    }
+
+    #[test]
+    fn when_max_receive_count_is_not_a_number_should_say_so() {
+        let err = Config::from_lookup(|k| match k {
+            "MAX_RECEIVE_COUNT" => Some("five".into()),
+            k if k.ends_with("_URL") => Some("http://127.0.0.1:9".into()),
+            "CONNECTOR_TIMEOUT_MS" | "REFERENCE_CACHE_SECS" | "IDEMPOTENCY_TTL_HOURS" | "CONNECTOR_TOKEN" | "DEAD_LETTER_QUEUE" => None,
+            _ => Some("x".into()),
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("MAX_RECEIVE_COUNT=`five`"), "{err}");
     }
 }

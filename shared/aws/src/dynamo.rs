@@ -21,13 +21,15 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, PutRequest, ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+};
 use chrono::{DateTime, TimeZone, Utc};
 use o2c_app::O2cError;
 use o2c_app::ports::{
-    Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary, ExpectedVersion,
-    IdempotencyRecord, IdempotencyStatus, IdempotencyStore, ReferenceDataSource, RejectedMessage, RejectionStore, Reservation,
-    ReserveOutcome, StateWrite, StoredResult, Versioned,
+    Commit, CommitOutcome, Completion, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary,
+    ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyWrite, ReferenceDataSource, RejectedMessage,
+    RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
 };
 use o2c_domain::engagement::{AuditEntry, Engagement, EngagementStatus};
 use o2c_domain::reference::ReferenceData;
@@ -252,6 +254,35 @@ impl DynamoStore {
         b.build().map_err(|e| O2cError::Bug(e.to_string()))
     }
 
+    fn completion_put(&self, comp: &Completion) -> Result<Put, O2cError> {
+        let data = serde_json::to_string(&comp.result).map_err(|e| O2cError::Bug(e.to_string()))?;
+        let record = HashMap::from([
+            ("id".to_owned(), s(comp.key.clone())),
+            ("status".to_owned(), s(COMPLETED)),
+            ("validation".to_owned(), s(comp.payload_hash.clone())),
+            ("expiration".to_owned(), n(comp.expires_at.timestamp())),
+            ("data".to_owned(), s(data)),
+        ]);
+        let idem = Put::builder()
+            .table_name(&self.tables.idempotency)
+            .set_item(Some(record))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match comp.mode {
+            CompletionMode::Fresh => idem
+                .condition_expression(KEY_IS_FREE)
+                .set_expression_attribute_names(Some(key_is_free_names()))
+                .set_expression_attribute_values(Some(key_is_free_values(comp.now))),
+            CompletionMode::Reserved => idem
+                .condition_expression("#st = :ip AND #val = :h")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_names("#val", "validation")
+                .expression_attribute_values(":ip", s(IN_PROGRESS))
+                .expression_attribute_values(":h", s(comp.payload_hash.clone())),
+        }
+        .build()
+        .map_err(|e| O2cError::Bug(e.to_string()))
+    }
+
     fn audit_put(&self, a: &AuditEntry) -> Result<Put, O2cError> {
         let mut item = to_item(a)?;
         item.insert("PK".into(), s(eng_pk(&a.engagement_id)));
@@ -409,42 +440,40 @@ impl EngagementStore for DynamoStore {
     }
 
     async fn commit(&self, c: Commit) -> Result<CommitOutcome, O2cError> {
-        let comp = &c.completion;
-        let data = serde_json::to_string(&comp.result).map_err(|e| O2cError::Bug(e.to_string()))?;
-        let record = HashMap::from([
-            ("id".to_owned(), s(comp.key.clone())),
-            ("status".to_owned(), s(COMPLETED)),
-            ("validation".to_owned(), s(comp.payload_hash.clone())),
-            ("expiration".to_owned(), n(comp.expires_at.timestamp())),
-            ("data".to_owned(), s(data)),
-        ]);
-        let idem = Put::builder()
-            .table_name(&self.tables.idempotency)
-            .set_item(Some(record))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let idem = match comp.mode {
-            CompletionMode::Fresh => idem
-                .condition_expression(KEY_IS_FREE)
-                .set_expression_attribute_names(Some(key_is_free_names()))
-                .set_expression_attribute_values(Some(key_is_free_values(comp.now))),
-            CompletionMode::Reserved => idem
-                .condition_expression("#st = :ip AND #val = :h")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_names("#val", "validation")
-                .expression_attribute_values(":ip", s(IN_PROGRESS))
-                .expression_attribute_values(":h", s(comp.payload_hash.clone())),
+        // One transaction (≤ 100 items; we write at most 3): the idempotency record (or a
+        // condition check that our reservation still holds), the state, the audit entry.
+        let mut items: Vec<TransactWriteItem> = Vec::with_capacity(3);
+        match &c.key {
+            KeyWrite::Complete(comp) => items.push(TransactWriteItem::builder().put(self.completion_put(comp)?).build()),
+            KeyWrite::Hold { key, payload_hash } => {
+                let check = ConditionCheck::builder()
+                    .table_name(&self.tables.idempotency)
+                    .key("id", s(key.clone()))
+                    .condition_expression("#st = :ip AND #val = :h")
+                    .expression_attribute_names("#st", "status")
+                    .expression_attribute_names("#val", "validation")
+                    .expression_attribute_values(":ip", s(IN_PROGRESS))
+                    .expression_attribute_values(":h", s(payload_hash.clone()))
+                    .build()
+                    .map_err(|e| O2cError::Bug(e.to_string()))?;
+                items.push(TransactWriteItem::builder().condition_check(check).build());
+            }
+            KeyWrite::Untracked => {}
         }
-        .build()
-        .map_err(|e| O2cError::Bug(e.to_string()))?;
-        // One transaction (≤ 100 items; we write 3): idempotency record, state, audit.
-        let mut tx = self.client.transact_write_items().transact_items(TransactWriteItem::builder().put(idem).build());
+        let key_item = !matches!(c.key, KeyWrite::Untracked);
+        let state_index = c.state.as_ref().map(|_| items.len());
         if let Some(w) = &c.state {
-            tx = tx.transact_items(TransactWriteItem::builder().put(self.state_put(w)?).build());
+            items.push(TransactWriteItem::builder().put(self.state_put(w)?).build());
         }
-        tx = tx.transact_items(TransactWriteItem::builder().put(self.audit_put(&c.audit)?).build());
+        if let Some(a) = &c.audit {
+            items.push(TransactWriteItem::builder().put(self.audit_put(a)?).build());
+        }
+        if items.is_empty() {
+            return Ok(CommitOutcome::Committed { version: None });
+        }
         self.counts.write();
         let started = Instant::now();
-        match tx.send().await {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => {
                 debug!(elapsed_ms = started.elapsed().as_millis() as u64, "committed");
                 Ok(CommitOutcome::Committed { version: c.state.as_ref().map(|w| w.expected.next()) })
@@ -453,19 +482,22 @@ impl EngagementStore for DynamoStore {
                 TransactWriteItemsError::TransactionCanceledException(e) => {
                     let reasons = e.cancellation_reasons();
                     let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
-                    if failed(0) {
+                    if key_item && failed(0) {
+                        let KeyWrite::Complete(comp) = &c.key else {
+                            return Ok(CommitOutcome::ReservationLost);
+                        };
                         let rec = match reasons[0].item() {
                             Some(item) if !item.is_empty() => Some(record_from_item(item)?),
                             _ => self.get_record(&comp.key).await?,
                         };
-                        return match rec {
+                        return Ok(match rec {
                             Some(r) if r.status == IdempotencyStatus::Completed || comp.mode == CompletionMode::Fresh => {
-                                Ok(CommitOutcome::AlreadyCompleted(r))
+                                CommitOutcome::AlreadyCompleted(r)
                             }
-                            _ => Err(O2cError::dependency("idempotency", format!("reservation {} was lost before commit", comp.key))),
-                        };
+                            _ => CommitOutcome::ReservationLost,
+                        });
                     }
-                    if c.state.is_some() && failed(1) {
+                    if state_index.is_some_and(failed) {
                         return Ok(CommitOutcome::VersionConflict);
                     }
                     // TransactionConflict: another transaction touched the same items; re-run.
@@ -627,8 +659,9 @@ impl IdempotencyStore for DynamoStore {
 
 impl RejectionStore for DynamoStore {
     async fn park(&self, m: &RejectedMessage) -> Result<(), O2cError> {
+        let pk = format!("REJ#{}", m.rejection_id);
         let mut item = to_item(m)?;
-        item.insert("PK".into(), s(format!("REJ#{}", m.rejection_id)));
+        item.insert("PK".into(), s(pk.clone()));
         item.insert("SK".into(), s("REJECTION"));
         item.insert("GSI1PK".into(), s(format!("REJECTIONS#{}", m.rejected_at.format("%Y-%m-%d"))));
         item.insert("GSI1SK".into(), s(format!("{}#{}", m.rejected_at.to_rfc3339(), m.rejection_id)));
@@ -642,8 +675,35 @@ impl RejectionStore for DynamoStore {
             .send()
             .await;
         match res {
+            Ok(_) => return Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(dep(e)),
+        }
+        // The same body again: count the delivery unless this message id is recorded.
+        let Some(message_id) = m.message_ids.first() else { return Ok(()) };
+        let reasons = serde_dynamo::to_attribute_value(&m.reasons).map_err(|e| O2cError::Bug(e.to_string()))?;
+        self.counts.write();
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.tables.state)
+            .key("PK", s(pk))
+            .key("SK", s("REJECTION"))
+            .update_expression(
+                "SET deliveries = deliveries + :one, message_ids = list_append(message_ids, :ids), last_rejected_at = :at, reasons = :r, error_type = :t",
+            )
+            .condition_expression("NOT contains(message_ids, :mid)")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ids", AttributeValue::L(vec![s(message_id.clone())]))
+            .expression_attribute_values(":mid", s(message_id.clone()))
+            .expression_attribute_values(":at", s(m.rejected_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)))
+            .expression_attribute_values(":r", reasons)
+            .expression_attribute_values(":t", s(m.error_type.clone()))
+            .send()
+            .await;
+        match res {
             Ok(_) => Ok(()),
-            // Parked already (a redelivery of the same message): nothing to do.
+            // This very message was parked already (a redelivery): nothing new.
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
             Err(e) => Err(dep(e)),
         }

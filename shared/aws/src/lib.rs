@@ -11,7 +11,8 @@
 //! - [`dynamo`]: state, idempotency, rejections and reference data on DynamoDB, with
 //!   request counters;
 //! - [`eventbridge`]: `PutEvents` publisher (≤ 10 entries per call, partial-failure retry);
-//! - [`lambda`]: JSON logging, the SQS handler, the `Diagnostic` mapping;
+//! - [`lambda`]: JSON logging, the SQS handler, the `Diagnostic` mapping, `run_step`;
+//! - [`visibility`]: `ChangeMessageVisibility` hints for records that should come back soon;
 //! - [`resources`]: create / locate the template's tables, bus, queues and rules;
 //! - [`poller`]: the event source mapping and pipes, emulated over SQS;
 //! - [`ops`]: DLQ peek and redrive, archive replay.
@@ -24,6 +25,7 @@ pub mod ops;
 pub mod platform;
 pub mod poller;
 pub mod resources;
+pub mod visibility;
 
 pub use config::Config;
 pub use platform::{AwsPlatform, LambdaPlatform, sdk_config};

@@ -78,9 +78,9 @@ impl LambdaPlatform {
     /// Builds every client once (cold start).
     pub fn from_config(sdk: &aws_config::SdkConfig, c: &Config) -> Result<Self, o2c_connectors::ConfigError> {
         let t = Timeouts { connect: Duration::from_secs(2), request: c.connector_timeout };
-        let psa = HttpPsa(HttpConnector::new("psa", &c.psa_base_url, c.connector_token.clone(), t)?);
-        let erp = HttpErp(HttpConnector::new("erp", &c.erp_base_url, c.connector_token.clone(), t)?);
-        let crm = HttpCrm(HttpConnector::new("crm", &c.crm_base_url, c.connector_token.clone(), t)?);
+        let psa = HttpPsa(HttpConnector::new(o2c_app::ports::System::Psa, &c.psa_base_url, c.connector_token.clone(), t)?);
+        let erp = HttpErp(HttpConnector::new(o2c_app::ports::System::Erp, &c.erp_base_url, c.connector_token.clone(), t)?);
+        let crm = HttpCrm(HttpConnector::new(o2c_app::ports::System::Crm, &c.crm_base_url, c.connector_token.clone(), t)?);
         let tables = Tables { state: c.state_table.clone(), idempotency: c.idempotency_table.clone() };
         Ok(Self::with_connectors(sdk, tables, c.event_bus_name.clone(), c.reference_cache, crm, psa, erp))
     }

@@ -7,7 +7,8 @@
 //! (≤ 10, the `ReceiveMessage` limit), at most `MaximumConcurrency` concurrent batches
 //! per function, the records handed over as an `SqsEvent`, successes deleted with
 //! `DeleteMessageBatch`, reported failures left to reappear after their visibility timeout
-//! (and to move to the DLQ after `maxReceiveCount` by SQS itself). Pipes forward a source
+//! — or after their hint, applied with `ChangeMessageVisibility` like the Lambda shell
+//! does — and moved to the DLQ after `maxReceiveCount` by SQS itself. Pipes forward a source
 //! message to their FIFO target with the group and deduplication ids read from the body,
 //! then delete it.
 
@@ -19,6 +20,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use o2c_app::ports::Platform;
+use o2c_app::sqs::BatchContext;
 use o2c_app::topology::{FunctionDef, PipeDef, Topology};
 use o2c_app::{Step, StepService};
 use tokio::sync::watch;
@@ -57,6 +59,8 @@ pub struct PollerStats {
     pub failures: std::sync::atomic::AtomicU64,
     /// Messages moved by pipes.
     pub piped: std::sync::atomic::AtomicU64,
+    /// Failed records brought back early by a visibility hint.
+    pub hinted: std::sync::atomic::AtomicU64,
 }
 
 /// The poller for one stage.
@@ -141,7 +145,7 @@ impl<P: Platform> Poller<P> {
             warn!(queue = %f.queue, "queue not deployed; function not polled");
             return;
         };
-        let visibility = self.topology.queues.get(&f.queue).map_or(30, |q| q.visibility_timeout_secs);
+        let redrive = self.topology.queues.get(&f.queue).and_then(|q| q.redrive.clone());
         loop {
             if *stop.borrow() {
                 return;
@@ -156,15 +160,24 @@ impl<P: Platform> Poller<P> {
             self.stats.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut event = SqsEvent::default();
             event.records = msgs.iter().map(|m| to_record(m, &arn)).collect();
-            let deadline = chrono::Utc::now() + chrono::Duration::seconds(i64::from(visibility));
-            let resp = o2c_app::sqs::handle_batch(&self.svc, step, event, deadline).await;
-            let failed: std::collections::HashSet<&str> = resp.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+            // The function's timeout bounds the invocation, as Lambda's does.
+            let batch = BatchContext {
+                deadline: self.svc.platform().clock().now() + chrono::Duration::seconds(i64::from(f.timeout_secs)),
+                max_receive_count: redrive.as_ref().map(|r| r.max_receive_count),
+                dead_letter_queue: redrive.as_ref().map(|r| r.dead_letter_queue.clone()),
+            };
+            let result = o2c_app::sqs::handle_batch(&self.svc, step, event, &batch).await;
+            crate::visibility::apply(&self.sqs, &url, &result.visibility).await;
+            self.stats.hinted.fetch_add(result.visibility.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let hinted: std::collections::HashSet<&str> = result.visibility.iter().map(|v| v.message_id.as_str()).collect();
+            let failed: std::collections::HashSet<&str> =
+                result.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
             self.stats.failures.fetch_add(failed.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let mut deletes = Vec::new();
             for (i, m) in msgs.iter().enumerate() {
                 let id = m.message_id().unwrap_or_default();
                 if failed.contains(id) {
-                    if let (Some(delay), Some(handle)) = (self.options.failure_visibility, m.receipt_handle()) {
+                    if let (Some(delay), Some(handle), false) = (self.options.failure_visibility, m.receipt_handle(), hinted.contains(id)) {
                         let _ = self
                             .sqs
                             .change_message_visibility()

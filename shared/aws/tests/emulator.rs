@@ -53,6 +53,10 @@ fn entry(bus: &str, sample: &Value) -> PutEventsEntry {
 
 impl Stage {
     async fn new() -> Self {
+        Self::with(ServiceConfig::default()).await
+    }
+
+    async fn with(config: ServiceConfig) -> Self {
         let _ = endpoint();
         let sdk = o2c_aws::sdk_config().await;
         let topo = Arc::new(Topology::from_sam_yaml(TEMPLATE).unwrap());
@@ -71,7 +75,7 @@ impl Stage {
             sims.clone(),
         );
         platform.store.put_reference(&reference).await.expect("reference data loaded");
-        let svc = Arc::new(StepService::new(platform, ServiceConfig::default()));
+        let svc = Arc::new(StepService::new(platform, config));
         Self { sdk, topo, deployed, svc, sims, _dir: dir }
     }
 
@@ -80,7 +84,10 @@ impl Stage {
     }
 
     fn poller(&self) -> Arc<Poller<SimPlatform>> {
-        let opts = PollerOptions { wait_time_secs: 1, max_concurrency: 2, failure_visibility: Some(Duration::ZERO) };
+        self.poller_with(PollerOptions { wait_time_secs: 1, max_concurrency: 2, failure_visibility: Some(Duration::ZERO) })
+    }
+
+    fn poller_with(&self, opts: PollerOptions) -> Arc<Poller<SimPlatform>> {
         Arc::new(Poller::new(
             o2c_aws::platform::sqs_long_poll_client(&self.sdk),
             self.svc.clone(),
@@ -101,8 +108,15 @@ impl Stage {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
+        self.run_poller_until(self.poller(), max, done).await
+    }
+
+    async fn run_poller_until<F, Fut>(&self, poller: Arc<Poller<SimPlatform>>, max: Duration, done: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let (tx, rx) = watch::channel(false);
-        let poller = self.poller();
         let mut set = poller.start(rx);
         let start = Instant::now();
         while !done().await {
@@ -192,6 +206,12 @@ async fn when_a_message_keeps_failing_should_end_in_the_dlq_with_its_reason() {
     assert_eq!(failure.error_type, "O2c.Bug");
     assert!(failure.error.contains("ENG-GHOST-0001 not found"), "{}", failure.error);
     assert_eq!(failure.receive_count, 5, "maxReceiveCount from the template");
+    // No engagement to raise an exception on: the coming dead letter is parked, visible.
+    let parked = st.platform().store.rejections(10).await.unwrap();
+    assert!(
+        parked.iter().any(|p| p.engagement_id.as_deref() == Some("ENG-GHOST-0001") && p.reasons[0].code == "dead_lettered"),
+        "{parked:#?}"
+    );
 
     // Redrive (receive → resend → delete) moves it back to the source queue.
     let src = st.deployed.queue_urls["ProvisionQueue"].clone();
@@ -226,10 +246,13 @@ async fn when_handlers_race_on_one_engagement_should_never_lose_an_update() {
                     compensations: vec![],
                     raised_at: chrono::Utc::now(),
                     open: true,
+                    event_id: None,
+                    closed_at: None,
+                    resolution: None,
                 });
                 let commit = o2c_app::ports::Commit {
                     state: Some(StateWrite { engagement: e, expected: o2c_app::ports::ExpectedVersion::Is(cur.version) }),
-                    audit: o2c_domain::engagement::AuditEntry {
+                    audit: Some(o2c_domain::engagement::AuditEntry {
                         engagement_id: GLOBEX.into(),
                         at: chrono::Utc::now(),
                         step: "test".into(),
@@ -238,15 +261,15 @@ async fn when_handlers_race_on_one_engagement_should_never_lose_an_update() {
                         correlation_id: "c".into(),
                         action: "race".into(),
                         summary: String::new(),
-                    },
-                    completion: o2c_app::ports::Completion {
+                    }),
+                    key: o2c_app::ports::KeyWrite::Complete(o2c_app::ports::Completion {
                         key: format!("race#{i}"),
                         payload_hash: "h".into(),
                         result: o2c_app::ports::StoredResult { action: "race".into(), events: vec![] },
                         now: chrono::Utc::now(),
                         expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
                         mode: o2c_app::ports::CompletionMode::Fresh,
-                    },
+                    }),
                 };
                 match store.commit(commit).await.unwrap() {
                     o2c_app::ports::CommitOutcome::Committed { .. } => return conflicts,
@@ -278,7 +301,7 @@ async fn when_each_step_processes_an_event_should_stay_within_the_dynamodb_write
     let mut report = Vec::new();
     let mut measure = async |label: &str, step: Step, ev: &o2c_domain::events::BusinessEvent| {
         let (_, before) = counts.snapshot();
-        let h = svc.handle(step, ev, deadline).await.unwrap();
+        let h = svc.handle(step, ev, &o2c_app::Delivery::once(deadline)).await.unwrap();
         let (_, after) = counts.snapshot();
         report.push(format!("{label:<44} {:<28} writes={}", h.action, after - before));
         after - before
@@ -350,34 +373,36 @@ async fn when_connectors_speak_http_should_provision_through_the_system_api_cont
     let app = o2c_embedded::sim_http::router(st.sims.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let t = o2c_connectors::Timeouts::default();
-    let conn =
-        |sys: &'static str| o2c_connectors::HttpConnector::new(sys, &format!("http://{addr}/{sys}"), Some("test-token".into()), t).unwrap();
+    let conn = |sys: System| {
+        o2c_connectors::HttpConnector::new(sys, &format!("http://{addr}/{}", sys.as_str()), Some("test-token".into()), t).unwrap()
+    };
     let platform = AwsPlatform::with_connectors(
         &st.sdk,
         Tables { state: st.deployed.tables.state.clone(), idempotency: st.deployed.tables.idempotency.clone() },
         st.deployed.bus_name.clone(),
         Duration::from_secs(60),
-        o2c_connectors::HttpCrm(conn("crm")),
-        o2c_connectors::HttpPsa(conn("psa")),
-        o2c_connectors::HttpErp(conn("erp")),
+        o2c_connectors::HttpCrm(conn(System::Crm)),
+        o2c_connectors::HttpPsa(conn(System::Psa)),
+        o2c_connectors::HttpErp(conn(System::Erp)),
     );
     let svc = StepService::new(platform, ServiceConfig::default());
     st.sims.inject(System::Erp, "create_project", o2c_embedded::sim::Fault::TimeoutAfterCommit, Some(1)).await.unwrap();
     let decode = |v: &Value| o2c_app::contracts::decode(v["detail-type"].as_str().unwrap(), &v["detail"]).unwrap();
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(60);
-    svc.handle(Step::Intake, &decode(&read_sample("OpportunityClosedWon")), deadline).await.unwrap();
+    svc.handle(Step::Intake, &decode(&read_sample("OpportunityClosedWon")), &o2c_app::Delivery::once(deadline)).await.unwrap();
     let approved = decode(&read_sample("ContractApproved"));
-    let first = svc.handle(Step::Provision, &approved, deadline).await.unwrap_err();
-    assert!(first.is_retryable(), "a lost response (HTTP 504) is transient: {first}");
-    let second = svc.handle(Step::Provision, &approved, deadline).await.unwrap();
-    assert_eq!(second.action, "provisioned");
+    // The lost response (HTTP 504) is transient: retried inside the invocation.
+    let first = svc.handle(Step::Provision, &approved, &o2c_app::Delivery::once(deadline)).await.unwrap();
+    assert_eq!(first.action, "provisioned");
     assert_eq!(st.sims.projects(System::Erp).await.unwrap().len(), 1, "the retry got the project the ERP had committed");
+    let erp_creates = st.sims.calls().await.unwrap().into_iter().filter(|c| c.system == "erp" && c.operation == "create_project").count();
+    assert_eq!(erp_creates, 2, "the lost answer, then the create-or-get that found it");
 
     // A permanent 4xx is classified as such and compensated.
     let mut other = read_sample("OpportunityClosedWon");
     other["detail"]["payload"]["opportunity_id"] = json!("0068d00000HTTP02");
     other["detail"]["idempotency_key"] = json!("crm:opportunity:0068d00000HTTP02:closed-won:r1");
-    svc.handle(Step::Intake, &decode(&other), deadline).await.unwrap();
+    svc.handle(Step::Intake, &decode(&other), &o2c_app::Delivery::once(deadline)).await.unwrap();
     st.sims
         .inject(
             System::Erp,
@@ -390,8 +415,8 @@ async fn when_connectors_speak_http_should_provision_through_the_system_api_cont
     let mut approved2 = read_sample("ContractApproved");
     approved2["detail"]["payload"]["opportunity_id"] = json!("0068d00000HTTP02");
     approved2["detail"]["idempotency_key"] = json!("clm:agreement:AGR-HTTP02:approved");
-    let h = svc.handle(Step::Provision, &decode(&approved2), deadline).await.unwrap();
-    assert_eq!(h.action, "provisioning_failed");
+    let h = svc.handle(Step::Provision, &decode(&approved2), &o2c_app::Delivery::once(deadline)).await.unwrap();
+    assert_eq!(h.action, "compensated", "failure recorded, then the PSA project cancelled");
     let psa = st.sims.projects(System::Psa).await.unwrap();
     assert!(psa.iter().any(|p| p.external_key == "ENG-0068d00000HTTP02" && p.status == "cancelled"));
 }
@@ -413,4 +438,98 @@ async fn when_a_message_breaks_the_contract_should_be_parked_and_listed_for_oper
     assert!(r.reasons.iter().any(|i| i.field == "payload.revision"), "{:?}", r.reasons);
     assert!(r.reasons.iter().any(|i| i.message.contains("correlation_id")), "{:?}", r.reasons);
     assert!(st.status(GLOBEX).await.is_none(), "nothing was processed");
+}
+
+fn fast() -> ServiceConfig {
+    let mut c = ServiceConfig::default();
+    c.connector_retry.base = Duration::from_millis(2);
+    c.connector_retry.cap = Duration::from_millis(20);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_a_message_exhausts_its_receives_on_aws_should_raise_the_exception_show_it_on_the_crm_and_recover_on_redrive() {
+    let st = Stage::with(fast()).await;
+    st.sims.inject(System::Erp, "create_project", o2c_embedded::sim::Fault::ServerError { status: 503 }, None).await.unwrap();
+    st.publish(&[read_sample("OpportunityClosedWon"), read_sample("ContractApproved")]).await;
+    let sqs = aws_sdk_sqs::Client::new(&st.sdk);
+    let dlq = st.deployed.queue_urls["ProvisionDLQ"].clone();
+    let visible = || async {
+        let crm_error = st.sims.opportunity("0068d00000GLBX01").await.unwrap().is_some_and(|(_, u)| u.sync_status == "Error");
+        crm_error && o2c_aws::ops::depth(&sqs, &dlq).await.unwrap().0 == 1
+    };
+    st.run_until(Duration::from_secs(90), visible).await;
+
+    let e = st.platform().store.load(GLOBEX).await.unwrap().unwrap().value;
+    assert_eq!(e.status, EngagementStatus::Provisioning);
+    assert_eq!(e.claimed_by, None, "the claim is released for a redrive or another event");
+    let ex = e.exceptions.iter().find(|x| x.kind == o2c_domain::events::ExceptionKind::DeadLettered).expect("dead-letter exception");
+    assert!(ex.open && ex.message.contains("503") && ex.message.contains("ProvisionDLQ"), "{}", ex.message);
+    let open = st
+        .platform()
+        .store
+        .list(&o2c_app::ports::EngagementFilter { open_exceptions: true, limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(open.iter().map(|s| s.engagement_id.as_str()).collect::<Vec<_>>(), vec![GLOBEX], "in the operators' exception queue");
+    let (_, crm) = st.sims.opportunity("0068d00000GLBX01").await.unwrap().unwrap();
+    assert!(crm.last_error.unwrap_or_default().contains("503"));
+
+    // The ERP recovers; the redrive provisions on the same keys and closes the exception.
+    st.sims.clear_faults().await.unwrap();
+    let src = st.deployed.queue_urls["ProvisionQueue"].clone();
+    assert_eq!(o2c_aws::ops::redrive(&sqs, &dlq, &src, 10, |_| ()).await.unwrap(), 1);
+    let synced = || async { st.sims.opportunity("0068d00000GLBX01").await.unwrap().is_some_and(|(_, u)| u.sync_status == "Synced") };
+    st.run_until(Duration::from_secs(60), synced).await;
+    let e = st.platform().store.load(GLOBEX).await.unwrap().unwrap().value;
+    assert_eq!(e.status, EngagementStatus::Active);
+    assert!(!e.has_open_exception(), "{:?}", e.exceptions);
+    assert_eq!(st.sims.projects(System::Psa).await.unwrap().len(), 1, "the same PSA project, not a second one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_a_duplicate_meets_an_in_progress_record_on_aws_should_come_back_in_seconds_not_after_the_visibility_timeout() {
+    let st = Stage::with(fast()).await;
+    // The ERP is slow on the billing schedule: the first billing-setup invocation holds its
+    // record for 4 s, while a duplicate approval re-publishes ProjectProvisioned.
+    st.sims.inject(System::Erp, "create_billing_schedule", o2c_embedded::sim::Fault::Latency { ms: 4000 }, Some(1)).await.unwrap();
+    let approved = read_sample("ContractApproved");
+    st.publish(&[read_sample("OpportunityClosedWon"), approved.clone()]).await;
+    // No failure_visibility override: a failed record waits out the queue's 180 s
+    // visibility timeout unless the handler's hint brings it back sooner.
+    let poller = st.poller_with(PollerOptions { wait_time_secs: 1, max_concurrency: 2, failure_visibility: None });
+    let (tx, rx) = watch::channel(false);
+    let mut set = poller.start(rx);
+    let key = "billing-setup#project-provisioned:ENG-0068d00000GLBX01";
+    let started = Instant::now();
+    loop {
+        let rec = st.platform().store.get(key).await.unwrap();
+        if rec.is_some_and(|r| r.status == o2c_app::ports::IdempotencyStatus::InProgress) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "billing setup never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // While billing setup holds its record, the CLM re-sends the approval.
+    st.publish(&[approved]).await;
+    let sqs = aws_sdk_sqs::Client::new(&st.sdk);
+    let resent = Instant::now();
+    loop {
+        let done = st.status(GLOBEX).await == Some(EngagementStatus::Active)
+            && o2c_aws::poller::pending(&sqs, &st.topo, &st.deployed).await.unwrap() == 0;
+        if done {
+            break;
+        }
+        assert!(resent.elapsed() < Duration::from_secs(60), "the duplicate waited for the visibility timeout");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = resent.elapsed();
+    let _ = tx.send(true);
+    while set.join_next().await.is_some() {}
+    let hinted = poller.stats().hinted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(hinted >= 1, "the duplicate met the in-progress record and was brought back by a hint");
+    assert_eq!(st.sims.billing_schedules().await.unwrap().len(), 1);
+    let creates = st.sims.calls().await.unwrap().into_iter().filter(|c| c.operation == "create_billing_schedule").count();
+    assert_eq!(creates, 1, "the duplicate was answered from the idempotency record, not by calling the ERP");
+    println!("duplicate behind an in-progress record: {hinted} hint(s), drained {took:?} after the re-send (visibility timeout 180 s)");
 }

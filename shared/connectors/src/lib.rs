@@ -7,11 +7,14 @@
 //!
 //! | call | request | success |
 //! |------|---------|---------|
-//! | `PUT  {psa}/v1/projects/{external_key}` | `ProjectSpec` | `201` created / `200` existing: `{"id", "created"}` |
+//! | `PUT  {psa}/v1/projects/{external_key}` | `ProjectSpec` | `201` created / `200` existing: `{"id", "created", "status"}` |
 //! | `POST {psa}/v1/projects/{id}/cancel` | `{"reason"}` | `200` (also when already cancelled) |
-//! | `PUT  {erp}/v1/projects/{external_key}` | `ProjectSpec` | `201` / `200`: `{"id", "created"}` |
-//! | `PUT  {erp}/v1/projects/{id}/billing-schedules/{schedule_id}` | `BillingSchedule` | `201` / `200`: `{"id", "created"}` |
+//! | `PUT  {erp}/v1/projects/{external_key}` | `ProjectSpec` | `201` / `200`: `{"id", "created", "status"}` |
+//! | `PUT  {erp}/v1/projects/{id}/billing-schedules/{schedule_id}` | `BillingSchedule` | `201` / `200`: `{"id", "created", "status"}` |
 //! | `PATCH {crm}/v1/opportunities/{id}/o2c-sync` | `CrmOpportunityUpdate` | `200`: `{"result": "applied" \| "stale"}` |
+//!
+//! `status` is `active` or `cancelled`: an existing object found under the key is returned
+//! whatever its state, and o2c never reuses a cancelled one as live.
 //!
 //! Errors: `4xx` with `{"code", "message"}` is permanent, except `408` and `429` (with
 //! `Retry-After`); `5xx`, timeouts and connection failures are transient. The layout:
@@ -20,19 +23,27 @@
 
 use std::time::Duration;
 
-use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalRef, Psa};
+use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, ObjectStatus, Psa, System};
 use o2c_domain::engagement::CrmOpportunityUpdate;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
-/// `{"id", "created"}` answer of a create-or-get.
+/// `{"id", "created", "status"}` answer of a create-or-get.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedRef {
     /// System id.
     pub id: String,
     /// `false` when the external key already existed.
     pub created: bool,
+    /// `active` or `cancelled` (required: a system API that cannot tell must not claim live).
+    pub status: ObjectStatus,
+}
+
+impl From<CreatedRef> for ExternalObject {
+    fn from(r: CreatedRef) -> Self {
+        ExternalObject { id: r.id, created: r.created, status: r.status }
+    }
 }
 
 /// `{"code", "message"}` error body.
@@ -78,7 +89,7 @@ impl Default for Timeouts {
 pub struct HttpConnector {
     client: reqwest::Client,
     base: Url,
-    system: &'static str,
+    system: System,
     token: Option<String>,
 }
 
@@ -96,10 +107,10 @@ impl std::error::Error for ConfigError {}
 
 impl HttpConnector {
     /// A connector for `system` at `base_url` (built once per process).
-    pub fn new(system: &'static str, base_url: &str, token: Option<String>, timeouts: Timeouts) -> Result<Self, ConfigError> {
-        let mut base = Url::parse(base_url).map_err(|e| ConfigError(format!("{system} base URL `{base_url}`: {e}")))?;
+    pub fn new(system: System, base_url: &str, token: Option<String>, timeouts: Timeouts) -> Result<Self, ConfigError> {
+        let mut base = Url::parse(base_url).map_err(|e| ConfigError(format!("{} base URL `{base_url}`: {e}", system.as_str())))?;
         if base.cannot_be_a_base() {
-            return Err(ConfigError(format!("{system} base URL `{base_url}` cannot be a base")));
+            return Err(ConfigError(format!("{} base URL `{base_url}` cannot be a base", system.as_str())));
         }
         if !base.path().ends_with('/') {
             let p = format!("{}/", base.path());
@@ -110,7 +121,7 @@ impl HttpConnector {
             .timeout(timeouts.request)
             .user_agent(concat!("o2c/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ConfigError(format!("{system} HTTP client: {e}")))?;
+            .map_err(|e| ConfigError(format!("{} HTTP client: {e}", system.as_str())))?;
         Ok(Self { client, base, system, token: token.filter(|t| !t.is_empty()) })
     }
 
@@ -127,11 +138,11 @@ impl HttpConnector {
     }
 
     fn permanent(&self, status: u16, code: &str, message: String) -> ConnectorError {
-        ConnectorError::Permanent { system: self.system.into(), status, code: code.into(), message }
+        ConnectorError::Permanent { system: self.system, status, code: code.into(), message }
     }
 
     fn transient(&self, status: u16, message: String, retry_after: Option<Duration>) -> ConnectorError {
-        ConnectorError::Transient { system: self.system.into(), status, message, retry_after }
+        ConnectorError::Transient { system: self.system, status, message, retry_after }
     }
 
     /// Sends a JSON request and classifies the answer.
@@ -189,10 +200,10 @@ pub struct HttpErp(pub HttpConnector);
 pub struct HttpCrm(pub HttpConnector);
 
 impl Psa for HttpPsa {
-    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalRef, ConnectorError> {
+    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalObject, ConnectorError> {
         let (_, r): (_, CreatedRef) =
             self.0.call(Method::PUT, &["v1", "projects", &spec.external_key], Some(&spec.external_key), spec).await?;
-        Ok(ExternalRef { id: r.id, created: r.created })
+        Ok(r.into())
     }
 
     async fn cancel_project(&self, project_id: &str, reason: &str) -> Result<(), ConnectorError> {
@@ -203,17 +214,17 @@ impl Psa for HttpPsa {
 }
 
 impl Erp for HttpErp {
-    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalRef, ConnectorError> {
+    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalObject, ConnectorError> {
         let (_, r): (_, CreatedRef) =
             self.0.call(Method::PUT, &["v1", "projects", &spec.external_key], Some(&spec.external_key), spec).await?;
-        Ok(ExternalRef { id: r.id, created: r.created })
+        Ok(r.into())
     }
 
     async fn create_or_get_billing_schedule(
         &self,
         erp_project_id: &str,
         schedule: &BillingSchedule,
-    ) -> Result<ExternalRef, ConnectorError> {
+    ) -> Result<ExternalObject, ConnectorError> {
         let (_, r): (_, CreatedRef) = self
             .0
             .call(
@@ -223,7 +234,7 @@ impl Erp for HttpErp {
                 schedule,
             )
             .await?;
-        Ok(ExternalRef { id: r.id, created: r.created })
+        Ok(r.into())
     }
 }
 

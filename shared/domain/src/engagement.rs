@@ -110,6 +110,24 @@ pub struct EngagementException {
     pub raised_at: DateTime<Utc>,
     /// Still needs attention.
     pub open: bool,
+    /// The event being processed when it was raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// When it closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Why it closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+}
+
+impl EngagementException {
+    /// Closes it: its condition cleared.
+    pub fn close(&mut self, at: DateTime<Utc>, resolution: String) {
+        self.open = false;
+        self.closed_at = Some(at);
+        self.resolution = Some(resolution);
+    }
 }
 
 /// What was last written to the CRM opportunity.
@@ -193,9 +211,13 @@ pub struct Engagement {
     /// Provisioning attempt (1-based); the external key of attempt n > 1 is `<id>~n`.
     #[serde(default)]
     pub provisioning_attempt: u32,
-    /// Idempotency key of the event whose provisioning holds the `provisioning` claim.
+    /// Idempotency key of the event whose provisioning holds the `provisioning` claim
+    /// (`None` while `provisioning`: abandoned by a dead-lettered message, free to take over).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_by: Option<String>,
+    /// Compensations a failed attempt owes (recorded before they are performed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compensation_due: Vec<Compensation>,
     /// PSA project id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psa_project_id: Option<String>,
@@ -238,6 +260,7 @@ impl Engagement {
             approval: None,
             provisioning_attempt: 0,
             claimed_by: None,
+            compensation_due: Vec::new(),
             psa_project_id: None,
             erp_project_id: None,
             milestones: Vec::new(),

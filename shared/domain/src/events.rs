@@ -410,6 +410,8 @@ pub enum ExceptionKind {
     CrmWritebackFailed,
     /// A message could not be processed and was parked (poison / bad input).
     MessageRejected,
+    /// A message exhausted its receives (retryable failures) and went to its DLQ.
+    DeadLettered,
 }
 
 /// A compensating action taken after a partial failure.
@@ -421,7 +423,7 @@ pub struct Compensation {
     pub action: String,
     /// Object affected.
     pub object_id: String,
-    /// `done` or `failed: <reason>`.
+    /// `pending` (owed, not yet performed), `done` or `failed: <reason>`.
     pub outcome: String,
 }
 

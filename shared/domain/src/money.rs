@@ -5,13 +5,20 @@
 //!   BHD 3) with [`RoundingStrategy::MidpointAwayFromZero`] ("commercial" rounding), the
 //!   rule ERPs such as NetSuite and SAP apply to invoice lines by default.
 //! - Splitting an amount (installments, milestone percentages) never creates or loses a
-//!   minor unit: every part is rounded down to the minor unit and the remainder is added
-//!   to the **last** part, so the parts always sum to the total exactly.
+//!   minor unit (largest-remainder allocation): the total is rounded to the minor unit;
+//!   each part's exact share (`total × weight / Σ weights`) is rounded half away from
+//!   zero; the difference between the total and the sum of the rounded parts — a whole
+//!   number of minor units, positive or negative — is then distributed one minor unit at
+//!   a time, a positive remainder to the parts that were rounded down the most (largest
+//!   `exact − rounded`), a negative one to the parts that were rounded up the most; ties
+//!   go to the earlier part. The parts sum to the total exactly and each is within one
+//!   minor unit of its exact share (property-tested below).
 //! - Arithmetic across currencies is an error, never an implicit conversion.
 
 use std::fmt;
 use std::str::FromStr;
 
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
@@ -205,8 +212,8 @@ impl Money {
         self.allocate(&weights)
     }
 
-    /// Splits by weights (e.g. milestone percentages); parts sum exactly to `self`
-    /// rounded to the minor unit, the remainder landing on the last part.
+    /// Splits by weights (e.g. milestone percentages) with the largest-remainder rule of
+    /// the module docs: the parts sum exactly to `self` rounded to the minor unit.
     pub fn allocate(self, weights: &[Decimal]) -> Result<Vec<Money>, MoneyError> {
         if weights.is_empty() {
             return Err(MoneyError::InvalidSplit("no weights".into()));
@@ -220,15 +227,30 @@ impl Money {
         }
         let total = self.rounded();
         let exp = self.currency.exponent();
-        let mut parts = Vec::with_capacity(weights.len());
-        let mut allocated = Decimal::ZERO;
-        for w in &weights[..weights.len() - 1] {
-            let share = (total.amount * *w / total_weight).round_dp_with_strategy(exp, RoundingStrategy::ToZero);
-            allocated += share;
-            parts.push(Money::new(share, self.currency));
+        let unit = Decimal::new(1, exp);
+        let exact: Vec<Decimal> = weights.iter().map(|w| total.amount * *w / total_weight).collect();
+        let mut parts: Vec<Decimal> = exact.iter().map(|x| x.round_dp_with_strategy(exp, RoundingStrategy::MidpointAwayFromZero)).collect();
+        let remainder = total.amount - parts.iter().copied().sum::<Decimal>();
+        // |remainder| < parts × ½ unit, so the count of unit steps is small and exact.
+        let step_count = (remainder / unit).round().abs().to_usize().unwrap_or(0);
+        if step_count > 0 {
+            // Order by how far rounding moved each part, in the direction that needs fixing.
+            let mut order: Vec<usize> = (0..parts.len()).collect();
+            let positive = remainder > Decimal::ZERO;
+            order.sort_by(|&a, &b| {
+                let (da, db) = (exact[a] - parts[a], exact[b] - parts[b]);
+                let ord = if positive { db.cmp(&da) } else { da.cmp(&db) };
+                ord.then(a.cmp(&b))
+            });
+            for &i in order.iter().cycle().take(step_count) {
+                if positive {
+                    parts[i] += unit;
+                } else {
+                    parts[i] -= unit;
+                }
+            }
         }
-        parts.push(Money::new(total.amount - allocated, self.currency));
-        Ok(parts)
+        Ok(parts.into_iter().map(|p| Money::new(p, self.currency)).collect())
     }
 }
 
@@ -269,11 +291,42 @@ mod tests {
     }
 
     #[test]
-    fn when_split_does_not_divide_evenly_should_put_remainder_on_last_part() {
+    fn when_split_does_not_divide_evenly_should_give_the_remainder_to_the_earliest_tied_part() {
         let parts = Money::new(dec!(100.00), eur()).split_even(3).unwrap();
         let amounts: Vec<_> = parts.iter().map(|m| m.amount).collect();
-        assert_eq!(amounts, vec![dec!(33.33), dec!(33.33), dec!(33.34)]);
+        // 33.333… rounds to 33.33 three times; the one missing cent goes to the first tie.
+        assert_eq!(amounts, vec![dec!(33.34), dec!(33.33), dec!(33.33)]);
         assert_eq!(sum(eur(), parts).unwrap().amount, dec!(100.00));
+    }
+
+    #[test]
+    fn when_a_share_sits_on_a_midpoint_should_round_it_half_away_from_zero() {
+        // 25 % of 1,222,222.22 is 305,555.555 exactly: half away from zero gives .56 (the
+        // old rule truncated to .55). The other 75 % is 916,666.665 → .67; the sum then
+        // overshoots by one cent, taken back from the part rounded up the most (a tie at
+        // .005, so the earlier part).
+        let parts = Money::new(dec!(1222222.22), eur()).allocate(&[dec!(25), dec!(75)]).unwrap();
+        let amounts: Vec<_> = parts.iter().map(|m| m.amount).collect();
+        assert_eq!(amounts, vec![dec!(305555.55), dec!(916666.67)]);
+        let parts = Money::new(dec!(1222222.22), eur()).allocate(&[dec!(25), dec!(35), dec!(40)]).unwrap();
+        let amounts: Vec<_> = parts.iter().map(|m| m.amount).collect();
+        // 305,555.555 → .56, 427,777.777 → .78, 488,888.888 → .89: sum 1,222,222.23, one
+        // cent too many, taken from the part rounded up the most (305,555.56, up by .005).
+        assert_eq!(amounts, vec![dec!(305555.55), dec!(427777.78), dec!(488888.89)]);
+    }
+
+    #[test]
+    fn when_splitting_into_sevenths_should_spread_the_remainder_instead_of_piling_it_on_the_last_part() {
+        // 611,111.11 / 7 = 87,301.587…: every part rounds to 87,301.59 and the sum
+        // overshoots by 2 cents, taken from the first two parts (all tie). The old rule
+        // gave 87,301.58 × 6 + 87,301.63 (5 cents off on the last part).
+        let parts = Money::new(dec!(611111.11), eur()).split_even(7).unwrap();
+        let amounts: Vec<_> = parts.iter().map(|m| m.amount).collect();
+        assert_eq!(
+            amounts,
+            vec![dec!(87301.58), dec!(87301.58), dec!(87301.59), dec!(87301.59), dec!(87301.59), dec!(87301.59), dec!(87301.59)]
+        );
+        assert_eq!(sum(eur(), parts).unwrap().amount, dec!(611111.11));
     }
 
     #[test]
@@ -281,7 +334,9 @@ mod tests {
         let jpy = Currency::parse("JPY").unwrap();
         let parts = Money::new(dec!(1000001), jpy).allocate(&[dec!(10), dec!(25), dec!(40), dec!(25)]).unwrap();
         let amounts: Vec<_> = parts.iter().map(|m| m.amount).collect();
-        assert_eq!(amounts, vec![dec!(100000), dec!(250000), dec!(400000), dec!(250001)]);
+        // 100000.1, 250000.25, 400000.4, 250000.25 → 100000, 250000, 400000, 250000 and the
+        // missing yen goes to the largest remainder (.4, the third part).
+        assert_eq!(amounts, vec![dec!(100000), dec!(250000), dec!(400001), dec!(250000)]);
     }
 
     #[test]
@@ -307,6 +362,57 @@ mod tests {
         let back: Money = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
         assert!(serde_json::from_str::<Money>(r#"{"amount":"1","currency":"ZZZ"}"#).is_err());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn currency() -> impl Strategy<Value = Currency> {
+            prop::sample::select(vec!["EUR", "JPY", "BHD", "USD", "SGD"]).prop_map(|c| Currency::parse(c).unwrap())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn allocation_sums_exactly_and_each_part_is_within_one_minor_unit_of_its_share(
+                units in -10_000_000_000i64..10_000_000_000i64,
+                weights in prop::collection::vec(0u32..10_000, 1..13),
+                currency in currency(),
+            ) {
+                prop_assume!(weights.iter().any(|w| *w > 0));
+                let total = Money::new(Decimal::new(units, currency.exponent()), currency);
+                let w: Vec<Decimal> = weights.iter().map(|x| Decimal::from(*x)).collect();
+                let parts = total.allocate(&w).unwrap();
+                prop_assert_eq!(parts.len(), w.len());
+                prop_assert_eq!(sum(currency, parts.clone()).unwrap().amount, total.amount);
+                let unit = Decimal::new(1, currency.exponent());
+                let tw: Decimal = w.iter().copied().sum();
+                for (p, wi) in parts.iter().zip(&w) {
+                    let exact = total.amount * *wi / tw;
+                    prop_assert!((p.amount - exact).abs() < unit, "part {} vs exact share {}", p.amount, exact);
+                    prop_assert!(p.ensure_exact().is_ok(), "part {} has sub-minor-unit digits", p.amount);
+                    if wi.is_zero() {
+                        prop_assert!(p.amount.is_zero());
+                    }
+                }
+            }
+
+            #[test]
+            fn even_split_parts_differ_by_at_most_one_minor_unit(
+                units in 0i64..10_000_000_000i64,
+                n in 1u32..40,
+                currency in currency(),
+            ) {
+                let total = Money::new(Decimal::new(units, currency.exponent()), currency);
+                let parts = total.split_even(n).unwrap();
+                let max = parts.iter().map(|p| p.amount).max().unwrap();
+                let min = parts.iter().map(|p| p.amount).min().unwrap();
+                prop_assert!(max - min <= Decimal::new(1, currency.exponent()));
+                prop_assert_eq!(sum(currency, parts).unwrap().amount, total.amount);
+            }
+        }
     }
 
     #[test]

@@ -86,7 +86,7 @@ fn when_contract_mixes_models_should_derive_schedule_that_sums_exactly() {
 }
 
 #[test]
-fn when_fixed_fee_does_not_divide_evenly_should_put_remainder_on_last_installment() {
+fn when_fixed_fee_does_not_divide_evenly_should_round_each_installment_and_spread_the_remainder() {
     let refdata = reference();
     let mut opp = globex_closed_won();
     opp.lines[2].amount = Some("100000.01".into());
@@ -102,7 +102,7 @@ fn when_fixed_fee_does_not_divide_evenly_should_put_remainder_on_last_installmen
             _ => None,
         })
         .collect();
-    assert_eq!(amounts.iter().map(|m| m.amount).collect::<Vec<_>>(), vec![dec!(33333.33), dec!(33333.33), dec!(33333.35)]);
+    assert_eq!(amounts.iter().map(|m| m.amount).collect::<Vec<_>>(), vec![dec!(33333.33), dec!(33333.34), dec!(33333.34)]);
     assert_eq!(sum(c.currency, amounts).unwrap().amount, dec!(100000.01));
 }
 

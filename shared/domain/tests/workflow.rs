@@ -4,15 +4,52 @@
 mod common;
 
 use common::*;
-use o2c_domain::engagement::EngagementStatus;
+use o2c_domain::engagement::{Engagement, EngagementStatus};
 use o2c_domain::events::{ContractApproved, EventType, ExceptionKind};
+use o2c_domain::workflow::crm_writeback::decide_writeback;
+use o2c_domain::workflow::provision::{COMPENSATION_DONE, COMPENSATION_PENDING, ProvisionTrigger, decide_provisioning};
 use o2c_domain::workflow::{
-    ProvisionTrigger, Provisioning, StepContext, Writeback, crm_update_for, decide_closed_won, decide_provisioning, decide_writeback,
-    provisioned, provisioning_failed, step,
+    Command, CommandResult, ExternalObject, Next, ObjectStatus, Plan, Purpose, Refusal, Snapshot, Step, StepContext, System, WorkflowStep,
+    crm_update_for, dead_lettered, decide_closed_won,
 };
 
-fn ctx<'a>(m: &'a o2c_domain::events::EventMeta, t: EventType, s: &'static str) -> StepContext<'a> {
+fn ctx<'a>(m: &'a o2c_domain::events::EventMeta, t: EventType, s: Step) -> StepContext<'a> {
     StepContext { step: s, event_type: t, meta: m, now: now() }
+}
+
+fn snap(e: &Engagement) -> Option<Snapshot<'_>> {
+    Some(Snapshot { engagement: e, version: 1 })
+}
+
+fn live(id: &str) -> CommandResult {
+    CommandResult::Object(ExternalObject { id: id.into(), created: true, status: ObjectStatus::Active })
+}
+
+/// A valid Globex contract with its CLM approval recorded, and that approval as an event.
+fn approved_contract(c: &StepContext<'_>) -> (Engagement, ContractApproved) {
+    let mut e = decide_closed_won(None, &envelope(globex_closed_won(), "e1"), &reference(), c).engagement.unwrap();
+    e.approval = Some(o2c_domain::engagement::Approval { clm_agreement_id: "A".into(), approver_id: "u".into(), approved_at: now() });
+    let approval = ContractApproved {
+        opportunity_id: e.opportunity_id.clone(),
+        clm_agreement_id: "A".into(),
+        approved_at: now(),
+        approver_id: "u".into(),
+    };
+    (e, approval)
+}
+
+fn run(next: Next) -> Plan {
+    match next {
+        Next::Run(plan) => plan,
+        other => panic!("expected a plan, got {other:?}"),
+    }
+}
+
+fn done(next: Next) -> o2c_domain::workflow::Decision {
+    match next {
+        Next::Done(d) => d,
+        other => panic!("expected a final decision, got {other:?}"),
+    }
 }
 
 #[test]
@@ -22,7 +59,7 @@ fn when_first_closed_won_is_valid_should_create_contract_and_emit_contract_creat
         None,
         &envelope(globex_closed_won(), "e1"),
         &reference(),
-        &ctx(&m, EventType::OpportunityClosedWon, step::INTAKE),
+        &ctx(&m, EventType::OpportunityClosedWon, Step::Intake),
     );
     let e = d.engagement.expect("state");
     assert_eq!(e.status, EngagementStatus::ContractCreated);
@@ -37,7 +74,7 @@ fn when_first_closed_won_is_valid_should_create_contract_and_emit_contract_creat
         None,
         &envelope(globex_closed_won(), "e1"),
         &reference(),
-        &ctx(&m, EventType::OpportunityClosedWon, step::INTAKE),
+        &ctx(&m, EventType::OpportunityClosedWon, Step::Intake),
     );
     assert_eq!(again.events[0].event_id(), ev.event_id());
 }
@@ -45,7 +82,7 @@ fn when_first_closed_won_is_valid_should_create_contract_and_emit_contract_creat
 #[test]
 fn when_revision_is_not_newer_should_change_nothing() {
     let m = meta("e1");
-    let c = ctx(&m, EventType::OpportunityClosedWon, step::INTAKE);
+    let c = ctx(&m, EventType::OpportunityClosedWon, Step::Intake);
     let mut opp = globex_closed_won();
     opp.revision = 3;
     let e = decide_closed_won(None, &envelope(opp.clone(), "e1"), &reference(), &c).engagement.unwrap();
@@ -63,7 +100,7 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
         None,
         &envelope(globex_closed_won(), "e1"),
         &reference(),
-        &ctx(&m, EventType::OpportunityClosedWon, step::INTAKE),
+        &ctx(&m, EventType::OpportunityClosedWon, Step::Intake),
     )
     .engagement
     .unwrap();
@@ -78,15 +115,15 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
         approval_required: true,
     };
     let m2 = meta("e2");
-    let Provisioning::Decided(d) = decide_provisioning(
-        Some(&e),
-        ProvisionTrigger::ContractCreated(&created),
-        &reference(),
-        &ctx(&m2, EventType::ContractCreated, step::PROVISION),
-    )
-    .unwrap() else {
-        panic!("must wait for approval")
-    };
+    let d = done(
+        decide_provisioning(
+            Some(&e),
+            ProvisionTrigger::ContractCreated(&created),
+            &reference(),
+            &ctx(&m2, EventType::ContractCreated, Step::Provision),
+        )
+        .unwrap(),
+    );
     let waiting = d.engagement.unwrap();
     assert_eq!(waiting.status, EngagementStatus::AwaitingApproval);
 
@@ -97,64 +134,149 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
         approver_id: "u".into(),
     };
     let m3 = meta("e3");
-    let c3 = ctx(&m3, EventType::ContractApproved, step::PROVISION);
-    let Provisioning::Execute(plan) =
-        decide_provisioning(Some(&waiting), ProvisionTrigger::ContractApproved(&approval), &reference(), &c3).unwrap()
+    let c3 = ctx(&m3, EventType::ContractApproved, Step::Provision);
+    let plan = run(decide_provisioning(Some(&waiting), ProvisionTrigger::ContractApproved(&approval), &reference(), &c3).unwrap());
+    let claimed = plan.claim.clone().expect("the claim is written with the reservation");
+    assert_eq!(claimed.status, EngagementStatus::Provisioning);
+    assert_eq!(claimed.claimed_by.as_deref(), Some("k-e3"));
+    let [Command::CreateProject { system: System::Psa, spec: psa }, Command::CreateProject { system: System::Erp, spec: erp }] =
+        plan.commands.as_slice()
     else {
-        panic!("approval must start provisioning")
+        panic!("PSA then ERP: {:?}", plan.commands)
     };
-    assert_eq!(plan.engagement.status, EngagementStatus::Provisioning);
-    assert_eq!(plan.engagement.claimed_by.as_deref(), Some("k-e3"));
-    assert_eq!(plan.psa.external_key, e.engagement_id);
-    assert_eq!(plan.erp.customer_id, "C-10001");
-    assert_eq!(plan.psa.milestones.len(), 4);
+    assert_eq!(psa.external_key, e.engagement_id);
+    assert_eq!(erp.customer_id, "C-10001");
+    assert_eq!(psa.milestones.len(), 4);
 
-    // Another event finds the claim and leaves it alone; the claimer's retry re-plans the same attempt.
+    // Another event finds the claim and leaves it alone; the claimer's retry re-plans the
+    // same attempt without writing the claim again.
     let other = meta("e4");
-    let Provisioning::Decided(d) = decide_provisioning(
-        Some(&plan.engagement),
-        ProvisionTrigger::ContractCreated(&created),
-        &reference(),
-        &ctx(&other, EventType::ContractCreated, step::PROVISION),
-    )
-    .unwrap() else {
-        panic!("claimed by another event")
-    };
+    let d = done(
+        decide_provisioning(
+            Some(&claimed),
+            ProvisionTrigger::ContractCreated(&created),
+            &reference(),
+            &ctx(&other, EventType::ContractCreated, Step::Provision),
+        )
+        .unwrap(),
+    );
     assert_eq!(d.action(), "provisioning_in_progress");
-    let Provisioning::Execute(retry) =
-        decide_provisioning(Some(&plan.engagement), ProvisionTrigger::ContractApproved(&approval), &reference(), &c3).unwrap()
-    else {
-        panic!("retry")
-    };
-    assert_eq!(retry.engagement.provisioning_attempt, plan.engagement.provisioning_attempt);
+    let retry = run(decide_provisioning(Some(&claimed), ProvisionTrigger::ContractApproved(&approval), &reference(), &c3).unwrap());
+    assert!(retry.claim.is_none(), "our own claim is in place");
 
-    let done = provisioned(*plan.clone(), "PSA-1".into(), "ERP-1".into(), &c3);
-    assert_eq!(done.engagement.as_ref().unwrap().status, EngagementStatus::Provisioned);
-    assert_eq!(done.events[0].event_type, EventType::ProjectProvisioned);
-    let failed = provisioning_failed(*plan, "ERP", "INVALID: x", vec![], &c3);
+    let p = o2c_domain::workflow::Provision;
+    let ok = done(p.finalize(snap(&claimed), &plan, &[live("PSA-1"), live("ERP-1")], &c3).unwrap());
+    assert_eq!(ok.engagement.as_ref().unwrap().status, EngagementStatus::Provisioned);
+    assert_eq!(ok.events[0].event_type, EventType::ProjectProvisioned);
+
+    // The PSA refuses: final, no compensation owed.
+    let refusal = |system| CommandResult::Refused(Refusal { system, status: 400, code: "INVALID".into(), message: "x".into() });
+    let failed = done(p.finalize(snap(&claimed), &plan, &[refusal(System::Psa)], &c3).unwrap());
     let fe = failed.engagement.unwrap();
     assert_eq!(fe.status, EngagementStatus::ProvisioningFailed);
     assert!(fe.claimed_by.is_none());
+    assert!(fe.compensation_due.is_empty());
     assert_eq!(fe.exceptions[0].kind, ExceptionKind::ProvisioningFailed);
     assert_eq!(failed.events[0].event_type, EventType::ExceptionRaised);
+
+    // Re-finalized on fresh state whose claim moved on: the other outcome stands.
+    let mut moved = claimed.clone();
+    moved.status = EngagementStatus::Provisioned;
+    moved.claimed_by = None;
+    let d = done(p.finalize(snap(&moved), &plan, &[live("PSA-1"), live("ERP-1")], &c3).unwrap());
+    assert_eq!((d.action(), d.engagement.is_none()), ("provisioning_superseded", true));
+}
+
+#[test]
+fn when_the_erp_refuses_after_the_psa_created_should_record_the_failure_and_the_owed_compensation_before_compensating() {
+    let m = meta("e1");
+    let c = ctx(&m, EventType::ContractApproved, Step::Provision);
+    let (e, approval) = approved_contract(&c);
+    let plan = run(decide_provisioning(Some(&e), ProvisionTrigger::ContractApproved(&approval), &reference(), &c).unwrap());
+    let claimed = plan.claim.clone().unwrap();
+    let p = o2c_domain::workflow::Provision;
+    let erp_refused =
+        CommandResult::Refused(Refusal { system: System::Erp, status: 400, code: "INVALID_KEY_OR_REF".into(), message: "PM".into() });
+    let Next::Checkpoint(cp) = p.finalize(snap(&claimed), &plan, &[live("PSA-1"), erp_refused], &c).unwrap() else {
+        panic!("the failure is a checkpoint that owes a compensation")
+    };
+    assert!(cp.events.is_empty(), "nothing is announced before the compensation ran");
+    let failed = cp.engagement.unwrap();
+    assert_eq!(failed.status, EngagementStatus::ProvisioningFailed);
+    assert_eq!(failed.compensation_due.len(), 1);
+    assert_eq!(failed.exceptions[0].compensations[0].outcome, COMPENSATION_PENDING);
+
+    // Deciding again (the same event, or any provisioning event after a crash) pays the debt first.
+    let comp = run(decide_provisioning(Some(&failed), ProvisionTrigger::ContractApproved(&approval), &reference(), &c).unwrap());
+    assert_eq!(comp.purpose, Purpose::Compensate);
+    assert!(matches!(&comp.commands[..], [Command::CancelProject { system: System::Psa, project_id, .. }] if project_id == "PSA-1"));
+    let d = done(p.finalize(snap(&failed), &comp, &[CommandResult::Done], &c).unwrap());
+    let settled = d.engagement.unwrap();
+    assert!(settled.compensation_due.is_empty());
+    assert_eq!(settled.exceptions[0].compensations[0].outcome, COMPENSATION_DONE);
+    assert_eq!(d.events.len(), 1, "the exception is announced with its compensation");
+    assert_eq!(d.events[0].detail["payload"]["compensations"][0]["outcome"], "done");
+}
+
+#[test]
+fn when_create_or_get_returns_a_cancelled_psa_project_should_fail_without_asking_the_erp() {
+    let m = meta("e1");
+    let c = ctx(&m, EventType::ContractApproved, Step::Provision);
+    let (e, approval) = approved_contract(&c);
+    let plan = run(decide_provisioning(Some(&e), ProvisionTrigger::ContractApproved(&approval), &reference(), &c).unwrap());
+    let cancelled = CommandResult::Object(ExternalObject { id: "PSA-9".into(), created: false, status: ObjectStatus::Cancelled });
+    assert!(cancelled.stops_sequence(), "the ERP command is not run after a cancelled PSA project");
+    let d = done(o2c_domain::workflow::Provision.finalize(snap(plan.claim.as_ref().unwrap()), &plan, &[cancelled], &c).unwrap());
+    let f = d.engagement.unwrap();
+    assert_eq!(f.status, EngagementStatus::ProvisioningFailed);
+    assert_eq!(f.psa_project_id, None, "a cancelled project is never recorded as live");
+    assert!(f.exceptions[0].message.contains("PSA-9") && f.exceptions[0].message.contains("cancelled"), "{}", f.exceptions[0].message);
+}
+
+#[test]
+fn when_the_claiming_message_dead_letters_should_release_the_claim_for_a_take_over_on_the_same_attempt() {
+    let m = meta("e1");
+    let c = ctx(&m, EventType::ContractApproved, Step::Provision);
+    let (e, approval) = approved_contract(&c);
+    let claimed =
+        run(decide_provisioning(Some(&e), ProvisionTrigger::ContractApproved(&approval), &reference(), &c).unwrap()).claim.unwrap();
+    let d = dead_lettered(&claimed, "O2c.Dependency: erp unavailable: 503", 5, Some("ProvisionDLQ"), &c).expect("raised");
+    let abandoned = d.engagement.unwrap();
+    assert_eq!(abandoned.status, EngagementStatus::Provisioning);
+    assert_eq!(abandoned.claimed_by, None);
+    let ex = abandoned.exceptions.iter().find(|x| x.kind == ExceptionKind::DeadLettered).unwrap();
+    assert!(ex.open && ex.message.contains("503") && ex.message.contains("ProvisionDLQ"), "{}", ex.message);
+    assert_eq!(d.events[0].event_type, EventType::ExceptionRaised);
+    assert!(dead_lettered(&abandoned, "again", 5, None, &c).is_none(), "raising again is idempotent");
+    let update = crm_update_for(&abandoned, 3);
+    assert_eq!(update.sync_status, "Error");
+
+    let other = meta("e9");
+    let c9 = ctx(&other, EventType::ContractApproved, Step::Provision);
+    let plan = run(decide_provisioning(Some(&abandoned), ProvisionTrigger::ContractApproved(&approval), &reference(), &c9).unwrap());
+    let taken = plan.claim.unwrap();
+    assert_eq!(taken.claimed_by.as_deref(), Some("k-e9"));
+    assert_eq!(taken.provisioning_attempt, claimed.provisioning_attempt, "same attempt, same external keys");
 }
 
 #[test]
 fn when_crm_already_shows_the_state_should_not_write_again() {
     let m = meta("e1");
-    let c = ctx(&m, EventType::ContractCreated, step::CRM_WRITEBACK);
+    let c = ctx(&m, EventType::ContractCreated, Step::CrmWriteback);
     let mut e = decide_closed_won(None, &envelope(globex_closed_won(), "e1"), &reference(), &c).engagement.unwrap();
-    let Writeback::Execute(plan) = decide_writeback(Some((&e, 1)), &e.engagement_id.clone(), &c).unwrap() else { panic!("first write") };
-    assert_eq!(plan.update.sync_status, "In Progress");
-    e.crm_sync = Some(o2c_domain::engagement::CrmSync { update: plan.update.clone(), result: "ok".into(), at: now() });
+    let plan = run(decide_writeback(Some(Snapshot { engagement: &e, version: 1 }), &e.engagement_id.clone(), &c).unwrap());
+    let [Command::UpdateOpportunity(update)] = plan.commands.as_slice() else { panic!("one CRM update") };
+    assert_eq!(update.sync_status, "In Progress");
+    e.crm_sync = Some(o2c_domain::engagement::CrmSync { update: update.clone(), result: "ok".into(), at: now() });
     // A later version with the same content is not written again.
-    assert!(matches!(decide_writeback(Some((&e, 2)), &e.engagement_id.clone(), &c).unwrap(), Writeback::Decided(_)));
+    let again = decide_writeback(Some(Snapshot { engagement: &e, version: 2 }), &e.engagement_id.clone(), &c).unwrap();
+    assert!(matches!(again, Next::Done(_)));
 }
 
 #[test]
 fn when_errors_exceed_the_crm_field_should_truncate_on_a_char_boundary() {
     let m = meta("e1");
-    let c = ctx(&m, EventType::OpportunityClosedWon, step::INTAKE);
+    let c = ctx(&m, EventType::OpportunityClosedWon, Step::Intake);
     let mut opp = globex_closed_won();
     opp.name = Some("Ünïcödé ".repeat(30));
     opp.lines.clear();

@@ -52,6 +52,30 @@ pub struct ReceivedMessage {
     pub first_received_at: i64,
 }
 
+/// What one receive did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Messages handed out.
+    pub messages: Vec<ReceivedMessage>,
+    /// Messages moved to the DLQ instead (received `maxReceiveCount` times).
+    pub dead_lettered: Vec<DeadLettered>,
+}
+
+/// A message the queue moved to its DLQ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLettered {
+    /// Message id.
+    pub message_id: String,
+    /// Body.
+    pub body: String,
+    /// Receives it had.
+    pub receive_count: u32,
+    /// The last failure recorded.
+    pub last_error: Option<String>,
+    /// The DLQ.
+    pub dead_letter_queue: String,
+}
+
 /// A message as an operator sees it (DLQ listings).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueueMessage {
@@ -204,6 +228,12 @@ impl LocalBus {
     /// Receives up to `max` messages from `queue`, hiding them for `visibility`. Messages
     /// already received `maxReceiveCount` times are moved to the DLQ instead.
     pub async fn receive(&self, queue: &str, max: usize, visibility: Duration) -> Result<Vec<ReceivedMessage>, O2cError> {
+        Ok(self.receive_batch(queue, max, visibility).await?.messages)
+    }
+
+    /// [`receive`](Self::receive), also returning the messages it moved to the DLQ (so the
+    /// runtime can raise their dead-letter exceptions, e.g. after a crash on the last receive).
+    pub async fn receive_batch(&self, queue: &str, max: usize, visibility: Duration) -> Result<Received, O2cError> {
         let q = self.topology.queues.get(queue).cloned().ok_or_else(|| O2cError::Bug(format!("unknown queue {queue}")))?;
         let vis = i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX);
         let queue = queue.to_owned();
@@ -211,7 +241,27 @@ impl LocalBus {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
                 let now = now_ms();
+                let mut dead_lettered = Vec::new();
                 if let Some(rd) = &q.redrive {
+                    {
+                        let mut s = tx
+                            .prepare("SELECT message_id, body, receive_count, last_error FROM messages WHERE queue = ?1 AND visible_at <= ?2 AND receive_count >= ?3")
+                            .map_err(db_err)?;
+                        let rows = s
+                            .query_map(params![queue, now, rd.max_receive_count], |r| {
+                                Ok(DeadLettered {
+                                    message_id: r.get(0)?,
+                                    body: r.get(1)?,
+                                    receive_count: r.get::<_, i64>(2)? as u32,
+                                    last_error: r.get(3)?,
+                                    dead_letter_queue: rd.dead_letter_queue.clone(),
+                                })
+                            })
+                            .map_err(db_err)?;
+                        for row in rows {
+                            dead_lettered.push(row.map_err(db_err)?);
+                        }
+                    }
                     tx.execute(
                         "UPDATE messages SET queue = ?1, dead_lettered_from = ?2, visible_at = ?3 WHERE queue = ?2 AND visible_at <= ?3 AND receive_count >= ?4",
                         params![rd.dead_letter_queue, queue, now, rd.max_receive_count],
@@ -280,7 +330,7 @@ impl LocalBus {
                     .map_err(db_err)?;
                 }
                 tx.commit().map_err(db_err)?;
-                Ok(picked)
+                Ok(Received { messages: picked, dead_lettered })
             })
             .await
     }

@@ -10,7 +10,8 @@ use o2c_app::O2cError;
 use rusqlite::{Connection, OpenFlags};
 
 /// Schema, applied once per version (`PRAGMA user_version`).
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE engagements (
     engagement_id   TEXT PRIMARY KEY,
     version         INTEGER NOT NULL,
@@ -107,7 +108,13 @@ CREATE TABLE sim_calls (
     outcome     TEXT NOT NULL,
     at          TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE rejections ADD COLUMN last_rejected_at TEXT;
+UPDATE rejections SET last_rejected_at = rejected_at;
+CREATE INDEX rejections_by_last ON rejections(last_rejected_at);
+"#,
+];
 
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

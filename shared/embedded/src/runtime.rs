@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use o2c_app::O2cError;
+use o2c_app::Step;
 use o2c_app::bus::{PutEventsEntry, PutEventsResponse};
 use o2c_app::ports::{Clock, Platform, StaticReferenceData, SystemClock};
-use o2c_app::service::{ServiceConfig, Step, StepService};
-use o2c_app::sqs::process_batch;
+use o2c_app::service::{ServiceConfig, StepService};
+use o2c_app::sqs::{BatchContext, process_batch};
 use o2c_app::topology::{FunctionDef, PipeDef, Topology};
 use o2c_domain::reference::ReferenceData;
 use rusqlite::params;
@@ -29,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::bus::{LOCAL_ACCOUNT, LOCAL_REGION, LocalBus, ReceivedMessage};
+use crate::bus::{DeadLettered, LOCAL_ACCOUNT, LOCAL_REGION, LocalBus, ReceivedMessage};
 use crate::db::{Db, db_err};
 use crate::sim::Simulators;
 use crate::store::SqliteStore;
@@ -353,8 +354,15 @@ impl Runtime {
     }
 
     /// Waits for the next non-empty batch of `queue` (woken by enqueues, or polling);
-    /// `None` once `stop` turns true.
-    async fn next_batch(&self, queue: &str, max: usize, stop: &mut watch::Receiver<bool>) -> Option<Vec<ReceivedMessage>> {
+    /// `None` once `stop` turns true. Messages the queue dead-letters meanwhile are handed
+    /// to `on_dead_letter`.
+    async fn next_batch(
+        &self,
+        queue: &str,
+        max: usize,
+        stop: &mut watch::Receiver<bool>,
+        on_dead_letter: Option<Step>,
+    ) -> Option<Vec<ReceivedMessage>> {
         let visibility = self.visibility(queue);
         let notify = self.inner.bus.notifier();
         loop {
@@ -363,9 +371,17 @@ impl Runtime {
             }
             // Register for wake-ups before receiving, so an enqueue in between is not missed.
             let notified = notify.notified();
-            match self.inner.bus.receive(queue, max, visibility).await {
-                Ok(msgs) if !msgs.is_empty() => return Some(msgs),
-                Ok(_) => {}
+            match self.inner.bus.receive_batch(queue, max, visibility).await {
+                Ok(r) => {
+                    if let Some(step) = on_dead_letter {
+                        for d in r.dead_lettered {
+                            self.dead_lettered(step, d).await;
+                        }
+                    }
+                    if !r.messages.is_empty() {
+                        return Some(r.messages);
+                    }
+                }
                 Err(e) => warn!(queue = %queue, error = %e, "receive failed"),
             }
             tokio::select! {
@@ -376,10 +392,21 @@ impl Runtime {
         }
     }
 
+    /// A message the queue moved to its DLQ: its dead-letter exception (idempotent: the
+    /// handler's failure on the last receive usually raised it already; this covers a
+    /// crash during that receive).
+    async fn dead_lettered(&self, step: Step, d: DeadLettered) {
+        let Ok(event) = o2c_app::sqs::decode_body(&d.body) else { return };
+        let error = d.last_error.unwrap_or_else(|| "no failure was recorded (the consumer stopped during the delivery)".into());
+        if let Err(e) = self.inner.services.dead_lettered(step, &event, &error, d.receive_count, Some(&d.dead_letter_queue)).await {
+            warn!(message_id = %d.message_id, error = %e, "could not raise the dead-letter exception");
+        }
+    }
+
     /// Runs a pipe: source queue → (group / dedup ids from the body) → target queue.
     async fn pipe_worker(&self, p: PipeDef, stop: &mut watch::Receiver<bool>) -> RunReport {
         let mut report = RunReport::default();
-        while let Some(msgs) = self.next_batch(&p.source, p.batch_size as usize, stop).await {
+        while let Some(msgs) = self.next_batch(&p.source, p.batch_size as usize, stop, None).await {
             report.batches += 1;
             for m in msgs {
                 let body: serde_json::Value = serde_json::from_str(&m.body).unwrap_or_default();
@@ -452,14 +479,19 @@ impl Runtime {
         let Some(step) = Step::from_name(&f.binary) else {
             return report;
         };
-        let visibility = self.visibility(&f.queue);
-        while let Some(msgs) = self.next_batch(&f.queue, f.batch_size as usize, stop).await {
+        let redrive = self.inner.topology.queues.get(&f.queue).and_then(|q| q.redrive.clone());
+        while let Some(msgs) = self.next_batch(&f.queue, f.batch_size as usize, stop, Some(step)).await {
             report.batches += 1;
             let counts: HashMap<String, u32> = msgs.iter().map(|m| (m.message_id.clone(), m.receive_count)).collect();
             let mut event = SqsEvent::default();
             event.records = msgs.iter().map(|m| to_sqs(&f.queue, m)).collect();
-            let deadline = chrono::Utc::now() + chrono::Duration::from_std(visibility).unwrap_or(chrono::Duration::seconds(30));
-            let outcomes = process_batch(&self.inner.services, step, event, deadline).await;
+            // The function's timeout bounds the invocation, as Lambda's does.
+            let batch = BatchContext {
+                deadline: self.inner.services.platform().clock().now() + chrono::Duration::seconds(i64::from(f.timeout_secs)),
+                max_receive_count: redrive.as_ref().map(|r| r.max_receive_count),
+                dead_letter_queue: redrive.as_ref().map(|r| r.dead_letter_queue.clone()),
+            };
+            let outcomes = process_batch(&self.inner.services, step, event, &batch).await;
             let mut done = Vec::new();
             for o in outcomes {
                 match o.result {
@@ -471,8 +503,10 @@ impl Runtime {
                         report.retried += 1;
                         let n = counts.get(&o.message_id).copied().unwrap_or(1);
                         let backoff = self.backoff(n);
+                        // A hint (in-progress record, Retry-After) wins over the local backoff,
+                        // as `ChangeMessageVisibility` does on SQS.
                         let delay = match &e {
-                            O2cError::Dependency { retry_after: Some(ra), .. } => (*ra).max(backoff),
+                            O2cError::Dependency { retry_after: Some(ra), .. } => *ra,
                             _ => backoff,
                         };
                         debug!(message_id = %o.message_id, receive_count = n, delay_ms = delay.as_millis() as u64, "message will be redelivered");

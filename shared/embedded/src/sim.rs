@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use o2c_app::O2cError;
-use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalRef, Psa};
+use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, ObjectStatus, Psa};
 use o2c_domain::engagement::CrmOpportunityUpdate;
 use o2c_domain::model::{BillingItem, BillingSchedule, ProjectSpec};
 use o2c_domain::reference::ReferenceData;
@@ -25,38 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, db_err, row_err};
 
-/// A simulated system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum System {
-    /// CRM (opportunities).
-    Crm,
-    /// PSA (projects).
-    Psa,
-    /// ERP (projects, billing schedules).
-    Erp,
-}
-
-impl System {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Crm => "crm",
-            Self::Psa => "psa",
-            Self::Erp => "erp",
-        }
-    }
-
-    /// Parses a name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "crm" => Some(Self::Crm),
-            "psa" => Some(Self::Psa),
-            "erp" => Some(Self::Erp),
-            _ => None,
-        }
-    }
-}
+/// A simulated system (the systems o2c talks to).
+pub use o2c_domain::workflow::System;
 
 /// A fault to inject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +41,11 @@ pub enum Fault {
     Timeout,
     /// The system commits the request, then the response is lost (client timeout).
     TimeoutAfterCommit,
+    /// The system answers slowly (the call then proceeds normally, or meets the next fault).
+    Latency {
+        /// Delay, milliseconds.
+        ms: u64,
+    },
     /// HTTP 429 Too Many Requests.
     RateLimited {
         /// `Retry-After`, milliseconds.
@@ -128,15 +103,16 @@ pub struct Simulators {
 enum Applied {
     Before(ConnectorError),
     AfterCommit,
+    Delayed,
     None,
 }
 
 fn transient(system: System, status: u16, message: &str, retry_after: Option<Duration>) -> ConnectorError {
-    ConnectorError::Transient { system: system.as_str().into(), status, message: message.into(), retry_after }
+    ConnectorError::Transient { system, status, message: message.into(), retry_after }
 }
 
 fn permanent(system: System, status: u16, code: &str, message: String) -> ConnectorError {
-    ConnectorError::Permanent { system: system.as_str().into(), status, code: code.into(), message }
+    ConnectorError::Permanent { system, status, code: code.into(), message }
 }
 
 fn store_err(system: System, e: O2cError) -> ConnectorError {
@@ -173,6 +149,23 @@ fn take_fault(tx: &Transaction<'_>, system: System, op: &str) -> Result<Applied,
         }
         Fault::Rejected { status, code, message } => Applied::Before(permanent(system, status, &code, message)),
         Fault::TimeoutAfterCommit => Applied::AfterCommit,
+        Fault::Latency { .. } => Applied::Delayed,
+    })
+}
+
+/// The delay of the next fault for `op` when it is a latency fault.
+fn peek_latency(tx: &Transaction<'_>, system: System, op: &str) -> Result<Option<Duration>, O2cError> {
+    let fault: Option<String> = tx
+        .query_row(
+            "SELECT fault FROM sim_faults WHERE system = ?1 AND (operation = ?2 OR operation = '*') ORDER BY seq LIMIT 1",
+            params![system.as_str(), op],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    Ok(match fault.map(|f| serde_json::from_str::<Fault>(&f)).transpose().map_err(row_err)? {
+        Some(Fault::Latency { ms }) => Some(Duration::from_millis(ms)),
+        _ => None,
     })
 }
 
@@ -300,12 +293,32 @@ impl Simulators {
             .await
     }
 
-    /// Runs one simulated operation: fault handling, then `op` in a transaction.
+    /// Runs one simulated operation: fault handling, then `op` in a transaction. A
+    /// latency fault waits (outside the database) and then lets the call proceed.
     async fn operate<T, F>(&self, system: System, op: &'static str, key: String, f: F) -> Result<T, ConnectorError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<Result<(T, &'static str), ConnectorError>, O2cError> + Send + 'static,
     {
+        let delay = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let delay = match peek_latency(&tx, system, op)? {
+                    Some(d) => {
+                        take_fault(&tx, system, op)?;
+                        Some(d)
+                    }
+                    None => None,
+                };
+                tx.commit().map_err(db_err)?;
+                Ok(delay)
+            })
+            .await
+            .map_err(|e| store_err(system, e))?;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
         self.db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
@@ -337,7 +350,7 @@ impl Simulators {
         &self,
         system: System,
         spec: &ProjectSpec,
-    ) -> impl std::future::Future<Output = Result<ExternalRef, ConnectorError>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<ExternalObject, ConnectorError>> + Send + 'static {
         let spec = spec.clone();
         let me = self.clone();
         async move {
@@ -347,12 +360,14 @@ impl Simulators {
                 _ => me.validate_erp(&spec),
             };
             me.operate(system, "create_project", key, move |tx| {
-                if let Some(id) = tx
-                    .query_row("SELECT project_id FROM sim_projects WHERE system = ?1 AND external_key = ?2", params![system.as_str(), spec.external_key], |r| r.get::<_, String>(0))
+                if let Some((id, status)) = tx
+                    .query_row("SELECT project_id, status FROM sim_projects WHERE system = ?1 AND external_key = ?2", params![system.as_str(), spec.external_key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                     .optional()
                     .map_err(db_err)?
                 {
-                    return Ok(Ok((ExternalRef { id, created: false }, "existing")));
+                    // Create-or-get reports what it found, cancelled included.
+                    let status = if status == "active" { ObjectStatus::Active } else { ObjectStatus::Cancelled };
+                    return Ok(Ok((ExternalObject { id, created: false, status }, if status == ObjectStatus::Active { "existing" } else { "existing-cancelled" })));
                 }
                 if let Err(e) = validation {
                     return Ok(Err(e));
@@ -367,7 +382,7 @@ impl Simulators {
                     params![system.as_str(), spec.external_key, id, serde_json::to_string(&spec).map_err(row_err)?, Utc::now().to_rfc3339()],
                 )
                 .map_err(db_err)?;
-                Ok(Ok((ExternalRef { id, created: true }, "created")))
+                Ok(Ok((ExternalObject { id, created: true, status: ObjectStatus::Active }, "created")))
             })
             .await
         }
@@ -409,7 +424,7 @@ impl Simulators {
 }
 
 impl Psa for Simulators {
-    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalRef, ConnectorError> {
+    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalObject, ConnectorError> {
         self.create_project_in(System::Psa, spec).await
     }
 
@@ -430,7 +445,7 @@ impl Psa for Simulators {
 }
 
 impl Erp for Simulators {
-    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalRef, ConnectorError> {
+    async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalObject, ConnectorError> {
         self.create_project_in(System::Erp, spec).await
     }
 
@@ -438,7 +453,7 @@ impl Erp for Simulators {
         &self,
         erp_project_id: &str,
         schedule: &BillingSchedule,
-    ) -> Result<ExternalRef, ConnectorError> {
+    ) -> Result<ExternalObject, ConnectorError> {
         let (project, schedule) = (erp_project_id.to_owned(), schedule.clone());
         self.operate(System::Erp, "create_billing_schedule", schedule.schedule_id.clone(), move |tx| {
             if let Some(id) = tx
@@ -446,7 +461,7 @@ impl Erp for Simulators {
                 .optional()
                 .map_err(db_err)?
             {
-                return Ok(Ok((ExternalRef { id, created: false }, "existing")));
+                return Ok(Ok((ExternalObject { id, created: false, status: ObjectStatus::Active }, "existing")));
             }
             let row: Option<(String, String)> = tx
                 .query_row("SELECT status, spec FROM sim_projects WHERE system = 'erp' AND project_id = ?1", params![project], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -481,7 +496,7 @@ impl Erp for Simulators {
                 params![schedule.schedule_id, id, project, serde_json::to_string(&schedule).map_err(row_err)?, Utc::now().to_rfc3339()],
             )
             .map_err(db_err)?;
-            Ok(Ok((ExternalRef { id, created: true }, "created")))
+            Ok(Ok((ExternalObject { id, created: true, status: ObjectStatus::Active }, "created")))
         })
         .await
     }

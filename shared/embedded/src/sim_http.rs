@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post, put};
 use axum::{Json, Router};
-use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalRef, Psa};
+use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, Psa};
 use o2c_domain::engagement::CrmOpportunityUpdate;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
 use serde_json::json;
@@ -37,11 +37,13 @@ fn error_response(e: ConnectorError) -> Response {
     }
 }
 
-fn created(r: Result<ExternalRef, ConnectorError>) -> Response {
+fn created(r: Result<ExternalObject, ConnectorError>) -> Response {
     match r {
-        Ok(r) => {
-            (if r.created { StatusCode::CREATED } else { StatusCode::OK }, Json(json!({"id": r.id, "created": r.created}))).into_response()
-        }
+        Ok(r) => (
+            if r.created { StatusCode::CREATED } else { StatusCode::OK },
+            Json(json!({"id": r.id, "created": r.created, "status": r.status.as_str()})),
+        )
+            .into_response(),
         Err(e) => error_response(e),
     }
 }

@@ -6,8 +6,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use o2c_app::O2cError;
 use o2c_app::ports::{
     Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary, ExpectedVersion,
-    IdempotencyRecord, IdempotencyStatus, IdempotencyStore, RejectedMessage, RejectionStore, Reservation, ReserveOutcome, StateWrite,
-    StoredResult, Versioned,
+    IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS, RejectedMessage, RejectionStore,
+    Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
 };
 use o2c_domain::engagement::{AuditEntry, Engagement};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
@@ -145,14 +145,21 @@ impl EngagementStore for SqliteStore {
         self.db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                let comp = &commit.completion;
-                let existing = read_record(&tx, &comp.key)?;
-                match (comp.mode, existing) {
-                    (CompletionMode::Fresh, Some(rec)) if rec.is_live(comp.now) => return Ok(CommitOutcome::AlreadyCompleted(rec)),
-                    (CompletionMode::Reserved, Some(rec)) if rec.status == IdempotencyStatus::Completed && rec.is_live(comp.now) => {
-                        return Ok(CommitOutcome::AlreadyCompleted(rec));
-                    }
-                    _ => {}
+                match &commit.key {
+                    KeyWrite::Complete(comp) => match (comp.mode, read_record(&tx, &comp.key)?) {
+                        (CompletionMode::Fresh, Some(rec)) if rec.is_live(comp.now) => return Ok(CommitOutcome::AlreadyCompleted(rec)),
+                        (CompletionMode::Reserved, Some(rec)) if rec.status == IdempotencyStatus::Completed && rec.is_live(comp.now) => {
+                            return Ok(CommitOutcome::AlreadyCompleted(rec));
+                        }
+                        (CompletionMode::Reserved, Some(rec)) if rec.payload_hash != comp.payload_hash => return Ok(CommitOutcome::ReservationLost),
+                        (CompletionMode::Reserved, None) => return Ok(CommitOutcome::ReservationLost),
+                        _ => {}
+                    },
+                    KeyWrite::Hold { key, payload_hash } => match read_record(&tx, key)? {
+                        Some(rec) if rec.status == IdempotencyStatus::InProgress && &rec.payload_hash == payload_hash => {}
+                        _ => return Ok(CommitOutcome::ReservationLost),
+                    },
+                    KeyWrite::Untracked => {}
                 }
                 let version = match &commit.state {
                     None => None,
@@ -161,16 +168,20 @@ impl EngagementStore for SqliteStore {
                         Some(v) => Some(v),
                     },
                 };
-                tx.execute(
-                    "INSERT INTO audit (engagement_id, body) VALUES (?1, ?2)",
-                    params![commit.audit.engagement_id, serde_json::to_string(&commit.audit).map_err(row_err)?],
-                )
-                .map_err(db_err)?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, 'COMPLETED', ?2, ?3, NULL, ?4)",
-                    params![comp.key, comp.payload_hash, millis(comp.expires_at), serde_json::to_string(&comp.result).map_err(row_err)?],
-                )
-                .map_err(db_err)?;
+                if let Some(audit) = &commit.audit {
+                    tx.execute(
+                        "INSERT INTO audit (engagement_id, body) VALUES (?1, ?2)",
+                        params![audit.engagement_id, serde_json::to_string(audit).map_err(row_err)?],
+                    )
+                    .map_err(db_err)?;
+                }
+                if let KeyWrite::Complete(comp) = &commit.key {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, 'COMPLETED', ?2, ?3, NULL, ?4)",
+                        params![comp.key, comp.payload_hash, millis(comp.expires_at), serde_json::to_string(&comp.result).map_err(row_err)?],
+                    )
+                    .map_err(db_err)?;
+                }
                 tx.commit().map_err(db_err)?;
                 Ok(CommitOutcome::Committed { version })
             })
@@ -284,13 +295,40 @@ impl IdempotencyStore for SqliteStore {
 
 impl RejectionStore for SqliteStore {
     async fn park(&self, m: &RejectedMessage) -> Result<(), O2cError> {
-        let body = serde_json::to_string(m).map_err(row_err)?;
-        let (id, at) = (m.rejection_id.clone(), m.rejected_at.to_rfc3339());
+        let m = m.clone();
         self.db
             .call(move |c| {
-                c.execute("INSERT OR IGNORE INTO rejections (rejection_id, rejected_at, body) VALUES (?1, ?2, ?3)", params![id, at, body])
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let existing: Option<String> = tx
+                    .query_row("SELECT body FROM rejections WHERE rejection_id = ?1", params![m.rejection_id], |r| r.get(0))
+                    .optional()
                     .map_err(db_err)?;
-                Ok(())
+                let stored = match existing {
+                    None => m,
+                    Some(body) => {
+                        let mut old: RejectedMessage = serde_json::from_str(&body).map_err(row_err)?;
+                        let new_ids: Vec<&String> = m.message_ids.iter().filter(|id| !old.message_ids.contains(id)).collect();
+                        if new_ids.is_empty() {
+                            // A redelivery of a message already parked: nothing new.
+                            return Ok(());
+                        }
+                        old.deliveries += new_ids.len() as u32;
+                        old.message_ids.extend(new_ids.into_iter().cloned());
+                        old.message_ids.truncate(MAX_TRACKED_MESSAGE_IDS);
+                        old.last_rejected_at = Some(m.rejected_at);
+                        old.reasons = m.reasons;
+                        old.error_type = m.error_type;
+                        old
+                    }
+                };
+                let last = stored.last_rejected_at.unwrap_or(stored.rejected_at).to_rfc3339();
+                tx.execute(
+                    "INSERT INTO rejections (rejection_id, rejected_at, last_rejected_at, body) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(rejection_id) DO UPDATE SET last_rejected_at = excluded.last_rejected_at, body = excluded.body",
+                    params![stored.rejection_id, stored.rejected_at.to_rfc3339(), last, serde_json::to_string(&stored).map_err(row_err)?],
+                )
+                .map_err(db_err)?;
+                tx.commit().map_err(db_err)
             })
             .await
     }
@@ -337,7 +375,8 @@ impl RejectionStore for SqliteStore {
     async fn rejections(&self, limit: usize) -> Result<Vec<RejectedMessage>, O2cError> {
         self.db
             .call(move |c| {
-                let mut stmt = c.prepare("SELECT body FROM rejections ORDER BY rejected_at DESC, rowid DESC LIMIT ?1").map_err(db_err)?;
+                let mut stmt =
+                    c.prepare("SELECT body FROM rejections ORDER BY last_rejected_at DESC, rowid DESC LIMIT ?1").map_err(db_err)?;
                 let rows = stmt.query_map(params![limit as i64], |r| r.get::<_, String>(0)).map_err(db_err)?;
                 rows.map(|r| serde_json::from_str(&r.map_err(db_err)?).map_err(row_err)).collect()
             })

@@ -1,0 +1,53 @@
+//! Runs a step's [`Plan`]: each [`Command`] through its connector port, transient failures
+//! retried inside the invocation ([`crate::retry`]), permanent ones turned into
+//! [`CommandResult::Refused`]. The only place a command meets a connector.
+
+use chrono::{DateTime, Utc};
+use o2c_domain::workflow::{Command, CommandResult, Plan, Sequence, System};
+use tracing::{Instrument, info_span};
+
+use crate::error::O2cError;
+use crate::ports::{Crm, Erp, Platform, Psa};
+use crate::retry::{Retrier, RetryPolicy, seed_of};
+
+/// Runs `plan`'s commands in order for the event keyed `key`, within `deadline`.
+pub async fn execute<P: Platform>(
+    platform: &P,
+    policy: &RetryPolicy,
+    plan: &Plan,
+    key: &str,
+    deadline: DateTime<Utc>,
+) -> Result<Vec<CommandResult>, O2cError> {
+    let mut results = Vec::with_capacity(plan.commands.len());
+    for (i, cmd) in plan.commands.iter().enumerate() {
+        let retrier = Retrier { policy, clock: platform.clock(), deadline, seed: seed_of(&[key, &i.to_string()]) };
+        let span = info_span!("command", system = cmd.system().as_str(), operation = cmd.operation());
+        let result = run(platform, &retrier, cmd).instrument(span).await?;
+        let stop = plan.sequence == Sequence::StopOnFailure && result.stops_sequence();
+        results.push(result);
+        if stop {
+            break;
+        }
+    }
+    Ok(results)
+}
+
+async fn run<P: Platform>(p: &P, retry: &Retrier<'_>, cmd: &Command) -> Result<CommandResult, O2cError> {
+    let result = match cmd {
+        Command::CreateProject { system: System::Psa, spec } => {
+            retry.run(|| p.psa().create_or_get_project(spec)).await?.map(CommandResult::Object)
+        }
+        Command::CreateProject { system: System::Erp, spec } => {
+            retry.run(|| p.erp().create_or_get_project(spec)).await?.map(CommandResult::Object)
+        }
+        Command::CancelProject { system: System::Psa, project_id, reason } => {
+            retry.run(|| p.psa().cancel_project(project_id, reason)).await?.map(|()| CommandResult::Done)
+        }
+        Command::CreateBillingSchedule { erp_project_id, schedule } => {
+            retry.run(|| p.erp().create_or_get_billing_schedule(erp_project_id, schedule)).await?.map(CommandResult::Object)
+        }
+        Command::UpdateOpportunity(update) => retry.run(|| p.crm().update_opportunity(update)).await?.map(CommandResult::Crm),
+        other => return Err(O2cError::Bug(format!("no connector operation {} in {}", other.operation(), other.system().as_str()))),
+    };
+    Ok(result.unwrap_or_else(CommandResult::Refused))
+}

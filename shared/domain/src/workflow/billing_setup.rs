@@ -1,0 +1,153 @@
+//! Step 3, billing setup: the billing schedule derived from the contract, created in the
+//! ERP on the provisioned project; the engagement becomes active.
+
+use crate::billing::{BillingError, derive_schedule, fixed_contract_value};
+use crate::engagement::{Engagement, EngagementStatus};
+use crate::events::{BusinessEvent, EventType, ExceptionKind, ProjectActivated, ProjectProvisioned};
+use crate::model::BillingSchedule;
+use crate::reference::ReferenceData;
+
+use super::{
+    Command, CommandResult, Decision, Next, ObjectStatus, Plan, Purpose, Sequence, Snapshot, Step, StepContext, StepError, WorkflowStep,
+    close_dead_letters_of, exception, exception_event, planned_on, unexpected,
+};
+
+/// The billing-setup step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BillingSetup;
+
+impl WorkflowStep for BillingSetup {
+    fn step(&self) -> Step {
+        Step::BillingSetup
+    }
+
+    fn consumes(&self) -> &'static [EventType] {
+        &[EventType::ProjectProvisioned]
+    }
+
+    fn decide(
+        &self,
+        current: Option<Snapshot<'_>>,
+        event: &BusinessEvent,
+        _reference: &ReferenceData,
+        ctx: &StepContext<'_>,
+    ) -> Result<Next, StepError> {
+        match event {
+            BusinessEvent::ProjectProvisioned(ev) => decide_billing_setup(current.map(|s| s.engagement), &ev.payload, ctx),
+            other => Err(StepError::NotConsumed(Step::BillingSetup, other.event_type().detail_type())),
+        }
+    }
+
+    fn finalize(
+        &self,
+        current: Option<Snapshot<'_>>,
+        plan: &Plan,
+        results: &[CommandResult],
+        ctx: &StepContext<'_>,
+    ) -> Result<Next, StepError> {
+        let eng = planned_on(current, Step::BillingSetup)?;
+        let (Some(Command::CreateBillingSchedule { erp_project_id, schedule }), [result]) = (plan.commands.first(), results) else {
+            return Err(unexpected(Step::BillingSetup, plan, results));
+        };
+        if eng.status != EngagementStatus::Provisioned || eng.erp_project_id.as_deref() != Some(erp_project_id.as_str()) {
+            return Ok(Next::Done(Decision::unchanged(
+                ctx,
+                &eng.engagement_id,
+                "billing_setup_superseded",
+                format!("status is now {}", eng.status.as_str()),
+            )));
+        }
+        Ok(Next::Done(match result {
+            CommandResult::Object(o) if o.status == ObjectStatus::Active => {
+                billing_activated(eng.clone(), erp_project_id, schedule, &o.id, ctx)
+            }
+            CommandResult::Object(o) => billing_setup_failed(eng.clone(), &format!("schedule {} is cancelled in the ERP", o.id), ctx),
+            CommandResult::Refused(r) => billing_setup_failed(eng.clone(), &r.reason(), ctx),
+            _ => return Err(unexpected(Step::BillingSetup, plan, results)),
+        }))
+    }
+}
+
+/// Derives the billing schedule for a provisioned engagement.
+pub fn decide_billing_setup(current: Option<&Engagement>, ev: &ProjectProvisioned, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+    let eng = current.ok_or_else(|| StepError::MissingEngagement(ev.engagement_id.clone(), "ProjectProvisioned"))?;
+    if eng.status != EngagementStatus::Provisioned {
+        return Ok(Next::Done(Decision::unchanged(
+            ctx,
+            &eng.engagement_id,
+            "billing_setup_skipped",
+            format!("status is {}", eng.status.as_str()),
+        )));
+    }
+    if eng.psa_project_id.as_deref() != Some(ev.psa_project_id.as_str()) {
+        return Ok(Next::Done(Decision::unchanged(
+            ctx,
+            &eng.engagement_id,
+            "billing_setup_skipped",
+            "event is for a superseded provisioning attempt",
+        )));
+    }
+    let contract = eng.contract.as_ref().ok_or_else(|| StepError::MissingContract(eng.engagement_id.clone(), eng.status.as_str()))?;
+    let erp_project_id =
+        eng.erp_project_id.clone().ok_or_else(|| StepError::MissingContract(eng.engagement_id.clone(), "provisioned without ERP id"))?;
+    let schedule = derive_schedule(contract, &eng.milestones)?;
+    // Invariant: fixed items add up to the fixed part of the contract exactly.
+    let expected = fixed_contract_value(contract).map_err(BillingError::from)?;
+    if expected != schedule.fixed_total {
+        return Err(StepError::Billing(BillingError::Invariant(format!(
+            "schedule fixed total {} ≠ contract {expected}",
+            schedule.fixed_total
+        ))));
+    }
+    Ok(Next::Run(Plan {
+        purpose: Purpose::BillingSchedule,
+        commands: vec![Command::CreateBillingSchedule { erp_project_id, schedule }],
+        sequence: Sequence::StopOnFailure,
+        claim: None,
+    }))
+}
+
+/// The schedule exists in the ERP: `Active`, emit `ProjectActivated`.
+pub fn billing_activated(
+    mut eng: Engagement,
+    erp_project_id: &str,
+    schedule: &BillingSchedule,
+    erp_schedule_id: &str,
+    ctx: &StepContext<'_>,
+) -> Decision {
+    eng.status = EngagementStatus::Active;
+    eng.erp_billing_schedule_id = Some(erp_schedule_id.to_owned());
+    close_dead_letters_of(&mut eng, Step::BillingSetup, ctx.now, "billing schedule created");
+    let payload = ProjectActivated {
+        engagement_id: eng.engagement_id.clone(),
+        psa_project_id: eng.psa_project_id.clone().unwrap_or_default(),
+        erp_project_id: erp_project_id.to_owned(),
+        erp_billing_schedule_id: erp_schedule_id.to_owned(),
+        fixed_total: schedule.fixed_total,
+        time_and_materials_cap: schedule.time_and_materials_cap,
+    };
+    let event = ctx.emit(EventType::ProjectActivated, &eng.engagement_id, format!("project-activated:{}", schedule.schedule_id), &payload);
+    let summary = format!(
+        "schedule {erp_schedule_id}: {} items, fixed {}, T&M cap {}",
+        schedule.items.len(),
+        schedule.fixed_total,
+        schedule.time_and_materials_cap
+    );
+    eng.billing_schedule = Some(schedule.clone());
+    Decision::changed(ctx, eng, vec![event], "activated", summary)
+}
+
+/// The ERP refused the schedule permanently.
+pub fn billing_setup_failed(mut eng: Engagement, reason: &str, ctx: &StepContext<'_>) -> Decision {
+    eng.status = EngagementStatus::BillingSetupFailed;
+    let ex = exception(
+        ctx,
+        format!("EXC-{}-BILL-{}", eng.engagement_id, eng.provisioning_attempt),
+        ExceptionKind::BillingSetupFailed,
+        format!("ERP refused the billing schedule: {reason}"),
+        vec![],
+    );
+    let event = exception_event(ctx, &eng.engagement_id, &ex);
+    eng.raise(ex);
+    Decision::changed(ctx, eng, vec![event], "billing_setup_failed", "ERP refused the billing schedule")
+}

@@ -1,0 +1,157 @@
+//! Step 4, CRM write-back: the engagement's status, external ids and errors onto the CRM
+//! opportunity, ordered per engagement and reordering-safe (a monotonic sync version).
+
+use crate::engagement::{CrmOpportunityUpdate, CrmSync, Engagement, EngagementStatus};
+use crate::events::{BusinessEvent, EventType, ExceptionKind};
+use crate::reference::ReferenceData;
+
+use super::{
+    Command, CommandResult, CrmWrite, Decision, Next, Plan, Purpose, Sequence, Snapshot, Step, StepContext, StepError, WorkflowStep,
+    close_dead_letters_of, exception, exception_event, planned_on, unexpected,
+};
+
+/// CRM text fields are 255 characters (Salesforce `Text(255)`).
+pub const CRM_ERROR_FIELD_LEN: usize = 255;
+
+/// The CRM write-back step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CrmWriteback;
+
+impl WorkflowStep for CrmWriteback {
+    fn step(&self) -> Step {
+        Step::CrmWriteback
+    }
+
+    fn consumes(&self) -> &'static [EventType] {
+        &[
+            EventType::ContractCreated,
+            EventType::EngagementRejected,
+            EventType::ProjectProvisioned,
+            EventType::ProjectActivated,
+            EventType::ExceptionRaised,
+        ]
+    }
+
+    fn decide(
+        &self,
+        current: Option<Snapshot<'_>>,
+        event: &BusinessEvent,
+        _reference: &ReferenceData,
+        ctx: &StepContext<'_>,
+    ) -> Result<Next, StepError> {
+        if !self.consumes().contains(&event.event_type()) {
+            return Err(StepError::NotConsumed(Step::CrmWriteback, event.event_type().detail_type()));
+        }
+        decide_writeback(current, &event.engagement_id(), ctx)
+    }
+
+    fn finalize(
+        &self,
+        current: Option<Snapshot<'_>>,
+        plan: &Plan,
+        results: &[CommandResult],
+        ctx: &StepContext<'_>,
+    ) -> Result<Next, StepError> {
+        let eng = planned_on(current, Step::CrmWriteback)?;
+        let (Some(Command::UpdateOpportunity(update)), [result]) = (plan.commands.first(), results) else {
+            return Err(unexpected(Step::CrmWriteback, plan, results));
+        };
+        Ok(Next::Done(match result {
+            CommandResult::Crm(CrmWrite::Applied) => written_back(eng.clone(), update.clone(), false, ctx),
+            CommandResult::Crm(CrmWrite::Stale) => written_back(eng.clone(), update.clone(), true, ctx),
+            CommandResult::Refused(r) => writeback_failed(eng.clone(), update.clone(), &r.reason(), ctx),
+            _ => return Err(unexpected(Step::CrmWriteback, plan, results)),
+        }))
+    }
+}
+
+/// True for exceptions the write-back reports to the CRM: not its own failures (it could
+/// not write them, and writing would clear them).
+fn reported(e: &crate::engagement::EngagementException) -> bool {
+    e.open && e.kind != ExceptionKind::CrmWritebackFailed && !(e.kind == ExceptionKind::DeadLettered && e.step == Step::CrmWriteback.name())
+}
+
+/// The CRM fields for the engagement's current state.
+pub fn crm_update_for(eng: &Engagement, version: u64) -> CrmOpportunityUpdate {
+    let mut errors: Vec<String> = Vec::new();
+    if let Some(r) = &eng.rejection {
+        errors.extend(r.reasons.iter().map(|i| format!("{}: {}", i.field, i.message)));
+    }
+    errors.extend(eng.exceptions.iter().filter(|e| reported(e)).map(|e| e.message.clone()));
+    let sync_status = if !errors.is_empty() {
+        "Error"
+    } else if eng.status == EngagementStatus::Active {
+        "Synced"
+    } else {
+        "In Progress"
+    };
+    CrmOpportunityUpdate {
+        opportunity_id: eng.opportunity_id.clone(),
+        sync_version: version,
+        sync_status: sync_status.to_owned(),
+        engagement_status: eng.status.as_str().to_owned(),
+        engagement_id: eng.engagement_id.clone(),
+        contract_id: eng.contract.as_ref().map(|c| c.contract_id.clone()),
+        psa_project_id: eng.psa_project_id.clone(),
+        erp_project_id: eng.erp_project_id.clone(),
+        erp_billing_schedule_id: eng.erp_billing_schedule_id.clone(),
+        last_error: (!errors.is_empty()).then(|| truncate_chars(&errors.join("; "), CRM_ERROR_FIELD_LEN)),
+    }
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// Compares the engagement's state with what the CRM last received.
+pub fn decide_writeback(current: Option<Snapshot<'_>>, engagement_id: &str, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+    let s = current.ok_or_else(|| StepError::MissingEngagement(engagement_id.to_owned(), "write-back"))?;
+    let update = crm_update_for(s.engagement, s.version);
+    if s.engagement.crm_sync.as_ref().is_some_and(|c| c.result == "ok" && c.update.same_content(&update)) {
+        return Ok(Next::Done(Decision::unchanged(
+            ctx,
+            engagement_id,
+            "crm_already_current",
+            format!("CRM already shows {}", update.engagement_status),
+        )));
+    }
+    Ok(Next::Run(Plan {
+        purpose: Purpose::CrmUpdate,
+        commands: vec![Command::UpdateOpportunity(update)],
+        sequence: Sequence::StopOnFailure,
+        claim: None,
+    }))
+}
+
+/// The CRM accepted the update (or already had a newer one).
+pub fn written_back(mut eng: Engagement, update: CrmOpportunityUpdate, stale: bool, ctx: &StepContext<'_>) -> Decision {
+    let summary = format!("CRM {} → {} / {}", eng.opportunity_id, update.sync_status, update.engagement_status);
+    // A write that succeeds resolves earlier write-back failures.
+    for e in eng.exceptions.iter_mut().filter(|e| e.open && e.kind == ExceptionKind::CrmWritebackFailed) {
+        e.close(ctx.now, "a later write-back succeeded".into());
+    }
+    close_dead_letters_of(&mut eng, Step::CrmWriteback, ctx.now, "a later write-back succeeded");
+    eng.crm_sync = Some(CrmSync { update, result: "ok".into(), at: ctx.now });
+    Decision::changed(ctx, eng, vec![], if stale { "crm_update_superseded" } else { "crm_updated" }, summary)
+}
+
+/// The CRM refused the update permanently: recorded on the engagement and raised as an
+/// exception (write-back does not consume its own `crm_writeback_failed` exceptions).
+pub fn writeback_failed(mut eng: Engagement, update: CrmOpportunityUpdate, reason: &str, ctx: &StepContext<'_>) -> Decision {
+    let ex = exception(
+        ctx,
+        format!("EXC-{}-CRM-v{}", eng.engagement_id, update.sync_version),
+        ExceptionKind::CrmWritebackFailed,
+        format!("CRM refused the status update: {reason}"),
+        vec![],
+    );
+    let event = exception_event(ctx, &eng.engagement_id, &ex);
+    eng.raise(ex);
+    eng.crm_sync = Some(CrmSync { update, result: format!("error: {reason}"), at: ctx.now });
+    Decision::changed(ctx, eng, vec![event], "crm_writeback_failed", "CRM refused the status update")
+}

@@ -1,0 +1,70 @@
+//! What a message that exhausted its receives leaves on its engagement: an open
+//! `dead_lettered` exception with the last error, so operators see it in the exception
+//! queue and the CRM shows it — and, for provisioning, the claim released, so a redrive or
+//! any later provisioning event takes over on the same attempt (same external keys).
+//!
+//! The exception id is derived from the step and the event, so raising it again (another
+//! exhaustion after a redrive) reopens the same exception instead of adding one. It closes
+//! when that event is finally processed, or when the step later completes for the
+//! engagement by another event.
+
+use crate::engagement::{Engagement, EngagementStatus};
+use crate::events::ExceptionKind;
+
+use super::{Decision, Step, StepContext, exception, exception_event};
+
+/// Raises (or reopens) the dead-letter exception of `ctx`'s event on `current`; `None`
+/// when it is already open (raising is idempotent: the handler's last failure and the
+/// queue's move to the DLQ may both report the same message).
+///
+/// `last_error` is the failure of the last delivery; `receives` how many deliveries
+/// were made; `queue` the DLQ the message went to.
+pub fn dead_lettered(
+    current: &Engagement,
+    last_error: &str,
+    receives: u32,
+    queue: Option<&str>,
+    ctx: &StepContext<'_>,
+) -> Option<Decision> {
+    let mut eng = current.clone();
+    let id = dead_letter_exception_id(&eng.engagement_id, ctx);
+    if eng.exceptions.iter().any(|x| x.exception_id == id && x.open) {
+        return None;
+    }
+    let message = format!(
+        "{} gave up on {} after {receives} deliveries{}: {last_error}",
+        ctx.step.name(),
+        ctx.event_type.detail_type(),
+        queue.map(|q| format!(" (message in {q})")).unwrap_or_default()
+    );
+    let mut released = false;
+    if ctx.step == Step::Provision && eng.status == EngagementStatus::Provisioning && eng.claimed_by.as_deref() == Some(ctx.key()) {
+        // Abandoned: any provisioning event (this one redriven, or another) takes it over.
+        eng.claimed_by = None;
+        released = true;
+    }
+    let ex = match eng.exceptions.iter_mut().find(|x| x.exception_id == id) {
+        Some(existing) => {
+            existing.open = true;
+            existing.message = message;
+            existing.raised_at = ctx.now;
+            existing.closed_at = None;
+            existing.resolution = None;
+            existing.clone()
+        }
+        None => {
+            let ex = exception(ctx, id, ExceptionKind::DeadLettered, message, vec![]);
+            eng.raise(ex.clone());
+            ex
+        }
+    };
+    // The write-back announcing its own dead letter would route back to the write-back.
+    let events = if ctx.step == Step::CrmWriteback { vec![] } else { vec![exception_event(ctx, &eng.engagement_id, &ex)] };
+    let summary = format!("dead-lettered after {receives} deliveries{}", if released { "; provisioning claim released" } else { "" });
+    Some(Decision::changed(ctx, eng, events, "dead_lettered", summary))
+}
+
+/// The id of the dead-letter exception of `ctx`'s event (per step and event).
+pub fn dead_letter_exception_id(engagement_id: &str, ctx: &StepContext<'_>) -> String {
+    format!("EXC-{engagement_id}-DLQ-{}-{}", ctx.step.name(), ctx.meta.event_id)
+}

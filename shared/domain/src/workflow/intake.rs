@@ -1,0 +1,178 @@
+//! Step 1, intake: validates and enriches a closed-won into a contract (pure: no commands).
+
+use crate::engagement::{Engagement, EngagementStatus, Rejection};
+use crate::events::{
+    BusinessEvent, ContractCreated, EngagementRejected, Envelope, EventType, ExceptionKind, OpportunityClosedWon, OutgoingEvent,
+    engagement_id_for,
+};
+use crate::intake::validate_and_enrich;
+use crate::model::Contract;
+use crate::reference::ReferenceData;
+
+use super::{Decision, Next, Snapshot, Step, StepContext, StepError, WorkflowStep, exception, exception_event};
+
+/// The intake step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Intake;
+
+impl WorkflowStep for Intake {
+    fn step(&self) -> Step {
+        Step::Intake
+    }
+
+    fn consumes(&self) -> &'static [EventType] {
+        &[EventType::OpportunityClosedWon]
+    }
+
+    fn decide(
+        &self,
+        current: Option<Snapshot<'_>>,
+        event: &BusinessEvent,
+        reference: &ReferenceData,
+        ctx: &StepContext<'_>,
+    ) -> Result<Next, StepError> {
+        match event {
+            BusinessEvent::OpportunityClosedWon(ev) => Ok(Next::Done(decide_closed_won(current.map(|s| s.engagement), ev, reference, ctx))),
+            other => Err(StepError::NotConsumed(Step::Intake, other.event_type().detail_type())),
+        }
+    }
+}
+
+fn contract_created_event(ctx: &StepContext<'_>, c: &Contract) -> OutgoingEvent {
+    ctx.emit(
+        EventType::ContractCreated,
+        &c.engagement_id,
+        format!("contract-created:{}:r{}", c.engagement_id, c.revision),
+        &ContractCreated {
+            engagement_id: c.engagement_id.clone(),
+            contract_id: c.contract_id.clone(),
+            opportunity_id: c.opportunity_id.clone(),
+            revision: c.revision,
+            customer_id: c.customer.id.clone(),
+            legal_entity_id: c.legal_entity.id.clone(),
+            total_value: c.total_value,
+            approval_required: c.approval_required,
+        },
+    )
+}
+
+/// Validates and enriches a closed-won and decides what happens to the engagement.
+///
+/// - older or equal revision than already processed → ignored (reordering / duplicates);
+/// - invalid → `Rejected` with every reason, `EngagementRejected` emitted;
+/// - valid, not provisioned → contract created or amended, `ContractCreated` emitted
+///   (a re-send without commercial change emits nothing);
+/// - valid, already provisioned, terms changed → `ChangeOrderRequired` exception.
+pub fn decide_closed_won(
+    current: Option<&Engagement>,
+    ev: &Envelope<OpportunityClosedWon>,
+    reference: &ReferenceData,
+    ctx: &StepContext<'_>,
+) -> Decision {
+    let opp = &ev.payload;
+    let eng_id = engagement_id_for(&opp.opportunity_id);
+    let mut eng = current
+        .cloned()
+        .unwrap_or_else(|| Engagement::new(eng_id.clone(), opp.opportunity_id.clone(), ctx.meta.correlation_id.clone(), ctx.now));
+
+    if let Some(latest) = eng.latest_revision
+        && opp.revision <= latest
+    {
+        let action = if opp.revision == latest { "duplicate_revision_ignored" } else { "stale_revision_ignored" };
+        return Decision::unchanged(ctx, &eng_id, action, format!("revision {} ≤ processed revision {latest}", opp.revision));
+    }
+    eng.latest_revision = Some(opp.revision);
+
+    match validate_and_enrich(opp, reference) {
+        Err(reasons) => {
+            let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
+            let summary = format!("revision {} rejected: {}", opp.revision, codes.join(", "));
+            eng.rejection =
+                Some(Rejection { revision: opp.revision, event_id: ctx.meta.event_id.clone(), reasons: reasons.clone(), at: ctx.now });
+            if !eng.status.is_provisioned() {
+                eng.status = EngagementStatus::Rejected;
+            }
+            let event = ctx.emit(
+                EventType::EngagementRejected,
+                &eng_id,
+                format!("engagement-rejected:{eng_id}:r{}", opp.revision),
+                &EngagementRejected {
+                    engagement_id: eng_id.clone(),
+                    opportunity_id: opp.opportunity_id.clone(),
+                    revision: opp.revision,
+                    reasons,
+                },
+            );
+            Decision::changed(ctx, eng, vec![event], "rejected", summary)
+        }
+        Ok(contract) => {
+            eng.rejection = None;
+            let changed = eng.contract.as_ref().is_none_or(|old| !old.commercial_terms_equal(&contract));
+            match eng.status {
+                s if s.is_provisioned() => {
+                    if !changed {
+                        if let Some(c) = eng.contract.as_mut() {
+                            c.revision = contract.revision;
+                        }
+                        return Decision::changed(
+                            ctx,
+                            eng,
+                            vec![],
+                            "revision_without_commercial_change",
+                            format!("revision {} matches the provisioned contract", opp.revision),
+                        );
+                    }
+                    let ex = exception(
+                        ctx,
+                        format!("EXC-{eng_id}-CO-r{}", opp.revision),
+                        ExceptionKind::ChangeOrderRequired,
+                        format!(
+                            "revision {} changes a provisioned engagement (value {} → {}): raise a change order",
+                            opp.revision,
+                            eng.contract.as_ref().map(|c| c.total_value.to_string()).unwrap_or_default(),
+                            contract.total_value
+                        ),
+                        vec![],
+                    );
+                    let event = exception_event(ctx, &eng_id, &ex);
+                    eng.pending_change = Some(contract);
+                    eng.raise(ex);
+                    Decision::changed(
+                        ctx,
+                        eng,
+                        vec![event],
+                        "change_order_required",
+                        format!("revision {} changed after provisioning", opp.revision),
+                    )
+                }
+                EngagementStatus::ContractCreated | EngagementStatus::AwaitingApproval if !changed => {
+                    if let Some(c) = eng.contract.as_mut() {
+                        c.revision = contract.revision;
+                    }
+                    Decision::changed(
+                        ctx,
+                        eng,
+                        vec![],
+                        "revision_without_commercial_change",
+                        format!("revision {} has no commercial change", opp.revision),
+                    )
+                }
+                previous => {
+                    let action = if eng.contract.is_some() && previous != EngagementStatus::ProvisioningFailed {
+                        "contract_amended"
+                    } else {
+                        "contract_created"
+                    };
+                    let summary = format!(
+                        "{} {} for {} ({}), revision {}",
+                        contract.contract_id, contract.total_value, contract.customer.id, contract.legal_entity.id, contract.revision
+                    );
+                    let event = contract_created_event(ctx, &contract);
+                    eng.contract = Some(contract);
+                    eng.status = EngagementStatus::ContractCreated;
+                    Decision::changed(ctx, eng, vec![event], action, summary)
+                }
+            }
+        }
+    }
+}

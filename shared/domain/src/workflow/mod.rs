@@ -1,0 +1,332 @@
+//! Workflow steps as pure functions. Each step is one type implementing [`WorkflowStep`]
+//! in its own file; the shell (`o2c-app`) drives every step with the same protocol:
+//!
+//! ```text
+//! decide(state, event, reference) ─┬─ Done(decision)         → commit, publish
+//!                                  ├─ Checkpoint(decision)   → commit (key stays reserved), decide again
+//!                                  └─ Run(plan)              → reserve (+ claim), run the commands,
+//!                                        finalize(state, plan, results) → Done | Checkpoint
+//! ```
+//!
+//! A [`Decision`] is the new engagement state (if it changed), the events to emit and
+//! one audit entry. `finalize` reads the *current* state, so a commit that lost a version
+//! race is finalized again on fresh state without repeating the side effects.
+//!
+//! Layout: [`command`] (commands and results), [`intake`], [`provision`],
+//! [`billing_setup`], [`crm_writeback`] (one file per step), [`dead_letter`] (what a
+//! message that exhausted its receives leaves on its engagement).
+
+pub mod billing_setup;
+pub mod command;
+pub mod crm_writeback;
+pub mod dead_letter;
+pub mod intake;
+pub mod provision;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::billing::BillingError;
+use crate::engagement::{AuditEntry, Engagement, EngagementException};
+use crate::events::{BusinessEvent, Compensation, EventMeta, EventType, ExceptionKind, ExceptionRaised, OutgoingEvent};
+use crate::reference::ReferenceData;
+
+pub use billing_setup::BillingSetup;
+pub use command::{Command, CommandResult, CrmWrite, ExternalObject, ObjectStatus, Plan, Purpose, Refusal, Sequence, System};
+pub use crm_writeback::{CRM_ERROR_FIELD_LEN, CrmWriteback, crm_update_for};
+pub use dead_letter::dead_lettered;
+pub use intake::{Intake, decide_closed_won};
+pub use provision::Provision;
+
+/// A workflow step = one Lambda function (binary) = one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Closed-won → contract.
+    Intake,
+    /// Contract → projects in PSA and ERP.
+    Provision,
+    /// Project → billing schedule → active.
+    BillingSetup,
+    /// State → CRM opportunity.
+    CrmWriteback,
+}
+
+impl Step {
+    /// Every step.
+    pub const ALL: [Step; 4] = [Step::Intake, Step::Provision, Step::BillingSetup, Step::CrmWriteback];
+
+    /// Function / binary name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Intake => "intake",
+            Self::Provision => "provision",
+            Self::BillingSetup => "billing-setup",
+            Self::CrmWriteback => "crm-writeback",
+        }
+    }
+
+    /// Parses a function / binary name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The step's logic.
+    pub fn logic(self) -> &'static dyn WorkflowStep {
+        match self {
+            Self::Intake => &Intake,
+            Self::Provision => &Provision,
+            Self::BillingSetup => &BillingSetup,
+            Self::CrmWriteback => &CrmWriteback,
+        }
+    }
+
+    /// Event types the step consumes (the template's rules must route exactly these).
+    pub fn consumes(self) -> &'static [EventType] {
+        self.logic().consumes()
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The stored engagement and the version it was read at.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot<'a> {
+    /// State.
+    pub engagement: &'a Engagement,
+    /// Store version (the CRM sync version is derived from it).
+    pub version: u64,
+}
+
+/// One step's logic. Pure: no I/O, no clock, no ids but those derived from its inputs.
+pub trait WorkflowStep: Sync {
+    /// Which step this is.
+    fn step(&self) -> Step;
+
+    /// Event types it consumes.
+    fn consumes(&self) -> &'static [EventType];
+
+    /// Decides what the event does to the engagement.
+    fn decide(
+        &self,
+        current: Option<Snapshot<'_>>,
+        event: &BusinessEvent,
+        reference: &ReferenceData,
+        ctx: &StepContext<'_>,
+    ) -> Result<Next, StepError>;
+
+    /// Turns the results of a plan's commands into state and events, on the state as it
+    /// is now (not as it was when the plan was made). Steps without commands keep the
+    /// default.
+    fn finalize(
+        &self,
+        current: Option<Snapshot<'_>>,
+        plan: &Plan,
+        results: &[CommandResult],
+        ctx: &StepContext<'_>,
+    ) -> Result<Next, StepError> {
+        let _ = (current, plan, results, ctx);
+        Err(StepError::NoCommands(self.step()))
+    }
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq)]
+// Short-lived values passed by move once; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Next {
+    /// Commit the decision and complete the event.
+    Done(Decision),
+    /// Commit the decision, keep the event's key reserved, and decide again on the new
+    /// state (e.g. record a failure durably before compensating it). Carries no events:
+    /// a crash after the checkpoint must not lose one.
+    Checkpoint(Decision),
+    /// Run the plan's commands, then call `finalize`.
+    Run(Plan),
+}
+
+/// Who is deciding and on behalf of which event.
+#[derive(Debug, Clone)]
+pub struct StepContext<'a> {
+    /// Step.
+    pub step: Step,
+    /// Type of the event being processed.
+    pub event_type: EventType,
+    /// Its envelope metadata.
+    pub meta: &'a EventMeta,
+    /// Time of processing (from the clock port).
+    pub now: DateTime<Utc>,
+}
+
+impl StepContext<'_> {
+    pub(crate) fn audit(&self, engagement_id: &str, action: &str, summary: impl Into<String>) -> AuditEntry {
+        AuditEntry {
+            engagement_id: engagement_id.to_owned(),
+            at: self.now,
+            step: self.step.name().to_owned(),
+            event_id: self.meta.event_id.clone(),
+            event_type: self.event_type.detail_type().to_owned(),
+            correlation_id: self.meta.correlation_id.clone(),
+            action: action.to_owned(),
+            summary: summary.into(),
+        }
+    }
+
+    pub(crate) fn emit<P: serde::Serialize>(&self, t: EventType, engagement_id: &str, key: String, payload: &P) -> OutgoingEvent {
+        OutgoingEvent::new(t, engagement_id, self.meta, key, self.now, payload)
+    }
+
+    /// The event's idempotency key (claims are held by it).
+    pub fn key(&self) -> &str {
+        &self.meta.idempotency_key
+    }
+}
+
+/// The outcome of a step: state to persist, events to emit, one audit entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Engagement id.
+    pub engagement_id: String,
+    /// New state, or `None` when the state is unchanged (only audit is written).
+    pub engagement: Option<Engagement>,
+    /// Events to publish after the state is committed.
+    pub events: Vec<OutgoingEvent>,
+    /// Timeline entry.
+    pub audit: AuditEntry,
+}
+
+impl Decision {
+    /// Audit only; the state is unchanged.
+    pub fn unchanged(ctx: &StepContext<'_>, engagement_id: &str, action: &str, summary: impl Into<String>) -> Self {
+        Self {
+            engagement_id: engagement_id.to_owned(),
+            engagement: None,
+            events: Vec::new(),
+            audit: ctx.audit(engagement_id, action, summary),
+        }
+    }
+
+    /// A new state (its `updated_at` set to now), events and the audit entry.
+    pub fn changed(
+        ctx: &StepContext<'_>,
+        mut eng: Engagement,
+        events: Vec<OutgoingEvent>,
+        action: &str,
+        summary: impl Into<String>,
+    ) -> Self {
+        eng.updated_at = ctx.now;
+        let audit = ctx.audit(&eng.engagement_id, action, summary);
+        Self { engagement_id: eng.engagement_id.clone(), engagement: Some(eng), events, audit }
+    }
+
+    /// The audit action (`contract_created`, …).
+    pub fn action(&self) -> &str {
+        &self.audit.action
+    }
+
+    /// Closes the dead-letter exception raised for this very event once the event
+    /// completes: the condition that raised it has cleared.
+    pub fn clear_dead_letter(mut self, current: Option<&Engagement>, ctx: &StepContext<'_>) -> Self {
+        let base = match (&self.engagement, current) {
+            (Some(e), _) => e,
+            (None, Some(e)) => e,
+            (None, None) => return self,
+        };
+        let open = |x: &EngagementException| {
+            x.open && x.kind == ExceptionKind::DeadLettered && x.event_id.as_deref() == Some(ctx.meta.event_id.as_str())
+        };
+        if !base.exceptions.iter().any(open) {
+            return self;
+        }
+        let mut eng = base.clone();
+        for x in eng.exceptions.iter_mut().filter(|x| open(x)) {
+            x.close(ctx.now, format!("event {} processed ({})", ctx.meta.event_id, self.audit.action));
+        }
+        eng.updated_at = ctx.now;
+        self.engagement = Some(eng);
+        self
+    }
+}
+
+/// A step precondition the data cannot satisfy (a bug or corrupted state, not bad input).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepError {
+    /// The engagement a derived event refers to is not in the store.
+    #[error("engagement {0} not found for {1}")]
+    MissingEngagement(String, &'static str),
+    /// State says a contract exists but it does not.
+    #[error("engagement {0} has no contract in status {1}")]
+    MissingContract(String, &'static str),
+    /// Reference data no longer has what a stored contract refers to.
+    #[error("reference data has no {0} `{1}`")]
+    MissingReference(&'static str, String),
+    /// Schedule derivation failed.
+    #[error(transparent)]
+    Billing(#[from] BillingError),
+    /// The step was handed an event it does not consume.
+    #[error("{0} does not consume {1}")]
+    NotConsumed(Step, &'static str),
+    /// A step without commands was asked to finalize results.
+    #[error("{0} plans no commands")]
+    NoCommands(Step),
+    /// The results do not match the plan (shell defect).
+    #[error("{0}: results do not match the plan: {1}")]
+    UnexpectedResults(Step, String),
+}
+
+pub(crate) fn exception(
+    ctx: &StepContext<'_>,
+    id: String,
+    kind: ExceptionKind,
+    message: String,
+    compensations: Vec<Compensation>,
+) -> EngagementException {
+    EngagementException {
+        exception_id: id,
+        kind,
+        step: ctx.step.name().to_owned(),
+        message,
+        compensations,
+        raised_at: ctx.now,
+        open: true,
+        event_id: Some(ctx.meta.event_id.clone()),
+        closed_at: None,
+        resolution: None,
+    }
+}
+
+pub(crate) fn exception_event(ctx: &StepContext<'_>, eng_id: &str, ex: &EngagementException) -> OutgoingEvent {
+    ctx.emit(
+        EventType::ExceptionRaised,
+        eng_id,
+        format!("exception:{}:{}", ex.exception_id, ex.raised_at.timestamp_millis()),
+        &ExceptionRaised {
+            exception_id: ex.exception_id.clone(),
+            engagement_id: eng_id.to_owned(),
+            kind: ex.kind,
+            step: ex.step.clone(),
+            message: ex.message.clone(),
+            compensations: ex.compensations.clone(),
+        },
+    )
+}
+
+/// Closes the open dead-letter exceptions of `step`: the step has since completed.
+pub(crate) fn close_dead_letters_of(eng: &mut Engagement, step: Step, now: DateTime<Utc>, why: &str) {
+    for x in eng.exceptions.iter_mut().filter(|x| x.open && x.kind == ExceptionKind::DeadLettered && x.step == step.name()) {
+        x.close(now, why.to_owned());
+    }
+}
+
+/// The engagement a plan's results land on (it exists: the plan was made from it).
+pub(crate) fn planned_on<'a>(current: Option<Snapshot<'a>>, step: Step) -> Result<&'a Engagement, StepError> {
+    current.map(|s| s.engagement).ok_or_else(|| StepError::MissingEngagement(String::new(), step.name()))
+}
+
+pub(crate) fn unexpected(step: Step, plan: &Plan, results: &[CommandResult]) -> StepError {
+    StepError::UnexpectedResults(step, format!("{:?} plan with {} command(s), results {results:?}", plan.purpose, plan.commands.len()))
+}
