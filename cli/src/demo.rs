@@ -16,10 +16,18 @@ use crate::print;
 /// The scenario: one PutEvents entry per line, with a `title`.
 const SCENARIO: &str = include_str!("../../events/scenarios/northwind-demo.jsonl");
 
-pub async fn run(db: Option<PathBuf>) -> Result<ExitCode> {
+/// Virtual time of a seeded run starts on the scenario's day.
+const SEEDED_START: &str = "2026-11-20T09:00:00Z";
+
+pub async fn run(db: Option<PathBuf>, seed: Option<u64>) -> Result<ExitCode> {
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let path = db.unwrap_or_else(|| tmp.path().join("o2c-demo.db"));
-    let rt = Runtime::builder(&path, o2c_embedded::reference::northwind()?).open().await?;
+    let mut builder = Runtime::builder(&path, o2c_embedded::reference::northwind()?);
+    if let Some(seed) = seed {
+        let start = chrono::DateTime::parse_from_rfc3339(SEEDED_START)?.with_timezone(&chrono::Utc);
+        builder = builder.deterministic(seed, start);
+    }
+    let rt = builder.open().await?;
     println!("o2c demo — Northwind Partners on the embedded runtime");
     println!(
         "store {}; topology from infra/template.yaml: {} functions, {} rules, {} queues\n",

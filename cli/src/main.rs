@@ -94,6 +94,10 @@ enum Cmd {
         /// Use (and keep) this database instead of a temporary one.
         #[arg(long)]
         db: Option<PathBuf>,
+        /// Reproducible run: virtual time and ids from this seed, one sequential scheduler
+        /// (the same seed gives byte-identical state).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Feed event files (EventBridge events, PutEvents entries/requests or SQS events;
     /// JSON or JSON Lines) into the embedded runtime and process until every queue is empty.
@@ -415,7 +419,7 @@ async fn show_status<S: EngagementStore>(store: &S, engagement: &str, json: bool
 
 async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Demo { db } => demo::run(db).await,
+        Cmd::Demo { db, seed } => demo::run(db, seed).await,
         Cmd::Run { db, reference, timeout_secs, files } => {
             let entries = read_inputs(&files)?;
             let rt = Runtime::builder(&db, load_reference(reference.as_deref())?).options(RuntimeOptions::default()).open().await?;

@@ -228,3 +228,30 @@ fn when_the_archive_is_replayed_should_absorb_every_event_without_changing_state
     let calls = text(&run(&["sim", "calls", "--db", db.to_str().unwrap()]).stdout);
     assert_eq!(calls.lines().filter(|l| l.ends_with("created")).count(), 3, "2 projects + 1 schedule, created once:\n{calls}");
 }
+
+#[test]
+fn when_the_demo_runs_twice_with_one_seed_should_leave_byte_identical_state_in_every_engagement() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut states: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
+    for n in 0..2 {
+        let db = dir.path().join(format!("seeded-{n}.db"));
+        let out = run(&["demo", "--seed", "42", "--db", db.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let list = run(&["engagements", "--db", db.to_str().unwrap(), "--json"]);
+        let rows: Value = serde_json::from_slice(&list.stdout).unwrap();
+        let mut state = Vec::new();
+        for r in rows.as_array().unwrap() {
+            let id = r["engagement_id"].as_str().unwrap().to_owned();
+            let status = run(&["status", "--db", db.to_str().unwrap(), "--json", &id]);
+            assert!(status.status.success(), "{}", text(&status.stderr));
+            state.push((id, status.stdout));
+        }
+        state.sort();
+        states.push(state);
+    }
+    assert_eq!(states[0].len(), 4, "the demo's four engagements");
+    for ((id_a, a), (id_b, b)) in states[0].iter().zip(&states[1]) {
+        assert_eq!(id_a, id_b);
+        assert!(a == b, "{id_a}: the two seeded runs differ:\n{}\n---\n{}", text(a), text(b));
+    }
+}

@@ -4,6 +4,7 @@
 //! AWS adapters live in `o2c-aws`, embedded ones in `o2c-embedded`.
 //!
 //! Layout:
+//! - [`clock`]: the only sources of time and ids (wall / simulated clock, random / seeded ids);
 //! - [`contracts`]: JSON Schema validation of every incoming event (all violations);
 //! - [`error`]: the error taxonomy (validation / conflict / dependency / bug);
 //! - [`ports`]: narrow traits for state, idempotency, rejections, publishing, reference
@@ -20,6 +21,7 @@
 //! - [`bus`]: `PutEvents` entries, their limits and the delivered event envelope.
 
 pub mod bus;
+pub mod clock;
 pub mod contracts;
 pub mod error;
 pub mod executor;

@@ -17,35 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::O2cError;
 
-/// A boxed future that waits (the clock's `sleep`).
-pub type Sleep = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Time, behind a port so tests are deterministic: reading it and waiting on it.
-pub trait Clock: Send + Sync {
-    /// Current time.
-    fn now(&self) -> DateTime<Utc>;
-    /// Waits `d` (retry backoff). A simulated clock advances instead of waiting.
-    fn sleep(&self, d: Duration) -> Sleep;
-}
-
-/// The wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-    fn sleep(&self, d: Duration) -> Sleep {
-        Box::pin(tokio::time::sleep(d))
-    }
-}
-
-/// Id generation, behind a port so tests are deterministic.
-pub trait IdGenerator: Send + Sync {
-    /// A new unique id.
-    fn new_id(&self) -> String;
-}
+pub use crate::clock::{Clock, IdGenerator, RandomIds, SeededIds, SimClock, Sleep, SystemClock};
 
 /// A value with the store version it was read at (optimistic concurrency).
 #[derive(Debug, Clone, PartialEq)]

@@ -711,7 +711,7 @@ impl RejectionStore for DynamoStore {
 
     async fn rejections(&self, limit: usize) -> Result<Vec<RejectedMessage>, O2cError> {
         let mut out = Vec::new();
-        let today = Utc::now().date_naive();
+        let today = o2c_app::ports::Clock::now(&o2c_app::ports::SystemClock).date_naive();
         // Day partitions, newest first, back 30 days.
         for back in 0..30 {
             if out.len() >= limit {

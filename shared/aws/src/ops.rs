@@ -162,7 +162,7 @@ pub async fn replay(
 ) -> Result<String, O2cError> {
     let archive = events.describe_archive().archive_name(archive_name).send().await.map_err(|e| dep("eventbridge", e))?;
     let archive_arn = archive.archive_arn().unwrap_or_default().to_owned();
-    let name = format!("o2c-replay-{}", uuid::Uuid::new_v4().simple());
+    let name = format!("o2c-replay-{}", o2c_app::ports::IdGenerator::new_id(&o2c_app::ports::RandomIds).replace('-', ""));
     let dest = aws_sdk_eventbridge::types::ReplayDestination::builder().arn(bus_arn).build().map_err(|e| O2cError::Bug(e.to_string()))?;
     events
         .start_replay()

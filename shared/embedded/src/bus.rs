@@ -31,10 +31,6 @@ pub const LOCAL_REGION: &str = "local";
 /// SQS FIFO deduplication interval.
 const FIFO_DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
 
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
 /// A message handed to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
@@ -146,7 +142,7 @@ impl LocalBus {
 
     /// EventBridge `PutEvents`: per-entry results, failures reported per entry.
     pub async fn put_events(&self, entries: Vec<PutEventsEntry>) -> Result<PutEventsResponse, O2cError> {
-        let now = Utc::now();
+        let now = self.db.clock().now();
         let mut results = Vec::with_capacity(entries.len());
         let mut accepted = Vec::new();
         for e in &entries {
@@ -157,7 +153,7 @@ impl LocalBus {
                     error_message: Some(err.message),
                 }),
                 Ok(detail) => {
-                    let id = uuid::Uuid::new_v4().to_string();
+                    let id = self.db.new_id();
                     let event = eventbridge_event(e, detail, &id, LOCAL_ACCOUNT, LOCAL_REGION, now);
                     let text = event.to_string();
                     let targets: Vec<(String, String, Option<String>, bool)> = self
@@ -170,6 +166,8 @@ impl LocalBus {
                             (rule.logical_id.clone(), t.queue.clone(), t.message_group_id.clone(), fifo)
                         })
                         .collect();
+                    let targets: Vec<(String, String, Option<String>, bool, String)> =
+                        targets.into_iter().map(|(r, q, g, f)| (r, q, g, f, self.db.new_id())).collect();
                     accepted.push((
                         id.clone(),
                         e.source.clone().unwrap_or_default(),
@@ -182,10 +180,10 @@ impl LocalBus {
             }
         }
         if !accepted.is_empty() {
+            let now = self.db.now_ms();
             self.db
                 .call(move |c| {
                     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                    let now = now_ms();
                     for (id, source, dt, text, targets) in accepted {
                         let rules: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
                         tx.execute(
@@ -193,7 +191,7 @@ impl LocalBus {
                             params![id, now, source, dt, text, serde_json::to_string(&rules).unwrap_or_default()],
                         )
                         .map_err(db_err)?;
-                        for (_, queue, group, fifo) in &targets {
+                        for (_, queue, group, fifo, message_id) in &targets {
                             if *fifo {
                                 // EventBridge uses the event id as the deduplication id.
                                 let dup: Option<i64> = tx
@@ -211,7 +209,7 @@ impl LocalBus {
                             let group = if *fifo { Some(group.clone().unwrap_or_else(|| "default".into())) } else { None };
                             tx.execute(
                                 "INSERT INTO messages (message_id, queue, body, group_id, dedup_id, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                                params![uuid::Uuid::new_v4().to_string(), queue, text, group, fifo.then_some(id.clone()), now],
+                                params![message_id, queue, text, group, fifo.then_some(id.clone()), now],
                             )
                             .map_err(db_err)?;
                         }
@@ -237,10 +235,10 @@ impl LocalBus {
         let q = self.topology.queues.get(queue).cloned().ok_or_else(|| O2cError::Bug(format!("unknown queue {queue}")))?;
         let vis = i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX);
         let queue = queue.to_owned();
+        let now = self.db.now_ms();
         self.db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                let now = now_ms();
                 let mut dead_lettered = Vec::new();
                 if let Some(rd) = &q.redrive {
                     {
@@ -345,10 +343,10 @@ impl LocalBus {
         group: Option<String>,
         dedup: Option<String>,
     ) -> Result<(), O2cError> {
+        let (now, new_id) = (self.db.now_ms(), self.db.new_id());
         self.db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                let now = now_ms();
                 let duplicate = match &dedup {
                     Some(d) => tx
                         .query_row("SELECT seq FROM messages WHERE queue = ?1 AND dedup_id = ?2 AND sent_at > ?3", params![target, d, now - FIFO_DEDUP_WINDOW_MS], |r| r.get::<_, i64>(0))
@@ -360,7 +358,7 @@ impl LocalBus {
                 if !duplicate {
                     tx.execute(
                         "INSERT INTO messages (message_id, queue, body, group_id, dedup_id, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                        params![uuid::Uuid::new_v4().to_string(), target, body, group, dedup, now],
+                        params![new_id, target, body, group, dedup, now],
                     )
                     .map_err(db_err)?;
                 }
@@ -391,7 +389,7 @@ impl LocalBus {
     /// Makes a failed message visible again after `delay` (what SQS does when the
     /// visibility timeout of a reported failure runs out).
     pub async fn retry_later(&self, id: String, delay: Duration, error: String) -> Result<(), O2cError> {
-        let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        let at = self.db.now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         self.db
             .call(move |c| {
                 c.execute("UPDATE messages SET visible_at = ?2, last_error = ?3 WHERE message_id = ?1", params![id, at, error])
@@ -405,10 +403,25 @@ impl LocalBus {
     /// Makes every in-flight message visible now. Only safe when no other process
     /// consumes the database (the runtime holds the lock file).
     pub async fn reclaim_in_flight(&self) -> Result<usize, O2cError> {
+        let now = self.db.now_ms();
+        self.db.call(move |c| c.execute("UPDATE messages SET visible_at = ?1 WHERE visible_at > ?1", params![now]).map_err(db_err)).await
+    }
+
+    /// When the next message of `queues` becomes visible (ms since the epoch), if any.
+    pub async fn next_due(&self, queues: &[String]) -> Result<Option<i64>, O2cError> {
+        let queues = queues.to_vec();
         self.db
-            .call(|c| {
-                let now = now_ms();
-                c.execute("UPDATE messages SET visible_at = ?1 WHERE visible_at > ?1", params![now]).map_err(db_err)
+            .call(move |c| {
+                let mut best: Option<i64> = None;
+                for q in &queues {
+                    let t: Option<i64> =
+                        c.query_row("SELECT MIN(visible_at) FROM messages WHERE queue = ?1", params![q], |r| r.get(0)).map_err(db_err)?;
+                    best = match (best, t) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Ok(best)
             })
             .await
     }
@@ -416,9 +429,9 @@ impl LocalBus {
     /// Depth of a queue.
     pub async fn depth(&self, queue: &str) -> Result<QueueDepth, O2cError> {
         let queue = queue.to_owned();
+        let now = self.db.now_ms();
         self.db
             .call(move |c| {
-                let now = now_ms();
                 c.query_row(
                     "SELECT COALESCE(SUM(visible_at <= ?2), 0), COALESCE(SUM(visible_at > ?2), 0) FROM messages WHERE queue = ?1",
                     params![queue, now],
@@ -476,10 +489,10 @@ impl LocalBus {
             O2cError::Validation(vec![o2c_domain::events::Issue::new("queue", "not_a_dlq", format!("{dlq} is not the DLQ of any queue"))])
         })?;
         let dlq = dlq.to_owned();
+        let now = self.db.now_ms();
         let moved = self
             .db
             .call(move |c| {
-                let now = now_ms();
                 c.execute(
                     "UPDATE messages SET queue = ?2, receive_count = 0, visible_at = ?3, first_received_at = NULL, dead_lettered_from = NULL
                      WHERE seq IN (SELECT seq FROM messages WHERE queue = ?1 ORDER BY seq LIMIT ?4)",

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use o2c_app::O2cError;
+use o2c_app::clock::{Clock, IdGenerator, RandomIds, SystemClock};
 use rusqlite::{Connection, OpenFlags};
 
 /// Schema, applied once per version (`PRAGMA user_version`).
@@ -136,11 +137,15 @@ impl Durability {
     }
 }
 
-/// A handle on the database (cheap to clone).
+/// A handle on the database (cheap to clone). It also carries the embedded world's clock
+/// and id source — the only places its bus, queues, store and simulators read time and
+/// draw ids from (wall clock and random ids unless [`Db::with_time`] says otherwise).
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
 }
 
 fn sqlite_err(e: rusqlite::Error) -> O2cError {
@@ -179,7 +184,29 @@ impl Db {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(usize::MAX)) {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1)).map_err(sqlite_err)?;
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned(), clock: Arc::new(SystemClock), ids: Arc::new(RandomIds) })
+    }
+
+    /// The same database with another clock and id source (deterministic runs).
+    pub fn with_time(mut self, clock: Arc<dyn Clock>, ids: Arc<dyn IdGenerator>) -> Self {
+        self.clock = clock;
+        self.ids = ids;
+        self
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Now, in milliseconds since the epoch (queue timestamps).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    /// A new id.
+    pub fn new_id(&self) -> String {
+        self.ids.new_id()
     }
 
     /// The file path.

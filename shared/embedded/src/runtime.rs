@@ -20,7 +20,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use o2c_app::O2cError;
 use o2c_app::Step;
 use o2c_app::bus::{PutEventsEntry, PutEventsResponse};
-use o2c_app::ports::{Clock, Platform, StaticReferenceData, SystemClock};
+use o2c_app::ports::{Clock, IdGenerator, Platform, RandomIds, SeededIds, SimClock, StaticReferenceData, SystemClock};
 use o2c_app::service::{ServiceConfig, StepService};
 use o2c_app::sqs::{BatchContext, process_batch};
 use o2c_app::topology::{FunctionDef, PipeDef, Topology};
@@ -114,6 +114,8 @@ struct Inner {
     sims: Simulators,
     store: SqliteStore,
     options: RuntimeOptions,
+    /// Set in deterministic mode: the scheduler moves it to the next due message.
+    sim_clock: Option<Arc<SimClock>>,
     _lock: File,
     lock_path: PathBuf,
 }
@@ -144,6 +146,8 @@ pub struct RuntimeBuilder {
     template: String,
     options: RuntimeOptions,
     clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+    sim_clock: Option<Arc<SimClock>>,
 }
 
 impl RuntimeBuilder {
@@ -160,6 +164,17 @@ impl RuntimeBuilder {
     /// Uses a clock (tests).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// A reproducible run: virtual time starting at `start`, ids from `seed`, and one
+    /// sequential scheduler instead of concurrent workers — the same seed and inputs give
+    /// the same state, byte for byte.
+    pub fn deterministic(mut self, seed: u64, start: chrono::DateTime<chrono::Utc>) -> Self {
+        let clock = Arc::new(SimClock::starting_at(start));
+        self.clock = clock.clone();
+        self.sim_clock = Some(clock);
+        self.ids = Arc::new(SeededIds::new(seed));
         self
     }
 
@@ -185,7 +200,7 @@ impl RuntimeBuilder {
                 lock_path.display()
             ))
         })?;
-        let db = Db::open_with(&self.db_path, self.options.durability)?;
+        let db = Db::open_with(&self.db_path, self.options.durability)?.with_time(self.clock.clone(), self.ids.clone());
         let bus = Arc::new(LocalBus::new(db.clone(), topology.clone(), format!("o2c-{}", topology.bus))?);
         let store = SqliteStore::new(db.clone());
         let sims = Simulators::new(db.clone(), &self.reference);
@@ -205,6 +220,7 @@ impl RuntimeBuilder {
                 sims,
                 store,
                 options: self.options,
+                sim_clock: self.sim_clock,
                 _lock: lock,
                 lock_path,
             }),
@@ -248,12 +264,14 @@ impl Runtime {
             template: o2c_app::topology::TEMPLATE.to_owned(),
             options: RuntimeOptions::default(),
             clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+            sim_clock: None,
         }
     }
 
     async fn recover(&self) -> Result<(), O2cError> {
         let reclaimed = self.inner.bus.reclaim_in_flight().await?;
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = self.inner.db.now_ms();
         let released = self
             .inner
             .db
@@ -407,37 +425,44 @@ impl Runtime {
     async fn pipe_worker(&self, p: PipeDef, stop: &mut watch::Receiver<bool>) -> RunReport {
         let mut report = RunReport::default();
         while let Some(msgs) = self.next_batch(&p.source, p.batch_size as usize, stop, None).await {
-            report.batches += 1;
-            for m in msgs {
-                let body: serde_json::Value = serde_json::from_str(&m.body).unwrap_or_default();
-                let group = p.message_group_path.as_deref().and_then(|path| PipeDef::eval(path, &body));
-                let dedup = p.deduplication_path.as_deref().and_then(|path| PipeDef::eval(path, &body));
-                let result = match (&p.message_group_path, &group) {
-                    (Some(path), None) => Err(O2cError::Validation(vec![o2c_domain::events::Issue::new(
-                        path.clone(),
-                        "missing",
-                        "the message has no value at the pipe's MessageGroupId path",
-                    )])),
-                    _ => self.inner.bus.forward(m.message_id.clone(), p.target.clone(), m.body.clone(), group, dedup).await,
-                };
-                match result {
-                    Ok(()) => report.succeeded += 1,
-                    Err(e) => {
-                        // Like EventBridge Pipes: the source message is retried and, after
-                        // maxReceiveCount, dead-lettered by the source queue's redrive policy.
-                        report.retried += 1;
-                        let delay = self.backoff(m.receive_count);
-                        let _ = self.inner.bus.retry_later(m.message_id, delay, format!("pipe {}: {e}", p.logical_id)).await;
-                    }
+            self.pipe_batch(&p, msgs, &mut report).await;
+        }
+        report
+    }
+
+    async fn pipe_batch(&self, p: &PipeDef, msgs: Vec<ReceivedMessage>, report: &mut RunReport) {
+        report.batches += 1;
+        for m in msgs {
+            let body: serde_json::Value = serde_json::from_str(&m.body).unwrap_or_default();
+            let group = p.message_group_path.as_deref().and_then(|path| PipeDef::eval(path, &body));
+            let dedup = p.deduplication_path.as_deref().and_then(|path| PipeDef::eval(path, &body));
+            let result = match (&p.message_group_path, &group) {
+                (Some(path), None) => Err(O2cError::Validation(vec![o2c_domain::events::Issue::new(
+                    path.clone(),
+                    "missing",
+                    "the message has no value at the pipe's MessageGroupId path",
+                )])),
+                _ => self.inner.bus.forward(m.message_id.clone(), p.target.clone(), m.body.clone(), group, dedup).await,
+            };
+            match result {
+                Ok(()) => report.succeeded += 1,
+                Err(e) => {
+                    // Like EventBridge Pipes: the source message is retried and, after
+                    // maxReceiveCount, dead-lettered by the source queue's redrive policy.
+                    report.retried += 1;
+                    let delay = self.backoff(m.receive_count);
+                    let _ = self.inner.bus.retry_later(m.message_id, delay, format!("pipe {}: {e}", p.logical_id)).await;
                 }
             }
         }
-        report
     }
 
     /// Processes until every function queue is empty (or `max` elapses: an error naming
     /// what is still pending).
     pub async fn run_until_idle(&self, max: Duration) -> Result<RunReport, O2cError> {
+        if let Some(clock) = self.inner.sim_clock.clone() {
+            return self.run_sequentially(&clock).await;
+        }
         let (tx, rx) = watch::channel(false);
         let mut set = self.start(rx);
         let started = Instant::now();
@@ -479,47 +504,92 @@ impl Runtime {
         let Some(step) = Step::from_name(&f.binary) else {
             return report;
         };
-        let redrive = self.inner.topology.queues.get(&f.queue).and_then(|q| q.redrive.clone());
         while let Some(msgs) = self.next_batch(&f.queue, f.batch_size as usize, stop, Some(step)).await {
-            report.batches += 1;
-            let counts: HashMap<String, u32> = msgs.iter().map(|m| (m.message_id.clone(), m.receive_count)).collect();
-            let mut event = SqsEvent::default();
-            event.records = msgs.iter().map(|m| to_sqs(&f.queue, m)).collect();
-            // The function's timeout bounds the invocation, as Lambda's does.
-            let batch = BatchContext {
-                deadline: self.inner.services.platform().clock().now() + chrono::Duration::seconds(i64::from(f.timeout_secs)),
-                max_receive_count: redrive.as_ref().map(|r| r.max_receive_count),
-                dead_letter_queue: redrive.as_ref().map(|r| r.dead_letter_queue.clone()),
-            };
-            let outcomes = process_batch(&self.inner.services, step, event, &batch).await;
-            let mut done = Vec::new();
-            for o in outcomes {
-                match o.result {
-                    Ok(_) => {
-                        report.succeeded += 1;
-                        done.push(o.message_id);
-                    }
-                    Err(e) => {
-                        report.retried += 1;
-                        let n = counts.get(&o.message_id).copied().unwrap_or(1);
-                        let backoff = self.backoff(n);
-                        // A hint (in-progress record, Retry-After) wins over the local backoff,
-                        // as `ChangeMessageVisibility` does on SQS.
-                        let delay = match &e {
-                            O2cError::Dependency { retry_after: Some(ra), .. } => *ra,
-                            _ => backoff,
-                        };
-                        debug!(message_id = %o.message_id, receive_count = n, delay_ms = delay.as_millis() as u64, "message will be redelivered");
-                        if let Err(err) = self.inner.bus.retry_later(o.message_id, delay, format!("{}: {e}", e.error_type())).await {
-                            warn!(error = %err, "could not schedule redelivery; the visibility timeout will");
-                        }
+            self.function_batch(&f, step, msgs, &mut report).await;
+        }
+        report
+    }
+
+    /// One invocation of `f` on `msgs`, with the event source mapping's semantics:
+    /// successes deleted, failures made visible again after their hint or the backoff.
+    async fn function_batch(&self, f: &FunctionDef, step: Step, msgs: Vec<ReceivedMessage>, report: &mut RunReport) {
+        report.batches += 1;
+        let redrive = self.inner.topology.queues.get(&f.queue).and_then(|q| q.redrive.clone());
+        let counts: HashMap<String, u32> = msgs.iter().map(|m| (m.message_id.clone(), m.receive_count)).collect();
+        let mut event = SqsEvent::default();
+        event.records = msgs.iter().map(|m| to_sqs(&f.queue, m)).collect();
+        // The function's timeout bounds the invocation, as Lambda's does.
+        let batch = BatchContext {
+            deadline: self.inner.services.platform().clock().now() + chrono::Duration::seconds(i64::from(f.timeout_secs)),
+            max_receive_count: redrive.as_ref().map(|r| r.max_receive_count),
+            dead_letter_queue: redrive.as_ref().map(|r| r.dead_letter_queue.clone()),
+        };
+        let outcomes = process_batch(&self.inner.services, step, event, &batch).await;
+        let mut done = Vec::new();
+        for o in outcomes {
+            match o.result {
+                Ok(_) => {
+                    report.succeeded += 1;
+                    done.push(o.message_id);
+                }
+                Err(e) => {
+                    report.retried += 1;
+                    let n = counts.get(&o.message_id).copied().unwrap_or(1);
+                    // A hint (in-progress record, Retry-After) wins over the local backoff,
+                    // as `ChangeMessageVisibility` does on SQS.
+                    let delay = match &e {
+                        O2cError::Dependency { retry_after: Some(ra), .. } => *ra,
+                        _ => self.backoff(n),
+                    };
+                    debug!(message_id = %o.message_id, receive_count = n, delay_ms = delay.as_millis() as u64, "message will be redelivered");
+                    if let Err(err) = self.inner.bus.retry_later(o.message_id, delay, format!("{}: {e}", e.error_type())).await {
+                        warn!(error = %err, "could not schedule redelivery; the visibility timeout will");
                     }
                 }
             }
-            if let Err(e) = self.inner.bus.delete(done).await {
-                warn!(error = %e, "delete failed; messages will be redelivered and absorbed as duplicates");
+        }
+        if let Err(e) = self.inner.bus.delete(done).await {
+            warn!(error = %e, "delete failed; messages will be redelivered and absorbed as duplicates");
+        }
+    }
+
+    /// Deterministic mode: one scheduler visits every function queue, then every pipe, in
+    /// template order, one batch each, until nothing is visible; then it moves the virtual
+    /// clock to the next message due (a redelivery after backoff) or stops when none is left.
+    async fn run_sequentially(&self, clock: &SimClock) -> Result<RunReport, O2cError> {
+        let topo = self.inner.topology.clone();
+        let mut report = RunReport::default();
+        loop {
+            let mut progressed = false;
+            for f in &topo.functions {
+                let Some(step) = Step::from_name(&f.binary) else { continue };
+                let received = self.inner.bus.receive_batch(&f.queue, f.batch_size as usize, self.visibility(&f.queue)).await?;
+                for d in received.dead_lettered {
+                    self.dead_lettered(step, d).await;
+                }
+                if !received.messages.is_empty() {
+                    progressed = true;
+                    self.function_batch(f, step, received.messages, &mut report).await;
+                }
+            }
+            for p in &topo.pipes {
+                let msgs = self.inner.bus.receive(&p.source, p.batch_size as usize, self.visibility(&p.source)).await?;
+                if !msgs.is_empty() {
+                    progressed = true;
+                    self.pipe_batch(p, msgs, &mut report).await;
+                }
+            }
+            if progressed {
+                continue;
+            }
+            let queues: Vec<String> =
+                topo.functions.iter().map(|f| f.queue.clone()).chain(topo.pipes.iter().map(|p| p.source.clone())).collect();
+            match self.inner.bus.next_due(&queues).await? {
+                Some(due) => clock.advance_to(chrono::DateTime::from_timestamp_millis(due).unwrap_or_default()),
+                None => break,
             }
         }
-        report
+        report.dead_letters = self.dead_letters().await?;
+        Ok(report)
     }
 }

@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use o2c_app::O2cError;
 use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, ObjectStatus, Psa};
 use o2c_domain::engagement::CrmOpportunityUpdate;
@@ -169,10 +168,10 @@ fn peek_latency(tx: &Transaction<'_>, system: System, op: &str) -> Result<Option
     })
 }
 
-fn log_call(tx: &Transaction<'_>, system: System, op: &str, key: &str, outcome: &str) -> Result<(), O2cError> {
+fn log_call(tx: &Transaction<'_>, system: System, op: &str, key: &str, outcome: &str, at: &str) -> Result<(), O2cError> {
     tx.execute(
         "INSERT INTO sim_calls (system, operation, key, outcome, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![system.as_str(), op, key, outcome, Utc::now().to_rfc3339()],
+        params![system.as_str(), op, key, outcome, at],
     )
     .map_err(db_err)?;
     Ok(())
@@ -298,7 +297,7 @@ impl Simulators {
     async fn operate<T, F>(&self, system: System, op: &'static str, key: String, f: F) -> Result<T, ConnectorError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<Result<(T, &'static str), ConnectorError>, O2cError> + Send + 'static,
+        F: FnOnce(&Transaction<'_>, &str) -> Result<Result<(T, &'static str), ConnectorError>, O2cError> + Send + 'static,
     {
         let delay = self
             .db
@@ -317,23 +316,24 @@ impl Simulators {
             .await
             .map_err(|e| store_err(system, e))?;
         if let Some(d) = delay {
-            tokio::time::sleep(d).await;
+            self.db.clock().sleep(d).await;
         }
+        let at = self.db.clock().now().to_rfc3339();
         self.db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
                 let applied = take_fault(&tx, system, op)?;
                 if let Applied::Before(err) = applied {
-                    log_call(&tx, system, op, &key, &format!("fault: {err}"))?;
+                    log_call(&tx, system, op, &key, &format!("fault: {err}"), &at)?;
                     tx.commit().map_err(db_err)?;
                     return Ok(Err(err));
                 }
-                let result = f(&tx)?;
+                let result = f(&tx, &at)?;
                 let outcome = match &result {
                     Ok((_, o)) => (*o).to_owned(),
                     Err(e) => format!("error: {e}"),
                 };
-                log_call(&tx, system, op, &key, &outcome)?;
+                log_call(&tx, system, op, &key, &outcome, &at)?;
                 tx.commit().map_err(db_err)?;
                 match (applied, result) {
                     (Applied::AfterCommit, Ok(_)) => {
@@ -359,7 +359,7 @@ impl Simulators {
                 System::Psa => me.validate_psa(&spec),
                 _ => me.validate_erp(&spec),
             };
-            me.operate(system, "create_project", key, move |tx| {
+            me.operate(system, "create_project", key, move |tx, at| {
                 if let Some((id, status)) = tx
                     .query_row("SELECT project_id, status FROM sim_projects WHERE system = ?1 AND external_key = ?2", params![system.as_str(), spec.external_key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                     .optional()
@@ -379,7 +379,7 @@ impl Simulators {
                 };
                 tx.execute(
                     "INSERT INTO sim_projects (system, external_key, project_id, status, spec, created_at) VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
-                    params![system.as_str(), spec.external_key, id, serde_json::to_string(&spec).map_err(row_err)?, Utc::now().to_rfc3339()],
+                    params![system.as_str(), spec.external_key, id, serde_json::to_string(&spec).map_err(row_err)?, at],
                 )
                 .map_err(db_err)?;
                 Ok(Ok((ExternalObject { id, created: true, status: ObjectStatus::Active }, "created")))
@@ -431,7 +431,7 @@ impl Psa for Simulators {
     async fn cancel_project(&self, project_id: &str, reason: &str) -> Result<(), ConnectorError> {
         let id = project_id.to_owned();
         let _ = reason;
-        self.operate(System::Psa, "cancel_project", id.clone(), move |tx| {
+        self.operate(System::Psa, "cancel_project", id.clone(), move |tx, _| {
             let n = tx
                 .execute("UPDATE sim_projects SET status = 'cancelled' WHERE system = 'psa' AND project_id = ?1", params![id])
                 .map_err(db_err)?;
@@ -455,7 +455,7 @@ impl Erp for Simulators {
         schedule: &BillingSchedule,
     ) -> Result<ExternalObject, ConnectorError> {
         let (project, schedule) = (erp_project_id.to_owned(), schedule.clone());
-        self.operate(System::Erp, "create_billing_schedule", schedule.schedule_id.clone(), move |tx| {
+        self.operate(System::Erp, "create_billing_schedule", schedule.schedule_id.clone(), move |tx, at| {
             if let Some(id) = tx
                 .query_row("SELECT schedule_id FROM sim_billing_schedules WHERE external_key = ?1", params![schedule.schedule_id], |r| r.get::<_, String>(0))
                 .optional()
@@ -493,7 +493,7 @@ impl Erp for Simulators {
             let id = format!("BSCH{:06}", n + 1);
             tx.execute(
                 "INSERT INTO sim_billing_schedules (external_key, schedule_id, erp_project_id, schedule, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![schedule.schedule_id, id, project, serde_json::to_string(&schedule).map_err(row_err)?, Utc::now().to_rfc3339()],
+                params![schedule.schedule_id, id, project, serde_json::to_string(&schedule).map_err(row_err)?, at],
             )
             .map_err(db_err)?;
             Ok(Ok((ExternalObject { id, created: true, status: ObjectStatus::Active }, "created")))
@@ -505,7 +505,7 @@ impl Erp for Simulators {
 impl Crm for Simulators {
     async fn update_opportunity(&self, update: &CrmOpportunityUpdate) -> Result<CrmWrite, ConnectorError> {
         let u = update.clone();
-        self.operate(System::Crm, "update_opportunity", u.opportunity_id.clone(), move |tx| {
+        self.operate(System::Crm, "update_opportunity", u.opportunity_id.clone(), move |tx, at| {
             if u.last_error.as_ref().is_some_and(|e| e.chars().count() > 255) {
                 return Ok(Err(permanent(System::Crm, 400, "STRING_TOO_LONG", "O2C_Last_Error__c: data value too large (max length=255)".into())));
             }
@@ -519,7 +519,7 @@ impl Crm for Simulators {
             tx.execute(
                 "INSERT INTO sim_crm_opportunities (opportunity_id, sync_version, fields, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(opportunity_id) DO UPDATE SET sync_version = excluded.sync_version, fields = excluded.fields, updated_at = excluded.updated_at",
-                params![u.opportunity_id, u.sync_version as i64, serde_json::to_string(&u).map_err(row_err)?, Utc::now().to_rfc3339()],
+                params![u.opportunity_id, u.sync_version as i64, serde_json::to_string(&u).map_err(row_err)?, at],
             )
             .map_err(db_err)?;
             Ok(Ok((CrmWrite::Applied, "updated")))

@@ -345,6 +345,7 @@ impl RejectionStore for SqliteStore {
 
     async fn failure(&self, message_id: &str) -> Result<Option<DeliveryFailure>, O2cError> {
         let id = message_id.to_owned();
+        let now = self.db.clock().now();
         self.db
             .call(move |c| {
                 c.query_row("SELECT last_error, receive_count, queue FROM messages WHERE message_id = ?1", params![id], |r| {
@@ -357,14 +358,7 @@ impl RejectionStore for SqliteStore {
                         err.map(|e| {
                             let (error_type, error) =
                                 e.split_once(": ").map_or((String::new(), e.clone()), |(t, m)| (t.to_owned(), m.to_owned()));
-                            DeliveryFailure {
-                                message_id: id.clone(),
-                                step: queue,
-                                error_type,
-                                error,
-                                receive_count: n as u32,
-                                at: Utc::now(),
-                            }
+                            DeliveryFailure { message_id: id.clone(), step: queue, error_type, error, receive_count: n as u32, at: now }
                         })
                     })
                 })
