@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use o2c_app::bus::PutEventsEntry;
 use o2c_app::ports::{EngagementStore, RejectionStore};
+use o2c_domain::aggregate::AggregateKey;
 use o2c_embedded::Runtime;
 use o2c_embedded::sim::{Fault, System};
 
@@ -79,7 +80,8 @@ pub async fn run(db: Option<PathBuf>, seed: Option<u64>) -> Result<ExitCode> {
     for r in &rows {
         println!();
         if let Some(state) = rt.store().load(&r.engagement_id).await? {
-            print::engagement(&state.value, state.version);
+            let others = rt.store().load_aggregates(&[AggregateKey::crm_sync(&r.engagement_id)]).await?;
+            print::engagement(&state.value, state.version, others.crm_sync(&r.engagement_id));
         }
     }
     let parked = rt.store().rejections(100).await?;

@@ -405,13 +405,17 @@ async fn show_status<S: EngagementStore>(store: &S, engagement: &str, json: bool
     let id = engagement_id(engagement);
     let Some(state) = store.load(&id).await? else { bail!("no engagement {id} in {where_}") };
     let timeline = store.audit_trail(&id).await?;
+    let others = store.load_aggregates(&[o2c_domain::aggregate::AggregateKey::crm_sync(&id)]).await?;
+    let crm = others.crm_sync(&id);
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"version": state.version, "engagement": state.value, "timeline": timeline}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"version": state.version, "engagement": state.value, "crm_sync": crm.map(|c| &c.last), "timeline": timeline})
+            )?
         );
     } else {
-        print::engagement(&state.value, state.version);
+        print::engagement(&state.value, state.version, crm);
         print::timeline(&timeline);
     }
     Ok(ExitCode::SUCCESS)

@@ -1,10 +1,11 @@
 //! Human-readable output.
 
 use o2c_app::ports::{EngagementSummary, RejectedMessage};
+use o2c_domain::aggregate::CrmSyncState;
 use o2c_domain::engagement::{AuditEntry, Engagement};
 
-/// One engagement's state.
-pub fn engagement(e: &Engagement, version: u64) {
+/// One engagement's state, with what the CRM was last sent.
+pub fn engagement(e: &Engagement, version: u64, crm: Option<&CrmSyncState>) {
     println!("Engagement {}  (opportunity {}, version {version})", e.engagement_id, e.opportunity_id);
     println!("  {:<18} {}", "status", e.status.as_str());
     println!("  {:<18} {}", "correlation id", e.correlation_id);
@@ -47,7 +48,7 @@ pub fn engagement(e: &Engagement, version: u64) {
             s.time_and_materials_cap
         );
     }
-    if let Some(s) = &e.crm_sync {
+    if let Some(s) = crm.map(|c| &c.last) {
         println!(
             "  {:<18} {} / {} (sync v{}) — {}",
             "CRM write-back", s.update.sync_status, s.update.engagement_status, s.update.sync_version, s.result

@@ -1,82 +1,27 @@
-//! The step protocol around failures of the store itself: the SQLite adapters and the
-//! simulators, with a store wrapper that fails chosen calls once.
+//! The step protocol around failures of the store itself and races with concurrent
+//! writers: the in-memory platform (its store can refuse commits) with the simulators as
+//! connectors, one of them racing the step.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
+use o2c_app::memory::{MemoryPlatform, MemoryStore};
 use o2c_app::ports::{
-    Clock, Commit, CommitOutcome, ConnectorError, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary, Erp,
-    ExpectedVersion, ExternalObject, IdempotencyRecord, IdempotencyStore, KeyWrite, Platform, Psa, RejectedMessage, RejectionStore,
-    Reservation, ReserveOutcome, StateWrite, StaticReferenceData, SystemClock, Versioned,
+    Commit, CommitOutcome, ConnectorError, EngagementStore, Erp, ExpectedVersion, ExternalObject, KeyWrite, Psa, StateWrite,
 };
-use o2c_app::topology::{TEMPLATE, Topology};
-use o2c_app::{O2cError, Step, StepService};
-use o2c_domain::engagement::{AuditEntry, Engagement, EngagementStatus};
+use o2c_app::{Step, StepService};
+use o2c_domain::engagement::EngagementStatus;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
-use o2c_embedded::bus::LocalBus;
 use o2c_embedded::db::Db;
 use o2c_embedded::sim::{Simulators, System};
-use o2c_embedded::store::SqliteStore;
 use o2c_tests::{closed_won, contract_approved, globex_payload};
-
-/// SQLite store whose next commit fails with a transient error when armed.
-struct FlakyStore {
-    inner: SqliteStore,
-    fail_next_commit: AtomicBool,
-}
-
-impl EngagementStore for FlakyStore {
-    async fn load(&self, id: &str) -> Result<Option<Versioned<Engagement>>, O2cError> {
-        self.inner.load(id).await
-    }
-    async fn commit(&self, c: Commit) -> Result<CommitOutcome, O2cError> {
-        if self.fail_next_commit.swap(false, Ordering::SeqCst) {
-            return Err(O2cError::dependency("sqlite", "database is locked"));
-        }
-        self.inner.commit(c).await
-    }
-    async fn audit_trail(&self, id: &str) -> Result<Vec<AuditEntry>, O2cError> {
-        self.inner.audit_trail(id).await
-    }
-    async fn list(&self, f: &EngagementFilter) -> Result<Vec<EngagementSummary>, O2cError> {
-        self.inner.list(f).await
-    }
-}
-
-impl IdempotencyStore for FlakyStore {
-    async fn get(&self, key: &str) -> Result<Option<IdempotencyRecord>, O2cError> {
-        self.inner.get(key).await
-    }
-    async fn reserve(&self, r: Reservation) -> Result<ReserveOutcome, O2cError> {
-        self.inner.reserve(r).await
-    }
-    async fn release(&self, key: &str) -> Result<(), O2cError> {
-        self.inner.release(key).await
-    }
-}
-
-impl RejectionStore for FlakyStore {
-    async fn park(&self, m: &RejectedMessage) -> Result<(), O2cError> {
-        self.inner.park(m).await
-    }
-    async fn rejections(&self, limit: usize) -> Result<Vec<RejectedMessage>, O2cError> {
-        self.inner.rejections(limit).await
-    }
-    async fn record_failure(&self, f: &DeliveryFailure) -> Result<(), O2cError> {
-        self.inner.record_failure(f).await
-    }
-    async fn failure(&self, id: &str) -> Result<Option<DeliveryFailure>, O2cError> {
-        self.inner.failure(id).await
-    }
-}
 
 /// The simulators, plus a concurrent writer: while armed, every PSA cancel and ERP
 /// project creation first bumps the engagement's version (what a CRM write-back committing
 /// at that moment does), so the step's next commit loses the version race — deterministically.
 struct Racing {
     sims: Simulators,
-    store: SqliteStore,
+    store: MemoryStore,
     engagement_id: std::sync::Mutex<Option<String>>,
     bumps: std::sync::atomic::AtomicU32,
 }
@@ -89,6 +34,7 @@ impl Racing {
         e.updated_at = chrono::Utc::now();
         let commit = Commit {
             state: Some(StateWrite { engagement: e, expected: ExpectedVersion::Is(cur.version) }),
+            others: vec![],
             audit: None,
             key: KeyWrite::Untracked,
         };
@@ -117,60 +63,20 @@ impl Erp for Racing {
     }
 }
 
-struct TestPlatform {
-    store: FlakyStore,
-    bus: Arc<LocalBus>,
-    reference: StaticReferenceData,
-    sims: Simulators,
-    racing: Racing,
-}
-
-impl Platform for TestPlatform {
-    type Store = FlakyStore;
-    type Publisher = Arc<LocalBus>;
-    type Reference = StaticReferenceData;
-    type Crm = Simulators;
-    type Psa = Racing;
-    type Erp = Racing;
-    fn store(&self) -> &FlakyStore {
-        &self.store
-    }
-    fn publisher(&self) -> &Arc<LocalBus> {
-        &self.bus
-    }
-    fn reference(&self) -> &StaticReferenceData {
-        &self.reference
-    }
-    fn crm(&self) -> &Simulators {
-        &self.sims
-    }
-    fn psa(&self) -> &Racing {
-        &self.racing
-    }
-    fn erp(&self) -> &Racing {
-        &self.racing
-    }
-    fn clock(&self) -> &dyn Clock {
-        &SystemClock
-    }
-}
+type TestPlatform = MemoryPlatform<Simulators, Racing, Racing>;
 
 fn decode((_, dt, detail): (&str, &str, serde_json::Value)) -> o2c_domain::events::BusinessEvent {
     o2c_app::contracts::decode(dt, &detail).unwrap()
 }
 
 fn service(dir: &tempfile::TempDir) -> StepService<TestPlatform> {
-    let db = Db::open(&dir.path().join("p.db")).unwrap();
-    let reference = o2c_embedded::reference::northwind().unwrap();
-    let topo = Arc::new(Topology::from_sam_yaml(TEMPLATE).unwrap());
-    let sims = Simulators::new(db.clone(), &reference);
-    let platform = TestPlatform {
-        store: FlakyStore { inner: SqliteStore::new(db.clone()), fail_next_commit: AtomicBool::new(false) },
-        bus: Arc::new(LocalBus::new(db.clone(), topo, "o2c-test".into()).unwrap()),
-        reference: StaticReferenceData(Arc::new(reference.clone())),
-        sims: sims.clone(),
-        racing: Racing { sims, store: SqliteStore::new(db), engagement_id: std::sync::Mutex::new(None), bumps: Default::default() },
-    };
+    let sims = Simulators::new(Db::open(&dir.path().join("sims.db")).unwrap(), &o2c_embedded::reference::northwind().unwrap());
+    let store = MemoryStore::new();
+    let racing =
+        || Racing { sims: sims.clone(), store: store.clone(), engagement_id: std::sync::Mutex::new(None), bumps: Default::default() };
+    let (psa, erp) = (racing(), racing());
+    let mut platform = MemoryPlatform::new(o2c_embedded::reference::northwind().unwrap(), sims.clone(), psa, erp);
+    platform.store = store;
     StepService::new(platform, o2c_tests::fast_service())
 }
 
@@ -187,14 +93,16 @@ async fn when_commits_lose_version_races_around_a_refusal_should_finalize_the_sa
     let opp = "0068d00000RACE01";
     let eng = format!("ENG-{opp}");
     svc.handle(Step::Intake, &decode(closed_won(globex_payload(opp, 1))), &o2c_app::Delivery::once(deadline)).await.unwrap();
-    let sims = &svc.platform().sims;
+    let sims = &svc.platform().crm;
     refuse_one_erp_project(sims).await;
     // A write lands on the engagement during the ERP call (so the failure checkpoint loses
     // its race) and during the compensation (so the final commit loses its race).
-    *svc.platform().racing.engagement_id.lock().unwrap() = Some(eng.clone());
+    *svc.platform().psa.engagement_id.lock().unwrap() = Some(eng.clone());
+    *svc.platform().erp.engagement_id.lock().unwrap() = Some(eng.clone());
     let handled = svc.handle(Step::Provision, &decode(contract_approved(opp)), &o2c_app::Delivery::once(deadline)).await.unwrap();
     assert_eq!(handled.action, "compensated");
-    assert_eq!(svc.platform().racing.bumps.load(Ordering::SeqCst), 2, "both commits met a concurrent write");
+    let bumps = svc.platform().psa.bumps.load(Ordering::SeqCst) + svc.platform().erp.bumps.load(Ordering::SeqCst);
+    assert_eq!(bumps, 2, "both commits met a concurrent write");
 
     let calls = sims.calls().await.unwrap();
     let count = |sys: &str, op: &str| calls.iter().filter(|c| c.system == sys && c.operation == op).count();
@@ -218,7 +126,7 @@ async fn when_the_process_dies_between_the_failure_checkpoint_and_the_compensati
     let opp = "0068d00000CRSH01";
     let eng = format!("ENG-{opp}");
     svc.handle(Step::Intake, &decode(closed_won(globex_payload(opp, 1))), &o2c_app::Delivery::once(deadline)).await.unwrap();
-    let sims = &svc.platform().sims;
+    let sims = &svc.platform().crm;
     refuse_one_erp_project(sims).await;
     // The PSA is down for longer than the invocation's retry budget: the compensation
     // cannot run now, and the message goes back to its queue.
@@ -258,7 +166,7 @@ async fn when_the_commit_fails_after_the_side_effect_should_release_the_key_so_t
     svc.handle(Step::Intake, &decode(closed_won(globex_payload(opp, 1))), &o2c_app::Delivery::once(deadline)).await.unwrap();
 
     let approval = decode(contract_approved(opp));
-    svc.platform().store.fail_next_commit.store(true, Ordering::SeqCst);
+    svc.platform().store.fail_next_commits(1);
     let err = svc.handle(Step::Provision, &approval, &o2c_app::Delivery::once(deadline)).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     let eng = format!("ENG-{opp}");
@@ -266,8 +174,8 @@ async fn when_the_commit_fails_after_the_side_effect_should_release_the_key_so_t
 
     let retry = svc.handle(Step::Provision, &approval, &o2c_app::Delivery::once(deadline)).await.unwrap();
     assert_eq!(retry.action, "provisioned");
-    let psa = svc.platform().sims.projects(System::Psa).await.unwrap();
-    let erp = svc.platform().sims.projects(System::Erp).await.unwrap();
+    let psa = svc.platform().crm.projects(System::Psa).await.unwrap();
+    let erp = svc.platform().crm.projects(System::Erp).await.unwrap();
     assert_eq!((psa.len(), erp.len()), (1, 1), "the side effects of the failed attempt are reused, not repeated");
     let again = svc.handle(Step::Provision, &approval, &o2c_app::Delivery::once(deadline)).await.unwrap();
     assert!(again.duplicate);

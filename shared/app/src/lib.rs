@@ -11,6 +11,9 @@
 //!   data, CRM / PSA / ERP connectors, clock; bundled by [`ports::Platform`];
 //! - [`service`]: the step service and the at-least-once protocol around the pure
 //!   steps of `o2c-domain::workflow`;
+//! - [`idempotency`]: the one idempotency core (statuses, classification, payload hash);
+//! - [`memory`]: the in-memory store (same semantics as the SQLite and DynamoDB adapters);
+//! - `conformance` (feature): the store conformance suite every adapter runs;
 //! - [`executor`]: runs a step's plan of commands through the connector ports;
 //! - [`retry`]: in-invocation retry of transient connector failures (backoff, jitter,
 //!   deadline);
@@ -22,9 +25,13 @@
 
 pub mod bus;
 pub mod clock;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod contracts;
 pub mod error;
 pub mod executor;
+pub mod idempotency;
+pub mod memory;
 pub mod ports;
 pub mod retry;
 pub mod routing;

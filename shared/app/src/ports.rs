@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use o2c_domain::aggregate::{AggregateBody, AggregateKey, Loaded};
 use o2c_domain::engagement::{AuditEntry, CrmOpportunityUpdate, Engagement};
 use o2c_domain::events::{Issue, OutgoingEvent};
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
@@ -66,45 +67,7 @@ pub struct StoredResult {
     pub events: Vec<OutgoingEvent>,
 }
 
-/// Idempotency record status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum IdempotencyStatus {
-    /// A handler reserved the key and is working on it.
-    InProgress,
-    /// Done; `result` is stored.
-    Completed,
-}
-
-/// An idempotency record (Powertools-compatible semantics).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IdempotencyRecord {
-    /// `<step>#<event idempotency key>`.
-    pub key: String,
-    /// Status.
-    pub status: IdempotencyStatus,
-    /// SHA-256 of the payload; a different payload under the same key is a conflict.
-    pub payload_hash: String,
-    /// The record is ignored (and may be overwritten) after this instant; DynamoDB TTL deletes it.
-    pub expires_at: DateTime<Utc>,
-    /// An `InProgress` record older than this belongs to a dead invocation and may be taken over.
-    pub in_progress_until: Option<DateTime<Utc>>,
-    /// Stored result of a completed step.
-    pub result: Option<StoredResult>,
-}
-
-impl IdempotencyRecord {
-    /// True when the record still counts at `now`.
-    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
-        if self.expires_at <= now {
-            return false;
-        }
-        match self.status {
-            IdempotencyStatus::Completed => true,
-            IdempotencyStatus::InProgress => self.in_progress_until.is_some_and(|t| t > now),
-        }
-    }
-}
+pub use crate::idempotency::{IdempotencyRecord, IdempotencyStatus, KeyState};
 
 /// Reserve a key before an external side effect, optionally claiming the engagement in the
 /// same atomic write (e.g. status `provisioning`, so intake turns later changes into change
@@ -189,13 +152,25 @@ pub struct Completion {
     pub mode: CompletionMode,
 }
 
-/// One atomic write: engagement state (if changed) + audit entry + what happens to the
-/// idempotency key. In DynamoDB this is a single `TransactWriteItems`; in SQLite a single
-/// transaction.
+/// A conditional write of another aggregate (see `o2c_domain::aggregate`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateWrite {
+    /// New state.
+    pub body: AggregateBody,
+    /// Version it replaces.
+    pub expected: ExpectedVersion,
+}
+
+/// One atomic write: engagement state (if changed) + other aggregates + audit entry + what
+/// happens to the idempotency key. In DynamoDB this is a single `TransactWriteItems`
+/// (≤ 100 items, 4 MB); in SQLite a single transaction. Every state write is conditional
+/// on its version: one stale version and nothing is written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Commit {
     /// Engagement state write.
     pub state: Option<StateWrite>,
+    /// Other aggregates.
+    pub others: Vec<AggregateWrite>,
     /// Timeline entry.
     pub audit: Option<AuditEntry>,
     /// Idempotency completion, checkpoint guard, or nothing.
@@ -249,6 +224,8 @@ pub struct EngagementSummary {
 pub trait EngagementStore: Send + Sync {
     /// Strongly consistent read of one engagement.
     fn load(&self, engagement_id: &str) -> impl Future<Output = Result<Option<Versioned<Engagement>>, O2cError>> + Send;
+    /// Strongly consistent reads of other aggregates (those that exist).
+    fn load_aggregates(&self, keys: &[AggregateKey]) -> impl Future<Output = Result<Loaded, O2cError>> + Send;
     /// Atomic commit (see [`Commit`]).
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<CommitOutcome, O2cError>> + Send;
     /// The engagement's timeline, oldest first.

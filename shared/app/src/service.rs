@@ -26,6 +26,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use o2c_domain::aggregate::{AggregateKey, Loaded};
 use o2c_domain::engagement::Engagement;
 use o2c_domain::events::{BusinessEvent, Issue, payload_hash};
 use o2c_domain::workflow::{Decision, Next, Snapshot, Step, StepContext, dead_lettered};
@@ -34,9 +35,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::error::O2cError;
 use crate::executor::execute;
 use crate::ports::{
-    Commit, CommitOutcome, Completion, CompletionMode, EngagementStore, EventPublisher, ExpectedVersion, IdempotencyRecord,
-    IdempotencyStatus, IdempotencyStore, KeyWrite, Platform, ReferenceDataSource, Reservation, ReserveOutcome, StateWrite, StoredResult,
-    Versioned,
+    AggregateWrite, Commit, CommitOutcome, Completion, CompletionMode, EngagementStore, EventPublisher, ExpectedVersion, IdempotencyRecord,
+    IdempotencyStore, KeyState, KeyWrite, Platform, ReferenceDataSource, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
 };
 use crate::retry::RetryPolicy;
 
@@ -117,6 +117,12 @@ pub enum DeadLetterOutcome {
 pub struct StepService<P: Platform> {
     platform: P,
     config: ServiceConfig,
+}
+
+/// What a step reads: the engagement and its other aggregates, with versions.
+struct World {
+    state: Option<Versioned<Engagement>>,
+    others: Loaded,
 }
 
 struct Run<'a> {
@@ -211,57 +217,52 @@ impl<P: Platform> StepService<P> {
             return self.duplicate(rec, run, ctx).await;
         }
         let reference = self.platform.reference().snapshot().await?;
-        let mut state = store.load(&run.engagement_id).await?;
+        let keys = logic.loads(&run.engagement_id);
+        let mut world = self.load(run, &keys).await?;
         let mut rounds = 0;
         'decide: loop {
             self.count_round(&mut rounds, run)?;
-            let plan = match logic.decide(snapshot(&state), event, &reference, ctx)? {
-                Next::Done(d) => match self.commit(run, ctx, d, &state, *reserved, true).await? {
+            let plan = match logic.decide(snapshot(&world.state), &world.others, event, &reference, ctx)? {
+                Next::Done(d) => match self.commit(run, ctx, d, &world, *reserved, true).await? {
                     Committed::Done(h) => return Ok(h),
                     Committed::Duplicate(rec) => return self.duplicate(rec, run, ctx).await,
                     Committed::Conflict | Committed::Checkpointed => {
-                        state = store.load(&run.engagement_id).await?;
+                        world = self.load(run, &keys).await?;
                         continue 'decide;
                     }
                 },
                 Next::Checkpoint(d) => {
-                    if let Some(rec) = self.reserve(run, ctx, None, reserved, &mut state).await? {
+                    if let Some(rec) = self.reserve(run, ctx, None, reserved, &mut world.state).await? {
                         return self.duplicate(rec, run, ctx).await;
                     }
-                    let written = d.engagement.clone();
-                    match self.commit(run, ctx, d, &state, true, false).await? {
-                        Committed::Checkpointed => advance(&mut state, written),
-                        _ => state = store.load(&run.engagement_id).await?,
-                    }
+                    self.commit(run, ctx, d, &world, true, false).await?;
+                    world = self.load(run, &keys).await?;
                     continue 'decide;
                 }
                 Next::Run(plan) => plan,
             };
-            if let Some(rec) = self.reserve(run, ctx, plan.claim.clone(), reserved, &mut state).await? {
+            if let Some(rec) = self.reserve(run, ctx, plan.claim.clone(), reserved, &mut world.state).await? {
                 return self.duplicate(rec, run, ctx).await;
             }
-            if plan.claim.is_some() && state.as_ref().map(|v| &v.value) != plan.claim.as_ref() {
+            if plan.claim.is_some() && world.state.as_ref().map(|v| &v.value) != plan.claim.as_ref() {
                 // The claim lost a version race: nothing was written; decide again.
                 continue 'decide;
             }
             let results = execute(&self.platform, &self.config.connector_retry, &plan, &run.key, run.delivery.deadline).await?;
             loop {
                 self.count_round(&mut rounds, run)?;
-                match logic.finalize(snapshot(&state), &plan, &results, ctx)? {
-                    Next::Done(d) => match self.commit(run, ctx, d, &state, true, true).await? {
+                match logic.finalize(snapshot(&world.state), &world.others, &plan, &results, ctx)? {
+                    Next::Done(d) => match self.commit(run, ctx, d, &world, true, true).await? {
                         Committed::Done(h) => return Ok(h),
                         Committed::Duplicate(rec) => return self.duplicate(rec, run, ctx).await,
                         // Same results, fresh state: never repeat the side effects for a lost race.
-                        _ => state = store.load(&run.engagement_id).await?,
+                        _ => world = self.load(run, &keys).await?,
                     },
                     Next::Checkpoint(d) => {
-                        let written = d.engagement.clone();
-                        match self.commit(run, ctx, d, &state, true, false).await? {
-                            Committed::Checkpointed => {
-                                advance(&mut state, written);
-                                continue 'decide;
-                            }
-                            _ => state = store.load(&run.engagement_id).await?,
+                        let checkpointed = matches!(self.commit(run, ctx, d, &world, true, false).await?, Committed::Checkpointed);
+                        world = self.load(run, &keys).await?;
+                        if checkpointed {
+                            continue 'decide;
                         }
                     }
                     Next::Run(_) => return Err(O2cError::Bug(format!("{} finalize returned a plan", ctx.step))),
@@ -295,8 +296,12 @@ impl<P: Platform> StepService<P> {
         let expected = expected(state);
         if *reserved {
             if let Some(engagement) = claim {
-                let commit =
-                    Commit { state: Some(StateWrite { engagement: engagement.clone(), expected }), audit: None, key: self.hold(run) };
+                let commit = Commit {
+                    state: Some(StateWrite { engagement: engagement.clone(), expected }),
+                    others: Vec::new(),
+                    audit: None,
+                    key: self.hold(run),
+                };
                 match self.platform.store().commit(commit).await? {
                     CommitOutcome::Committed { .. } => advance(state, Some(engagement)),
                     CommitOutcome::VersionConflict => *state = self.platform.store().load(&run.engagement_id).await?,
@@ -338,15 +343,24 @@ impl<P: Platform> StepService<P> {
 
     /// Commits a decision: final (`complete`: the key is completed, events published) or
     /// a checkpoint (the key stays reserved; a checkpoint carries no events).
+    /// The engagement and the other aggregates the step reads.
+    async fn load(&self, run: &Run<'_>, keys: &[AggregateKey]) -> Result<World, O2cError> {
+        let store = self.platform.store();
+        let state = store.load(&run.engagement_id).await?;
+        let others = if keys.is_empty() { Loaded::default() } else { store.load_aggregates(keys).await? };
+        Ok(World { state, others })
+    }
+
     async fn commit(
         &self,
         run: &Run<'_>,
         ctx: &StepContext<'_>,
         decision: Decision,
-        state: &Option<Versioned<Engagement>>,
+        world: &World,
         reserved: bool,
         complete: bool,
     ) -> Result<Committed, O2cError> {
+        let state = &world.state;
         let decision = if complete { decision.clear_dead_letter(state.as_ref().map(|v| &v.value), ctx) } else { decision };
         if !complete && !decision.events.is_empty() {
             return Err(O2cError::Bug(format!("{}: a checkpoint carries events ({})", ctx.step, decision.action())));
@@ -367,6 +381,14 @@ impl<P: Platform> StepService<P> {
         };
         let commit = Commit {
             state: decision.engagement.map(|engagement| StateWrite { engagement, expected: expected(state) }),
+            others: decision
+                .others
+                .into_iter()
+                .map(|body| {
+                    let expected = world.others.version(&body.key()).map_or(ExpectedVersion::New, ExpectedVersion::Is);
+                    AggregateWrite { body, expected }
+                })
+                .collect(),
             audit: Some(decision.audit),
             key,
         };
@@ -389,16 +411,16 @@ impl<P: Platform> StepService<P> {
     }
 
     async fn duplicate(&self, rec: IdempotencyRecord, run: &Run<'_>, ctx: &StepContext<'_>) -> Result<Handled, O2cError> {
-        if rec.payload_hash != run.hash {
-            return Err(mismatch(&rec.key));
-        }
-        match (rec.status, rec.result) {
-            (IdempotencyStatus::Completed, Some(result)) => {
+        match rec.classify(&run.hash, ctx.now) {
+            KeyState::Mismatch { .. } => Err(mismatch(&rec.key)),
+            KeyState::Completed(IdempotencyRecord { result: Some(result), .. }) => {
                 // Re-publish: at-least-once across a crash between commit and publish.
                 // Event ids are deterministic, so consumers deduplicate them.
                 self.platform.publisher().publish(&result.events).await?;
                 Ok(Handled { action: result.action, duplicate: true, published: result.events.len() })
             }
+            KeyState::InProgress { until } => Err(self.in_progress(run, ctx, until)),
+            // Completed without a result (a store defect) or expired meanwhile: retry.
             _ => Err(self.in_progress(run, ctx, rec.in_progress_until)),
         }
     }
@@ -445,6 +467,7 @@ impl<P: Platform> StepService<P> {
             let events = d.events.clone();
             let commit = Commit {
                 state: d.engagement.map(|engagement| StateWrite { engagement, expected: ExpectedVersion::Is(current.version) }),
+                others: Vec::new(),
                 audit: Some(d.audit),
                 key: KeyWrite::Untracked,
             };

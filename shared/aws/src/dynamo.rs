@@ -9,7 +9,8 @@
 //! - duplicate: no write, one consistent `GetItem`.
 //!
 //! AWS limits relied on: an item is at most 400 KB (engagements are checked against
-//! [`MAX_ITEM_BYTES`] before writing); a transaction holds at most 100 items (we use 3);
+//! [`MAX_ITEM_BYTES`], other aggregates against their kind's budget, before writing); a
+//! transaction holds at most 100 items and 4 MB (we use 3 plus one per other aggregate);
 //! `BatchWriteItem` takes at most 25 put requests; a `Query` page is at most 1 MB.
 
 use std::collections::HashMap;
@@ -27,10 +28,11 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, TimeZone, Utc};
 use o2c_app::O2cError;
 use o2c_app::ports::{
-    Commit, CommitOutcome, Completion, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary,
-    ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyWrite, ReferenceDataSource, RejectedMessage,
-    RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
+    AggregateWrite, Commit, CommitOutcome, Completion, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore,
+    EngagementSummary, ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyState, KeyWrite, ReferenceDataSource,
+    RejectedMessage, RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
 };
+use o2c_domain::aggregate::{AggregateKey, Loaded, LoadedAggregate};
 use o2c_domain::engagement::{AuditEntry, Engagement, EngagementStatus};
 use o2c_domain::reference::ReferenceData;
 use serde::Serialize;
@@ -160,8 +162,8 @@ fn from_ms(x: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(x).single().unwrap_or_default()
 }
 
-const IN_PROGRESS: &str = "INPROGRESS";
-const COMPLETED: &str = "COMPLETED";
+const IN_PROGRESS: &str = IdempotencyStatus::InProgress.as_str_const();
+const COMPLETED: &str = IdempotencyStatus::Completed.as_str_const();
 
 /// Condition for taking an idempotency key: absent, expired, or held by an in-progress
 /// record whose holder is past its deadline.
@@ -187,7 +189,9 @@ fn record_from_item(item: &Item) -> Result<IdempotencyRecord, O2cError> {
         .map_err(|e| O2cError::Bug(format!("idempotency data: {e}")))?;
     Ok(IdempotencyRecord {
         key: get_s(item, "id").unwrap_or_default().to_owned(),
-        status: if get_s(item, "status") == Some(COMPLETED) { IdempotencyStatus::Completed } else { IdempotencyStatus::InProgress },
+        status: get_s(item, "status")
+            .and_then(IdempotencyStatus::parse)
+            .ok_or_else(|| O2cError::Bug(format!("idempotency item has status {:?}", get_s(item, "status"))))?,
         payload_hash: get_s(item, "validation").unwrap_or_default().to_owned(),
         expires_at: Utc.timestamp_opt(get_n(item, "expiration").unwrap_or(0), 0).single().unwrap_or_default(),
         in_progress_until: get_n(item, "in_progress_expiration").map(from_ms),
@@ -306,16 +310,11 @@ impl DynamoStore {
     }
 
     fn classify(rec: IdempotencyRecord, hash: &str, now: DateTime<Utc>) -> ReserveOutcome {
-        if !rec.is_live(now) {
+        match rec.classify(hash, now) {
             // Expired between our condition and this read: someone else may be taking it.
-            return ReserveOutcome::InProgress;
-        }
-        if rec.payload_hash != hash {
-            return ReserveOutcome::PayloadMismatch { stored: rec.payload_hash };
-        }
-        match rec.status {
-            IdempotencyStatus::Completed => ReserveOutcome::AlreadyCompleted(rec),
-            IdempotencyStatus::InProgress => ReserveOutcome::InProgress,
+            KeyState::Free | KeyState::InProgress { .. } => ReserveOutcome::InProgress,
+            KeyState::Mismatch { stored } => ReserveOutcome::PayloadMismatch { stored },
+            KeyState::Completed(rec) => ReserveOutcome::AlreadyCompleted(rec),
         }
     }
 
@@ -420,7 +419,56 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    fn aggregate_put(&self, w: &AggregateWrite) -> Result<Put, O2cError> {
+        let key = w.body.key();
+        let mut item = to_item(&w.body)?;
+        item.insert("PK".into(), s(eng_pk(&key.id)));
+        item.insert("SK".into(), s(key.kind.sort_key()));
+        item.insert("version".into(), n(w.expected.next()));
+        let size = item_size(&item);
+        if size > key.kind.budget_bytes() {
+            return Err(O2cError::Bug(format!(
+                "{} {} is {size} bytes, over its {}-byte budget",
+                key.kind.as_str(),
+                key.id,
+                key.kind.budget_bytes()
+            )));
+        }
+        let b = Put::builder().table_name(&self.tables.state).set_item(Some(item));
+        let b = match w.expected {
+            ExpectedVersion::New => b.condition_expression("attribute_not_exists(PK)"),
+            ExpectedVersion::Is(v) => {
+                b.condition_expression("#v = :v").expression_attribute_names("#v", "version").expression_attribute_values(":v", n(v))
+            }
+        };
+        b.build().map_err(|e| O2cError::Bug(e.to_string()))
+    }
+}
+
 impl EngagementStore for DynamoStore {
+    async fn load_aggregates(&self, keys: &[AggregateKey]) -> Result<Loaded, O2cError> {
+        let mut loaded = Loaded::default();
+        for k in keys {
+            self.counts.read();
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.tables.state)
+                .key("PK", s(eng_pk(&k.id)))
+                .key("SK", s(k.kind.sort_key()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(dep)?;
+            if let Some(item) = out.item() {
+                let version = get_n(item, "version").unwrap_or(0) as u64;
+                loaded.items.push(LoadedAggregate { body: from_stored_item(item.clone(), &["PK", "SK", "version"])?, version });
+            }
+        }
+        Ok(loaded)
+    }
+
     async fn load(&self, engagement_id: &str) -> Result<Option<Versioned<Engagement>>, O2cError> {
         self.counts.read();
         let out = self
@@ -465,6 +513,10 @@ impl EngagementStore for DynamoStore {
         if let Some(w) = &c.state {
             items.push(TransactWriteItem::builder().put(self.state_put(w)?).build());
         }
+        let others = items.len()..items.len() + c.others.len();
+        for w in &c.others {
+            items.push(TransactWriteItem::builder().put(self.aggregate_put(w)?).build());
+        }
         if let Some(a) = &c.audit {
             items.push(TransactWriteItem::builder().put(self.audit_put(a)?).build());
         }
@@ -497,7 +549,7 @@ impl EngagementStore for DynamoStore {
                             _ => CommitOutcome::ReservationLost,
                         });
                     }
-                    if state_index.is_some_and(failed) {
+                    if state_index.is_some_and(failed) || others.clone().any(failed) {
                         return Ok(CommitOutcome::VersionConflict);
                     }
                     // TransactionConflict: another transaction touched the same items; re-run.

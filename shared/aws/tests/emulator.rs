@@ -252,6 +252,7 @@ async fn when_handlers_race_on_one_engagement_should_never_lose_an_update() {
                 });
                 let commit = o2c_app::ports::Commit {
                     state: Some(StateWrite { engagement: e, expected: o2c_app::ports::ExpectedVersion::Is(cur.version) }),
+                    others: vec![],
                     audit: Some(o2c_domain::engagement::AuditEntry {
                         engagement_id: GLOBEX.into(),
                         at: chrono::Utc::now(),
@@ -532,4 +533,10 @@ async fn when_a_duplicate_meets_an_in_progress_record_on_aws_should_come_back_in
     let creates = st.sims.calls().await.unwrap().into_iter().filter(|c| c.operation == "create_billing_schedule").count();
     assert_eq!(creates, 1, "the duplicate was answered from the idempotency record, not by calling the ERP");
     println!("duplicate behind an in-progress record: {hinted} hint(s), drained {took:?} after the re-send (visibility timeout 180 s)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_dynamodb_store_runs_the_conformance_suite_should_pass_every_case() {
+    let st = Stage::new().await;
+    o2c_app::conformance::run_all(&st.platform().store, &format!("ddb-{}", st.deployed.bus_name)).await;
 }

@@ -1,6 +1,8 @@
 //! The engagement aggregate: one item per opportunity that carries the contract, the
-//! external ids, approvals, exceptions and CRM sync status. Steps read it, decide, and
-//! write it back under optimistic concurrency (a `version` held by the store).
+//! external ids, approvals and exceptions. Steps read it, decide, and write it back under
+//! optimistic concurrency (a `version` held by the store). What the CRM was last sent is
+//! its own aggregate ([`crate::aggregate::CrmSyncState`]), so the write-back never contends
+//! with the steps that change the engagement.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -236,9 +238,6 @@ pub struct Engagement {
     /// Exceptions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceptions: Vec<EngagementException>,
-    /// CRM write-back status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub crm_sync: Option<CrmSync>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -267,7 +266,6 @@ impl Engagement {
             billing_schedule: None,
             erp_billing_schedule_id: None,
             exceptions: Vec::new(),
-            crm_sync: None,
             created_at: now,
             updated_at: now,
         }

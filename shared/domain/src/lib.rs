@@ -12,10 +12,12 @@
 //!   catalog) and workflow rules held as data;
 //! - [`events`]: the envelope, event types (`source` / `detail-type`) and payloads;
 //! - [`engagement`]: the engagement aggregate, its status and audit entries;
+//! - [`aggregate`]: the other aggregates (own key, version and size budget);
 //! - [`intake`]: closed-won validation (every failure at once) and enrichment;
 //! - [`billing`]: milestone and billing-schedule derivation;
 //! - [`workflow`]: the decisions of each step (intake, provision, billing setup, write-back).
 
+pub mod aggregate;
 pub mod billing;
 pub mod engagement;
 pub mod events;

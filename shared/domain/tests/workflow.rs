@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use o2c_domain::aggregate::{AggregateBody, Loaded, LoadedAggregate};
 use o2c_domain::engagement::{Engagement, EngagementStatus};
 use o2c_domain::events::{ContractApproved, EventType, ExceptionKind};
 use o2c_domain::workflow::crm_writeback::decide_writeback;
@@ -165,13 +166,13 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
     assert!(retry.claim.is_none(), "our own claim is in place");
 
     let p = o2c_domain::workflow::Provision;
-    let ok = done(p.finalize(snap(&claimed), &plan, &[live("PSA-1"), live("ERP-1")], &c3).unwrap());
+    let ok = done(p.finalize(snap(&claimed), &Loaded::default(), &plan, &[live("PSA-1"), live("ERP-1")], &c3).unwrap());
     assert_eq!(ok.engagement.as_ref().unwrap().status, EngagementStatus::Provisioned);
     assert_eq!(ok.events[0].event_type, EventType::ProjectProvisioned);
 
     // The PSA refuses: final, no compensation owed.
     let refusal = |system| CommandResult::Refused(Refusal { system, status: 400, code: "INVALID".into(), message: "x".into() });
-    let failed = done(p.finalize(snap(&claimed), &plan, &[refusal(System::Psa)], &c3).unwrap());
+    let failed = done(p.finalize(snap(&claimed), &Loaded::default(), &plan, &[refusal(System::Psa)], &c3).unwrap());
     let fe = failed.engagement.unwrap();
     assert_eq!(fe.status, EngagementStatus::ProvisioningFailed);
     assert!(fe.claimed_by.is_none());
@@ -183,7 +184,7 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
     let mut moved = claimed.clone();
     moved.status = EngagementStatus::Provisioned;
     moved.claimed_by = None;
-    let d = done(p.finalize(snap(&moved), &plan, &[live("PSA-1"), live("ERP-1")], &c3).unwrap());
+    let d = done(p.finalize(snap(&moved), &Loaded::default(), &plan, &[live("PSA-1"), live("ERP-1")], &c3).unwrap());
     assert_eq!((d.action(), d.engagement.is_none()), ("provisioning_superseded", true));
 }
 
@@ -197,7 +198,7 @@ fn when_the_erp_refuses_after_the_psa_created_should_record_the_failure_and_the_
     let p = o2c_domain::workflow::Provision;
     let erp_refused =
         CommandResult::Refused(Refusal { system: System::Erp, status: 400, code: "INVALID_KEY_OR_REF".into(), message: "PM".into() });
-    let Next::Checkpoint(cp) = p.finalize(snap(&claimed), &plan, &[live("PSA-1"), erp_refused], &c).unwrap() else {
+    let Next::Checkpoint(cp) = p.finalize(snap(&claimed), &Loaded::default(), &plan, &[live("PSA-1"), erp_refused], &c).unwrap() else {
         panic!("the failure is a checkpoint that owes a compensation")
     };
     assert!(cp.events.is_empty(), "nothing is announced before the compensation ran");
@@ -210,7 +211,7 @@ fn when_the_erp_refuses_after_the_psa_created_should_record_the_failure_and_the_
     let comp = run(decide_provisioning(Some(&failed), ProvisionTrigger::ContractApproved(&approval), &reference(), &c).unwrap());
     assert_eq!(comp.purpose, Purpose::Compensate);
     assert!(matches!(&comp.commands[..], [Command::CancelProject { system: System::Psa, project_id, .. }] if project_id == "PSA-1"));
-    let d = done(p.finalize(snap(&failed), &comp, &[CommandResult::Done], &c).unwrap());
+    let d = done(p.finalize(snap(&failed), &Loaded::default(), &comp, &[CommandResult::Done], &c).unwrap());
     let settled = d.engagement.unwrap();
     assert!(settled.compensation_due.is_empty());
     assert_eq!(settled.exceptions[0].compensations[0].outcome, COMPENSATION_DONE);
@@ -226,7 +227,9 @@ fn when_create_or_get_returns_a_cancelled_psa_project_should_fail_without_asking
     let plan = run(decide_provisioning(Some(&e), ProvisionTrigger::ContractApproved(&approval), &reference(), &c).unwrap());
     let cancelled = CommandResult::Object(ExternalObject { id: "PSA-9".into(), created: false, status: ObjectStatus::Cancelled });
     assert!(cancelled.stops_sequence(), "the ERP command is not run after a cancelled PSA project");
-    let d = done(o2c_domain::workflow::Provision.finalize(snap(plan.claim.as_ref().unwrap()), &plan, &[cancelled], &c).unwrap());
+    let d = done(
+        o2c_domain::workflow::Provision.finalize(snap(plan.claim.as_ref().unwrap()), &Loaded::default(), &plan, &[cancelled], &c).unwrap(),
+    );
     let f = d.engagement.unwrap();
     assert_eq!(f.status, EngagementStatus::ProvisioningFailed);
     assert_eq!(f.psa_project_id, None, "a cancelled project is never recorded as live");
@@ -264,13 +267,34 @@ fn when_crm_already_shows_the_state_should_not_write_again() {
     let m = meta("e1");
     let c = ctx(&m, EventType::ContractCreated, Step::CrmWriteback);
     let mut e = decide_closed_won(None, &envelope(globex_closed_won(), "e1"), &reference(), &c).engagement.unwrap();
-    let plan = run(decide_writeback(Some(Snapshot { engagement: &e, version: 1 }), &e.engagement_id.clone(), &c).unwrap());
+    let plan = run(decide_writeback(Some(Snapshot { engagement: &e, version: 1 }), None, &e.engagement_id.clone(), &c).unwrap());
     let [Command::UpdateOpportunity(update)] = plan.commands.as_slice() else { panic!("one CRM update") };
     assert_eq!(update.sync_status, "In Progress");
-    e.crm_sync = Some(o2c_domain::engagement::CrmSync { update: update.clone(), result: "ok".into(), at: now() });
+    // The CRM accepted it: only the CRM sync state is written, not the engagement.
+    let w = o2c_domain::workflow::CrmWriteback;
+    let d = done(
+        w.finalize(
+            Some(Snapshot { engagement: &e, version: 1 }),
+            &Loaded::default(),
+            &plan,
+            &[CommandResult::Crm(o2c_domain::workflow::CrmWrite::Applied)],
+            &c,
+        )
+        .unwrap(),
+    );
+    assert!(d.engagement.is_none(), "the write-back does not contend on the engagement item");
+    let [AggregateBody::CrmSync(sync)] = d.others.as_slice() else { panic!("the sync state is written") };
+    let loaded = Loaded { items: vec![LoadedAggregate { body: AggregateBody::CrmSync(sync.clone()), version: 1 }] };
     // A later version with the same content is not written again.
-    let again = decide_writeback(Some(Snapshot { engagement: &e, version: 2 }), &e.engagement_id.clone(), &c).unwrap();
+    let again =
+        decide_writeback(Some(Snapshot { engagement: &e, version: 2 }), loaded.crm_sync(&e.engagement_id), &e.engagement_id.clone(), &c)
+            .unwrap();
     assert!(matches!(again, Next::Done(_)));
+    e.status = EngagementStatus::Active;
+    let changed =
+        decide_writeback(Some(Snapshot { engagement: &e, version: 3 }), loaded.crm_sync(&e.engagement_id), &e.engagement_id.clone(), &c)
+            .unwrap();
+    assert!(matches!(changed, Next::Run(_)), "a changed state is written");
 }
 
 #[test]

@@ -115,6 +115,21 @@ ALTER TABLE rejections ADD COLUMN last_rejected_at TEXT;
 UPDATE rejections SET last_rejected_at = rejected_at;
 CREATE INDEX rejections_by_last ON rejections(last_rejected_at);
 "#,
+    r#"
+UPDATE idempotency SET status = 'INPROGRESS' WHERE status = 'IN_PROGRESS';
+CREATE TABLE aggregates (
+    kind        TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE TABLE delivery_failures (
+    message_id  TEXT PRIMARY KEY,
+    body        TEXT NOT NULL
+);
+"#,
 ];
 
 /// How hard a commit is pushed to disk.

@@ -277,8 +277,8 @@ impl Runtime {
             .db
             .call(move |c| {
                 c.execute(
-                    "UPDATE idempotency SET in_progress_until = ?1 WHERE status = 'IN_PROGRESS' AND in_progress_until > ?1",
-                    params![now],
+                    "UPDATE idempotency SET in_progress_until = ?1 WHERE status = ?2 AND in_progress_until > ?1",
+                    params![now, o2c_app::idempotency::IdempotencyStatus::InProgress.as_str()],
                 )
                 .map_err(db_err)
             })

@@ -4,11 +4,13 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use o2c_app::O2cError;
+use o2c_app::idempotency::{KeyState, classify};
 use o2c_app::ports::{
-    Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary, ExpectedVersion,
-    IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS, RejectedMessage, RejectionStore,
-    Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
+    AggregateWrite, Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary,
+    ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS, RejectedMessage,
+    RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
 };
+use o2c_domain::aggregate::{AggregateKey, Loaded, LoadedAggregate};
 use o2c_domain::engagement::{AuditEntry, Engagement};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -26,13 +28,6 @@ fn millis(t: DateTime<Utc>) -> i64 {
 
 fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
-fn status_str(s: IdempotencyStatus) -> &'static str {
-    match s {
-        IdempotencyStatus::InProgress => "IN_PROGRESS",
-        IdempotencyStatus::Completed => "COMPLETED",
-    }
 }
 
 fn read_record(tx: &Transaction<'_>, key: &str) -> Result<Option<IdempotencyRecord>, O2cError> {
@@ -58,7 +53,8 @@ fn read_record(tx: &Transaction<'_>, key: &str) -> Result<Option<IdempotencyReco
     let result: Option<StoredResult> = result.map(|r| serde_json::from_str(&r)).transpose().map_err(row_err)?;
     Ok(Some(IdempotencyRecord {
         key: key.to_owned(),
-        status: if status == "COMPLETED" { IdempotencyStatus::Completed } else { IdempotencyStatus::InProgress },
+        status: IdempotencyStatus::parse(&status)
+            .ok_or_else(|| O2cError::Bug(format!("idempotency record {key} has status `{status}`")))?,
         payload_hash: hash,
         expires_at: from_millis(expires),
         in_progress_until: in_progress.map(from_millis),
@@ -125,7 +121,64 @@ impl SqliteStore {
     }
 }
 
+/// Writes another aggregate if its version is as expected; `false` on a version conflict.
+fn write_aggregate(tx: &Transaction<'_>, w: &AggregateWrite, at: &str) -> Result<bool, O2cError> {
+    let key = w.body.key();
+    let body = serde_json::to_string(&w.body).map_err(row_err)?;
+    if body.len() > key.kind.budget_bytes() {
+        return Err(O2cError::Bug(format!(
+            "{} {} is {} bytes, over its {}-byte budget",
+            key.kind.as_str(),
+            key.id,
+            body.len(),
+            key.kind.budget_bytes()
+        )));
+    }
+    let actual: Option<i64> = tx
+        .query_row("SELECT version FROM aggregates WHERE kind = ?1 AND id = ?2", params![key.kind.as_str(), key.id], |r| r.get(0))
+        .optional()
+        .map_err(db_err)?;
+    let ok = match (w.expected, actual) {
+        (ExpectedVersion::New, None) => true,
+        (ExpectedVersion::Is(v), Some(a)) => v as i64 == a,
+        _ => false,
+    };
+    if !ok {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO aggregates (kind, id, version, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(kind, id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, body = excluded.body",
+        params![key.kind.as_str(), key.id, w.expected.next() as i64, at, body],
+    )
+    .map_err(db_err)?;
+    Ok(true)
+}
+
 impl EngagementStore for SqliteStore {
+    async fn load_aggregates(&self, keys: &[AggregateKey]) -> Result<Loaded, O2cError> {
+        let keys = keys.to_vec();
+        self.db
+            .call(move |c| {
+                let mut loaded = Loaded::default();
+                for k in keys {
+                    let row: Option<(i64, String)> = c
+                        .query_row(
+                            "SELECT version, body FROM aggregates WHERE kind = ?1 AND id = ?2",
+                            params![k.kind.as_str(), k.id],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()
+                        .map_err(db_err)?;
+                    if let Some((v, body)) = row {
+                        loaded.items.push(LoadedAggregate { body: serde_json::from_str(&body).map_err(row_err)?, version: v as u64 });
+                    }
+                }
+                Ok(loaded)
+            })
+            .await
+    }
+
     async fn load(&self, engagement_id: &str) -> Result<Option<Versioned<Engagement>>, O2cError> {
         let id = engagement_id.to_owned();
         self.db
@@ -168,6 +221,12 @@ impl EngagementStore for SqliteStore {
                         Some(v) => Some(v),
                     },
                 };
+                let at = commit.audit.as_ref().map(|a| a.at.to_rfc3339()).unwrap_or_default();
+                for w in &commit.others {
+                    if !write_aggregate(&tx, w, &at)? {
+                        return Ok(CommitOutcome::VersionConflict);
+                    }
+                }
                 if let Some(audit) = &commit.audit {
                     tx.execute(
                         "INSERT INTO audit (engagement_id, body) VALUES (?1, ?2)",
@@ -177,8 +236,8 @@ impl EngagementStore for SqliteStore {
                 }
                 if let KeyWrite::Complete(comp) = &commit.key {
                     tx.execute(
-                        "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, 'COMPLETED', ?2, ?3, NULL, ?4)",
-                        params![comp.key, comp.payload_hash, millis(comp.expires_at), serde_json::to_string(&comp.result).map_err(row_err)?],
+                        "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
+                        params![comp.key, IdempotencyStatus::Completed.as_str(), comp.payload_hash, millis(comp.expires_at), serde_json::to_string(&comp.result).map_err(row_err)?],
                     )
                     .map_err(db_err)?;
                 }
@@ -253,16 +312,11 @@ impl IdempotencyStore for SqliteStore {
         self.db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                if let Some(rec) = read_record(&tx, &r.key)?
-                    && rec.is_live(r.now)
-                {
-                    if rec.payload_hash != r.payload_hash {
-                        return Ok(ReserveOutcome::PayloadMismatch { stored: rec.payload_hash });
-                    }
-                    return Ok(match rec.status {
-                        IdempotencyStatus::Completed => ReserveOutcome::AlreadyCompleted(rec),
-                        IdempotencyStatus::InProgress => ReserveOutcome::InProgress,
-                    });
+                match classify(read_record(&tx, &r.key)?.as_ref(), &r.payload_hash, r.now) {
+                    KeyState::Free => {}
+                    KeyState::Completed(rec) => return Ok(ReserveOutcome::AlreadyCompleted(rec)),
+                    KeyState::InProgress { .. } => return Ok(ReserveOutcome::InProgress),
+                    KeyState::Mismatch { stored } => return Ok(ReserveOutcome::PayloadMismatch { stored }),
                 }
                 let claimed_version = match &r.claim {
                     None => None,
@@ -273,7 +327,7 @@ impl IdempotencyStore for SqliteStore {
                 };
                 tx.execute(
                     "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-                    params![r.key, status_str(IdempotencyStatus::InProgress), r.payload_hash, millis(r.expires_at), millis(r.in_progress_until)],
+                    params![r.key, IdempotencyStatus::InProgress.as_str(), r.payload_hash, millis(r.expires_at), millis(r.in_progress_until)],
                 )
                 .map_err(db_err)?;
                 tx.commit().map_err(db_err)?;
@@ -286,7 +340,8 @@ impl IdempotencyStore for SqliteStore {
         let key = key.to_owned();
         self.db
             .call(move |c| {
-                c.execute("DELETE FROM idempotency WHERE key = ?1 AND status = 'IN_PROGRESS'", params![key]).map_err(db_err)?;
+                c.execute("DELETE FROM idempotency WHERE key = ?1 AND status = ?2", params![key, IdempotencyStatus::InProgress.as_str()])
+                    .map_err(db_err)?;
                 Ok(())
             })
             .await
@@ -335,33 +390,32 @@ impl RejectionStore for SqliteStore {
 
     async fn record_failure(&self, f: &DeliveryFailure) -> Result<(), O2cError> {
         let (id, text) = (f.message_id.clone(), format!("{}: {}", f.error_type, f.error));
+        let body = serde_json::to_string(f).map_err(row_err)?;
         self.db
             .call(move |c| {
-                c.execute("UPDATE messages SET last_error = ?2 WHERE message_id = ?1", params![id, text]).map_err(db_err)?;
-                Ok(())
+                let tx = c.transaction().map_err(db_err)?;
+                // The queue listing shows the last error; the failure record (the step, the
+                // receive count, when) is kept under the message id, as on AWS.
+                tx.execute("UPDATE messages SET last_error = ?2 WHERE message_id = ?1", params![id, text]).map_err(db_err)?;
+                tx.execute(
+                    "INSERT INTO delivery_failures (message_id, body) VALUES (?1, ?2) ON CONFLICT(message_id) DO UPDATE SET body = excluded.body",
+                    params![id, body],
+                )
+                .map_err(db_err)?;
+                tx.commit().map_err(db_err)
             })
             .await
     }
 
     async fn failure(&self, message_id: &str) -> Result<Option<DeliveryFailure>, O2cError> {
         let id = message_id.to_owned();
-        let now = self.db.clock().now();
         self.db
             .call(move |c| {
-                c.query_row("SELECT last_error, receive_count, queue FROM messages WHERE message_id = ?1", params![id], |r| {
-                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
-                })
-                .optional()
-                .map_err(db_err)
-                .map(|row| {
-                    row.and_then(|(err, n, queue)| {
-                        err.map(|e| {
-                            let (error_type, error) =
-                                e.split_once(": ").map_or((String::new(), e.clone()), |(t, m)| (t.to_owned(), m.to_owned()));
-                            DeliveryFailure { message_id: id.clone(), step: queue, error_type, error, receive_count: n as u32, at: now }
-                        })
-                    })
-                })
+                let body: Option<String> = c
+                    .query_row("SELECT body FROM delivery_failures WHERE message_id = ?1", params![id], |r| r.get(0))
+                    .optional()
+                    .map_err(db_err)?;
+                body.map(|b| serde_json::from_str(&b).map_err(row_err)).transpose()
             })
             .await
     }

@@ -107,3 +107,10 @@ async fn when_entry_matches_no_rule_should_be_archived_but_not_queued() {
     assert_eq!(bus.depth("Q").await.unwrap().total(), 0);
     assert_eq!(bus.archived(None, None).await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_sqlite_store_runs_the_conformance_suite_should_pass_every_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = o2c_embedded::store::SqliteStore::new(o2c_embedded::db::Db::open(&dir.path().join("c.db")).unwrap());
+    o2c_app::conformance::run_all(&store, "sqlite").await;
+}

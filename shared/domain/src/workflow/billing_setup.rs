@@ -1,6 +1,7 @@
 //! Step 3, billing setup: the billing schedule derived from the contract, created in the
 //! ERP on the provisioned project; the engagement becomes active.
 
+use crate::aggregate::Loaded;
 use crate::billing::{BillingError, derive_schedule, fixed_contract_value};
 use crate::engagement::{Engagement, EngagementStatus};
 use crate::events::{BusinessEvent, EventType, ExceptionKind, ProjectActivated, ProjectProvisioned};
@@ -28,6 +29,7 @@ impl WorkflowStep for BillingSetup {
     fn decide(
         &self,
         current: Option<Snapshot<'_>>,
+        _others: &Loaded,
         event: &BusinessEvent,
         _reference: &ReferenceData,
         ctx: &StepContext<'_>,
@@ -41,6 +43,7 @@ impl WorkflowStep for BillingSetup {
     fn finalize(
         &self,
         current: Option<Snapshot<'_>>,
+        _others: &Loaded,
         plan: &Plan,
         results: &[CommandResult],
         ctx: &StepContext<'_>,

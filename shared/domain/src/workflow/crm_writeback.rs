@@ -1,6 +1,11 @@
 //! Step 4, CRM write-back: the engagement's status, external ids and errors onto the CRM
 //! opportunity, ordered per engagement and reordering-safe (a monotonic sync version).
+//!
+//! It reads the engagement and writes only its own aggregate, the CRM sync state (what the
+//! opportunity was last sent) — the engagement item only when a write-back exception opens
+//! or closes — so it never contends with the steps that move the engagement.
 
+use crate::aggregate::{AggregateBody, AggregateKey, CrmSyncState, Loaded};
 use crate::engagement::{CrmOpportunityUpdate, CrmSync, Engagement, EngagementStatus};
 use crate::events::{BusinessEvent, EventType, ExceptionKind};
 use crate::reference::ReferenceData;
@@ -32,9 +37,14 @@ impl WorkflowStep for CrmWriteback {
         ]
     }
 
+    fn loads(&self, engagement_id: &str) -> Vec<AggregateKey> {
+        vec![AggregateKey::crm_sync(engagement_id)]
+    }
+
     fn decide(
         &self,
         current: Option<Snapshot<'_>>,
+        others: &Loaded,
         event: &BusinessEvent,
         _reference: &ReferenceData,
         ctx: &StepContext<'_>,
@@ -42,12 +52,13 @@ impl WorkflowStep for CrmWriteback {
         if !self.consumes().contains(&event.event_type()) {
             return Err(StepError::NotConsumed(Step::CrmWriteback, event.event_type().detail_type()));
         }
-        decide_writeback(current, &event.engagement_id(), ctx)
+        decide_writeback(current, others.crm_sync(&event.engagement_id()), &event.engagement_id(), ctx)
     }
 
     fn finalize(
         &self,
         current: Option<Snapshot<'_>>,
+        _others: &Loaded,
         plan: &Plan,
         results: &[CommandResult],
         ctx: &StepContext<'_>,
@@ -57,8 +68,8 @@ impl WorkflowStep for CrmWriteback {
             return Err(unexpected(Step::CrmWriteback, plan, results));
         };
         Ok(Next::Done(match result {
-            CommandResult::Crm(CrmWrite::Applied) => written_back(eng.clone(), update.clone(), false, ctx),
-            CommandResult::Crm(CrmWrite::Stale) => written_back(eng.clone(), update.clone(), true, ctx),
+            CommandResult::Crm(CrmWrite::Applied) => written_back(eng, update.clone(), false, ctx),
+            CommandResult::Crm(CrmWrite::Stale) => written_back(eng, update.clone(), true, ctx),
             CommandResult::Refused(r) => writeback_failed(eng.clone(), update.clone(), &r.reason(), ctx),
             _ => return Err(unexpected(Step::CrmWriteback, plan, results)),
         }))
@@ -109,10 +120,15 @@ fn truncate_chars(s: &str, max: usize) -> String {
 }
 
 /// Compares the engagement's state with what the CRM last received.
-pub fn decide_writeback(current: Option<Snapshot<'_>>, engagement_id: &str, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+pub fn decide_writeback(
+    current: Option<Snapshot<'_>>,
+    last: Option<&CrmSyncState>,
+    engagement_id: &str,
+    ctx: &StepContext<'_>,
+) -> Result<Next, StepError> {
     let s = current.ok_or_else(|| StepError::MissingEngagement(engagement_id.to_owned(), "write-back"))?;
     let update = crm_update_for(s.engagement, s.version);
-    if s.engagement.crm_sync.as_ref().is_some_and(|c| c.result == "ok" && c.update.same_content(&update)) {
+    if last.is_some_and(|c| c.last.result == "ok" && c.last.update.same_content(&update)) {
         return Ok(Next::Done(Decision::unchanged(
             ctx,
             engagement_id,
@@ -128,16 +144,30 @@ pub fn decide_writeback(current: Option<Snapshot<'_>>, engagement_id: &str, ctx:
     }))
 }
 
-/// The CRM accepted the update (or already had a newer one).
-pub fn written_back(mut eng: Engagement, update: CrmOpportunityUpdate, stale: bool, ctx: &StepContext<'_>) -> Decision {
+/// The CRM accepted the update (or already had a newer one): the sync state records it;
+/// the engagement is written only to close earlier write-back exceptions.
+pub fn written_back(eng: &Engagement, update: CrmOpportunityUpdate, stale: bool, ctx: &StepContext<'_>) -> Decision {
     let summary = format!("CRM {} → {} / {}", eng.opportunity_id, update.sync_status, update.engagement_status);
+    let action = if stale { "crm_update_superseded" } else { "crm_updated" };
+    let sync = AggregateBody::CrmSync(CrmSyncState {
+        engagement_id: eng.engagement_id.clone(),
+        last: CrmSync { update, result: "ok".into(), at: ctx.now },
+    });
+    let stale_exception = |e: &crate::engagement::EngagementException| {
+        e.open
+            && (e.kind == ExceptionKind::CrmWritebackFailed
+                || (e.kind == ExceptionKind::DeadLettered && e.step == Step::CrmWriteback.name()))
+    };
+    if !eng.exceptions.iter().any(stale_exception) {
+        return Decision::unchanged(ctx, &eng.engagement_id, action, summary).with(sync);
+    }
     // A write that succeeds resolves earlier write-back failures.
+    let mut eng = eng.clone();
     for e in eng.exceptions.iter_mut().filter(|e| e.open && e.kind == ExceptionKind::CrmWritebackFailed) {
         e.close(ctx.now, "a later write-back succeeded".into());
     }
     close_dead_letters_of(&mut eng, Step::CrmWriteback, ctx.now, "a later write-back succeeded");
-    eng.crm_sync = Some(CrmSync { update, result: "ok".into(), at: ctx.now });
-    Decision::changed(ctx, eng, vec![], if stale { "crm_update_superseded" } else { "crm_updated" }, summary)
+    Decision::changed(ctx, eng, vec![], action, summary).with(sync)
 }
 
 /// The CRM refused the update permanently: recorded on the engagement and raised as an
@@ -152,6 +182,9 @@ pub fn writeback_failed(mut eng: Engagement, update: CrmOpportunityUpdate, reaso
     );
     let event = exception_event(ctx, &eng.engagement_id, &ex);
     eng.raise(ex);
-    eng.crm_sync = Some(CrmSync { update, result: format!("error: {reason}"), at: ctx.now });
-    Decision::changed(ctx, eng, vec![event], "crm_writeback_failed", "CRM refused the status update")
+    let sync = AggregateBody::CrmSync(CrmSyncState {
+        engagement_id: eng.engagement_id.clone(),
+        last: CrmSync { update, result: format!("error: {reason}"), at: ctx.now },
+    });
+    Decision::changed(ctx, eng, vec![event], "crm_writeback_failed", "CRM refused the status update").with(sync)
 }

@@ -1,5 +1,6 @@
 //! Step 1, intake: validates and enriches a closed-won into a contract (pure: no commands).
 
+use crate::aggregate::Loaded;
 use crate::engagement::{Engagement, EngagementStatus, Rejection};
 use crate::events::{
     BusinessEvent, ContractCreated, EngagementRejected, Envelope, EventType, ExceptionKind, OpportunityClosedWon, OutgoingEvent,
@@ -27,6 +28,7 @@ impl WorkflowStep for Intake {
     fn decide(
         &self,
         current: Option<Snapshot<'_>>,
+        _others: &Loaded,
         event: &BusinessEvent,
         reference: &ReferenceData,
         ctx: &StepContext<'_>,

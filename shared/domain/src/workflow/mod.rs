@@ -26,6 +26,7 @@ pub mod provision;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::aggregate::{AggregateBody, AggregateKey, Loaded};
 use crate::billing::BillingError;
 use crate::engagement::{AuditEntry, Engagement, EngagementException};
 use crate::events::{BusinessEvent, Compensation, EventMeta, EventType, ExceptionKind, ExceptionRaised, OutgoingEvent};
@@ -110,10 +111,18 @@ pub trait WorkflowStep: Sync {
     /// Event types it consumes.
     fn consumes(&self) -> &'static [EventType];
 
-    /// Decides what the event does to the engagement.
+    /// The aggregates besides the engagement it reads (loaded before `decide`, and
+    /// again before each `finalize`).
+    fn loads(&self, engagement_id: &str) -> Vec<AggregateKey> {
+        let _ = engagement_id;
+        Vec::new()
+    }
+
+    /// Decides what the event does to the engagement (and the other aggregates it loads).
     fn decide(
         &self,
         current: Option<Snapshot<'_>>,
+        others: &Loaded,
         event: &BusinessEvent,
         reference: &ReferenceData,
         ctx: &StepContext<'_>,
@@ -125,11 +134,12 @@ pub trait WorkflowStep: Sync {
     fn finalize(
         &self,
         current: Option<Snapshot<'_>>,
+        others: &Loaded,
         plan: &Plan,
         results: &[CommandResult],
         ctx: &StepContext<'_>,
     ) -> Result<Next, StepError> {
-        let _ = (current, plan, results, ctx);
+        let _ = (current, others, plan, results, ctx);
         Err(StepError::NoCommands(self.step()))
     }
 }
@@ -193,6 +203,8 @@ pub struct Decision {
     pub engagement_id: String,
     /// New state, or `None` when the state is unchanged (only audit is written).
     pub engagement: Option<Engagement>,
+    /// New states of other aggregates, committed atomically with the engagement.
+    pub others: Vec<AggregateBody>,
     /// Events to publish after the state is committed.
     pub events: Vec<OutgoingEvent>,
     /// Timeline entry.
@@ -205,6 +217,7 @@ impl Decision {
         Self {
             engagement_id: engagement_id.to_owned(),
             engagement: None,
+            others: Vec::new(),
             events: Vec::new(),
             audit: ctx.audit(engagement_id, action, summary),
         }
@@ -220,7 +233,13 @@ impl Decision {
     ) -> Self {
         eng.updated_at = ctx.now;
         let audit = ctx.audit(&eng.engagement_id, action, summary);
-        Self { engagement_id: eng.engagement_id.clone(), engagement: Some(eng), events, audit }
+        Self { engagement_id: eng.engagement_id.clone(), engagement: Some(eng), others: Vec::new(), events, audit }
+    }
+
+    /// Also writes `body` (another aggregate) in the same commit.
+    pub fn with(mut self, body: AggregateBody) -> Self {
+        self.others.push(body);
+        self
     }
 
     /// The audit action (`contract_created`, …).

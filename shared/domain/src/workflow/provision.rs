@@ -18,6 +18,7 @@
 //!   any provisioning event arrives, so a crash or a dead letter between the two commits
 //!   leaves the debt visible and it is still paid.
 
+use crate::aggregate::Loaded;
 use crate::billing::derive_milestones;
 use crate::engagement::{Approval, Engagement, EngagementStatus};
 use crate::events::{
@@ -61,6 +62,7 @@ impl WorkflowStep for Provision {
     fn decide(
         &self,
         current: Option<Snapshot<'_>>,
+        _others: &Loaded,
         event: &BusinessEvent,
         reference: &ReferenceData,
         ctx: &StepContext<'_>,
@@ -76,6 +78,7 @@ impl WorkflowStep for Provision {
     fn finalize(
         &self,
         current: Option<Snapshot<'_>>,
+        _others: &Loaded,
         plan: &Plan,
         results: &[CommandResult],
         ctx: &StepContext<'_>,

@@ -1,0 +1,315 @@
+//! One conformance suite for the store ports, run against every adapter: SQLite
+//! (`o2c-embedded`), DynamoDB on moto (`o2c-aws`), and [`crate::memory::MemoryStore`]. Each
+//! case uses ids under a prefix of its own, so it can run on a shared table.
+//!
+//! Compiled with the `conformance` feature (adapter crates enable it for their tests).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use chrono::{DateTime, Duration, Utc};
+use o2c_domain::aggregate::{AggregateBody, AggregateKey, CrmSyncState};
+use o2c_domain::engagement::{AuditEntry, CrmOpportunityUpdate, CrmSync, Engagement, EngagementStatus};
+use o2c_domain::events::Issue;
+
+use crate::idempotency::IdempotencyStatus;
+use crate::ports::{
+    AggregateWrite, Commit, CommitOutcome, Completion, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, ExpectedVersion,
+    IdempotencyStore, KeyWrite, RejectedMessage, RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult,
+};
+
+/// Everything a store adapter implements.
+pub trait Store: EngagementStore + IdempotencyStore + RejectionStore {}
+impl<T: EngagementStore + IdempotencyStore + RejectionStore> Store for T {}
+
+fn now() -> DateTime<Utc> {
+    // The suite runs against real clocks too (DynamoDB TTL conditions compare with the
+    // server's view of time only through our own attributes), so "now" is the wall clock.
+    crate::ports::Clock::now(&crate::ports::SystemClock)
+}
+
+fn engagement(id: &str, status: EngagementStatus) -> Engagement {
+    let mut e = Engagement::new(id.into(), format!("OPP-{id}"), format!("corr-{id}"), now());
+    e.status = status;
+    e
+}
+
+fn audit(id: &str, action: &str) -> AuditEntry {
+    AuditEntry {
+        engagement_id: id.into(),
+        at: now(),
+        step: "conformance".into(),
+        event_id: format!("evt-{action}"),
+        event_type: "Conformance".into(),
+        correlation_id: format!("corr-{id}"),
+        action: action.into(),
+        summary: String::new(),
+    }
+}
+
+fn completion(key: &str, hash: &str, mode: CompletionMode) -> KeyWrite {
+    KeyWrite::Complete(Completion {
+        key: key.into(),
+        payload_hash: hash.into(),
+        result: StoredResult { action: "done".into(), events: vec![] },
+        now: now(),
+        expires_at: now() + Duration::hours(1),
+        mode,
+    })
+}
+
+fn reservation(key: &str, hash: &str, until: DateTime<Utc>) -> Reservation {
+    Reservation {
+        key: key.into(),
+        payload_hash: hash.into(),
+        now: now(),
+        in_progress_until: until,
+        expires_at: now() + Duration::hours(1),
+        claim: None,
+    }
+}
+
+fn crm(id: &str, version: u64) -> AggregateBody {
+    let update = CrmOpportunityUpdate {
+        opportunity_id: format!("OPP-{id}"),
+        sync_version: version,
+        sync_status: "In Progress".into(),
+        engagement_status: "contract_created".into(),
+        engagement_id: id.into(),
+        contract_id: None,
+        psa_project_id: None,
+        erp_project_id: None,
+        erp_billing_schedule_id: None,
+        last_error: None,
+    };
+    AggregateBody::CrmSync(CrmSyncState { engagement_id: id.into(), last: CrmSync { update, result: "ok".into(), at: now() } })
+}
+
+/// Runs every case; `prefix` keeps its ids apart from other runs on the same table.
+pub async fn run_all<S: Store>(store: &S, prefix: &str) {
+    versioned_state(store, &format!("{prefix}-state")).await;
+    atomic_multi_aggregate_commit(store, &format!("{prefix}-multi")).await;
+    idempotency_lifecycle(store, &format!("{prefix}-idem")).await;
+    claims_and_holds(store, &format!("{prefix}-claim")).await;
+    listing(store, &format!("{prefix}-list")).await;
+    parking(store, &format!("{prefix}-park")).await;
+    failures(store, &format!("{prefix}-fail")).await;
+}
+
+/// New → version 1; a stale version writes nothing (audit included); the timeline is in order.
+pub async fn versioned_state<S: Store>(store: &S, id: &str) {
+    assert!(store.load(id).await.unwrap().is_none(), "{id}: absent at first");
+    let first = Commit {
+        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::ContractCreated), expected: ExpectedVersion::New }),
+        others: vec![],
+        audit: Some(audit(id, "one")),
+        key: KeyWrite::Untracked,
+    };
+    assert_eq!(store.commit(first.clone()).await.unwrap(), CommitOutcome::Committed { version: Some(1) });
+    assert_eq!(store.commit(first).await.unwrap(), CommitOutcome::VersionConflict, "{id}: New on an existing item");
+    let loaded = store.load(id).await.unwrap().unwrap();
+    assert_eq!((loaded.version, loaded.value.status), (1, EngagementStatus::ContractCreated));
+    let stale = Commit {
+        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::Active), expected: ExpectedVersion::Is(7) }),
+        others: vec![],
+        audit: Some(audit(id, "stale")),
+        key: KeyWrite::Untracked,
+    };
+    assert_eq!(store.commit(stale).await.unwrap(), CommitOutcome::VersionConflict);
+    let second = Commit {
+        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::Provisioning), expected: ExpectedVersion::Is(1) }),
+        others: vec![],
+        audit: Some(audit(id, "two")),
+        key: KeyWrite::Untracked,
+    };
+    assert_eq!(store.commit(second).await.unwrap(), CommitOutcome::Committed { version: Some(2) });
+    let trail: Vec<String> = store.audit_trail(id).await.unwrap().into_iter().map(|a| a.action).collect();
+    assert_eq!(trail, vec!["one", "two"], "{id}: a refused commit writes no audit entry");
+}
+
+/// The engagement and another aggregate commit together or not at all.
+pub async fn atomic_multi_aggregate_commit<S: Store>(store: &S, id: &str) {
+    let key = AggregateKey::crm_sync(id);
+    let both = Commit {
+        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::Active), expected: ExpectedVersion::New }),
+        others: vec![AggregateWrite { body: crm(id, 1), expected: ExpectedVersion::New }],
+        audit: Some(audit(id, "both")),
+        key: KeyWrite::Untracked,
+    };
+    assert!(matches!(store.commit(both).await.unwrap(), CommitOutcome::Committed { .. }));
+    let loaded = store.load_aggregates(std::slice::from_ref(&key)).await.unwrap();
+    assert_eq!(loaded.version(&key), Some(1));
+    assert_eq!(loaded.crm_sync(id).unwrap().last.update.sync_version, 1);
+    // The engagement's version is right, the other aggregate's is stale: nothing is written.
+    let torn = Commit {
+        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::BillingSetupFailed), expected: ExpectedVersion::Is(1) }),
+        others: vec![AggregateWrite { body: crm(id, 9), expected: ExpectedVersion::Is(5) }],
+        audit: Some(audit(id, "torn")),
+        key: KeyWrite::Untracked,
+    };
+    assert_eq!(store.commit(torn).await.unwrap(), CommitOutcome::VersionConflict);
+    assert_eq!(store.load(id).await.unwrap().unwrap().value.status, EngagementStatus::Active, "{id}: no torn write");
+    assert_eq!(store.load_aggregates(std::slice::from_ref(&key)).await.unwrap().crm_sync(id).unwrap().last.update.sync_version, 1);
+    // The other aggregate alone, at its version.
+    let only = Commit {
+        state: None,
+        others: vec![AggregateWrite { body: crm(id, 2), expected: ExpectedVersion::Is(1) }],
+        audit: None,
+        key: KeyWrite::Untracked,
+    };
+    assert_eq!(store.commit(only).await.unwrap(), CommitOutcome::Committed { version: None });
+    assert_eq!(store.load_aggregates(std::slice::from_ref(&key)).await.unwrap().version(&key), Some(2));
+    assert!(store.load_aggregates(&[AggregateKey::crm_sync(&format!("{id}-none"))]).await.unwrap().items.is_empty());
+}
+
+/// Reserve → in progress → complete; duplicates, conflicts, release and take-over.
+pub async fn idempotency_lifecycle<S: Store>(store: &S, id: &str) {
+    let key = format!("step#{id}");
+    let until = now() + Duration::minutes(5);
+    assert!(store.get(&key).await.unwrap().is_none());
+    assert_eq!(store.reserve(reservation(&key, "h1", until)).await.unwrap(), ReserveOutcome::Reserved { claimed_version: None });
+    let rec = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(rec.status, IdempotencyStatus::InProgress);
+    assert!(rec.is_live(now()));
+    assert_eq!(store.reserve(reservation(&key, "h1", until)).await.unwrap(), ReserveOutcome::InProgress, "held");
+    assert!(matches!(store.reserve(reservation(&key, "h2", until)).await.unwrap(), ReserveOutcome::PayloadMismatch { .. }));
+    // Release deletes our in-progress record only.
+    store.release(&key).await.unwrap();
+    assert!(store.get(&key).await.unwrap().is_none(), "{key}: released");
+    // A holder past its deadline is taken over.
+    let dead = now() - Duration::seconds(5);
+    assert!(matches!(store.reserve(reservation(&key, "h1", dead)).await.unwrap(), ReserveOutcome::Reserved { .. }));
+    assert!(matches!(store.reserve(reservation(&key, "h1", until)).await.unwrap(), ReserveOutcome::Reserved { .. }), "take-over");
+    let done =
+        Commit { state: None, others: vec![], audit: Some(audit(id, "completed")), key: completion(&key, "h1", CompletionMode::Reserved) };
+    assert!(matches!(store.commit(done).await.unwrap(), CommitOutcome::Committed { .. }));
+    let rec = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(rec.status, IdempotencyStatus::Completed);
+    assert_eq!(rec.result.unwrap().action, "done");
+    assert!(matches!(store.reserve(reservation(&key, "h1", until)).await.unwrap(), ReserveOutcome::AlreadyCompleted(_)));
+    store.release(&key).await.unwrap();
+    assert!(store.get(&key).await.unwrap().is_some(), "{key}: release never deletes a completed record");
+    // A fresh completion on a live key answers with the record instead of overwriting it.
+    let again = Commit { state: None, others: vec![], audit: Some(audit(id, "again")), key: completion(&key, "h1", CompletionMode::Fresh) };
+    assert!(matches!(store.commit(again).await.unwrap(), CommitOutcome::AlreadyCompleted(_)));
+    // Completing a reservation we do not hold is refused.
+    let other = format!("step#{id}-never-reserved");
+    let lost = Commit { state: None, others: vec![], audit: None, key: completion(&other, "h1", CompletionMode::Reserved) };
+    assert_eq!(store.commit(lost).await.unwrap(), CommitOutcome::ReservationLost);
+}
+
+/// A claim is written with the reservation or not at all; a checkpoint needs the reservation.
+pub async fn claims_and_holds<S: Store>(store: &S, id: &str) {
+    let key = format!("provision#{id}");
+    let mut r = reservation(&key, "h", now() + Duration::minutes(5));
+    r.claim = Some(StateWrite { engagement: engagement(id, EngagementStatus::Provisioning), expected: ExpectedVersion::Is(3) });
+    assert_eq!(store.reserve(r.clone()).await.unwrap(), ReserveOutcome::StateConflict);
+    assert!(store.get(&key).await.unwrap().is_none(), "{key}: a refused claim reserves nothing");
+    assert!(store.load(id).await.unwrap().is_none());
+    r.claim = Some(StateWrite { engagement: engagement(id, EngagementStatus::Provisioning), expected: ExpectedVersion::New });
+    assert_eq!(store.reserve(r).await.unwrap(), ReserveOutcome::Reserved { claimed_version: Some(1) });
+    assert_eq!(store.load(id).await.unwrap().unwrap().value.status, EngagementStatus::Provisioning);
+    let hold = |status, v| Commit {
+        state: Some(StateWrite { engagement: engagement(id, status), expected: ExpectedVersion::Is(v) }),
+        others: vec![],
+        audit: Some(audit(id, "checkpoint")),
+        key: KeyWrite::Hold { key: key.clone(), payload_hash: "h".into() },
+    };
+    assert_eq!(store.commit(hold(EngagementStatus::ProvisioningFailed, 1)).await.unwrap(), CommitOutcome::Committed { version: Some(2) });
+    assert_eq!(store.get(&key).await.unwrap().unwrap().status, IdempotencyStatus::InProgress, "a checkpoint keeps the key reserved");
+    store.release(&key).await.unwrap();
+    assert_eq!(store.commit(hold(EngagementStatus::Active, 2)).await.unwrap(), CommitOutcome::ReservationLost);
+    assert_eq!(store.load(id).await.unwrap().unwrap().value.status, EngagementStatus::ProvisioningFailed, "nothing written");
+}
+
+/// Operators list by status and by open exception.
+pub async fn listing<S: Store>(store: &S, id: &str) {
+    let mut open = engagement(&format!("{id}-open"), EngagementStatus::ProvisioningFailed);
+    open.raise(o2c_domain::engagement::EngagementException {
+        exception_id: format!("EXC-{id}"),
+        kind: o2c_domain::events::ExceptionKind::ProvisioningFailed,
+        step: "provision".into(),
+        message: "refused".into(),
+        compensations: vec![],
+        raised_at: now(),
+        open: true,
+        event_id: None,
+        closed_at: None,
+        resolution: None,
+    });
+    for e in [open, engagement(&format!("{id}-quiet"), EngagementStatus::AwaitingContract)] {
+        let c = Commit {
+            state: Some(StateWrite { engagement: e, expected: ExpectedVersion::New }),
+            others: vec![],
+            audit: None,
+            key: KeyWrite::Untracked,
+        };
+        assert!(matches!(store.commit(c).await.unwrap(), CommitOutcome::Committed { .. }));
+    }
+    let open = store.list(&EngagementFilter { open_exceptions: true, limit: 1000, ..Default::default() }).await.unwrap();
+    assert!(open.iter().any(|r| r.engagement_id == format!("{id}-open") && r.open_exception));
+    assert!(!open.iter().any(|r| r.engagement_id == format!("{id}-quiet")));
+    let waiting =
+        store.list(&EngagementFilter { status: Some("awaiting_contract".into()), limit: 1000, ..Default::default() }).await.unwrap();
+    assert!(waiting.iter().any(|r| r.engagement_id == format!("{id}-quiet")));
+    assert!(waiting.iter().all(|r| r.status == "awaiting_contract"));
+}
+
+fn parked(id: &str, rejection_id: &str, message_id: &str) -> RejectedMessage {
+    RejectedMessage {
+        rejection_id: rejection_id.into(),
+        step: "intake".into(),
+        rejected_at: now(),
+        last_rejected_at: None,
+        deliveries: 1,
+        message_ids: vec![message_id.into()],
+        source: Some("o2c.crm".into()),
+        detail_type: Some("OpportunityClosedWon".into()),
+        event_id: Some(format!("evt-{id}")),
+        correlation_id: None,
+        engagement_id: Some(id.into()),
+        error_type: "O2c.Validation".into(),
+        reasons: vec![Issue::new("payload.revision", "invalid_detail", "not a number")],
+        body: format!("{{\"id\":\"{id}\"}}"),
+    }
+}
+
+/// Distinct bodies never collide; a repeat counts its new message id once.
+pub async fn parking<S: Store>(store: &S, id: &str) {
+    let a = format!("intake#{id}-a");
+    let b = format!("intake#{id}-b");
+    store.park(&parked(id, &a, "m1")).await.unwrap();
+    store.park(&parked(id, &b, "m2")).await.unwrap();
+    store.park(&parked(id, &a, "m3")).await.unwrap();
+    store.park(&parked(id, &a, "m3")).await.unwrap();
+    let rows = store.rejections(500).await.unwrap();
+    let ra = rows.iter().find(|r| r.rejection_id == a).expect("first parked");
+    let rb = rows.iter().find(|r| r.rejection_id == b).expect("second parked");
+    assert_eq!(ra.deliveries, 2, "{a}: a repeat counts, a redelivery of the same message does not");
+    assert!(ra.message_ids.contains(&"m1".to_owned()) && ra.message_ids.contains(&"m3".to_owned()));
+    assert!(ra.last_rejected_at.is_some());
+    assert_eq!(rb.deliveries, 1);
+}
+
+/// The last failure of a message is kept under its message id.
+pub async fn failures<S: Store>(store: &S, id: &str) {
+    let f = DeliveryFailure {
+        message_id: format!("msg-{id}"),
+        step: "provision".into(),
+        error_type: "O2c.Dependency".into(),
+        error: "erp unavailable: 503".into(),
+        receive_count: 3,
+        at: now(),
+    };
+    store.record_failure(&f).await.unwrap();
+    let got = store.failure(&f.message_id).await.unwrap().expect("recorded");
+    assert_eq!((got.error_type.as_str(), got.receive_count), ("O2c.Dependency", 3));
+    assert!(got.error.contains("503"));
+    assert!(store.failure(&format!("msg-{id}-none")).await.unwrap().is_none());
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn when_the_memory_store_runs_the_conformance_suite_should_pass_every_case() {
+        super::run_all(&crate::memory::MemoryStore::new(), "mem").await;
+    }
+}
