@@ -8,12 +8,12 @@ use std::hint::black_box;
 
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
-use o2c_app::routing::Router;
-use o2c_app::topology::{TEMPLATE, Topology};
 use o2c_domain::billing::{derive_milestones, derive_schedule};
 use o2c_domain::events::{BusinessEvent, EventType};
 use o2c_domain::intake::validate_and_enrich;
 use o2c_domain::workflow::{Step, StepContext, decide_closed_won};
+use o2c_topology::routing::Router;
+use o2c_topology::topology::{TEMPLATE, Topology};
 
 fn pipeline(c: &mut Criterion) {
     let ev: serde_json::Value = serde_json::from_str(o2c_benches::CLOSED_WON).unwrap();

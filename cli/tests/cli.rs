@@ -255,3 +255,54 @@ fn when_the_demo_runs_twice_with_one_seed_should_leave_byte_identical_state_in_e
         assert!(a == b, "{id_a}: the two seeded runs differ:\n{}\n---\n{}", text(a), text(b));
     }
 }
+
+#[test]
+fn when_run_is_given_an_edited_template_should_route_by_its_rules_without_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    // A platform team adds a rule: closed-won opportunities from a second CRM (source
+    // `o2c.crm-eu`) go to intake too.
+    let shipped = std::fs::read_to_string(repo("infra/template.yaml")).unwrap();
+    let rule = r#"  ClosedWonEuRule:
+    Type: AWS::Events::Rule
+    Properties:
+      EventBusName: !Ref EventBus
+      Description: Closed-won opportunities from the EU CRM to intake.
+      EventPattern:
+        source: [o2c.crm-eu]
+        detail-type: [OpportunityClosedWon]
+      Targets:
+        - Id: intake
+          Arn: !GetAtt IntakeQueue.Arn
+"#;
+    let edited = shipped.replacen("Resources:\n", &format!("Resources:\n{rule}"), 1);
+    assert_ne!(edited, shipped);
+    let template = dir.path().join("my-template.yaml");
+    std::fs::write(&template, edited).unwrap();
+    let mut sample: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("events/samples/OpportunityClosedWon.v1.json")).unwrap()).unwrap();
+    sample["source"] = json!("o2c.crm-eu");
+    let event = dir.path().join("eu.json");
+    std::fs::write(&event, sample.to_string()).unwrap();
+
+    // The shipped template has no rule for that source: the event is accepted but unrouted.
+    let plain = dir.path().join("plain.db");
+    let out = run(&[
+        "run",
+        "--db",
+        plain.to_str().unwrap(),
+        "--template",
+        repo("infra/template.yaml").to_str().unwrap(),
+        event.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("no engagements"), "{}", text(&out.stdout));
+
+    let db = dir.path().join("edited.db");
+    let out = run(&["run", "--db", db.to_str().unwrap(), "--template", template.to_str().unwrap(), event.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("template {}", template.display())), "the template used is named: {}", text(&out.stderr));
+    let status = run(&["status", "--db", db.to_str().unwrap(), "--json", "0068d00000GLBX01"]);
+    assert!(status.status.success(), "routed by the added rule: {}", text(&status.stderr));
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["engagement"]["status"], "awaiting_approval");
+}

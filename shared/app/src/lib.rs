@@ -17,10 +17,10 @@
 //! - [`executor`]: runs a step's plan of commands through the connector ports;
 //! - [`retry`]: in-invocation retry of transient connector failures (backoff, jitter,
 //!   deadline);
+//! - [`esm`]: the one event-source-mapping driver (a batch in, deletes and retries out)
+//!   shared by the embedded runtime and the AWS poller;
 //! - [`sqs`]: the SQS batch entrypoint (`SqsEvent` → `SqsBatchResponse`) used by Lambda
 //!   handlers and the embedded runtime alike;
-//! - [`topology`]: the bus / rules / queues / functions read from `infra/template.yaml`;
-//! - [`routing`]: EventBridge pattern matching (quamina) over the template's rules;
 //! - [`bus`]: `PutEvents` entries, their limits and the delivered event envelope.
 
 pub mod bus;
@@ -29,15 +29,14 @@ pub mod clock;
 pub mod conformance;
 pub mod contracts;
 pub mod error;
+pub mod esm;
 pub mod executor;
 pub mod idempotency;
 pub mod memory;
 pub mod ports;
 pub mod retry;
-pub mod routing;
 pub mod service;
 pub mod sqs;
-pub mod topology;
 
 pub use error::O2cError;
 pub use o2c_domain::workflow::Step;

@@ -13,17 +13,21 @@
 //! - [`eventbridge`]: `PutEvents` publisher (≤ 10 entries per call, partial-failure retry);
 //! - [`lambda`]: JSON logging, the SQS handler, the `Diagnostic` mapping, `run_step`;
 //! - [`visibility`]: `ChangeMessageVisibility` hints for records that should come back soon;
-//! - [`resources`]: create / locate the template's tables, bus, queues and rules;
-//! - [`poller`]: the event source mapping and pipes, emulated over SQS;
-//! - [`ops`]: DLQ peek and redrive, archive replay.
+//! - feature `tools` (the CLI and the tests; the Lambda functions build without it, so they
+//!   never link YAML parsing or the rule matcher): `resources` (create / locate the
+//!   template's tables, bus, queues and rules), `poller` (the event source mapping and
+//!   pipes, emulated over SQS), `ops` (DLQ peek and redrive, archive replay).
 
 pub mod config;
 pub mod dynamo;
 pub mod eventbridge;
 pub mod lambda;
+#[cfg(feature = "tools")]
 pub mod ops;
 pub mod platform;
+#[cfg(feature = "tools")]
 pub mod poller;
+#[cfg(feature = "tools")]
 pub mod resources;
 pub mod visibility;
 

@@ -16,13 +16,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use o2c_app::esm::{self, FunctionQueue, QueueOps};
 use o2c_app::ports::Platform;
-use o2c_app::sqs::BatchContext;
-use o2c_app::topology::{FunctionDef, PipeDef, Topology};
 use o2c_app::{Step, StepService};
+use o2c_topology::topology::{FunctionDef, PipeDef, Topology};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
@@ -158,51 +158,18 @@ impl<P: Platform> Poller<P> {
                 continue;
             }
             self.stats.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut event = SqsEvent::default();
-            event.records = msgs.iter().map(|m| to_record(m, &arn)).collect();
-            // The function's timeout bounds the invocation, as Lambda's does.
-            let batch = BatchContext {
-                deadline: self.svc.platform().clock().now() + chrono::Duration::seconds(i64::from(f.timeout_secs)),
+            let fq = FunctionQueue {
+                step,
+                timeout: Duration::from_secs(u64::from(f.timeout_secs)),
                 max_receive_count: redrive.as_ref().map(|r| r.max_receive_count),
                 dead_letter_queue: redrive.as_ref().map(|r| r.dead_letter_queue.clone()),
             };
-            let result = o2c_app::sqs::handle_batch(&self.svc, step, event, &batch).await;
-            crate::visibility::apply(&self.sqs, &url, &result.visibility).await;
-            self.stats.hinted.fetch_add(result.visibility.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            let hinted: std::collections::HashSet<&str> = result.visibility.iter().map(|v| v.message_id.as_str()).collect();
-            let failed: std::collections::HashSet<&str> =
-                result.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-            self.stats.failures.fetch_add(failed.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            let mut deletes = Vec::new();
-            for (i, m) in msgs.iter().enumerate() {
-                let id = m.message_id().unwrap_or_default();
-                if failed.contains(id) {
-                    if let (Some(delay), Some(handle), false) = (self.options.failure_visibility, m.receipt_handle(), hinted.contains(id)) {
-                        let _ = self
-                            .sqs
-                            .change_message_visibility()
-                            .queue_url(&url)
-                            .receipt_handle(handle)
-                            .visibility_timeout(i32::try_from(delay.as_secs()).unwrap_or(0))
-                            .send()
-                            .await;
-                    }
-                    continue;
-                }
-                if let Ok(e) = DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .build()
-                {
-                    deletes.push(e);
-                }
-            }
-            if !deletes.is_empty()
-                && let Err(e) = self.sqs.delete_message_batch().queue_url(&url).set_entries(Some(deletes)).send().await
-            {
-                warn!(error = ?e, "DeleteMessageBatch failed; the messages will be redelivered and absorbed as duplicates");
-            }
-            debug!(queue = %f.queue, records = msgs.len(), failed = failed.len(), "batch done");
+            let records = msgs.iter().map(|m| to_record(m, &arn)).collect();
+            let queue = SqsQueue { sqs: &self.sqs, url: &url, failure_visibility: self.options.failure_visibility };
+            let invoked = esm::invoke(&self.svc, &fq, records, &queue, self.svc.platform().clock().now()).await;
+            self.stats.failures.fetch_add(invoked.failed, std::sync::atomic::Ordering::Relaxed);
+            self.stats.hinted.fetch_add(invoked.hinted, std::sync::atomic::Ordering::Relaxed);
+            debug!(queue = %f.queue, records = msgs.len(), failed = invoked.failed, "batch done");
         }
     }
 
@@ -250,6 +217,48 @@ impl<P: Platform> Poller<P> {
                 }
             }
         }
+    }
+}
+
+/// An SQS queue behind the shared driver: hints (and the poller's `failure_visibility`)
+/// become `ChangeMessageVisibility`; otherwise the queue's visibility timeout applies.
+struct SqsQueue<'a> {
+    sqs: &'a Client,
+    url: &'a str,
+    failure_visibility: Option<Duration>,
+}
+
+impl QueueOps for SqsQueue<'_> {
+    async fn delete(&self, records: &[&SqsMessage]) -> Result<(), o2c_app::O2cError> {
+        // `DeleteMessageBatch` takes at most 10 entries; a batch holds at most 10 records.
+        for chunk in records.chunks(MAX_RECEIVE as usize) {
+            let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r.receipt_handle.clone().unwrap_or_default())
+                        .build()
+                        .ok()
+                })
+                .collect();
+            self.sqs
+                .delete_message_batch()
+                .queue_url(self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| o2c_app::O2cError::dependency("sqs", aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn retry(&self, record: &SqsMessage, hint: Option<Duration>, _error: &o2c_app::O2cError) {
+        let (Some(delay), Some(handle)) = (hint.or(self.failure_visibility), record.receipt_handle.clone()) else { return };
+        let change =
+            o2c_app::sqs::VisibilityChange { message_id: record.message_id.clone().unwrap_or_default(), receipt_handle: handle, delay };
+        crate::visibility::apply(self.sqs, self.url, std::slice::from_ref(&change)).await;
     }
 }
 

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use o2c_app::O2cError;
-use o2c_app::topology::{KeyDef, Topology};
+use o2c_topology::topology::{KeyDef, Topology};
 
 use crate::dynamo::Tables;
 
@@ -141,7 +141,7 @@ pub async fn create(
     // DLQs first: source queues' redrive policies name their ARNs.
     let mut queue_urls = HashMap::new();
     let mut queue_arns = HashMap::new();
-    let mut order: Vec<&o2c_app::topology::QueueDef> = topo.queues.values().collect();
+    let mut order: Vec<&o2c_topology::topology::QueueDef> = topo.queues.values().collect();
     order.sort_by_key(|q| q.redrive.is_some());
     for q in order {
         let name = topo.queue_name(&q.logical_id, stage);

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use o2c_app::bus::PutEventsEntry;
 use o2c_app::ports::{EngagementStore, IdempotencyStore, RejectionStore, StateWrite};
-use o2c_app::topology::{TEMPLATE, Topology};
 use o2c_app::{ServiceConfig, Step, StepService};
 use o2c_aws::AwsPlatform;
 use o2c_aws::dynamo::Tables;
@@ -16,6 +15,7 @@ use o2c_aws::poller::{Poller, PollerOptions};
 use o2c_aws::resources::{Deployed, create};
 use o2c_domain::engagement::EngagementStatus;
 use o2c_embedded::sim::{Simulators, System};
+use o2c_topology::topology::{TEMPLATE, Topology};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 

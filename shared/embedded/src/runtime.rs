@@ -16,19 +16,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsMessage;
 use o2c_app::O2cError;
 use o2c_app::Step;
 use o2c_app::bus::{PutEventsEntry, PutEventsResponse};
+use o2c_app::esm::{self, FunctionQueue, QueueOps};
 use o2c_app::ports::{Clock, IdGenerator, Platform, RandomIds, SeededIds, SimClock, StaticReferenceData, SystemClock};
 use o2c_app::service::{ServiceConfig, StepService};
-use o2c_app::sqs::{BatchContext, process_batch};
-use o2c_app::topology::{FunctionDef, PipeDef, Topology};
 use o2c_domain::reference::ReferenceData;
+use o2c_topology::topology::{FunctionDef, PipeDef, Topology};
 use rusqlite::params;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::bus::{DeadLettered, LOCAL_ACCOUNT, LOCAL_REGION, LocalBus, ReceivedMessage};
 use crate::db::{Db, db_err};
@@ -230,6 +230,27 @@ impl RuntimeBuilder {
     }
 }
 
+/// The embedded queue behind the shared driver: a failure without a hint comes back after
+/// the runtime's backoff (SQS would wait out the visibility timeout; locally a short,
+/// growing delay keeps flows quick).
+struct EmbeddedQueue<'a> {
+    rt: &'a Runtime,
+}
+
+impl QueueOps for EmbeddedQueue<'_> {
+    async fn delete(&self, records: &[&SqsMessage]) -> Result<(), O2cError> {
+        self.rt.inner.bus.delete(records.iter().filter_map(|r| r.message_id.clone()).collect()).await
+    }
+
+    async fn retry(&self, record: &SqsMessage, hint: Option<Duration>, error: &O2cError) {
+        let delay = hint.unwrap_or_else(|| self.rt.backoff(o2c_app::sqs::receive_count(record)));
+        let id = record.message_id.clone().unwrap_or_default();
+        if let Err(err) = self.rt.inner.bus.retry_later(id, delay, format!("{}: {error}", error.error_type())).await {
+            warn!(error = %err, "could not schedule redelivery; the visibility timeout will");
+        }
+    }
+}
+
 fn lock_path(db: &Path) -> PathBuf {
     let mut p = db.as_os_str().to_owned();
     p.push(".lock");
@@ -261,7 +282,7 @@ impl Runtime {
         RuntimeBuilder {
             db_path: db_path.into(),
             reference,
-            template: o2c_app::topology::TEMPLATE.to_owned(),
+            template: o2c_topology::topology::TEMPLATE.to_owned(),
             options: RuntimeOptions::default(),
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
@@ -510,47 +531,21 @@ impl Runtime {
         report
     }
 
-    /// One invocation of `f` on `msgs`, with the event source mapping's semantics:
-    /// successes deleted, failures made visible again after their hint or the backoff.
+    /// One invocation of `f` on `msgs` through the shared event-source-mapping driver.
     async fn function_batch(&self, f: &FunctionDef, step: Step, msgs: Vec<ReceivedMessage>, report: &mut RunReport) {
         report.batches += 1;
         let redrive = self.inner.topology.queues.get(&f.queue).and_then(|q| q.redrive.clone());
-        let counts: HashMap<String, u32> = msgs.iter().map(|m| (m.message_id.clone(), m.receive_count)).collect();
-        let mut event = SqsEvent::default();
-        event.records = msgs.iter().map(|m| to_sqs(&f.queue, m)).collect();
-        // The function's timeout bounds the invocation, as Lambda's does.
-        let batch = BatchContext {
-            deadline: self.inner.services.platform().clock().now() + chrono::Duration::seconds(i64::from(f.timeout_secs)),
+        let fq = FunctionQueue {
+            step,
+            timeout: Duration::from_secs(u64::from(f.timeout_secs)),
             max_receive_count: redrive.as_ref().map(|r| r.max_receive_count),
-            dead_letter_queue: redrive.as_ref().map(|r| r.dead_letter_queue.clone()),
+            dead_letter_queue: redrive.map(|r| r.dead_letter_queue),
         };
-        let outcomes = process_batch(&self.inner.services, step, event, &batch).await;
-        let mut done = Vec::new();
-        for o in outcomes {
-            match o.result {
-                Ok(_) => {
-                    report.succeeded += 1;
-                    done.push(o.message_id);
-                }
-                Err(e) => {
-                    report.retried += 1;
-                    let n = counts.get(&o.message_id).copied().unwrap_or(1);
-                    // A hint (in-progress record, Retry-After) wins over the local backoff,
-                    // as `ChangeMessageVisibility` does on SQS.
-                    let delay = match &e {
-                        O2cError::Dependency { retry_after: Some(ra), .. } => *ra,
-                        _ => self.backoff(n),
-                    };
-                    debug!(message_id = %o.message_id, receive_count = n, delay_ms = delay.as_millis() as u64, "message will be redelivered");
-                    if let Err(err) = self.inner.bus.retry_later(o.message_id, delay, format!("{}: {e}", e.error_type())).await {
-                        warn!(error = %err, "could not schedule redelivery; the visibility timeout will");
-                    }
-                }
-            }
-        }
-        if let Err(e) = self.inner.bus.delete(done).await {
-            warn!(error = %e, "delete failed; messages will be redelivered and absorbed as duplicates");
-        }
+        let records = msgs.iter().map(|m| to_sqs(&f.queue, m)).collect();
+        let now = self.inner.services.platform().clock().now();
+        let invoked = esm::invoke(&self.inner.services, &fq, records, &EmbeddedQueue { rt: self }, now).await;
+        report.succeeded += invoked.succeeded;
+        report.retried += invoked.failed;
     }
 
     /// Deterministic mode: one scheduler visits every function queue, then every pipe, in

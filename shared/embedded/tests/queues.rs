@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use o2c_app::bus::PutEventsEntry;
-use o2c_app::topology::Topology;
 use o2c_embedded::bus::LocalBus;
 use o2c_embedded::db::Db;
+use o2c_topology::topology::Topology;
 
 const TEMPLATE: &str = r#"
 Resources:

@@ -181,8 +181,41 @@ pub struct Topology {
 #[error("template: {}", .0.join("; "))]
 pub struct TopologyError(pub Vec<String>);
 
-/// The SAM template shipped with this build (`infra/template.yaml`).
+/// The SAM template shipped with this build (`infra/template.yaml`): the fallback for an
+/// installed binary run outside the repository.
 pub const TEMPLATE: &str = include_str!("../../../infra/template.yaml");
+
+/// A template to run, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// The YAML.
+    pub text: String,
+    /// Its path, or `built-in copy`.
+    pub origin: String,
+}
+
+impl Template {
+    /// The copy compiled into this build.
+    pub fn built_in() -> Self {
+        Self { text: TEMPLATE.to_owned(), origin: "built-in copy (compiled into this binary)".into() }
+    }
+
+    /// `explicit` if given; else `infra/template.yaml` in `cwd` or its nearest parent that
+    /// has one (a platform team's edit takes effect without a rebuild); else the built-in copy.
+    pub fn locate(explicit: Option<&std::path::Path>, cwd: &std::path::Path) -> Result<Self, String> {
+        if let Some(p) = explicit {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read template {}: {e}", p.display()))?;
+            return Ok(Self { text, origin: p.display().to_string() });
+        }
+        for dir in cwd.ancestors() {
+            let p = dir.join("infra").join("template.yaml");
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                return Ok(Self { text, origin: p.display().to_string() });
+            }
+        }
+        Ok(Self::built_in())
+    }
+}
 
 fn get<'a>(v: &'a Yaml, key: &str) -> Option<&'a Yaml> {
     v.as_mapping()?.get(Yaml::String(key.to_owned()))

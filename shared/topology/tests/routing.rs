@@ -3,9 +3,9 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use o2c_app::Step;
-use o2c_app::routing::Router;
-use o2c_app::topology::{TEMPLATE, Topology};
 use o2c_domain::events::EventType;
+use o2c_topology::routing::Router;
+use o2c_topology::topology::{TEMPLATE, Topology};
 
 fn event(source: &str, detail_type: &str, detail: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -61,8 +61,8 @@ fn when_template_declares_tables_and_pipes_should_expose_names_keys_and_paths() 
     let pipe = topo.pipe_for_queue("CrmWritebackInboxQueue").expect("write-back pipe");
     assert!(topo.queues[&pipe.target].fifo);
     let body = serde_json::json!({"detail": {"event_id": "e-1", "payload": {"engagement_id": "ENG-1"}}});
-    assert_eq!(o2c_app::topology::PipeDef::eval(pipe.message_group_path.as_deref().unwrap(), &body).as_deref(), Some("ENG-1"));
-    assert_eq!(o2c_app::topology::PipeDef::eval(pipe.deduplication_path.as_deref().unwrap(), &body).as_deref(), Some("e-1"));
+    assert_eq!(o2c_topology::topology::PipeDef::eval(pipe.message_group_path.as_deref().unwrap(), &body).as_deref(), Some("ENG-1"));
+    assert_eq!(o2c_topology::topology::PipeDef::eval(pipe.deduplication_path.as_deref().unwrap(), &body).as_deref(), Some("e-1"));
     assert_eq!(topo.consumer_function("CrmWritebackInboxQueue").map(|f| f.binary.as_str()), Some("crm-writeback"));
 }
 
@@ -108,7 +108,7 @@ Resources:
 
 #[test]
 fn when_pattern_uses_eventbridge_operators_should_match_like_eventbridge() {
-    use o2c_app::topology::{RuleDef, TargetDef};
+    use o2c_topology::topology::{RuleDef, TargetDef};
     let rule = |id: &str, p: serde_json::Value| RuleDef {
         logical_id: id.into(),
         pattern: p,

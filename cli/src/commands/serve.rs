@@ -127,8 +127,35 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-pub async fn run(db: PathBuf, addr: String, reference: ReferenceData) -> Result<ExitCode> {
-    let rt = Runtime::builder(&db, reference).open().await?;
+/// Arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    target: crate::Target,
+    /// Embedded: listen address.
+    #[arg(long, default_value = "127.0.0.1:4010")]
+    addr: String,
+    /// Embedded: reference data JSON (default: the bundled Northwind sample).
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    #[command(flatten)]
+    connectors: crate::Connectors,
+}
+
+/// Runs the command: embedded HTTP API, or every function polled against a stage.
+pub async fn run(args: Args) -> Result<ExitCode> {
+    match args.target.target {
+        crate::TargetKind::Aws => crate::backend::aws::serve(&args.target, &args.connectors).await,
+        crate::TargetKind::Embedded => {
+            let template = crate::template(args.target.template.as_deref())?;
+            eprintln!("o2c serve: template {}", template.origin);
+            serve_embedded(args.target.db()?.to_owned(), args.addr, crate::load_reference(args.reference.as_deref())?, &template.text).await
+        }
+    }
+}
+
+async fn serve_embedded(db: PathBuf, addr: String, reference: ReferenceData, template: &str) -> Result<ExitCode> {
+    let rt = Runtime::builder(&db, reference).template(template).open().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = rt.start(stop_rx);
     let state = Arc::new(AppState { rt: rt.clone() });

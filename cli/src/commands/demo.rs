@@ -15,24 +15,42 @@ use o2c_embedded::sim::{Fault, System};
 use crate::print;
 
 /// The scenario: one PutEvents entry per line, with a `title`.
-const SCENARIO: &str = include_str!("../../events/scenarios/northwind-demo.jsonl");
+const SCENARIO: &str = include_str!("../../../events/scenarios/northwind-demo.jsonl");
 
 /// Virtual time of a seeded run starts on the scenario's day.
 const SEEDED_START: &str = "2026-11-20T09:00:00Z";
 
-pub async fn run(db: Option<PathBuf>, seed: Option<u64>) -> Result<ExitCode> {
+/// Arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Use (and keep) this database instead of a temporary one.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Reproducible run: virtual time and ids from this seed, one sequential scheduler
+    /// (the same seed gives byte-identical state).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// SAM template (default: the repository's `infra/template.yaml`, else the built-in copy).
+    #[arg(long)]
+    template: Option<PathBuf>,
+}
+
+/// Runs the command.
+pub async fn run(args: Args) -> Result<ExitCode> {
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let path = db.unwrap_or_else(|| tmp.path().join("o2c-demo.db"));
-    let mut builder = Runtime::builder(&path, o2c_embedded::reference::northwind()?);
-    if let Some(seed) = seed {
+    let path = args.db.unwrap_or_else(|| tmp.path().join("o2c-demo.db"));
+    let template = crate::template(args.template.as_deref())?;
+    let mut builder = Runtime::builder(&path, o2c_embedded::reference::northwind()?).template(&template.text);
+    if let Some(seed) = args.seed {
         let start = chrono::DateTime::parse_from_rfc3339(SEEDED_START)?.with_timezone(&chrono::Utc);
         builder = builder.deterministic(seed, start);
     }
     let rt = builder.open().await?;
     println!("o2c demo — Northwind Partners on the embedded runtime");
     println!(
-        "store {}; topology from infra/template.yaml: {} functions, {} rules, {} queues\n",
+        "store {}; topology from {}: {} functions, {} rules, {} queues\n",
         path.display(),
+        template.origin,
         rt.topology().functions.len(),
         rt.topology().rules.len(),
         rt.topology().queues.len()

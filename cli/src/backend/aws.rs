@@ -1,0 +1,216 @@
+//! `--target aws`: a stage's AWS resources (names from the template), or any AWS-API
+//! endpoint given by `AWS_ENDPOINT_URL` (e.g. moto_server). Also what only this engine
+//! does: `serve` (every function polled locally), `send` (PutEvents), `bootstrap`,
+//! `reference load`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use o2c_app::StepService;
+use o2c_app::bus::{PutEventsEntry, validate_entry};
+use o2c_app::ports::RejectionStore;
+use o2c_aws::dynamo::{DynamoStore, Tables};
+use o2c_aws::eventbridge::EventBridgePublisher;
+use o2c_aws::poller::{Poller, PollerOptions};
+use o2c_aws::resources::Deployed;
+use o2c_aws::{Config, LambdaPlatform, ops, resources};
+use o2c_domain::reference::ReferenceData;
+use o2c_topology::Topology;
+use tokio::sync::watch;
+
+use super::{Backend, MessageRow, QueueRow};
+use crate::{Connectors, Target, template};
+
+fn topology(target: &Target) -> Result<Arc<Topology>> {
+    Ok(Arc::new(Topology::from_sam_yaml(&template(target.template.as_deref())?.text)?))
+}
+
+fn tables(topo: &Topology, stage: &str) -> Tables {
+    Tables { state: topo.table_name("StateTable", stage), idempotency: topo.table_name("IdempotencyTable", stage) }
+}
+
+/// The AWS engine for one stage.
+pub struct Aws {
+    stage: String,
+    sdk: aws_config::SdkConfig,
+    topo: Arc<Topology>,
+    store: DynamoStore,
+}
+
+impl Aws {
+    /// SDK clients for the stage `--stage` names.
+    pub async fn connect(target: &Target) -> Result<Self> {
+        let sdk = o2c_aws::sdk_config().await;
+        let topo = topology(target)?;
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables(&topo, &target.stage));
+        Ok(Self { stage: target.stage.clone(), sdk, topo, store })
+    }
+
+    async fn deployed(&self) -> Result<Deployed> {
+        resources::locate(&self.sdk, &self.topo, &self.stage)
+            .await
+            .with_context(|| format!("stage {} is not deployed (sam deploy, or o2c bootstrap)", self.stage))
+    }
+}
+
+impl Backend for Aws {
+    type Store = DynamoStore;
+
+    fn store(&self) -> &DynamoStore {
+        &self.store
+    }
+
+    fn label(&self) -> String {
+        format!("stage {}", self.stage)
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueRow>> {
+        let deployed = self.deployed().await?;
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let mut rows = Vec::new();
+        for q in self.topo.queues.keys() {
+            let (visible, in_flight) = ops::depth(&sqs, &deployed.queue_urls[q]).await?;
+            rows.push(QueueRow { queue: q.clone(), visible, in_flight, dead_letter: self.topo.is_dlq(q) });
+        }
+        Ok(rows)
+    }
+
+    async fn messages(&self, queue: &str) -> Result<Vec<MessageRow>> {
+        let deployed = self.deployed().await?;
+        let url = deployed.queue_urls.get(queue).with_context(|| format!("no queue {queue}"))?;
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let mut rows = Vec::new();
+        for m in ops::peek(&sqs, url, 100).await? {
+            let reason = self
+                .store
+                .failure(&m.message_id)
+                .await?
+                .map(|f| format!("{} after {} receives: {}", f.error_type, f.receive_count, f.error));
+            rows.push(MessageRow {
+                message_id: m.message_id,
+                sent_at: None,
+                receive_count: None,
+                detail_type: m.detail_type,
+                event_id: m.event_id,
+                reason,
+            });
+        }
+        Ok(rows)
+    }
+
+    async fn redrive(&self, dlq: &str, limit: usize, progress: &(dyn Fn(usize) + Sync)) -> Result<(usize, String)> {
+        let Some(source) = self.topo.source_of_dlq(dlq) else { bail!("{dlq} is not the DLQ of any queue") };
+        let deployed = self.deployed().await?;
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let (dlq_url, src_url) = (&deployed.queue_urls[dlq], &deployed.queue_urls[&source.logical_id]);
+        let moved = ops::redrive(&sqs, dlq_url, src_url, limit, progress).await?;
+        Ok((moved, source.logical_id.clone()))
+    }
+
+    async fn replay(&self, from: DateTime<Utc>, to: DateTime<Utc>, archive: Option<String>) -> Result<String> {
+        let deployed = self.deployed().await?;
+        let archive = archive.or(deployed.archive_name.clone()).context("the template declares no archive; pass --archive")?;
+        let state =
+            ops::replay(&aws_sdk_eventbridge::Client::new(&self.sdk), &archive, &deployed.bus_arn, from, to, Duration::from_secs(600))
+                .await?;
+        Ok(format!("replay {state}"))
+    }
+}
+
+/// Runs every function of the template locally against the stage's queues.
+pub async fn serve(target: &Target, c: &Connectors) -> Result<ExitCode> {
+    let aws = Aws::connect(target).await?;
+    let (stage, topo) = (&aws.stage, aws.topo.clone());
+    let deployed = Arc::new(aws.deployed().await?);
+    let t = tables(&topo, stage);
+    let config = Config::from_lookup(|k| match k {
+        "EVENT_BUS_NAME" => Some(deployed.bus_name.clone()),
+        "STATE_TABLE" => Some(t.state.clone()),
+        "IDEMPOTENCY_TABLE" => Some(t.idempotency.clone()),
+        "O2C_STAGE" => Some(stage.to_owned()),
+        "PSA_BASE_URL" => c.psa_url.clone(),
+        "ERP_BASE_URL" => c.erp_url.clone(),
+        "CRM_BASE_URL" => c.crm_url.clone(),
+        other => std::env::var(other).ok(),
+    })?;
+    let platform = LambdaPlatform::from_config(&aws.sdk, &config)?;
+    let svc = Arc::new(StepService::new(platform, config.service()));
+    let poller = Arc::new(Poller::new(
+        o2c_aws::platform::sqs_long_poll_client(&aws.sdk),
+        svc,
+        topo.clone(),
+        deployed.clone(),
+        PollerOptions::default(),
+    ));
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = poller.start(rx);
+    println!(
+        "o2c serve --target aws: stage {stage}, bus {}, {} functions and {} pipe(s) polling; Ctrl-C to stop",
+        deployed.bus_name,
+        topo.functions.len(),
+        topo.pipes.len()
+    );
+    crate::commands::serve::shutdown_signal().await;
+    let _ = tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    let stats = poller.stats();
+    println!(
+        "o2c serve: stopped after {} batch(es), {} record failure(s), {} piped message(s)",
+        stats.batches.load(std::sync::atomic::Ordering::Relaxed),
+        stats.failures.load(std::sync::atomic::Ordering::Relaxed),
+        stats.piped.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `PutEvents` to the stage's bus.
+pub async fn send(target: &Target, entries: &[PutEventsEntry]) -> Result<ExitCode> {
+    let sdk = o2c_aws::sdk_config().await;
+    let bus = topology(target)?.bus_name(&target.stage);
+    let publisher = EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&sdk), bus.clone());
+    let mut valid = Vec::new();
+    let mut refused = 0;
+    for e in entries {
+        match validate_entry(e) {
+            Ok(_) => valid.push(PutEventsEntry { event_bus_name: Some(bus.clone()), ..e.clone() }),
+            Err(err) => {
+                refused += 1;
+                eprintln!("o2c: {} / {} refused: {err}", e.source.as_deref().unwrap_or("?"), e.detail_type.as_deref().unwrap_or("?"));
+            }
+        }
+    }
+    let ids = publisher.put_entries(&valid).await?;
+    for (e, id) in valid.iter().zip(&ids) {
+        println!("{id}  {} / {}", e.source.as_deref().unwrap_or_default(), e.detail_type.as_deref().unwrap_or_default());
+    }
+    println!("sent {} event(s) to {bus} in {} PutEvents request(s); refused {refused}", ids.len(), publisher.requests());
+    Ok(if refused > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+/// Loads reference data into the stage's state table.
+pub async fn load_reference_data(target: &Target, data: &ReferenceData) -> Result<ExitCode> {
+    let n = Aws::connect(target).await?.store.put_reference(data).await?;
+    println!("loaded {n} reference item(s) into stage {}", target.stage);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates the template's resources for a stage and loads reference data.
+pub async fn bootstrap(target: &Target, data: &ReferenceData) -> Result<ExitCode> {
+    let aws = Aws::connect(target).await?;
+    let d = resources::create(&aws.sdk, &aws.topo, &aws.stage, None).await?;
+    resources::wait_for_tables(&aws.sdk, &d.tables, Duration::from_secs(120)).await?;
+    let n = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws.sdk), d.tables.clone()).put_reference(data).await?;
+    println!(
+        "stage {}: bus {}, tables {} and {}, {} queues, {} rules, {n} reference items",
+        aws.stage,
+        d.bus_name,
+        d.tables.state,
+        d.tables.idempotency,
+        d.queue_urls.len(),
+        aws.topo.rules.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

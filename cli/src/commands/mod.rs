@@ -1,0 +1,14 @@
+//! One file per command: its arguments and what it does.
+
+pub mod bootstrap;
+pub mod demo;
+pub mod dlq;
+pub mod engagements;
+pub mod reference;
+pub mod rejections;
+pub mod replay;
+pub mod run;
+pub mod send;
+pub mod serve;
+pub mod sim;
+pub mod status;

@@ -1,0 +1,134 @@
+//! `o2c sim serve|fault|clear|calls`: the CRM / PSA / ERP simulators.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Subcommand, ValueEnum};
+use o2c_embedded::db::Db;
+use o2c_embedded::sim::{Fault, Simulators, System};
+
+use crate::{load_reference, open_existing};
+
+/// Kinds of fault.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FaultKind {
+    /// HTTP 5xx (`--status`).
+    ServerError,
+    /// The request times out before it lands.
+    Timeout,
+    /// The system commits, then the answer is lost.
+    TimeoutAfterCommit,
+    /// HTTP 429 with `Retry-After` (`--retry-after-ms`).
+    RateLimited,
+    /// A permanent 4xx (`--status`, `--code`, `--message`).
+    Rejected,
+    /// A slow answer (`--delay-ms`); the call then proceeds.
+    Latency,
+}
+
+/// Subcommands.
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Serve the simulators over the connector contract (`/psa`, `/erp`, `/crm`) for the
+    /// Lambda binaries and `o2c serve --target aws`.
+    Serve {
+        /// Database file (created if missing).
+        #[arg(long)]
+        db: PathBuf,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:4020")]
+        addr: String,
+        /// Reference data JSON (the ERP's master data; default: the bundled sample).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+    },
+    /// Switch a fault on.
+    Fault {
+        /// Database file.
+        #[arg(long)]
+        db: PathBuf,
+        /// `crm`, `psa` or `erp`.
+        #[arg(long)]
+        system: String,
+        /// Operation (`create_project`, `cancel_project`, `create_billing_schedule`, `update_opportunity`) or `*`.
+        #[arg(long, default_value = "*")]
+        operation: String,
+        /// Kind of fault.
+        #[arg(long, value_enum)]
+        kind: FaultKind,
+        /// For how many calls (default: until cleared).
+        #[arg(long)]
+        times: Option<u32>,
+        /// HTTP status for server errors / rejections.
+        #[arg(long)]
+        status: Option<u16>,
+        /// Error code for rejections.
+        #[arg(long, default_value = "INVALID_REQUEST")]
+        code: String,
+        /// Error message for rejections.
+        #[arg(long, default_value = "rejected by simulator fault")]
+        message: String,
+        /// Retry-After for rate limiting, ms.
+        #[arg(long, default_value_t = 1000)]
+        retry_after_ms: u64,
+        /// Delay of a latency fault, ms.
+        #[arg(long, default_value_t = 2000)]
+        delay_ms: u64,
+    },
+    /// Clear every fault.
+    Clear {
+        /// Database file.
+        #[arg(long)]
+        db: PathBuf,
+    },
+    /// Connector calls the simulators received, oldest first.
+    Calls {
+        /// Database file.
+        #[arg(long)]
+        db: PathBuf,
+    },
+}
+
+fn sims(db: &Path) -> Result<Simulators> {
+    Ok(Simulators::new(open_existing(db)?, &o2c_embedded::reference::northwind()?))
+}
+
+/// Runs the command.
+pub async fn run(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Serve { db, addr, reference } => {
+            let sims = Simulators::new(Db::open(&db)?, &load_reference(reference.as_deref())?);
+            let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            println!("o2c sim serve: PSA http://{local}/psa  ERP http://{local}/erp  CRM http://{local}/crm (db {})", db.display());
+            axum::serve(listener, o2c_embedded::sim_http::router(sims)).with_graceful_shutdown(super::serve::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Fault { db, system, operation, kind, times, status, code, message, retry_after_ms, delay_ms } => {
+            let system = System::parse(&system).with_context(|| format!("unknown system {system} (crm, psa, erp)"))?;
+            let fault = match kind {
+                FaultKind::ServerError => Fault::ServerError { status: status.unwrap_or(503) },
+                FaultKind::Timeout => Fault::Timeout,
+                FaultKind::TimeoutAfterCommit => Fault::TimeoutAfterCommit,
+                FaultKind::RateLimited => Fault::RateLimited { retry_after_ms },
+                FaultKind::Rejected => Fault::Rejected { status: status.unwrap_or(400), code, message },
+                FaultKind::Latency => Fault::Latency { ms: delay_ms },
+            };
+            sims(&db)?.inject(system, &operation, fault, times).await?;
+            println!("fault set on {} {operation}", system.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Clear { db } => {
+            sims(&db)?.clear_faults().await?;
+            println!("faults cleared");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Calls { db } => {
+            for c in sims(&db)?.calls().await? {
+                println!("{:<4} {:<24} {:<34} {}", c.system, c.operation, c.key, c.outcome);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
