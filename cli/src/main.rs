@@ -177,7 +177,7 @@ fn open_existing(db: &Path) -> Result<Db> {
 
 /// `ENG-…` as given, otherwise an opportunity id.
 pub fn engagement_id(arg: &str) -> String {
-    if arg.starts_with("ENG-") { arg.to_owned() } else { o2c_domain::events::engagement_id_for(arg) }
+    o2c_domain::ids::EngagementId::parse_operator_input(arg).into()
 }
 
 /// Reads every file before anything is processed, so unreadable input changes nothing.

@@ -80,7 +80,7 @@ fn when_schema_names_its_source_should_match_the_rust_type() {
 #[test]
 fn when_sample_is_validated_should_match_its_schema_and_round_trip_through_rust_types() {
     for t in EventType::ALL {
-        let sample = read_json(&format!("events/samples/{}.v1.json", t.detail_type()));
+        let sample = read_json(&t.sample_path());
         // A real EventBridge envelope, as a rule delivers it.
         let eb: EventBridgeEvent<Value> =
             serde_json::from_value(sample.clone()).unwrap_or_else(|e| panic!("{} is an EventBridge event: {e}", t.detail_type()));

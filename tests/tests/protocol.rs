@@ -75,26 +75,27 @@ fn service(dir: &tempfile::TempDir) -> StepService<TestPlatform> {
     let racing =
         || Racing { sims: sims.clone(), store: store.clone(), engagement_id: std::sync::Mutex::new(None), bumps: Default::default() };
     let (psa, erp) = (racing(), racing());
-    let mut platform = MemoryPlatform::new(o2c_embedded::reference::northwind().unwrap(), sims.clone(), psa, erp);
+    let mut platform = o2c_app::memory::platform(o2c_embedded::reference::northwind().unwrap(), sims.clone(), psa, erp);
     platform.store = store;
     StepService::new(platform, o2c_tests::fast_service())
 }
 
-async fn refuse_one_erp_project(sims: &Simulators) {
+/// A contract for `opp` waiting for approval, and an ERP that refuses the next project.
+async fn contract_the_erp_will_refuse_once(opp: &str) -> (tempfile::TempDir, StepService<TestPlatform>, chrono::DateTime<chrono::Utc>) {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir);
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(15);
+    svc.handle(Step::Intake, &decode(closed_won(globex_payload(opp, 1))), &o2c_app::Delivery::once(deadline)).await.unwrap();
     let fault = o2c_embedded::sim::Fault::Rejected { status: 400, code: "INVALID_KEY_OR_REF".into(), message: "PM".into() };
-    sims.inject(System::Erp, "create_project", fault, Some(1)).await.unwrap();
+    svc.platform().crm.inject(System::Erp, "create_project", fault, Some(1)).await.unwrap();
+    (dir, svc, deadline)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_commits_lose_version_races_around_a_refusal_should_finalize_the_same_results_without_repeating_side_effects() {
-    let dir = tempfile::tempdir().unwrap();
-    let svc = service(&dir);
-    let deadline = chrono::Utc::now() + chrono::Duration::minutes(15);
-    let opp = "0068d00000RACE01";
-    let eng = format!("ENG-{opp}");
-    svc.handle(Step::Intake, &decode(closed_won(globex_payload(opp, 1))), &o2c_app::Delivery::once(deadline)).await.unwrap();
+    let (dir, svc, deadline) = contract_the_erp_will_refuse_once("0068d00000RACE01").await;
+    let (_dir, opp, eng) = (dir, "0068d00000RACE01", "ENG-0068d00000RACE01".to_owned());
     let sims = &svc.platform().crm;
-    refuse_one_erp_project(sims).await;
     // A write lands on the engagement during the ERP call (so the failure checkpoint loses
     // its race) and during the compensation (so the final commit loses its race).
     *svc.platform().psa.engagement_id.lock().unwrap() = Some(eng.clone());
@@ -120,14 +121,9 @@ async fn when_commits_lose_version_races_around_a_refusal_should_finalize_the_sa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_process_dies_between_the_failure_checkpoint_and_the_compensation_should_pay_the_debt_on_redelivery() {
-    let dir = tempfile::tempdir().unwrap();
-    let svc = service(&dir);
-    let deadline = chrono::Utc::now() + chrono::Duration::minutes(15);
-    let opp = "0068d00000CRSH01";
-    let eng = format!("ENG-{opp}");
-    svc.handle(Step::Intake, &decode(closed_won(globex_payload(opp, 1))), &o2c_app::Delivery::once(deadline)).await.unwrap();
+    let (dir, svc, deadline) = contract_the_erp_will_refuse_once("0068d00000CRSH01").await;
+    let (_dir, opp, eng) = (dir, "0068d00000CRSH01", "ENG-0068d00000CRSH01".to_owned());
     let sims = &svc.platform().crm;
-    refuse_one_erp_project(sims).await;
     // The PSA is down for longer than the invocation's retry budget: the compensation
     // cannot run now, and the message goes back to its queue.
     sims.inject(System::Psa, "cancel_project", o2c_embedded::sim::Fault::ServerError { status: 503 }, Some(50)).await.unwrap();

@@ -16,7 +16,7 @@ use o2c_aws::dynamo::{DynamoStore, Tables};
 use o2c_aws::eventbridge::EventBridgePublisher;
 use o2c_aws::poller::{Poller, PollerOptions};
 use o2c_aws::resources::Deployed;
-use o2c_aws::{Config, LambdaPlatform, ops, resources};
+use o2c_aws::{Config, ops, resources};
 use o2c_domain::reference::ReferenceData;
 use o2c_topology::Topology;
 use tokio::sync::watch;
@@ -136,7 +136,7 @@ pub async fn serve(target: &Target, c: &Connectors) -> Result<ExitCode> {
         "CRM_BASE_URL" => c.crm_url.clone(),
         other => std::env::var(other).ok(),
     })?;
-    let platform = LambdaPlatform::from_config(&aws.sdk, &config)?;
+    let platform = o2c_aws::platform::lambda_platform(&aws.sdk, &config)?;
     let svc = Arc::new(StepService::new(platform, config.service()));
     let poller = Arc::new(Poller::new(
         o2c_aws::platform::sqs_long_poll_client(&aws.sdk),

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use o2c_domain::aggregate::{AggregateBody, AggregateKey, CrmSyncState};
-use o2c_domain::engagement::{AuditEntry, CrmOpportunityUpdate, CrmSync, Engagement, EngagementStatus};
+use o2c_domain::engagement::{Action, AuditEntry, CrmOpportunityUpdate, CrmSync, CrmWriteResult, Engagement, EngagementStatus};
 use o2c_domain::events::Issue;
 
 use crate::idempotency::IdempotencyStatus;
@@ -32,7 +32,7 @@ fn engagement(id: &str, status: EngagementStatus) -> Engagement {
     e
 }
 
-fn audit(id: &str, action: &str) -> AuditEntry {
+fn audit(id: &str, action: Action) -> AuditEntry {
     AuditEntry {
         engagement_id: id.into(),
         at: now(),
@@ -40,7 +40,7 @@ fn audit(id: &str, action: &str) -> AuditEntry {
         event_id: format!("evt-{action}"),
         event_type: "Conformance".into(),
         correlation_id: format!("corr-{id}"),
-        action: action.into(),
+        action,
         summary: String::new(),
     }
 }
@@ -80,7 +80,7 @@ fn crm(id: &str, version: u64) -> AggregateBody {
         erp_billing_schedule_id: None,
         last_error: None,
     };
-    AggregateBody::CrmSync(CrmSyncState { engagement_id: id.into(), last: CrmSync { update, result: "ok".into(), at: now() } })
+    AggregateBody::CrmSync(CrmSyncState { engagement_id: id.into(), last: CrmSync { update, result: CrmWriteResult::Ok, at: now() } })
 }
 
 /// Runs every case; `prefix` keeps its ids apart from other runs on the same table.
@@ -100,7 +100,7 @@ pub async fn versioned_state<S: Store>(store: &S, id: &str) {
     let first = Commit {
         state: Some(StateWrite { engagement: engagement(id, EngagementStatus::ContractCreated), expected: ExpectedVersion::New }),
         others: vec![],
-        audit: Some(audit(id, "one")),
+        audit: Some(audit(id, Action::ContractCreated)),
         key: KeyWrite::Untracked,
     };
     assert_eq!(store.commit(first.clone()).await.unwrap(), CommitOutcome::Committed { version: Some(1) });
@@ -110,19 +110,19 @@ pub async fn versioned_state<S: Store>(store: &S, id: &str) {
     let stale = Commit {
         state: Some(StateWrite { engagement: engagement(id, EngagementStatus::Active), expected: ExpectedVersion::Is(7) }),
         others: vec![],
-        audit: Some(audit(id, "stale")),
+        audit: Some(audit(id, Action::Rejected)),
         key: KeyWrite::Untracked,
     };
     assert_eq!(store.commit(stale).await.unwrap(), CommitOutcome::VersionConflict);
     let second = Commit {
         state: Some(StateWrite { engagement: engagement(id, EngagementStatus::Provisioning), expected: ExpectedVersion::Is(1) }),
         others: vec![],
-        audit: Some(audit(id, "two")),
+        audit: Some(audit(id, Action::Provisioned)),
         key: KeyWrite::Untracked,
     };
     assert_eq!(store.commit(second).await.unwrap(), CommitOutcome::Committed { version: Some(2) });
-    let trail: Vec<String> = store.audit_trail(id).await.unwrap().into_iter().map(|a| a.action).collect();
-    assert_eq!(trail, vec!["one", "two"], "{id}: a refused commit writes no audit entry");
+    let trail: Vec<Action> = store.audit_trail(id).await.unwrap().into_iter().map(|a| a.action).collect();
+    assert_eq!(trail, vec![Action::ContractCreated, Action::Provisioned], "{id}: a refused commit writes no audit entry");
 }
 
 /// The engagement and another aggregate commit together or not at all.
@@ -131,7 +131,7 @@ pub async fn atomic_multi_aggregate_commit<S: Store>(store: &S, id: &str) {
     let both = Commit {
         state: Some(StateWrite { engagement: engagement(id, EngagementStatus::Active), expected: ExpectedVersion::New }),
         others: vec![AggregateWrite { body: crm(id, 1), expected: ExpectedVersion::New }],
-        audit: Some(audit(id, "both")),
+        audit: Some(audit(id, Action::Activated)),
         key: KeyWrite::Untracked,
     };
     assert!(matches!(store.commit(both).await.unwrap(), CommitOutcome::Committed { .. }));
@@ -142,7 +142,7 @@ pub async fn atomic_multi_aggregate_commit<S: Store>(store: &S, id: &str) {
     let torn = Commit {
         state: Some(StateWrite { engagement: engagement(id, EngagementStatus::BillingSetupFailed), expected: ExpectedVersion::Is(1) }),
         others: vec![AggregateWrite { body: crm(id, 9), expected: ExpectedVersion::Is(5) }],
-        audit: Some(audit(id, "torn")),
+        audit: Some(audit(id, Action::BillingSetupFailed)),
         key: KeyWrite::Untracked,
     };
     assert_eq!(store.commit(torn).await.unwrap(), CommitOutcome::VersionConflict);
@@ -178,8 +178,12 @@ pub async fn idempotency_lifecycle<S: Store>(store: &S, id: &str) {
     let dead = now() - Duration::seconds(5);
     assert!(matches!(store.reserve(reservation(&key, "h1", dead)).await.unwrap(), ReserveOutcome::Reserved { .. }));
     assert!(matches!(store.reserve(reservation(&key, "h1", until)).await.unwrap(), ReserveOutcome::Reserved { .. }), "take-over");
-    let done =
-        Commit { state: None, others: vec![], audit: Some(audit(id, "completed")), key: completion(&key, "h1", CompletionMode::Reserved) };
+    let done = Commit {
+        state: None,
+        others: vec![],
+        audit: Some(audit(id, Action::CrmUpdated)),
+        key: completion(&key, "h1", CompletionMode::Reserved),
+    };
     assert!(matches!(store.commit(done).await.unwrap(), CommitOutcome::Committed { .. }));
     let rec = store.get(&key).await.unwrap().unwrap();
     assert_eq!(rec.status, IdempotencyStatus::Completed);
@@ -188,7 +192,12 @@ pub async fn idempotency_lifecycle<S: Store>(store: &S, id: &str) {
     store.release(&key).await.unwrap();
     assert!(store.get(&key).await.unwrap().is_some(), "{key}: release never deletes a completed record");
     // A fresh completion on a live key answers with the record instead of overwriting it.
-    let again = Commit { state: None, others: vec![], audit: Some(audit(id, "again")), key: completion(&key, "h1", CompletionMode::Fresh) };
+    let again = Commit {
+        state: None,
+        others: vec![],
+        audit: Some(audit(id, Action::CrmAlreadyCurrent)),
+        key: completion(&key, "h1", CompletionMode::Fresh),
+    };
     assert!(matches!(store.commit(again).await.unwrap(), CommitOutcome::AlreadyCompleted(_)));
     // Completing a reservation we do not hold is refused.
     let other = format!("step#{id}-never-reserved");
@@ -210,7 +219,7 @@ pub async fn claims_and_holds<S: Store>(store: &S, id: &str) {
     let hold = |status, v| Commit {
         state: Some(StateWrite { engagement: engagement(id, status), expected: ExpectedVersion::Is(v) }),
         others: vec![],
-        audit: Some(audit(id, "checkpoint")),
+        audit: Some(audit(id, Action::ProvisioningFailed)),
         key: KeyWrite::Hold { key: key.clone(), payload_hash: "h".into() },
     };
     assert_eq!(store.commit(hold(EngagementStatus::ProvisioningFailed, 1)).await.unwrap(), CommitOutcome::Committed { version: Some(2) });
@@ -224,7 +233,7 @@ pub async fn claims_and_holds<S: Store>(store: &S, id: &str) {
 pub async fn listing<S: Store>(store: &S, id: &str) {
     let mut open = engagement(&format!("{id}-open"), EngagementStatus::ProvisioningFailed);
     open.raise(o2c_domain::engagement::EngagementException {
-        exception_id: format!("EXC-{id}"),
+        exception_id: format!("EXC-{id}").into(),
         kind: o2c_domain::events::ExceptionKind::ProvisioningFailed,
         step: "provision".into(),
         message: "refused".into(),

@@ -12,27 +12,9 @@ use serde_json::Value;
 
 use crate::error::O2cError;
 
-/// The schema text of every event type, embedded at build time.
+/// The schema text of an event type, embedded at build time (see the event catalog).
 pub fn schema_text(t: EventType) -> &'static str {
-    macro_rules! schemas {
-        ($($v:ident),*) => {
-            match t { $(EventType::$v => include_str!(concat!("../../../events/schemas/", stringify!($v), ".v1.json")),)* }
-        };
-    }
-    schemas!(
-        OpportunityClosedWon,
-        ContractApproved,
-        ContractCreated,
-        EngagementRejected,
-        ProjectProvisioned,
-        ProjectActivated,
-        TimeApproved,
-        ExpenseApproved,
-        MilestoneCompleted,
-        InvoicePosted,
-        PaymentReceived,
-        ExceptionRaised
-    )
+    t.schema_text()
 }
 
 struct Contracts {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use o2c_domain::aggregate::{AggregateBody, AggregateKey, Loaded, LoadedAggregate};
 use o2c_domain::engagement::{AuditEntry, Engagement};
+use o2c_domain::ids::EngagementId;
 
 use crate::error::O2cError;
 use crate::idempotency::{IdempotencyRecord, IdempotencyStatus, KeyState, classify};
@@ -19,7 +20,7 @@ use crate::ports::{
 
 #[derive(Default)]
 struct Maps {
-    engagements: HashMap<String, (u64, Engagement)>,
+    engagements: HashMap<EngagementId, (u64, Engagement)>,
     aggregates: HashMap<AggregateKey, (u64, AggregateBody)>,
     audit: Vec<AuditEntry>,
     idempotency: HashMap<String, IdempotencyRecord>,
@@ -97,7 +98,7 @@ impl EngagementStore for MemoryStore {
             KeyWrite::Untracked => {}
         }
         if let Some(w) = &c.state
-            && !fits(w.expected, maps.engagements.get(&w.engagement.engagement_id).map(|(v, _)| *v))
+            && !fits(w.expected, maps.engagements.get(w.engagement.engagement_id.as_str()).map(|(v, _)| *v))
         {
             return Ok(CommitOutcome::VersionConflict);
         }
@@ -144,7 +145,7 @@ impl EngagementStore for MemoryStore {
             .filter(|(_, e)| f.status.as_deref().is_none_or(|s| s == e.status.as_str()))
             .filter(|(_, e)| !f.open_exceptions || e.has_open_exception())
             .map(|(v, e)| EngagementSummary {
-                engagement_id: e.engagement_id.clone(),
+                engagement_id: e.engagement_id.to_string(),
                 status: e.status.as_str().to_owned(),
                 open_exception: e.has_open_exception(),
                 updated_at: e.updated_at,
@@ -173,7 +174,7 @@ impl IdempotencyStore for MemoryStore {
         let claimed_version = match r.claim {
             None => None,
             Some(w) => {
-                if !fits(w.expected, maps.engagements.get(&w.engagement.engagement_id).map(|(v, _)| *v)) {
+                if !fits(w.expected, maps.engagements.get(w.engagement.engagement_id.as_str()).map(|(v, _)| *v)) {
                     return Ok(ReserveOutcome::StateConflict);
                 }
                 let v = w.expected.next();
@@ -264,68 +265,18 @@ impl crate::ports::EventPublisher for RecordingPublisher {
 }
 
 /// The in-memory platform: [`MemoryStore`], a [`RecordingPublisher`], fixed reference data,
-/// a clock, and whichever connectors the caller brings.
-pub struct MemoryPlatform<C, P, E> {
-    /// Store (shares its maps with clones).
-    pub store: MemoryStore,
-    /// Publisher.
-    pub publisher: RecordingPublisher,
-    /// Reference data.
-    pub reference: crate::ports::StaticReferenceData,
-    /// CRM.
-    pub crm: C,
-    /// PSA.
-    pub psa: P,
-    /// ERP.
-    pub erp: E,
-    /// Clock.
-    pub clock: Arc<dyn crate::ports::Clock>,
-}
+/// the wall clock, and whichever connectors the caller brings.
+pub type MemoryPlatform<C, P, E> = crate::ports::Adapters<MemoryStore, RecordingPublisher, crate::ports::StaticReferenceData, C, P, E>;
 
-impl<C, P, E> MemoryPlatform<C, P, E> {
-    /// A platform over `reference` with the wall clock.
-    pub fn new(reference: o2c_domain::reference::ReferenceData, crm: C, psa: P, erp: E) -> Self {
-        Self {
-            store: MemoryStore::new(),
-            publisher: RecordingPublisher::default(),
-            reference: crate::ports::StaticReferenceData(Arc::new(reference)),
-            crm,
-            psa,
-            erp,
-            clock: Arc::new(crate::ports::SystemClock),
-        }
-    }
-}
-
-impl<C: crate::ports::Crm + 'static, P: crate::ports::Psa + 'static, E: crate::ports::Erp + 'static> crate::ports::Platform
-    for MemoryPlatform<C, P, E>
-{
-    type Store = MemoryStore;
-    type Publisher = RecordingPublisher;
-    type Reference = crate::ports::StaticReferenceData;
-    type Crm = C;
-    type Psa = P;
-    type Erp = E;
-
-    fn store(&self) -> &MemoryStore {
-        &self.store
-    }
-    fn publisher(&self) -> &RecordingPublisher {
-        &self.publisher
-    }
-    fn reference(&self) -> &crate::ports::StaticReferenceData {
-        &self.reference
-    }
-    fn crm(&self) -> &C {
-        &self.crm
-    }
-    fn psa(&self) -> &P {
-        &self.psa
-    }
-    fn erp(&self) -> &E {
-        &self.erp
-    }
-    fn clock(&self) -> &dyn crate::ports::Clock {
-        self.clock.as_ref()
+/// A [`MemoryPlatform`] over `reference`.
+pub fn platform<C, P, E>(reference: o2c_domain::reference::ReferenceData, crm: C, psa: P, erp: E) -> MemoryPlatform<C, P, E> {
+    crate::ports::Adapters {
+        store: MemoryStore::new(),
+        publisher: RecordingPublisher::default(),
+        reference: crate::ports::StaticReferenceData(Arc::new(reference)),
+        crm,
+        psa,
+        erp,
+        clock: Arc::new(crate::ports::SystemClock),
     }
 }

@@ -496,3 +496,61 @@ pub trait Platform: Send + Sync + 'static {
     /// Clock.
     fn clock(&self) -> &dyn Clock;
 }
+
+/// The adapters of one deployment, bundled: every target (Lambda, embedded, in memory,
+/// tests) is this struct with its own adapter types.
+pub struct Adapters<S, Pb, R, C, P, E> {
+    /// State, idempotency and rejections.
+    pub store: S,
+    /// Event publisher.
+    pub publisher: Pb,
+    /// Reference data.
+    pub reference: R,
+    /// CRM.
+    pub crm: C,
+    /// PSA.
+    pub psa: P,
+    /// ERP.
+    pub erp: E,
+    /// Clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl<S, Pb, R, C, P, E> Platform for Adapters<S, Pb, R, C, P, E>
+where
+    S: EngagementStore + IdempotencyStore + RejectionStore + 'static,
+    Pb: EventPublisher + 'static,
+    R: ReferenceDataSource + 'static,
+    C: Crm + 'static,
+    P: Psa + 'static,
+    E: Erp + 'static,
+{
+    type Store = S;
+    type Publisher = Pb;
+    type Reference = R;
+    type Crm = C;
+    type Psa = P;
+    type Erp = E;
+
+    fn store(&self) -> &S {
+        &self.store
+    }
+    fn publisher(&self) -> &Pb {
+        &self.publisher
+    }
+    fn reference(&self) -> &R {
+        &self.reference
+    }
+    fn crm(&self) -> &C {
+        &self.crm
+    }
+    fn psa(&self) -> &P {
+        &self.psa
+    }
+    fn erp(&self) -> &E {
+        &self.erp
+    }
+    fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+}

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use o2c_domain::aggregate::{AggregateKey, Loaded};
 use o2c_domain::engagement::Engagement;
 use o2c_domain::events::{BusinessEvent, Issue, payload_hash};
-use o2c_domain::workflow::{Decision, Next, Snapshot, Step, StepContext, dead_lettered};
+use o2c_domain::workflow::{Decision, Input, Next, Outcome, Snapshot, Step, StepContext, dead_lettered};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::O2cError;
@@ -128,7 +128,7 @@ struct World {
 struct Run<'a> {
     key: String,
     hash: String,
-    engagement_id: String,
+    engagement_id: o2c_domain::ids::EngagementId,
     delivery: &'a Delivery,
 }
 
@@ -222,7 +222,8 @@ impl<P: Platform> StepService<P> {
         let mut rounds = 0;
         'decide: loop {
             self.count_round(&mut rounds, run)?;
-            let plan = match logic.decide(snapshot(&world.state), &world.others, event, &reference, ctx)? {
+            let input = Input { current: snapshot(&world.state), others: &world.others, event, reference: &reference };
+            let plan = match logic.decide(&input, ctx)? {
                 Next::Done(d) => match self.commit(run, ctx, d, &world, *reserved, true).await? {
                     Committed::Done(h) => return Ok(h),
                     Committed::Duplicate(rec) => return self.duplicate(rec, run, ctx).await,
@@ -251,7 +252,8 @@ impl<P: Platform> StepService<P> {
             let results = execute(&self.platform, &self.config.connector_retry, &plan, &run.key, run.delivery.deadline).await?;
             loop {
                 self.count_round(&mut rounds, run)?;
-                match logic.finalize(snapshot(&world.state), &world.others, &plan, &results, ctx)? {
+                let done = Outcome { current: snapshot(&world.state), others: &world.others, plan: &plan, results: &results };
+                match logic.finalize(&done, ctx)? {
                     Next::Done(d) => match self.commit(run, ctx, d, &world, true, true).await? {
                         Committed::Done(h) => return Ok(h),
                         Committed::Duplicate(rec) => return self.duplicate(rec, run, ctx).await,
@@ -365,7 +367,7 @@ impl<P: Platform> StepService<P> {
         if !complete && !decision.events.is_empty() {
             return Err(O2cError::Bug(format!("{}: a checkpoint carries events ({})", ctx.step, decision.action())));
         }
-        let action = decision.action().to_owned();
+        let action = decision.action().to_string();
         let events = decision.events;
         let key = if complete {
             KeyWrite::Complete(Completion {

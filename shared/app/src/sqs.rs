@@ -263,7 +263,7 @@ pub fn rejected_message(step: Step, message_id: &str, body: &str, error: &O2cErr
     };
     let event_id = s(&["detail", "event_id"]);
     let engagement_id = s(&["detail", "payload", "engagement_id"])
-        .or_else(|| s(&["detail", "payload", "opportunity_id"]).map(|o| o2c_domain::events::engagement_id_for(&o)));
+        .or_else(|| s(&["detail", "payload", "opportunity_id"]).map(|o| o2c_domain::events::engagement_id_for(&o).into()));
     let mut message_ids = vec![message_id.to_owned()];
     message_ids.truncate(MAX_TRACKED_MESSAGE_IDS);
     RejectedMessage {

@@ -11,8 +11,8 @@ use o2c_app::sqs::{BatchContext, BatchResult};
 use o2c_app::{O2cError, Step, StepService};
 use tracing::{Instrument, info_span};
 
+use crate::Config;
 use crate::visibility::QueueUrls;
-use crate::{Config, LambdaPlatform};
 
 /// JSON logs to stdout (CloudWatch), level from `RUST_LOG` (default `info`), without ANSI
 /// colours or the (redundant) timestamp prefix Lambda adds itself.
@@ -105,7 +105,7 @@ pub async fn run_step(step: Step) -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     // Clients are built once per execution environment, never per event.
     let sdk = crate::sdk_config().await;
-    let platform = LambdaPlatform::from_config(&sdk, &config)?;
+    let platform = crate::platform::lambda_platform(&sdk, &config)?;
     let shell = Arc::new(Shell::new(
         step,
         StepService::new(platform, config.service()),

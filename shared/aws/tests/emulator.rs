@@ -65,7 +65,7 @@ impl Stage {
         let dir = tempfile::tempdir().unwrap();
         let reference = o2c_embedded::reference::northwind().unwrap();
         let sims = Simulators::new(o2c_embedded::db::Db::open(&dir.path().join("sims.db")).unwrap(), &reference);
-        let platform = AwsPlatform::with_connectors(
+        let platform = o2c_aws::platform::with_connectors(
             &sdk,
             deployed.tables.clone(),
             deployed.bus_name.clone(),
@@ -239,7 +239,7 @@ async fn when_handlers_race_on_one_engagement_should_never_lose_an_update() {
                 let cur = store.load(GLOBEX).await.unwrap().unwrap();
                 let mut e = cur.value.clone();
                 e.raise(o2c_domain::engagement::EngagementException {
-                    exception_id: format!("race-{i}"),
+                    exception_id: format!("race-{i}").into(),
                     kind: o2c_domain::events::ExceptionKind::MessageRejected,
                     step: "test".into(),
                     message: format!("writer {i}"),
@@ -260,7 +260,7 @@ async fn when_handlers_race_on_one_engagement_should_never_lose_an_update() {
                         event_id: format!("race-{i}-{conflicts}"),
                         event_type: "Test".into(),
                         correlation_id: "c".into(),
-                        action: "race".into(),
+                        action: o2c_domain::engagement::Action::ApprovalRecorded,
                         summary: String::new(),
                     }),
                     key: o2c_app::ports::KeyWrite::Complete(o2c_app::ports::Completion {
@@ -377,7 +377,7 @@ async fn when_connectors_speak_http_should_provision_through_the_system_api_cont
     let conn = |sys: System| {
         o2c_connectors::HttpConnector::new(sys, &format!("http://{addr}/{}", sys.as_str()), Some("test-token".into()), t).unwrap()
     };
-    let platform = AwsPlatform::with_connectors(
+    let platform = o2c_aws::platform::with_connectors(
         &st.sdk,
         Tables { state: st.deployed.tables.state.clone(), idempotency: st.deployed.tables.idempotency.clone() },
         st.deployed.bus_name.clone(),

@@ -9,6 +9,7 @@
 //! | engagement | `ENG#<engagement id>` / `STATE` | intake, provisioning, billing setup, dead letters | 350 KB |
 //! | CRM sync state | `ENG#<engagement id>` / `CRM` | CRM write-back | 16 KB |
 
+use crate::ids::EngagementId;
 use serde::{Deserialize, Serialize};
 
 use crate::engagement::CrmSync;
@@ -64,7 +65,7 @@ impl AggregateKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrmSyncState {
     /// Engagement.
-    pub engagement_id: String,
+    pub engagement_id: EngagementId,
     /// The last write (or attempt).
     pub last: CrmSync,
 }

@@ -4,6 +4,7 @@
 //! its own aggregate ([`crate::aggregate::CrmSyncState`]), so the write-back never contends
 //! with the steps that change the engagement.
 
+use crate::ids::{ContractId, EngagementId, ExceptionId, ProjectKey};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -98,7 +99,7 @@ pub struct Approval {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngagementException {
     /// Stable id (same cause → same id, so re-processing does not duplicate it).
-    pub exception_id: String,
+    pub exception_id: ExceptionId,
     /// Kind.
     pub kind: ExceptionKind,
     /// Step that raised it.
@@ -132,13 +133,146 @@ impl EngagementException {
     }
 }
 
+/// What a step did with an event: the timeline's vocabulary (stored and shown by its
+/// snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Intake: the same opportunity revision again.
+    DuplicateRevisionIgnored,
+    /// Intake: an older revision arrived late.
+    StaleRevisionIgnored,
+    /// Intake: the revision failed validation.
+    Rejected,
+    /// Intake: a newer revision with the same commercial terms.
+    RevisionWithoutCommercialChange,
+    /// Intake: a change after provisioning started.
+    ChangeOrderRequired,
+    /// Intake: the contract was amended before provisioning.
+    ContractAmended,
+    /// Intake: the contract was created.
+    ContractCreated,
+    /// Provision: the CLM approval was recorded.
+    ApprovalRecorded,
+    /// Provision: the latest revision is rejected.
+    NotProvisionedRejected,
+    /// Provision: provisioning failed earlier; waiting for a corrected revision.
+    NotProvisionedFailed,
+    /// Provision: another event holds the claim.
+    ProvisioningInProgress,
+    /// Provision: nothing to do.
+    AlreadyProvisioned,
+    /// Provision: waiting for CLM approval.
+    AwaitingApproval,
+    /// Provision: the claim moved on while this event worked.
+    ProvisioningSuperseded,
+    /// Provision: projects exist in PSA and ERP.
+    Provisioned,
+    /// Provision: a system refused the project.
+    ProvisioningFailed,
+    /// Provision: owed compensations were performed.
+    Compensated,
+    /// Billing setup: not applicable to the current state.
+    BillingSetupSkipped,
+    /// Billing setup: the state moved on while this event worked.
+    BillingSetupSuperseded,
+    /// Billing setup: the schedule exists; the engagement is active.
+    Activated,
+    /// Billing setup: the ERP refused the schedule.
+    BillingSetupFailed,
+    /// CRM write-back: the CRM already shows the state.
+    CrmAlreadyCurrent,
+    /// CRM write-back: the CRM was updated.
+    CrmUpdated,
+    /// CRM write-back: the CRM already had a newer update.
+    CrmUpdateSuperseded,
+    /// CRM write-back: the CRM refused the update.
+    CrmWritebackFailed,
+    /// A message exhausted its receives; its exception was raised.
+    DeadLettered,
+}
+
+impl Action {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DuplicateRevisionIgnored => "duplicate_revision_ignored",
+            Self::StaleRevisionIgnored => "stale_revision_ignored",
+            Self::Rejected => "rejected",
+            Self::RevisionWithoutCommercialChange => "revision_without_commercial_change",
+            Self::ChangeOrderRequired => "change_order_required",
+            Self::ContractAmended => "contract_amended",
+            Self::ContractCreated => "contract_created",
+            Self::ApprovalRecorded => "approval_recorded",
+            Self::NotProvisionedRejected => "not_provisioned_rejected",
+            Self::NotProvisionedFailed => "not_provisioned_failed",
+            Self::ProvisioningInProgress => "provisioning_in_progress",
+            Self::AlreadyProvisioned => "already_provisioned",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::ProvisioningSuperseded => "provisioning_superseded",
+            Self::Provisioned => "provisioned",
+            Self::ProvisioningFailed => "provisioning_failed",
+            Self::Compensated => "compensated",
+            Self::BillingSetupSkipped => "billing_setup_skipped",
+            Self::BillingSetupSuperseded => "billing_setup_superseded",
+            Self::Activated => "activated",
+            Self::BillingSetupFailed => "billing_setup_failed",
+            Self::CrmAlreadyCurrent => "crm_already_current",
+            Self::CrmUpdated => "crm_updated",
+            Self::CrmUpdateSuperseded => "crm_update_superseded",
+            Self::CrmWritebackFailed => "crm_writeback_failed",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Action {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for Action {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+/// How the CRM answered the last write-back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CrmWriteResult {
+    /// Written (or the CRM already had a newer update).
+    Ok,
+    /// Refused permanently.
+    Error {
+        /// The CRM's reason.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for CrmWriteResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ok => f.write_str("ok"),
+            Self::Error { reason } => write!(f, "error: {reason}"),
+        }
+    }
+}
+
 /// What was last written to the CRM opportunity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrmSync {
     /// The update last written (or attempted).
     pub update: CrmOpportunityUpdate,
-    /// `ok` or the CRM's error.
-    pub result: String,
+    /// How the CRM answered.
+    pub result: CrmWriteResult,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -157,10 +291,10 @@ pub struct CrmOpportunityUpdate {
     /// Engagement status (wire name).
     pub engagement_status: String,
     /// Engagement id.
-    pub engagement_id: String,
+    pub engagement_id: EngagementId,
     /// Contract id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contract_id: Option<String>,
+    pub contract_id: Option<ContractId>,
     /// PSA project id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psa_project_id: Option<String>,
@@ -188,7 +322,7 @@ impl CrmOpportunityUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Engagement {
     /// `ENG-<opportunity id>`.
-    pub engagement_id: String,
+    pub engagement_id: EngagementId,
     /// CRM opportunity id.
     pub opportunity_id: String,
     /// Status.
@@ -246,7 +380,7 @@ pub struct Engagement {
 
 impl Engagement {
     /// A fresh engagement for an opportunity.
-    pub fn new(engagement_id: String, opportunity_id: String, correlation_id: String, now: DateTime<Utc>) -> Self {
+    pub fn new(engagement_id: EngagementId, opportunity_id: String, correlation_id: String, now: DateTime<Utc>) -> Self {
         Self {
             engagement_id,
             opportunity_id,
@@ -286,12 +420,8 @@ impl Engagement {
     }
 
     /// The external key used for PSA/ERP project creation in the current attempt.
-    pub fn project_external_key(&self) -> String {
-        if self.provisioning_attempt <= 1 {
-            self.engagement_id.clone()
-        } else {
-            format!("{}~{}", self.engagement_id, self.provisioning_attempt)
-        }
+    pub fn project_external_key(&self) -> ProjectKey {
+        ProjectKey::for_attempt(&self.engagement_id, self.provisioning_attempt)
     }
 }
 
@@ -299,7 +429,7 @@ impl Engagement {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// Engagement.
-    pub engagement_id: String,
+    pub engagement_id: EngagementId,
     /// When the step processed the event.
     pub at: DateTime<Utc>,
     /// Step (function) name.
@@ -310,8 +440,8 @@ pub struct AuditEntry {
     pub event_type: String,
     /// Correlation id.
     pub correlation_id: String,
-    /// What the step did (`contract_created`, `duplicate_ignored`, …).
-    pub action: String,
+    /// What the step did.
+    pub action: Action,
     /// Short operator-facing summary (no PII).
     pub summary: String,
 }

@@ -3,6 +3,7 @@
 //! customer master, legal entity, tax profile, service catalog and rate card into a
 //! [`Contract`].
 
+use crate::ids::ContractId;
 use std::collections::{BTreeSet, HashSet};
 
 use chrono::NaiveDate;
@@ -278,7 +279,7 @@ pub fn validate_and_enrich(opp: &OpportunityClosedWon, reference: &ReferenceData
     let service_lines: BTreeSet<String> = lines.iter().map(|l| l.service_line.clone()).collect();
     let approval_required = service_lines.iter().any(|s| reference.approval_required(s));
     Ok(Contract {
-        contract_id: format!("CTR-{}", opp.opportunity_id),
+        contract_id: ContractId::for_opportunity(&opp.opportunity_id),
         engagement_id: engagement_id_for(&opp.opportunity_id),
         opportunity_id: opp.opportunity_id.clone(),
         revision: opp.revision,

@@ -10,6 +10,7 @@
 //! - [`model`]: contract, project, billing schedule, time, expense, invoice, payment;
 //! - [`reference`]: master data (customers, legal entities, tax, rate cards, templates,
 //!   catalog) and workflow rules held as data;
+//! - [`ids`]: typed identities and their formats (`ENG-`, `CTR-`, `EXC-`, external keys);
 //! - [`events`]: the envelope, event types (`source` / `detail-type`) and payloads;
 //! - [`engagement`]: the engagement aggregate, its status and audit entries;
 //! - [`aggregate`]: the other aggregates (own key, version and size budget);
@@ -21,6 +22,7 @@ pub mod aggregate;
 pub mod billing;
 pub mod engagement;
 pub mod events;
+pub mod ids;
 pub mod intake;
 pub mod model;
 pub mod money;

@@ -2,6 +2,7 @@
 //! resource assignment, time entry, expense, invoice and payment. Systems' own shapes
 //! (Salesforce opportunity, NetSuite project, …) are mapped to these at the edges.
 
+use crate::ids::{ContractId, EngagementId, ProjectKey};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -155,9 +156,9 @@ pub struct ContractLine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contract {
     /// Contract id (`CTR-<opportunity id>`).
-    pub contract_id: String,
+    pub contract_id: ContractId,
     /// Engagement id.
-    pub engagement_id: String,
+    pub engagement_id: EngagementId,
     /// CRM opportunity id.
     pub opportunity_id: String,
     /// Opportunity revision this contract was built from.
@@ -230,7 +231,7 @@ pub struct Milestone {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectSpec {
     /// Idempotency / integration key (the engagement id).
-    pub external_key: String,
+    pub external_key: ProjectKey,
     /// Project name.
     pub name: String,
     /// Customer number in the target system.
@@ -315,7 +316,7 @@ pub struct BillingSchedule {
     /// External key (`BS-<engagement id>`), create-or-get in the ERP.
     pub schedule_id: String,
     /// Engagement.
-    pub engagement_id: String,
+    pub engagement_id: EngagementId,
     /// Currency.
     pub currency: Currency,
     /// Items in date order.
@@ -332,7 +333,7 @@ pub struct ResourceAssignment {
     /// Assignment id in the PSA.
     pub assignment_id: String,
     /// Engagement.
-    pub engagement_id: String,
+    pub engagement_id: EngagementId,
     /// Resource (employee) id — never a name: logs and events carry no PII.
     pub resource_id: String,
     /// Role code (prices time from the rate card).
@@ -352,7 +353,7 @@ pub struct TimeEntry {
     /// Time entry id in the PSA (idempotency key).
     pub time_entry_id: String,
     /// Engagement.
-    pub engagement_id: String,
+    pub engagement_id: EngagementId,
     /// PSA project id.
     pub project_id: String,
     /// Contract line the hours are charged to.
@@ -378,7 +379,7 @@ pub struct Expense {
     /// Expense id (idempotency key).
     pub expense_id: String,
     /// Engagement.
-    pub engagement_id: String,
+    pub engagement_id: EngagementId,
     /// Resource id.
     pub resource_id: String,
     /// Date incurred.
@@ -436,7 +437,7 @@ pub struct Invoice {
     /// Invoice external key.
     pub invoice_id: String,
     /// Engagement.
-    pub engagement_id: String,
+    pub engagement_id: EngagementId,
     /// Issuing legal entity.
     pub legal_entity_id: String,
     /// Customer.

@@ -10,8 +10,8 @@ use o2c_domain::events::{ContractApproved, EventType, ExceptionKind};
 use o2c_domain::workflow::crm_writeback::decide_writeback;
 use o2c_domain::workflow::provision::{COMPENSATION_DONE, COMPENSATION_PENDING, ProvisionTrigger, decide_provisioning};
 use o2c_domain::workflow::{
-    Command, CommandResult, ExternalObject, Next, ObjectStatus, Plan, Purpose, Refusal, Snapshot, Step, StepContext, System, WorkflowStep,
-    crm_update_for, dead_lettered, decide_closed_won,
+    Command, CommandResult, ExternalObject, Next, ObjectStatus, Outcome, Plan, Purpose, Refusal, Snapshot, Step, StepContext, System,
+    WorkflowStep, crm_update_for, dead_lettered, decide_closed_won,
 };
 
 fn ctx<'a>(m: &'a o2c_domain::events::EventMeta, t: EventType, s: Step) -> StepContext<'a> {
@@ -89,7 +89,7 @@ fn when_revision_is_not_newer_should_change_nothing() {
     let e = decide_closed_won(None, &envelope(opp.clone(), "e1"), &reference(), &c).engagement.unwrap();
     opp.revision = 2;
     let d = decide_closed_won(Some(&e), &envelope(opp.clone(), "e2"), &reference(), &c);
-    assert_eq!((d.engagement.is_none(), d.events.len(), d.action()), (true, 0, "stale_revision_ignored"));
+    assert_eq!((d.engagement.is_none(), d.events.len(), d.action()), (true, 0, o2c_domain::engagement::Action::StaleRevisionIgnored));
     opp.revision = 3;
     assert_eq!(decide_closed_won(Some(&e), &envelope(opp, "e3"), &reference(), &c).action(), "duplicate_revision_ignored");
 }
@@ -115,16 +115,19 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
         total_value: e.contract.as_ref().unwrap().total_value,
         approval_required: true,
     };
-    let m2 = meta("e2");
-    let d = done(
-        decide_provisioning(
-            Some(&e),
-            ProvisionTrigger::ContractCreated(&created),
-            &reference(),
-            &ctx(&m2, EventType::ContractCreated, Step::Provision),
+    let on_created = |state: &Engagement, event_id: &str| {
+        let m = meta(event_id);
+        done(
+            decide_provisioning(
+                Some(state),
+                ProvisionTrigger::ContractCreated(&created),
+                &reference(),
+                &ctx(&m, EventType::ContractCreated, Step::Provision),
+            )
+            .unwrap(),
         )
-        .unwrap(),
-    );
+    };
+    let d = on_created(&e, "e2");
     let waiting = d.engagement.unwrap();
     assert_eq!(waiting.status, EngagementStatus::AwaitingApproval);
 
@@ -145,34 +148,34 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
     else {
         panic!("PSA then ERP: {:?}", plan.commands)
     };
-    assert_eq!(psa.external_key, e.engagement_id);
+    assert_eq!(psa.external_key.as_str(), e.engagement_id.as_str());
     assert_eq!(erp.customer_id, "C-10001");
     assert_eq!(psa.milestones.len(), 4);
 
     // Another event finds the claim and leaves it alone; the claimer's retry re-plans the
     // same attempt without writing the claim again.
-    let other = meta("e4");
-    let d = done(
-        decide_provisioning(
-            Some(&claimed),
-            ProvisionTrigger::ContractCreated(&created),
-            &reference(),
-            &ctx(&other, EventType::ContractCreated, Step::Provision),
-        )
-        .unwrap(),
-    );
+    let d = on_created(&claimed, "e4");
     assert_eq!(d.action(), "provisioning_in_progress");
     let retry = run(decide_provisioning(Some(&claimed), ProvisionTrigger::ContractApproved(&approval), &reference(), &c3).unwrap());
     assert!(retry.claim.is_none(), "our own claim is in place");
 
     let p = o2c_domain::workflow::Provision;
-    let ok = done(p.finalize(snap(&claimed), &Loaded::default(), &plan, &[live("PSA-1"), live("ERP-1")], &c3).unwrap());
+    let ok = done(
+        p.finalize(
+            &Outcome { current: snap(&claimed), others: &Loaded::default(), plan: &plan, results: &[live("PSA-1"), live("ERP-1")] },
+            &c3,
+        )
+        .unwrap(),
+    );
     assert_eq!(ok.engagement.as_ref().unwrap().status, EngagementStatus::Provisioned);
     assert_eq!(ok.events[0].event_type, EventType::ProjectProvisioned);
 
     // The PSA refuses: final, no compensation owed.
     let refusal = |system| CommandResult::Refused(Refusal { system, status: 400, code: "INVALID".into(), message: "x".into() });
-    let failed = done(p.finalize(snap(&claimed), &Loaded::default(), &plan, &[refusal(System::Psa)], &c3).unwrap());
+    let failed = done(
+        p.finalize(&Outcome { current: snap(&claimed), others: &Loaded::default(), plan: &plan, results: &[refusal(System::Psa)] }, &c3)
+            .unwrap(),
+    );
     let fe = failed.engagement.unwrap();
     assert_eq!(fe.status, EngagementStatus::ProvisioningFailed);
     assert!(fe.claimed_by.is_none());
@@ -184,8 +187,14 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
     let mut moved = claimed.clone();
     moved.status = EngagementStatus::Provisioned;
     moved.claimed_by = None;
-    let d = done(p.finalize(snap(&moved), &Loaded::default(), &plan, &[live("PSA-1"), live("ERP-1")], &c3).unwrap());
-    assert_eq!((d.action(), d.engagement.is_none()), ("provisioning_superseded", true));
+    let d = done(
+        p.finalize(
+            &Outcome { current: snap(&moved), others: &Loaded::default(), plan: &plan, results: &[live("PSA-1"), live("ERP-1")] },
+            &c3,
+        )
+        .unwrap(),
+    );
+    assert_eq!((d.action(), d.engagement.is_none()), (o2c_domain::engagement::Action::ProvisioningSuperseded, true));
 }
 
 #[test]
@@ -198,7 +207,10 @@ fn when_the_erp_refuses_after_the_psa_created_should_record_the_failure_and_the_
     let p = o2c_domain::workflow::Provision;
     let erp_refused =
         CommandResult::Refused(Refusal { system: System::Erp, status: 400, code: "INVALID_KEY_OR_REF".into(), message: "PM".into() });
-    let Next::Checkpoint(cp) = p.finalize(snap(&claimed), &Loaded::default(), &plan, &[live("PSA-1"), erp_refused], &c).unwrap() else {
+    let Next::Checkpoint(cp) = p
+        .finalize(&Outcome { current: snap(&claimed), others: &Loaded::default(), plan: &plan, results: &[live("PSA-1"), erp_refused] }, &c)
+        .unwrap()
+    else {
         panic!("the failure is a checkpoint that owes a compensation")
     };
     assert!(cp.events.is_empty(), "nothing is announced before the compensation ran");
@@ -211,7 +223,10 @@ fn when_the_erp_refuses_after_the_psa_created_should_record_the_failure_and_the_
     let comp = run(decide_provisioning(Some(&failed), ProvisionTrigger::ContractApproved(&approval), &reference(), &c).unwrap());
     assert_eq!(comp.purpose, Purpose::Compensate);
     assert!(matches!(&comp.commands[..], [Command::CancelProject { system: System::Psa, project_id, .. }] if project_id == "PSA-1"));
-    let d = done(p.finalize(snap(&failed), &Loaded::default(), &comp, &[CommandResult::Done], &c).unwrap());
+    let d = done(
+        p.finalize(&Outcome { current: snap(&failed), others: &Loaded::default(), plan: &comp, results: &[CommandResult::Done] }, &c)
+            .unwrap(),
+    );
     let settled = d.engagement.unwrap();
     assert!(settled.compensation_due.is_empty());
     assert_eq!(settled.exceptions[0].compensations[0].outcome, COMPENSATION_DONE);
@@ -228,7 +243,12 @@ fn when_create_or_get_returns_a_cancelled_psa_project_should_fail_without_asking
     let cancelled = CommandResult::Object(ExternalObject { id: "PSA-9".into(), created: false, status: ObjectStatus::Cancelled });
     assert!(cancelled.stops_sequence(), "the ERP command is not run after a cancelled PSA project");
     let d = done(
-        o2c_domain::workflow::Provision.finalize(snap(plan.claim.as_ref().unwrap()), &Loaded::default(), &plan, &[cancelled], &c).unwrap(),
+        o2c_domain::workflow::Provision
+            .finalize(
+                &Outcome { current: snap(plan.claim.as_ref().unwrap()), others: &Loaded::default(), plan: &plan, results: &[cancelled] },
+                &c,
+            )
+            .unwrap(),
     );
     let f = d.engagement.unwrap();
     assert_eq!(f.status, EngagementStatus::ProvisioningFailed);
@@ -274,10 +294,12 @@ fn when_crm_already_shows_the_state_should_not_write_again() {
     let w = o2c_domain::workflow::CrmWriteback;
     let d = done(
         w.finalize(
-            Some(Snapshot { engagement: &e, version: 1 }),
-            &Loaded::default(),
-            &plan,
-            &[CommandResult::Crm(o2c_domain::workflow::CrmWrite::Applied)],
+            &Outcome {
+                current: Some(Snapshot { engagement: &e, version: 1 }),
+                others: &Loaded::default(),
+                plan: &plan,
+                results: &[CommandResult::Crm(o2c_domain::workflow::CrmWrite::Applied)],
+            },
             &c,
         )
         .unwrap(),

@@ -21,7 +21,7 @@ use o2c_app::O2cError;
 use o2c_app::Step;
 use o2c_app::bus::{PutEventsEntry, PutEventsResponse};
 use o2c_app::esm::{self, FunctionQueue, QueueOps};
-use o2c_app::ports::{Clock, IdGenerator, Platform, RandomIds, SeededIds, SimClock, StaticReferenceData, SystemClock};
+use o2c_app::ports::{Adapters, Clock, IdGenerator, Platform, RandomIds, SeededIds, SimClock, StaticReferenceData, SystemClock};
 use o2c_app::service::{ServiceConfig, StepService};
 use o2c_domain::reference::ReferenceData;
 use o2c_topology::topology::{FunctionDef, PipeDef, Topology};
@@ -35,45 +35,8 @@ use crate::db::{Db, db_err};
 use crate::sim::Simulators;
 use crate::store::SqliteStore;
 
-/// The adapters of the embedded platform.
-pub struct EmbeddedPlatform {
-    store: SqliteStore,
-    bus: Arc<LocalBus>,
-    reference: StaticReferenceData,
-    sims: Simulators,
-    clock: Arc<dyn Clock>,
-}
-
-impl Platform for EmbeddedPlatform {
-    type Store = SqliteStore;
-    type Publisher = Arc<LocalBus>;
-    type Reference = StaticReferenceData;
-    type Crm = Simulators;
-    type Psa = Simulators;
-    type Erp = Simulators;
-
-    fn store(&self) -> &SqliteStore {
-        &self.store
-    }
-    fn publisher(&self) -> &Arc<LocalBus> {
-        &self.bus
-    }
-    fn reference(&self) -> &StaticReferenceData {
-        &self.reference
-    }
-    fn crm(&self) -> &Simulators {
-        &self.sims
-    }
-    fn psa(&self) -> &Simulators {
-        &self.sims
-    }
-    fn erp(&self) -> &Simulators {
-        &self.sims
-    }
-    fn clock(&self) -> &dyn Clock {
-        self.clock.as_ref()
-    }
-}
+/// The adapters of the embedded platform: SQLite store, the local bus, the simulators.
+pub type EmbeddedPlatform = Adapters<SqliteStore, Arc<LocalBus>, StaticReferenceData, Simulators, Simulators, Simulators>;
 
 /// Tunables of the embedded runtime.
 #[derive(Debug, Clone)]
@@ -204,11 +167,13 @@ impl RuntimeBuilder {
         let bus = Arc::new(LocalBus::new(db.clone(), topology.clone(), format!("o2c-{}", topology.bus))?);
         let store = SqliteStore::new(db.clone());
         let sims = Simulators::new(db.clone(), &self.reference);
-        let platform = EmbeddedPlatform {
+        let platform = Adapters {
             store: store.clone(),
-            bus: bus.clone(),
+            publisher: bus.clone(),
             reference: StaticReferenceData(Arc::new(self.reference)),
-            sims: sims.clone(),
+            crm: sims.clone(),
+            psa: sims.clone(),
+            erp: sims.clone(),
             clock: self.clock,
         };
         let rt = Runtime {

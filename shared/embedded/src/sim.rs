@@ -354,14 +354,14 @@ impl Simulators {
         let spec = spec.clone();
         let me = self.clone();
         async move {
-            let key = spec.external_key.clone();
+            let key = spec.external_key.to_string();
             let validation = match system {
                 System::Psa => me.validate_psa(&spec),
                 _ => me.validate_erp(&spec),
             };
             me.operate(system, "create_project", key, move |tx, at| {
                 if let Some((id, status)) = tx
-                    .query_row("SELECT project_id, status FROM sim_projects WHERE system = ?1 AND external_key = ?2", params![system.as_str(), spec.external_key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                    .query_row("SELECT project_id, status FROM sim_projects WHERE system = ?1 AND external_key = ?2", params![system.as_str(), spec.external_key.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                     .optional()
                     .map_err(db_err)?
                 {
@@ -379,7 +379,7 @@ impl Simulators {
                 };
                 tx.execute(
                     "INSERT INTO sim_projects (system, external_key, project_id, status, spec, created_at) VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
-                    params![system.as_str(), spec.external_key, id, serde_json::to_string(&spec).map_err(row_err)?, at],
+                    params![system.as_str(), spec.external_key.as_str(), id, serde_json::to_string(&spec).map_err(row_err)?, at],
                 )
                 .map_err(db_err)?;
                 Ok(Ok((ExternalObject { id, created: true, status: ObjectStatus::Active }, "created")))

@@ -54,7 +54,7 @@ fn key_mismatch(path: &str, body: &str) -> Response {
 }
 
 async fn psa_project(State(s): State<Simulators>, Path(key): Path<String>, Json(spec): Json<ProjectSpec>) -> Response {
-    if key != spec.external_key {
+    if spec.external_key != key {
         return key_mismatch(&key, &spec.external_key);
     }
     created(Psa::create_or_get_project(&s, &spec).await)
@@ -69,7 +69,7 @@ async fn psa_cancel(State(s): State<Simulators>, Path(id): Path<String>, Json(bo
 }
 
 async fn erp_project(State(s): State<Simulators>, Path(key): Path<String>, Json(spec): Json<ProjectSpec>) -> Response {
-    if key != spec.external_key {
+    if spec.external_key != key {
         return key_mismatch(&key, &spec.external_key);
     }
     created(Erp::create_or_get_project(&s, &spec).await)

@@ -87,7 +87,7 @@ fn write_state(tx: &Transaction<'_>, w: &StateWrite) -> Result<Option<u64>, O2cE
         "INSERT INTO engagements (engagement_id, version, status, open_exception, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(engagement_id) DO UPDATE SET version = excluded.version, status = excluded.status,
            open_exception = excluded.open_exception, updated_at = excluded.updated_at, body = excluded.body",
-        params![e.engagement_id, next as i64, e.status.as_str(), e.has_open_exception() as i64, e.updated_at.to_rfc3339(), body],
+        params![e.engagement_id.as_str(), next as i64, e.status.as_str(), e.has_open_exception() as i64, e.updated_at.to_rfc3339(), body],
     )
     .map_err(db_err)?;
     Ok(Some(next))
@@ -230,7 +230,7 @@ impl EngagementStore for SqliteStore {
                 if let Some(audit) = &commit.audit {
                     tx.execute(
                         "INSERT INTO audit (engagement_id, body) VALUES (?1, ?2)",
-                        params![audit.engagement_id, serde_json::to_string(audit).map_err(row_err)?],
+                        params![audit.engagement_id.as_str(), serde_json::to_string(audit).map_err(row_err)?],
                     )
                     .map_err(db_err)?;
                 }

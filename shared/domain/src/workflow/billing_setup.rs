@@ -1,16 +1,15 @@
 //! Step 3, billing setup: the billing schedule derived from the contract, created in the
 //! ERP on the provisioned project; the engagement becomes active.
 
-use crate::aggregate::Loaded;
 use crate::billing::{BillingError, derive_schedule, fixed_contract_value};
-use crate::engagement::{Engagement, EngagementStatus};
+use crate::engagement::{Action, Engagement, EngagementStatus};
 use crate::events::{BusinessEvent, EventType, ExceptionKind, ProjectActivated, ProjectProvisioned};
+use crate::ids::ExceptionId;
 use crate::model::BillingSchedule;
-use crate::reference::ReferenceData;
 
 use super::{
-    Command, CommandResult, Decision, Next, ObjectStatus, Plan, Purpose, Sequence, Snapshot, Step, StepContext, StepError, WorkflowStep,
-    close_dead_letters_of, exception, exception_event, planned_on, unexpected,
+    Command, CommandResult, Decision, Input, Next, ObjectStatus, Outcome, Plan, Purpose, Sequence, Step, StepContext, StepError,
+    WorkflowStep, close_dead_letters_of, planned_on, raise, step_meta, unexpected,
 };
 
 /// The billing-setup step.
@@ -18,37 +17,19 @@ use super::{
 pub struct BillingSetup;
 
 impl WorkflowStep for BillingSetup {
-    fn step(&self) -> Step {
-        Step::BillingSetup
-    }
+    step_meta!(BillingSetup, [ProjectProvisioned]);
 
-    fn consumes(&self) -> &'static [EventType] {
-        &[EventType::ProjectProvisioned]
-    }
-
-    fn decide(
-        &self,
-        current: Option<Snapshot<'_>>,
-        _others: &Loaded,
-        event: &BusinessEvent,
-        _reference: &ReferenceData,
-        ctx: &StepContext<'_>,
-    ) -> Result<Next, StepError> {
+    fn decide(&self, input: &Input<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+        let (current, event) = (input.current, input.event);
         match event {
             BusinessEvent::ProjectProvisioned(ev) => decide_billing_setup(current.map(|s| s.engagement), &ev.payload, ctx),
             other => Err(StepError::NotConsumed(Step::BillingSetup, other.event_type().detail_type())),
         }
     }
 
-    fn finalize(
-        &self,
-        current: Option<Snapshot<'_>>,
-        _others: &Loaded,
-        plan: &Plan,
-        results: &[CommandResult],
-        ctx: &StepContext<'_>,
-    ) -> Result<Next, StepError> {
-        let eng = planned_on(current, Step::BillingSetup)?;
+    fn finalize(&self, done: &Outcome<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+        let (plan, results) = (done.plan, done.results);
+        let eng = planned_on(done, Step::BillingSetup)?;
         let (Some(Command::CreateBillingSchedule { erp_project_id, schedule }), [result]) = (plan.commands.first(), results) else {
             return Err(unexpected(Step::BillingSetup, plan, results));
         };
@@ -56,7 +37,7 @@ impl WorkflowStep for BillingSetup {
             return Ok(Next::Done(Decision::unchanged(
                 ctx,
                 &eng.engagement_id,
-                "billing_setup_superseded",
+                Action::BillingSetupSuperseded,
                 format!("status is now {}", eng.status.as_str()),
             )));
         }
@@ -78,7 +59,7 @@ pub fn decide_billing_setup(current: Option<&Engagement>, ev: &ProjectProvisione
         return Ok(Next::Done(Decision::unchanged(
             ctx,
             &eng.engagement_id,
-            "billing_setup_skipped",
+            Action::BillingSetupSkipped,
             format!("status is {}", eng.status.as_str()),
         )));
     }
@@ -86,7 +67,7 @@ pub fn decide_billing_setup(current: Option<&Engagement>, ev: &ProjectProvisione
         return Ok(Next::Done(Decision::unchanged(
             ctx,
             &eng.engagement_id,
-            "billing_setup_skipped",
+            Action::BillingSetupSkipped,
             "event is for a superseded provisioning attempt",
         )));
     }
@@ -137,20 +118,13 @@ pub fn billing_activated(
         schedule.time_and_materials_cap
     );
     eng.billing_schedule = Some(schedule.clone());
-    Decision::changed(ctx, eng, vec![event], "activated", summary)
+    Decision::changed(ctx, eng, vec![event], Action::Activated, summary)
 }
 
 /// The ERP refused the schedule permanently.
 pub fn billing_setup_failed(mut eng: Engagement, reason: &str, ctx: &StepContext<'_>) -> Decision {
     eng.status = EngagementStatus::BillingSetupFailed;
-    let ex = exception(
-        ctx,
-        format!("EXC-{}-BILL-{}", eng.engagement_id, eng.provisioning_attempt),
-        ExceptionKind::BillingSetupFailed,
-        format!("ERP refused the billing schedule: {reason}"),
-        vec![],
-    );
-    let event = exception_event(ctx, &eng.engagement_id, &ex);
-    eng.raise(ex);
-    Decision::changed(ctx, eng, vec![event], "billing_setup_failed", "ERP refused the billing schedule")
+    let id = ExceptionId::billing_setup(&eng.engagement_id, eng.provisioning_attempt);
+    let event = raise(&mut eng, ctx, id, ExceptionKind::BillingSetupFailed, format!("ERP refused the billing schedule: {reason}"));
+    Decision::changed(ctx, eng, vec![event], Action::BillingSetupFailed, "ERP refused the billing schedule")
 }

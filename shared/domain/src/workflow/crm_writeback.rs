@@ -5,14 +5,14 @@
 //! opportunity was last sent) — the engagement item only when a write-back exception opens
 //! or closes — so it never contends with the steps that move the engagement.
 
-use crate::aggregate::{AggregateBody, AggregateKey, CrmSyncState, Loaded};
-use crate::engagement::{CrmOpportunityUpdate, CrmSync, Engagement, EngagementStatus};
-use crate::events::{BusinessEvent, EventType, ExceptionKind};
-use crate::reference::ReferenceData;
+use crate::aggregate::{AggregateBody, AggregateKey, CrmSyncState};
+use crate::engagement::{Action, CrmOpportunityUpdate, CrmSync, CrmWriteResult, Engagement, EngagementStatus};
+use crate::events::ExceptionKind;
+use crate::ids::{EngagementId, ExceptionId};
 
 use super::{
-    Command, CommandResult, CrmWrite, Decision, Next, Plan, Purpose, Sequence, Snapshot, Step, StepContext, StepError, WorkflowStep,
-    close_dead_letters_of, exception, exception_event, planned_on, unexpected,
+    Command, CommandResult, CrmWrite, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, Snapshot, Step, StepContext, StepError,
+    WorkflowStep, close_dead_letters_of, planned_on, raise, step_meta, unexpected,
 };
 
 /// CRM text fields are 255 characters (Salesforce `Text(255)`).
@@ -23,47 +23,23 @@ pub const CRM_ERROR_FIELD_LEN: usize = 255;
 pub struct CrmWriteback;
 
 impl WorkflowStep for CrmWriteback {
-    fn step(&self) -> Step {
-        Step::CrmWriteback
-    }
-
-    fn consumes(&self) -> &'static [EventType] {
-        &[
-            EventType::ContractCreated,
-            EventType::EngagementRejected,
-            EventType::ProjectProvisioned,
-            EventType::ProjectActivated,
-            EventType::ExceptionRaised,
-        ]
-    }
+    step_meta!(CrmWriteback, [ContractCreated, EngagementRejected, ProjectProvisioned, ProjectActivated, ExceptionRaised]);
 
     fn loads(&self, engagement_id: &str) -> Vec<AggregateKey> {
         vec![AggregateKey::crm_sync(engagement_id)]
     }
 
-    fn decide(
-        &self,
-        current: Option<Snapshot<'_>>,
-        others: &Loaded,
-        event: &BusinessEvent,
-        _reference: &ReferenceData,
-        ctx: &StepContext<'_>,
-    ) -> Result<Next, StepError> {
+    fn decide(&self, input: &Input<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+        let (current, event) = (input.current, input.event);
         if !self.consumes().contains(&event.event_type()) {
             return Err(StepError::NotConsumed(Step::CrmWriteback, event.event_type().detail_type()));
         }
-        decide_writeback(current, others.crm_sync(&event.engagement_id()), &event.engagement_id(), ctx)
+        decide_writeback(current, input.others.crm_sync(&event.engagement_id()), &event.engagement_id(), ctx)
     }
 
-    fn finalize(
-        &self,
-        current: Option<Snapshot<'_>>,
-        _others: &Loaded,
-        plan: &Plan,
-        results: &[CommandResult],
-        ctx: &StepContext<'_>,
-    ) -> Result<Next, StepError> {
-        let eng = planned_on(current, Step::CrmWriteback)?;
+    fn finalize(&self, done: &Outcome<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+        let (plan, results) = (done.plan, done.results);
+        let eng = planned_on(done, Step::CrmWriteback)?;
         let (Some(Command::UpdateOpportunity(update)), [result]) = (plan.commands.first(), results) else {
             return Err(unexpected(Step::CrmWriteback, plan, results));
         };
@@ -123,16 +99,16 @@ fn truncate_chars(s: &str, max: usize) -> String {
 pub fn decide_writeback(
     current: Option<Snapshot<'_>>,
     last: Option<&CrmSyncState>,
-    engagement_id: &str,
+    engagement_id: &EngagementId,
     ctx: &StepContext<'_>,
 ) -> Result<Next, StepError> {
-    let s = current.ok_or_else(|| StepError::MissingEngagement(engagement_id.to_owned(), "write-back"))?;
+    let s = current.ok_or_else(|| StepError::MissingEngagement(engagement_id.clone(), "write-back"))?;
     let update = crm_update_for(s.engagement, s.version);
-    if last.is_some_and(|c| c.last.result == "ok" && c.last.update.same_content(&update)) {
+    if last.is_some_and(|c| c.last.result == CrmWriteResult::Ok && c.last.update.same_content(&update)) {
         return Ok(Next::Done(Decision::unchanged(
             ctx,
             engagement_id,
-            "crm_already_current",
+            Action::CrmAlreadyCurrent,
             format!("CRM already shows {}", update.engagement_status),
         )));
     }
@@ -148,10 +124,10 @@ pub fn decide_writeback(
 /// the engagement is written only to close earlier write-back exceptions.
 pub fn written_back(eng: &Engagement, update: CrmOpportunityUpdate, stale: bool, ctx: &StepContext<'_>) -> Decision {
     let summary = format!("CRM {} → {} / {}", eng.opportunity_id, update.sync_status, update.engagement_status);
-    let action = if stale { "crm_update_superseded" } else { "crm_updated" };
+    let action = if stale { Action::CrmUpdateSuperseded } else { Action::CrmUpdated };
     let sync = AggregateBody::CrmSync(CrmSyncState {
         engagement_id: eng.engagement_id.clone(),
-        last: CrmSync { update, result: "ok".into(), at: ctx.now },
+        last: CrmSync { update, result: CrmWriteResult::Ok, at: ctx.now },
     });
     let stale_exception = |e: &crate::engagement::EngagementException| {
         e.open
@@ -173,18 +149,11 @@ pub fn written_back(eng: &Engagement, update: CrmOpportunityUpdate, stale: bool,
 /// The CRM refused the update permanently: recorded on the engagement and raised as an
 /// exception (write-back does not consume its own `crm_writeback_failed` exceptions).
 pub fn writeback_failed(mut eng: Engagement, update: CrmOpportunityUpdate, reason: &str, ctx: &StepContext<'_>) -> Decision {
-    let ex = exception(
-        ctx,
-        format!("EXC-{}-CRM-v{}", eng.engagement_id, update.sync_version),
-        ExceptionKind::CrmWritebackFailed,
-        format!("CRM refused the status update: {reason}"),
-        vec![],
-    );
-    let event = exception_event(ctx, &eng.engagement_id, &ex);
-    eng.raise(ex);
+    let id = ExceptionId::crm_writeback(&eng.engagement_id, update.sync_version);
+    let event = raise(&mut eng, ctx, id, ExceptionKind::CrmWritebackFailed, format!("CRM refused the status update: {reason}"));
     let sync = AggregateBody::CrmSync(CrmSyncState {
         engagement_id: eng.engagement_id.clone(),
-        last: CrmSync { update, result: format!("error: {reason}"), at: ctx.now },
+        last: CrmSync { update, result: CrmWriteResult::Error { reason: reason.to_owned() }, at: ctx.now },
     });
-    Decision::changed(ctx, eng, vec![event], "crm_writeback_failed", "CRM refused the status update").with(sync)
+    Decision::changed(ctx, eng, vec![event], Action::CrmWritebackFailed, "CRM refused the status update").with(sync)
 }

@@ -8,8 +8,9 @@
 //! when that event is finally processed, or when the step later completes for the
 //! engagement by another event.
 
-use crate::engagement::{Engagement, EngagementStatus};
+use crate::engagement::{Action, Engagement, EngagementStatus};
 use crate::events::ExceptionKind;
+use crate::ids::{EngagementId, ExceptionId};
 
 use super::{Decision, Step, StepContext, exception, exception_event};
 
@@ -61,10 +62,10 @@ pub fn dead_lettered(
     // The write-back announcing its own dead letter would route back to the write-back.
     let events = if ctx.step == Step::CrmWriteback { vec![] } else { vec![exception_event(ctx, &eng.engagement_id, &ex)] };
     let summary = format!("dead-lettered after {receives} deliveries{}", if released { "; provisioning claim released" } else { "" });
-    Some(Decision::changed(ctx, eng, events, "dead_lettered", summary))
+    Some(Decision::changed(ctx, eng, events, Action::DeadLettered, summary))
 }
 
 /// The id of the dead-letter exception of `ctx`'s event (per step and event).
-pub fn dead_letter_exception_id(engagement_id: &str, ctx: &StepContext<'_>) -> String {
-    format!("EXC-{engagement_id}-DLQ-{}-{}", ctx.step.name(), ctx.meta.event_id)
+pub fn dead_letter_exception_id(engagement_id: &EngagementId, ctx: &StepContext<'_>) -> ExceptionId {
+    ExceptionId::dead_letter(engagement_id, ctx.step.name(), &ctx.meta.event_id)
 }

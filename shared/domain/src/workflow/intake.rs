@@ -1,40 +1,30 @@
 //! Step 1, intake: validates and enriches a closed-won into a contract (pure: no commands).
 
-use crate::aggregate::Loaded;
-use crate::engagement::{Engagement, EngagementStatus, Rejection};
+use crate::engagement::{Action, Engagement, EngagementStatus, Rejection};
 use crate::events::{
     BusinessEvent, ContractCreated, EngagementRejected, Envelope, EventType, ExceptionKind, OpportunityClosedWon, OutgoingEvent,
     engagement_id_for,
 };
+use crate::ids::ExceptionId;
 use crate::intake::validate_and_enrich;
 use crate::model::Contract;
 use crate::reference::ReferenceData;
 
-use super::{Decision, Next, Snapshot, Step, StepContext, StepError, WorkflowStep, exception, exception_event};
+use super::{Decision, Input, Next, Step, StepContext, StepError, WorkflowStep, exception, exception_event, step_meta};
 
 /// The intake step.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Intake;
 
 impl WorkflowStep for Intake {
-    fn step(&self) -> Step {
-        Step::Intake
-    }
+    step_meta!(Intake, [OpportunityClosedWon]);
 
-    fn consumes(&self) -> &'static [EventType] {
-        &[EventType::OpportunityClosedWon]
-    }
-
-    fn decide(
-        &self,
-        current: Option<Snapshot<'_>>,
-        _others: &Loaded,
-        event: &BusinessEvent,
-        reference: &ReferenceData,
-        ctx: &StepContext<'_>,
-    ) -> Result<Next, StepError> {
+    fn decide(&self, input: &Input<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+        let (current, event) = (input.current, input.event);
         match event {
-            BusinessEvent::OpportunityClosedWon(ev) => Ok(Next::Done(decide_closed_won(current.map(|s| s.engagement), ev, reference, ctx))),
+            BusinessEvent::OpportunityClosedWon(ev) => {
+                Ok(Next::Done(decide_closed_won(current.map(|s| s.engagement), ev, input.reference, ctx)))
+            }
             other => Err(StepError::NotConsumed(Step::Intake, other.event_type().detail_type())),
         }
     }
@@ -80,7 +70,7 @@ pub fn decide_closed_won(
     if let Some(latest) = eng.latest_revision
         && opp.revision <= latest
     {
-        let action = if opp.revision == latest { "duplicate_revision_ignored" } else { "stale_revision_ignored" };
+        let action = if opp.revision == latest { Action::DuplicateRevisionIgnored } else { Action::StaleRevisionIgnored };
         return Decision::unchanged(ctx, &eng_id, action, format!("revision {} ≤ processed revision {latest}", opp.revision));
     }
     eng.latest_revision = Some(opp.revision);
@@ -105,7 +95,7 @@ pub fn decide_closed_won(
                     reasons,
                 },
             );
-            Decision::changed(ctx, eng, vec![event], "rejected", summary)
+            Decision::changed(ctx, eng, vec![event], Action::Rejected, summary)
         }
         Ok(contract) => {
             eng.rejection = None;
@@ -120,13 +110,13 @@ pub fn decide_closed_won(
                             ctx,
                             eng,
                             vec![],
-                            "revision_without_commercial_change",
+                            Action::RevisionWithoutCommercialChange,
                             format!("revision {} matches the provisioned contract", opp.revision),
                         );
                     }
                     let ex = exception(
                         ctx,
-                        format!("EXC-{eng_id}-CO-r{}", opp.revision),
+                        ExceptionId::change_order(&eng_id, opp.revision),
                         ExceptionKind::ChangeOrderRequired,
                         format!(
                             "revision {} changes a provisioned engagement (value {} → {}): raise a change order",
@@ -143,7 +133,7 @@ pub fn decide_closed_won(
                         ctx,
                         eng,
                         vec![event],
-                        "change_order_required",
+                        Action::ChangeOrderRequired,
                         format!("revision {} changed after provisioning", opp.revision),
                     )
                 }
@@ -155,15 +145,15 @@ pub fn decide_closed_won(
                         ctx,
                         eng,
                         vec![],
-                        "revision_without_commercial_change",
+                        Action::RevisionWithoutCommercialChange,
                         format!("revision {} has no commercial change", opp.revision),
                     )
                 }
                 previous => {
                     let action = if eng.contract.is_some() && previous != EngagementStatus::ProvisioningFailed {
-                        "contract_amended"
+                        Action::ContractAmended
                     } else {
-                        "contract_created"
+                        Action::ContractCreated
                     };
                     let summary = format!(
                         "{} {} for {} ({}), revision {}",

@@ -23,12 +23,13 @@ pub mod dead_letter;
 pub mod intake;
 pub mod provision;
 
+use crate::ids::{EngagementId, ExceptionId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::aggregate::{AggregateBody, AggregateKey, Loaded};
 use crate::billing::BillingError;
-use crate::engagement::{AuditEntry, Engagement, EngagementException};
+use crate::engagement::{Action, AuditEntry, Engagement, EngagementException};
 use crate::events::{BusinessEvent, Compensation, EventMeta, EventType, ExceptionKind, ExceptionRaised, OutgoingEvent};
 use crate::reference::ReferenceData;
 
@@ -103,6 +104,45 @@ pub struct Snapshot<'a> {
     pub version: u64,
 }
 
+/// What a step decides on.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The engagement as loaded (with its version), if it exists.
+    pub current: Option<Snapshot<'a>>,
+    /// The other aggregates the step loads.
+    pub others: &'a Loaded,
+    /// The event.
+    pub event: &'a BusinessEvent,
+    /// Reference data.
+    pub reference: &'a ReferenceData,
+}
+
+/// A plan and the results of its commands, on the state as it is now.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    /// The engagement as loaded now.
+    pub current: Option<Snapshot<'a>>,
+    /// The other aggregates as loaded now.
+    pub others: &'a Loaded,
+    /// The plan that ran.
+    pub plan: &'a Plan,
+    /// Its commands' results, in order (fewer when a sequence stopped).
+    pub results: &'a [CommandResult],
+}
+
+/// `step()` and `consumes()` of a [`WorkflowStep`] impl.
+macro_rules! step_meta {
+    ($step:ident, [$($t:ident),* $(,)?]) => {
+        fn step(&self) -> $crate::workflow::Step {
+            $crate::workflow::Step::$step
+        }
+        fn consumes(&self) -> &'static [$crate::events::EventType] {
+            &[$($crate::events::EventType::$t),*]
+        }
+    };
+}
+pub(crate) use step_meta;
+
 /// One step's logic. Pure: no I/O, no clock, no ids but those derived from its inputs.
 pub trait WorkflowStep: Sync {
     /// Which step this is.
@@ -119,27 +159,13 @@ pub trait WorkflowStep: Sync {
     }
 
     /// Decides what the event does to the engagement (and the other aggregates it loads).
-    fn decide(
-        &self,
-        current: Option<Snapshot<'_>>,
-        others: &Loaded,
-        event: &BusinessEvent,
-        reference: &ReferenceData,
-        ctx: &StepContext<'_>,
-    ) -> Result<Next, StepError>;
+    fn decide(&self, input: &Input<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError>;
 
     /// Turns the results of a plan's commands into state and events, on the state as it
     /// is now (not as it was when the plan was made). Steps without commands keep the
     /// default.
-    fn finalize(
-        &self,
-        current: Option<Snapshot<'_>>,
-        others: &Loaded,
-        plan: &Plan,
-        results: &[CommandResult],
-        ctx: &StepContext<'_>,
-    ) -> Result<Next, StepError> {
-        let _ = (current, others, plan, results, ctx);
+    fn finalize(&self, done: &Outcome<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+        let _ = (done, ctx);
         Err(StepError::NoCommands(self.step()))
     }
 }
@@ -173,15 +199,15 @@ pub struct StepContext<'a> {
 }
 
 impl StepContext<'_> {
-    pub(crate) fn audit(&self, engagement_id: &str, action: &str, summary: impl Into<String>) -> AuditEntry {
+    pub(crate) fn audit(&self, engagement_id: &EngagementId, action: Action, summary: impl Into<String>) -> AuditEntry {
         AuditEntry {
-            engagement_id: engagement_id.to_owned(),
+            engagement_id: engagement_id.clone(),
             at: self.now,
             step: self.step.name().to_owned(),
             event_id: self.meta.event_id.clone(),
             event_type: self.event_type.detail_type().to_owned(),
             correlation_id: self.meta.correlation_id.clone(),
-            action: action.to_owned(),
+            action,
             summary: summary.into(),
         }
     }
@@ -200,7 +226,7 @@ impl StepContext<'_> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// Engagement id.
-    pub engagement_id: String,
+    pub engagement_id: EngagementId,
     /// New state, or `None` when the state is unchanged (only audit is written).
     pub engagement: Option<Engagement>,
     /// New states of other aggregates, committed atomically with the engagement.
@@ -213,9 +239,9 @@ pub struct Decision {
 
 impl Decision {
     /// Audit only; the state is unchanged.
-    pub fn unchanged(ctx: &StepContext<'_>, engagement_id: &str, action: &str, summary: impl Into<String>) -> Self {
+    pub fn unchanged(ctx: &StepContext<'_>, engagement_id: &EngagementId, action: Action, summary: impl Into<String>) -> Self {
         Self {
-            engagement_id: engagement_id.to_owned(),
+            engagement_id: engagement_id.clone(),
             engagement: None,
             others: Vec::new(),
             events: Vec::new(),
@@ -228,7 +254,7 @@ impl Decision {
         ctx: &StepContext<'_>,
         mut eng: Engagement,
         events: Vec<OutgoingEvent>,
-        action: &str,
+        action: Action,
         summary: impl Into<String>,
     ) -> Self {
         eng.updated_at = ctx.now;
@@ -243,8 +269,8 @@ impl Decision {
     }
 
     /// The audit action (`contract_created`, …).
-    pub fn action(&self) -> &str {
-        &self.audit.action
+    pub fn action(&self) -> Action {
+        self.audit.action
     }
 
     /// Closes the dead-letter exception raised for this very event once the event
@@ -276,10 +302,10 @@ impl Decision {
 pub enum StepError {
     /// The engagement a derived event refers to is not in the store.
     #[error("engagement {0} not found for {1}")]
-    MissingEngagement(String, &'static str),
+    MissingEngagement(EngagementId, &'static str),
     /// State says a contract exists but it does not.
     #[error("engagement {0} has no contract in status {1}")]
-    MissingContract(String, &'static str),
+    MissingContract(EngagementId, &'static str),
     /// Reference data no longer has what a stored contract refers to.
     #[error("reference data has no {0} `{1}`")]
     MissingReference(&'static str, String),
@@ -299,7 +325,7 @@ pub enum StepError {
 
 pub(crate) fn exception(
     ctx: &StepContext<'_>,
-    id: String,
+    id: ExceptionId,
     kind: ExceptionKind,
     message: String,
     compensations: Vec<Compensation>,
@@ -318,14 +344,22 @@ pub(crate) fn exception(
     }
 }
 
-pub(crate) fn exception_event(ctx: &StepContext<'_>, eng_id: &str, ex: &EngagementException) -> OutgoingEvent {
+/// Raises an exception without compensations on `eng` and returns its `ExceptionRaised`.
+pub(crate) fn raise(eng: &mut Engagement, ctx: &StepContext<'_>, id: ExceptionId, kind: ExceptionKind, message: String) -> OutgoingEvent {
+    let ex = exception(ctx, id, kind, message, vec![]);
+    let event = exception_event(ctx, &eng.engagement_id, &ex);
+    eng.raise(ex);
+    event
+}
+
+pub(crate) fn exception_event(ctx: &StepContext<'_>, eng_id: &EngagementId, ex: &EngagementException) -> OutgoingEvent {
     ctx.emit(
         EventType::ExceptionRaised,
         eng_id,
         format!("exception:{}:{}", ex.exception_id, ex.raised_at.timestamp_millis()),
         &ExceptionRaised {
             exception_id: ex.exception_id.clone(),
-            engagement_id: eng_id.to_owned(),
+            engagement_id: eng_id.clone(),
             kind: ex.kind,
             step: ex.step.clone(),
             message: ex.message.clone(),
@@ -342,8 +376,8 @@ pub(crate) fn close_dead_letters_of(eng: &mut Engagement, step: Step, now: DateT
 }
 
 /// The engagement a plan's results land on (it exists: the plan was made from it).
-pub(crate) fn planned_on<'a>(current: Option<Snapshot<'a>>, step: Step) -> Result<&'a Engagement, StepError> {
-    current.map(|s| s.engagement).ok_or_else(|| StepError::MissingEngagement(String::new(), step.name()))
+pub(crate) fn planned_on<'a>(done: &Outcome<'a>, step: Step) -> Result<&'a Engagement, StepError> {
+    done.current.map(|s| s.engagement).ok_or_else(|| StepError::MissingEngagement(EngagementId::default(), step.name()))
 }
 
 pub(crate) fn unexpected(step: Step, plan: &Plan, results: &[CommandResult]) -> StepError {

@@ -18,18 +18,18 @@
 //!   any provisioning event arrives, so a crash or a dead letter between the two commits
 //!   leaves the debt visible and it is still paid.
 
-use crate::aggregate::Loaded;
 use crate::billing::derive_milestones;
-use crate::engagement::{Approval, Engagement, EngagementStatus};
+use crate::engagement::{Action, Approval, Engagement, EngagementStatus};
 use crate::events::{
     BusinessEvent, Compensation, ContractApproved, ContractCreated, EventType, ExceptionKind, ProjectProvisioned, engagement_id_for,
 };
+use crate::ids::ExceptionId;
 use crate::model::ProjectSpec;
 use crate::reference::ReferenceData;
 
 use super::{
-    Command, CommandResult, Decision, ExternalObject, Next, ObjectStatus, Plan, Purpose, Sequence, Snapshot, Step, StepContext, StepError,
-    System, WorkflowStep, close_dead_letters_of, exception, exception_event, planned_on, unexpected,
+    Command, CommandResult, Decision, ExternalObject, Input, Next, ObjectStatus, Outcome, Plan, Purpose, Sequence, Step, StepContext,
+    StepError, System, WorkflowStep, close_dead_letters_of, exception, exception_event, planned_on, step_meta, unexpected,
 };
 
 /// Outcome of a compensation that is owed but not yet performed.
@@ -51,39 +51,21 @@ pub enum ProvisionTrigger<'a> {
 }
 
 impl WorkflowStep for Provision {
-    fn step(&self) -> Step {
-        Step::Provision
-    }
+    step_meta!(Provision, [ContractCreated, ContractApproved]);
 
-    fn consumes(&self) -> &'static [EventType] {
-        &[EventType::ContractCreated, EventType::ContractApproved]
-    }
-
-    fn decide(
-        &self,
-        current: Option<Snapshot<'_>>,
-        _others: &Loaded,
-        event: &BusinessEvent,
-        reference: &ReferenceData,
-        ctx: &StepContext<'_>,
-    ) -> Result<Next, StepError> {
+    fn decide(&self, input: &Input<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+        let (current, event) = (input.current, input.event);
         let trigger = match event {
             BusinessEvent::ContractCreated(e) => ProvisionTrigger::ContractCreated(&e.payload),
             BusinessEvent::ContractApproved(e) => ProvisionTrigger::ContractApproved(&e.payload),
             other => return Err(StepError::NotConsumed(Step::Provision, other.event_type().detail_type())),
         };
-        decide_provisioning(current.map(|s| s.engagement), trigger, reference, ctx)
+        decide_provisioning(current.map(|s| s.engagement), trigger, input.reference, ctx)
     }
 
-    fn finalize(
-        &self,
-        current: Option<Snapshot<'_>>,
-        _others: &Loaded,
-        plan: &Plan,
-        results: &[CommandResult],
-        ctx: &StepContext<'_>,
-    ) -> Result<Next, StepError> {
-        let eng = planned_on(current, Step::Provision)?;
+    fn finalize(&self, done: &Outcome<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+        let (plan, results) = (done.plan, done.results);
+        let eng = planned_on(done, Step::Provision)?;
         match plan.purpose {
             Purpose::Compensate => Ok(compensated(eng, plan, results, ctx)),
             Purpose::Provision => provisioning_outcome(eng, plan, results, ctx),
@@ -140,7 +122,7 @@ pub fn decide_provisioning(
         }));
     }
 
-    let keep = |eng: Engagement, action: &str, summary: String| {
+    let keep = |eng: Engagement, action: Action, summary: String| {
         Next::Done(if approval_recorded {
             Decision::changed(ctx, eng, vec![], action, summary)
         } else {
@@ -149,20 +131,20 @@ pub fn decide_provisioning(
     };
     match eng.status {
         EngagementStatus::AwaitingContract => {
-            return Ok(keep(eng, "approval_recorded", "CLM approval recorded; waiting for the closed-won".into()));
+            return Ok(keep(eng, Action::ApprovalRecorded, "CLM approval recorded; waiting for the closed-won".into()));
         }
         EngagementStatus::Rejected => {
-            return Ok(keep(eng, "not_provisioned_rejected", "latest revision is rejected; nothing to provision".into()));
+            return Ok(keep(eng, Action::NotProvisionedRejected, "latest revision is rejected; nothing to provision".into()));
         }
         EngagementStatus::ProvisioningFailed => {
-            return Ok(keep(eng, "not_provisioned_failed", "provisioning failed; a corrected revision restarts it".into()));
+            return Ok(keep(eng, Action::NotProvisionedFailed, "provisioning failed; a corrected revision restarts it".into()));
         }
         EngagementStatus::Provisioning if eng.claimed_by.as_deref().is_some_and(|owner| owner != ctx.key()) => {
             let owner = eng.claimed_by.clone().unwrap_or_default();
-            return Ok(keep(eng, "provisioning_in_progress", format!("provisioning is claimed by {owner}")));
+            return Ok(keep(eng, Action::ProvisioningInProgress, format!("provisioning is claimed by {owner}")));
         }
         s if s.is_provisioned() && s != EngagementStatus::Provisioning => {
-            return Ok(keep(eng, "already_provisioned", format!("already {}", s.as_str())));
+            return Ok(keep(eng, Action::AlreadyProvisioned, format!("already {}", s.as_str())));
         }
         _ => {}
     }
@@ -173,9 +155,9 @@ pub fn decide_provisioning(
         eng.status = EngagementStatus::AwaitingApproval;
         let summary = format!("service lines {} need CLM approval before provisioning", contract.service_lines.join(", "));
         return Ok(Next::Done(if was_waiting && !approval_recorded {
-            Decision::unchanged(ctx, &eng_id, "awaiting_approval", summary)
+            Decision::unchanged(ctx, &eng_id, Action::AwaitingApproval, summary)
         } else {
-            Decision::changed(ctx, eng, vec![], "awaiting_approval", summary)
+            Decision::changed(ctx, eng, vec![], Action::AwaitingApproval, summary)
         }));
     }
     let template = reference
@@ -230,7 +212,7 @@ fn provisioning_outcome(eng: &Engagement, plan: &Plan, results: &[CommandResult]
         return Ok(Next::Done(Decision::unchanged(
             ctx,
             &eng.engagement_id,
-            "provisioning_superseded",
+            Action::ProvisioningSuperseded,
             format!("the claim is no longer ours (status {}, claimed by {:?})", eng.status.as_str(), eng.claimed_by),
         )));
     }
@@ -285,7 +267,7 @@ pub fn provisioned(mut eng: Engagement, psa_project_id: String, erp_project_id: 
         },
     );
     let summary = format!("PSA {psa_project_id}, ERP {erp_project_id}, {} milestones", eng.milestones.len());
-    Decision::changed(ctx, eng, vec![event], "provisioned", summary)
+    Decision::changed(ctx, eng, vec![event], Action::Provisioned, summary)
 }
 
 /// A system refused the project (or the object under our key is cancelled):
@@ -314,7 +296,7 @@ pub fn provisioning_failed(
         .collect();
     let ex = exception(
         ctx,
-        format!("EXC-{}-PROV-{}", eng.engagement_id, eng.provisioning_attempt),
+        ExceptionId::provisioning(&eng.engagement_id, eng.provisioning_attempt),
         ExceptionKind::ProvisioningFailed,
         format!("{} refused the project: {reason}", system.label()),
         owed.clone(),
@@ -323,7 +305,7 @@ pub fn provisioning_failed(
     let events = if owed.is_empty() { vec![exception_event(ctx, &eng.engagement_id, &ex)] } else { vec![] };
     eng.compensation_due.extend(owed);
     eng.raise(ex);
-    Decision::changed(ctx, eng, events, "provisioning_failed", summary)
+    Decision::changed(ctx, eng, events, Action::ProvisioningFailed, summary)
 }
 
 /// The owed compensations ran: their outcomes are recorded on the exceptions that owed
@@ -331,7 +313,7 @@ pub fn provisioning_failed(
 /// to do for this event; otherwise a checkpoint, and the event is decided again.
 fn compensated(eng: &Engagement, plan: &Plan, results: &[CommandResult], ctx: &StepContext<'_>) -> Next {
     let mut eng = eng.clone();
-    let mut touched: Vec<String> = Vec::new();
+    let mut touched: Vec<ExceptionId> = Vec::new();
     for (cmd, result) in plan.commands.iter().zip(results) {
         let Command::CancelProject { project_id, .. } = cmd else { continue };
         let outcome = match result {
@@ -357,9 +339,9 @@ fn compensated(eng: &Engagement, plan: &Plan, results: &[CommandResult], ctx: &S
             .filter(|x| touched.contains(&x.exception_id))
             .map(|x| exception_event(ctx, &eng.engagement_id, x))
             .collect();
-        Next::Done(Decision::changed(ctx, eng, events, "compensated", summary))
+        Next::Done(Decision::changed(ctx, eng, events, Action::Compensated, summary))
     } else {
         // A corrected revision arrived meanwhile: the debt is paid, now decide for it.
-        Next::Checkpoint(Decision::changed(ctx, eng, vec![], "compensated", summary))
+        Next::Checkpoint(Decision::changed(ctx, eng, vec![], Action::Compensated, summary))
     }
 }

@@ -58,6 +58,6 @@ pub fn meta(event_id: &str) -> EventMeta {
         correlation_id: "corr-1".into(),
         causation_id: None,
         occurred_at: now(),
-        idempotency_key: format!("k-{event_id}"),
+        idempotency_key: format!("k-{event_id}").into(),
     }
 }

@@ -1,0 +1,413 @@
+//! Event contracts: the envelope carried in EventBridge `detail`, the business event types
+//! (`source` / `detail-type`) and their payloads.
+//!
+//! Every event type has a JSON Schema per version in `events/schemas/<DetailType>.v<N>.json`;
+//! tests prove there is no drift between these types and the schemas.
+//!
+//! Idempotency: `idempotency_key` is the business identity of the event (e.g.
+//! `crm:opportunity:0061:closed-won:r3`). When a producer omits it, it is derived as the
+//! SHA-256 of the detail-type and the canonical (key-sorted) JSON payload, so two identical
+//! posts are one event and a changed payload is a different one.
+
+use crate::ids::{EngagementId, IdempotencyKey};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Version of the envelope and payload contracts this build emits.
+pub const EVENT_VERSION: &str = "1";
+
+/// The envelope carried in EventBridge `detail`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope<P> {
+    /// Unique id of this event (UUID). Distinct from the EventBridge `id`, which changes on re-publish.
+    pub event_id: String,
+    /// Contract version of the payload (`"1"`).
+    pub event_version: String,
+    /// Id shared by every event of one business flow (the closed-won starts it).
+    pub correlation_id: String,
+    /// `event_id` of the event that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// When the business fact happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Business identity for deduplication (derived from the payload when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The typed payload.
+    pub payload: P,
+}
+
+impl<P: Serialize> Envelope<P> {
+    /// Its metadata as an event of type `t`.
+    pub fn meta(&self, t: EventType) -> EventMeta {
+        EventMeta {
+            event_id: self.event_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id.clone(),
+            occurred_at: self.occurred_at,
+            idempotency_key: self.effective_idempotency_key(t),
+        }
+    }
+
+    /// The idempotency key as given, or derived (see module docs).
+    pub fn effective_idempotency_key(&self, event_type: EventType) -> IdempotencyKey {
+        match &self.idempotency_key {
+            Some(k) if !k.trim().is_empty() => IdempotencyKey::new(k.clone()),
+            _ => {
+                let payload = serde_json::to_value(&self.payload).unwrap_or(serde_json::Value::Null);
+                IdempotencyKey::new(format!("derived:{}:{}", event_type.detail_type(), payload_hash(event_type, &payload)))
+            }
+        }
+    }
+}
+
+/// SHA-256 (hex) of the detail-type and the canonical JSON of a payload.
+pub fn payload_hash(event_type: EventType, payload: &serde_json::Value) -> String {
+    let mut h = Sha256::new();
+    h.update(event_type.detail_type().as_bytes());
+    h.update([0u8]);
+    h.update(canonical_json(payload).as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// JSON text with object keys sorted recursively, independent of serde_json's map features.
+pub fn canonical_json(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String((*k).clone()).to_string());
+                    out.push(':');
+                    if let Some(x) = m.get(*k) {
+                        write(x, out);
+                    }
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut s = String::new();
+    write(v, &mut s);
+    s
+}
+
+pub mod billing;
+pub mod clm;
+pub mod crm;
+pub mod delivery;
+pub mod exceptions;
+pub mod finance;
+pub mod intake;
+pub mod provisioning;
+
+pub use billing::ProjectActivated;
+pub use clm::ContractApproved;
+pub use crm::{OpportunityClosedWon, OpportunityLine, OpportunityRole};
+pub use delivery::{ExpenseApproved, MilestoneCompleted, TimeApproved};
+pub use exceptions::{Compensation, ExceptionKind, ExceptionRaised};
+pub use finance::{InvoicePosted, PaymentReceived};
+pub use intake::{ContractCreated, EngagementRejected};
+pub use provisioning::ProjectProvisioned;
+
+/// The one declaration of every event type: its `detail-type` (the variant's name), its
+/// EventBridge `source`, its payload type, and the engagement it belongs to. It generates
+/// [`EventType`], [`BusinessEvent`] and their decoding, metadata, schema and sample
+/// lookups — adding an event is one line here plus its payload, schema and sample.
+macro_rules! event_catalog {
+    ($( $variant:ident => $source:literal, $payload:ty, |$p:ident| $engagement:expr, $doc:literal; )*) => {
+        /// Every business event o2c consumes or emits, named by its EventBridge `detail-type`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum EventType {
+            $( #[doc = $doc] $variant, )*
+        }
+
+        impl EventType {
+            /// All event types.
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant),*];
+
+            /// EventBridge `detail-type`.
+            pub fn detail_type(self) -> &'static str {
+                match self { $(EventType::$variant => stringify!($variant)),* }
+            }
+
+            /// EventBridge `source` of the producer.
+            pub fn source(self) -> &'static str {
+                match self { $(EventType::$variant => $source),* }
+            }
+
+            /// Parses a `detail-type`.
+            pub fn from_detail_type(s: &str) -> Option<Self> {
+                match s { $(stringify!($variant) => Some(EventType::$variant),)* _ => None }
+            }
+
+            /// The JSON Schema of the `detail` (`events/schemas/<DetailType>.v1.json`),
+            /// compiled into the binary.
+            pub fn schema_text(self) -> &'static str {
+                match self { $(EventType::$variant => include_str!(concat!("../../../../events/schemas/", stringify!($variant), ".v1.json"))),* }
+            }
+
+            /// The full EventBridge sample (`events/samples/<DetailType>.v1.json`), relative
+            /// to the repository root.
+            pub fn sample_path(self) -> String {
+                format!("events/samples/{}.v1.json", self.detail_type())
+            }
+        }
+
+        /// A decoded business event with its typed payload.
+        #[derive(Debug, Clone, PartialEq)]
+        // Short-lived values passed by move once; boxing would only add an allocation.
+        #[allow(clippy::large_enum_variant)]
+        pub enum BusinessEvent {
+            $( #[doc = $doc] $variant(Envelope<$payload>), )*
+        }
+
+        impl BusinessEvent {
+            /// Decodes an EventBridge `detail` given its `detail-type`.
+            pub fn decode(detail_type: &str, detail: &serde_json::Value) -> Result<Self, DecodeError> {
+                let t = EventType::from_detail_type(detail_type).ok_or_else(|| DecodeError::UnknownDetailType(detail_type.to_owned()))?;
+                Ok(match t { $(EventType::$variant => Self::$variant(decode_as(detail_type, detail)?)),* })
+            }
+
+            /// The event's type.
+            pub fn event_type(&self) -> EventType {
+                match self { $(Self::$variant(_) => EventType::$variant),* }
+            }
+
+            /// Envelope metadata (ids, correlation) without the payload.
+            pub fn meta(&self) -> EventMeta {
+                match self { $(Self::$variant(e) => e.meta(EventType::$variant)),* }
+            }
+
+            /// The engagement the event belongs to (FIFO message group, state key).
+            pub fn engagement_id(&self) -> EngagementId {
+                match self { $(Self::$variant(e) => { let $p = &e.payload; $engagement }),* }
+            }
+
+            /// The payload as JSON (for hashing and storage).
+            pub fn payload_json(&self) -> serde_json::Value {
+                match self { $(Self::$variant(e) => serde_json::to_value(&e.payload).unwrap_or(serde_json::Value::Null)),* }
+            }
+        }
+    };
+}
+
+event_catalog! {
+    OpportunityClosedWon => "o2c.crm", OpportunityClosedWon, |p| engagement_id_for(&p.opportunity_id),
+        "CRM: an opportunity reached Closed Won.";
+    ContractApproved => "o2c.clm", ContractApproved, |p| engagement_id_for(&p.opportunity_id),
+        "CLM: the statement of work was approved / signed.";
+    ContractCreated => "o2c.intake", ContractCreated, |p| p.engagement_id.clone(),
+        "o2c: a validated, enriched contract was created or amended before provisioning.";
+    EngagementRejected => "o2c.intake", EngagementRejected, |p| p.engagement_id.clone(),
+        "o2c: a closed-won failed validation; every reason is listed.";
+    ProjectProvisioned => "o2c.provisioning", ProjectProvisioned, |p| p.engagement_id.clone(),
+        "o2c: the project exists in PSA and ERP.";
+    ProjectActivated => "o2c.billing", ProjectActivated, |p| p.engagement_id.clone(),
+        "o2c: the billing schedule exists in the ERP; delivery may book time.";
+    TimeApproved => "o2c.psa", TimeApproved, |p| p.time_entry.engagement_id.clone(),
+        "PSA: a time entry was approved.";
+    ExpenseApproved => "o2c.psa", ExpenseApproved, |p| p.expense.engagement_id.clone(),
+        "PSA / expense tool: an expense was approved.";
+    MilestoneCompleted => "o2c.psa", MilestoneCompleted, |p| p.engagement_id.clone(),
+        "PSA: a billing milestone was completed.";
+    InvoicePosted => "o2c.erp", InvoicePosted, |p| p.engagement_id.clone(),
+        "ERP: an invoice was posted to receivables.";
+    PaymentReceived => "o2c.erp", PaymentReceived, |p| p.engagement_id.clone(),
+        "ERP / bank: a payment was received and applied.";
+    ExceptionRaised => "o2c.exceptions", ExceptionRaised, |p| p.engagement_id.clone(),
+        "o2c: a step could not complete and needs an operator (failure / exception event).";
+}
+
+/// One reason a message was rejected: a JSON path, a stable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issue {
+    /// JSON path of the offending field within the payload (`lines[1].billing_model`).
+    pub field: String,
+    /// Stable machine code (`missing`, `unknown_customer`, …).
+    pub code: String,
+    /// Explanation for operators.
+    pub message: String,
+}
+
+impl Issue {
+    /// A new issue.
+    pub fn new(field: impl Into<String>, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), code: code.into(), message: message.into() }
+    }
+}
+
+/// Why a `detail` could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The `detail-type` is not one of [`EventType`].
+    #[error("unknown detail-type `{0}`")]
+    UnknownDetailType(String),
+    /// The envelope or payload does not match the contract.
+    #[error("invalid {detail_type} detail at `{path}`: {message}")]
+    Invalid {
+        /// Detail type.
+        detail_type: String,
+        /// JSON path of the first error.
+        path: String,
+        /// Message.
+        message: String,
+    },
+    /// The envelope's `event_version` is not supported by this build.
+    #[error("unsupported event_version `{0}` (this build reads version {EVENT_VERSION})")]
+    UnsupportedVersion(String),
+}
+
+fn decode_as<P: DeserializeOwned>(detail_type: &str, detail: &serde_json::Value) -> Result<Envelope<P>, DecodeError> {
+    let env: Envelope<P> = serde_json::from_value(detail.clone()).map_err(|e| DecodeError::Invalid {
+        detail_type: detail_type.to_owned(),
+        path: String::from("detail"),
+        message: e.to_string(),
+    })?;
+    if env.event_version != EVENT_VERSION {
+        return Err(DecodeError::UnsupportedVersion(env.event_version));
+    }
+    Ok(env)
+}
+
+/// Envelope metadata of a decoded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMeta {
+    /// `event_id`.
+    pub event_id: String,
+    /// `correlation_id`.
+    pub correlation_id: String,
+    /// `causation_id`.
+    pub causation_id: Option<String>,
+    /// `occurred_at`.
+    pub occurred_at: DateTime<Utc>,
+    /// Effective idempotency key.
+    pub idempotency_key: IdempotencyKey,
+}
+
+/// The engagement id o2c assigns to an opportunity (`ENG-<opportunity id>`): deterministic,
+/// so every duplicate and every related event lands on the same state item.
+pub fn engagement_id_for(opportunity_id: &str) -> EngagementId {
+    EngagementId::for_opportunity(opportunity_id)
+}
+
+/// An event a step decided to emit, ready for a publisher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutgoingEvent {
+    /// Type (gives `source` and `detail-type`).
+    pub event_type: EventType,
+    /// Engagement it concerns (FIFO group).
+    pub engagement_id: EngagementId,
+    /// The full `detail` (envelope with payload).
+    pub detail: serde_json::Value,
+}
+
+impl OutgoingEvent {
+    /// Builds an outgoing event. `event_id` is a UUIDv5 of the causing event and the
+    /// idempotency key, so a step that re-runs emits byte-identical events.
+    pub fn new<P: Serialize>(
+        event_type: EventType,
+        engagement_id: &str,
+        cause: &EventMeta,
+        idempotency_key: String,
+        occurred_at: DateTime<Utc>,
+        payload: &P,
+    ) -> Self {
+        let event_id = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("{}|{}|{}", cause.event_id, event_type.detail_type(), idempotency_key).as_bytes(),
+        )
+        .to_string();
+        let detail = serde_json::json!({
+            "event_id": event_id,
+            "event_version": EVENT_VERSION,
+            "correlation_id": cause.correlation_id,
+            "causation_id": cause.event_id,
+            "occurred_at": occurred_at,
+            "idempotency_key": idempotency_key,
+            "payload": payload,
+        });
+        Self { event_type, engagement_id: EngagementId::new(engagement_id), detail }
+    }
+
+    /// `source` for EventBridge.
+    pub fn source(&self) -> &'static str {
+        self.event_type.source()
+    }
+
+    /// `detail-type` for EventBridge.
+    pub fn detail_type(&self) -> &'static str {
+        self.event_type.detail_type()
+    }
+
+    /// The `event_id` inside the detail.
+    pub fn event_id(&self) -> &str {
+        self.detail.get("event_id").and_then(|v| v.as_str()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_keys_are_unordered_should_hash_identically() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":[1,{"d":1,"c":2}]}}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{"a":{"x":[1,{"c":2,"d":1}],"y":2},"b":1}"#).unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        assert_eq!(payload_hash(EventType::TimeApproved, &a), payload_hash(EventType::TimeApproved, &b));
+        assert_ne!(payload_hash(EventType::TimeApproved, &a), payload_hash(EventType::ExpenseApproved, &a));
+    }
+
+    #[test]
+    fn when_detail_type_round_trips_should_match_every_type() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::from_detail_type(t.detail_type()), Some(*t));
+            assert!(t.source().starts_with("o2c."));
+        }
+        assert_eq!(EventType::from_detail_type("Nope"), None);
+    }
+
+    #[test]
+    fn when_envelope_version_is_unknown_should_refuse() {
+        let detail = serde_json::json!({
+            "event_id": "e1", "event_version": "9", "correlation_id": "c", "occurred_at": "2026-01-01T00:00:00Z",
+            "payload": {"opportunity_id": "o", "clm_agreement_id": "a", "approved_at": "2026-01-01T00:00:00Z", "approver_id": "u"}
+        });
+        assert_eq!(BusinessEvent::decode("ContractApproved", &detail), Err(DecodeError::UnsupportedVersion("9".into())));
+    }
+
+    #[test]
+    fn when_idempotency_key_is_absent_should_derive_from_payload() {
+        let detail = serde_json::json!({
+            "event_id": "e1", "event_version": "1", "correlation_id": "c", "occurred_at": "2026-01-01T00:00:00Z",
+            "payload": {"opportunity_id": "o", "clm_agreement_id": "a", "approved_at": "2026-01-01T00:00:00Z", "approver_id": "u"}
+        });
+        let ev = BusinessEvent::decode("ContractApproved", &detail).unwrap();
+        let mut other = detail.clone();
+        other["event_id"] = "e2".into();
+        let ev2 = BusinessEvent::decode("ContractApproved", &other).unwrap();
+        assert!(ev.meta().idempotency_key.starts_with("derived:ContractApproved:"));
+        assert_eq!(ev.meta().idempotency_key, ev2.meta().idempotency_key);
+    }
+}
