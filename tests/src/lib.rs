@@ -68,6 +68,20 @@ impl Harness {
         Self { rt, dir }
     }
 
+    /// A fresh harness whose runtime is deterministic: seeded ids, a virtual clock moved
+    /// by one sequential scheduler, production delays (virtual, so they cost no wall time).
+    pub async fn deterministic(seed: u64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start = chrono::DateTime::parse_from_rfc3339("2026-11-20T09:30:00Z").expect("start").with_timezone(&chrono::Utc);
+        let rt = Runtime::builder(dir.path().join("o2c.db"), o2c_embedded::reference::northwind().expect("reference"))
+            .options(RuntimeOptions::default())
+            .deterministic(seed, start)
+            .open()
+            .await
+            .expect("runtime opens");
+        Self { rt, dir }
+    }
+
     /// The database path.
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("o2c.db")
@@ -141,6 +155,22 @@ pub fn closed_won(payload: Value) -> (&'static str, &'static str, Value) {
     let detail =
         envelope(&format!("cw-{opp}-r{rev}"), &format!("corr-{opp}"), Some(&format!("crm:opportunity:{opp}:closed-won:r{rev}")), payload);
     ("o2c.crm", "OpportunityClosedWon", detail)
+}
+
+/// An SQS record delivering `(source, detail-type, detail)` as its rule target does, on
+/// its `receive_count`-th receive.
+pub fn sqs_record(
+    message_id: &str,
+    (source, detail_type, detail): (&str, &str, Value),
+    receive_count: u32,
+) -> aws_lambda_events::event::sqs::SqsMessage {
+    let body = json!({"version": "0", "id": message_id, "detail-type": detail_type, "source": source, "account": "0",
+        "time": "2026-11-20T09:30:00Z", "region": "local", "resources": [], "detail": detail});
+    let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
+    m.message_id = Some(message_id.into());
+    m.body = Some(body.to_string());
+    m.attributes.insert("ApproximateReceiveCount".into(), receive_count.to_string());
+    m
 }
 
 /// A CLM approval event detail.

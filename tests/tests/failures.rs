@@ -188,3 +188,22 @@ async fn when_two_different_bad_messages_share_an_event_id_should_park_both_and_
     assert_eq!(second.deliveries, 1);
     assert_ne!(first.rejection_id, second.rejection_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_many_messages_sit_in_backoff_at_the_head_of_a_queue_should_still_receive_the_ones_behind_them() {
+    // 45 provisioning messages against a PSA that always answers 429 with a minute's
+    // Retry-After, on the deterministic scheduler: each failed batch leaves its messages
+    // invisible for a minute at the head of the queue. Before the fix the receive scanned
+    // only the first rows by sequence, never saw the visible ones behind them, and the
+    // scheduler spun forever on a "due" time in the past.
+    let h = Harness::deterministic(7).await;
+    h.rt.sims().inject(System::Psa, "create_project", Fault::RateLimited { retry_after_ms: 60_000 }, None).await.unwrap();
+    let opps: Vec<String> = (0..45).map(|i| format!("0068d000HEAD{i:04}")).collect();
+    h.send(opps.iter().map(|o| closed_won(asia_payload(o, 1, "60000.00"))).collect()).await;
+    let report = tokio::time::timeout(std::time::Duration::from_secs(120), h.settle()).await.expect("the scheduler never stalls");
+    assert_eq!(report.dead_letters, 45, "{report:?}");
+    for o in &opps {
+        let e = h.engagement(&format!("ENG-{o}")).await;
+        assert!(e.exceptions.iter().any(|x| x.open && x.kind == ExceptionKind::DeadLettered), "{o} has its dead-letter exception");
+    }
+}

@@ -10,7 +10,8 @@ use o2c_app::ports::{
     Commit, CommitOutcome, ConnectorError, EngagementStore, Erp, ExpectedVersion, ExternalObject, KeyWrite, Psa, StateWrite,
 };
 use o2c_app::{Step, StepService};
-use o2c_domain::engagement::EngagementStatus;
+use o2c_domain::engagement::{Action, EngagementStatus};
+use o2c_domain::events::{EventType, ExceptionKind};
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
 use o2c_embedded::db::Db;
 use o2c_embedded::sim::{Simulators, System};
@@ -24,6 +25,11 @@ struct Racing {
     store: MemoryStore,
     engagement_id: std::sync::Mutex<Option<String>>,
     bumps: std::sync::atomic::AtomicU32,
+    /// While set, the next ERP project creation signals `entered` and waits for `proceed`:
+    /// the test runs something else exactly while the step is inside the call.
+    gated: std::sync::atomic::AtomicBool,
+    entered: tokio::sync::Notify,
+    proceed: tokio::sync::Notify,
 }
 
 impl Racing {
@@ -55,6 +61,10 @@ impl Psa for Racing {
 
 impl Erp for Racing {
     async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalObject, ConnectorError> {
+        if self.gated.swap(false, Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.proceed.notified().await;
+        }
         self.bump().await;
         Erp::create_or_get_project(&self.sims, spec).await
     }
@@ -72,8 +82,15 @@ fn decode((_, dt, detail): (&str, &str, serde_json::Value)) -> o2c_domain::event
 fn service(dir: &tempfile::TempDir) -> StepService<TestPlatform> {
     let sims = Simulators::new(Db::open(&dir.path().join("sims.db")).unwrap(), &o2c_embedded::reference::northwind().unwrap());
     let store = MemoryStore::new();
-    let racing =
-        || Racing { sims: sims.clone(), store: store.clone(), engagement_id: std::sync::Mutex::new(None), bumps: Default::default() };
+    let racing = || Racing {
+        sims: sims.clone(),
+        store: store.clone(),
+        engagement_id: std::sync::Mutex::new(None),
+        bumps: Default::default(),
+        gated: Default::default(),
+        entered: Default::default(),
+        proceed: Default::default(),
+    };
     let (psa, erp) = (racing(), racing());
     let mut platform = o2c_app::memory::platform(o2c_embedded::reference::northwind().unwrap(), sims.clone(), psa, erp);
     platform.store = store;
@@ -175,4 +192,126 @@ async fn when_the_commit_fails_after_the_side_effect_should_release_the_key_so_t
     assert_eq!((psa.len(), erp.len()), (1, 1), "the side effects of the failed attempt are reused, not repeated");
     let again = svc.handle(Step::Provision, &approval, &o2c_app::Delivery::once(deadline)).await.unwrap();
     assert!(again.duplicate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_duplicate_gives_up_while_the_original_provisions_should_keep_the_original_result_and_close_the_exception() {
+    // Two copies of one approval (the duplicate path re-publishes downstream events, so
+    // copies are common). Copy A claims and is inside the ERP call when copy B, on its
+    // last receive, meets A's reservation and gives up. Before the fix B's dead letter
+    // released A's claim, A's finalize called itself superseded, the engagement stayed in
+    // `provisioning` with projects in both systems and nothing published — and A's
+    // completion closed the exception, so nothing showed it.
+    let dir = tempfile::tempdir().unwrap();
+    let svc = std::sync::Arc::new(service(&dir));
+    let opp = "0068d00000DUPL01";
+    let eng = format!("ENG-{opp}");
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(15);
+    svc.handle(Step::Intake, &decode(closed_won(o2c_tests::asia_payload(opp, 1, "60000.00"))), &o2c_app::Delivery::once(deadline))
+        .await
+        .unwrap();
+    // Asia contracts provision on ContractCreated; deliver that one twice.
+    let created = svc.platform().publisher.published().into_iter().find(|e| e.event_type == EventType::ContractCreated).unwrap();
+    let detail = created.detail.clone();
+    svc.platform().erp.gated.store(true, Ordering::SeqCst);
+    let a = {
+        let svc = svc.clone();
+        let event = o2c_app::contracts::decode("ContractCreated", &detail).unwrap();
+        tokio::spawn(async move { svc.handle(Step::Provision, &event, &o2c_app::Delivery::once(deadline)).await })
+    };
+    svc.platform().erp.entered.notified().await;
+
+    let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
+    batch.records = vec![o2c_tests::sqs_record("copy-b", ("o2c.intake", "ContractCreated", detail.clone()), 5)];
+    let ctx = o2c_app::sqs::BatchContext { deadline, max_receive_count: Some(5), dead_letter_queue: Some("ProvisionDLQ".into()) };
+    let outcomes = o2c_app::sqs::process_batch(svc.as_ref(), Step::Provision, batch, &ctx).await;
+    assert!(matches!(&outcomes[0].result, Err(o2c_app::O2cError::InProgress { .. })), "{:?}", outcomes[0].result);
+    let held = svc.platform().store.load(&eng).await.unwrap().unwrap().value;
+    assert!(held.claimed_by.is_some(), "the live holder keeps its claim");
+    assert!(held.exceptions.iter().any(|x| x.open), "the copy that gave up is visible meanwhile");
+
+    svc.platform().erp.proceed.notify_one();
+    let handled = a.await.unwrap().unwrap();
+    assert_eq!(handled.action, "provisioned");
+    let e = svc.platform().store.load(&eng).await.unwrap().unwrap().value;
+    assert_eq!(e.status, EngagementStatus::Provisioned);
+    assert!(e.psa_project_id.is_some() && e.erp_project_id.is_some());
+    assert!(!e.has_open_exception(), "the original's completion closes the duplicate's exception: {:?}", e.exceptions);
+    let published = svc.platform().publisher.published();
+    assert_eq!(published.iter().filter(|e| e.event_type == EventType::ProjectProvisioned).count(), 1);
+    let sims = &svc.platform().crm;
+    assert_eq!(sims.projects(System::Psa).await.unwrap().len(), 1);
+    assert_eq!(sims.projects(System::Erp).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_publish_fails_on_the_last_receive_should_close_the_exception_once_a_redrive_publishes() {
+    // The step commits, then EventBridge refuses the publish on the message's last receive:
+    // a dead-letter exception is raised (the downstream events are missing). The redrive
+    // finds the key completed and re-publishes the stored events — and must close that
+    // exception, or the engagement shows an error forever.
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir);
+    let opp = "0068d00000PUBF01";
+    let eng = format!("ENG-{opp}");
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(15);
+    svc.handle(Step::Intake, &decode(closed_won(o2c_tests::asia_payload(opp, 1, "60000.00"))), &o2c_app::Delivery::once(deadline))
+        .await
+        .unwrap();
+    let created = svc.platform().publisher.published().into_iter().find(|e| e.event_type == EventType::ContractCreated).unwrap().detail;
+    let ctx = o2c_app::sqs::BatchContext { deadline, max_receive_count: Some(5), dead_letter_queue: Some("ProvisionDLQ".into()) };
+    let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
+    batch.records = vec![o2c_tests::sqs_record("m-last", ("o2c.intake", "ContractCreated", created.clone()), 5)];
+    svc.platform().publisher.fail_next_publishes(1);
+    let out = o2c_app::sqs::process_batch(&svc, Step::Provision, batch.clone(), &ctx).await;
+    assert!(out[0].result.is_err(), "the publish failed");
+    let e = svc.platform().store.load(&eng).await.unwrap().unwrap().value;
+    assert_eq!(e.status, EngagementStatus::Provisioned, "the decision is committed");
+    assert!(e.exceptions.iter().any(|x| x.open && x.kind == ExceptionKind::DeadLettered), "raised: {:?}", e.exceptions);
+    let provisioned = |svc: &StepService<TestPlatform>| {
+        svc.platform().publisher.published().iter().filter(|e| e.event_type == EventType::ProjectProvisioned).count()
+    };
+    assert_eq!(provisioned(&svc), 0, "not published yet");
+
+    // The redrive (its receive count starts again) re-publishes and settles.
+    batch.records = vec![o2c_tests::sqs_record("m-redriven", ("o2c.intake", "ContractCreated", created), 1)];
+    let out = o2c_app::sqs::process_batch(&svc, Step::Provision, batch, &ctx).await;
+    assert!(matches!(&out[0].result, Ok(Some(handled)) if handled.duplicate), "{:?}", out[0].result);
+    assert_eq!(provisioned(&svc), 1);
+    let e = svc.platform().store.load(&eng).await.unwrap().unwrap().value;
+    assert!(!e.has_open_exception(), "closed by the redrive: {:?}", e.exceptions);
+    let audit = svc.platform().store.audit_trail(&eng).await.unwrap();
+    assert!(audit.iter().any(|a| a.action == Action::Redelivered), "the settlement is on the timeline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_invocation_runs_short_of_time_should_not_start_commands_or_records_it_cannot_finish() {
+    // A batch of three provisioning messages with 20.9 s left (a command needs its 10 s
+    // attempt timeout plus 10 s for the commit and publish after it). The first record
+    // starts; its PSA call takes 1.5 s, so the ERP call can no longer be started safely,
+    // and neither can the other records: all are handed back, none half-done by a timeout.
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir);
+    let far = chrono::Utc::now() + chrono::Duration::minutes(15);
+    let mut records = Vec::new();
+    for i in 0..3 {
+        let opp = format!("0068d00000TIME0{i}");
+        svc.handle(Step::Intake, &decode(closed_won(o2c_tests::asia_payload(&opp, 1, "60000.00"))), &o2c_app::Delivery::once(far))
+            .await
+            .unwrap();
+    }
+    for (i, e) in svc.platform().publisher.published().into_iter().filter(|e| e.event_type == EventType::ContractCreated).enumerate() {
+        records.push(o2c_tests::sqs_record(&format!("m{i}"), ("o2c.intake", "ContractCreated", e.detail), 1));
+    }
+    svc.platform().crm.inject(System::Psa, "create_project", o2c_embedded::sim::Fault::Latency { ms: 1500 }, Some(1)).await.unwrap();
+    let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
+    batch.records = records;
+    let deadline = chrono::Utc::now() + chrono::Duration::milliseconds(20_900);
+    let out = o2c_app::sqs::process_batch(&svc, Step::Provision, batch, &o2c_app::sqs::BatchContext::until(deadline)).await;
+    let errors: Vec<String> = out.iter().map(|o| o.result.as_ref().err().map(ToString::to_string).unwrap_or_default()).collect();
+    assert!(errors[0].contains("too little of the invocation is left"), "{errors:?}");
+    assert!(errors[1].contains("not started") && errors[2].contains("not started"), "{errors:?}");
+    let calls = svc.platform().crm.calls().await.unwrap();
+    assert_eq!(calls.iter().filter(|c| c.system == "psa").count(), 1, "only the first record's first command ran");
+    assert_eq!(calls.iter().filter(|c| c.system == "erp").count(), 0);
 }

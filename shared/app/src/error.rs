@@ -5,6 +5,7 @@
 //! | Validation  | the message itself is wrong                     | no       | rejection store        |
 //! | Conflict    | contradicts what was already processed          | no       | rejection store        |
 //! | Dependency  | a store, bus or external system is unavailable  | yes      | retried, then the DLQ  |
+//! | InProgress  | another invocation holds the event's key        | yes, soon| retried, then the DLQ  |
 //! | Bug         | an invariant broke (code or data defect)        | yes      | retried, then the DLQ  |
 
 use std::time::Duration;
@@ -31,6 +32,15 @@ pub enum O2cError {
         /// Hint from the dependency (HTTP 429 `Retry-After`).
         retry_after: Option<Duration>,
     },
+    /// Another invocation holds the event's idempotency key: come back after `retry_after`
+    /// (a short, growing delay — not the queue's visibility timeout).
+    #[error("{key} is being processed by another invocation")]
+    InProgress {
+        /// The held key.
+        key: String,
+        /// When to look again.
+        retry_after: Duration,
+    },
     /// A defect: retried (it may be a bad deploy) and dead-lettered if it persists.
     #[error("bug: {0}")]
     Bug(String),
@@ -48,7 +58,7 @@ impl O2cError {
 
     /// True when the message should be retried (reported in `batchItemFailures`).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Dependency { .. } | Self::Bug(_))
+        matches!(self, Self::Dependency { .. } | Self::InProgress { .. } | Self::Bug(_))
     }
 
     /// True when the message must be parked in the rejection store, never retried.
@@ -62,6 +72,7 @@ impl O2cError {
             Self::Validation(_) => "O2c.Validation",
             Self::Conflict(_) => "O2c.Conflict",
             Self::Dependency { .. } => "O2c.Dependency",
+            Self::InProgress { .. } => "O2c.InProgress",
             Self::Bug(_) => "O2c.Bug",
         }
     }
@@ -72,6 +83,7 @@ impl O2cError {
             Self::Validation(issues) => issues.clone(),
             Self::Conflict(m) => vec![Issue::new("", "conflict", m.clone())],
             Self::Dependency { system, message, .. } => vec![Issue::new("", "dependency", format!("{system}: {message}"))],
+            Self::InProgress { key, .. } => vec![Issue::new("", "in_progress", format!("{key} is held by another invocation"))],
             Self::Bug(m) => vec![Issue::new("", "bug", m.clone())],
         }
     }

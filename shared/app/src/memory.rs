@@ -168,7 +168,7 @@ impl IdempotencyStore for MemoryStore {
         match classify(maps.idempotency.get(&r.key), &r.payload_hash, r.now) {
             KeyState::Free => {}
             KeyState::Completed(rec) => return Ok(ReserveOutcome::AlreadyCompleted(rec)),
-            KeyState::InProgress { .. } => return Ok(ReserveOutcome::InProgress),
+            KeyState::InProgress { until } => return Ok(ReserveOutcome::InProgress { until }),
             KeyState::Mismatch { stored } => return Ok(ReserveOutcome::PayloadMismatch { stored }),
         }
         let claimed_version = match r.claim {
@@ -248,6 +248,7 @@ impl RejectionStore for MemoryStore {
 #[derive(Clone, Default)]
 pub struct RecordingPublisher {
     events: Arc<Mutex<Vec<o2c_domain::events::OutgoingEvent>>>,
+    fail: Arc<AtomicU32>,
 }
 
 impl RecordingPublisher {
@@ -255,10 +256,18 @@ impl RecordingPublisher {
     pub fn published(&self) -> Vec<o2c_domain::events::OutgoingEvent> {
         self.events.lock().map(|e| e.clone()).unwrap_or_default()
     }
+
+    /// The next `n` publishes fail with a transient error (nothing published).
+    pub fn fail_next_publishes(&self, n: u32) {
+        self.fail.store(n, Ordering::SeqCst);
+    }
 }
 
 impl crate::ports::EventPublisher for RecordingPublisher {
     async fn publish(&self, events: &[o2c_domain::events::OutgoingEvent]) -> Result<(), O2cError> {
+        if self.fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(O2cError::dependency("eventbridge", "injected publish failure"));
+        }
         self.events.lock().map_err(|_| O2cError::Bug("publisher lock poisoned".into()))?.extend_from_slice(events);
         Ok(())
     }

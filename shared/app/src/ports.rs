@@ -98,8 +98,11 @@ pub enum ReserveOutcome {
     },
     /// Someone completed it already.
     AlreadyCompleted(IdempotencyRecord),
-    /// Someone is working on it right now.
-    InProgress,
+    /// Someone is working on it right now (until then, when known).
+    InProgress {
+        /// The holder's `in_progress_until`: after it, the key may be taken over.
+        until: Option<DateTime<Utc>>,
+    },
     /// Same key, different payload.
     PayloadMismatch {
         /// Hash stored.

@@ -9,7 +9,9 @@
 //!   time and waiting come from the `Clock` port);
 //! - give up, and hand the message back to its queue, after `max_attempts`, or when the
 //!   next attempt could not finish before the invocation's deadline minus a safety margin
-//!   (`wait + attempt_timeout + margin` must fit in what is left);
+//!   (`wait + attempt_timeout + margin` must fit in what is left — checked before the
+//!   first attempt of every command too; the margin covers the commit and the publish);
+//! - a `Retry-After` hint is honoured up to 12 h (larger ones are capped, never overflow);
 //! - permanent failures (4xx) are never retried: they are results, not errors.
 
 use std::time::Duration;
@@ -43,7 +45,8 @@ impl Default for RetryPolicy {
             base: Duration::from_millis(100),
             cap: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(10),
-            margin: Duration::from_secs(2),
+            // The commit and the publish that follow: the SDK's operation timeout (10 s).
+            margin: Duration::from_secs(10),
         }
     }
 }
@@ -54,9 +57,20 @@ impl RetryPolicy {
         let ceiling = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.cap);
         let fraction = (mix(seed, attempt) >> 11) as f64 / (1u64 << 53) as f64;
         let jittered = ceiling.mul_f64(fraction);
-        retry_after.map_or(jittered, |hint| hint.max(jittered))
+        retry_after.map_or(jittered, |hint| hint.min(MAX_HINT).max(jittered))
+    }
+
+    /// True when an attempt started now could finish, with the commit and publish after
+    /// it, before `deadline` (`wait` first).
+    pub fn fits(&self, now: DateTime<Utc>, wait: Duration, deadline: DateTime<Utc>) -> bool {
+        let needed = wait.saturating_add(self.attempt_timeout).saturating_add(self.margin);
+        chrono::Duration::from_std(needed).ok().and_then(|d| now.checked_add_signed(d)).is_some_and(|end| end <= deadline)
     }
 }
+
+/// The longest `Retry-After` honoured (SQS's maximum visibility timeout, 12 h): a
+/// larger hint is a defect of the sender, not a reason to overflow.
+pub const MAX_HINT: Duration = Duration::from_secs(12 * 3600);
 
 /// A 64-bit hash of text (FNV-1a), the seed of a message's jitter.
 pub fn seed_of(parts: &[&str]) -> u64 {
@@ -98,6 +112,9 @@ impl Retrier<'_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ConnectorError>>,
     {
+        if !self.policy.fits(self.clock.now(), Duration::ZERO, self.deadline) {
+            return Err(O2cError::dependency("lambda", "too little of the invocation is left to start this command; retried later"));
+        }
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -110,9 +127,7 @@ impl Retrier<'_> {
                 ConnectorError::Transient { retry_after, .. } => *retry_after,
             };
             let wait = self.policy.delay(attempt, retry_after, self.seed);
-            let needed =
-                chrono::Duration::from_std(wait + self.policy.attempt_timeout + self.policy.margin).unwrap_or(chrono::Duration::MAX);
-            if attempt >= self.policy.max_attempts || self.clock.now() + needed > self.deadline {
+            if attempt >= self.policy.max_attempts || !self.policy.fits(self.clock.now(), wait, self.deadline) {
                 debug!(attempt, error = %err, "giving up inside the invocation; the message goes back to its queue");
                 return Err(err.into());
             }
@@ -152,5 +167,22 @@ mod tests {
     fn when_the_system_says_retry_after_should_wait_at_least_that() {
         let p = RetryPolicy::default();
         assert!(p.delay(1, Some(Duration::from_secs(3)), 7) >= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn when_a_retry_after_is_absurdly_large_should_cap_it_and_not_overflow() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.delay(1, Some(Duration::from_secs(u64::MAX)), 7), MAX_HINT);
+        let now = chrono::Utc::now();
+        assert!(!p.fits(now, Duration::MAX, now + chrono::Duration::hours(1)));
+        assert!(!p.fits(DateTime::<Utc>::MAX_UTC, Duration::ZERO, DateTime::<Utc>::MAX_UTC));
+    }
+
+    #[test]
+    fn when_too_little_time_is_left_should_not_start_the_first_attempt() {
+        let p = RetryPolicy::default();
+        let now = chrono::Utc::now();
+        assert!(p.fits(now, Duration::ZERO, now + chrono::Duration::seconds(25)));
+        assert!(!p.fits(now, Duration::ZERO, now + chrono::Duration::seconds(15)), "10 s attempt + 10 s margin");
     }
 }

@@ -4,7 +4,8 @@
 //! 1. **Duplicate check** — a live completed idempotency record for
 //!    `<step>#<event idempotency key>` answers the event: its stored events are re-published
 //!    (the original may have crashed between commit and publish) and nothing else is
-//!    written (one read). Same key with a different payload hash is a permanent conflict.
+//!    written (two reads: the key, and the engagement — a redelivery closes the
+//!    dead-letter exception its failed publish left open, the only write it may make). Same key with a different payload hash is a permanent conflict.
 //!    A record in progress (another invocation holds it) hands the message back with a
 //!    short, growing delay instead of the queue's visibility timeout.
 //! 2. **Decide** on a strongly consistent read of the engagement.
@@ -27,9 +28,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use o2c_domain::aggregate::{AggregateKey, Loaded};
+use o2c_domain::engagement::Action;
 use o2c_domain::engagement::Engagement;
 use o2c_domain::events::{BusinessEvent, Issue, payload_hash};
-use o2c_domain::workflow::{Decision, Input, Next, Outcome, Snapshot, Step, StepContext, dead_lettered};
+use o2c_domain::workflow::{Decision, GaveUp, Input, Next, Outcome, Snapshot, Step, StepContext, dead_lettered};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::O2cError;
@@ -178,12 +180,7 @@ impl<P: Platform> StepService<P> {
                     format!("{} does not consume {}: check the rule that routed it", step.name(), event_type.detail_type()),
                 )]));
             }
-            let run = Run {
-                key: format!("{}#{}", step.name(), meta.idempotency_key),
-                hash: payload_hash(event_type, &event.payload_json()),
-                engagement_id,
-                delivery,
-            };
+            let run = Run { key: key_of(step, &meta), hash: payload_hash(event_type, &event.payload_json()), engagement_id, delivery };
             let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now() };
             let mut reserved = false;
             let result = self.protocol(&run, &ctx, event, &mut reserved).await;
@@ -329,7 +326,7 @@ impl<P: Platform> StepService<P> {
                 Ok(None)
             }
             ReserveOutcome::AlreadyCompleted(rec) => Ok(Some(rec)),
-            ReserveOutcome::InProgress => Err(self.in_progress(run, ctx, None)),
+            ReserveOutcome::InProgress { until } => Err(self.in_progress(run, ctx, until)),
             ReserveOutcome::PayloadMismatch { .. } => Err(mismatch(&run.key)),
             ReserveOutcome::StateConflict => {
                 debug!("claim lost a version race; deciding again");
@@ -363,7 +360,7 @@ impl<P: Platform> StepService<P> {
         complete: bool,
     ) -> Result<Committed, O2cError> {
         let state = &world.state;
-        let decision = if complete { decision.clear_dead_letter(state.as_ref().map(|v| &v.value), ctx) } else { decision };
+        let decision = if complete { decision.settle(state.as_ref().map(|v| &v.value), ctx) } else { decision };
         if !complete && !decision.events.is_empty() {
             return Err(O2cError::Bug(format!("{}: a checkpoint carries events ({})", ctx.step, decision.action())));
         }
@@ -419,6 +416,7 @@ impl<P: Platform> StepService<P> {
                 // Re-publish: at-least-once across a crash between commit and publish.
                 // Event ids are deterministic, so consumers deduplicate them.
                 self.platform.publisher().publish(&result.events).await?;
+                self.settle_redelivery(run, ctx).await?;
                 Ok(Handled { action: result.action, duplicate: true, published: result.events.len() })
             }
             KeyState::InProgress { until } => Err(self.in_progress(run, ctx, until)),
@@ -438,15 +436,40 @@ impl<P: Platform> StepService<P> {
         {
             wait = wait.max(left);
         }
-        O2cError::Dependency {
-            system: "idempotency".into(),
-            message: format!("{} is being processed by another invocation", run.key),
-            retry_after: Some(wait),
-        }
+        O2cError::InProgress { key: run.key.clone(), retry_after: wait }
     }
 
-    /// A message of `step` exhausted its receives: raises (or reopens) the dead-letter
-    /// exception on its engagement with `last_error`, and announces it.
+    /// A completed event came again and its events are re-published: what its earlier
+    /// failed delivery left open (its dead-letter exception, raised when the publish failed
+    /// on the last receive) is settled. One read; a write only when something was open.
+    async fn settle_redelivery(&self, run: &Run<'_>, ctx: &StepContext<'_>) -> Result<(), O2cError> {
+        let store = self.platform.store();
+        for _ in 0..self.config.max_rounds {
+            let Some(current) = store.load(&run.engagement_id).await? else { return Ok(()) };
+            let settled = Decision::unchanged(ctx, &run.engagement_id, Action::Redelivered, "stored events re-published")
+                .settle(Some(&current.value), ctx);
+            if settled.engagement.is_none() {
+                return Ok(());
+            }
+            let events = settled.events;
+            let commit = Commit {
+                state: settled.engagement.map(|engagement| StateWrite { engagement, expected: ExpectedVersion::Is(current.version) }),
+                others: Vec::new(),
+                audit: Some(settled.audit),
+                key: KeyWrite::Untracked,
+            };
+            match store.commit(commit).await? {
+                CommitOutcome::Committed { .. } => return self.platform.publisher().publish(&events).await,
+                CommitOutcome::VersionConflict => continue,
+                other => return Err(O2cError::Bug(format!("untracked commit answered {other:?}"))),
+            }
+        }
+        Err(O2cError::dependency("state-store", format!("engagement {} kept changing while settling a redelivery", run.engagement_id)))
+    }
+
+    /// A message of `step` exhausted its receives: raises (or reopens, with
+    /// `reopen`) the dead-letter exception on its engagement with `last_error`, and
+    /// announces it. A claim is released only when no live invocation holds the event's key.
     pub async fn dead_lettered(
         &self,
         step: Step,
@@ -454,16 +477,21 @@ impl<P: Platform> StepService<P> {
         last_error: &str,
         receives: u32,
         queue: Option<&str>,
+        reopen: bool,
     ) -> Result<DeadLetterOutcome, O2cError> {
         let meta = event.meta();
         let ctx = StepContext { step, event_type: event.event_type(), meta: &meta, now: self.platform.clock().now() };
         let store = self.platform.store();
         let engagement_id = event.engagement_id();
+        let key = key_of(step, &meta);
+        let holder_live =
+            store.get(&key).await?.is_some_and(|r| r.status == crate::ports::IdempotencyStatus::InProgress && r.is_live(ctx.now));
+        let gave_up = GaveUp { last_error, receives, queue, holder_live, reopen };
         for _ in 0..self.config.max_rounds {
             let Some(current) = store.load(&engagement_id).await? else {
                 return Ok(DeadLetterOutcome::NoEngagement);
             };
-            let Some(d) = dead_lettered(&current.value, last_error, receives, queue, &ctx) else {
+            let Some(d) = dead_lettered(&current.value, &gave_up, &ctx) else {
                 return Ok(DeadLetterOutcome::AlreadyOpen);
             };
             let events = d.events.clone();
@@ -485,6 +513,11 @@ impl<P: Platform> StepService<P> {
         }
         Err(O2cError::dependency("state-store", format!("engagement {engagement_id} kept changing while raising a dead-letter exception")))
     }
+}
+
+/// The idempotency key of `step` handling the event described by `meta`.
+fn key_of(step: Step, meta: &o2c_domain::events::EventMeta) -> String {
+    format!("{}#{}", step.name(), meta.idempotency_key)
 }
 
 fn snapshot(state: &Option<Versioned<Engagement>>) -> Option<Snapshot<'_>> {

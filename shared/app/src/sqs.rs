@@ -7,14 +7,21 @@
 //! - permanent failure (validation / conflict) → parked in the rejection store with every
 //!   reason and **not** reported, so it is never retried — unless parking itself fails,
 //!   then it is reported and retried;
-//! - retryable failure (dependency / bug) → reported in `batchItemFailures`; SQS redelivers
-//!   it after the visibility timeout — or sooner when the failure carries a hint (a record
-//!   another invocation holds, a `Retry-After`): the shell applies the hint with
-//!   `ChangeMessageVisibility` — and moves it to the DLQ after `maxReceiveCount`;
+//! - retryable failure (dependency / in progress / bug) → reported in `batchItemFailures`;
+//!   SQS redelivers it after the visibility timeout — or after a hint (see
+//!   [`RecordOutcome::retry_after`]: a record another invocation holds comes back in
+//!   seconds; a `Retry-After` is honoured but never below a per-receive floor) that the
+//!   shell applies with `ChangeMessageVisibility` — and moves it to the DLQ after
+//!   `maxReceiveCount`;
 //! - a retryable failure on the message's **last** receive (`ApproximateReceiveCount` ≥
 //!   the queue's `maxReceiveCount`) also raises a dead-letter exception on its engagement
 //!   with the error, so the message that is about to dead-letter is in the operators'
 //!   exception queue and on the CRM; a message without an engagement is parked instead.
+//!   A provisioning claim is released with it only when no live invocation holds the
+//!   event's key (a duplicate giving up must not orphan the original's work);
+//! - a record is not started when the invocation has less time left than a command and
+//!   the commit after it need: it is reported unprocessed instead of being cut by the
+//!   Lambda timeout (which would lose the whole batch's response).
 //!
 //! On FIFO queues a failure stops its message group: every later record of the group in
 //! the batch is reported too, unprocessed, so order within the group is kept.
@@ -67,17 +74,38 @@ pub struct RecordOutcome {
     pub message_id: String,
     /// Receipt handle (for `ChangeMessageVisibility`).
     pub receipt_handle: Option<String>,
+    /// `ApproximateReceiveCount` of the delivery.
+    pub receive_count: u32,
     /// `Ok(Some)` handled, `Ok(None)` parked as rejected, `Err` to be retried.
     pub result: Result<Option<Handled>, O2cError>,
 }
 
+/// The longest visibility SQS allows (12 h).
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+/// The least a dependency's `Retry-After` may hide a message on its first receive; doubles
+/// per receive. A rate-limited system answering `Retry-After: 1` must not burn every
+/// receive in a minute (5 receives then take ≥ 7.5 min, like the visibility timeout).
+pub const HINT_FLOOR: Duration = Duration::from_secs(30);
+
 impl RecordOutcome {
-    /// When a failed record should come back, if sooner than the visibility timeout.
+    /// When a failed record should come back, when not after the queue's visibility timeout:
+    /// - held by another invocation → the service's short hint (1 s, 2 s, 4 s…; on the
+    ///   last receive after the holder's deadline);
+    /// - a dependency's `Retry-After` → that, but never sooner than `HINT_FLOOR × 2ⁿ⁻¹`
+    ///   on receive `n`;
+    ///
+    /// both capped at [`MAX_VISIBILITY`].
     pub fn retry_after(&self) -> Option<Duration> {
-        match &self.result {
-            Err(O2cError::Dependency { retry_after, .. }) => *retry_after,
-            _ => None,
-        }
+        let delay = match &self.result {
+            Err(O2cError::InProgress { retry_after, .. }) => *retry_after,
+            Err(O2cError::Dependency { retry_after: Some(hint), .. }) => {
+                let floor = HINT_FLOOR.saturating_mul(1u32 << self.receive_count.saturating_sub(1).min(10));
+                (*hint).max(floor)
+            }
+            _ => return None,
+        };
+        Some(delay.min(MAX_VISIBILITY))
     }
 }
 
@@ -116,20 +144,32 @@ pub async fn handle_batch<P: Platform>(svc: &StepService<P>, step: Step, event: 
 }
 
 /// Handles one SQS batch and returns the outcome of every record, in order.
+///
+/// A record is started only while the invocation has time for it (the retry policy's
+/// margin: its commit and publish); the rest are reported unprocessed, so a slow first
+/// record cannot time the whole batch out and lose every result with it.
 pub async fn process_batch<P: Platform>(svc: &StepService<P>, step: Step, event: SqsEvent, batch: &BatchContext) -> Vec<RecordOutcome> {
     let mut outcomes = Vec::with_capacity(event.records.len());
     let mut stopped_groups: HashSet<String> = HashSet::new();
+    let margin = svc.config().connector_retry.margin;
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
         let receipt_handle = record.receipt_handle.clone();
+        let receive_count = receive_count(&record);
         let group = record.attributes.get(MESSAGE_GROUP_ID).cloned();
         let span = info_span!("record", message_id = %message_id);
-        if let Some(g) = &group
-            && stopped_groups.contains(g)
-        {
-            let err = O2cError::dependency("fifo", format!("an earlier message of group {g} failed; kept in order"));
+        let skip = match &group {
+            Some(g) if stopped_groups.contains(g) => {
+                Some(O2cError::dependency("fifo", format!("an earlier message of group {g} failed; kept in order")))
+            }
+            _ if !svc.config().connector_retry.fits(svc.platform().clock().now(), Duration::ZERO, batch.deadline) => {
+                Some(O2cError::dependency("lambda", format!("not started: less than {margin:?} of the invocation was left")))
+            }
+            _ => None,
+        };
+        if let Some(err) = skip {
             let result = Err(exhausted(svc, step, &record, err, batch).instrument(span).await);
-            outcomes.push(RecordOutcome { message_id, receipt_handle, result });
+            outcomes.push(RecordOutcome { message_id, receipt_handle, receive_count, result });
             continue;
         }
         let result = handle_record(svc, step, &record, batch).instrument(span).await;
@@ -138,7 +178,7 @@ pub async fn process_batch<P: Platform>(svc: &StepService<P>, step: Step, event:
         {
             stopped_groups.insert(g);
         }
-        outcomes.push(RecordOutcome { message_id, receipt_handle, result });
+        outcomes.push(RecordOutcome { message_id, receipt_handle, receive_count, result });
     }
     outcomes
 }
@@ -223,7 +263,7 @@ async fn exhausted<P: Platform>(svc: &StepService<P>, step: Step, record: &SqsMe
     let body = record.body.as_deref().unwrap_or_default();
     let text = format!("{}: {e}", e.error_type());
     let outcome = match decode_body(body) {
-        Ok(event) => svc.dead_lettered(step, &event, &text, receives, batch.dead_letter_queue.as_deref()).await,
+        Ok(event) => svc.dead_lettered(step, &event, &text, receives, batch.dead_letter_queue.as_deref(), true).await,
         Err(_) => Ok(DeadLetterOutcome::NoEngagement),
     };
     match outcome {
@@ -281,5 +321,39 @@ pub fn rejected_message(step: Step, message_id: &str, body: &str, error: &O2cErr
         error_type: error.error_type().to_owned(),
         reasons: error.reasons(),
         body: body.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(receive_count: u32, result: Result<Option<Handled>, O2cError>) -> RecordOutcome {
+        RecordOutcome { message_id: "m".into(), receipt_handle: Some("r".into()), receive_count, result }
+    }
+
+    fn limited(secs: u64) -> O2cError {
+        O2cError::Dependency { system: "psa".into(), message: "429".into(), retry_after: Some(Duration::from_secs(secs)) }
+    }
+
+    #[test]
+    fn when_a_dependency_says_retry_after_one_second_should_still_back_off_per_receive() {
+        let floors: Vec<u64> = (1..=5).map(|n| outcome(n, Err(limited(1))).retry_after().unwrap().as_secs()).collect();
+        assert_eq!(floors, vec![30, 60, 120, 240, 480], "five receives take ≥ 7.5 min, not 5 s");
+        assert_eq!(outcome(1, Err(limited(900))).retry_after(), Some(Duration::from_secs(900)), "a longer hint is kept");
+        assert_eq!(outcome(1, Err(limited(u64::MAX / 2))).retry_after(), Some(MAX_VISIBILITY), "capped at 12 h");
+    }
+
+    #[test]
+    fn when_another_invocation_holds_the_key_should_come_back_after_the_short_hint() {
+        let busy = O2cError::InProgress { key: "k".into(), retry_after: Duration::from_secs(2) };
+        assert_eq!(outcome(2, Err(busy)).retry_after(), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn when_a_failure_carries_no_hint_should_leave_the_visibility_timeout() {
+        assert_eq!(outcome(1, Err(O2cError::dependency("erp", "503"))).retry_after(), None);
+        assert_eq!(outcome(1, Err(O2cError::Bug("x".into()))).retry_after(), None);
+        assert_eq!(outcome(1, Ok(None)).retry_after(), None);
     }
 }

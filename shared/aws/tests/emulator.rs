@@ -249,6 +249,7 @@ async fn when_handlers_race_on_one_engagement_should_never_lose_an_update() {
                     event_id: None,
                     closed_at: None,
                     resolution: None,
+                    announce_pending: false,
                 });
                 let commit = o2c_app::ports::Commit {
                     state: Some(StateWrite { engagement: e, expected: o2c_app::ports::ExpectedVersion::Is(cur.version) }),

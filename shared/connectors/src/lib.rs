@@ -171,7 +171,9 @@ impl HttpConnector {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
+            // Delta-seconds only (an HTTP-date is ignored); capped at 12 h, SQS's longest
+            // visibility timeout — a larger value is the server's defect.
+            .map(|secs| Duration::from_secs(secs.min(12 * 3600)));
         let bytes = resp.bytes().await.map_err(|e| self.transient(status.as_u16(), format!("reading the response failed: {e}"), None))?;
         if status.is_success() {
             let parsed = serde_json::from_slice(&bytes)

@@ -122,6 +122,10 @@ pub struct EngagementException {
     /// Why it closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<String>,
+    /// Raised but its `ExceptionRaised` not yet published (a failure whose compensation
+    /// was still owed): the next final decision on the engagement announces it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub announce_pending: bool,
 }
 
 impl EngagementException {
@@ -190,6 +194,9 @@ pub enum Action {
     CrmWritebackFailed,
     /// A message exhausted its receives; its exception was raised.
     DeadLettered,
+    /// A completed event came again; its stored events were re-published, settling what
+    /// its earlier failed delivery left open (its dead-letter exception).
+    Redelivered,
 }
 
 impl Action {
@@ -222,6 +229,7 @@ impl Action {
             Self::CrmUpdateSuperseded => "crm_update_superseded",
             Self::CrmWritebackFailed => "crm_writeback_failed",
             Self::DeadLettered => "dead_lettered",
+            Self::Redelivered => "redelivered",
         }
     }
 }

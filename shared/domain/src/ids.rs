@@ -165,9 +165,9 @@ impl ExceptionId {
         Self(format!("EXC-{engagement}-CRM-v{version}"))
     }
 
-    /// Event `event_id` dead-lettered in `step`.
-    pub fn dead_letter(engagement: &EngagementId, step: &str, event_id: &str) -> Self {
-        Self(format!("EXC-{engagement}-DLQ-{step}-{event_id}"))
+    /// The event keyed `idempotency_key` dead-lettered in `step`.
+    pub fn dead_letter(engagement: &EngagementId, step: &str, idempotency_key: &str) -> Self {
+        Self(format!("EXC-{engagement}-DLQ-{step}-{idempotency_key}"))
     }
 }
 

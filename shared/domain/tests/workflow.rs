@@ -5,13 +5,13 @@ mod common;
 
 use common::*;
 use o2c_domain::aggregate::{AggregateBody, Loaded, LoadedAggregate};
-use o2c_domain::engagement::{Engagement, EngagementStatus};
+use o2c_domain::engagement::{Action, Engagement, EngagementStatus};
 use o2c_domain::events::{ContractApproved, EventType, ExceptionKind};
 use o2c_domain::workflow::crm_writeback::decide_writeback;
 use o2c_domain::workflow::provision::{COMPENSATION_DONE, COMPENSATION_PENDING, ProvisionTrigger, decide_provisioning};
 use o2c_domain::workflow::{
-    Command, CommandResult, ExternalObject, Next, ObjectStatus, Outcome, Plan, Purpose, Refusal, Snapshot, Step, StepContext, System,
-    WorkflowStep, crm_update_for, dead_lettered, decide_closed_won,
+    Command, CommandResult, Decision, ExternalObject, GaveUp, Next, ObjectStatus, Outcome, Plan, Purpose, Refusal, Snapshot, Step,
+    StepContext, System, WorkflowStep, crm_update_for, dead_lettered, decide_closed_won,
 };
 
 fn ctx<'a>(m: &'a o2c_domain::events::EventMeta, t: EventType, s: Step) -> StepContext<'a> {
@@ -232,6 +232,24 @@ fn when_the_erp_refuses_after_the_psa_created_should_record_the_failure_and_the_
     assert_eq!(settled.exceptions[0].compensations[0].outcome, COMPENSATION_DONE);
     assert_eq!(d.events.len(), 1, "the exception is announced with its compensation");
     assert_eq!(d.events[0].detail["payload"]["compensations"][0]["outcome"], "done");
+    assert!(!settled.exceptions[0].announce_pending);
+
+    // A corrected revision arrived before the compensation ran: the compensation is a
+    // checkpoint (no events); the next final decision announces the exception.
+    let mut revised = failed.clone();
+    revised.status = EngagementStatus::ContractCreated;
+    let Next::Checkpoint(cp) = p
+        .finalize(&Outcome { current: snap(&revised), others: &Loaded::default(), plan: &comp, results: &[CommandResult::Done] }, &c)
+        .unwrap()
+    else {
+        panic!("checkpoint, then decide for the revision")
+    };
+    let paid = cp.engagement.unwrap();
+    assert!(paid.exceptions[0].announce_pending, "not yet announced");
+    let later = Decision::unchanged(&c, &paid.engagement_id, Action::AwaitingApproval, "x").settle(Some(&paid), &c);
+    assert_eq!(later.events.len(), 1, "announced by the next final decision");
+    assert_eq!(later.events[0].event_type, EventType::ExceptionRaised);
+    assert!(!later.engagement.unwrap().exceptions[0].announce_pending);
 }
 
 #[test]
@@ -263,14 +281,21 @@ fn when_the_claiming_message_dead_letters_should_release_the_claim_for_a_take_ov
     let (e, approval) = approved_contract(&c);
     let claimed =
         run(decide_provisioning(Some(&e), ProvisionTrigger::ContractApproved(&approval), &reference(), &c).unwrap()).claim.unwrap();
-    let d = dead_lettered(&claimed, "O2c.Dependency: erp unavailable: 503", 5, Some("ProvisionDLQ"), &c).expect("raised");
+    let gave_up = GaveUp {
+        last_error: "O2c.Dependency: erp unavailable: 503",
+        receives: 5,
+        queue: Some("ProvisionDLQ"),
+        holder_live: false,
+        reopen: true,
+    };
+    let d = dead_lettered(&claimed, &gave_up, &c).expect("raised");
     let abandoned = d.engagement.unwrap();
     assert_eq!(abandoned.status, EngagementStatus::Provisioning);
     assert_eq!(abandoned.claimed_by, None);
     let ex = abandoned.exceptions.iter().find(|x| x.kind == ExceptionKind::DeadLettered).unwrap();
     assert!(ex.open && ex.message.contains("503") && ex.message.contains("ProvisionDLQ"), "{}", ex.message);
     assert_eq!(d.events[0].event_type, EventType::ExceptionRaised);
-    assert!(dead_lettered(&abandoned, "again", 5, None, &c).is_none(), "raising again is idempotent");
+    assert!(dead_lettered(&abandoned, &GaveUp { last_error: "again", ..gave_up }, &c).is_none(), "raising again is idempotent");
     let update = crm_update_for(&abandoned, 3);
     assert_eq!(update.sync_status, "Error");
 
@@ -280,6 +305,73 @@ fn when_the_claiming_message_dead_letters_should_release_the_claim_for_a_take_ov
     let taken = plan.claim.unwrap();
     assert_eq!(taken.claimed_by.as_deref(), Some("k-e9"));
     assert_eq!(taken.provisioning_attempt, claimed.provisioning_attempt, "same attempt, same external keys");
+}
+
+#[test]
+fn when_a_duplicate_gives_up_while_the_original_holds_the_key_should_keep_its_claim() {
+    let m = meta("e1");
+    let c = ctx(&m, EventType::ContractApproved, Step::Provision);
+    let (e, approval) = approved_contract(&c);
+    let claimed =
+        run(decide_provisioning(Some(&e), ProvisionTrigger::ContractApproved(&approval), &reference(), &c).unwrap()).claim.unwrap();
+    let gave_up = GaveUp { last_error: "O2c.InProgress", receives: 5, queue: None, holder_live: true, reopen: true };
+    let d = dead_lettered(&claimed, &gave_up, &c).expect("raised: the copy that gave up is visible");
+    assert_eq!(d.engagement.as_ref().unwrap().claimed_by.as_deref(), Some("k-e1"), "the live holder keeps its claim");
+}
+
+#[test]
+fn when_the_claim_was_released_under_a_running_attempt_should_still_apply_its_results() {
+    let m = meta("e1");
+    let c = ctx(&m, EventType::ContractApproved, Step::Provision);
+    let (e, approval) = approved_contract(&c);
+    let plan = run(decide_provisioning(Some(&e), ProvisionTrigger::ContractApproved(&approval), &reference(), &c).unwrap());
+    let mut released = plan.claim.clone().unwrap();
+    released.claimed_by = None; // a duplicate's dead letter released it while we worked
+    let results = vec![live("PSA-1"), live("ERP-1")];
+    let done = Outcome {
+        current: Some(Snapshot { engagement: &released, version: 2 }),
+        others: &Loaded::default(),
+        plan: &plan,
+        results: &results,
+    };
+    let Next::Done(d) = Step::Provision.logic().finalize(&done, &c).unwrap() else { panic!("final") };
+    assert_eq!(d.action(), Action::Provisioned, "same attempt, nobody else claimed it: our results stand");
+    assert_eq!(d.events.len(), 1);
+
+    // Another event took the released claim over: its run finishes the attempt.
+    let mut taken = released.clone();
+    taken.claimed_by = Some("k-e9".into());
+    let done =
+        Outcome { current: Some(Snapshot { engagement: &taken, version: 3 }), others: &Loaded::default(), plan: &plan, results: &results };
+    let Next::Done(d) = Step::Provision.logic().finalize(&done, &c).unwrap() else { panic!("final") };
+    assert_eq!(d.action(), Action::ProvisioningSuperseded);
+}
+
+#[test]
+fn when_another_step_completes_the_same_event_should_not_close_this_steps_dead_letter() {
+    let m = meta("e1");
+    let c = ctx(&m, EventType::ContractApproved, Step::Provision);
+    let (e, _) = approved_contract(&c);
+    let gave_up = GaveUp { last_error: "503", receives: 5, queue: None, holder_live: false, reopen: true };
+    let with_dl = dead_lettered(&e, &gave_up, &c).unwrap().engagement.unwrap();
+    let cw = ctx(&m, EventType::ContractApproved, Step::CrmWriteback);
+    let settled = Decision::unchanged(&cw, &with_dl.engagement_id, Action::CrmAlreadyCurrent, "x").settle(Some(&with_dl), &cw);
+    assert!(settled.engagement.is_none(), "the write-back finishing the same event leaves provisioning's exception open");
+    let settled = Decision::unchanged(&c, &with_dl.engagement_id, Action::AlreadyProvisioned, "x").settle(Some(&with_dl), &c);
+    assert!(settled.engagement.unwrap().exceptions.iter().all(|x| !x.open), "its own step closes it");
+}
+
+#[test]
+fn when_the_queue_reports_a_move_after_the_event_finished_should_not_reopen_the_exception() {
+    let m = meta("e1");
+    let c = ctx(&m, EventType::ContractApproved, Step::Provision);
+    let (e, _) = approved_contract(&c);
+    let gave_up = GaveUp { last_error: "503", receives: 5, queue: None, holder_live: false, reopen: true };
+    let raised = dead_lettered(&e, &gave_up, &c).unwrap().engagement.unwrap();
+    let closed =
+        Decision::unchanged(&c, &raised.engagement_id, Action::AlreadyProvisioned, "x").settle(Some(&raised), &c).engagement.unwrap();
+    assert!(dead_lettered(&closed, &GaveUp { reopen: false, ..gave_up }, &c).is_none(), "the after-the-fact report");
+    assert!(dead_lettered(&closed, &gave_up, &c).is_some(), "a handler's own last failure reopens it");
 }
 
 #[test]

@@ -274,12 +274,15 @@ impl LocalBus {
                     } else {
                         Vec::new()
                     };
+                    // Only visible messages, so a head of messages in backoff never hides the
+                    // visible ones behind it. FIFO: a group with any message in flight is
+                    // blocked (`busy_groups`), so its visible messages wait their turn.
                     let mut s = tx
-                        .prepare("SELECT message_id, body, receive_count, group_id, sent_at, first_received_at, visible_at FROM messages WHERE queue = ?1 ORDER BY seq LIMIT ?2")
+                        .prepare("SELECT message_id, body, receive_count, group_id, sent_at, first_received_at FROM messages WHERE queue = ?1 AND visible_at <= ?3 ORDER BY seq LIMIT ?2")
                         .map_err(db_err)?;
-                    let scan = if q.fifo { 1000 } else { max as i64 * 4 + 16 };
+                    let scan = if q.fifo { 1000 } else { max as i64 };
                     let rows = s
-                        .query_map(params![queue, scan], |r| {
+                        .query_map(params![queue, scan, now], |r| {
                             Ok((
                                 r.get::<_, String>(0)?,
                                 r.get::<_, String>(1)?,
@@ -287,27 +290,16 @@ impl LocalBus {
                                 r.get::<_, Option<String>>(3)?,
                                 r.get::<_, i64>(4)?,
                                 r.get::<_, Option<i64>>(5)?,
-                                r.get::<_, i64>(6)?,
                             ))
                         })
                         .map_err(db_err)?;
-                    let mut blocked: std::collections::HashSet<String> = busy_groups.into_iter().collect();
+                    let blocked: std::collections::HashSet<String> = busy_groups.into_iter().collect();
                     for row in rows {
-                        let (id, body, count, group, sent, first, visible_at) = row.map_err(db_err)?;
+                        let (id, body, count, group, sent, first) = row.map_err(db_err)?;
                         if picked.len() >= max {
                             break;
                         }
-                        if q.fifo {
-                            let g = group.clone().unwrap_or_default();
-                            if blocked.contains(&g) {
-                                continue;
-                            }
-                            if visible_at > now {
-                                // The head of this group is not visible: the group waits.
-                                blocked.insert(g);
-                                continue;
-                            }
-                        } else if visible_at > now {
+                        if q.fifo && blocked.contains(group.as_deref().unwrap_or_default()) {
                             continue;
                         }
                         picked.push(ReceivedMessage {

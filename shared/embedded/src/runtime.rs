@@ -402,7 +402,7 @@ impl Runtime {
     async fn dead_lettered(&self, step: Step, d: DeadLettered) {
         let Ok(event) = o2c_app::sqs::decode_body(&d.body) else { return };
         let error = d.last_error.unwrap_or_else(|| "no failure was recorded (the consumer stopped during the delivery)".into());
-        if let Err(e) = self.inner.services.dead_lettered(step, &event, &error, d.receive_count, Some(&d.dead_letter_queue)).await {
+        if let Err(e) = self.inner.services.dead_lettered(step, &event, &error, d.receive_count, Some(&d.dead_letter_queue), false).await {
             warn!(message_id = %d.message_id, error = %e, "could not raise the dead-letter exception");
         }
     }
@@ -545,6 +545,10 @@ impl Runtime {
             let queues: Vec<String> =
                 topo.functions.iter().map(|f| f.queue.clone()).chain(topo.pipes.iter().map(|p| p.source.clone())).collect();
             match self.inner.bus.next_due(&queues).await? {
+                Some(due) if due <= clock.now().timestamp_millis() => {
+                    // Something is due now yet nothing was received: the scheduler would spin.
+                    return Err(O2cError::Bug(format!("deterministic scheduler stalled: a message is due at {due} but none was received")));
+                }
                 Some(due) => clock.advance_to(chrono::DateTime::from_timestamp_millis(due).unwrap_or_default()),
                 None => break,
             }

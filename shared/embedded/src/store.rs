@@ -315,7 +315,7 @@ impl IdempotencyStore for SqliteStore {
                 match classify(read_record(&tx, &r.key)?.as_ref(), &r.payload_hash, r.now) {
                     KeyState::Free => {}
                     KeyState::Completed(rec) => return Ok(ReserveOutcome::AlreadyCompleted(rec)),
-                    KeyState::InProgress { .. } => return Ok(ReserveOutcome::InProgress),
+                    KeyState::InProgress { until } => return Ok(ReserveOutcome::InProgress { until }),
                     KeyState::Mismatch { stored } => return Ok(ReserveOutcome::PayloadMismatch { stored }),
                 }
                 let claimed_version = match &r.claim {

@@ -86,7 +86,8 @@ impl DynamoStore {
     fn classify(rec: IdempotencyRecord, hash: &str, now: DateTime<Utc>) -> ReserveOutcome {
         match rec.classify(hash, now) {
             // Expired between our condition and this read: someone else may be taking it.
-            KeyState::Free | KeyState::InProgress { .. } => ReserveOutcome::InProgress,
+            KeyState::Free => ReserveOutcome::InProgress { until: None },
+            KeyState::InProgress { until } => ReserveOutcome::InProgress { until },
             KeyState::Mismatch { stored } => ReserveOutcome::PayloadMismatch { stored },
             KeyState::Completed(rec) => ReserveOutcome::AlreadyCompleted(rec),
         }
@@ -126,7 +127,7 @@ impl IdempotencyStore for DynamoStore {
                                 Some(item) if !item.is_empty() => Some(record_from_item(item)?),
                                 _ => self.get_record(&r.key).await?,
                             };
-                            Ok(rec.map_or(ReserveOutcome::InProgress, |rec| Self::classify(rec, &r.payload_hash, r.now)))
+                            Ok(rec.map_or(ReserveOutcome::InProgress { until: None }, |rec| Self::classify(rec, &r.payload_hash, r.now)))
                         }
                         other => Err(O2cError::dependency("dynamodb", format!("{other:?}"))),
                     },
@@ -162,9 +163,17 @@ impl IdempotencyStore for DynamoStore {
                                     Some(item) if !item.is_empty() => Some(record_from_item(item)?),
                                     _ => self.get_record(&r.key).await?,
                                 };
-                                return Ok(rec.map_or(ReserveOutcome::InProgress, |rec| Self::classify(rec, &r.payload_hash, r.now)));
+                                return Ok(rec.map_or(ReserveOutcome::InProgress { until: None }, |rec| {
+                                    Self::classify(rec, &r.payload_hash, r.now)
+                                }));
                             }
-                            Ok(ReserveOutcome::StateConflict)
+                            // Only the claim's own condition failing is a version race;
+                            // throttling or a conflicting transaction is a retryable dependency.
+                            if reasons.get(1).and_then(|x| x.code()) == Some("ConditionalCheckFailed") {
+                                return Ok(ReserveOutcome::StateConflict);
+                            }
+                            let codes: Vec<&str> = reasons.iter().map(|x| x.code().unwrap_or("None")).collect();
+                            Err(O2cError::dependency("dynamodb", format!("reserve-with-claim cancelled: {codes:?}")))
                         }
                         other => Err(O2cError::dependency("dynamodb", format!("{other:?}"))),
                     },

@@ -14,24 +14,35 @@ use crate::ids::{EngagementId, ExceptionId};
 
 use super::{Decision, Step, StepContext, exception, exception_event};
 
+/// A message that gave up: what the last delivery saw.
+#[derive(Debug, Clone, Copy)]
+pub struct GaveUp<'a> {
+    /// The failure of the last delivery.
+    pub last_error: &'a str,
+    /// How many deliveries were made.
+    pub receives: u32,
+    /// The DLQ the message went to.
+    pub queue: Option<&'a str>,
+    /// Another invocation still holds the event's key (a duplicate gave up while the
+    /// original works): its claim is kept, and its completion closes the exception.
+    pub holder_live: bool,
+    /// Reopen a closed exception of this event (a handler's own last failure); `false`
+    /// for the queue's after-the-fact report of the move, which must not undo a closure
+    /// made since by the invocation that finished the event.
+    pub reopen: bool,
+}
+
 /// Raises (or reopens) the dead-letter exception of `ctx`'s event on `current`; `None`
-/// when it is already open (raising is idempotent: the handler's last failure and the
-/// queue's move to the DLQ may both report the same message).
-///
-/// `last_error` is the failure of the last delivery; `receives` how many deliveries
-/// were made; `queue` the DLQ the message went to.
-pub fn dead_lettered(
-    current: &Engagement,
-    last_error: &str,
-    receives: u32,
-    queue: Option<&str>,
-    ctx: &StepContext<'_>,
-) -> Option<Decision> {
+/// when it is already open, or closed and `gave_up.reopen` is false (raising is
+/// idempotent: the handler's last failure and the queue's move to the DLQ may both
+/// report the same message).
+pub fn dead_lettered(current: &Engagement, gave_up: &GaveUp<'_>, ctx: &StepContext<'_>) -> Option<Decision> {
     let mut eng = current.clone();
     let id = dead_letter_exception_id(&eng.engagement_id, ctx);
-    if eng.exceptions.iter().any(|x| x.exception_id == id && x.open) {
+    if eng.exceptions.iter().any(|x| x.exception_id == id && (x.open || !gave_up.reopen)) {
         return None;
     }
+    let GaveUp { last_error, receives, queue, holder_live, .. } = *gave_up;
     let message = format!(
         "{} gave up on {} after {receives} deliveries{}: {last_error}",
         ctx.step.name(),
@@ -39,7 +50,11 @@ pub fn dead_lettered(
         queue.map(|q| format!(" (message in {q})")).unwrap_or_default()
     );
     let mut released = false;
-    if ctx.step == Step::Provision && eng.status == EngagementStatus::Provisioning && eng.claimed_by.as_deref() == Some(ctx.key()) {
+    if !holder_live
+        && ctx.step == Step::Provision
+        && eng.status == EngagementStatus::Provisioning
+        && eng.claimed_by.as_deref() == Some(ctx.key())
+    {
         // Abandoned: any provisioning event (this one redriven, or another) takes it over.
         eng.claimed_by = None;
         released = true;
@@ -65,7 +80,8 @@ pub fn dead_lettered(
     Some(Decision::changed(ctx, eng, events, Action::DeadLettered, summary))
 }
 
-/// The id of the dead-letter exception of `ctx`'s event (per step and event).
+/// The id of the dead-letter exception of `ctx`'s event (per step and idempotency key:
+/// copies of one event share it, so the copy that finishes closes what another raised).
 pub fn dead_letter_exception_id(engagement_id: &EngagementId, ctx: &StepContext<'_>) -> ExceptionId {
-    ExceptionId::dead_letter(engagement_id, ctx.step.name(), &ctx.meta.event_id)
+    ExceptionId::dead_letter(engagement_id, ctx.step.name(), &ctx.meta.idempotency_key)
 }

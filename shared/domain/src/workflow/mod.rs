@@ -36,7 +36,7 @@ use crate::reference::ReferenceData;
 pub use billing_setup::BillingSetup;
 pub use command::{Command, CommandResult, CrmWrite, ExternalObject, ObjectStatus, Plan, Purpose, Refusal, Sequence, System};
 pub use crm_writeback::{CRM_ERROR_FIELD_LEN, CrmWriteback, crm_update_for};
-pub use dead_letter::dead_lettered;
+pub use dead_letter::{GaveUp, dead_lettered};
 pub use intake::{Intake, decide_closed_won};
 pub use provision::Provision;
 
@@ -273,6 +273,30 @@ impl Decision {
         self.audit.action
     }
 
+    /// What every final decision also does: [`clear_dead_letter`](Self::clear_dead_letter)
+    /// and [`announce_pending`](Self::announce_pending).
+    pub fn settle(self, current: Option<&Engagement>, ctx: &StepContext<'_>) -> Self {
+        let d = self.clear_dead_letter(current, ctx);
+        d.announce_pending(current, ctx)
+    }
+
+    /// Publishes the `ExceptionRaised` of exceptions raised without one (their failure
+    /// was a checkpoint owing a compensation, and the flow moved on before announcing).
+    pub fn announce_pending(mut self, current: Option<&Engagement>, ctx: &StepContext<'_>) -> Self {
+        let Some(base) = self.engagement.as_ref().or(current) else { return self };
+        if !base.exceptions.iter().any(|x| x.announce_pending) {
+            return self;
+        }
+        let mut eng = base.clone();
+        for x in eng.exceptions.iter_mut().filter(|x| x.announce_pending) {
+            x.announce_pending = false;
+            self.events.push(exception_event(ctx, &eng.engagement_id, x));
+        }
+        eng.updated_at = ctx.now;
+        self.engagement = Some(eng);
+        self
+    }
+
     /// Closes the dead-letter exception raised for this very event once the event
     /// completes: the condition that raised it has cleared.
     pub fn clear_dead_letter(mut self, current: Option<&Engagement>, ctx: &StepContext<'_>) -> Self {
@@ -281,9 +305,10 @@ impl Decision {
             (None, Some(e)) => e,
             (None, None) => return self,
         };
-        let open = |x: &EngagementException| {
-            x.open && x.kind == ExceptionKind::DeadLettered && x.event_id.as_deref() == Some(ctx.meta.event_id.as_str())
-        };
+        // This step's exception for this event only: another step consuming the same event
+        // (the write-back reads ContractCreated too) must not close provisioning's.
+        let id = dead_letter::dead_letter_exception_id(&base.engagement_id, ctx);
+        let open = |x: &EngagementException| x.open && x.kind == ExceptionKind::DeadLettered && x.exception_id == id;
         if !base.exceptions.iter().any(open) {
             return self;
         }
@@ -341,6 +366,7 @@ pub(crate) fn exception(
         event_id: Some(ctx.meta.event_id.clone()),
         closed_at: None,
         resolution: None,
+        announce_pending: false,
     }
 }
 

@@ -206,7 +206,18 @@ pub fn decide_provisioning(
 }
 
 fn provisioning_outcome(eng: &Engagement, plan: &Plan, results: &[CommandResult], ctx: &StepContext<'_>) -> Result<Next, StepError> {
-    if eng.status != EngagementStatus::Provisioning || eng.claimed_by.as_deref() != Some(ctx.key()) {
+    let planned_key = match plan.commands.first() {
+        Some(Command::CreateProject { spec, .. }) => Some(&spec.external_key),
+        _ => None,
+    };
+    // Ours: we hold the claim, or nobody does and the attempt is still the one we ran (the
+    // claim was released as abandoned while we worked — our results are that attempt's).
+    let ours = eng.status == EngagementStatus::Provisioning
+        && match eng.claimed_by.as_deref() {
+            Some(owner) => owner == ctx.key(),
+            None => planned_key == Some(&eng.project_external_key()),
+        };
+    if !ours {
         // Re-finalized on fresh state after a lost version race, and the claim moved on
         // (another event took an abandoned claim over and finished): its outcome stands.
         return Ok(Next::Done(Decision::unchanged(
@@ -294,13 +305,15 @@ pub fn provisioning_failed(
         })
         .into_iter()
         .collect();
-    let ex = exception(
+    let mut ex = exception(
         ctx,
         ExceptionId::provisioning(&eng.engagement_id, eng.provisioning_attempt),
         ExceptionKind::ProvisioningFailed,
         format!("{} refused the project: {reason}", system.label()),
         owed.clone(),
     );
+    // Announced with the compensation's outcome (or by the next final decision).
+    ex.announce_pending = !owed.is_empty();
     let summary = format!("{} refused the project; {} compensation(s) owed", system.label(), owed.len());
     let events = if owed.is_empty() { vec![exception_event(ctx, &eng.engagement_id, &ex)] } else { vec![] };
     eng.compensation_due.extend(owed);
@@ -333,15 +346,15 @@ fn compensated(eng: &Engagement, plan: &Plan, results: &[CommandResult], ctx: &S
     }
     let summary = format!("{} compensation(s) performed", results.len());
     if eng.status == EngagementStatus::ProvisioningFailed {
-        let events = eng
-            .exceptions
-            .iter()
-            .filter(|x| touched.contains(&x.exception_id))
-            .map(|x| exception_event(ctx, &eng.engagement_id, x))
-            .collect();
+        let mut events = Vec::new();
+        for x in eng.exceptions.iter_mut().filter(|x| touched.contains(&x.exception_id)) {
+            x.announce_pending = false;
+            events.push(exception_event(ctx, &eng.engagement_id, x));
+        }
         Next::Done(Decision::changed(ctx, eng, events, Action::Compensated, summary))
     } else {
-        // A corrected revision arrived meanwhile: the debt is paid, now decide for it.
+        // A corrected revision arrived meanwhile: the debt is paid, now decide for it (the
+        // exceptions stay `announce_pending`: that decision's commit announces them).
         Next::Checkpoint(Decision::changed(ctx, eng, vec![], Action::Compensated, summary))
     }
 }
