@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The real Lambda binaries, without Docker:
-#  1. builds the four `bootstrap` binaries with cargo-lambda for provided.al2023
+#  1. builds the eight `bootstrap` binaries with cargo-lambda for provided.al2023
 #     (x86_64, glibc 2.34 via zig) and checks no symbol needs a newer glibc;
 #  2. creates a stage on the AWS-API emulator from the template (o2c bootstrap), serves
-#     the PSA/ERP/CRM simulators over HTTP (o2c sim serve);
+#     the PSA/ERP/CRM/tax simulators over HTTP (o2c sim serve);
 #  3. runs `intake` and then `provision` under the Lambda Runtime Interface Emulator (the
 #     aws-lambda-rie binary shipped in the aws-sam-cli wheel) and invokes each with a
 #     shipped SQS test event, then checks the engagement in DynamoDB.
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${AWS_ENDPOINT_URL:?AWS_ENDPOINT_URL must point at the AWS-API emulator}"
 export PATH="$PWD/.venv/bin:$PATH"
-functions=(intake provision billing-setup crm-writeback)
+functions=(intake provision billing-setup crm-writeback delivery-intake invoice-run invoice-approval invoice-posting)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
@@ -30,7 +30,7 @@ for f in "${functions[@]}"; do
     echo "$b needs GLIBC_$glibc, newer than provided.al2023's 2.34" >&2
     exit 1
   fi
-  printf 'bootstrap %-14s %6s KiB, highest glibc symbol %s\n' "$f" "$(( $(stat -c %s "$b") / 1024 ))" "$glibc"
+  printf 'bootstrap %-17s %6s KiB, highest glibc symbol %s\n' "$f" "$(( $(stat -c %s "$b") / 1024 ))" "$glibc"
 done
 
 cargo build --quiet -p o2c-cli
@@ -49,7 +49,7 @@ invoke() { # function, event file → prints the response
   local fn=$1 event=$2 port
   port=$(free_port)
   env EVENT_BUS_NAME="o2c-$stage" STATE_TABLE="o2c-$stage-state" IDEMPOTENCY_TABLE="o2c-$stage-idempotency" O2C_STAGE="$stage" \
-    PSA_BASE_URL="http://127.0.0.1:$sim_port/psa" ERP_BASE_URL="http://127.0.0.1:$sim_port/erp" CRM_BASE_URL="http://127.0.0.1:$sim_port/crm" \
+    PSA_BASE_URL="http://127.0.0.1:$sim_port/psa" ERP_BASE_URL="http://127.0.0.1:$sim_port/erp" CRM_BASE_URL="http://127.0.0.1:$sim_port/crm" TAX_BASE_URL="http://127.0.0.1:$sim_port/tax" \
     RUST_LOG=info "$rie" --log-level error --runtime-interface-emulator-address "127.0.0.1:$port" "target/lambda/$fn/bootstrap" > "$tmp/$fn.log" 2>&1 &
   local pid=$!
   pids+=($pid)

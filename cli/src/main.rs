@@ -84,6 +84,9 @@ pub struct Connectors {
     /// CRM system API base URL.
     #[arg(long, env = "CRM_BASE_URL")]
     pub crm_url: Option<String>,
+    /// Tax engine system API base URL.
+    #[arg(long, env = "TAX_BASE_URL")]
+    pub tax_url: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -6,6 +6,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test harness: failing fast is the point
 
+pub mod delivery;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -38,29 +38,6 @@ fn strip_nulls(v: Value) -> Value {
     }
 }
 
-/// Re-encodes a decoded event's envelope, for round-trip comparison.
-fn reencode(ev: &BusinessEvent) -> Value {
-    macro_rules! enc {
-        ($($v:ident),*) => {
-            match ev { $(BusinessEvent::$v(e) => serde_json::to_value(e).unwrap(),)* }
-        };
-    }
-    enc!(
-        OpportunityClosedWon,
-        ContractApproved,
-        ContractCreated,
-        EngagementRejected,
-        ProjectProvisioned,
-        ProjectActivated,
-        TimeApproved,
-        ExpenseApproved,
-        MilestoneCompleted,
-        InvoicePosted,
-        PaymentReceived,
-        ExceptionRaised
-    )
-}
-
 #[test]
 fn when_listing_contracts_should_have_one_schema_and_one_sample_per_event_type() {
     let expected: BTreeSet<String> = EventType::ALL.iter().map(|t| format!("{}.v1.json", t.detail_type())).collect();
@@ -93,7 +70,7 @@ fn when_sample_is_validated_should_match_its_schema_and_round_trip_through_rust_
         // … and the Rust types, losslessly.
         let decoded = BusinessEvent::decode(&eb.detail_type, &eb.detail).unwrap_or_else(|e| panic!("{}: {e}", t.detail_type()));
         assert_eq!(decoded.event_type(), *t);
-        assert_eq!(reencode(&decoded), eb.detail, "{} round-trips through the Rust type", t.detail_type());
+        assert_eq!(decoded.to_detail(), eb.detail, "{} round-trips through the Rust type", t.detail_type());
     }
 }
 
@@ -176,4 +153,21 @@ async fn when_a_flow_runs_should_emit_only_events_that_match_their_schemas() {
         assert!(errs.is_empty(), "emitted {dt} breaks its schema: {errs:?}");
         assert_eq!(detail["event_version"], "1");
     }
+}
+
+#[test]
+fn when_the_billing_schedule_fires_should_send_a_run_request_the_invoice_run_accepts() {
+    let topo = o2c_topology::Topology::from_sam_yaml(o2c_topology::TEMPLATE).unwrap();
+    let schedule = topo.schedules.iter().find(|s| s.logical_id == "BillingSchedule").expect("the template schedules billing");
+    assert_eq!(topo.consumer_function(&schedule.queue).map(|f| f.binary.as_str()), Some("invoice-run"));
+    assert!(schedule.expression.starts_with("cron("), "{}", schedule.expression);
+    // What EventBridge Scheduler sends at 05:00 UTC on 1 March: an EventBridge-shaped body.
+    let body = schedule.message("2027-03-01T05:00:00Z", "3c0b9c6e-1d2a-4c1e-9a55-0d2c6a1f7b10", "eu-west-1", "123456789012");
+    let event = o2c_app::sqs::decode_body(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let BusinessEvent::InvoiceRunRequested(env) = &event else { panic!("{event:?}") };
+    assert_eq!(env.payload.as_of, chrono::NaiveDate::from_ymd_opt(2027, 3, 1).unwrap(), "the scheduled time's UTC date");
+    assert!(env.payload.scheduled && env.payload.engagement_id.is_none(), "a fan-out over every engagement whose cycle is due");
+    assert_eq!(env.idempotency_key.as_deref(), Some("schedule:billing:2027-03-01T05:00:00Z"), "a retried delivery is the same run");
+    let detail: Value = serde_json::from_str::<Value>(&body).unwrap()["detail"].clone();
+    assert!(errors(&schema_validator(EventType::InvoiceRunRequested), &detail).is_empty());
 }

@@ -71,9 +71,12 @@ impl Erp for Racing {
     async fn create_or_get_billing_schedule(&self, p: &str, s: &BillingSchedule) -> Result<ExternalObject, ConnectorError> {
         self.sims.create_or_get_billing_schedule(p, s).await
     }
+    async fn create_or_get_invoice(&self, invoice: &o2c_domain::invoicing::InvoiceDoc) -> Result<ExternalObject, ConnectorError> {
+        self.sims.create_or_get_invoice(invoice).await
+    }
 }
 
-type TestPlatform = MemoryPlatform<Simulators, Racing, Racing>;
+type TestPlatform = MemoryPlatform<Simulators, Racing, Racing, Simulators>;
 
 fn decode((_, dt, detail): (&str, &str, serde_json::Value)) -> o2c_domain::events::BusinessEvent {
     o2c_app::contracts::decode(dt, &detail).unwrap()
@@ -92,7 +95,7 @@ fn service(dir: &tempfile::TempDir) -> StepService<TestPlatform> {
         proceed: Default::default(),
     };
     let (psa, erp) = (racing(), racing());
-    let mut platform = o2c_app::memory::platform(o2c_embedded::reference::northwind().unwrap(), sims.clone(), psa, erp);
+    let mut platform = o2c_app::memory::platform(o2c_embedded::reference::northwind().unwrap(), sims.clone(), psa, erp, sims.clone());
     platform.store = store;
     StepService::new(platform, o2c_tests::fast_service())
 }

@@ -134,6 +134,7 @@ pub async fn serve(target: &Target, c: &Connectors) -> Result<ExitCode> {
         "PSA_BASE_URL" => c.psa_url.clone(),
         "ERP_BASE_URL" => c.erp_url.clone(),
         "CRM_BASE_URL" => c.crm_url.clone(),
+        "TAX_BASE_URL" => c.tax_url.clone(),
         other => std::env::var(other).ok(),
     })?;
     let platform = o2c_aws::platform::lambda_platform(&aws.sdk, &config)?;

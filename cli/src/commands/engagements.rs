@@ -30,7 +30,7 @@ pub struct Args {
 
 /// Runs the command.
 pub async fn run(args: Args) -> Result<ExitCode> {
-    let filter = EngagementFilter { status: args.status.clone(), open_exceptions: args.exceptions, limit: args.limit };
+    let filter = EngagementFilter { status: args.status.clone(), open_exceptions: args.exceptions, limit: args.limit, after: None };
     with_backend!(args.target, b => list(&b, &filter, args.json).await)
 }
 

@@ -68,7 +68,12 @@ struct ListQuery {
 }
 
 async fn engagements(State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
-    match s.rt.store().list(&EngagementFilter { status: q.status, open_exceptions: q.exceptions, limit: q.limit.unwrap_or(100) }).await {
+    match s
+        .rt
+        .store()
+        .list(&EngagementFilter { status: q.status, open_exceptions: q.exceptions, limit: q.limit.unwrap_or(100), after: None })
+        .await
+    {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => internal(e),
     }

@@ -64,6 +64,7 @@ fn reservation(key: &str, hash: &str, until: DateTime<Utc>) -> Reservation {
         in_progress_until: until,
         expires_at: now() + Duration::hours(1),
         claim: None,
+        others: vec![],
     }
 }
 
@@ -90,6 +91,9 @@ pub async fn run_all<S: Store>(store: &S, prefix: &str) {
     idempotency_lifecycle(store, &format!("{prefix}-idem")).await;
     claims_and_holds(store, &format!("{prefix}-claim")).await;
     listing(store, &format!("{prefix}-list")).await;
+    paging_by_id(store, &format!("{prefix}-page")).await;
+    reserve_with_aggregates(store, &format!("{prefix}-resagg")).await;
+    load_every_aggregate_of_an_owner(store, &format!("{prefix}-all")).await;
     parking(store, &format!("{prefix}-park")).await;
     failures(store, &format!("{prefix}-fail")).await;
 }
@@ -265,6 +269,97 @@ pub async fn listing<S: Store>(store: &S, id: &str) {
         store.list(&EngagementFilter { status: Some("awaiting_contract".into()), limit: 1000, ..Default::default() }).await.unwrap();
     assert!(waiting.iter().any(|r| r.engagement_id == format!("{id}-quiet")));
     assert!(waiting.iter().all(|r| r.status == "awaiting_contract"));
+}
+
+/// Paging by id walks every match once, in id order.
+pub async fn paging_by_id<S: Store>(store: &S, id: &str) {
+    let ids: Vec<String> = (0..5).map(|i| format!("{id}-{i}")).collect();
+    for i in &ids {
+        let c = Commit {
+            state: Some(StateWrite { engagement: engagement(i, EngagementStatus::BillingSetupFailed), expected: ExpectedVersion::New }),
+            others: vec![],
+            audit: None,
+            key: KeyWrite::Untracked,
+        };
+        assert!(matches!(store.commit(c).await.unwrap(), CommitOutcome::Committed { .. }));
+    }
+    let mut seen = Vec::new();
+    let mut after = format!("{id}-");
+    loop {
+        let page = store
+            .list(&EngagementFilter {
+                status: Some("billing_setup_failed".into()),
+                limit: 2,
+                after: Some(after.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mine: Vec<String> = page.iter().map(|r| r.engagement_id.clone()).filter(|e| e.starts_with(id)).collect();
+        if mine.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        after = mine.last().cloned().unwrap();
+        seen.extend(mine);
+    }
+    assert_eq!(seen, ids, "every engagement once, in id order");
+}
+
+/// Aggregates claimed with a reservation are written with it, conditionally: a stale one
+/// and neither the key nor anything else is written.
+pub async fn reserve_with_aggregates<S: Store>(store: &S, id: &str) {
+    use o2c_domain::invoicing::InvoiceCounter;
+    let le = format!("LE-{id}");
+    let counter = |last| AggregateBody::InvoiceCounter(InvoiceCounter { legal_entity_id: le.clone(), last });
+    let mut r = reservation(&format!("post#{id}-a"), "h", now() + Duration::minutes(5));
+    r.others = vec![
+        AggregateWrite { body: counter(1), expected: ExpectedVersion::New },
+        AggregateWrite { body: crm(id, 1), expected: ExpectedVersion::New },
+    ];
+    assert_eq!(store.reserve(r).await.unwrap(), ReserveOutcome::Reserved { claimed_version: None });
+    let key = AggregateKey::invoice_counter(&le);
+    let loaded = store.load_aggregates(&[key.clone(), AggregateKey::crm_sync(id)]).await.unwrap();
+    assert_eq!(loaded.invoice_counter(&le).map(|c| c.last), Some(1));
+    assert_eq!(loaded.version(&key), Some(1));
+    assert!(loaded.crm_sync(id).is_some(), "both claimed aggregates written");
+    // A second reservation that read the counter before the first: refused, nothing written.
+    let mut stale = reservation(&format!("post#{id}-b"), "h", now() + Duration::minutes(5));
+    stale.others = vec![AggregateWrite { body: counter(1), expected: ExpectedVersion::New }];
+    assert_eq!(store.reserve(stale).await.unwrap(), ReserveOutcome::StateConflict);
+    assert!(store.get(&format!("post#{id}-b")).await.unwrap().is_none(), "the key is not reserved either");
+    let mut next = reservation(&format!("post#{id}-b"), "h", now() + Duration::minutes(5));
+    next.others = vec![AggregateWrite { body: counter(2), expected: ExpectedVersion::Is(1) }];
+    assert_eq!(store.reserve(next).await.unwrap(), ReserveOutcome::Reserved { claimed_version: None });
+    assert_eq!(store.load_aggregates(std::slice::from_ref(&key)).await.unwrap().invoice_counter(&le).map(|c| c.last), Some(2));
+}
+
+/// `load_all` returns every aggregate of one kind under one owner, and nothing else.
+pub async fn load_every_aggregate_of_an_owner<S: Store>(store: &S, id: &str) {
+    use o2c_domain::aggregate::AggregateKind;
+    use o2c_domain::delivery::WipShard;
+    let shard = |owner: &str, n: u16| AggregateWrite {
+        body: AggregateBody::WipShard(WipShard::new(owner.into(), n)),
+        expected: ExpectedVersion::New,
+    };
+    let other = format!("{id}-other");
+    let c = Commit {
+        state: None,
+        others: vec![
+            shard(id, 0),
+            shard(id, 7),
+            shard(id, 31),
+            shard(&other, 7),
+            AggregateWrite { body: crm(id, 1), expected: ExpectedVersion::New },
+        ],
+        audit: None,
+        key: KeyWrite::Untracked,
+    };
+    assert!(matches!(store.commit(c).await.unwrap(), CommitOutcome::Committed { .. }));
+    let all = store.load_all(AggregateKind::WipShard, id).await.unwrap();
+    assert_eq!(all.wip_shards().keys().copied().collect::<Vec<_>>(), vec![0, 7, 31]);
+    assert!(all.items.iter().all(|a| a.version == 1));
+    assert_eq!(store.load_all(AggregateKind::WipShard, &other).await.unwrap().items.len(), 1);
 }
 
 fn parked(id: &str, rejection_id: &str, message_id: &str) -> RejectedMessage {

@@ -106,7 +106,11 @@ impl From<DecodeError> for O2cError {
 
 impl From<StepError> for O2cError {
     fn from(e: StepError) -> Self {
-        Self::Bug(e.to_string())
+        match e {
+            StepError::Rejected(issues) => Self::Validation(issues),
+            StepError::NotYet(why) => Self::dependency("state", why),
+            other => Self::Bug(other.to_string()),
+        }
     }
 }
 

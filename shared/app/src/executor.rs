@@ -7,7 +7,7 @@ use o2c_domain::workflow::{Command, CommandResult, Plan, Sequence, System};
 use tracing::{Instrument, info_span};
 
 use crate::error::O2cError;
-use crate::ports::{Crm, Erp, Platform, Psa};
+use crate::ports::{Crm, Erp, Platform, Psa, TaxEngine};
 use crate::retry::{Retrier, RetryPolicy, seed_of};
 
 /// Runs `plan`'s commands in order for the event keyed `key`, within `deadline`.
@@ -47,6 +47,8 @@ async fn run<P: Platform>(p: &P, retry: &Retrier<'_>, cmd: &Command) -> Result<C
             retry.run(|| p.erp().create_or_get_billing_schedule(erp_project_id, schedule)).await?.map(CommandResult::Object)
         }
         Command::UpdateOpportunity(update) => retry.run(|| p.crm().update_opportunity(update)).await?.map(CommandResult::Crm),
+        Command::CalculateTax(request) => retry.run(|| p.tax().calculate(request)).await?.map(CommandResult::Tax),
+        Command::PostInvoice(invoice) => retry.run(|| p.erp().create_or_get_invoice(invoice)).await?.map(CommandResult::Object),
         other => return Err(O2cError::Bug(format!("no connector operation {} in {}", other.operation(), other.system().as_str()))),
     };
     Ok(result.unwrap_or_else(CommandResult::Refused))

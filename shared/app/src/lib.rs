@@ -8,13 +8,14 @@
 //! - [`contracts`]: JSON Schema validation of every incoming event (all violations);
 //! - [`error`]: the error taxonomy (validation / conflict / dependency / bug);
 //! - [`ports`]: narrow traits for state, idempotency, rejections, publishing, reference
-//!   data, CRM / PSA / ERP connectors, clock; bundled by [`ports::Platform`];
+//!   data, CRM / PSA / ERP / tax-engine connectors, clock; bundled by [`ports::Platform`];
 //! - [`service`]: the step service and the at-least-once protocol around the pure
 //!   steps of `o2c-domain::workflow`;
 //! - [`idempotency`]: the one idempotency core (statuses, classification, payload hash);
 //! - [`memory`]: the in-memory store (same semantics as the SQLite and DynamoDB adapters);
 //! - `conformance` (feature): the store conformance suite every adapter runs;
 //! - [`executor`]: runs a step's plan of commands through the connector ports;
+//! - [`fanout`]: a scheduled invoice run fanned out to every active engagement, page by page;
 //! - [`retry`]: in-invocation retry of transient connector failures (backoff, jitter,
 //!   deadline);
 //! - [`esm`]: the one event-source-mapping driver (a batch in, deletes and retries out)
@@ -31,6 +32,7 @@ pub mod contracts;
 pub mod error;
 pub mod esm;
 pub mod executor;
+pub mod fanout;
 pub mod idempotency;
 pub mod memory;
 pub mod ports;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use o2c_domain::aggregate::{AggregateBody, AggregateKey, Loaded, LoadedAggregate};
+use o2c_domain::aggregate::{AggregateBody, AggregateKey, AggregateKind, Loaded, LoadedAggregate};
 use o2c_domain::engagement::{AuditEntry, Engagement};
 use o2c_domain::ids::EngagementId;
 
@@ -68,7 +68,19 @@ impl EngagementStore for MemoryStore {
         let maps = self.maps()?;
         let items =
             keys.iter().filter_map(|k| maps.aggregates.get(k).map(|(v, b)| LoadedAggregate { body: b.clone(), version: *v })).collect();
-        Ok(Loaded { items })
+        Ok(Loaded { items, asked: Vec::new() })
+    }
+
+    async fn load_all(&self, kind: AggregateKind, owner: &str) -> Result<Loaded, O2cError> {
+        let maps = self.maps()?;
+        let mut items: Vec<LoadedAggregate> = maps
+            .aggregates
+            .iter()
+            .filter(|(k, _)| k.kind == kind && k.owner == owner)
+            .map(|(_, (v, b))| LoadedAggregate { body: b.clone(), version: *v })
+            .collect();
+        items.sort_by_key(|a| a.body.key());
+        Ok(Loaded { items, asked: Vec::new() })
     }
 
     async fn commit(&self, c: Commit) -> Result<CommitOutcome, O2cError> {
@@ -144,6 +156,7 @@ impl EngagementStore for MemoryStore {
             .values()
             .filter(|(_, e)| f.status.as_deref().is_none_or(|s| s == e.status.as_str()))
             .filter(|(_, e)| !f.open_exceptions || e.has_open_exception())
+            .filter(|(_, e)| f.after.as_deref().is_none_or(|a| e.engagement_id.as_str() > a))
             .map(|(v, e)| EngagementSummary {
                 engagement_id: e.engagement_id.to_string(),
                 status: e.status.as_str().to_owned(),
@@ -152,7 +165,11 @@ impl EngagementStore for MemoryStore {
                 version: *v,
             })
             .collect();
-        rows.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| a.engagement_id.cmp(&b.engagement_id)));
+        if f.after.is_some() {
+            rows.sort_by(|a, b| a.engagement_id.cmp(&b.engagement_id));
+        } else {
+            rows.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| a.engagement_id.cmp(&b.engagement_id)));
+        }
         rows.truncate(if f.limit == 0 { 100 } else { f.limit });
         Ok(rows)
     }
@@ -171,12 +188,20 @@ impl IdempotencyStore for MemoryStore {
             KeyState::InProgress { until } => return Ok(ReserveOutcome::InProgress { until }),
             KeyState::Mismatch { stored } => return Ok(ReserveOutcome::PayloadMismatch { stored }),
         }
+        if r.others.iter().any(|w| !fits(w.expected, maps.aggregates.get(&w.body.key()).map(|(v, _)| *v))) {
+            return Ok(ReserveOutcome::StateConflict);
+        }
+        if let Some(w) = &r.claim
+            && !fits(w.expected, maps.engagements.get(w.engagement.engagement_id.as_str()).map(|(v, _)| *v))
+        {
+            return Ok(ReserveOutcome::StateConflict);
+        }
+        for w in r.others {
+            maps.aggregates.insert(w.body.key(), (w.expected.next(), w.body));
+        }
         let claimed_version = match r.claim {
             None => None,
             Some(w) => {
-                if !fits(w.expected, maps.engagements.get(w.engagement.engagement_id.as_str()).map(|(v, _)| *v)) {
-                    return Ok(ReserveOutcome::StateConflict);
-                }
                 let v = w.expected.next();
                 maps.engagements.insert(w.engagement.engagement_id.clone(), (v, w.engagement));
                 Some(v)
@@ -275,10 +300,11 @@ impl crate::ports::EventPublisher for RecordingPublisher {
 
 /// The in-memory platform: [`MemoryStore`], a [`RecordingPublisher`], fixed reference data,
 /// the wall clock, and whichever connectors the caller brings.
-pub type MemoryPlatform<C, P, E> = crate::ports::Adapters<MemoryStore, RecordingPublisher, crate::ports::StaticReferenceData, C, P, E>;
+pub type MemoryPlatform<C, P, E, T> =
+    crate::ports::Adapters<MemoryStore, RecordingPublisher, crate::ports::StaticReferenceData, C, P, E, T>;
 
 /// A [`MemoryPlatform`] over `reference`.
-pub fn platform<C, P, E>(reference: o2c_domain::reference::ReferenceData, crm: C, psa: P, erp: E) -> MemoryPlatform<C, P, E> {
+pub fn platform<C, P, E, T>(reference: o2c_domain::reference::ReferenceData, crm: C, psa: P, erp: E, tax: T) -> MemoryPlatform<C, P, E, T> {
     crate::ports::Adapters {
         store: MemoryStore::new(),
         publisher: RecordingPublisher::default(),
@@ -286,6 +312,7 @@ pub fn platform<C, P, E>(reference: o2c_domain::reference::ReferenceData, crm: C
         crm,
         psa,
         erp,
+        tax,
         clock: Arc::new(crate::ports::SystemClock),
     }
 }

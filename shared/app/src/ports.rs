@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use o2c_domain::aggregate::{AggregateBody, AggregateKey, Loaded};
+use o2c_domain::aggregate::{AggregateBody, AggregateKey, AggregateKind, Load, Loaded};
 use o2c_domain::engagement::{AuditEntry, CrmOpportunityUpdate, Engagement};
 use o2c_domain::events::{Issue, OutgoingEvent};
+use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
 use o2c_domain::reference::ReferenceData;
+use o2c_domain::tax::{TaxQuote, TaxRequest};
 pub use o2c_domain::workflow::{CrmWrite, ExternalObject, ObjectStatus, Refusal, System};
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +88,9 @@ pub struct Reservation {
     pub expires_at: DateTime<Utc>,
     /// State claimed atomically with the reservation.
     pub claim: Option<StateWrite>,
+    /// Other aggregates written atomically with the reservation (conditional on their
+    /// versions like the claim: a stale one and nothing is written — `StateConflict`).
+    pub others: Vec<AggregateWrite>,
 }
 
 /// Result of a reservation.
@@ -197,6 +202,29 @@ pub enum CommitOutcome {
     ReservationLost,
 }
 
+/// Resolves a step's loads (keys and whole kinds) into one [`Loaded`].
+pub async fn load_all_of<S: EngagementStore>(store: &S, loads: &[Load]) -> Result<Loaded, O2cError> {
+    let keys: Vec<AggregateKey> = loads
+        .iter()
+        .filter_map(|l| match l {
+            Load::Key(k) => Some(k.clone()),
+            Load::All { .. } => None,
+        })
+        .collect();
+    let mut loaded = if keys.is_empty() { Loaded::default() } else { store.load_aggregates(&keys).await? };
+    for l in loads {
+        if let Load::All { kind, owner } = l {
+            for item in store.load_all(*kind, owner).await?.items {
+                if loaded.version(&item.body.key()).is_none() {
+                    loaded.items.push(item);
+                }
+            }
+        }
+    }
+    loaded.asked = loads.to_vec();
+    Ok(loaded)
+}
+
 /// Operator filter for listing engagements.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngagementFilter {
@@ -206,6 +234,9 @@ pub struct EngagementFilter {
     pub open_exceptions: bool,
     /// At most this many.
     pub limit: usize,
+    /// Page by id instead of recency: engagements whose id sorts after this one (`""` for
+    /// the first page), in id order — how a fan-out walks every engagement once.
+    pub after: Option<String>,
 }
 
 /// A short line per engagement for operator lists.
@@ -229,6 +260,8 @@ pub trait EngagementStore: Send + Sync {
     fn load(&self, engagement_id: &str) -> impl Future<Output = Result<Option<Versioned<Engagement>>, O2cError>> + Send;
     /// Strongly consistent reads of other aggregates (those that exist).
     fn load_aggregates(&self, keys: &[AggregateKey]) -> impl Future<Output = Result<Loaded, O2cError>> + Send;
+    /// Strongly consistent read of every aggregate of `kind` under `owner`.
+    fn load_all(&self, kind: AggregateKind, owner: &str) -> impl Future<Output = Result<Loaded, O2cError>> + Send;
     /// Atomic commit (see [`Commit`]).
     fn commit(&self, commit: Commit) -> impl Future<Output = Result<CommitOutcome, O2cError>> + Send;
     /// The engagement's timeline, oldest first.
@@ -461,6 +494,15 @@ pub trait Erp: Send + Sync {
         erp_project_id: &str,
         schedule: &BillingSchedule,
     ) -> impl Future<Output = Result<ExternalObject, ConnectorError>> + Send;
+    /// Posts a numbered invoice to receivables, or returns the one already posted under
+    /// `invoice.number` (create-or-get on the number).
+    fn create_or_get_invoice(&self, invoice: &InvoiceDoc) -> impl Future<Output = Result<ExternalObject, ConnectorError>> + Send;
+}
+
+/// Tax engine connector (Avalara / Vertex / ONESOURCE): a quote per invoice.
+pub trait TaxEngine: Send + Sync {
+    /// Each line's rate and tax (see `o2c_domain::tax` for the rounding rule it must follow).
+    fn calculate(&self, request: &TaxRequest) -> impl Future<Output = Result<TaxQuote, ConnectorError>> + Send;
 }
 
 /// CRM connector (Salesforce / Dynamics).
@@ -483,6 +525,8 @@ pub trait Platform: Send + Sync + 'static {
     type Psa: Psa;
     /// ERP.
     type Erp: Erp;
+    /// Tax engine.
+    type Tax: TaxEngine;
 
     /// The store.
     fn store(&self) -> &Self::Store;
@@ -496,13 +540,15 @@ pub trait Platform: Send + Sync + 'static {
     fn psa(&self) -> &Self::Psa;
     /// ERP.
     fn erp(&self) -> &Self::Erp;
+    /// Tax engine.
+    fn tax(&self) -> &Self::Tax;
     /// Clock.
     fn clock(&self) -> &dyn Clock;
 }
 
 /// The adapters of one deployment, bundled: every target (Lambda, embedded, in memory,
 /// tests) is this struct with its own adapter types.
-pub struct Adapters<S, Pb, R, C, P, E> {
+pub struct Adapters<S, Pb, R, C, P, E, T> {
     /// State, idempotency and rejections.
     pub store: S,
     /// Event publisher.
@@ -515,11 +561,13 @@ pub struct Adapters<S, Pb, R, C, P, E> {
     pub psa: P,
     /// ERP.
     pub erp: E,
+    /// Tax engine.
+    pub tax: T,
     /// Clock.
     pub clock: Arc<dyn Clock>,
 }
 
-impl<S, Pb, R, C, P, E> Platform for Adapters<S, Pb, R, C, P, E>
+impl<S, Pb, R, C, P, E, T> Platform for Adapters<S, Pb, R, C, P, E, T>
 where
     S: EngagementStore + IdempotencyStore + RejectionStore + 'static,
     Pb: EventPublisher + 'static,
@@ -527,6 +575,7 @@ where
     C: Crm + 'static,
     P: Psa + 'static,
     E: Erp + 'static,
+    T: TaxEngine + 'static,
 {
     type Store = S;
     type Publisher = Pb;
@@ -534,6 +583,7 @@ where
     type Crm = C;
     type Psa = P;
     type Erp = E;
+    type Tax = T;
 
     fn store(&self) -> &S {
         &self.store
@@ -552,6 +602,9 @@ where
     }
     fn erp(&self) -> &E {
         &self.erp
+    }
+    fn tax(&self) -> &T {
+        &self.tax
     }
     fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()

@@ -27,7 +27,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use o2c_domain::aggregate::{AggregateKey, Loaded};
+use o2c_domain::aggregate::{AggregateBody, Load, Loaded};
 use o2c_domain::engagement::Action;
 use o2c_domain::engagement::Engagement;
 use o2c_domain::events::{BusinessEvent, Issue, payload_hash};
@@ -39,6 +39,7 @@ use crate::executor::execute;
 use crate::ports::{
     AggregateWrite, Commit, CommitOutcome, Completion, CompletionMode, EngagementStore, EventPublisher, ExpectedVersion, IdempotencyRecord,
     IdempotencyStore, KeyState, KeyWrite, Platform, ReferenceDataSource, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
+    load_all_of,
 };
 use crate::retry::RetryPolicy;
 
@@ -180,6 +181,12 @@ impl<P: Platform> StepService<P> {
                     format!("{} does not consume {}: check the rule that routed it", step.name(), event_type.detail_type()),
                 )]));
             }
+            if let BusinessEvent::InvoiceRunRequested(env) = event
+                && env.payload.engagement_id.is_none()
+            {
+                let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now() };
+                return self.fan_out_invoice_runs(event, &ctx).await;
+            }
             let run = Run { key: key_of(step, &meta), hash: payload_hash(event_type, &event.payload_json()), engagement_id, delivery };
             let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now() };
             let mut reserved = false;
@@ -214,7 +221,7 @@ impl<P: Platform> StepService<P> {
             return self.duplicate(rec, run, ctx).await;
         }
         let reference = self.platform.reference().snapshot().await?;
-        let keys = logic.loads(&run.engagement_id);
+        let mut keys = logic.loads(event);
         let mut world = self.load(run, &keys).await?;
         let mut rounds = 0;
         'decide: loop {
@@ -230,7 +237,7 @@ impl<P: Platform> StepService<P> {
                     }
                 },
                 Next::Checkpoint(d) => {
-                    if let Some(rec) = self.reserve(run, ctx, None, reserved, &mut world.state).await? {
+                    if let Some(rec) = self.reserve(run, ctx, None, &[], reserved, &mut world).await? {
                         return self.duplicate(rec, run, ctx).await;
                     }
                     self.commit(run, ctx, d, &world, true, false).await?;
@@ -238,18 +245,43 @@ impl<P: Platform> StepService<P> {
                     continue 'decide;
                 }
                 Next::Run(plan) => plan,
+                Next::Need(more) => {
+                    for l in more {
+                        if !keys.contains(&l) {
+                            keys.push(l);
+                        }
+                    }
+                    world = self.load(run, &keys).await?;
+                    continue 'decide;
+                }
             };
-            if let Some(rec) = self.reserve(run, ctx, plan.claim.clone(), reserved, &mut world.state).await? {
+            let claimed_others = !plan.claim_others.is_empty();
+            if let Some(rec) = self.reserve(run, ctx, plan.claim.clone(), &plan.claim_others, reserved, &mut world).await? {
                 return self.duplicate(rec, run, ctx).await;
             }
             if plan.claim.is_some() && world.state.as_ref().map(|v| &v.value) != plan.claim.as_ref() {
                 // The claim lost a version race: nothing was written; decide again.
                 continue 'decide;
             }
+            if claimed_others {
+                // Read back what the claim wrote (its versions) — or, when it lost a race,
+                // the state that won it, and decide again.
+                world = self.load(run, &keys).await?;
+                if plan.claim_others.iter().any(|b| world.others.get(&b.key()) != Some(b)) {
+                    continue 'decide;
+                }
+            }
             let results = execute(&self.platform, &self.config.connector_retry, &plan, &run.key, run.delivery.deadline).await?;
             loop {
                 self.count_round(&mut rounds, run)?;
-                let done = Outcome { current: snapshot(&world.state), others: &world.others, plan: &plan, results: &results };
+                let done = Outcome {
+                    current: snapshot(&world.state),
+                    others: &world.others,
+                    event,
+                    reference: &reference,
+                    plan: &plan,
+                    results: &results,
+                };
                 match logic.finalize(&done, ctx)? {
                     Next::Done(d) => match self.commit(run, ctx, d, &world, true, true).await? {
                         Committed::Done(h) => return Ok(h),
@@ -265,6 +297,12 @@ impl<P: Platform> StepService<P> {
                         }
                     }
                     Next::Run(_) => return Err(O2cError::Bug(format!("{} finalize returned a plan", ctx.step))),
+                    // The results no longer fit the state (it moved on): decide again from scratch.
+                    Next::Need(more) => {
+                        keys.extend(more.into_iter().filter(|l| !keys.contains(l)).collect::<Vec<_>>());
+                        world = self.load(run, &keys).await?;
+                        continue 'decide;
+                    }
                 }
             }
         }
@@ -289,20 +327,29 @@ impl<P: Platform> StepService<P> {
         run: &Run<'_>,
         ctx: &StepContext<'_>,
         claim: Option<Engagement>,
+        claim_others: &[AggregateBody],
         reserved: &mut bool,
-        state: &mut Option<Versioned<Engagement>>,
+        world: &mut World,
     ) -> Result<Option<IdempotencyRecord>, O2cError> {
+        let state = &mut world.state;
         let expected = expected(state);
+        let others: Vec<AggregateWrite> = claim_others
+            .iter()
+            .map(|body| AggregateWrite {
+                body: body.clone(),
+                expected: world.others.version(&body.key()).map_or(ExpectedVersion::New, ExpectedVersion::Is),
+            })
+            .collect();
         if *reserved {
-            if let Some(engagement) = claim {
+            if claim.is_some() || !others.is_empty() {
                 let commit = Commit {
-                    state: Some(StateWrite { engagement: engagement.clone(), expected }),
-                    others: Vec::new(),
+                    state: claim.clone().map(|engagement| StateWrite { engagement, expected }),
+                    others,
                     audit: None,
                     key: self.hold(run),
                 };
                 match self.platform.store().commit(commit).await? {
-                    CommitOutcome::Committed { .. } => advance(state, Some(engagement)),
+                    CommitOutcome::Committed { .. } => advance(state, claim),
                     CommitOutcome::VersionConflict => *state = self.platform.store().load(&run.engagement_id).await?,
                     CommitOutcome::ReservationLost | CommitOutcome::AlreadyCompleted(_) => return Err(lost(run)),
                 }
@@ -316,6 +363,7 @@ impl<P: Platform> StepService<P> {
             in_progress_until: run.delivery.deadline.max(ctx.now + chrono::Duration::seconds(30)),
             expires_at: ctx.now + self.config.idempotency_ttl,
             claim: claim.clone().map(|engagement| StateWrite { engagement, expected }),
+            others,
         };
         match self.platform.store().reserve(reservation).await? {
             ReserveOutcome::Reserved { .. } => {
@@ -343,10 +391,10 @@ impl<P: Platform> StepService<P> {
     /// Commits a decision: final (`complete`: the key is completed, events published) or
     /// a checkpoint (the key stays reserved; a checkpoint carries no events).
     /// The engagement and the other aggregates the step reads.
-    async fn load(&self, run: &Run<'_>, keys: &[AggregateKey]) -> Result<World, O2cError> {
+    async fn load(&self, run: &Run<'_>, loads: &[Load]) -> Result<World, O2cError> {
         let store = self.platform.store();
         let state = store.load(&run.engagement_id).await?;
-        let others = if keys.is_empty() { Loaded::default() } else { store.load_aggregates(keys).await? };
+        let others = if loads.is_empty() { Loaded::default() } else { load_all_of(store, loads).await? };
         Ok(World { state, others })
     }
 

@@ -22,6 +22,8 @@ pub struct Config {
     pub erp_base_url: String,
     /// CRM system API (`CRM_BASE_URL`).
     pub crm_base_url: String,
+    /// Tax engine system API (`TAX_BASE_URL`).
+    pub tax_base_url: String,
     /// Bearer token for the system APIs (`CONNECTOR_TOKEN`, optional).
     pub connector_token: Option<String>,
     /// Connector request timeout (`CONNECTOR_TIMEOUT_MS`, default 10 000).
@@ -64,6 +66,7 @@ impl Config {
         let psa_base_url = req("PSA_BASE_URL");
         let erp_base_url = req("ERP_BASE_URL");
         let crm_base_url = req("CRM_BASE_URL");
+        let tax_base_url = req("TAX_BASE_URL");
         let mut num = |k: &str, default: u64| match get(k) {
             None => default,
             Some(v) => v.parse().unwrap_or_else(|_| {
@@ -75,7 +78,12 @@ impl Config {
         let reference_cache = Duration::from_secs(num("REFERENCE_CACHE_SECS", 300));
         let ttl_hours = num("IDEMPOTENCY_TTL_HOURS", 168);
         let max_receive_count = get("MAX_RECEIVE_COUNT").map(|_| num("MAX_RECEIVE_COUNT", 0));
-        for (k, v) in [("PSA_BASE_URL", &psa_base_url), ("ERP_BASE_URL", &erp_base_url), ("CRM_BASE_URL", &crm_base_url)] {
+        for (k, v) in [
+            ("PSA_BASE_URL", &psa_base_url),
+            ("ERP_BASE_URL", &erp_base_url),
+            ("CRM_BASE_URL", &crm_base_url),
+            ("TAX_BASE_URL", &tax_base_url),
+        ] {
             if !(v.is_empty() || v.starts_with("https://") || v.starts_with("http://")) {
                 errs.push(format!("{k} must be an http(s) URL"));
             }
@@ -91,6 +99,7 @@ impl Config {
             psa_base_url,
             erp_base_url,
             crm_base_url,
+            tax_base_url,
             connector_token: get("CONNECTOR_TOKEN").filter(|t| !t.is_empty()),
             connector_timeout,
             reference_cache,
@@ -115,7 +124,7 @@ mod tests {
     #[test]
     fn when_variables_are_missing_should_report_every_one() {
         let err = Config::from_lookup(|k| (k == "STATE_TABLE").then(|| "t".to_owned())).unwrap_err();
-        assert_eq!(err.0.len(), 5, "{err}");
+        assert_eq!(err.0.len(), 6, "{err}");
         assert!(err.to_string().contains("EVENT_BUS_NAME is not set"));
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use o2c_app::ports::{Adapters, System, SystemClock};
-use o2c_connectors::{HttpConnector, HttpCrm, HttpErp, HttpPsa, Timeouts};
+use o2c_connectors::{HttpConnector, HttpCrm, HttpErp, HttpPsa, HttpTax, Timeouts};
 
 use crate::config::Config;
 use crate::dynamo::{DynamoReferenceData, DynamoStore, Tables};
@@ -40,25 +40,36 @@ pub fn sqs_long_poll_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client 
 
 /// The AWS adapters (DynamoDB store and reference data, EventBridge publisher) with
 /// whichever connectors: HTTP in Lambda, the simulators in tests.
-pub type AwsPlatform<C, P, E> = Adapters<DynamoStore, EventBridgePublisher, DynamoReferenceData, C, P, E>;
+pub type AwsPlatform<C, P, E, T> = Adapters<DynamoStore, EventBridgePublisher, DynamoReferenceData, C, P, E, T>;
 
 /// The Lambda platform: HTTP connectors.
-pub type LambdaPlatform = AwsPlatform<HttpCrm, HttpPsa, HttpErp>;
+pub type LambdaPlatform = AwsPlatform<HttpCrm, HttpPsa, HttpErp, HttpTax>;
+
+/// The connectors of a platform.
+pub struct Connectors<C, P, E, T> {
+    /// CRM.
+    pub crm: C,
+    /// PSA.
+    pub psa: P,
+    /// ERP.
+    pub erp: E,
+    /// Tax engine.
+    pub tax: T,
+}
 
 /// AWS adapters with the given connectors, clients built from `sdk`.
-pub fn with_connectors<C, P, E>(
+pub fn with_connectors<C, P, E, T>(
     sdk: &aws_config::SdkConfig,
     tables: Tables,
     bus_name: String,
     reference_ttl: Duration,
-    crm: C,
-    psa: P,
-    erp: E,
-) -> AwsPlatform<C, P, E> {
+    connectors: Connectors<C, P, E, T>,
+) -> AwsPlatform<C, P, E, T> {
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), tables);
     let publisher = EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(sdk), bus_name);
     let reference = DynamoReferenceData::new(store.clone(), reference_ttl);
-    Adapters { store, publisher, reference, crm, psa, erp, clock: Arc::new(SystemClock) }
+    let Connectors { crm, psa, erp, tax } = connectors;
+    Adapters { store, publisher, reference, crm, psa, erp, tax, clock: Arc::new(SystemClock) }
 }
 
 /// The Lambda platform from the function's configuration: every client built once (cold start).
@@ -67,6 +78,7 @@ pub fn lambda_platform(sdk: &aws_config::SdkConfig, c: &Config) -> Result<Lambda
     let psa = HttpPsa(HttpConnector::new(System::Psa, &c.psa_base_url, c.connector_token.clone(), t)?);
     let erp = HttpErp(HttpConnector::new(System::Erp, &c.erp_base_url, c.connector_token.clone(), t)?);
     let crm = HttpCrm(HttpConnector::new(System::Crm, &c.crm_base_url, c.connector_token.clone(), t)?);
+    let tax = HttpTax(HttpConnector::new(System::Tax, &c.tax_base_url, c.connector_token.clone(), t)?);
     let tables = Tables { state: c.state_table.clone(), idempotency: c.idempotency_table.clone() };
-    Ok(with_connectors(sdk, tables, c.event_bus_name.clone(), c.reference_cache, crm, psa, erp))
+    Ok(with_connectors(sdk, tables, c.event_bus_name.clone(), c.reference_cache, Connectors { crm, psa, erp, tax }))
 }

@@ -19,7 +19,7 @@ use o2c_topology::topology::{TEMPLATE, Topology};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-type SimPlatform = AwsPlatform<Simulators, Simulators, Simulators>;
+type SimPlatform = AwsPlatform<Simulators, Simulators, Simulators, Simulators>;
 
 /// Fails loudly when the emulator is missing: `scripts/test.sh` always starts it.
 fn endpoint() -> String {
@@ -70,9 +70,7 @@ impl Stage {
             deployed.tables.clone(),
             deployed.bus_name.clone(),
             Duration::from_secs(60),
-            sims.clone(),
-            sims.clone(),
-            sims.clone(),
+            o2c_aws::platform::Connectors { crm: sims.clone(), psa: sims.clone(), erp: sims.clone(), tax: sims.clone() },
         );
         platform.store.put_reference(&reference).await.expect("reference data loaded");
         let svc = Arc::new(StepService::new(platform, config));
@@ -383,9 +381,12 @@ async fn when_connectors_speak_http_should_provision_through_the_system_api_cont
         Tables { state: st.deployed.tables.state.clone(), idempotency: st.deployed.tables.idempotency.clone() },
         st.deployed.bus_name.clone(),
         Duration::from_secs(60),
-        o2c_connectors::HttpCrm(conn(System::Crm)),
-        o2c_connectors::HttpPsa(conn(System::Psa)),
-        o2c_connectors::HttpErp(conn(System::Erp)),
+        o2c_aws::platform::Connectors {
+            crm: o2c_connectors::HttpCrm(conn(System::Crm)),
+            psa: o2c_connectors::HttpPsa(conn(System::Psa)),
+            erp: o2c_connectors::HttpErp(conn(System::Erp)),
+            tax: o2c_connectors::HttpTax(conn(System::Tax)),
+        },
     );
     let svc = StepService::new(platform, ServiceConfig::default());
     st.sims.inject(System::Erp, "create_project", o2c_embedded::sim::Fault::TimeoutAfterCommit, Some(1)).await.unwrap();

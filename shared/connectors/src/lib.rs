@@ -12,20 +12,24 @@
 //! | `PUT  {erp}/v1/projects/{external_key}` | `ProjectSpec` | `201` / `200`: `{"id", "created", "status"}` |
 //! | `PUT  {erp}/v1/projects/{id}/billing-schedules/{schedule_id}` | `BillingSchedule` | `201` / `200`: `{"id", "created", "status"}` |
 //! | `PATCH {crm}/v1/opportunities/{id}/o2c-sync` | `CrmOpportunityUpdate` | `200`: `{"result": "applied" \| "stale"}` |
+//! | `PUT  {erp}/v1/invoices/{number}` | `InvoiceDoc` (numbered, taxed) | `201` posted / `200` already posted: `{"id", "created", "status"}` |
+//! | `POST {tax}/v1/quotes` | `TaxRequest` | `200`: `TaxQuote` (one answer per line, tax rounded per line) |
 //!
 //! `status` is `active` or `cancelled`: an existing object found under the key is returned
 //! whatever its state, and o2c never reuses a cancelled one as live.
 //!
 //! Errors: `4xx` with `{"code", "message"}` is permanent, except `408` and `429` (with
 //! `Retry-After`); `5xx`, timeouts and connection failures are transient. The layout:
-//! [`HttpConnector`] (one reqwest client per process, explicit timeouts) and the three port
-//! implementations [`HttpPsa`], [`HttpErp`], [`HttpCrm`].
+//! [`HttpConnector`] (one reqwest client per process, explicit timeouts) and the port
+//! implementations [`HttpPsa`], [`HttpErp`], [`HttpCrm`], [`HttpTax`].
 
 use std::time::Duration;
 
-use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, ObjectStatus, Psa, System};
+use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, ObjectStatus, Psa, System, TaxEngine};
 use o2c_domain::engagement::CrmOpportunityUpdate;
+use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
+use o2c_domain::tax::{TaxQuote, TaxRequest};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
@@ -200,6 +204,9 @@ pub struct HttpErp(pub HttpConnector);
 /// CRM over HTTP.
 #[derive(Debug, Clone)]
 pub struct HttpCrm(pub HttpConnector);
+/// Tax engine over HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpTax(pub HttpConnector);
 
 impl Psa for HttpPsa {
     async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalObject, ConnectorError> {
@@ -237,6 +244,21 @@ impl Erp for HttpErp {
             )
             .await?;
         Ok(r.into())
+    }
+
+    async fn create_or_get_invoice(&self, invoice: &InvoiceDoc) -> Result<ExternalObject, ConnectorError> {
+        let Some(number) = invoice.number.as_deref() else {
+            return Err(self.0.permanent(0, "NO_NUMBER", format!("invoice {} has no number: it cannot be posted", invoice.invoice_id)));
+        };
+        let (_, r): (_, CreatedRef) = self.0.call(Method::PUT, &["v1", "invoices", number], Some(number), invoice).await?;
+        Ok(r.into())
+    }
+}
+
+impl TaxEngine for HttpTax {
+    async fn calculate(&self, request: &TaxRequest) -> Result<TaxQuote, ConnectorError> {
+        let (_, q): (_, TaxQuote) = self.0.call(Method::POST, &["v1", "quotes"], Some(&request.document_id), request).await?;
+        Ok(q)
     }
 }
 

@@ -1,18 +1,28 @@
 //! Aggregates besides the engagement: each is its own stored item with its own key,
 //! version and size budget, so steps that touch different aggregates of one engagement do
-//! not contend on one item, and state that grows (ledgers, invoices) does not swell the
+//! not contend on one item, and state that grows (WIP, invoices) does not swell the
 //! engagement. A step commits every aggregate it changed in one atomic write with its
 //! audit entry and idempotency record.
 //!
-//! | kind | key | written by | budget |
-//! |---|---|---|---|
-//! | engagement | `ENG#<engagement id>` / `STATE` | intake, provisioning, billing setup, dead letters | 350 KB |
-//! | CRM sync state | `ENG#<engagement id>` / `CRM` | CRM write-back | 16 KB |
+//! | kind | owner / id | DynamoDB PK / SK | written by | budget |
+//! |---|---|---|---|---|
+//! | engagement | engagement | `ENG#<eng>` / `STATE` | intake, provisioning, billing setup, dead letters | 350 KB |
+//! | CRM sync state | engagement | `ENG#<eng>` / `CRM` | CRM write-back | 16 KB |
+//! | assignments | engagement | `ENG#<eng>` / `ASSIGNMENTS` | delivery intake | 128 KB |
+//! | WIP shard | engagement / shard | `ENG#<eng>` / `WIP#<nn>` | delivery intake, invoice run, approval | 350 KB |
+//! | ledger | engagement | `ENG#<eng>` / `LEDGER` | delivery intake (milestones), invoice run, approval | 128 KB |
+//! | invoice | engagement / invoice id | `ENG#<eng>` / `INV#<id>` | invoice run, approval, posting | 256 KB |
+//! | resource day | resource / date | `RES#<resource>` / `DAY#<date>` | delivery intake | 16 KB |
+//! | invoice counter | legal entity | `LE#<entity>` / `INVOICE_COUNTER` | posting | 1 KB |
 
-use crate::ids::EngagementId;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::{Assignments, ResourceDay, WipShard};
 use crate::engagement::CrmSync;
+use crate::ids::EngagementId;
+use crate::invoicing::{InvoiceCounter, InvoiceDoc, Ledger};
 
 /// What kind of aggregate an item is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -20,6 +30,29 @@ use crate::engagement::CrmSync;
 pub enum AggregateKind {
     /// What the CRM opportunity was last sent.
     CrmSync,
+    /// Who is staffed on the engagement.
+    Assignments,
+    /// One shard of the engagement's WIP.
+    WipShard,
+    /// The engagement's billing ledger.
+    Ledger,
+    /// An invoice.
+    Invoice,
+    /// A resource's hours on one day, across engagements.
+    ResourceDay,
+    /// A legal entity's invoice numbers.
+    InvoiceCounter,
+}
+
+/// What owns an aggregate (its DynamoDB partition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// An engagement (`ENG#`).
+    Engagement,
+    /// A resource (`RES#`).
+    Resource,
+    /// A legal entity (`LE#`).
+    LegalEntity,
 }
 
 impl AggregateKind {
@@ -27,38 +60,136 @@ impl AggregateKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::CrmSync => "crm_sync",
+            Self::Assignments => "assignments",
+            Self::WipShard => "wip_shard",
+            Self::Ledger => "ledger",
+            Self::Invoice => "invoice",
+            Self::ResourceDay => "resource_day",
+            Self::InvoiceCounter => "invoice_counter",
         }
     }
 
-    /// The sort key of the item under its engagement's partition (DynamoDB).
+    /// The prefix of its sort key under the owner's partition (DynamoDB).
     pub fn sort_key(self) -> &'static str {
         match self {
             Self::CrmSync => "CRM",
+            Self::Assignments => "ASSIGNMENTS",
+            Self::WipShard => "WIP",
+            Self::Ledger => "LEDGER",
+            Self::Invoice => "INV",
+            Self::ResourceDay => "DAY",
+            Self::InvoiceCounter => "INVOICE_COUNTER",
+        }
+    }
+
+    /// Who owns it.
+    pub fn owner(self) -> Owner {
+        match self {
+            Self::ResourceDay => Owner::Resource,
+            Self::InvoiceCounter => Owner::LegalEntity,
+            _ => Owner::Engagement,
         }
     }
 
     /// Largest serialised size the store accepts (bytes), under DynamoDB's 400 KB item limit.
     pub fn budget_bytes(self) -> usize {
         match self {
-            Self::CrmSync => 16 * 1024,
+            Self::CrmSync | Self::ResourceDay => 16 * 1024,
+            Self::Assignments | Self::Ledger => 128 * 1024,
+            Self::Invoice => 256 * 1024,
+            Self::WipShard => 350 * 1024,
+            Self::InvoiceCounter => 1024,
         }
     }
 }
 
-/// The identity of a stored aggregate.
+impl Owner {
+    /// Partition key prefix (DynamoDB).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Engagement => "ENG#",
+            Self::Resource => "RES#",
+            Self::LegalEntity => "LE#",
+        }
+    }
+}
+
+/// The identity of a stored aggregate: its kind, its owner (engagement, resource or legal
+/// entity) and an id within the owner (empty for the one-per-owner kinds).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AggregateKey {
     /// Kind.
     pub kind: AggregateKind,
-    /// Id (the engagement id for per-engagement aggregates).
+    /// Owner id.
+    pub owner: String,
+    /// Id within the owner.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
 }
 
 impl AggregateKey {
+    fn of(kind: AggregateKind, owner: &str, id: impl Into<String>) -> Self {
+        Self { kind, owner: owner.to_owned(), id: id.into() }
+    }
+
     /// The CRM sync state of an engagement.
     pub fn crm_sync(engagement_id: &str) -> Self {
-        Self { kind: AggregateKind::CrmSync, id: engagement_id.to_owned() }
+        Self::of(AggregateKind::CrmSync, engagement_id, "")
     }
+
+    /// The assignments of an engagement.
+    pub fn assignments(engagement_id: &str) -> Self {
+        Self::of(AggregateKind::Assignments, engagement_id, "")
+    }
+
+    /// WIP shard `shard` of an engagement.
+    pub fn wip_shard(engagement_id: &str, shard: u16) -> Self {
+        Self::of(AggregateKind::WipShard, engagement_id, format!("{shard:02}"))
+    }
+
+    /// The ledger of an engagement.
+    pub fn ledger(engagement_id: &str) -> Self {
+        Self::of(AggregateKind::Ledger, engagement_id, "")
+    }
+
+    /// An invoice of an engagement.
+    pub fn invoice(engagement_id: &str, invoice_id: &str) -> Self {
+        Self::of(AggregateKind::Invoice, engagement_id, invoice_id)
+    }
+
+    /// A resource's day.
+    pub fn resource_day(resource_id: &str, date: chrono::NaiveDate) -> Self {
+        Self::of(AggregateKind::ResourceDay, resource_id, date.to_string())
+    }
+
+    /// The invoice counter of a legal entity.
+    pub fn invoice_counter(legal_entity_id: &str) -> Self {
+        Self::of(AggregateKind::InvoiceCounter, legal_entity_id, "")
+    }
+
+    /// The DynamoDB partition key.
+    pub fn partition_key(&self) -> String {
+        format!("{}{}", self.kind.owner().prefix(), self.owner)
+    }
+
+    /// The DynamoDB sort key.
+    pub fn sort_key(&self) -> String {
+        if self.id.is_empty() { self.kind.sort_key().to_owned() } else { format!("{}#{}", self.kind.sort_key(), self.id) }
+    }
+}
+
+/// What a step asks the shell to load besides the engagement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Load {
+    /// One aggregate.
+    Key(AggregateKey),
+    /// Every aggregate of `kind` under `owner` (e.g. all WIP shards, all invoices).
+    All {
+        /// Kind.
+        kind: AggregateKind,
+        /// Owner id.
+        owner: String,
+    },
 }
 
 /// What the CRM opportunity of an engagement was last sent, and how it answered.
@@ -73,9 +204,23 @@ pub struct CrmSyncState {
 /// An aggregate's state, typed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "state", rename_all = "snake_case")]
+// Short-lived values passed by move; boxing the larger variants would only add allocations.
+#[allow(clippy::large_enum_variant)]
 pub enum AggregateBody {
     /// CRM sync state.
     CrmSync(CrmSyncState),
+    /// Assignments.
+    Assignments(Assignments),
+    /// A WIP shard.
+    WipShard(WipShard),
+    /// The ledger.
+    Ledger(Ledger),
+    /// An invoice.
+    Invoice(InvoiceDoc),
+    /// A resource day.
+    ResourceDay(ResourceDay),
+    /// An invoice counter.
+    InvoiceCounter(InvoiceCounter),
 }
 
 impl AggregateBody {
@@ -83,6 +228,12 @@ impl AggregateBody {
     pub fn key(&self) -> AggregateKey {
         match self {
             Self::CrmSync(s) => AggregateKey::crm_sync(&s.engagement_id),
+            Self::Assignments(a) => AggregateKey::assignments(&a.engagement_id),
+            Self::WipShard(w) => AggregateKey::wip_shard(&w.engagement_id, w.shard),
+            Self::Ledger(l) => AggregateKey::ledger(&l.engagement_id),
+            Self::Invoice(i) => AggregateKey::invoice(&i.engagement_id, &i.invoice_id),
+            Self::ResourceDay(d) => AggregateKey::resource_day(&d.resource_id, d.date),
+            Self::InvoiceCounter(c) => AggregateKey::invoice_counter(&c.legal_entity_id),
         }
     }
 }
@@ -101,12 +252,27 @@ pub struct LoadedAggregate {
 pub struct Loaded {
     /// What was found (absent keys are simply missing).
     pub items: Vec<LoadedAggregate>,
+    /// What was asked for (so a step can tell "absent" from "not loaded").
+    pub asked: Vec<Load>,
 }
 
 impl Loaded {
+    /// True when `key` was asked for (alone or with every aggregate of its kind and owner).
+    pub fn asked(&self, key: &AggregateKey) -> bool {
+        self.asked.iter().any(|l| match l {
+            Load::Key(k) => k == key,
+            Load::All { kind, owner } => *kind == key.kind && *owner == key.owner,
+        })
+    }
+
     /// The version loaded for `key`, if it exists.
     pub fn version(&self, key: &AggregateKey) -> Option<u64> {
         self.items.iter().find(|a| &a.body.key() == key).map(|a| a.version)
+    }
+
+    /// True when `key` was loaded (found or not is [`Loaded::version`]'s business).
+    pub fn get(&self, key: &AggregateKey) -> Option<&AggregateBody> {
+        self.items.iter().find(|a| &a.body.key() == key).map(|a| &a.body)
     }
 
     /// The CRM sync state of an engagement.
@@ -115,5 +281,83 @@ impl Loaded {
             AggregateBody::CrmSync(s) if s.engagement_id == engagement_id => Some(s),
             _ => None,
         })
+    }
+
+    /// The assignments of an engagement.
+    pub fn assignments(&self, engagement_id: &str) -> Option<&Assignments> {
+        self.items.iter().find_map(|a| match &a.body {
+            AggregateBody::Assignments(s) if s.engagement_id == engagement_id => Some(s),
+            _ => None,
+        })
+    }
+
+    /// The ledger of an engagement.
+    pub fn ledger(&self, engagement_id: &str) -> Option<&Ledger> {
+        self.items.iter().find_map(|a| match &a.body {
+            AggregateBody::Ledger(s) if s.engagement_id == engagement_id => Some(s),
+            _ => None,
+        })
+    }
+
+    /// WIP shards, by shard number.
+    pub fn wip_shards(&self) -> BTreeMap<u16, &WipShard> {
+        self.items
+            .iter()
+            .filter_map(|a| match &a.body {
+                AggregateBody::WipShard(s) => Some((s.shard, s)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// An invoice.
+    pub fn invoice(&self, invoice_id: &str) -> Option<&InvoiceDoc> {
+        self.items.iter().find_map(|a| match &a.body {
+            AggregateBody::Invoice(i) if i.invoice_id == invoice_id => Some(i),
+            _ => None,
+        })
+    }
+
+    /// Every invoice loaded.
+    pub fn invoices(&self) -> Vec<&InvoiceDoc> {
+        self.items
+            .iter()
+            .filter_map(|a| match &a.body {
+                AggregateBody::Invoice(i) => Some(i),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A resource day.
+    pub fn resource_day(&self, resource_id: &str, date: chrono::NaiveDate) -> Option<&ResourceDay> {
+        self.items.iter().find_map(|a| match &a.body {
+            AggregateBody::ResourceDay(d) if d.resource_id == resource_id && d.date == date => Some(d),
+            _ => None,
+        })
+    }
+
+    /// A legal entity's invoice counter.
+    pub fn invoice_counter(&self, legal_entity_id: &str) -> Option<&InvoiceCounter> {
+        self.items.iter().find_map(|a| match &a.body {
+            AggregateBody::InvoiceCounter(c) if c.legal_entity_id == legal_entity_id => Some(c),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_keys_are_mapped_should_follow_the_documented_layout() {
+        let k = AggregateKey::wip_shard("ENG-1", 7);
+        assert_eq!((k.partition_key(), k.sort_key()), ("ENG#ENG-1".to_owned(), "WIP#07".to_owned()));
+        let d = AggregateKey::resource_day("EMP-1", chrono::NaiveDate::from_ymd_opt(2027, 1, 5).unwrap_or_default());
+        assert_eq!((d.partition_key(), d.sort_key()), ("RES#EMP-1".to_owned(), "DAY#2027-01-05".to_owned()));
+        let c = AggregateKey::invoice_counter("LE-DE-01");
+        assert_eq!((c.partition_key(), c.sort_key()), ("LE#LE-DE-01".to_owned(), "INVOICE_COUNTER".to_owned()));
+        assert_eq!(AggregateKey::crm_sync("ENG-1").sort_key(), "CRM");
     }
 }

@@ -197,6 +197,50 @@ pub enum Action {
     /// A completed event came again; its stored events were re-published, settling what
     /// its earlier failed delivery left open (its dead-letter exception).
     Redelivered,
+    /// Delivery: a staffing assignment was recorded (or updated, or released).
+    AssignmentRecorded,
+    /// Delivery: an assignment version already recorded (or older).
+    AssignmentUnchanged,
+    /// Delivery: an approved entry entered WIP.
+    EntryAccepted,
+    /// Delivery: a newer version of an entry replaced the one in WIP.
+    EntryCorrected,
+    /// Delivery: the source withdrew an entry; nothing of it stays billable.
+    EntryWithdrawn,
+    /// Delivery: this entry version (or a newer one) is already in WIP.
+    EntryUnchanged,
+    /// Delivery: an entry was refused, with every reason.
+    EntryRejected,
+    /// Delivery: a completed milestone became billable.
+    MilestoneRecorded,
+    /// Delivery: the milestone's completion was already recorded.
+    MilestoneAlreadyRecorded,
+    /// Invoice run: not due, not active, or an invoice is still open.
+    InvoiceRunSkipped,
+    /// Invoice run: nothing billable up to the cut-off.
+    NothingToBill,
+    /// Invoice run: a taxed draft awaits approval.
+    InvoiceDrafted,
+    /// Invoice run / approval: the invoice goes to posting.
+    InvoiceReleased,
+    /// Invoice run: the tax engine refused the draft.
+    TaxFailed,
+    /// Approval: an approver approved the invoice.
+    InvoiceApproved,
+    /// Approval: an approver rejected the invoice; its lines went back to WIP.
+    InvoiceRejected,
+    /// Approval: a decision was refused (role or segregation of duties).
+    ApprovalRefused,
+    /// Approval: the invoice is no longer waiting for a decision.
+    InvoiceDecisionIgnored,
+    /// Posting: the invoice took the next number of its legal entity.
+    InvoiceNumbered,
+    /// Posting: the ERP holds the invoice under its number.
+    InvoicePosted,
+    /// Posting: the ERP refused the invoice.
+    InvoicePostingFailed,
+    /// Posting: nothing to do.
+    InvoiceAlreadyPosted,
 }
 
 impl Action {
@@ -230,6 +274,28 @@ impl Action {
             Self::CrmWritebackFailed => "crm_writeback_failed",
             Self::DeadLettered => "dead_lettered",
             Self::Redelivered => "redelivered",
+            Self::AssignmentRecorded => "assignment_recorded",
+            Self::AssignmentUnchanged => "assignment_unchanged",
+            Self::EntryAccepted => "entry_accepted",
+            Self::EntryCorrected => "entry_corrected",
+            Self::EntryWithdrawn => "entry_withdrawn",
+            Self::EntryUnchanged => "entry_unchanged",
+            Self::EntryRejected => "entry_rejected",
+            Self::MilestoneRecorded => "milestone_recorded",
+            Self::MilestoneAlreadyRecorded => "milestone_already_recorded",
+            Self::InvoiceRunSkipped => "invoice_run_skipped",
+            Self::NothingToBill => "nothing_to_bill",
+            Self::InvoiceDrafted => "invoice_drafted",
+            Self::InvoiceReleased => "invoice_released",
+            Self::TaxFailed => "tax_failed",
+            Self::InvoiceApproved => "invoice_approved",
+            Self::InvoiceRejected => "invoice_rejected",
+            Self::ApprovalRefused => "approval_refused",
+            Self::InvoiceDecisionIgnored => "invoice_decision_ignored",
+            Self::InvoiceNumbered => "invoice_numbered",
+            Self::InvoicePosted => "invoice_posted",
+            Self::InvoicePostingFailed => "invoice_posting_failed",
+            Self::InvoiceAlreadyPosted => "invoice_already_posted",
         }
     }
 }

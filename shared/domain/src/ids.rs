@@ -165,6 +165,21 @@ impl ExceptionId {
         Self(format!("EXC-{engagement}-CRM-v{version}"))
     }
 
+    /// Contract line `line_id`'s not-to-exceed cap held work back.
+    pub fn cap_exceeded(engagement: &EngagementId, line_id: &str) -> Self {
+        Self(format!("EXC-{engagement}-CAP-{line_id}"))
+    }
+
+    /// The tax engine refused draft `invoice_id`.
+    pub fn tax_failed(engagement: &EngagementId, invoice_id: &str) -> Self {
+        Self(format!("EXC-{engagement}-TAX-{invoice_id}"))
+    }
+
+    /// The ERP refused invoice `invoice_id`.
+    pub fn invoice_posting(engagement: &EngagementId, invoice_id: &str) -> Self {
+        Self(format!("EXC-{engagement}-POST-{invoice_id}"))
+    }
+
     /// The event keyed `idempotency_key` dead-lettered in `step`.
     pub fn dead_letter(engagement: &EngagementId, step: &str, idempotency_key: &str) -> Self {
         Self(format!("EXC-{engagement}-DLQ-{step}-{idempotency_key}"))

@@ -16,15 +16,22 @@
 //! - [`aggregate`]: the other aggregates (own key, version and size budget);
 //! - [`intake`]: closed-won validation (every failure at once) and enrichment;
 //! - [`billing`]: milestone and billing-schedule derivation;
-//! - [`workflow`]: the decisions of each step (intake, provision, billing setup, write-back).
+//! - [`delivery`]: approved time and expenses as WIP (shards, resource days, assignments);
+//! - [`invoicing`]: the billing ledger, invoices from draft to posted, the invoice run;
+//! - [`tax`]: the tax-engine contract and the rounding rule every invoice follows;
+//! - [`workflow`]: the decisions of each step (intake, provision, billing setup, write-back,
+//!   delivery intake, invoice run, invoice approval, invoice posting).
 
 pub mod aggregate;
 pub mod billing;
+pub mod delivery;
 pub mod engagement;
 pub mod events;
 pub mod ids;
 pub mod intake;
+pub mod invoicing;
 pub mod model;
 pub mod money;
 pub mod reference;
+pub mod tax;
 pub mod workflow;

@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::EntryStatus;
 use crate::money::{Currency, Money};
 use crate::reference::TaxRegime;
 
@@ -371,6 +372,19 @@ pub struct TimeEntry {
     pub billable: bool,
     /// Approval time.
     pub approved_at: DateTime<Utc>,
+    /// Revision of the entry in the PSA (1 for the first approval; a correction is higher).
+    #[serde(default = "first_version")]
+    pub version: u32,
+    /// Approved, or withdrawn by the PSA.
+    #[serde(default)]
+    pub status: EntryStatus,
+    /// Who approved this version (required for a correction: it authors the adjustment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 /// An approved expense from the PSA / expense tool.
@@ -392,70 +406,18 @@ pub struct Expense {
     pub billable: bool,
     /// Approval time.
     pub approved_at: DateTime<Utc>,
-}
-
-/// Kind of invoice line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InvoiceLineKind {
-    /// Approved time.
-    Time,
-    /// Re-billed expense.
-    Expense,
-    /// Completed milestone.
-    Milestone,
-    /// Fixed-fee installment.
-    Installment,
-}
-
-/// One invoice line; `net` and `tax` are rounded to the minor unit per line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InvoiceLine {
-    /// 1-based line number.
-    pub line_no: u32,
-    /// Kind.
-    pub kind: InvoiceLineKind,
-    /// Description.
-    pub description: String,
-    /// Quantity (hours, or 1).
-    #[serde(with = "rust_decimal::serde::str")]
-    pub quantity: Decimal,
-    /// Unit price.
-    pub unit_price: Money,
-    /// Net amount.
-    pub net: Money,
-    /// Tax rate as a fraction.
-    #[serde(with = "rust_decimal::serde::str")]
-    pub tax_rate: Decimal,
-    /// Tax amount.
-    pub tax: Money,
-}
-
-/// A customer invoice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Invoice {
-    /// Invoice external key.
-    pub invoice_id: String,
-    /// Engagement.
-    pub engagement_id: EngagementId,
-    /// Issuing legal entity.
-    pub legal_entity_id: String,
-    /// Customer.
-    pub customer_id: String,
-    /// Currency.
-    pub currency: Currency,
-    /// Issue date.
-    pub issue_date: NaiveDate,
-    /// Due date.
-    pub due_date: NaiveDate,
-    /// Lines.
-    pub lines: Vec<InvoiceLine>,
-    /// Sum of net.
-    pub subtotal: Money,
-    /// Sum of tax.
-    pub tax_total: Money,
-    /// Subtotal + tax.
-    pub total: Money,
+    /// Contract line charged (absent: the contract's only T&M line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_id: Option<String>,
+    /// Revision in the source system (1 for the first approval).
+    #[serde(default = "first_version")]
+    pub version: u32,
+    /// Approved, or withdrawn.
+    #[serde(default)]
+    pub status: EntryStatus,
+    /// Who approved this version (required for a correction: it authors the adjustment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
 }
 
 /// A customer payment applied to an invoice.

@@ -11,8 +11,9 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::invoicing::BillingCycle;
 use crate::model::BillingModel;
-use crate::money::Currency;
+use crate::money::{Currency, Money};
 
 /// A contracting / invoicing legal entity of the firm (an ERP subsidiary or company code).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +104,18 @@ pub struct Customer {
     pub erp_customer_id: String,
     /// Default payment terms, e.g. `NET30`.
     pub payment_terms: String,
+    /// How often its engagements are billed.
+    #[serde(default)]
+    pub billing_cycle: BillingCycle,
+    /// Expense policy (which categories are re-billable, markup, caps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expense_policy_id: Option<String>,
+    /// US ship-to state (sales tax nexus), e.g. `NY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_to_state: Option<String>,
+    /// Sales-tax exemption certificate on file (US).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exemption_certificate: Option<String>,
 }
 
 /// An offering in the service catalog.
@@ -185,6 +198,64 @@ pub struct ProjectTemplate {
     pub phases: Vec<TemplatePhase>,
 }
 
+/// How one expense category is re-billed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpenseCategoryRule {
+    /// Re-billable to the customer.
+    pub billable: bool,
+    /// Markup in percent (e.g. `10` for 10 %).
+    #[serde(with = "rust_decimal::serde::str")]
+    pub markup_pct: Decimal,
+    /// Most that one expense of this category bills (after markup), if capped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_per_item: Option<Money>,
+}
+
+/// An expense policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpensePolicy {
+    /// Id, e.g. `EP-STANDARD`.
+    pub id: String,
+    /// Rules by category (a category not listed is not billable).
+    pub categories: BTreeMap<String, ExpenseCategoryRule>,
+}
+
+/// A user of the firm's finance systems (approvals).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// User id (as the approvals UI and the PSA know it).
+    pub id: String,
+    /// Roles, e.g. `billing_approver`.
+    pub roles: Vec<String>,
+    /// Legal entities the user acts for.
+    pub legal_entities: Vec<String>,
+}
+
+/// Role that may approve invoices.
+pub const ROLE_BILLING_APPROVER: &str = "billing_approver";
+
+/// A tax jurisdiction as the tax engine's configuration knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaxJurisdiction {
+    /// `DE`, `GB`, `SG`, `JP`, or `US-<state>`.
+    pub code: String,
+    /// Regime.
+    pub regime: TaxRegime,
+    /// Standard rate (fraction).
+    #[serde(with = "rust_decimal::serde::str")]
+    pub rate: Decimal,
+    /// Whether professional services are taxable there (US states differ).
+    #[serde(default = "yes")]
+    pub services_taxable: bool,
+    /// In the EU VAT area.
+    #[serde(default)]
+    pub eu: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// Workflow rules configured as data (no redeploy to change them).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowRules {
@@ -217,6 +288,18 @@ pub struct ReferenceData {
     /// Workflow rules.
     #[serde(default)]
     pub workflow: WorkflowRules,
+    /// Expense policies by id.
+    #[serde(default)]
+    pub expense_policies: BTreeMap<String, ExpensePolicy>,
+    /// Users by id.
+    #[serde(default)]
+    pub users: BTreeMap<String, User>,
+    /// Invoice total above which approval is needed, per legal entity.
+    #[serde(default)]
+    pub invoice_approval_thresholds: BTreeMap<String, Money>,
+    /// Tax jurisdictions by code (the tax engine's configuration).
+    #[serde(default)]
+    pub tax_jurisdictions: BTreeMap<String, TaxJurisdiction>,
 }
 
 /// A reference-data file that failed its consistency check.
@@ -248,7 +331,20 @@ impl ReferenceData {
         keys(&self.service_offerings, |v| &v.id, "service offering", &mut errs);
         keys(&self.rate_cards, |v| &v.id, "rate card", &mut errs);
         keys(&self.project_templates, |v| &v.id, "project template", &mut errs);
+        keys(&self.expense_policies, |v| &v.id, "expense policy", &mut errs);
+        keys(&self.users, |v| &v.id, "user", &mut errs);
+        keys(&self.tax_jurisdictions, |v| &v.code, "tax jurisdiction", &mut errs);
+        for le in self.invoice_approval_thresholds.keys() {
+            if !self.legal_entities.contains_key(le) {
+                errs.push(format!("approval threshold for unknown legal entity {le}"));
+            }
+        }
         for c in self.customers.values() {
+            if let Some(p) = &c.expense_policy_id
+                && !self.expense_policies.contains_key(p)
+            {
+                errs.push(format!("customer {} names unknown expense policy {p}", c.id));
+            }
             if !self.legal_entities.contains_key(&c.legal_entity_id) {
                 errs.push(format!("customer {} names unknown legal entity {}", c.id, c.legal_entity_id));
             }
@@ -296,8 +392,43 @@ impl ReferenceData {
         path
     }
 
+    /// The keyed sections of the data set (every member but `workflow`), as stores that
+    /// keep one item per entity name them.
+    pub const SECTIONS: [&'static str; 10] = [
+        "legal_entities",
+        "tax_profiles",
+        "customers",
+        "service_offerings",
+        "rate_cards",
+        "project_templates",
+        "expense_policies",
+        "users",
+        "invoice_approval_thresholds",
+        "tax_jurisdictions",
+    ];
+
+    /// The user `id` when they hold `role` for `legal_entity`.
+    pub fn user_with_role(&self, id: &str, role: &str, legal_entity: &str) -> Option<&User> {
+        self.users.get(id).filter(|u| u.roles.iter().any(|r| r == role) && u.legal_entities.iter().any(|l| l == legal_entity))
+    }
+
     /// True when the service line needs CLM approval before provisioning.
     pub fn approval_required(&self, service_line: &str) -> bool {
         self.workflow.approval_required_service_lines.iter().any(|s| s == service_line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_reference_data_is_serialised_should_have_exactly_the_named_sections_and_workflow() {
+        let v = serde_json::to_value(ReferenceData::default()).unwrap_or_default();
+        let mut keys: Vec<&str> = v.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+        keys.sort_unstable();
+        let mut expected: Vec<&str> = ReferenceData::SECTIONS.iter().copied().chain(["workflow"]).collect();
+        expected.sort_unstable();
+        assert_eq!(keys, expected, "a store that lists the sections would drop a new one");
     }
 }

@@ -162,7 +162,14 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
     let p = o2c_domain::workflow::Provision;
     let ok = done(
         p.finalize(
-            &Outcome { current: snap(&claimed), others: &Loaded::default(), plan: &plan, results: &[live("PSA-1"), live("ERP-1")] },
+            &Outcome {
+                event: &any_event(),
+                reference: &reference(),
+                current: snap(&claimed),
+                others: &Loaded::default(),
+                plan: &plan,
+                results: &[live("PSA-1"), live("ERP-1")],
+            },
             &c3,
         )
         .unwrap(),
@@ -173,8 +180,18 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
     // The PSA refuses: final, no compensation owed.
     let refusal = |system| CommandResult::Refused(Refusal { system, status: 400, code: "INVALID".into(), message: "x".into() });
     let failed = done(
-        p.finalize(&Outcome { current: snap(&claimed), others: &Loaded::default(), plan: &plan, results: &[refusal(System::Psa)] }, &c3)
-            .unwrap(),
+        p.finalize(
+            &Outcome {
+                event: &any_event(),
+                reference: &reference(),
+                current: snap(&claimed),
+                others: &Loaded::default(),
+                plan: &plan,
+                results: &[refusal(System::Psa)],
+            },
+            &c3,
+        )
+        .unwrap(),
     );
     let fe = failed.engagement.unwrap();
     assert_eq!(fe.status, EngagementStatus::ProvisioningFailed);
@@ -189,7 +206,14 @@ fn when_approval_is_required_should_wait_then_plan_with_a_claim() {
     moved.claimed_by = None;
     let d = done(
         p.finalize(
-            &Outcome { current: snap(&moved), others: &Loaded::default(), plan: &plan, results: &[live("PSA-1"), live("ERP-1")] },
+            &Outcome {
+                event: &any_event(),
+                reference: &reference(),
+                current: snap(&moved),
+                others: &Loaded::default(),
+                plan: &plan,
+                results: &[live("PSA-1"), live("ERP-1")],
+            },
             &c3,
         )
         .unwrap(),
@@ -208,7 +232,17 @@ fn when_the_erp_refuses_after_the_psa_created_should_record_the_failure_and_the_
     let erp_refused =
         CommandResult::Refused(Refusal { system: System::Erp, status: 400, code: "INVALID_KEY_OR_REF".into(), message: "PM".into() });
     let Next::Checkpoint(cp) = p
-        .finalize(&Outcome { current: snap(&claimed), others: &Loaded::default(), plan: &plan, results: &[live("PSA-1"), erp_refused] }, &c)
+        .finalize(
+            &Outcome {
+                event: &any_event(),
+                reference: &reference(),
+                current: snap(&claimed),
+                others: &Loaded::default(),
+                plan: &plan,
+                results: &[live("PSA-1"), erp_refused],
+            },
+            &c,
+        )
         .unwrap()
     else {
         panic!("the failure is a checkpoint that owes a compensation")
@@ -224,8 +258,18 @@ fn when_the_erp_refuses_after_the_psa_created_should_record_the_failure_and_the_
     assert_eq!(comp.purpose, Purpose::Compensate);
     assert!(matches!(&comp.commands[..], [Command::CancelProject { system: System::Psa, project_id, .. }] if project_id == "PSA-1"));
     let d = done(
-        p.finalize(&Outcome { current: snap(&failed), others: &Loaded::default(), plan: &comp, results: &[CommandResult::Done] }, &c)
-            .unwrap(),
+        p.finalize(
+            &Outcome {
+                event: &any_event(),
+                reference: &reference(),
+                current: snap(&failed),
+                others: &Loaded::default(),
+                plan: &comp,
+                results: &[CommandResult::Done],
+            },
+            &c,
+        )
+        .unwrap(),
     );
     let settled = d.engagement.unwrap();
     assert!(settled.compensation_due.is_empty());
@@ -239,7 +283,17 @@ fn when_the_erp_refuses_after_the_psa_created_should_record_the_failure_and_the_
     let mut revised = failed.clone();
     revised.status = EngagementStatus::ContractCreated;
     let Next::Checkpoint(cp) = p
-        .finalize(&Outcome { current: snap(&revised), others: &Loaded::default(), plan: &comp, results: &[CommandResult::Done] }, &c)
+        .finalize(
+            &Outcome {
+                event: &any_event(),
+                reference: &reference(),
+                current: snap(&revised),
+                others: &Loaded::default(),
+                plan: &comp,
+                results: &[CommandResult::Done],
+            },
+            &c,
+        )
         .unwrap()
     else {
         panic!("checkpoint, then decide for the revision")
@@ -263,7 +317,14 @@ fn when_create_or_get_returns_a_cancelled_psa_project_should_fail_without_asking
     let d = done(
         o2c_domain::workflow::Provision
             .finalize(
-                &Outcome { current: snap(plan.claim.as_ref().unwrap()), others: &Loaded::default(), plan: &plan, results: &[cancelled] },
+                &Outcome {
+                    event: &any_event(),
+                    reference: &reference(),
+                    current: snap(plan.claim.as_ref().unwrap()),
+                    others: &Loaded::default(),
+                    plan: &plan,
+                    results: &[cancelled],
+                },
                 &c,
             )
             .unwrap(),
@@ -329,6 +390,8 @@ fn when_the_claim_was_released_under_a_running_attempt_should_still_apply_its_re
     released.claimed_by = None; // a duplicate's dead letter released it while we worked
     let results = vec![live("PSA-1"), live("ERP-1")];
     let done = Outcome {
+        event: &any_event(),
+        reference: &reference(),
         current: Some(Snapshot { engagement: &released, version: 2 }),
         others: &Loaded::default(),
         plan: &plan,
@@ -341,8 +404,14 @@ fn when_the_claim_was_released_under_a_running_attempt_should_still_apply_its_re
     // Another event took the released claim over: its run finishes the attempt.
     let mut taken = released.clone();
     taken.claimed_by = Some("k-e9".into());
-    let done =
-        Outcome { current: Some(Snapshot { engagement: &taken, version: 3 }), others: &Loaded::default(), plan: &plan, results: &results };
+    let done = Outcome {
+        event: &any_event(),
+        reference: &reference(),
+        current: Some(Snapshot { engagement: &taken, version: 3 }),
+        others: &Loaded::default(),
+        plan: &plan,
+        results: &results,
+    };
     let Next::Done(d) = Step::Provision.logic().finalize(&done, &c).unwrap() else { panic!("final") };
     assert_eq!(d.action(), Action::ProvisioningSuperseded);
 }
@@ -387,6 +456,8 @@ fn when_crm_already_shows_the_state_should_not_write_again() {
     let d = done(
         w.finalize(
             &Outcome {
+                event: &any_event(),
+                reference: &reference(),
                 current: Some(Snapshot { engagement: &e, version: 1 }),
                 others: &Loaded::default(),
                 plan: &plan,
@@ -398,7 +469,7 @@ fn when_crm_already_shows_the_state_should_not_write_again() {
     );
     assert!(d.engagement.is_none(), "the write-back does not contend on the engagement item");
     let [AggregateBody::CrmSync(sync)] = d.others.as_slice() else { panic!("the sync state is written") };
-    let loaded = Loaded { items: vec![LoadedAggregate { body: AggregateBody::CrmSync(sync.clone()), version: 1 }] };
+    let loaded = Loaded { items: vec![LoadedAggregate { body: AggregateBody::CrmSync(sync.clone()), version: 1 }], asked: vec![] };
     // A later version with the same content is not written again.
     let again =
         decide_writeback(Some(Snapshot { engagement: &e, version: 2 }), loaded.crm_sync(&e.engagement_id), &e.engagement_id.clone(), &c)

@@ -130,6 +130,32 @@ CREATE TABLE delivery_failures (
     body        TEXT NOT NULL
 );
 "#,
+    // Aggregates gain an owner (engagement, resource or legal entity); the CRM sync states
+    // stored so far were keyed by their engagement alone.
+    r#"
+CREATE TABLE aggregates_v4 (
+    kind        TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (kind, owner, id)
+);
+INSERT INTO aggregates_v4 (kind, owner, id, version, updated_at, body) SELECT kind, id, '', version, updated_at, body FROM aggregates;
+DROP TABLE aggregates;
+ALTER TABLE aggregates_v4 RENAME TO aggregates;
+CREATE TABLE sim_invoices (
+    number          TEXT PRIMARY KEY,
+    invoice_id      TEXT NOT NULL,
+    erp_invoice_id  TEXT NOT NULL UNIQUE,
+    legal_entity_id TEXT NOT NULL,
+    total           TEXT NOT NULL,
+    currency        TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    created_at      TEXT NOT NULL
+);
+"#,
 ];
 
 /// How hard a commit is pushed to disk.

@@ -8,7 +8,8 @@
 //! - [`store`]: state / idempotency / rejection ports over SQLite;
 //! - [`bus`]: the in-process EventBridge bus (rules from the template, quamina matching,
 //!   archive) and SQS-like queues (visibility, redelivery, DLQ, FIFO groups);
-//! - [`sim`]: CRM, PSA and ERP simulators with realistic validation and switchable faults;
+//! - [`sim`]: CRM, PSA, ERP and tax-engine simulators with realistic validation and
+//!   switchable faults; [`sim_tax`]: the tax engine's rules;
 //! - [`sim_http`]: the simulators behind the o2c connector contract over HTTP;
 //! - [`runtime`]: wiring, workers with event-source-mapping semantics, crash recovery;
 //! - [`reference`]: the bundled sample reference data (a global consulting firm).
@@ -18,6 +19,7 @@ pub mod db;
 pub mod runtime;
 pub mod sim;
 pub mod sim_http;
+pub mod sim_tax;
 pub mod store;
 
 /// Bundled sample reference data.

@@ -36,7 +36,7 @@ use crate::sim::Simulators;
 use crate::store::SqliteStore;
 
 /// The adapters of the embedded platform: SQLite store, the local bus, the simulators.
-pub type EmbeddedPlatform = Adapters<SqliteStore, Arc<LocalBus>, StaticReferenceData, Simulators, Simulators, Simulators>;
+pub type EmbeddedPlatform = Adapters<SqliteStore, Arc<LocalBus>, StaticReferenceData, Simulators, Simulators, Simulators, Simulators>;
 
 /// Tunables of the embedded runtime.
 #[derive(Debug, Clone)]
@@ -174,6 +174,7 @@ impl RuntimeBuilder {
             crm: sims.clone(),
             psa: sims.clone(),
             erp: sims.clone(),
+            tax: sims.clone(),
             clock: self.clock,
         };
         let rt = Runtime {

@@ -1,4 +1,5 @@
-//! In-process simulators of the CRM, PSA and ERP, durable in the same SQLite file.
+//! In-process simulators of the CRM, PSA, ERP and tax engine, durable in the same SQLite
+//! file (the tax engine's rules are in [`crate::sim_tax`]).
 //!
 //! They behave like the systems o2c integrates with, not like mocks:
 //! - create operations are create-or-get by external key (Salesforce upsert on an
@@ -15,10 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use o2c_app::O2cError;
-use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, ObjectStatus, Psa};
+use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, ObjectStatus, Psa, TaxEngine};
 use o2c_domain::engagement::CrmOpportunityUpdate;
+use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingItem, BillingSchedule, ProjectSpec};
-use o2c_domain::reference::ReferenceData;
+use o2c_domain::reference::{ReferenceData, TaxJurisdiction};
+use o2c_domain::tax::{TaxQuote, TaxRequest};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
@@ -89,10 +92,26 @@ pub struct SimCall {
     pub outcome: String,
 }
 
-/// The three simulators over one database.
+/// An invoice posted in the ERP simulator.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimInvoice {
+    /// Invoice number (the create-or-get key).
+    pub number: String,
+    /// o2c invoice id.
+    pub invoice_id: String,
+    /// ERP document id.
+    pub erp_invoice_id: String,
+    /// Issuing legal entity.
+    pub legal_entity_id: String,
+    /// What was posted.
+    pub invoice: InvoiceDoc,
+}
+
+/// The simulators over one database.
 #[derive(Clone)]
 pub struct Simulators {
     db: Db,
+    tax_jurisdictions: Arc<std::collections::BTreeMap<String, TaxJurisdiction>>,
     psa_templates: Arc<BTreeSet<String>>,
     erp_project_types: Arc<BTreeSet<String>>,
     erp_customers: Arc<BTreeSet<String>>,
@@ -182,6 +201,7 @@ impl Simulators {
     pub fn new(db: Db, reference: &ReferenceData) -> Self {
         Self {
             db,
+            tax_jurisdictions: Arc::new(reference.tax_jurisdictions.clone()),
             psa_templates: Arc::new(reference.project_templates.values().map(|t| t.psa_template.clone()).collect()),
             erp_project_types: Arc::new(reference.project_templates.values().map(|t| t.erp_project_type.clone()).collect()),
             erp_customers: Arc::new(reference.customers.values().map(|c| c.erp_customer_id.clone()).collect()),
@@ -288,6 +308,39 @@ impl Simulators {
                     .query_map([], |r| Ok(SimCall { system: r.get(0)?, operation: r.get(1)?, key: r.get(2)?, outcome: r.get(3)? }))
                     .map_err(db_err)?;
                 rows.map(|r| r.map_err(db_err)).collect()
+            })
+            .await
+    }
+
+    /// Invoices posted in the ERP, by number.
+    pub async fn invoices(&self) -> Result<Vec<SimInvoice>, O2cError> {
+        self.db
+            .call(|c| {
+                let mut s = c
+                    .prepare("SELECT number, invoice_id, erp_invoice_id, legal_entity_id, body FROM sim_invoices ORDER BY number")
+                    .map_err(db_err)?;
+                let rows = s
+                    .query_map([], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                        ))
+                    })
+                    .map_err(db_err)?;
+                rows.map(|r| {
+                    let (number, invoice_id, erp_invoice_id, legal_entity_id, body) = r.map_err(db_err)?;
+                    Ok(SimInvoice {
+                        number,
+                        invoice_id,
+                        erp_invoice_id,
+                        legal_entity_id,
+                        invoice: serde_json::from_str(&body).map_err(row_err)?,
+                    })
+                })
+                .collect()
             })
             .await
     }
@@ -497,6 +550,94 @@ impl Erp for Simulators {
             )
             .map_err(db_err)?;
             Ok(Ok((ExternalObject { id, created: true, status: ObjectStatus::Active }, "created")))
+        })
+        .await
+    }
+
+    async fn create_or_get_invoice(&self, invoice: &InvoiceDoc) -> Result<ExternalObject, ConnectorError> {
+        self.post_invoice(invoice).await
+    }
+}
+
+/// What the ERP checks on an invoice before posting it.
+fn validate_invoice(inv: &InvoiceDoc, customers: &BTreeSet<String>) -> Result<(), ConnectorError> {
+    let bad = |code: &str, m: String| Err(permanent(System::Erp, 400, code, m));
+    if !customers.contains(&inv.erp_customer_id) {
+        return bad("INVALID_KEY_OR_REF", format!("Invalid customer reference key {}", inv.erp_customer_id));
+    }
+    if inv.lines.is_empty() {
+        return bad("USER_ERROR", "An invoice needs at least one line".into());
+    }
+    let net: rust_decimal::Decimal = inv.lines.iter().map(|l| l.net.amount).sum();
+    let tax: rust_decimal::Decimal = inv.lines.iter().filter_map(|l| l.tax.map(|t| t.amount)).sum();
+    if inv.lines.iter().any(|l| l.net.currency != inv.currency || l.tax.is_none()) {
+        return bad("INVALID_AMOUNT", "Every line needs a tax amount in the invoice currency".into());
+    }
+    if net != inv.subtotal.amount || tax != inv.tax_total.amount || inv.subtotal.amount + inv.tax_total.amount != inv.total.amount {
+        return bad(
+            "INVALID_AMOUNT",
+            format!(
+                "Lines sum to {net} + {tax} tax; header says {} + {} = {}",
+                inv.subtotal.amount, inv.tax_total.amount, inv.total.amount
+            ),
+        );
+    }
+    Ok(())
+}
+
+impl Simulators {
+    /// Posts `invoice` under its number, or returns the document already posted under it.
+    async fn post_invoice(&self, invoice: &InvoiceDoc) -> Result<ExternalObject, ConnectorError> {
+        let inv = invoice.clone();
+        let number = inv.number.clone().unwrap_or_default();
+        let validation = validate_invoice(&inv, &self.erp_customers);
+        self.operate(System::Erp, "post_invoice", number.clone(), move |tx, at| {
+            if number.is_empty() {
+                return Ok(Err(permanent(System::Erp, 400, "USER_ERROR", format!("Invoice {} has no number", inv.invoice_id))));
+            }
+            if let Some((id, existing)) = tx
+                .query_row("SELECT erp_invoice_id, invoice_id FROM sim_invoices WHERE number = ?1", params![number], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .optional()
+                .map_err(db_err)?
+            {
+                if existing != inv.invoice_id {
+                    return Ok(Err(permanent(System::Erp, 409, "DUP_TRAN_ID", format!("Invoice number {number} is already used by {existing}"))));
+                }
+                return Ok(Ok((ExternalObject { id, created: false, status: ObjectStatus::Active }, "existing")));
+            }
+            if let Err(e) = validation {
+                return Ok(Err(e));
+            }
+            let project: Option<String> = tx
+                .query_row("SELECT status FROM sim_projects WHERE system = 'erp' AND project_id = ?1", params![inv.erp_project_id], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            match project.as_deref() {
+                Some("active") => {}
+                Some(status) => return Ok(Err(permanent(System::Erp, 400, "INVALID_RCRD_STATE", format!("Project {} is {status}", inv.erp_project_id)))),
+                None => return Ok(Err(permanent(System::Erp, 404, "RCRD_DSNT_EXIST", format!("Project {} does not exist", inv.erp_project_id)))),
+            }
+            let n: i64 = tx.query_row("SELECT COUNT(*) FROM sim_invoices", [], |r| r.get(0)).map_err(db_err)?;
+            let id = format!("INV{:07}", n + 1);
+            tx.execute(
+                "INSERT INTO sim_invoices (number, invoice_id, erp_invoice_id, legal_entity_id, total, currency, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![number, inv.invoice_id, id, inv.legal_entity_id, inv.total.amount.to_string(), inv.currency.code(), serde_json::to_string(&inv).map_err(row_err)?, at],
+            )
+            .map_err(db_err)?;
+            Ok(Ok((ExternalObject { id, created: true, status: ObjectStatus::Active }, "created")))
+        })
+        .await
+    }
+}
+
+impl TaxEngine for Simulators {
+    async fn calculate(&self, request: &TaxRequest) -> Result<TaxQuote, ConnectorError> {
+        let answer = crate::sim_tax::quote(&self.tax_jurisdictions, request);
+        self.operate(System::Tax, "calculate_tax", request.document_id.clone(), move |_, _| {
+            Ok(match answer {
+                Ok(q) => Ok((q, "quoted")),
+                Err((status, code, message)) => Err(permanent(System::Tax, status, code, message)),
+            })
         })
         .await
     }

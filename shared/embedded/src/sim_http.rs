@@ -1,15 +1,17 @@
 //! The simulators behind the o2c connector contract over HTTP (see `o2c-connectors`), so
 //! the Lambda binaries and `o2c serve --target aws` can reach a PSA, ERP and CRM without
-//! any vendor account: `o2c sim serve` mounts [`router`] at `/psa`, `/erp` and `/crm`.
+//! any vendor account: `o2c sim serve` mounts [`router`] at `/psa`, `/erp`, `/crm` and `/tax`.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post, put};
 use axum::{Json, Router};
-use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, Psa};
+use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, Psa, TaxEngine};
 use o2c_domain::engagement::CrmOpportunityUpdate;
+use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
+use o2c_domain::tax::TaxRequest;
 use serde_json::json;
 
 use crate::sim::Simulators;
@@ -86,6 +88,20 @@ async fn erp_schedule(
     created(s.create_or_get_billing_schedule(&project, &schedule).await)
 }
 
+async fn erp_invoice(State(s): State<Simulators>, Path(number): Path<String>, Json(invoice): Json<InvoiceDoc>) -> Response {
+    if invoice.number.as_deref() != Some(number.as_str()) {
+        return key_mismatch(&number, invoice.number.as_deref().unwrap_or_default());
+    }
+    created(s.create_or_get_invoice(&invoice).await)
+}
+
+async fn tax_quote(State(s): State<Simulators>, Json(request): Json<TaxRequest>) -> Response {
+    match s.calculate(&request).await {
+        Ok(q) => Json(q).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
 async fn crm_sync(State(s): State<Simulators>, Path(id): Path<String>, Json(update): Json<CrmOpportunityUpdate>) -> Response {
     if id != update.opportunity_id {
         return key_mismatch(&id, &update.opportunity_id);
@@ -97,13 +113,15 @@ async fn crm_sync(State(s): State<Simulators>, Path(id): Path<String>, Json(upda
     }
 }
 
-/// The simulators' HTTP API: `/psa/v1/…`, `/erp/v1/…`, `/crm/v1/…`.
+/// The simulators' HTTP API: `/psa/v1/…`, `/erp/v1/…`, `/crm/v1/…`, `/tax/v1/…`.
 pub fn router(sims: Simulators) -> Router {
     Router::new()
         .route("/psa/v1/projects/{key}", put(psa_project))
         .route("/psa/v1/projects/{id}/cancel", post(psa_cancel))
         .route("/erp/v1/projects/{key}", put(erp_project))
         .route("/erp/v1/projects/{id}/billing-schedules/{key}", put(erp_schedule))
+        .route("/erp/v1/invoices/{number}", put(erp_invoice))
+        .route("/tax/v1/quotes", post(tax_quote))
         .route("/crm/v1/opportunities/{id}/o2c-sync", patch(crm_sync))
         .with_state(sims)
 }

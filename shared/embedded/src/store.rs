@@ -10,7 +10,7 @@ use o2c_app::ports::{
     ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS, RejectedMessage,
     RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
 };
-use o2c_domain::aggregate::{AggregateKey, Loaded, LoadedAggregate};
+use o2c_domain::aggregate::{AggregateKey, AggregateKind, Loaded, LoadedAggregate};
 use o2c_domain::engagement::{AuditEntry, Engagement};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -135,7 +135,11 @@ fn write_aggregate(tx: &Transaction<'_>, w: &AggregateWrite, at: &str) -> Result
         )));
     }
     let actual: Option<i64> = tx
-        .query_row("SELECT version FROM aggregates WHERE kind = ?1 AND id = ?2", params![key.kind.as_str(), key.id], |r| r.get(0))
+        .query_row(
+            "SELECT version FROM aggregates WHERE kind = ?1 AND owner = ?2 AND id = ?3",
+            params![key.kind.as_str(), key.owner, key.id],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(db_err)?;
     let ok = match (w.expected, actual) {
@@ -147,15 +151,33 @@ fn write_aggregate(tx: &Transaction<'_>, w: &AggregateWrite, at: &str) -> Result
         return Ok(false);
     }
     tx.execute(
-        "INSERT INTO aggregates (kind, id, version, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(kind, id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, body = excluded.body",
-        params![key.kind.as_str(), key.id, w.expected.next() as i64, at, body],
+        "INSERT INTO aggregates (kind, owner, id, version, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(kind, owner, id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, body = excluded.body",
+        params![key.kind.as_str(), key.owner, key.id, w.expected.next() as i64, at, body],
     )
     .map_err(db_err)?;
     Ok(true)
 }
 
 impl EngagementStore for SqliteStore {
+    async fn load_all(&self, kind: AggregateKind, owner: &str) -> Result<Loaded, O2cError> {
+        let owner = owner.to_owned();
+        self.db
+            .call(move |c| {
+                let mut stmt =
+                    c.prepare("SELECT version, body FROM aggregates WHERE kind = ?1 AND owner = ?2 ORDER BY id").map_err(db_err)?;
+                let rows =
+                    stmt.query_map(params![kind.as_str(), owner], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(db_err)?;
+                let mut loaded = Loaded::default();
+                for row in rows {
+                    let (v, body) = row.map_err(db_err)?;
+                    loaded.items.push(LoadedAggregate { body: serde_json::from_str(&body).map_err(row_err)?, version: v as u64 });
+                }
+                Ok(loaded)
+            })
+            .await
+    }
+
     async fn load_aggregates(&self, keys: &[AggregateKey]) -> Result<Loaded, O2cError> {
         let keys = keys.to_vec();
         self.db
@@ -164,8 +186,8 @@ impl EngagementStore for SqliteStore {
                 for k in keys {
                     let row: Option<(i64, String)> = c
                         .query_row(
-                            "SELECT version, body FROM aggregates WHERE kind = ?1 AND id = ?2",
-                            params![k.kind.as_str(), k.id],
+                            "SELECT version, body FROM aggregates WHERE kind = ?1 AND owner = ?2 AND id = ?3",
+                            params![k.kind.as_str(), k.owner, k.id],
                             |r| Ok((r.get(0)?, r.get(1)?)),
                         )
                         .optional()
@@ -263,15 +285,16 @@ impl EngagementStore for SqliteStore {
         self.db
             .call(move |c| {
                 let limit = if f.limit == 0 { 100 } else { f.limit } as i64;
+                let order = if f.after.is_some() { "engagement_id" } else { "updated_at DESC" };
                 let mut stmt = c
-                    .prepare(
+                    .prepare(&format!(
                         "SELECT engagement_id, status, open_exception, updated_at, version FROM engagements
-                         WHERE (?1 IS NULL OR status = ?1) AND (?2 = 0 OR open_exception = 1)
-                         ORDER BY updated_at DESC LIMIT ?3",
-                    )
+                         WHERE (?1 IS NULL OR status = ?1) AND (?2 = 0 OR open_exception = 1) AND (?4 IS NULL OR engagement_id > ?4)
+                         ORDER BY {order} LIMIT ?3"
+                    ))
                     .map_err(db_err)?;
                 let rows = stmt
-                    .query_map(params![f.status, f.open_exceptions as i64, limit], |r| {
+                    .query_map(params![f.status, f.open_exceptions as i64, limit, f.after], |r| {
                         Ok((
                             r.get::<_, String>(0)?,
                             r.get::<_, String>(1)?,
@@ -325,6 +348,12 @@ impl IdempotencyStore for SqliteStore {
                         Some(v) => Some(v),
                     },
                 };
+                let at = r.now.to_rfc3339();
+                for w in &r.others {
+                    if !write_aggregate(&tx, w, &at)? {
+                        return Ok(ReserveOutcome::StateConflict);
+                    }
+                }
                 tx.execute(
                     "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
                     params![r.key, IdempotencyStatus::InProgress.as_str(), r.payload_hash, millis(r.expires_at), millis(r.in_progress_until)],

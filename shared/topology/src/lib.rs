@@ -13,4 +13,4 @@
 pub mod routing;
 pub mod topology;
 
-pub use topology::{TEMPLATE, Template, Topology};
+pub use topology::{ScheduleDef, TEMPLATE, Template, Topology};

@@ -155,9 +155,35 @@ pub struct TableDef {
     pub ttl_attribute: Option<String>,
 }
 
+/// An EventBridge Scheduler schedule that sends a fixed message to a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleDef {
+    /// Logical id.
+    pub logical_id: String,
+    /// Target queue (logical id).
+    pub queue: String,
+    /// Schedule expression (`cron(…)`, `rate(…)`), or the parameter's default.
+    pub expression: String,
+    /// The message body template (`${AWS::…}` and `<aws.scheduler.…>` placeholders).
+    pub input: String,
+}
+
+impl ScheduleDef {
+    /// The message the schedule sends at `scheduled_time` (RFC 3339), in `region` / `account`.
+    pub fn message(&self, scheduled_time: &str, execution_id: &str, region: &str, account: &str) -> String {
+        Topology::resolve(&self.input, "", region, account)
+            .replace("<aws.scheduler.scheduled-time>", scheduled_time)
+            .replace("<aws.scheduler.execution-id>", execution_id)
+            .replace("<aws.scheduler.schedule-arn>", &format!("arn:aws:scheduler:{region}:{account}:schedule/default/{}", self.logical_id))
+            .replace("<aws.scheduler.attempt-number>", "1")
+    }
+}
+
 /// The whole topology.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topology {
+    /// Schedules (EventBridge Scheduler → queue).
+    pub schedules: Vec<ScheduleDef>,
     /// Logical id of the custom event bus.
     pub bus: String,
     /// Physical name template of the bus.
@@ -313,6 +339,7 @@ impl Topology {
         let mut rules = Vec::new();
         let mut queues = BTreeMap::new();
         let mut functions = Vec::new();
+        let mut schedules = Vec::new();
         let globals_timeout = get(&doc, "Globals").and_then(|g| get(g, "Function")).and_then(|f| as_u32(get(f, "Timeout")));
         // A number given as `!Ref <Parameter>` takes the parameter's default (what a
         // deploy without an override uses).
@@ -333,6 +360,23 @@ impl Topology {
                     bus_name = props.and_then(|p| get(p, "Name")).and_then(sub_text);
                 }
                 "AWS::Events::Archive" => archive_name = props.and_then(|p| get(p, "ArchiveName")).and_then(sub_text),
+                "AWS::Scheduler::Schedule" => {
+                    let Some(t) = props.and_then(|p| get(p, "Target")) else { continue };
+                    let (Some(queue), Some(input)) = (get(t, "Arn").and_then(reference), get(t, "Input").and_then(sub_text)) else {
+                        errs.push(format!("{id}: a schedule needs Target.Arn !GetAtt <Queue>.Arn and a Target.Input"));
+                        continue;
+                    };
+                    let expr = props.and_then(|p| get(p, "ScheduleExpression"));
+                    let expression = match expr.and_then(reference) {
+                        Some(name) => {
+                            get(&doc, "Parameters").and_then(|p| get(p, &name)).and_then(|p| get(p, "Default")).and_then(|d| d.as_str())
+                        }
+                        None => expr.and_then(|e| e.as_str()),
+                    }
+                    .unwrap_or_default()
+                    .to_owned();
+                    schedules.push(ScheduleDef { logical_id: id.to_owned(), queue, expression, input });
+                }
                 "AWS::Pipes::Pipe" => {
                     let Some(p) = props else { continue };
                     let (Some(source), Some(target)) = (get(p, "Source").and_then(reference), get(p, "Target").and_then(reference)) else {
@@ -521,7 +565,7 @@ impl Topology {
             errs.push("no AWS::Events::EventBus".into());
             return Err(TopologyError(errs));
         };
-        let topo = Topology { bus, bus_name, archive_name, pipes, tables, rules, queues, functions };
+        let topo = Topology { schedules, bus, bus_name, archive_name, pipes, tables, rules, queues, functions };
         errs.extend(topo.check());
         if errs.is_empty() { Ok(topo) } else { Err(TopologyError(errs)) }
     }

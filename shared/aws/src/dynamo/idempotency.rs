@@ -107,8 +107,8 @@ impl IdempotencyStore for DynamoStore {
             ("expiration".to_owned(), n(r.expires_at.timestamp())),
             ("in_progress_expiration".to_owned(), n(ms(r.in_progress_until))),
         ]);
-        match &r.claim {
-            None => {
+        match (&r.claim, r.others.is_empty()) {
+            (None, true) => {
                 let req = self
                     .client
                     .put_item()
@@ -133,9 +133,10 @@ impl IdempotencyStore for DynamoStore {
                     },
                 }
             }
-            Some(claim) => {
-                // Reserve + claim in one transaction: the engagement is frozen by the same
-                // write that owns the key (one write request).
+            (claim, _) => {
+                // Reserve + claim in one transaction: the engagement (and whatever else the
+                // plan claims, e.g. an invoice number) is written by the same request that
+                // owns the key (one write request; ≤ 100 items per transaction).
                 let put = Put::builder()
                     .table_name(&self.tables.idempotency)
                     .set_item(Some(record))
@@ -145,16 +146,17 @@ impl IdempotencyStore for DynamoStore {
                     .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                     .build()
                     .map_err(|e| O2cError::Bug(e.to_string()))?;
+                let mut items = vec![TransactWriteItem::builder().put(put).build()];
+                if let Some(c) = claim {
+                    items.push(TransactWriteItem::builder().put(self.state_put(c)?).build());
+                }
+                for w in &r.others {
+                    items.push(TransactWriteItem::builder().put(self.aggregate_put(w)?).build());
+                }
                 self.counts.write();
-                let res = self
-                    .client
-                    .transact_write_items()
-                    .transact_items(TransactWriteItem::builder().put(put).build())
-                    .transact_items(TransactWriteItem::builder().put(self.state_put(claim)?).build())
-                    .send()
-                    .await;
+                let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
                 match res {
-                    Ok(_) => Ok(ReserveOutcome::Reserved { claimed_version: Some(claim.expected.next()) }),
+                    Ok(_) => Ok(ReserveOutcome::Reserved { claimed_version: claim.as_ref().map(|c| c.expected.next()) }),
                     Err(err) => match err.into_service_error() {
                         TransactWriteItemsError::TransactionCanceledException(e) => {
                             let reasons = e.cancellation_reasons();
@@ -169,7 +171,7 @@ impl IdempotencyStore for DynamoStore {
                             }
                             // Only the claim's own condition failing is a version race;
                             // throttling or a conflicting transaction is a retryable dependency.
-                            if reasons.get(1).and_then(|x| x.code()) == Some("ConditionalCheckFailed") {
+                            if reasons.iter().skip(1).any(|x| x.code() == Some("ConditionalCheckFailed")) {
                                 return Ok(ReserveOutcome::StateConflict);
                             }
                             let codes: Vec<&str> = reasons.iter().map(|x| x.code().unwrap_or("None")).collect();

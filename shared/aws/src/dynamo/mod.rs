@@ -32,7 +32,7 @@ use o2c_app::ports::{
     EngagementSummary, ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyState, KeyWrite, ReferenceDataSource,
     RejectedMessage, RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
 };
-use o2c_domain::aggregate::{AggregateKey, Loaded, LoadedAggregate};
+use o2c_domain::aggregate::{AggregateKey, AggregateKind, Loaded, LoadedAggregate};
 use o2c_domain::engagement::{AuditEntry, Engagement, EngagementStatus};
 use o2c_domain::reference::ReferenceData;
 use serde::Serialize;
@@ -204,6 +204,33 @@ impl DynamoStore {
                 None => q.key_condition_expression("PK = :pk"),
             };
             let page = q.set_exclusive_start_key(start.take()).send().await.map_err(dep)?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every item of one index partition (paginated; eventually consistent like any GSI).
+    async fn query_index_all(&self, index: &str, pk_attr: &str, pk: String) -> Result<Vec<Item>, O2cError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            self.counts.read();
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.state)
+                .index_name(index)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", pk_attr)
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(dep)?;
             out.extend(page.items().iter().cloned());
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),

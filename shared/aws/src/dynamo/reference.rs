@@ -6,7 +6,7 @@ impl DynamoStore {
     /// Loads a whole reference-data snapshot (`PK = REF#<kind>` partitions).
     pub async fn load_reference(&self) -> Result<ReferenceData, O2cError> {
         let mut data = serde_json::Map::new();
-        for kind in ["legal_entities", "tax_profiles", "customers", "service_offerings", "rate_cards", "project_templates"] {
+        for kind in ReferenceData::SECTIONS {
             let mut map = serde_json::Map::new();
             for item in self.query_all(&format!("REF#{kind}"), None).await? {
                 let id = get_s(&item, "SK").unwrap_or_default().to_owned();

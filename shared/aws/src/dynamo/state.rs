@@ -51,11 +51,11 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
-    fn aggregate_put(&self, w: &AggregateWrite) -> Result<Put, O2cError> {
+    pub(super) fn aggregate_put(&self, w: &AggregateWrite) -> Result<Put, O2cError> {
         let key = w.body.key();
         let mut item = to_item(&w.body)?;
-        item.insert("PK".into(), s(eng_pk(&key.id)));
-        item.insert("SK".into(), s(key.kind.sort_key()));
+        item.insert("PK".into(), s(key.partition_key()));
+        item.insert("SK".into(), s(key.sort_key()));
         item.insert("version".into(), n(w.expected.next()));
         let size = item_size(&item);
         if size > key.kind.budget_bytes() {
@@ -78,6 +78,22 @@ impl DynamoStore {
 }
 
 impl EngagementStore for DynamoStore {
+    async fn load_all(&self, kind: AggregateKind, owner: &str) -> Result<Loaded, O2cError> {
+        let pk = format!("{}{owner}", kind.owner().prefix());
+        let items = self.query_all(&pk, Some(kind.sort_key())).await?;
+        let mut loaded = Loaded::default();
+        for item in items {
+            // `begins_with` on `WIP` would also match a kind named `WIPX`: keep exact prefixes.
+            let sk = get_s(&item, "SK").unwrap_or_default();
+            if sk != kind.sort_key() && !sk.starts_with(&format!("{}#", kind.sort_key())) {
+                continue;
+            }
+            let version = get_n(&item, "version").unwrap_or(0) as u64;
+            loaded.items.push(LoadedAggregate { body: from_stored_item(item, &["PK", "SK", "version"])?, version });
+        }
+        Ok(loaded)
+    }
+
     async fn load_aggregates(&self, keys: &[AggregateKey]) -> Result<Loaded, O2cError> {
         let mut loaded = Loaded::default();
         for k in keys {
@@ -86,8 +102,8 @@ impl EngagementStore for DynamoStore {
                 .client
                 .get_item()
                 .table_name(&self.tables.state)
-                .key("PK", s(eng_pk(&k.id)))
-                .key("SK", s(k.kind.sort_key()))
+                .key("PK", s(k.partition_key()))
+                .key("SK", s(k.sort_key()))
                 .consistent_read(true)
                 .send()
                 .await
@@ -218,8 +234,19 @@ impl EngagementStore for DynamoStore {
         }
         let mut rows = Vec::new();
         for (index, attr, pk) in partitions {
-            for item in self.query_index(index, attr, pk, limit).await? {
+            // Paging by id reads whole partitions (the index sorts by time): fine for the
+            // fan-out of a scheduled run; an id-keyed index would make it O(page).
+            let items = match &f.after {
+                Some(_) => self.query_index_all(index, attr, pk).await?,
+                None => self.query_index(index, attr, pk, limit).await?,
+            };
+            for item in items {
                 if f.status.as_deref().is_some_and(|st| get_s(&item, "status") != Some(st)) {
+                    continue;
+                }
+                if let Some(after) = &f.after
+                    && get_s(&item, "engagement_id").is_none_or(|id| id <= after.as_str())
+                {
                     continue;
                 }
                 rows.push(EngagementSummary {
@@ -234,7 +261,11 @@ impl EngagementStore for DynamoStore {
                 });
             }
         }
-        rows.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
+        if f.after.is_some() {
+            rows.sort_by(|a, b| a.engagement_id.cmp(&b.engagement_id));
+        } else {
+            rows.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
+        }
         rows.truncate(limit);
         Ok(rows)
     }

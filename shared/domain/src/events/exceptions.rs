@@ -19,6 +19,12 @@ pub enum ExceptionKind {
     MessageRejected,
     /// A message exhausted its receives (retryable failures) and went to its DLQ.
     DeadLettered,
+    /// A not-to-exceed cap held billable work back from an invoice.
+    CapExceeded,
+    /// The tax engine refused an invoice (no invoice was drafted).
+    TaxFailed,
+    /// The ERP refused a numbered invoice (it keeps its number; repost after the fix).
+    InvoicePostingFailed,
 }
 
 /// A compensating action taken after a partial failure.

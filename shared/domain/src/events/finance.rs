@@ -1,25 +1,135 @@
-//! ERP finance: posted invoices, received payments.
+//! Invoicing and finance: invoice runs, approvals, posting, payments.
 
-use crate::ids::EngagementId;
-use crate::model::Payment;
-use crate::money::Money;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-/// `InvoicePosted` payload.
+use crate::ids::EngagementId;
+use crate::invoicing::Line;
+use crate::model::Payment;
+use crate::money::{Currency, Money};
+
+/// `InvoiceRunRequested` payload: bill one engagement (on demand), or every engagement
+/// whose billing cycle is due (the schedule; fanned out page by page).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceRunRequested {
+    /// Run id (one per schedule tick or operator request).
+    pub run_id: String,
+    /// Billing date: the invoices' issue date (and the cut-off, see the invoice run). A
+    /// date, or a timestamp whose UTC date is taken (EventBridge Scheduler sends its
+    /// scheduled time).
+    #[serde(deserialize_with = "date_or_timestamp")]
+    pub as_of: NaiveDate,
+    /// One engagement, or every due one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engagement_id: Option<EngagementId>,
+    /// True for the schedule: engagements are billed only when their cycle is due.
+    #[serde(default)]
+    pub scheduled: bool,
+    /// Fan-out paging: engagements after this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Who asked (`scheduler` or an operator's user id).
+    pub requested_by: String,
+}
+
+fn date_or_timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.get(..10).map(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d")) {
+        Some(Ok(day)) if text.len() == 10 || DateTime::parse_from_rfc3339(&text).is_ok() => {
+            Ok(DateTime::parse_from_rfc3339(&text).map(|t| t.with_timezone(&Utc).date_naive()).unwrap_or(day))
+        }
+        _ => Err(serde::de::Error::custom(format!("`{text}` is neither a date (YYYY-MM-DD) nor an RFC 3339 timestamp"))),
+    }
+}
+
+/// `InvoiceApprovalRequested` payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceApprovalRequested {
+    /// Engagement.
+    pub engagement_id: EngagementId,
+    /// Invoice.
+    pub invoice_id: String,
+    /// Issuing legal entity.
+    pub legal_entity_id: String,
+    /// Total.
+    pub total: Money,
+    /// Why approval is needed.
+    pub reasons: Vec<String>,
+    /// Who asked for the run (may not approve).
+    pub requested_by: String,
+    /// Authors of adjustments on it (may not approve).
+    #[serde(default)]
+    pub adjustment_authors: Vec<String>,
+}
+
+/// `InvoiceApproved` / `InvoiceRejected` payload: an approver's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceDecision {
+    /// Engagement.
+    pub engagement_id: EngagementId,
+    /// Invoice.
+    pub invoice_id: String,
+    /// The approver's user id.
+    pub approver_id: String,
+    /// When.
+    pub decided_at: DateTime<Utc>,
+    /// Comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// `InvoiceApprovalRefused` payload: a decision refused (role, segregation of duties).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceApprovalRefused {
+    /// Engagement.
+    pub engagement_id: EngagementId,
+    /// Invoice.
+    pub invoice_id: String,
+    /// Who tried.
+    pub user_id: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// `InvoiceReleased` payload: approved (or below the threshold), to be posted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceReleased {
+    /// Engagement.
+    pub engagement_id: EngagementId,
+    /// Invoice.
+    pub invoice_id: String,
+    /// Issuing legal entity (its counter numbers the invoice).
+    pub legal_entity_id: String,
+}
+
+/// `InvoicePosted` payload: the invoice as posted in the ERP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvoicePosted {
     /// Engagement id.
     pub engagement_id: EngagementId,
     /// o2c invoice key.
     pub invoice_id: String,
+    /// Invoice number (gapless per legal entity).
+    pub number: String,
     /// ERP document number.
     pub erp_invoice_id: String,
-    /// Invoice total including tax.
-    pub total: Money,
+    /// Issuing legal entity.
+    pub legal_entity_id: String,
+    /// Customer.
+    pub customer_id: String,
+    /// Currency.
+    pub currency: Currency,
+    /// Lines with their tax.
+    pub lines: Vec<Line>,
+    /// Σ nets.
+    pub subtotal: Money,
     /// Tax total.
     pub tax_total: Money,
-    /// Posting date.
+    /// Invoice total including tax.
+    pub total: Money,
+    /// Posting (issue) date.
     pub posted_on: NaiveDate,
     /// Due date.
     pub due_date: NaiveDate,

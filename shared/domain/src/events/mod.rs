@@ -124,9 +124,11 @@ pub mod provisioning;
 pub use billing::ProjectActivated;
 pub use clm::ContractApproved;
 pub use crm::{OpportunityClosedWon, OpportunityLine, OpportunityRole};
-pub use delivery::{ExpenseApproved, MilestoneCompleted, TimeApproved};
+pub use delivery::{DeliveryRejected, ExpenseApproved, MilestoneCompleted, ResourceAssigned, TimeApproved};
 pub use exceptions::{Compensation, ExceptionKind, ExceptionRaised};
-pub use finance::{InvoicePosted, PaymentReceived};
+pub use finance::{
+    InvoiceApprovalRefused, InvoiceApprovalRequested, InvoiceDecision, InvoicePosted, InvoiceReleased, InvoiceRunRequested, PaymentReceived,
+};
 pub use intake::{ContractCreated, EngagementRejected};
 pub use provisioning::ProjectProvisioned;
 
@@ -204,6 +206,11 @@ macro_rules! event_catalog {
                 match self { $(Self::$variant(e) => { let $p = &e.payload; $engagement }),* }
             }
 
+            /// The whole `detail` (envelope and payload) as JSON.
+            pub fn to_detail(&self) -> serde_json::Value {
+                match self { $(Self::$variant(e) => serde_json::to_value(e).unwrap_or(serde_json::Value::Null)),* }
+            }
+
             /// The payload as JSON (for hashing and storage).
             pub fn payload_json(&self) -> serde_json::Value {
                 match self { $(Self::$variant(e) => serde_json::to_value(&e.payload).unwrap_or(serde_json::Value::Null)),* }
@@ -225,14 +232,30 @@ event_catalog! {
         "o2c: the project exists in PSA and ERP.";
     ProjectActivated => "o2c.billing", ProjectActivated, |p| p.engagement_id.clone(),
         "o2c: the billing schedule exists in the ERP; delivery may book time.";
+    ResourceAssigned => "o2c.psa", ResourceAssigned, |p| p.engagement_id.clone(),
+        "PSA: a resource was staffed (or re-staffed, or released) on the project.";
     TimeApproved => "o2c.psa", TimeApproved, |p| p.time_entry.engagement_id.clone(),
-        "PSA: a time entry was approved.";
+        "PSA: a time entry was approved (or corrected, or withdrawn).";
     ExpenseApproved => "o2c.psa", ExpenseApproved, |p| p.expense.engagement_id.clone(),
-        "PSA / expense tool: an expense was approved.";
+        "PSA / expense tool: an expense was approved (or corrected, or withdrawn).";
     MilestoneCompleted => "o2c.psa", MilestoneCompleted, |p| p.engagement_id.clone(),
         "PSA: a billing milestone was completed.";
-    InvoicePosted => "o2c.erp", InvoicePosted, |p| p.engagement_id.clone(),
-        "ERP: an invoice was posted to receivables.";
+    DeliveryRejected => "o2c.delivery", DeliveryRejected, |p| p.engagement_id.clone(),
+        "o2c: a time entry or expense was refused, with every reason.";
+    InvoiceRunRequested => "o2c.scheduler", InvoiceRunRequested, |p| p.engagement_id.clone().unwrap_or_else(|| EngagementId::new(FAN_OUT_ENGAGEMENT)),
+        "Schedule / operator: bill one engagement, or every one whose cycle is due.";
+    InvoiceApprovalRequested => "o2c.invoicing", InvoiceApprovalRequested, |p| p.engagement_id.clone(),
+        "o2c: a draft invoice needs an approver.";
+    InvoiceApproved => "o2c.approvals", InvoiceDecision, |p| p.engagement_id.clone(),
+        "Approvals: an approver approved a draft invoice.";
+    InvoiceRejected => "o2c.approvals", InvoiceDecision, |p| p.engagement_id.clone(),
+        "Approvals: an approver rejected a draft invoice.";
+    InvoiceApprovalRefused => "o2c.invoicing", InvoiceApprovalRefused, |p| p.engagement_id.clone(),
+        "o2c: an approval decision was refused (role or segregation of duties).";
+    InvoiceReleased => "o2c.invoicing", InvoiceReleased, |p| p.engagement_id.clone(),
+        "o2c: an invoice is approved (or needs no approval) and goes to posting.";
+    InvoicePosted => "o2c.invoicing", InvoicePosted, |p| p.engagement_id.clone(),
+        "o2c: an invoice was numbered and posted in the ERP.";
     PaymentReceived => "o2c.erp", PaymentReceived, |p| p.engagement_id.clone(),
         "ERP / bank: a payment was received and applied.";
     ExceptionRaised => "o2c.exceptions", ExceptionRaised, |p| p.engagement_id.clone(),
@@ -289,6 +312,9 @@ fn decode_as<P: DeserializeOwned>(detail_type: &str, detail: &serde_json::Value)
     }
     Ok(env)
 }
+
+/// The engagement id a fan-out event (no engagement) is handled under.
+pub const FAN_OUT_ENGAGEMENT: &str = "ENG-*";
 
 /// Envelope metadata of a decoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]

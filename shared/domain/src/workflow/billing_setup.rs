@@ -83,12 +83,11 @@ pub fn decide_billing_setup(current: Option<&Engagement>, ev: &ProjectProvisione
             schedule.fixed_total
         ))));
     }
-    Ok(Next::Run(Plan {
-        purpose: Purpose::BillingSchedule,
-        commands: vec![Command::CreateBillingSchedule { erp_project_id, schedule }],
-        sequence: Sequence::StopOnFailure,
-        claim: None,
-    }))
+    Ok(Next::Run(Plan::new(
+        Purpose::BillingSchedule,
+        vec![Command::CreateBillingSchedule { erp_project_id, schedule }],
+        Sequence::StopOnFailure,
+    )))
 }
 
 /// The schedule exists in the ERP: `Active`, emit `ProjectActivated`.

@@ -7,8 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::AggregateBody;
 use crate::engagement::{CrmOpportunityUpdate, Engagement};
+use crate::invoicing::InvoiceDoc;
 use crate::model::{BillingSchedule, ProjectSpec};
+use crate::tax::{TaxQuote, TaxRequest};
 
 /// A system o2c talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -20,6 +23,8 @@ pub enum System {
     Psa,
     /// ERP (projects, billing, receivables).
     Erp,
+    /// Tax engine (rates and tax per line).
+    Tax,
 }
 
 impl System {
@@ -29,6 +34,7 @@ impl System {
             Self::Crm => "crm",
             Self::Psa => "psa",
             Self::Erp => "erp",
+            Self::Tax => "tax",
         }
     }
 
@@ -38,6 +44,7 @@ impl System {
             Self::Crm => "CRM",
             Self::Psa => "PSA",
             Self::Erp => "ERP",
+            Self::Tax => "tax engine",
         }
     }
 
@@ -47,6 +54,7 @@ impl System {
             "crm" => Some(Self::Crm),
             "psa" => Some(Self::Psa),
             "erp" => Some(Self::Erp),
+            "tax" => Some(Self::Tax),
             _ => None,
         }
     }
@@ -80,6 +88,10 @@ pub enum Command {
     },
     /// Write the sync-status fields onto the CRM opportunity (ignored when older).
     UpdateOpportunity(CrmOpportunityUpdate),
+    /// Ask the tax engine for each line's rate and tax (a quote: no side effect).
+    CalculateTax(TaxRequest),
+    /// Post a numbered invoice to the ERP, or get the one already posted under its number.
+    PostInvoice(InvoiceDoc),
 }
 
 impl Command {
@@ -87,8 +99,9 @@ impl Command {
     pub fn system(&self) -> System {
         match self {
             Self::CreateProject { system, .. } | Self::CancelProject { system, .. } => *system,
-            Self::CreateBillingSchedule { .. } => System::Erp,
+            Self::CreateBillingSchedule { .. } | Self::PostInvoice(_) => System::Erp,
             Self::UpdateOpportunity(_) => System::Crm,
+            Self::CalculateTax(_) => System::Tax,
         }
     }
 
@@ -99,6 +112,8 @@ impl Command {
             Self::CancelProject { .. } => "cancel_project",
             Self::CreateBillingSchedule { .. } => "create_billing_schedule",
             Self::UpdateOpportunity(_) => "update_opportunity",
+            Self::CalculateTax(_) => "calculate_tax",
+            Self::PostInvoice(_) => "post_invoice",
         }
     }
 }
@@ -172,6 +187,8 @@ pub enum CommandResult {
     Done,
     /// The CRM update.
     Crm(CrmWrite),
+    /// The tax engine's quote.
+    Tax(TaxQuote),
     /// The system refused permanently.
     Refused(Refusal),
 }
@@ -204,6 +221,10 @@ pub enum Purpose {
     BillingSchedule,
     /// Write the status back to the CRM.
     CrmUpdate,
+    /// Tax a draft invoice.
+    Tax,
+    /// Post a numbered invoice.
+    PostInvoice,
 }
 
 /// Commands to run, and the state to claim atomically with the reservation before them.
@@ -218,4 +239,14 @@ pub struct Plan {
     /// Engagement state written with the idempotency reservation (e.g. `provisioning`
     /// claimed by this event), so concurrent events see the claim before any side effect.
     pub claim: Option<Engagement>,
+    /// Other aggregates written in that same reservation (e.g. the invoice number taken
+    /// from its legal entity's counter): durable before the command that uses them.
+    pub claim_others: Vec<AggregateBody>,
+}
+
+impl Plan {
+    /// A plan of `commands` for `purpose`, claiming nothing.
+    pub fn new(purpose: Purpose, commands: Vec<Command>, sequence: Sequence) -> Self {
+        Self { purpose, commands, sequence, claim: None, claim_others: Vec::new() }
+    }
 }

@@ -5,9 +5,9 @@
 //! opportunity was last sent) — the engagement item only when a write-back exception opens
 //! or closes — so it never contends with the steps that move the engagement.
 
-use crate::aggregate::{AggregateBody, AggregateKey, CrmSyncState};
+use crate::aggregate::{AggregateBody, AggregateKey, CrmSyncState, Load};
 use crate::engagement::{Action, CrmOpportunityUpdate, CrmSync, CrmWriteResult, Engagement, EngagementStatus};
-use crate::events::ExceptionKind;
+use crate::events::{BusinessEvent, ExceptionKind};
 use crate::ids::{EngagementId, ExceptionId};
 
 use super::{
@@ -25,8 +25,8 @@ pub struct CrmWriteback;
 impl WorkflowStep for CrmWriteback {
     step_meta!(CrmWriteback, [ContractCreated, EngagementRejected, ProjectProvisioned, ProjectActivated, ExceptionRaised]);
 
-    fn loads(&self, engagement_id: &str) -> Vec<AggregateKey> {
-        vec![AggregateKey::crm_sync(engagement_id)]
+    fn loads(&self, event: &BusinessEvent) -> Vec<Load> {
+        vec![Load::Key(AggregateKey::crm_sync(&event.engagement_id()))]
     }
 
     fn decide(&self, input: &Input<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
@@ -117,6 +117,7 @@ pub fn decide_writeback(
         commands: vec![Command::UpdateOpportunity(update)],
         sequence: Sequence::StopOnFailure,
         claim: None,
+        claim_others: Vec::new(),
     }))
 }
 

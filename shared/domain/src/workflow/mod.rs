@@ -13,21 +13,26 @@
 //! race is finalized again on fresh state without repeating the side effects.
 //!
 //! Layout: [`command`] (commands and results), [`intake`], [`provision`],
-//! [`billing_setup`], [`crm_writeback`] (one file per step), [`dead_letter`] (what a
+//! [`billing_setup`], [`crm_writeback`], [`delivery_intake`], [`invoice_run`],
+//! [`invoice_approval`], [`invoice_posting`] (one file per step), [`dead_letter`] (what a
 //! message that exhausted its receives leaves on its engagement).
 
 pub mod billing_setup;
 pub mod command;
 pub mod crm_writeback;
 pub mod dead_letter;
+pub mod delivery_intake;
 pub mod intake;
+pub mod invoice_approval;
+pub mod invoice_posting;
+pub mod invoice_run;
 pub mod provision;
 
 use crate::ids::{EngagementId, ExceptionId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::aggregate::{AggregateBody, AggregateKey, Loaded};
+use crate::aggregate::{AggregateBody, Load, Loaded};
 use crate::billing::BillingError;
 use crate::engagement::{Action, AuditEntry, Engagement, EngagementException};
 use crate::events::{BusinessEvent, Compensation, EventMeta, EventType, ExceptionKind, ExceptionRaised, OutgoingEvent};
@@ -37,7 +42,11 @@ pub use billing_setup::BillingSetup;
 pub use command::{Command, CommandResult, CrmWrite, ExternalObject, ObjectStatus, Plan, Purpose, Refusal, Sequence, System};
 pub use crm_writeback::{CRM_ERROR_FIELD_LEN, CrmWriteback, crm_update_for};
 pub use dead_letter::{GaveUp, dead_lettered};
+pub use delivery_intake::DeliveryIntake;
 pub use intake::{Intake, decide_closed_won};
+pub use invoice_approval::InvoiceApproval;
+pub use invoice_posting::InvoicePosting;
+pub use invoice_run::InvoiceRun;
 pub use provision::Provision;
 
 /// A workflow step = one Lambda function (binary) = one queue.
@@ -52,11 +61,28 @@ pub enum Step {
     BillingSetup,
     /// State → CRM opportunity.
     CrmWriteback,
+    /// Staffing, approved time and expenses, completed milestones → WIP.
+    DeliveryIntake,
+    /// WIP, milestones and installments → a taxed draft invoice.
+    InvoiceRun,
+    /// An approver's decision on a draft (segregation of duties).
+    InvoiceApproval,
+    /// A released invoice → numbered and posted in the ERP.
+    InvoicePosting,
 }
 
 impl Step {
     /// Every step.
-    pub const ALL: [Step; 4] = [Step::Intake, Step::Provision, Step::BillingSetup, Step::CrmWriteback];
+    pub const ALL: [Step; 8] = [
+        Step::Intake,
+        Step::Provision,
+        Step::BillingSetup,
+        Step::CrmWriteback,
+        Step::DeliveryIntake,
+        Step::InvoiceRun,
+        Step::InvoiceApproval,
+        Step::InvoicePosting,
+    ];
 
     /// Function / binary name.
     pub fn name(self) -> &'static str {
@@ -65,6 +91,10 @@ impl Step {
             Self::Provision => "provision",
             Self::BillingSetup => "billing-setup",
             Self::CrmWriteback => "crm-writeback",
+            Self::DeliveryIntake => "delivery-intake",
+            Self::InvoiceRun => "invoice-run",
+            Self::InvoiceApproval => "invoice-approval",
+            Self::InvoicePosting => "invoice-posting",
         }
     }
 
@@ -80,6 +110,10 @@ impl Step {
             Self::Provision => &Provision,
             Self::BillingSetup => &BillingSetup,
             Self::CrmWriteback => &CrmWriteback,
+            Self::DeliveryIntake => &DeliveryIntake,
+            Self::InvoiceRun => &InvoiceRun,
+            Self::InvoiceApproval => &InvoiceApproval,
+            Self::InvoicePosting => &InvoicePosting,
         }
     }
 
@@ -124,6 +158,10 @@ pub struct Outcome<'a> {
     pub current: Option<Snapshot<'a>>,
     /// The other aggregates as loaded now.
     pub others: &'a Loaded,
+    /// The event being processed.
+    pub event: &'a BusinessEvent,
+    /// Reference data.
+    pub reference: &'a ReferenceData,
     /// The plan that ran.
     pub plan: &'a Plan,
     /// Its commands' results, in order (fewer when a sequence stopped).
@@ -153,8 +191,8 @@ pub trait WorkflowStep: Sync {
 
     /// The aggregates besides the engagement it reads (loaded before `decide`, and
     /// again before each `finalize`).
-    fn loads(&self, engagement_id: &str) -> Vec<AggregateKey> {
-        let _ = engagement_id;
+    fn loads(&self, event: &BusinessEvent) -> Vec<Load> {
+        let _ = event;
         Vec::new()
     }
 
@@ -183,6 +221,9 @@ pub enum Next {
     Checkpoint(Decision),
     /// Run the plan's commands, then call `finalize`.
     Run(Plan),
+    /// Load these too (what the state just read points at, e.g. the day an entry moves
+    /// away from), then decide again; empty: decide again on fresh state.
+    Need(Vec<Load>),
 }
 
 /// Who is deciding and on behalf of which event.
@@ -343,6 +384,16 @@ pub enum StepError {
     /// A step without commands was asked to finalize results.
     #[error("{0} plans no commands")]
     NoCommands(Step),
+    /// The event itself is wrong (every reason): parked, never retried.
+    #[error("rejected: {}", .0.iter().map(|i| format!("{} ({})", i.message, i.code)).collect::<Vec<_>>().join("; "))]
+    Rejected(Vec<crate::events::Issue>),
+    /// The event is early (e.g. time for an engagement whose billing setup is still
+    /// running): retried later.
+    #[error("not yet: {0}")]
+    NotYet(String),
+    /// Money arithmetic failed (mixed currencies: a data defect).
+    #[error(transparent)]
+    Money(#[from] crate::money::MoneyError),
     /// The results do not match the plan (shell defect).
     #[error("{0}: results do not match the plan: {1}")]
     UnexpectedResults(Step, String),
@@ -367,6 +418,41 @@ pub(crate) fn exception(
         closed_at: None,
         resolution: None,
         announce_pending: false,
+    }
+}
+
+/// Raises the exception `id` on `eng`, or reopens / refreshes it when its message changed;
+/// `Some(ExceptionRaised)` when something changed, `None` when it is already open as is.
+pub(crate) fn raise_or_refresh(
+    eng: &mut Engagement,
+    ctx: &StepContext<'_>,
+    id: ExceptionId,
+    kind: ExceptionKind,
+    message: String,
+) -> Option<OutgoingEvent> {
+    match eng.exceptions.iter_mut().find(|x| x.exception_id == id) {
+        Some(x) if x.open && x.message == message => None,
+        Some(x) => {
+            x.open = true;
+            x.message = message;
+            x.raised_at = ctx.now;
+            x.closed_at = None;
+            x.resolution = None;
+            let x = x.clone();
+            Some(exception_event(ctx, &eng.engagement_id, &x))
+        }
+        None => Some(raise(eng, ctx, id, kind, message)),
+    }
+}
+
+/// Closes the open exception `id` on `eng`; true when it was open.
+pub(crate) fn close_exception(eng: &mut Engagement, id: &ExceptionId, now: DateTime<Utc>, why: &str) -> bool {
+    match eng.exceptions.iter_mut().find(|x| &x.exception_id == id && x.open) {
+        Some(x) => {
+            x.close(now, why.to_owned());
+            true
+        }
+        None => false,
     }
 }
 

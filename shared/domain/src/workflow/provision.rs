@@ -119,6 +119,7 @@ pub fn decide_provisioning(
             commands,
             sequence: Sequence::All,
             claim: approval_recorded.then_some(eng),
+            claim_others: Vec::new(),
         }));
     }
 
@@ -202,6 +203,7 @@ pub fn decide_provisioning(
         ],
         sequence: Sequence::StopOnFailure,
         claim,
+        claim_others: Vec::new(),
     }))
 }
 

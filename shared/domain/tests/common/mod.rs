@@ -61,3 +61,8 @@ pub fn meta(event_id: &str) -> EventMeta {
         idempotency_key: format!("k-{event_id}").into(),
     }
 }
+
+/// Some event, for decisions that do not read theirs.
+pub fn any_event() -> o2c_domain::events::BusinessEvent {
+    o2c_domain::events::BusinessEvent::OpportunityClosedWon(envelope(globex_closed_won(), "any"))
+}

@@ -1,0 +1,43 @@
+//! The fan-out of a scheduled invoice run: a run request without an engagement becomes one
+//! request per active engagement, page by page (see
+//! `o2c_domain::workflow::invoice_run::fan_out` for what is emitted).
+//!
+//! Nothing is stored: the requests carry deterministic ids and idempotency keys
+//! (`invoice-run:<run>:<engagement>`), so a redelivered fan-out re-publishes the same
+//! requests and each engagement's run absorbs the duplicate. Whether an engagement's
+//! cycle is due is decided by its own run, on its own state.
+
+use o2c_domain::events::BusinessEvent;
+use o2c_domain::ids::EngagementId;
+use o2c_domain::workflow::StepContext;
+use o2c_domain::workflow::invoice_run::{FAN_OUT_PAGE, fan_out};
+use tracing::info;
+
+use crate::error::O2cError;
+use crate::ports::{EngagementFilter, EngagementStore, EventPublisher, Platform};
+use crate::service::{Handled, StepService};
+
+impl<P: Platform> StepService<P> {
+    /// Fans a run request without an engagement out to every active engagement (one page
+    /// per invocation, then a continuation request).
+    pub async fn fan_out_invoice_runs(&self, event: &BusinessEvent, ctx: &StepContext<'_>) -> Result<Handled, O2cError> {
+        let BusinessEvent::InvoiceRunRequested(env) = event else {
+            return Err(O2cError::Bug(format!("fan-out of {}", event.event_type().detail_type())));
+        };
+        let req = &env.payload;
+        let filter = EngagementFilter {
+            status: Some("active".into()),
+            limit: FAN_OUT_PAGE + 1,
+            after: Some(req.after.clone().unwrap_or_default()),
+            ..Default::default()
+        };
+        let mut ids: Vec<EngagementId> =
+            self.platform().store().list(&filter).await?.into_iter().map(|s| EngagementId::new(s.engagement_id)).collect();
+        let more = ids.len() > FAN_OUT_PAGE;
+        ids.truncate(FAN_OUT_PAGE);
+        let events = fan_out(req, &ids, more, ctx);
+        self.platform().publisher().publish(&events).await?;
+        info!(run_id = %req.run_id, engagements = ids.len(), more, "invoice run fanned out");
+        Ok(Handled { action: "invoice_run_fanned_out".into(), duplicate: false, published: events.len() })
+    }
+}
