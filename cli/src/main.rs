@@ -102,8 +102,15 @@ enum Cmd {
     Serve(commands::serve::Args),
     /// Publish event files: to a running `o2c serve` (`--url`) or to the stage's bus (`--target aws`).
     Send(commands::send::Args),
-    /// Show one engagement: state, external ids and its timeline.
+    /// Show one engagement: state, external ids, WIP, invoices and its timeline.
     Status(commands::status::Args),
+    /// Request an invoice run: one engagement, or every active one whose cycle is due.
+    Bill(commands::bill::Args),
+    /// Invoices: approve, reject, repost after an ERP refusal, list.
+    Invoice {
+        #[command(subcommand)]
+        cmd: commands::invoice::Cmd,
+    },
     /// List engagements (newest first).
     Engagements(commands::engagements::Args),
     /// Rejected messages, parked with every reason.
@@ -211,6 +218,8 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Serve(a) => commands::serve::run(a).await,
         Cmd::Send(a) => commands::send::run(a).await,
         Cmd::Status(a) => commands::status::run(a).await,
+        Cmd::Bill(a) => commands::bill::run(a).await,
+        Cmd::Invoice { cmd } => commands::invoice::run(cmd).await,
         Cmd::Engagements(a) => commands::engagements::run(a).await,
         Cmd::Rejections(a) => commands::rejections::run(a).await,
         Cmd::Dlq { cmd } => commands::dlq::run(cmd).await,

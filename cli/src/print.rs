@@ -2,7 +2,9 @@
 
 use o2c_app::ports::{EngagementSummary, RejectedMessage};
 use o2c_domain::aggregate::CrmSyncState;
+use o2c_domain::delivery::{EntryKind, WipShard};
 use o2c_domain::engagement::{AuditEntry, Engagement};
+use o2c_domain::invoicing::{InvoiceDoc, Ledger};
 
 /// One engagement's state, with what the CRM was last sent.
 pub fn engagement(e: &Engagement, version: u64, crm: Option<&CrmSyncState>) {
@@ -133,4 +135,91 @@ pub fn rejections(rows: &[RejectedMessage]) {
             println!("    {} [{}] {}", i.field, i.code, i.message);
         }
     }
+}
+
+/// One invoice: header, lines with their tax, totals, approvals trail.
+pub fn invoice(i: &InvoiceDoc) {
+    println!(
+        "Invoice {}  {}  {}  issued {} due {}  ({} → {} / {})",
+        i.invoice_id,
+        i.number.as_deref().unwrap_or("(no number yet)"),
+        i.status.as_str(),
+        i.issue_date,
+        i.due_date,
+        i.legal_entity_id,
+        i.customer_id,
+        i.erp_invoice_id.as_deref().unwrap_or("not posted")
+    );
+    for l in &i.lines {
+        println!(
+            "  {:>3} {:<11} {:<4} {:<64} {:>10} × {:>14} = {:>16}  tax {:>14} {}",
+            l.line_no,
+            format!("{:?}", l.kind).to_lowercase(),
+            l.contract_line,
+            truncate(&l.description, 64),
+            l.quantity,
+            l.unit_price.to_string(),
+            l.net.to_string(),
+            l.tax.map(|t| t.to_string()).unwrap_or_default(),
+            l.tax_note.as_deref().unwrap_or_default()
+        );
+    }
+    println!(
+        "  subtotal {}  tax {}  total {}  (tax jurisdiction {})",
+        i.subtotal,
+        i.tax_total,
+        i.total,
+        i.tax_jurisdiction.as_deref().unwrap_or("-")
+    );
+    for r in &i.approval_reasons {
+        println!("  needs approval: {r}");
+    }
+    for a in &i.approvals {
+        match &a.refused {
+            Some(why) => println!("  {} {} by {}: REFUSED — {why}", a.at.to_rfc3339(), a.decision, a.user_id),
+            None => println!(
+                "  {} {} by {}{}",
+                a.at.to_rfc3339(),
+                a.decision,
+                a.user_id,
+                a.comment.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// An engagement's WIP: accepted entries, what is billed and unbilled, refusals, milestones.
+pub fn wip(shards: &[&WipShard], ledger: Option<&Ledger>) {
+    let entries: Vec<_> = shards.iter().flat_map(|s| s.entries.values()).collect();
+    let rejected: Vec<_> = shards.iter().flat_map(|s| s.rejected.iter()).collect();
+    if entries.is_empty() && rejected.is_empty() && ledger.is_none() {
+        return;
+    }
+    let hours: rust_decimal::Decimal = entries.iter().filter(|e| e.kind == EntryKind::Time).map(|e| e.quantity).sum();
+    let expenses = entries.iter().filter(|e| e.kind == EntryKind::Expense).count();
+    let amount: rust_decimal::Decimal = entries.iter().map(|e| e.amount.amount).sum();
+    let billed: rust_decimal::Decimal = entries.iter().map(|e| e.billed_amount().amount).sum();
+    let currency = entries.first().map(|e| e.amount.currency.code()).unwrap_or_default();
+    println!("WIP:");
+    println!("  {:<18} {} time entries ({hours} h), {expenses} expenses", "accepted", entries.len() - expenses);
+    println!("  {:<18} {currency} {amount} billable, {currency} {billed} billed, {currency} {} unbilled", "amounts", amount - billed);
+    for r in &rejected {
+        let codes: Vec<&str> = r.reasons.iter().map(|i| i.code.as_str()).collect();
+        println!("  {:<18} {} v{} at {}: {}", "REFUSED", r.entry_id, r.version, r.at.to_rfc3339(), codes.join(", "));
+        for i in &r.reasons {
+            println!("  {:<18}   {} [{}] {}", "", i.field, i.code, i.message);
+        }
+    }
+    if let Some(l) = ledger {
+        for (id, m) in &l.milestones {
+            println!("  {:<18} {id} completed {} — {}", "milestone", m.completed_on, m.invoice_id.as_deref().unwrap_or("not billed yet"));
+        }
+        for (line, held) in &l.held_back {
+            println!("  {:<18} line {line}: {held} held back by its cap", "CAPPED");
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_owned() } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
 }

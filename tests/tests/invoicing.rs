@@ -509,25 +509,97 @@ async fn when_a_milestone_completes_should_bill_its_amount_once_and_refuse_unkno
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_the_schedule_runs_should_bill_each_engagement_on_its_own_cycle() {
+async fn when_the_schedule_runs_should_bill_each_engagement_on_its_own_cycle_and_catch_up_a_missed_one() {
     let h = Harness::new().await;
-    let (asia, asia_project) = active_asia(&h, "0068d00000CYC001").await; // weekly
-    let (globex, _) = active_globex(&h, "0068d00000CYC002").await; // semi-monthly
+    let (asia, asia_project) = active_asia(&h, "0068d00000CYC001").await; // weekly, started Mon 11 Jan
+    let (globex, _) = active_globex(&h, "0068d00000CYC002").await; // semi-monthly, started 4 Jan
     h.send(week("EMP-1", "DIRECTOR", "TE-W").iter().map(|t| t.event(&asia, &asia_project)).collect()).await;
     h.settle().await;
-    // Monday 18 January: weekly is due, semi-monthly (1st and 16th) is not.
+    // Friday 15 January: no billing day of either cycle since they started.
+    h.send(vec![invoice_run("S-0115", "2027-01-15", None, true, "scheduler")]).await;
+    h.settle().await;
+    assert!(invoices(&h, &asia).await.is_empty());
+    assert!(invoices(&h, &globex).await.is_empty());
+    let trail: Vec<String> = h.rt.store().audit_trail(&globex).await.unwrap().iter().map(|a| a.summary.clone()).collect();
+    assert!(trail.iter().any(|s| s.contains("semi_monthly cycle not due on 2027-01-15")), "{trail:?}");
+    // Monday 18 January: the weekly cycle is due; the 16th's semi-monthly run was missed
+    // (no request that day) and is caught up now.
     h.send(vec![invoice_run("S-0118", "2027-01-18", None, true, "scheduler")]).await;
     h.settle().await;
     assert_eq!(invoices(&h, &asia).await.len(), 1);
-    assert!(invoices(&h, &globex).await.is_empty());
-    let trail: Vec<String> = h.rt.store().audit_trail(&globex).await.unwrap().iter().map(|a| a.summary.clone()).collect();
-    assert!(trail.iter().any(|s| s.contains("not due on 2027-01-18")), "{trail:?}");
-    // Monday 1 February: both (the installment of 4 January is due for Globex).
-    h.send(vec![invoice_run("S-0201", "2027-02-01", None, true, "scheduler")]).await;
+    assert_eq!(invoices(&h, &globex).await.len(), 1, "the installment of 4 January");
+    // Tuesday 19 January: both cycles ran since their last billing day.
+    h.send(vec![invoice_run("S-0119", "2027-01-19", None, true, "scheduler")]).await;
     h.settle().await;
+    assert_eq!(invoices(&h, &asia).await.len(), 1);
     assert_eq!(invoices(&h, &globex).await.len(), 1);
     // The same schedule tick delivered twice bills nothing twice.
-    h.send(vec![invoice_run("S-0201", "2027-02-01", None, true, "scheduler")]).await;
+    h.send(vec![invoice_run("S-0118", "2027-01-18", None, true, "scheduler")]).await;
     h.settle().await;
-    assert_eq!(invoices(&h, &globex).await.len(), 1);
+    assert_eq!(invoices(&h, &asia).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_an_invoice_the_erp_refused_is_voided_should_keep_its_number_as_void_and_bill_its_lines_under_the_next_number() {
+    let h = Harness::new().await;
+    let (eng, project) = active_asia(&h, "0068d00000VOID01").await;
+    h.send(week("EMP-1", "DIRECTOR", "TE-D").iter().map(|t| t.event(&eng, &project)).collect()).await;
+    h.settle().await;
+    let refusal = Fault::Rejected { status: 400, code: "INVALID_FLD_VALUE".into(), message: "Accounting period Jan 2027 is closed".into() };
+    h.rt.sims().inject(System::Erp, "post_invoice", refusal, Some(1)).await.unwrap();
+    h.send(vec![invoice_run("R-1", "2027-01-31", Some(&eng), false, "U-BILL-01")]).await;
+    h.settle().await;
+    let failed = invoices(&h, &eng).await.remove(0);
+    assert_eq!(failed.status, InvoiceStatus::PostingFailed);
+    // The period cannot be reopened: an approver voids the invoice.
+    h.send(vec![decision(&eng, &failed.invoice_id, "U-FIN-SG-01", false, 1)]).await;
+    h.settle().await;
+    let voided = invoices(&h, &eng).await.remove(0);
+    assert_eq!(voided.status, InvoiceStatus::Voided);
+    assert_eq!(voided.number.as_deref(), Some("LE-SG-01-000001"), "the number stays on record, void");
+    assert!(shards(&h, &eng).await.iter().flat_map(|s| s.entries.values()).all(|e| !e.was_billed()), "lines back in WIP");
+    h.send(vec![invoice_run("R-2", "2027-02-01", Some(&eng), false, "U-BILL-01")]).await;
+    h.settle().await;
+    let all = invoices(&h, &eng).await;
+    let rebilled = all.iter().find(|i| i.invoice_id != failed.invoice_id).unwrap();
+    assert_eq!(rebilled.status, InvoiceStatus::Posted);
+    assert_eq!(rebilled.number.as_deref(), Some("LE-SG-01-000002"));
+    assert_eq!(rebilled.subtotal, failed.subtotal, "the same work and installment, billed once");
+    assert_eq!(h.rt.sims().invoices().await.unwrap().len(), 1, "the ERP never held the void one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_billed_work_changes_while_its_draft_waits_for_approval_should_refuse_to_post_the_stale_draft_and_redraft() {
+    let h = Harness::new().await;
+    let (eng, project) = active_globex(&h, "0068d00000STL001").await;
+    h.send(vec![assigned(&eng, &project, "AS-STL", "EMP-1", "MANAGER", ("2027-01-04", "2027-12-17"), 1)]).await;
+    let t = Time::new("TE-S-1", "EMP-1", "MANAGER", "L2", "2027-01-05", "8");
+    h.send(vec![t.event(&eng, &project), milestone(&eng, &project, "L1-MOBILIZE", "2027-01-20")]).await;
+    h.settle().await;
+    h.send(vec![invoice_run("R-1", "2027-01-31", Some(&eng), false, "U-BILL-01")]).await;
+    h.settle().await;
+    let draft = invoices(&h, &eng).await.remove(0);
+    assert_eq!(draft.status, InvoiceStatus::PendingApproval);
+    // The PSA corrects the entry while the draft waits.
+    let mut v2 = t.clone();
+    v2.version = 2;
+    v2.hours = "6".into();
+    h.send(vec![v2.event(&eng, &project)]).await;
+    h.settle().await;
+    h.send(vec![decision(&eng, &draft.invoice_id, "U-FIN-DE-01", true, 1)]).await;
+    h.settle().await;
+    let stale = invoices(&h, &eng).await.into_iter().find(|i| i.invoice_id == draft.invoice_id).unwrap();
+    assert_eq!(stale.status, InvoiceStatus::Rejected, "never posted with the old 8 h");
+    assert!(stale.approvals[0].refused.as_deref().unwrap_or_default().contains("TE-S-1"));
+    assert!(h.rt.sims().invoices().await.unwrap().is_empty());
+    h.send(vec![invoice_run("R-2", "2027-01-31", Some(&eng), false, "U-BILL-01")]).await;
+    h.settle().await;
+    let redraft = invoices(&h, &eng).await.into_iter().find(|i| i.status == InvoiceStatus::PendingApproval).unwrap();
+    let hours: Decimal = redraft.lines.iter().filter(|l| l.kind == LineKind::Time).map(|l| l.quantity).sum();
+    assert_eq!(hours, dec!(6), "the redraft bills the corrected entry as new work");
+    assert!(redraft.lines.iter().all(|l| l.kind != LineKind::Adjustment), "nothing was ever billed for it");
+    h.send(vec![decision(&eng, &redraft.invoice_id, "U-FIN-DE-01", true, 2)]).await;
+    h.settle().await;
+    let posted = invoices(&h, &eng).await.into_iter().find(|i| i.invoice_id == redraft.invoice_id).unwrap();
+    assert_eq!((posted.status, posted.number.as_deref()), (InvoiceStatus::Posted, Some("LE-DE-01-000001")));
 }

@@ -1,9 +1,12 @@
 //! One file per command: its arguments and what it does.
 
+pub mod bill;
 pub mod bootstrap;
 pub mod demo;
 pub mod dlq;
 pub mod engagements;
+pub mod invoice;
+pub mod publish;
 pub mod reference;
 pub mod rejections;
 pub mod replay;

@@ -301,7 +301,8 @@ async fn when_each_step_processes_an_event_should_stay_within_the_dynamodb_write
     let mut report = Vec::new();
     let mut measure = async |label: &str, step: Step, ev: &o2c_domain::events::BusinessEvent| {
         let (_, before) = counts.snapshot();
-        let h = svc.handle(step, ev, &o2c_app::Delivery::once(deadline)).await.unwrap();
+        // Boxed: a dozen step futures inlined into one test future overflow a debug stack.
+        let h = Box::pin(svc.handle(step, ev, &o2c_app::Delivery::once(deadline))).await.unwrap();
         let (_, after) = counts.snapshot();
         report.push(format!("{label:<44} {:<28} writes={}", h.action, after - before));
         after - before
@@ -330,6 +331,64 @@ async fn when_each_step_processes_an_event_should_stay_within_the_dynamodb_write
     assert_eq!(measure("billing-setup: ERP schedule (side effect)", Step::BillingSetup, &provisioned).await, 2);
     assert_eq!(measure("duplicate closed-won", Step::Intake, &cw).await, 0);
     assert_eq!(measure("duplicate approval", Step::Provision, &approved).await, 0);
+
+    // Delivery to a posted invoice, each event as the bus would deliver it.
+    let project = eng.psa_project_id.clone().unwrap();
+    let assigned = {
+        let mut s = read_sample("ResourceAssigned");
+        let p = &mut s["detail"]["payload"];
+        (p["engagement_id"], p["project_id"], p["role"]) = (json!(GLOBEX), json!(project), json!("MANAGER"));
+        decode(&s)
+    };
+    assert_eq!(measure("delivery: staffing (pure)", Step::DeliveryIntake, &assigned).await, 1);
+    let time = {
+        let mut s = read_sample("TimeApproved");
+        let t = &mut s["detail"]["payload"]["time_entry"];
+        (t["engagement_id"], t["project_id"], t["line_id"], t["role"], t["version"]) =
+            (json!(GLOBEX), json!(project), json!("L2"), json!("MANAGER"), json!(1));
+        decode(&s)
+    };
+    assert_eq!(measure("delivery: time entry (shard + resource day)", Step::DeliveryIntake, &time).await, 1);
+    assert_eq!(measure("duplicate time entry", Step::DeliveryIntake, &time).await, 0);
+    let completed = {
+        let mut s = read_sample("MilestoneCompleted");
+        s["detail"]["payload"]["psa_project_id"] = json!(project);
+        decode(&s)
+    };
+    assert_eq!(measure("delivery: milestone completed (pure)", Step::DeliveryIntake, &completed).await, 1);
+    let run = {
+        let mut s = read_sample("InvoiceRunRequested");
+        let p = &mut s["detail"]["payload"];
+        (p["engagement_id"], p["scheduled"], p["as_of"], p["requested_by"]) =
+            (json!(GLOBEX), json!(false), json!("2027-03-01"), json!("U-BILL-01"));
+        decode(&s)
+    };
+    assert_eq!(measure("invoice run: draft + tax (side effect)", Step::InvoiceRun, &run).await, 2);
+    let loaded = st.platform().store.load_all(o2c_domain::aggregate::AggregateKind::Invoice, GLOBEX).await.unwrap();
+    let invoice = loaded.invoices()[0].clone();
+    assert_eq!(
+        invoice.status,
+        o2c_domain::invoicing::InvoiceStatus::PendingApproval,
+        "milestone + installment pass the EUR 50,000 threshold"
+    );
+    let approve = {
+        let mut s = read_sample("InvoiceApproved");
+        s["detail"]["payload"]["invoice_id"] = json!(invoice.invoice_id);
+        decode(&s)
+    };
+    assert_eq!(measure("invoice approval (pure)", Step::InvoiceApproval, &approve).await, 1);
+    let released = {
+        let mut s = read_sample("InvoiceReleased");
+        s["detail"]["payload"]["invoice_id"] = json!(invoice.invoice_id);
+        decode(&s)
+    };
+    assert_eq!(measure("invoice posting: number + ERP (side effect)", Step::InvoicePosting, &released).await, 2);
+    assert_eq!(measure("duplicate release", Step::InvoicePosting, &released).await, 0);
+    let loaded = st.platform().store.load_all(o2c_domain::aggregate::AggregateKind::Invoice, GLOBEX).await.unwrap();
+    let posted = loaded.invoice(&invoice.invoice_id).unwrap();
+    assert_eq!(posted.status, o2c_domain::invoicing::InvoiceStatus::Posted);
+    assert_eq!(posted.number.as_deref(), Some("LE-DE-01-000001"));
+    assert_eq!(st.sims.invoices().await.unwrap().len(), 1, "the ERP holds it");
     let (reads, writes) = counts.snapshot();
     println!(
         "DynamoDB requests per processed event:\n  {}\n  totals incl. reference-data load: reads={reads} writes={writes}",

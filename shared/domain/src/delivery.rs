@@ -70,6 +70,8 @@ pub struct Billed {
     pub version: u32,
     /// Billed amount for the entry after this invoice.
     pub amount: Money,
+    /// The contract line it is billed on after this invoice.
+    pub line_id: String,
 }
 
 /// One accepted entry in WIP.
@@ -104,14 +106,29 @@ pub struct WipEntry {
     pub amount: Money,
     /// Billable under the contract.
     pub billable: bool,
-    /// Who approved this version (the author of any adjustment it causes).
+    /// Who approved this version.
     pub approved_by: String,
+    /// Everyone who approved a version since the entry was last billed: the authors of the
+    /// adjustment a change to billed work causes (none of them may approve that invoice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authors: Vec<String>,
     /// Invoices that billed it, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub billed: Vec<Billed>,
 }
 
 impl WipEntry {
+    /// The last billing of it, if any.
+    pub fn last_billed(&self) -> Option<&Billed> {
+        self.billed.last()
+    }
+
+    /// True when the version and line billed last are the current ones (what is left
+    /// unbilled is then a remainder a cap held back, not a correction).
+    pub fn billed_as_is(&self) -> bool {
+        self.last_billed().is_some_and(|b| b.version == self.version && b.line_id == self.line_id)
+    }
+
     /// What has been billed for it so far.
     pub fn billed_amount(&self) -> Money {
         self.billed.last().map_or(Money::zero(self.amount.currency), |b| b.amount)

@@ -47,13 +47,43 @@ pub enum BillingCycle {
 }
 
 impl BillingCycle {
-    /// True when a scheduled run on `as_of` bills this engagement.
-    pub fn due_on(self, as_of: NaiveDate, ledger: &Ledger) -> bool {
+    /// Wire name (`weekly`, `semi_monthly`, `monthly`, `on_milestone`).
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::Weekly => as_of.weekday() == chrono::Weekday::Mon,
-            Self::SemiMonthly => as_of.day() == 1 || as_of.day() == 16,
-            Self::Monthly => as_of.day() == 1,
-            Self::OnMilestone => ledger.milestones.values().any(|m| m.invoice_id.is_none()),
+            Self::Weekly => "weekly",
+            Self::SemiMonthly => "semi_monthly",
+            Self::Monthly => "monthly",
+            Self::OnMilestone => "on_milestone",
+        }
+    }
+
+    /// The cycle's latest billing day on or before `as_of` (Monday; the 1st or 16th; the
+    /// 1st); `None` for on-milestone billing.
+    pub fn boundary(self, as_of: NaiveDate) -> Option<NaiveDate> {
+        let first = as_of.with_day(1);
+        match self {
+            Self::Weekly => Some(as_of - chrono::Duration::days(i64::from(as_of.weekday().num_days_from_monday()))),
+            Self::SemiMonthly => {
+                if as_of.day() >= 16 {
+                    as_of.with_day(16)
+                } else {
+                    first
+                }
+            }
+            Self::Monthly => first,
+            Self::OnMilestone => None,
+        }
+    }
+
+    /// True when a scheduled run on `as_of` bills this engagement: a billing day of its cycle
+    /// has passed since its last scheduled run (or since the engagement started), so a run
+    /// that could not bill on its day (an invoice still open, the tax engine down) catches up
+    /// on the next daily request instead of waiting a whole cycle. On-milestone billing is
+    /// due while a completed milestone is unbilled.
+    pub fn due_on(self, as_of: NaiveDate, ledger: &Ledger, started: NaiveDate) -> bool {
+        match self.boundary(as_of) {
+            None => ledger.milestones.values().any(|m| m.invoice_id.is_none()),
+            Some(day) => day > ledger.last_cycle_run.unwrap_or(started),
         }
     }
 }
@@ -93,6 +123,9 @@ pub struct Ledger {
     /// Every invoice of the engagement, oldest first.
     #[serde(default)]
     pub invoices: Vec<String>,
+    /// The date of the last scheduled run that billed (or found nothing to bill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cycle_run: Option<NaiveDate>,
 }
 
 impl Ledger {
@@ -106,6 +139,7 @@ impl Ledger {
             held_back: BTreeMap::new(),
             open_invoices: BTreeSet::new(),
             invoices: Vec::new(),
+            last_cycle_run: None,
         }
     }
 }
@@ -132,7 +166,8 @@ pub enum LineKind {
 pub enum LineSource {
     /// Entries (with the amount billed for each on this line).
     Entries {
-        /// Entry ids.
+        /// Entry ids (empty in `InvoicePosted`: the invoice item keeps them).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         entry_ids: Vec<String>,
     },
     /// A milestone.
@@ -193,8 +228,11 @@ pub enum InvoiceStatus {
     Rejected,
     /// Posted in the ERP.
     Posted,
-    /// The ERP refused it (keeps its number; an operator fixes and reposts).
+    /// The ERP refused it (keeps its number; an operator fixes and reposts, or voids it).
     PostingFailed,
+    /// Voided after the ERP refused it: its number stays on record as void, its lines went
+    /// back to WIP (the next run bills them under a new number).
+    Voided,
 }
 
 impl InvoiceStatus {
@@ -206,6 +244,7 @@ impl InvoiceStatus {
             Self::Rejected => "rejected",
             Self::Posted => "posted",
             Self::PostingFailed => "posting_failed",
+            Self::Voided => "voided",
         }
     }
 }
@@ -213,6 +252,9 @@ impl InvoiceStatus {
 /// One decision on an invoice, refused or not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRecord {
+    /// The decision event (a replay of it is ignored, whenever it comes).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub event_id: String,
     /// Who.
     pub user_id: String,
     /// `approve` or `reject`.
@@ -348,14 +390,80 @@ impl InvoiceCounter {
 pub struct Draft {
     /// The invoice (untaxed).
     pub invoice: InvoiceDoc,
-    /// Entry id → billed amount after this invoice (for the shards).
-    pub entries: BTreeMap<String, Money>,
+    /// Entry id → what is billed for it after this invoice (for the shards).
+    pub entries: BTreeMap<String, BilledEntry>,
     /// Milestones billed.
     pub milestones: Vec<String>,
     /// Installment items billed.
     pub installments: Vec<String>,
     /// Held back per line by its cap (reported as an exception).
     pub held_back: BTreeMap<String, Money>,
+}
+
+/// What an entry stands billed at after a draft: the amount and the line it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BilledEntry {
+    /// Cumulative billed amount.
+    pub amount: Money,
+    /// Contract line.
+    pub line_id: String,
+}
+
+/// A line of the draft, before numbering.
+fn line(
+    kind: LineKind,
+    contract_line: &str,
+    description: String,
+    quantity: Decimal,
+    unit_price: Money,
+    net: Money,
+    source: LineSource,
+) -> Line {
+    Line {
+        line_no: 0,
+        kind,
+        contract_line: contract_line.to_owned(),
+        description,
+        quantity,
+        unit_price,
+        net,
+        tax_rate: None,
+        tax: None,
+        tax_note: None,
+        source,
+        authors: vec![],
+    }
+}
+
+/// The T&M caps of a run: what each capped line has billed, and what each held back.
+struct Caps {
+    caps: BTreeMap<String, Money>,
+    billed: BTreeMap<String, Money>,
+    held_back: BTreeMap<String, Money>,
+}
+
+impl Caps {
+    /// Takes up to `want` (≥ 0) on `line` within its cap; the rest is held back.
+    fn take(&mut self, line: &str, want: Money) -> Result<Money, MoneyError> {
+        let Some(cap) = self.caps.get(line) else { return Ok(want) };
+        let so_far = self.billed.get(line).copied().unwrap_or(Money::zero(want.currency));
+        let room = Money::new((cap.amount - so_far.amount).max(Decimal::ZERO), want.currency);
+        let take = if want.amount > room.amount { room } else { want };
+        if take.amount < want.amount {
+            let h = self.held_back.entry(line.to_owned()).or_insert(Money::zero(want.currency));
+            *h = h.checked_add(want.checked_sub(take)?)?;
+        }
+        self.billed.insert(line.to_owned(), so_far.checked_add(take)?);
+        Ok(take)
+    }
+
+    /// Gives `amount` back to `line`'s cap (a credit).
+    fn give_back(&mut self, line: &str, amount: Money) -> Result<(), MoneyError> {
+        if let Some(b) = self.billed.get_mut(line) {
+            *b = b.checked_sub(amount)?;
+        }
+        Ok(())
+    }
 }
 
 /// Inputs of a run besides WIP.
@@ -395,148 +503,187 @@ pub fn build_draft(inputs: RunInputs<'_>, shards: &[&WipShard]) -> Result<Option
     let zero = Money::zero(cur);
     let invoice_id = format!("INV-{}-{}", c.engagement_id, inputs.ledger.invoice_seq + 1);
     let mut lines: Vec<Line> = Vec::new();
-    let mut billed_entries: BTreeMap<String, Money> = BTreeMap::new();
-    let caps: BTreeMap<String, Money> = inputs
-        .schedule
-        .items
-        .iter()
-        .filter_map(|i| match i {
-            BillingItem::TimeAndMaterials { line_id, not_to_exceed, .. } => Some((line_id.clone(), *not_to_exceed)),
-            _ => None,
-        })
-        .collect();
-    let mut held_back: BTreeMap<String, Money> = BTreeMap::new();
+    let mut billed_entries: BTreeMap<String, BilledEntry> = BTreeMap::new();
 
-    // Every entry, in (date, id) order so caps cut the latest work first.
+    // Corrections of billed work first (their credits free cap room), then new work in
+    // (date, id) order, so caps cut the latest work.
     let mut entries: Vec<&crate::delivery::WipEntry> = shards.iter().flat_map(|s| s.entries.values()).collect();
-    entries.sort_by(|a, b| (a.date, &a.entry_id).cmp(&(b.date, &b.entry_id)));
+    entries.sort_by(|a, b| {
+        let changed = |e: &crate::delivery::WipEntry| !e.billed.is_empty() && !e.billed_as_is();
+        (!changed(a), a.date, &a.entry_id).cmp(&(!changed(b), b.date, &b.entry_id))
+    });
     // T&M billed so far per capped line: what the entries record (the single truth).
-    let mut tm_billed: BTreeMap<String, Money> = BTreeMap::new();
-    for e in entries.iter().filter(|e| e.kind == EntryKind::Time && caps.contains_key(&e.line_id)) {
-        let t = tm_billed.entry(e.line_id.clone()).or_insert(zero);
-        *t = t.checked_add(e.billed_amount())?;
+    let mut caps = Caps {
+        caps: inputs
+            .schedule
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                BillingItem::TimeAndMaterials { line_id, not_to_exceed, .. } => Some((line_id.clone(), *not_to_exceed)),
+                _ => None,
+            })
+            .collect(),
+        billed: BTreeMap::new(),
+        held_back: BTreeMap::new(),
+    };
+    for e in entries.iter().filter(|e| e.kind == EntryKind::Time) {
+        if let Some(last) = e.last_billed()
+            && caps.caps.contains_key(&last.line_id)
+        {
+            let t = caps.billed.entry(last.line_id.clone()).or_insert(zero);
+            *t = t.checked_add(last.amount)?;
+        }
     }
 
-    // New time and expenses (never billed, up to the cut-off), grouped into lines.
     type TimeKey = (String, String, Decimal);
     let mut time_groups: BTreeMap<TimeKey, (Decimal, Money, Vec<String>)> = BTreeMap::new();
-    for e in entries.iter().filter(|e| !e.was_billed() && e.date <= inputs.cut_off) {
-        let due = e.unbilled();
-        if due.amount.is_zero() {
-            continue;
-        }
-        match e.kind {
-            EntryKind::Time => {
-                let mut take = due;
-                if let Some(cap) = caps.get(&e.line_id) {
-                    let so_far = tm_billed.get(&e.line_id).copied().unwrap_or(zero);
-                    let room = Money::new((cap.amount - so_far.amount).max(Decimal::ZERO), cur);
-                    if take.amount > room.amount {
-                        let over = Money::new(take.amount - room.amount, cur);
-                        let h = held_back.entry(e.line_id.clone()).or_insert(zero);
-                        *h = h.checked_add(over)?;
-                        take = room;
-                    }
-                    tm_billed.insert(e.line_id.clone(), so_far.checked_add(take)?);
-                }
-                if take.amount.is_zero() {
-                    continue;
-                }
-                let key = (e.line_id.clone(), e.role.clone().unwrap_or_default(), e.unit_price.amount);
-                let g = time_groups.entry(key).or_insert((Decimal::ZERO, zero, Vec::new()));
-                // A partially billed entry bills its hours pro rata to the amount taken.
-                let hours = if take == due { e.quantity } else { (e.quantity * take.amount / due.amount).round_dp(2) };
-                g.0 += hours;
-                g.1 = g.1.checked_add(take)?;
-                g.2.push(e.entry_id.clone());
-                billed_entries.insert(e.entry_id.clone(), e.billed_amount().checked_add(take)?);
+    type ExpenseKey = (String, String);
+    let mut expense_groups: BTreeMap<ExpenseKey, (u32, Money, Vec<String>, NaiveDate, NaiveDate)> = BTreeMap::new();
+    let approved = |e: &crate::delivery::WipEntry| e.status == crate::delivery::EntryStatus::Approved;
+    for e in &entries {
+        let role = e.role.clone().unwrap_or_default();
+        if e.billed.is_empty() {
+            // New work up to the cut-off.
+            if !approved(e) || e.amount.amount.is_zero() || e.date > inputs.cut_off {
+                continue;
             }
-            EntryKind::Expense => {
-                lines.push(Line {
-                    line_no: 0,
-                    kind: LineKind::Expense,
-                    contract_line: e.line_id.clone(),
-                    description: format!(
-                        "Expense {} ({}) {} by {}",
-                        e.entry_id,
-                        e.category.clone().unwrap_or_default(),
-                        e.date,
-                        e.resource_id
-                    ),
-                    quantity: Decimal::ONE,
-                    unit_price: due,
-                    net: due,
-                    tax_rate: None,
-                    tax: None,
-                    tax_note: None,
-                    source: LineSource::Entries { entry_ids: vec![e.entry_id.clone()] },
-                    authors: vec![],
-                });
-                billed_entries.insert(e.entry_id.clone(), e.amount);
+            match e.kind {
+                EntryKind::Time => {
+                    let take = caps.take(&e.line_id, e.amount)?;
+                    if take.amount.is_zero() {
+                        continue;
+                    }
+                    if take == e.amount {
+                        let g =
+                            time_groups.entry((e.line_id.clone(), role, e.unit_price.amount)).or_insert((Decimal::ZERO, zero, Vec::new()));
+                        g.0 += e.quantity;
+                        g.1 = g.1.checked_add(take)?;
+                        g.2.push(e.entry_id.clone());
+                    } else {
+                        lines.push(line(
+                            LineKind::Time,
+                            &e.line_id,
+                            format!("{role}: {} ({} h on {}), billed up to the line's not-to-exceed cap", e.entry_id, e.quantity, e.date),
+                            Decimal::ONE,
+                            take,
+                            take,
+                            LineSource::Entries { entry_ids: vec![e.entry_id.clone()] },
+                        ));
+                    }
+                    billed_entries.insert(e.entry_id.clone(), BilledEntry { amount: take, line_id: e.line_id.clone() });
+                }
+                EntryKind::Expense => {
+                    let key = (e.line_id.clone(), e.category.clone().unwrap_or_default());
+                    let g = expense_groups.entry(key).or_insert((0, zero, Vec::new(), e.date, e.date));
+                    g.0 += 1;
+                    g.1 = g.1.checked_add(e.amount)?;
+                    g.2.push(e.entry_id.clone());
+                    g.3 = g.3.min(e.date);
+                    g.4 = g.4.max(e.date);
+                    billed_entries.insert(e.entry_id.clone(), BilledEntry { amount: e.amount, line_id: e.line_id.clone() });
+                }
+            }
+        } else if e.billed_as_is() {
+            // The version billed is current: what is left is a remainder a cap held back.
+            let due = e.unbilled();
+            if !due.is_positive() || !approved(e) || e.date > inputs.cut_off || e.kind != EntryKind::Time {
+                continue;
+            }
+            let take = caps.take(&e.line_id, due)?;
+            if take.amount.is_zero() {
+                continue;
+            }
+            lines.push(line(
+                LineKind::Time,
+                &e.line_id,
+                format!("{role}: remainder of {} ({} h on {}) held back by the cap", e.entry_id, e.quantity, e.date),
+                Decimal::ONE,
+                take,
+                take,
+                LineSource::Entries { entry_ids: vec![e.entry_id.clone()] },
+            ));
+            billed_entries
+                .insert(e.entry_id.clone(), BilledEntry { amount: e.billed_amount().checked_add(take)?, line_id: e.line_id.clone() });
+        } else {
+            // Changed since billed (a correction or a withdrawal): adjustments by its authors.
+            let Some(last) = e.last_billed() else { continue };
+            let what = if approved(e) { format!("corrected to v{}", e.version) } else { "withdrawn".to_owned() };
+            let mut adjust = |contract_line: &str, net: Money, description: String| {
+                let mut l = line(
+                    LineKind::Adjustment,
+                    contract_line,
+                    description,
+                    Decimal::ONE,
+                    net,
+                    net,
+                    LineSource::Entries { entry_ids: vec![e.entry_id.clone()] },
+                );
+                l.authors = e.authors.clone();
+                lines.push(l);
+            };
+            if last.line_id == e.line_id {
+                let mut delta = e.amount.checked_sub(last.amount)?;
+                if e.kind == EntryKind::Time {
+                    if delta.is_positive() {
+                        delta = caps.take(&e.line_id, delta)?;
+                    } else {
+                        caps.give_back(&e.line_id, Money::new(-delta.amount, cur))?;
+                    }
+                }
+                if !delta.amount.is_zero() {
+                    adjust(&e.line_id, delta, format!("Adjustment: {} {what} (billed {}, now {})", e.entry_id, last.amount, e.amount));
+                }
+                billed_entries
+                    .insert(e.entry_id.clone(), BilledEntry { amount: last.amount.checked_add(delta)?, line_id: e.line_id.clone() });
+            } else {
+                // Moved to another line: credit it in full where it was, bill it where it is.
+                if !last.amount.amount.is_zero() {
+                    if e.kind == EntryKind::Time {
+                        caps.give_back(&last.line_id, last.amount)?;
+                    }
+                    let credit = Money::new(-last.amount.amount, cur);
+                    adjust(
+                        &last.line_id,
+                        credit,
+                        format!("Adjustment: {} moved to line {} (credit of {} billed here)", e.entry_id, e.line_id, last.amount),
+                    );
+                }
+                let debit = if e.kind == EntryKind::Time { caps.take(&e.line_id, e.amount)? } else { e.amount };
+                if !debit.amount.is_zero() {
+                    adjust(
+                        &e.line_id,
+                        debit,
+                        format!("Adjustment: {} {what}, moved from line {} (now {})", e.entry_id, last.line_id, e.amount),
+                    );
+                }
+                billed_entries.insert(e.entry_id.clone(), BilledEntry { amount: debit, line_id: e.line_id.clone() });
             }
         }
     }
     for ((line_id, role, rate), (hours, net, ids)) in time_groups {
-        lines.push(Line {
-            line_no: 0,
-            kind: LineKind::Time,
-            contract_line: line_id,
-            description: format!("{role}: {hours} h at {}/h, work through {}", Money::new(rate, cur), inputs.cut_off),
-            quantity: hours,
-            unit_price: Money::new(rate, cur),
+        let unit = Money::new(rate, cur);
+        lines.push(line(
+            LineKind::Time,
+            &line_id,
+            format!("{role}: {hours} h at {unit}/h, work through {}", inputs.cut_off),
+            hours,
+            unit,
             net,
-            tax_rate: None,
-            tax: None,
-            tax_note: None,
-            source: LineSource::Entries { entry_ids: ids },
-            authors: vec![],
-        });
+            LineSource::Entries { entry_ids: ids },
+        ));
     }
-
-    // Adjustments: billed entries whose amount changed since (a correction or a withdrawal).
-    for e in entries.iter().filter(|e| e.was_billed()) {
-        let mut delta = e.unbilled();
-        if delta.amount.is_zero() {
-            continue;
-        }
-        if e.kind == EntryKind::Time
-            && let Some(cap) = caps.get(&e.line_id)
-        {
-            let so_far = tm_billed.get(&e.line_id).copied().unwrap_or(zero);
-            if delta.amount.is_sign_positive() {
-                let room = Money::new((cap.amount - so_far.amount).max(Decimal::ZERO), cur);
-                if delta.amount > room.amount {
-                    let h = held_back.entry(e.line_id.clone()).or_insert(zero);
-                    *h = h.checked_add(Money::new(delta.amount - room.amount, cur))?;
-                    delta = room;
-                }
-            }
-            tm_billed.insert(e.line_id.clone(), so_far.checked_add(delta)?);
-            if delta.amount.is_zero() {
-                continue;
-            }
-        }
-        let what = if e.status == crate::delivery::EntryStatus::Withdrawn {
-            "withdrawn".to_owned()
-        } else {
-            format!("corrected to v{}", e.version)
-        };
-        lines.push(Line {
-            line_no: 0,
-            kind: LineKind::Adjustment,
-            contract_line: e.line_id.clone(),
-            description: format!("Adjustment: {} {what} (billed {}, now {})", e.entry_id, e.billed_amount(), e.amount),
-            quantity: Decimal::ONE,
-            unit_price: delta,
-            net: delta,
-            tax_rate: None,
-            tax: None,
-            tax_note: None,
-            source: LineSource::Entries { entry_ids: vec![e.entry_id.clone()] },
-            authors: vec![e.approved_by.clone()],
-        });
-        billed_entries.insert(e.entry_id.clone(), e.billed_amount().checked_add(delta)?);
+    for ((line_id, category), (count, net, ids, first, last)) in expense_groups {
+        lines.push(line(
+            LineKind::Expense,
+            &line_id,
+            format!("Expenses: {category}, {count} item(s) {first}..{last}"),
+            Decimal::from(count),
+            Money::new((net.amount / Decimal::from(count.max(1))).round_dp(cur.exponent()), cur),
+            net,
+            LineSource::Entries { entry_ids: ids },
+        ));
     }
+    let held_back = caps.held_back;
 
     // Completed milestones not yet billed.
     let mut milestones_billed = Vec::new();
@@ -657,9 +804,14 @@ impl Ledger {
 /// Applies a draft to the WIP shards: each billed entry records the invoice.
 pub fn mark_billed(shards: &mut [WipShard], draft: &Draft) {
     for s in shards.iter_mut() {
-        for (id, amount) in &draft.entries {
+        for (id, b) in &draft.entries {
             if let Some(e) = s.entries.get_mut(id) {
-                e.billed.push(Billed { invoice_id: draft.invoice.invoice_id.clone(), version: e.version, amount: *amount });
+                e.billed.push(Billed {
+                    invoice_id: draft.invoice.invoice_id.clone(),
+                    version: e.version,
+                    amount: b.amount,
+                    line_id: b.line_id.clone(),
+                });
             }
         }
     }
@@ -681,14 +833,18 @@ pub fn release(shards: &[&WipShard], invoice_id: &str) -> Vec<WipShard> {
         .collect()
 }
 
-/// Why an invoice needs approval: above the entity's threshold, or carrying adjustments.
-pub fn approval_reasons(invoice: &InvoiceDoc, threshold: Option<Money>) -> Vec<String> {
+/// Why an invoice needs approval: above the entity's threshold in its currency (or no
+/// threshold in that currency: approval by default, never by omission), or carrying
+/// adjustments.
+pub fn approval_reasons(invoice: &InvoiceDoc, thresholds: &[Money]) -> Vec<String> {
     let mut reasons = Vec::new();
-    if let Some(t) = threshold
-        && t.currency == invoice.currency
-        && invoice.total.amount > t.amount
-    {
-        reasons.push(format!("total {} above the {} approval threshold of {t}", invoice.total, invoice.legal_entity_id));
+    match thresholds.iter().find(|t| t.currency == invoice.currency) {
+        Some(t) if invoice.total.amount > t.amount => {
+            reasons.push(format!("total {} above the {} approval threshold of {t}", invoice.total, invoice.legal_entity_id));
+        }
+        Some(_) => {}
+        None => reasons
+            .push(format!("{} has no approval threshold in {}: every such invoice is approved", invoice.legal_entity_id, invoice.currency)),
     }
     if invoice.lines.iter().any(|l| l.kind == LineKind::Adjustment) {
         reasons.push("carries adjustments to invoiced work".into());

@@ -225,9 +225,16 @@ pub struct ExpensePolicy {
 pub struct User {
     /// User id (as the approvals UI and the PSA know it).
     pub id: String,
-    /// Roles, e.g. `billing_approver`.
-    pub roles: Vec<String>,
-    /// Legal entities the user acts for.
+    /// What the user may do, and for which legal entities (a role is granted per entity).
+    pub grants: Vec<Grant>,
+}
+
+/// A role granted for some legal entities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Role, e.g. `billing_approver`.
+    pub role: String,
+    /// The legal entities it is granted for.
     pub legal_entities: Vec<String>,
 }
 
@@ -294,9 +301,10 @@ pub struct ReferenceData {
     /// Users by id.
     #[serde(default)]
     pub users: BTreeMap<String, User>,
-    /// Invoice total above which approval is needed, per legal entity.
+    /// Invoice totals above which approval is needed, per legal entity, one per billing
+    /// currency (an invoice in a currency without a threshold always needs approval).
     #[serde(default)]
-    pub invoice_approval_thresholds: BTreeMap<String, Money>,
+    pub invoice_approval_thresholds: BTreeMap<String, Vec<Money>>,
     /// Tax jurisdictions by code (the tax engine's configuration).
     #[serde(default)]
     pub tax_jurisdictions: BTreeMap<String, TaxJurisdiction>,
@@ -334,9 +342,16 @@ impl ReferenceData {
         keys(&self.expense_policies, |v| &v.id, "expense policy", &mut errs);
         keys(&self.users, |v| &v.id, "user", &mut errs);
         keys(&self.tax_jurisdictions, |v| &v.code, "tax jurisdiction", &mut errs);
-        for le in self.invoice_approval_thresholds.keys() {
-            if !self.legal_entities.contains_key(le) {
-                errs.push(format!("approval threshold for unknown legal entity {le}"));
+        for (le, limits) in &self.invoice_approval_thresholds {
+            match self.legal_entities.get(le) {
+                None => errs.push(format!("approval threshold for unknown legal entity {le}")),
+                Some(entity) => {
+                    for c in &entity.billing_currencies {
+                        if !limits.iter().any(|m| m.currency == *c) {
+                            errs.push(format!("legal entity {le} bills in {c} but has no approval threshold in {c}"));
+                        }
+                    }
+                }
             }
         }
         for c in self.customers.values() {
@@ -409,7 +424,7 @@ impl ReferenceData {
 
     /// The user `id` when they hold `role` for `legal_entity`.
     pub fn user_with_role(&self, id: &str, role: &str, legal_entity: &str) -> Option<&User> {
-        self.users.get(id).filter(|u| u.roles.iter().any(|r| r == role) && u.legal_entities.iter().any(|l| l == legal_entity))
+        self.users.get(id).filter(|u| u.grants.iter().any(|g| g.role == role && g.legal_entities.iter().any(|l| l == legal_entity)))
     }
 
     /// True when the service line needs CLM approval before provisioning.

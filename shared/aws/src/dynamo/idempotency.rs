@@ -151,7 +151,7 @@ impl IdempotencyStore for DynamoStore {
                     items.push(TransactWriteItem::builder().put(self.state_put(c)?).build());
                 }
                 for w in &r.others {
-                    items.push(TransactWriteItem::builder().put(self.aggregate_put(w)?).build());
+                    items.push(TransactWriteItem::builder().put(self.aggregate_put(w)?.0).build());
                 }
                 self.counts.write();
                 let res = self.client.transact_write_items().set_transact_items(Some(items)).send().await;

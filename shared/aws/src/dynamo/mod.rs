@@ -10,7 +10,9 @@
 //!
 //! AWS limits relied on: an item is at most 400 KB (engagements are checked against
 //! [`MAX_ITEM_BYTES`], other aggregates against their kind's budget, before writing); a
-//! transaction holds at most 100 items and 4 MB (we use 3 plus one per other aggregate);
+//! transaction holds at most 100 items and 4 MB (we use 3 plus one per other aggregate, and
+//! check the total before sending); aggregates that grow with an engagement's history (WIP
+//! shards, invoices) are stored gzip-compressed in one binary attribute `z`;
 //! `BatchWriteItem` takes at most 25 put requests; a `Query` page is at most 1 MB.
 
 use std::collections::HashMap;
@@ -44,6 +46,8 @@ type Item = HashMap<String, AttributeValue>;
 
 /// DynamoDB's item size limit is 400 KB; stay clear of it (attribute names count too).
 pub const MAX_ITEM_BYTES: usize = 350 * 1024;
+/// `TransactWriteItems` carries at most 4 MB of items.
+pub const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
 /// `BatchWriteItem` accepts at most 25 put/delete requests.
 pub const MAX_BATCH_WRITE: usize = 25;
 /// Status GSI partitions are sharded so one busy status is not a hot partition.

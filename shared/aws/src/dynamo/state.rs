@@ -2,6 +2,7 @@
 
 use super::idempotency::{IN_PROGRESS, record_from_item};
 use super::*;
+use o2c_domain::aggregate::AggregateBody;
 
 impl DynamoStore {
     fn engagement_item(&self, w: &StateWrite) -> Result<Item, O2cError> {
@@ -50,10 +51,43 @@ impl DynamoStore {
     }
 }
 
+/// Kinds stored compressed: their state grows with the engagement's history (entries and
+/// their billing, invoice lines), and JSON of repetitive records shrinks 5–10× under gzip —
+/// which keeps a run that rewrites 32 shards inside one 4 MB transaction.
+const COMPRESSED: [AggregateKind; 2] = [AggregateKind::WipShard, AggregateKind::Invoice];
+
+/// The stored form of an aggregate body (without keys and version).
+fn aggregate_item(body: &AggregateBody) -> Result<Item, O2cError> {
+    let kind = body.key().kind;
+    if !COMPRESSED.contains(&kind) {
+        return to_item(body);
+    }
+    use std::io::Write;
+    let json = serde_json::to_vec(body).map_err(|e| O2cError::Bug(e.to_string()))?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(json.len() / 4), flate2::Compression::fast());
+    gz.write_all(&json).map_err(|e| O2cError::Bug(format!("gzip: {e}")))?;
+    let z = gz.finish().map_err(|e| O2cError::Bug(format!("gzip: {e}")))?;
+    Ok(HashMap::from([("kind".to_owned(), s(kind.as_str())), ("z".to_owned(), AttributeValue::B(aws_smithy_types::Blob::new(z)))]))
+}
+
+/// An aggregate body from its stored item (compressed or mapped).
+pub(super) fn aggregate_from_item(item: Item) -> Result<AggregateBody, O2cError> {
+    match item.get("z") {
+        Some(AttributeValue::B(z)) => {
+            use std::io::Read;
+            let mut json = Vec::new();
+            flate2::read::GzDecoder::new(z.as_ref()).read_to_end(&mut json).map_err(|e| O2cError::Bug(format!("gunzip: {e}")))?;
+            serde_json::from_slice(&json).map_err(|e| O2cError::Bug(format!("stored aggregate: {e}")))
+        }
+        _ => from_stored_item(item, &["PK", "SK", "version"]),
+    }
+}
+
 impl DynamoStore {
-    pub(super) fn aggregate_put(&self, w: &AggregateWrite) -> Result<Put, O2cError> {
+    /// The conditional put of an aggregate, and its size.
+    pub(super) fn aggregate_put(&self, w: &AggregateWrite) -> Result<(Put, usize), O2cError> {
         let key = w.body.key();
-        let mut item = to_item(&w.body)?;
+        let mut item = aggregate_item(&w.body)?;
         item.insert("PK".into(), s(key.partition_key()));
         item.insert("SK".into(), s(key.sort_key()));
         item.insert("version".into(), n(w.expected.next()));
@@ -73,7 +107,7 @@ impl DynamoStore {
                 b.condition_expression("#v = :v").expression_attribute_names("#v", "version").expression_attribute_values(":v", n(v))
             }
         };
-        b.build().map_err(|e| O2cError::Bug(e.to_string()))
+        Ok((b.build().map_err(|e| O2cError::Bug(e.to_string()))?, size))
     }
 }
 
@@ -89,7 +123,7 @@ impl EngagementStore for DynamoStore {
                 continue;
             }
             let version = get_n(&item, "version").unwrap_or(0) as u64;
-            loaded.items.push(LoadedAggregate { body: from_stored_item(item, &["PK", "SK", "version"])?, version });
+            loaded.items.push(LoadedAggregate { body: aggregate_from_item(item)?, version });
         }
         Ok(loaded)
     }
@@ -110,7 +144,7 @@ impl EngagementStore for DynamoStore {
                 .map_err(dep)?;
             if let Some(item) = out.item() {
                 let version = get_n(item, "version").unwrap_or(0) as u64;
-                loaded.items.push(LoadedAggregate { body: from_stored_item(item.clone(), &["PK", "SK", "version"])?, version });
+                loaded.items.push(LoadedAggregate { body: aggregate_from_item(item.clone())?, version });
             }
         }
         Ok(loaded)
@@ -161,8 +195,18 @@ impl EngagementStore for DynamoStore {
             items.push(TransactWriteItem::builder().put(self.state_put(w)?).build());
         }
         let others = items.len()..items.len() + c.others.len();
+        let mut bytes = 0;
         for w in &c.others {
-            items.push(TransactWriteItem::builder().put(self.aggregate_put(w)?).build());
+            let (put, size) = self.aggregate_put(w)?;
+            bytes += size;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        // The engagement (≤ 350 KB), the audit entry and the key record come on top.
+        if bytes + MAX_ITEM_BYTES > MAX_TRANSACTION_BYTES {
+            return Err(O2cError::Bug(format!(
+                "a commit of {} aggregates is {bytes} bytes: with the engagement it could pass DynamoDB's {MAX_TRANSACTION_BYTES}-byte transaction limit",
+                c.others.len()
+            )));
         }
         if let Some(a) = &c.audit {
             items.push(TransactWriteItem::builder().put(self.audit_put(a)?).build());

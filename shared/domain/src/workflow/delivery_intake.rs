@@ -104,6 +104,28 @@ fn active_contract(eng: &Engagement) -> Result<&Contract, Result<Issue, StepErro
     }
 }
 
+/// The contract an entry lands on: an approval needs an active engagement; a withdrawal is
+/// taken whatever the engagement's status (nothing of withdrawn work may stay billable).
+fn contract_for(eng: &Engagement, status: EntryStatus) -> Result<&Contract, Result<Issue, StepError>> {
+    match status {
+        EntryStatus::Approved => active_contract(eng),
+        EntryStatus::Withdrawn => {
+            eng.contract.as_ref().ok_or_else(|| Err(StepError::NotYet(format!("engagement {} has no contract yet", eng.engagement_id))))
+        }
+    }
+}
+
+/// A withdrawal of an approved entry names who withdrew it (it authors the credit).
+fn withdrawal_issue(status: EntryStatus, e: &Incoming<'_>) -> Option<Issue> {
+    (status == EntryStatus::Withdrawn && e.version > 1 && e.approved_by.is_none_or(str::is_empty)).then(|| {
+        Issue::new(
+            "approved_by",
+            "correction_without_approver",
+            format!("v{} withdraws an approved entry: it must name who approved the withdrawal", e.version),
+        )
+    })
+}
+
 fn assignment(eng: &Engagement, a: &ResourceAssigned, input: &Input<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
     let contract = match active_contract(eng) {
         Ok(c) => c,
@@ -197,10 +219,12 @@ fn shard_for(eng: &Engagement, entry_id: &str, input: &Input<'_>) -> WipShard {
 }
 
 /// Version checks shared by time and expenses: `Some(done)` when nothing is to be done.
+///
+/// A refused version sent again is decided again: what refused it (a missing assignment,
+/// another entry's hours that day) may have changed since.
 fn unchanged_version(shard: &WipShard, e: &Incoming<'_>, eng: &Engagement, ctx: &StepContext<'_>) -> Option<Next> {
     let stored = shard.entries.get(e.entry_id).map(|x| x.version);
-    let refused = shard.rejected.iter().any(|r| r.entry_id == e.entry_id && r.version >= e.version);
-    (stored.is_some_and(|v| v >= e.version) || refused).then(|| {
+    stored.is_some_and(|v| v >= e.version).then(|| {
         Next::Done(Decision::unchanged(
             ctx,
             &eng.engagement_id,
@@ -265,6 +289,15 @@ fn store_entry(shard: &mut WipShard, mut entry: WipEntry) -> Action {
         (Some(_), _) => Action::EntryCorrected,
         (None, _) => Action::EntryAccepted,
     };
+    // Authors: everyone who approved a version since the version billed last.
+    let mut authors = match shard.entries.get(&entry.entry_id) {
+        Some(old) if old.last_billed().is_none_or(|b| b.version != old.version) => old.authors.clone(),
+        _ => Vec::new(),
+    };
+    if !entry.approved_by.is_empty() && !authors.contains(&entry.approved_by) {
+        authors.push(entry.approved_by.clone());
+    }
+    entry.authors = authors;
     if let Some(old) = shard.entries.get(&entry.entry_id) {
         entry.billed = old.billed.clone();
     }
@@ -298,11 +331,14 @@ fn time(eng: &Engagement, env: &Envelope<TimeApproved>, input: &Input<'_>, ctx: 
     let mut day = day_of(&t.resource_id, t.work_date);
     let mut old_day = previous.as_ref().filter(|_| old_day_key.is_some()).map(|p| day_of(&p.resource_id, p.date));
 
-    let contract = match active_contract(eng) {
+    let contract = match contract_for(eng, t.status) {
         Ok(c) => c,
         Err(Ok(issue)) => return Ok(refuse(shard, eng, &inc, EntryKind::Time, vec![issue], ctx)),
         Err(Err(e)) => return Err(e),
     };
+    if let Some(issue) = withdrawal_issue(t.status, &inc) {
+        return Ok(refuse(shard, eng, &inc, EntryKind::Time, vec![issue], ctx));
+    }
     let rate_card = contract.rate_card_id.as_ref().and_then(|id| input.reference.rate_cards.get(id));
     let mut issues = Vec::new();
     let mut rate: Option<Money> = None;
@@ -374,6 +410,7 @@ fn time(eng: &Engagement, env: &Envelope<TimeApproved>, input: &Input<'_>, ctx: 
         amount,
         billable,
         approved_by: t.approved_by.clone().unwrap_or_default(),
+        authors: Vec::new(),
         billed: Vec::new(),
     };
     // The resource's days: this entry's hours move to the new day (none once withdrawn).
@@ -403,11 +440,14 @@ fn expense(eng: &Engagement, env: &Envelope<ExpenseApproved>, input: &Input<'_>,
     if let Some(done) = unchanged_version(&shard, &inc, eng, ctx) {
         return Ok(done);
     }
-    let contract = match active_contract(eng) {
+    let contract = match contract_for(eng, x.status) {
         Ok(c) => c,
         Err(Ok(issue)) => return Ok(refuse(shard, eng, &inc, EntryKind::Expense, vec![issue], ctx)),
         Err(Err(e)) => return Err(e),
     };
+    if let Some(issue) = withdrawal_issue(x.status, &inc) {
+        return Ok(refuse(shard, eng, &inc, EntryKind::Expense, vec![issue], ctx));
+    }
     let previous = shard.entries.get(inc.entry_id).cloned();
     // Without a line, the contract's only T&M line carries the expense.
     let tm_lines: Vec<&ContractLine> = contract.lines.iter().filter(|l| l.billing_model == BillingModel::TimeAndMaterials).collect();
@@ -477,6 +517,7 @@ fn expense(eng: &Engagement, env: &Envelope<ExpenseApproved>, input: &Input<'_>,
         amount,
         billable,
         approved_by: x.approved_by.clone().unwrap_or_default(),
+        authors: Vec::new(),
         billed: Vec::new(),
     };
     let summary = format!("{} v{}: {} {} on {} bills {}", inc.entry_id, inc.version, x.category, x.amount, x.incurred_on, entry.amount);

@@ -8,6 +8,14 @@
 //!
 //! Approved → `InvoiceReleased` (posting numbers and posts it). Rejected → the draft's
 //! lines go back to WIP: its entries, milestones and installments are billable again.
+//!
+//! - An approval of a draft whose entries changed since it was drafted (a correction or a
+//!   withdrawal landed while it waited) does not post stale amounts: the draft is withdrawn,
+//!   its lines released, and the next run redrafts them.
+//! - A rejection of an invoice the ERP refused **voids** it: its number stays on record
+//!   (void), its lines go back to WIP and the next run bills them under a new number.
+//! - Each decision event counts once: a replay of one already on the trail is ignored,
+//!   however late it comes.
 
 use crate::aggregate::{AggregateBody, AggregateKey, AggregateKind, Load};
 use crate::engagement::Action;
@@ -46,7 +54,16 @@ impl WorkflowStep for InvoiceApproval {
             )]));
         };
         let verb = if approve { "approve" } else { "reject" };
-        if invoice.status != InvoiceStatus::PendingApproval {
+        if invoice.approvals.iter().any(|a| a.event_id == ctx.meta.event_id) {
+            return Ok(Next::Done(Decision::unchanged(
+                ctx,
+                &eng_id,
+                Action::InvoiceDecisionIgnored,
+                format!("decision {} on {} was already taken into account", ctx.meta.event_id, invoice.invoice_id),
+            )));
+        }
+        let voiding = !approve && invoice.status == InvoiceStatus::PostingFailed;
+        if invoice.status != InvoiceStatus::PendingApproval && !voiding {
             return Ok(Next::Done(Decision::unchanged(
                 ctx,
                 &eng_id,
@@ -62,6 +79,7 @@ impl WorkflowStep for InvoiceApproval {
         }
         let mut invoice = invoice.clone();
         let record = |refused: Option<String>| ApprovalRecord {
+            event_id: ctx.meta.event_id.clone(),
             user_id: decision.approver_id.clone(),
             decision: verb.to_owned(),
             at: decision.decided_at,
@@ -87,6 +105,38 @@ impl WorkflowStep for InvoiceApproval {
             d.events.push(event);
             return Ok(Next::Done(d));
         }
+        let shards: Vec<_> = input.others.wip_shards().into_values().collect();
+        let stale = stale_entries(&shards, &invoice.invoice_id);
+        if approve && !stale.is_empty() {
+            // Posting it would bill amounts the PSA has since changed: withdraw and redraft.
+            let reason =
+                format!("entries changed since the draft ({}): the draft is withdrawn and its lines go back to WIP", stale.join(", "));
+            invoice.approvals.push(record(Some(reason.clone())));
+            invoice.status = InvoiceStatus::Rejected;
+            let event = ctx.emit(
+                EventType::InvoiceApprovalRefused,
+                &eng_id,
+                format!("invoice-approval-refused:{}:stale", invoice.invoice_id),
+                &InvoiceApprovalRefused {
+                    engagement_id: eng_id.clone(),
+                    invoice_id: invoice.invoice_id.clone(),
+                    user_id: decision.approver_id.clone(),
+                    decision: verb.to_owned(),
+                    reason: reason.clone(),
+                },
+            );
+            let mut d = released(
+                ctx,
+                &eng_id,
+                invoice,
+                &shards,
+                input,
+                Action::InvoiceRejected,
+                format!("approval of a stale draft refused: {reason}"),
+            );
+            d.events.push(event);
+            return Ok(Next::Done(d));
+        }
         invoice.approvals.push(record(None));
         if approve {
             invoice.status = InvoiceStatus::Approved;
@@ -105,26 +155,47 @@ impl WorkflowStep for InvoiceApproval {
             d.events.push(event);
             return Ok(Next::Done(d));
         }
-        // Rejected: everything it billed is billable again.
-        invoice.status = InvoiceStatus::Rejected;
-        let shards: Vec<_> = input.others.wip_shards().into_values().collect();
-        let released = release(&shards, &invoice.invoice_id);
-        let mut ledger = input.others.ledger(&eng_id).cloned().unwrap_or_else(|| Ledger::new(eng_id.clone()));
-        ledger.release(&invoice.invoice_id);
+        // Rejected (or voided after an ERP refusal): everything it billed is billable again.
+        invoice.status = if voiding { InvoiceStatus::Voided } else { InvoiceStatus::Rejected };
         let summary = format!(
-            "{} rejected by {}{}; its lines are back in WIP",
+            "{} {} by {}{}; its lines are back in WIP",
             invoice.invoice_id,
+            if voiding { format!("(number {}) voided", invoice.number.as_deref().unwrap_or("-")) } else { "rejected".to_owned() },
             decision.approver_id,
             decision.comment.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
         );
-        let mut d = Decision::unchanged(ctx, &eng_id, Action::InvoiceRejected, summary)
-            .with(AggregateBody::Invoice(invoice))
-            .with(AggregateBody::Ledger(ledger));
-        for s in released {
-            d = d.with(AggregateBody::WipShard(s));
-        }
-        Ok(Next::Done(d))
+        Ok(Next::Done(released(ctx, &eng_id, invoice, &shards, input, Action::InvoiceRejected, summary)))
     }
+}
+
+/// Entries billed by `invoice_id` whose version changed since (in id order).
+fn stale_entries(shards: &[&crate::delivery::WipShard], invoice_id: &str) -> Vec<String> {
+    shards
+        .iter()
+        .flat_map(|s| s.entries.values())
+        .filter(|e| e.billed.iter().any(|b| b.invoice_id == invoice_id && b.version != e.version))
+        .map(|e| e.entry_id.clone())
+        .collect()
+}
+
+/// The decision writing `invoice` (rejected or voided) with everything it billed released.
+fn released(
+    ctx: &StepContext<'_>,
+    eng_id: &crate::ids::EngagementId,
+    invoice: InvoiceDoc,
+    shards: &[&crate::delivery::WipShard],
+    input: &Input<'_>,
+    action: Action,
+    summary: String,
+) -> Decision {
+    let released = release(shards, &invoice.invoice_id);
+    let mut ledger = input.others.ledger(eng_id).cloned().unwrap_or_else(|| Ledger::new(eng_id.clone()));
+    ledger.release(&invoice.invoice_id);
+    let mut d = Decision::unchanged(ctx, eng_id, action, summary).with(AggregateBody::Invoice(invoice)).with(AggregateBody::Ledger(ledger));
+    for s in released {
+        d = d.with(AggregateBody::WipShard(s));
+    }
+    d
 }
 
 fn decision_of(event: &BusinessEvent) -> Option<(&InvoiceDecision, bool)> {

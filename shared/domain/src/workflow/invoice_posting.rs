@@ -124,7 +124,7 @@ impl WorkflowStep for InvoicePosting {
                         legal_entity_id: invoice.legal_entity_id.clone(),
                         customer_id: invoice.customer_id.clone(),
                         currency: invoice.currency,
-                        lines: invoice.lines.clone(),
+                        lines: posted_lines(&invoice.lines),
                         subtotal: invoice.subtotal,
                         tax_total: invoice.tax_total,
                         total: invoice.total,
@@ -158,6 +158,22 @@ impl WorkflowStep for InvoicePosting {
             other => Err(StepError::UnexpectedResults(self.step(), format!("{other:?}"))),
         }
     }
+}
+
+/// The lines as `InvoicePosted` carries them: without the entry ids behind each line (the
+/// invoice item keeps them), so a long engagement's invoice stays far below EventBridge's
+/// 256 KB entry limit.
+fn posted_lines(lines: &[crate::invoicing::Line]) -> Vec<crate::invoicing::Line> {
+    lines
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            if let crate::invoicing::LineSource::Entries { entry_ids } = &mut l.source {
+                entry_ids.clear();
+            }
+            l
+        })
+        .collect()
 }
 
 fn released(event: &BusinessEvent) -> Option<&InvoiceReleased> {

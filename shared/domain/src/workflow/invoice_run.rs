@@ -62,6 +62,17 @@ impl WorkflowStep for InvoiceRun {
         };
         Ok(match prepare(eng, req, input)? {
             Prepared::Skip(action, why) => Next::Done(Decision::unchanged(ctx, &eng.engagement_id, action, why)),
+            Prepared::Nothing(mut ledger) => {
+                let why = format!("nothing billable up to {}", cut_off(req));
+                let d = Decision::unchanged(ctx, &eng.engagement_id, Action::NothingToBill, why);
+                if req.scheduled {
+                    // The cycle ran: the next one is due at its next billing day.
+                    ledger.last_cycle_run = Some(req.as_of);
+                    Next::Done(d.with(AggregateBody::Ledger(ledger)))
+                } else {
+                    Next::Done(d)
+                }
+            }
             Prepared::Draft { request, .. } => {
                 Next::Run(Plan::new(Purpose::Tax, vec![Command::CalculateTax(request)], Sequence::StopOnFailure))
             }
@@ -105,8 +116,8 @@ impl WorkflowStep for InvoiceRun {
         quote.check(planned).map_err(|e| StepError::UnexpectedResults(self.step(), format!("tax engine answer refused: {e}")))?;
         draft.invoice.apply_tax(quote)?;
 
-        let threshold = input.reference.invoice_approval_thresholds.get(&draft.invoice.legal_entity_id).copied();
-        let reasons = approval_reasons(&draft.invoice, threshold);
+        let thresholds = input.reference.invoice_approval_thresholds.get(&draft.invoice.legal_entity_id).map_or(&[][..], Vec::as_slice);
+        let reasons = approval_reasons(&draft.invoice, thresholds);
         let mut events = Vec::new();
         let action = if reasons.is_empty() {
             draft.invoice.status = InvoiceStatus::Approved;
@@ -174,6 +185,9 @@ impl WorkflowStep for InvoiceRun {
         );
         let mut ledger = ledger;
         ledger.record_draft(&draft);
+        if req.scheduled {
+            ledger.last_cycle_run = Some(req.as_of);
+        }
         let mut touched: Vec<WipShard> = shards.into_iter().filter(|s| s.entries.keys().any(|id| draft.entries.contains_key(id))).collect();
         mark_billed(&mut touched, &draft);
         let mut d = if changed {
@@ -197,6 +211,8 @@ impl WorkflowStep for InvoiceRun {
 enum Prepared {
     /// Nothing to do, and why.
     Skip(Action, String),
+    /// Nothing billable up to the cut-off (the ledger as loaded).
+    Nothing(Ledger),
     /// A draft to tax.
     Draft {
         /// The draft.
@@ -228,8 +244,8 @@ fn prepare(eng: &Engagement, req: &InvoiceRunRequested, input: &Input<'_>) -> Re
         return skip(format!("invoice {open} is still open (approval or posting); the run waits for it"));
     }
     let customer = customer(input.reference, &contract.customer.id)?;
-    if req.scheduled && !customer.billing_cycle.due_on(req.as_of, &ledger) {
-        return skip(format!("{:?} cycle not due on {}", customer.billing_cycle, req.as_of));
+    if req.scheduled && !customer.billing_cycle.due_on(req.as_of, &ledger, contract.start_date) {
+        return skip(format!("{} cycle not due on {}", customer.billing_cycle.as_str(), req.as_of));
     }
     let seller = input
         .reference
@@ -251,7 +267,7 @@ fn prepare(eng: &Engagement, req: &InvoiceRunRequested, input: &Input<'_>) -> Re
         payment_days: payment_days(&contract.payment_terms),
     };
     let Some(draft) = build_draft(inputs, &refs)? else {
-        return Ok(Prepared::Skip(Action::NothingToBill, format!("nothing billable up to {}", cut_off(req))));
+        return Ok(Prepared::Nothing(ledger));
     };
     let request = draft.invoice.tax_request(&seller.country, customer);
     Ok(Prepared::Draft { draft, request, shards, ledger })

@@ -1,5 +1,9 @@
 //! `o2c demo`: the seed scenario (Northwind Partners, a global consulting firm) end to end
-//! on the embedded runtime, printing every step as the functions take it.
+//! on the embedded runtime, printing every step as the functions take it: closed-won to
+//! active projects (`events/scenarios/northwind-demo.jsonl`), then delivery to posted
+//! invoices ([`billing`]).
+
+mod billing;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,14 +12,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use o2c_app::bus::PutEventsEntry;
 use o2c_app::ports::{EngagementStore, RejectionStore};
-use o2c_domain::aggregate::AggregateKey;
+use o2c_domain::aggregate::{AggregateKey, AggregateKind};
 use o2c_embedded::Runtime;
 use o2c_embedded::sim::{Fault, System};
 
 use crate::print;
 
 /// The scenario: one PutEvents entry per line, with a `title`.
-const SCENARIO: &str = include_str!("../../../events/scenarios/northwind-demo.jsonl");
+const SCENARIO: &str = include_str!("../../../../events/scenarios/northwind-demo.jsonl");
 
 /// Virtual time of a seeded run starts on the scenario's day.
 const SEEDED_START: &str = "2026-11-20T09:00:00Z";
@@ -63,30 +67,15 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     println!("(simulated ERP: 2 × HTTP 503, then 1 lost response after commit)\n");
 
     let mut seen = 0;
-    for (n, line) in SCENARIO.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+    let mut n = 0;
+    for line in SCENARIO.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).context("scenario line")?;
         let title = v.get("title").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
         let entry: PutEventsEntry = serde_json::from_value(v).context("scenario entry")?;
-        println!("▶ {}. {title}", n + 1);
-        println!("  PutEvents {} / {}", entry.source.as_deref().unwrap_or_default(), entry.detail_type.as_deref().unwrap_or_default());
-        let resp = rt.put_events(vec![entry]).await?;
-        if resp.failed_entry_count > 0 {
-            bail!("the bus refused a scenario event: {:?}", resp.entries);
-        }
-        let report = rt.run_until_idle(Duration::from_secs(60)).await?;
-        let steps = rt.store().audit_since(seen).await?;
-        for (seq, a) in &steps {
-            seen = *seq;
-            println!("    {:<14} {:<24} {:<34} {}", a.step, a.engagement_id, a.action, a.summary);
-        }
-        if steps.is_empty() {
-            println!("    (absorbed by the idempotency store: no state change, no connector call; {} record(s) handled)", report.succeeded);
-        }
-        if report.retried > 0 {
-            println!("    ({} delivery(ies) failed transiently and were retried)", report.retried);
-        }
-        println!();
+        n += 1;
+        play(&rt, n, &title, vec![entry], &mut seen).await?;
     }
+    billing::play_all(&rt, &mut n, &mut seen).await?;
 
     println!("Connector calls (create-or-get by external key):");
     for c in rt.sims().calls().await? {
@@ -98,8 +87,17 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     for r in &rows {
         println!();
         if let Some(state) = rt.store().load(&r.engagement_id).await? {
-            let others = rt.store().load_aggregates(&[AggregateKey::crm_sync(&r.engagement_id)]).await?;
-            print::engagement(&state.value, state.version, others.crm_sync(&r.engagement_id));
+            let id = &r.engagement_id;
+            let others = rt.store().load_aggregates(&[AggregateKey::crm_sync(id), AggregateKey::ledger(id)]).await?;
+            print::engagement(&state.value, state.version, others.crm_sync(id));
+            let shards = rt.store().load_all(AggregateKind::WipShard, id).await?;
+            print::wip(&shards.wip_shards().into_values().collect::<Vec<_>>(), others.ledger(id));
+            let invoices = rt.store().load_all(AggregateKind::Invoice, id).await?;
+            let mut invoices = invoices.invoices();
+            invoices.sort_by_key(|i| i.invoice_id.clone());
+            for i in invoices {
+                print::invoice(i);
+            }
         }
     }
     let parked = rt.store().rejections(100).await?;
@@ -114,4 +112,38 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes one titled step's entries, processes until idle and prints what each step did.
+async fn play(rt: &Runtime, n: usize, title: &str, entries: Vec<PutEventsEntry>, seen: &mut i64) -> Result<()> {
+    println!("▶ {n}. {title}");
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for e in &entries {
+        let kind = format!("{} / {}", e.source.as_deref().unwrap_or_default(), e.detail_type.as_deref().unwrap_or_default());
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((kind, 1)),
+        }
+    }
+    for (kind, count) in kinds {
+        println!("  PutEvents {}{kind}", if count > 1 { format!("{count} × ") } else { String::new() });
+    }
+    let resp = rt.put_events(entries).await?;
+    if resp.failed_entry_count > 0 {
+        bail!("the bus refused a scenario event: {:?}", resp.entries);
+    }
+    let report = rt.run_until_idle(Duration::from_secs(60)).await?;
+    let steps = rt.store().audit_since(*seen).await?;
+    for (seq, a) in &steps {
+        *seen = *seq;
+        println!("    {:<16} {:<24} {:<34} {}", a.step, a.engagement_id, a.action, a.summary);
+    }
+    if steps.is_empty() {
+        println!("    (absorbed by the idempotency store: no state change, no connector call; {} record(s) handled)", report.succeeded);
+    }
+    if report.retried > 0 {
+        println!("    ({} delivery(ies) failed transiently and were retried)", report.retried);
+    }
+    println!();
+    Ok(())
 }
