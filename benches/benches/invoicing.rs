@@ -117,7 +117,19 @@ fn invoicing(c: &mut Criterion) {
     let shards = shards(&eng);
     let size: usize = shards.iter().map(|s| serde_json::to_vec(s).unwrap().len()).sum();
     let largest = shards.iter().map(|s| serde_json::to_vec(s).unwrap().len()).max().unwrap();
-    eprintln!("{ENTRIES} entries in {} shards: {size} bytes of JSON, largest shard {largest} bytes", shards.len());
+    let gz: usize = shards
+        .iter()
+        .map(|s| {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&serde_json::to_vec(s).unwrap()).unwrap();
+            e.finish().unwrap().len()
+        })
+        .sum();
+    eprintln!(
+        "{ENTRIES} entries in {} shards: {size} bytes of JSON ({gz} gzip-compressed, as DynamoDB stores them), largest shard {largest} bytes",
+        shards.len()
+    );
 
     let contract = eng.contract.clone().unwrap();
     let schedule = eng.billing_schedule.clone().unwrap();

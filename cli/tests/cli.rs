@@ -306,3 +306,43 @@ fn when_run_is_given_an_edited_template_should_route_by_its_rules_without_a_rebu
     let v: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(v["engagement"]["status"], "awaiting_approval");
 }
+
+#[test]
+fn when_an_operator_bills_and_approvers_decide_should_post_the_invoice_and_show_it_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let db = db.to_str().unwrap();
+    let samples = ["OpportunityClosedWon", "ContractApproved", "MilestoneCompleted"].map(|s| repo(&format!("events/samples/{s}.v1.json")));
+    let out = run(&["run", "--db", db, samples[0].to_str().unwrap(), samples[1].to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["run", "--db", db, samples[2].to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = run(&["bill", "--db", db, "--as-of", "2027-03-01", "--engagement", "0068d00000GLBX01", "--as", "U-BILL-01"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("pending_approval") && s.contains("needs approval: total EUR"), "{s}");
+
+    let out = run(&["invoice", "list", "--db", db, "0068d00000GLBX01", "--json"]);
+    let invoices: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = invoices[0]["invoice_id"].as_str().unwrap().to_owned();
+
+    let out = run(&["invoice", "approve", &id, "--db", db, "--as", "U-BILL-01"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("REFUSED — U-BILL-01 does not hold the billing_approver role"), "{}", text(&out.stdout));
+
+    let out = run(&["invoice", "approve", &id, "--db", db, "--as", "U-FIN-DE-01", "--comment", "checked against the SOW"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("LE-DE-01-000001") && s.contains("posted"), "{s}");
+
+    let out = run(&["status", "--db", db, "0068d00000GLBX01"]);
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("WIP:")
+            && s.contains("L1-MOBILIZE completed 2027-02-26")
+            && s.contains("Invoice INV-ENG-0068d00000GLBX01-1  LE-DE-01-000001  posted"),
+        "{s}"
+    );
+    assert!(run(&["invoice", "approve", "INV-nonsense", "--db", db, "--as", "U-FIN-DE-01"]).status.code() == Some(1));
+}
