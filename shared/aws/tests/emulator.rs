@@ -601,3 +601,87 @@ async fn when_the_dynamodb_store_runs_the_conformance_suite_should_pass_every_ca
     let st = Stage::new().await;
     o2c_app::conformance::run_all(&st.platform().store, &format!("ddb-{}", st.deployed.bus_name)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_connectors_speak_http_should_tax_and_post_invoices_through_the_system_api_contract() {
+    let st = Stage::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = o2c_embedded::sim_http::router(st.sims.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let t = o2c_connectors::Timeouts::default();
+    let conn = |sys: System| {
+        o2c_connectors::HttpConnector::new(sys, &format!("http://{addr}/{}", sys.as_str()), Some("test-token".into()), t).unwrap()
+    };
+    let platform = o2c_aws::platform::with_connectors(
+        &st.sdk,
+        Tables { state: st.deployed.tables.state.clone(), idempotency: st.deployed.tables.idempotency.clone() },
+        st.deployed.bus_name.clone(),
+        Duration::from_secs(60),
+        o2c_aws::platform::Connectors {
+            crm: o2c_connectors::HttpCrm(conn(System::Crm)),
+            psa: o2c_connectors::HttpPsa(conn(System::Psa)),
+            erp: o2c_connectors::HttpErp(conn(System::Erp)),
+            tax: o2c_connectors::HttpTax(conn(System::Tax)),
+        },
+    );
+    let svc = StepService::new(platform, ServiceConfig::default());
+    let decode = |v: &Value| o2c_app::contracts::decode(v["detail-type"].as_str().unwrap(), &v["detail"]).unwrap();
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let handle =
+        async |step: Step, ev: &o2c_domain::events::BusinessEvent| Box::pin(svc.handle(step, ev, &o2c_app::Delivery::once(deadline))).await;
+    handle(Step::Intake, &decode(&read_sample("OpportunityClosedWon"))).await.unwrap();
+    handle(Step::Provision, &decode(&read_sample("ContractApproved"))).await.unwrap();
+    let eng = st.platform().store.load(GLOBEX).await.unwrap().unwrap().value;
+    let mut provisioned = read_sample("ProjectProvisioned");
+    provisioned["detail"]["payload"]["psa_project_id"] = json!(eng.psa_project_id.clone().unwrap());
+    provisioned["detail"]["payload"]["erp_project_id"] = json!(eng.erp_project_id.clone().unwrap());
+    handle(Step::BillingSetup, &decode(&provisioned)).await.unwrap();
+    let mut completed = read_sample("MilestoneCompleted");
+    completed["detail"]["payload"]["psa_project_id"] = json!(eng.psa_project_id.clone().unwrap());
+    handle(Step::DeliveryIntake, &decode(&completed)).await.unwrap();
+
+    // The tax engine answers 429 with Retry-After 1 s, then refuses with a 422: a refusal is
+    // a result (an exception on the engagement), not a retry.
+    st.sims.inject(System::Tax, "calculate_tax", o2c_embedded::sim::Fault::RateLimited { retry_after_ms: 1000 }, Some(1)).await.unwrap();
+    st.sims
+        .inject(
+            System::Tax,
+            "calculate_tax",
+            o2c_embedded::sim::Fault::Rejected { status: 422, code: "INVALID_ADDRESS".into(), message: "no geocode".into() },
+            Some(1),
+        )
+        .await
+        .unwrap();
+    let mut run = read_sample("InvoiceRunRequested");
+    let p = &mut run["detail"]["payload"];
+    (p["engagement_id"], p["scheduled"], p["as_of"], p["requested_by"]) =
+        (json!(GLOBEX), json!(false), json!("2027-03-01"), json!("U-BILL-01"));
+    assert_eq!(handle(Step::InvoiceRun, &decode(&run)).await.unwrap().action, "tax_failed");
+    let e = st.platform().store.load(GLOBEX).await.unwrap().unwrap().value;
+    assert!(e.exceptions.iter().any(|x| x.open && x.message.contains("INVALID_ADDRESS")), "{:?}", e.exceptions);
+    let tax_calls: Vec<String> = st.sims.calls().await.unwrap().into_iter().filter(|c| c.system == "tax").map(|c| c.outcome).collect();
+    assert_eq!(tax_calls.len(), 2, "the 429 was retried inside the invocation: {tax_calls:?}");
+
+    // The next run is taxed over HTTP (DE VAT 19 %), approved, numbered and posted; the
+    // ERP's answer to the post is lost once — create-or-get on the number finds it.
+    run["detail"]["idempotency_key"] = json!("invoice-run:http-2");
+    run["detail"]["event_id"] = json!("http-run-2");
+    assert_eq!(handle(Step::InvoiceRun, &decode(&run)).await.unwrap().action, "invoice_drafted");
+    let invoice = st.platform().store.load_all(o2c_domain::aggregate::AggregateKind::Invoice, GLOBEX).await.unwrap().invoices()[0].clone();
+    assert!(invoice.lines.iter().all(|l| l.tax_rate.map(|r| r.to_string()).as_deref() == Some("0.19")), "{:?}", invoice.lines);
+    assert_eq!(invoice.tax_total.amount, invoice.lines.iter().map(|l| l.tax.unwrap().amount).sum());
+    let mut approve = read_sample("InvoiceApproved");
+    approve["detail"]["payload"]["invoice_id"] = json!(invoice.invoice_id);
+    handle(Step::InvoiceApproval, &decode(&approve)).await.unwrap();
+    st.sims.inject(System::Erp, "post_invoice", o2c_embedded::sim::Fault::TimeoutAfterCommit, Some(1)).await.unwrap();
+    let mut released = read_sample("InvoiceReleased");
+    released["detail"]["payload"]["invoice_id"] = json!(invoice.invoice_id);
+    assert_eq!(handle(Step::InvoicePosting, &decode(&released)).await.unwrap().action, "invoice_posted");
+    let posts: Vec<String> =
+        st.sims.calls().await.unwrap().into_iter().filter(|c| c.operation == "post_invoice").map(|c| c.outcome).collect();
+    assert_eq!(posts, vec!["created".to_owned(), "existing".to_owned()], "the lost answer, then the create-or-get by number");
+    let erp = st.sims.invoices().await.unwrap();
+    assert_eq!((erp.len(), erp[0].number.as_str()), (1, "LE-DE-01-000001"));
+    assert_eq!(erp[0].invoice.total, invoice.total);
+}
