@@ -111,6 +111,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::invoice::Cmd,
     },
+    /// Receivables: open invoices, payments and their applications, unapplied cash, ageing,
+    /// overdue invoices and DSO per customer, legal entity and firm.
+    Receivables(commands::receivables::Args),
     /// List engagements (newest first).
     Engagements(commands::engagements::Args),
     /// Rejected messages, parked with every reason.
@@ -220,6 +223,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Status(a) => commands::status::run(a).await,
         Cmd::Bill(a) => commands::bill::run(a).await,
         Cmd::Invoice { cmd } => commands::invoice::run(cmd).await,
+        Cmd::Receivables(a) => commands::receivables::run(a).await,
         Cmd::Engagements(a) => commands::engagements::run(a).await,
         Cmd::Rejections(a) => commands::rejections::run(a).await,
         Cmd::Dlq { cmd } => commands::dlq::run(cmd).await,

@@ -6,6 +6,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test harness: failing fast is the point
 
+pub mod cash;
 pub mod delivery;
 
 use std::path::{Path, PathBuf};

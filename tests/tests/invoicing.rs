@@ -352,7 +352,8 @@ async fn when_the_erp_refuses_a_numbered_invoice_should_keep_its_number_and_repo
     assert!(e.exceptions.iter().any(|x| x.open && x.kind == o2c_domain::events::ExceptionKind::InvoicePostingFailed));
 
     // The operator fixes the period and releases the invoice again.
-    let release = serde_json::json!({"engagement_id": eng, "invoice_id": i.invoice_id, "legal_entity_id": "LE-SG-01"});
+    let release =
+        serde_json::json!({"engagement_id": eng, "invoice_id": i.invoice_id, "legal_entity_id": "LE-SG-01", "customer_id": "CUST-1003"});
     let key = format!("ops:repost:{}", i.invoice_id);
     h.send(vec![("o2c.invoicing", "InvoiceReleased", o2c_tests::envelope(&key, "corr-ops", Some(&key), release))]).await;
     h.settle().await;

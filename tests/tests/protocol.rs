@@ -74,6 +74,9 @@ impl Erp for Racing {
     async fn create_or_get_invoice(&self, invoice: &o2c_domain::invoicing::InvoiceDoc) -> Result<ExternalObject, ConnectorError> {
         self.sims.create_or_get_invoice(invoice).await
     }
+    async fn book_receipt(&self, receipt: &o2c_domain::receivables::CashReceipt) -> Result<ExternalObject, ConnectorError> {
+        self.sims.book_receipt(receipt).await
+    }
 }
 
 type TestPlatform = MemoryPlatform<Simulators, Racing, Racing, Simulators>;

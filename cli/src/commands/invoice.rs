@@ -75,8 +75,9 @@ pub async fn run(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Reject(d) => decide(d, false).await,
         Cmd::Repost { target, invoice, url } => {
             let eng = engagement_of(&invoice)?;
-            let legal_entity = with_backend!(target, b => legal_entity(&b, &eng, &invoice).await)?;
-            let payload = serde_json::json!({"engagement_id": eng, "invoice_id": invoice, "legal_entity_id": legal_entity});
+            let (legal_entity, customer) = with_backend!(target, b => issuer(&b, &eng, &invoice).await)?;
+            let payload =
+                serde_json::json!({"engagement_id": eng, "invoice_id": invoice, "legal_entity_id": legal_entity, "customer_id": customer});
             let id = RandomIds.new_id();
             let detail = envelope(&id, &format!("ops-{id}"), &format!("ops:repost:{invoice}:{id}"), payload);
             let (code, rt) = publish(&target, url.as_deref(), vec![entry("o2c.invoicing", "InvoiceReleased", &detail)]).await?;
@@ -112,10 +113,10 @@ async fn decide(d: Decision, approve: bool) -> Result<ExitCode> {
     Ok(code)
 }
 
-async fn legal_entity<B: Backend>(b: &B, eng: &str, invoice: &str) -> Result<String> {
+async fn issuer<B: Backend>(b: &B, eng: &str, invoice: &str) -> Result<(String, String)> {
     let all = b.store().load_all(AggregateKind::Invoice, eng).await?;
     match all.invoice(invoice) {
-        Some(i) => Ok(i.legal_entity_id.clone()),
+        Some(i) => Ok((i.legal_entity_id.clone(), i.customer_id.clone())),
         None => bail!("no invoice {invoice} on {eng} in {}", b.label()),
     }
 }

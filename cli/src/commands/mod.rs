@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod engagements;
 pub mod invoice;
 pub mod publish;
+pub mod receivables;
 pub mod reference;
 pub mod rejections;
 pub mod replay;

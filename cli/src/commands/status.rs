@@ -1,4 +1,5 @@
-//! `o2c status`: one engagement — state, external ids, CRM sync, timeline.
+//! `o2c status`: one engagement — state, external ids, CRM sync, WIP, invoices with their
+//! open balances and the payments applied to them, timeline.
 
 use std::process::ExitCode;
 
@@ -40,12 +41,30 @@ async fn show<B: Backend>(b: &B, engagement: &str, json: bool) -> Result<ExitCod
     let invoices = store.load_all(AggregateKind::Invoice, &id).await?;
     let mut invoices = invoices.invoices();
     invoices.sort_by_key(|i| (i.issue_date, i.invoice_id.clone()));
+    // Posted invoices live on in their customer's receivables: open balance and payments.
+    let mut keys: Vec<AggregateKey> = invoices.iter().map(|i| AggregateKey::receivables(&i.legal_entity_id, &i.customer_id)).collect();
+    keys.dedup();
+    let receivables = store.load_aggregates(&keys).await?;
+    let cash: Vec<serde_json::Value> = invoices
+        .iter()
+        .filter_map(|i| {
+            let r = receivables.receivables(&i.legal_entity_id, &i.customer_id)?;
+            let item = r.invoices.get(&i.invoice_id)?;
+            let payments: Vec<_> = r
+                .payments
+                .values()
+                .flat_map(|p| p.applications.iter().filter(|a| a.invoice_id == i.invoice_id).map(move |a| (p, a)))
+                .map(|(p, a)| serde_json::json!({"payment_id": p.payment_id, "value_date": p.value_date, "applied": a.amount, "rule": p.rule, "status": p.status, "reversed_by": p.reversed_by}))
+                .collect();
+            Some(serde_json::json!({"invoice_id": i.invoice_id, "number": item.number, "total": item.total, "applied": item.applied, "open": item.open(), "due_date": item.due_date, "payments": payments}))
+        })
+        .collect();
     if json {
         let entries: Vec<_> = shards.iter().flat_map(|s| s.entries.values()).collect();
         let rejected: Vec<_> = shards.iter().flat_map(|s| s.rejected.iter()).collect();
         let doc = serde_json::json!({
             "version": state.version, "engagement": state.value, "crm_sync": crm.map(|c| &c.last),
-            "wip": {"entries": entries, "rejected": rejected}, "ledger": ledger, "invoices": invoices, "timeline": timeline,
+            "wip": {"entries": entries, "rejected": rejected}, "ledger": ledger, "invoices": invoices, "receivables": cash, "timeline": timeline,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -53,6 +72,28 @@ async fn show<B: Backend>(b: &B, engagement: &str, json: bool) -> Result<ExitCod
         print::wip(&shards, ledger);
         for i in invoices {
             print::invoice(i);
+        }
+        for c in &cash {
+            println!(
+                "Receivable {}  total {} {}  applied {}  open {}  due {}",
+                c["number"].as_str().unwrap_or_default(),
+                c["total"]["amount"].as_str().unwrap_or_default(),
+                c["total"]["currency"].as_str().unwrap_or_default(),
+                c["applied"]["amount"].as_str().unwrap_or_default(),
+                c["open"]["amount"].as_str().unwrap_or_default(),
+                c["due_date"].as_str().unwrap_or_default()
+            );
+            for p in c["payments"].as_array().into_iter().flatten() {
+                println!(
+                    "  paid by {} on {}: {} ({}, {}){}",
+                    p["payment_id"].as_str().unwrap_or_default(),
+                    p["value_date"].as_str().unwrap_or_default(),
+                    p["applied"]["amount"].as_str().unwrap_or_default(),
+                    p["rule"].as_str().unwrap_or_default(),
+                    p["status"].as_str().unwrap_or_default(),
+                    p["reversed_by"].as_str().map(|b| format!(", reversed by {b}")).unwrap_or_default()
+                );
+            }
         }
         print::timeline(&timeline);
     }

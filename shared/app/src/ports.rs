@@ -13,6 +13,7 @@ use o2c_domain::engagement::{AuditEntry, CrmOpportunityUpdate, Engagement};
 use o2c_domain::events::{Issue, OutgoingEvent};
 use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
+use o2c_domain::receivables::CashReceipt;
 use o2c_domain::reference::ReferenceData;
 use o2c_domain::tax::{TaxQuote, TaxRequest};
 pub use o2c_domain::workflow::{CrmWrite, ExternalObject, ObjectStatus, Refusal, System};
@@ -497,6 +498,10 @@ pub trait Erp: Send + Sync {
     /// Posts a numbered invoice to receivables, or returns the one already posted under
     /// `invoice.number` (create-or-get on the number).
     fn create_or_get_invoice(&self, invoice: &InvoiceDoc) -> impl Future<Output = Result<ExternalObject, ConnectorError>> + Send;
+    /// Books a cash receipt (its applications to invoice numbers, the rest on account), or
+    /// returns the one already booked under `receipt.payment_id`; a receipt with `reverses`
+    /// reverses that receipt.
+    fn book_receipt(&self, receipt: &CashReceipt) -> impl Future<Output = Result<ExternalObject, ConnectorError>> + Send;
 }
 
 /// Tax engine connector (Avalara / Vertex / ONESOURCE): a quote per invoice.

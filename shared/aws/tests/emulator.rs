@@ -389,6 +389,31 @@ async fn when_each_step_processes_an_event_should_stay_within_the_dynamodb_write
     assert_eq!(posted.status, o2c_domain::invoicing::InvoiceStatus::Posted);
     assert_eq!(posted.number.as_deref(), Some("LE-DE-01-000001"));
     assert_eq!(st.sims.invoices().await.unwrap().len(), 1, "the ERP holds it");
+
+    // Cash: a partial payment quoting the number, booked in the ERP.
+    let paid = {
+        let mut s = read_sample("PaymentReceived");
+        s["detail"]["payload"]["references"] = json!(["LE-DE-01-000001"]);
+        s["detail"]["payload"]["amount"]["amount"] = json!("1000.00");
+        decode(&s)
+    };
+    assert_eq!(measure("cash application: match + ERP receipt (side effect)", Step::CashApplication, &paid).await, 2);
+    assert_eq!(measure("duplicate payment event", Step::CashApplication, &paid).await, 0);
+    let renotified = {
+        let mut s = read_sample("PaymentReceived");
+        s["detail"]["payload"]["references"] = json!(["LE-DE-01-000001"]);
+        s["detail"]["payload"]["amount"]["amount"] = json!("1000.00");
+        (s["detail"]["event_id"], s["detail"]["idempotency_key"]) = (json!("bank-renotified"), json!("bank:renotified"));
+        decode(&s)
+    };
+    assert_eq!(measure("same payment notified again (pure)", Step::CashApplication, &renotified).await, 1);
+    let key = o2c_domain::aggregate::AggregateKey::receivables("LE-DE-01", "CUST-1001");
+    let rec = st.platform().store.load_aggregates(&[key]).await.unwrap().receivables("LE-DE-01", "CUST-1001").cloned().unwrap();
+    let open = rec.invoices[&invoice.invoice_id].open();
+    let applied = rec.payments["DE-CAMT-2027041100017"].applications[0].amount;
+    assert_eq!(applied.amount.to_string(), "1000.00");
+    assert_eq!(open.amount + applied.amount, posted.total.amount);
+    assert_eq!(st.sims.receipts().await.unwrap().len(), 1, "booked once");
     let (reads, writes) = counts.snapshot();
     println!(
         "DynamoDB requests per processed event:\n  {}\n  totals incl. reference-data load: reads={reads} writes={writes}",
@@ -684,4 +709,21 @@ async fn when_connectors_speak_http_should_tax_and_post_invoices_through_the_sys
     let erp = st.sims.invoices().await.unwrap();
     assert_eq!((erp.len(), erp[0].number.as_str()), (1, "LE-DE-01-000001"));
     assert_eq!(erp[0].invoice.total, invoice.total);
+
+    // The bank pays it in full quoting the number; the ERP books the receipt over HTTP and
+    // its answer is lost once — create-or-get on the payment id finds it.
+    st.sims.inject(System::Erp, "book_receipt", o2c_embedded::sim::Fault::TimeoutAfterCommit, Some(1)).await.unwrap();
+    let mut paid = read_sample("PaymentReceived");
+    paid["detail"]["payload"]["references"] = json!(["LE-DE-01-000001"]);
+    paid["detail"]["payload"]["amount"] = serde_json::to_value(erp[0].invoice.total).unwrap();
+    assert_eq!(handle(Step::CashApplication, &decode(&paid)).await.unwrap().action, "payment_applied");
+    let books: Vec<String> =
+        st.sims.calls().await.unwrap().into_iter().filter(|c| c.operation == "book_receipt").map(|c| c.outcome).collect();
+    assert_eq!(books, vec!["created".to_owned(), "existing".to_owned()]);
+    let receipts = st.sims.receipts().await.unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].receipt.applications[0].number, "LE-DE-01-000001");
+    let key = o2c_domain::aggregate::AggregateKey::receivables("LE-DE-01", &invoice.customer_id);
+    let rec = st.platform().store.load_aggregates(&[key]).await.unwrap().receivables("LE-DE-01", &invoice.customer_id).cloned().unwrap();
+    assert!(rec.balance().values().all(|v| v.is_zero()), "paid in full: {:?}", rec.balance());
 }

@@ -29,6 +29,7 @@ use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, ObjectS
 use o2c_domain::engagement::CrmOpportunityUpdate;
 use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
+use o2c_domain::receivables::CashReceipt;
 use o2c_domain::tax::{TaxQuote, TaxRequest};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -251,6 +252,12 @@ impl Erp for HttpErp {
             return Err(self.0.permanent(0, "NO_NUMBER", format!("invoice {} has no number: it cannot be posted", invoice.invoice_id)));
         };
         let (_, r): (_, CreatedRef) = self.0.call(Method::PUT, &["v1", "invoices", number], Some(number), invoice).await?;
+        Ok(r.into())
+    }
+
+    async fn book_receipt(&self, receipt: &CashReceipt) -> Result<ExternalObject, ConnectorError> {
+        let id = &receipt.payment_id;
+        let (_, r): (_, CreatedRef) = self.0.call(Method::PUT, &["v1", "receipts", id], Some(id), receipt).await?;
         Ok(r.into())
     }
 }

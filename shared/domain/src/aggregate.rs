@@ -14,6 +14,9 @@
 //! | invoice | engagement / invoice id | `ENG#<eng>` / `INV#<id>` | invoice run, approval, posting | 256 KB |
 //! | resource day | resource / date | `RES#<resource>` / `DAY#<date>` | delivery intake | 16 KB |
 //! | invoice counter | legal entity | `LE#<entity>` / `INVOICE_COUNTER` | posting | 1 KB |
+//! | receivables | legal entity / customer | `LE#<entity>` / `RCV#<customer>` | posting, cash application | 350 KB |
+//! | invoice reference | legal entity / number | `LE#<entity>` / `NUM#<number>` | posting | 1 KB |
+//! | payment reference | legal entity / payment | `LE#<entity>` / `PMT#<payment id>` | cash application | 64 KB |
 
 use std::collections::BTreeMap;
 
@@ -23,6 +26,7 @@ use crate::delivery::{Assignments, ResourceDay, WipShard};
 use crate::engagement::CrmSync;
 use crate::ids::EngagementId;
 use crate::invoicing::{InvoiceCounter, InvoiceDoc, Ledger};
+use crate::receivables::Receivables;
 
 /// What kind of aggregate an item is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -42,6 +46,12 @@ pub enum AggregateKind {
     ResourceDay,
     /// A legal entity's invoice numbers.
     InvoiceCounter,
+    /// A customer's receivables at a legal entity.
+    Receivables,
+    /// Which customer and invoice an invoice number belongs to.
+    InvoiceRef,
+    /// Which customer's receivables hold a payment.
+    PaymentRef,
 }
 
 /// What owns an aggregate (its DynamoDB partition).
@@ -66,6 +76,9 @@ impl AggregateKind {
             Self::Invoice => "invoice",
             Self::ResourceDay => "resource_day",
             Self::InvoiceCounter => "invoice_counter",
+            Self::Receivables => "receivables",
+            Self::InvoiceRef => "invoice_ref",
+            Self::PaymentRef => "payment_ref",
         }
     }
 
@@ -79,6 +92,9 @@ impl AggregateKind {
             Self::Invoice => "INV",
             Self::ResourceDay => "DAY",
             Self::InvoiceCounter => "INVOICE_COUNTER",
+            Self::Receivables => "RCV",
+            Self::InvoiceRef => "NUM",
+            Self::PaymentRef => "PMT",
         }
     }
 
@@ -86,7 +102,7 @@ impl AggregateKind {
     pub fn owner(self) -> Owner {
         match self {
             Self::ResourceDay => Owner::Resource,
-            Self::InvoiceCounter => Owner::LegalEntity,
+            Self::InvoiceCounter | Self::Receivables | Self::InvoiceRef | Self::PaymentRef => Owner::LegalEntity,
             _ => Owner::Engagement,
         }
     }
@@ -97,8 +113,9 @@ impl AggregateKind {
             Self::CrmSync | Self::ResourceDay => 16 * 1024,
             Self::Assignments | Self::Ledger => 128 * 1024,
             Self::Invoice => 256 * 1024,
-            Self::WipShard => 350 * 1024,
-            Self::InvoiceCounter => 1024,
+            Self::WipShard | Self::Receivables => 350 * 1024,
+            Self::InvoiceCounter | Self::InvoiceRef => 1024,
+            Self::PaymentRef => 64 * 1024,
         }
     }
 }
@@ -167,6 +184,21 @@ impl AggregateKey {
         Self::of(AggregateKind::InvoiceCounter, legal_entity_id, "")
     }
 
+    /// A customer's receivables at a legal entity.
+    pub fn receivables(legal_entity_id: &str, customer_id: &str) -> Self {
+        Self::of(AggregateKind::Receivables, legal_entity_id, customer_id)
+    }
+
+    /// The reference of invoice `number` of a legal entity.
+    pub fn invoice_ref(legal_entity_id: &str, number: &str) -> Self {
+        Self::of(AggregateKind::InvoiceRef, legal_entity_id, number)
+    }
+
+    /// The reference of payment `payment_id` received by a legal entity.
+    pub fn payment_ref(legal_entity_id: &str, payment_id: &str) -> Self {
+        Self::of(AggregateKind::PaymentRef, legal_entity_id, payment_id)
+    }
+
     /// The DynamoDB partition key.
     pub fn partition_key(&self) -> String {
         format!("{}{}", self.kind.owner().prefix(), self.owner)
@@ -201,6 +233,34 @@ pub struct CrmSyncState {
     pub last: CrmSync,
 }
 
+/// Where an invoice number belongs (so a remittance quoting it finds its customer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceRef {
+    /// Legal entity.
+    pub legal_entity_id: String,
+    /// Invoice number.
+    pub number: String,
+    /// Customer.
+    pub customer_id: String,
+    /// o2c invoice id.
+    pub invoice_id: String,
+}
+
+/// Where a payment was recorded (so its reversal finds the customer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRef {
+    /// Legal entity.
+    pub legal_entity_id: String,
+    /// Payment.
+    pub payment_id: String,
+    /// Customer (or `SUSPENSE`).
+    pub customer_id: String,
+    /// Where its ERP booking stands.
+    pub status: crate::receivables::PaymentStatus,
+    /// The receipt booked (or being booked) in the ERP — a redelivery books exactly this.
+    pub receipt: crate::receivables::CashReceipt,
+}
+
 /// An aggregate's state, typed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "state", rename_all = "snake_case")]
@@ -221,6 +281,12 @@ pub enum AggregateBody {
     ResourceDay(ResourceDay),
     /// An invoice counter.
     InvoiceCounter(InvoiceCounter),
+    /// Receivables.
+    Receivables(Receivables),
+    /// An invoice reference.
+    InvoiceRef(InvoiceRef),
+    /// A payment reference.
+    PaymentRef(PaymentRef),
 }
 
 impl AggregateBody {
@@ -234,6 +300,9 @@ impl AggregateBody {
             Self::Invoice(i) => AggregateKey::invoice(&i.engagement_id, &i.invoice_id),
             Self::ResourceDay(d) => AggregateKey::resource_day(&d.resource_id, d.date),
             Self::InvoiceCounter(c) => AggregateKey::invoice_counter(&c.legal_entity_id),
+            Self::Receivables(r) => AggregateKey::receivables(&r.legal_entity_id, &r.customer_id),
+            Self::InvoiceRef(r) => AggregateKey::invoice_ref(&r.legal_entity_id, &r.number),
+            Self::PaymentRef(r) => AggregateKey::payment_ref(&r.legal_entity_id, &r.payment_id),
         }
     }
 }
@@ -333,6 +402,41 @@ impl Loaded {
     pub fn resource_day(&self, resource_id: &str, date: chrono::NaiveDate) -> Option<&ResourceDay> {
         self.items.iter().find_map(|a| match &a.body {
             AggregateBody::ResourceDay(d) if d.resource_id == resource_id && d.date == date => Some(d),
+            _ => None,
+        })
+    }
+
+    /// A customer's receivables at a legal entity.
+    pub fn receivables(&self, legal_entity_id: &str, customer_id: &str) -> Option<&Receivables> {
+        self.items.iter().find_map(|a| match &a.body {
+            AggregateBody::Receivables(r) if r.legal_entity_id == legal_entity_id && r.customer_id == customer_id => Some(r),
+            _ => None,
+        })
+    }
+
+    /// Every receivables loaded.
+    pub fn all_receivables(&self) -> Vec<&Receivables> {
+        self.items
+            .iter()
+            .filter_map(|a| match &a.body {
+                AggregateBody::Receivables(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// An invoice reference.
+    pub fn invoice_ref(&self, legal_entity_id: &str, number: &str) -> Option<&InvoiceRef> {
+        self.items.iter().find_map(|a| match &a.body {
+            AggregateBody::InvoiceRef(r) if r.legal_entity_id == legal_entity_id && r.number == number => Some(r),
+            _ => None,
+        })
+    }
+
+    /// A payment reference.
+    pub fn payment_ref(&self, legal_entity_id: &str, payment_id: &str) -> Option<&PaymentRef> {
+        self.items.iter().find_map(|a| match &a.body {
+            AggregateBody::PaymentRef(r) if r.legal_entity_id == legal_entity_id && r.payment_id == payment_id => Some(r),
             _ => None,
         })
     }

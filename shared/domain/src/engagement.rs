@@ -241,6 +241,10 @@ pub enum Action {
     InvoicePostingFailed,
     /// Posting: nothing to do.
     InvoiceAlreadyPosted,
+    /// Cash application: a payment was matched and booked.
+    PaymentApplied,
+    /// Cash application: the payment (or its reversal) was already applied.
+    PaymentDuplicate,
 }
 
 impl Action {
@@ -296,6 +300,8 @@ impl Action {
             Self::InvoicePosted => "invoice_posted",
             Self::InvoicePostingFailed => "invoice_posting_failed",
             Self::InvoiceAlreadyPosted => "invoice_already_posted",
+            Self::PaymentApplied => "payment_applied",
+            Self::PaymentDuplicate => "payment_duplicate",
         }
     }
 }

@@ -18,6 +18,7 @@
 //! - [`billing`]: milestone and billing-schedule derivation;
 //! - [`delivery`]: approved time and expenses as WIP (shards, resource days, assignments);
 //! - [`invoicing`]: the billing ledger, invoices from draft to posted, the invoice run;
+//! - [`receivables`]: open items, payments and their applications, cash matching, ageing, DSO;
 //! - [`tax`]: the tax-engine contract and the rounding rule every invoice follows;
 //! - [`workflow`]: the decisions of each step (intake, provision, billing setup, write-back,
 //!   delivery intake, invoice run, invoice approval, invoice posting).
@@ -32,6 +33,7 @@ pub mod intake;
 pub mod invoicing;
 pub mod model;
 pub mod money;
+pub mod receivables;
 pub mod reference;
 pub mod tax;
 pub mod workflow;

@@ -419,22 +419,3 @@ pub struct Expense {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
 }
-
-/// A customer payment applied to an invoice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Payment {
-    /// Payment id from the bank / payment platform (idempotency key).
-    pub payment_id: String,
-    /// Invoice paid.
-    pub invoice_id: String,
-    /// Customer.
-    pub customer_id: String,
-    /// Amount.
-    pub amount: Money,
-    /// Value date.
-    pub received_on: NaiveDate,
-    /// Method, e.g. `wire`.
-    pub method: String,
-    /// Bank reference.
-    pub reference: String,
-}

@@ -116,6 +116,13 @@ pub struct Customer {
     /// Sales-tax exemption certificate on file (US).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exemption_certificate: Option<String>,
+    /// Bank accounts the customer pays from (IBAN / account numbers): a payment from one of
+    /// them belongs to this customer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bank_accounts: Vec<String>,
+    /// How cash without invoice references is applied.
+    #[serde(default)]
+    pub cash_rule: crate::receivables::CashRule,
 }
 
 /// An offering in the service catalog.
@@ -421,6 +428,13 @@ impl ReferenceData {
         "invoice_approval_thresholds",
         "tax_jurisdictions",
     ];
+
+    /// The customer paying from bank account `account` (normalised: no spaces, upper case).
+    pub fn customer_by_account(&self, account: &str) -> Option<&Customer> {
+        let norm = |a: &str| a.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_uppercase();
+        let wanted = norm(account);
+        self.customers.values().find(|c| c.bank_accounts.iter().any(|a| norm(a) == wanted))
+    }
 
     /// The user `id` when they hold `role` for `legal_entity`.
     pub fn user_with_role(&self, id: &str, role: &str, legal_entity: &str) -> Option<&User> {

@@ -156,6 +156,17 @@ CREATE TABLE sim_invoices (
     created_at      TEXT NOT NULL
 );
 "#,
+    // The ERP simulator books cash receipts.
+    r#"
+CREATE TABLE sim_receipts (
+    payment_id      TEXT PRIMARY KEY,
+    receipt_id      TEXT NOT NULL UNIQUE,
+    legal_entity_id TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    reversed_by     TEXT,
+    created_at      TEXT NOT NULL
+);
+"#,
 ];
 
 /// How hard a commit is pushed to disk.

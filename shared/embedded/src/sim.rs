@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, db_err, row_err};
 
+mod receipts;
+pub use receipts::SimReceipt;
+
 /// A simulated system (the systems o2c talks to).
 pub use o2c_domain::workflow::System;
 
@@ -556,6 +559,10 @@ impl Erp for Simulators {
 
     async fn create_or_get_invoice(&self, invoice: &InvoiceDoc) -> Result<ExternalObject, ConnectorError> {
         self.post_invoice(invoice).await
+    }
+
+    async fn book_receipt(&self, receipt: &o2c_domain::receivables::CashReceipt) -> Result<ExternalObject, ConnectorError> {
+        self.book(receipt).await
     }
 }
 

@@ -11,6 +11,7 @@ use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, Psa, Ta
 use o2c_domain::engagement::CrmOpportunityUpdate;
 use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
+use o2c_domain::receivables::CashReceipt;
 use o2c_domain::tax::TaxRequest;
 use serde_json::json;
 
@@ -95,6 +96,13 @@ async fn erp_invoice(State(s): State<Simulators>, Path(number): Path<String>, Js
     created(s.create_or_get_invoice(&invoice).await)
 }
 
+async fn erp_receipt(State(s): State<Simulators>, Path(id): Path<String>, Json(receipt): Json<CashReceipt>) -> Response {
+    if id != receipt.payment_id {
+        return key_mismatch(&id, &receipt.payment_id);
+    }
+    created(s.book_receipt(&receipt).await)
+}
+
 async fn tax_quote(State(s): State<Simulators>, Json(request): Json<TaxRequest>) -> Response {
     match s.calculate(&request).await {
         Ok(q) => Json(q).into_response(),
@@ -121,6 +129,7 @@ pub fn router(sims: Simulators) -> Router {
         .route("/erp/v1/projects/{key}", put(erp_project))
         .route("/erp/v1/projects/{id}/billing-schedules/{key}", put(erp_schedule))
         .route("/erp/v1/invoices/{number}", put(erp_invoice))
+        .route("/erp/v1/receipts/{id}", put(erp_receipt))
         .route("/tax/v1/quotes", post(tax_quote))
         .route("/crm/v1/opportunities/{id}/o2c-sync", patch(crm_sync))
         .with_state(sims)

@@ -21,7 +21,7 @@ use super::play;
 const ASIA: &str = "ENG-0068d00000GLBA02";
 const GLOBEX: &str = "ENG-0068d00000GLBX01";
 
-fn entry(source: &str, detail_type: &str, key: &str, correlation: &str, occurred_at: &str, payload: Value) -> PutEventsEntry {
+pub(super) fn entry(source: &str, detail_type: &str, key: &str, correlation: &str, occurred_at: &str, payload: Value) -> PutEventsEntry {
     let detail = json!({
         "event_id": format!("demo-{key}"), "event_version": "1", "correlation_id": correlation,
         "occurred_at": occurred_at, "idempotency_key": key, "payload": payload,

@@ -1,9 +1,10 @@
 //! `o2c demo`: the seed scenario (Northwind Partners, a global consulting firm) end to end
 //! on the embedded runtime, printing every step as the functions take it: closed-won to
 //! active projects (`events/scenarios/northwind-demo.jsonl`), then delivery to posted
-//! invoices ([`billing`]).
+//! invoices ([`billing`]), then cash applied to them and the receivables with DSO ([`cash`]).
 
 mod billing;
+mod cash;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         play(&rt, n, &title, vec![entry], &mut seen).await?;
     }
     billing::play_all(&rt, &mut n, &mut seen).await?;
+    cash::play_all(&rt, &mut n, &mut seen).await?;
 
     println!("Connector calls (create-or-get by external key):");
     for c in rt.sims().calls().await? {

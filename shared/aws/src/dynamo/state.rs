@@ -52,9 +52,10 @@ impl DynamoStore {
 }
 
 /// Kinds stored compressed: their state grows with the engagement's history (entries and
-/// their billing, invoice lines), and JSON of repetitive records shrinks 5–10× under gzip —
+/// their billing, invoice lines, a customer's invoices and payments), and JSON of
+/// repetitive records shrinks 5–10× under gzip —
 /// which keeps a run that rewrites 32 shards inside one 4 MB transaction.
-const COMPRESSED: [AggregateKind; 2] = [AggregateKind::WipShard, AggregateKind::Invoice];
+const COMPRESSED: [AggregateKind; 3] = [AggregateKind::WipShard, AggregateKind::Invoice, AggregateKind::Receivables];
 
 /// The stored form of an aggregate body (without keys and version).
 fn aggregate_item(body: &AggregateBody) -> Result<Item, O2cError> {

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::EngagementId;
 use crate::invoicing::Line;
-use crate::model::Payment;
 use crate::money::{Currency, Money};
 
 /// `InvoiceRunRequested` payload: bill one engagement (on demand), or every engagement
@@ -102,6 +101,8 @@ pub struct InvoiceReleased {
     pub invoice_id: String,
     /// Issuing legal entity (its counter numbers the invoice).
     pub legal_entity_id: String,
+    /// Customer (its receivables record the posted invoice).
+    pub customer_id: String,
 }
 
 /// `InvoicePosted` payload: the invoice as posted in the ERP.
@@ -135,11 +136,104 @@ pub struct InvoicePosted {
     pub due_date: NaiveDate,
 }
 
-/// `PaymentReceived` payload.
+/// `PaymentReceived` payload: what a bank statement line or a payment platform reports
+/// (camt.054 / MT940 / Stripe-like). The invoices it pays are found by matching, not given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaymentReceived {
-    /// Engagement id.
+    /// The bank's or platform's reference of the credit (unique per receiving account; the
+    /// idempotency key of the payment).
+    pub payment_id: String,
+    /// The legal entity whose account received it.
+    pub legal_entity_id: String,
+    /// Amount credited.
+    pub amount: Money,
+    /// Value date.
+    pub value_date: NaiveDate,
+    /// Who paid.
+    pub payer: Payer,
+    /// Unstructured remittance information (may quote invoice numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remittance: Option<String>,
+    /// Structured creditor references (invoice numbers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
+    /// Set on a returned payment or chargeback: the payment it reverses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal_of: Option<String>,
+}
+
+/// The payer of a payment, as the bank reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payer {
+    /// Name on the statement.
+    pub name: String,
+    /// Account (IBAN or account number), when the bank gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+}
+
+/// `PaymentApplied` payload: how a payment was applied (and what is left unapplied).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentApplied {
+    /// Payment.
+    pub payment_id: String,
+    /// Receiving legal entity.
+    pub legal_entity_id: String,
+    /// Customer (or `SUSPENSE`).
+    pub customer_id: String,
+    /// Amount received.
+    pub amount: Money,
+    /// How it matched.
+    pub rule: crate::receivables::MatchRule,
+    /// Applications to invoices.
+    pub applications: Vec<AppliedLine>,
+    /// Left unapplied (customer credit, or suspense).
+    pub unapplied: Money,
+    /// The ERP's cash receipt.
+    pub erp_receipt_id: String,
+}
+
+/// One invoice a payment paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedLine {
+    /// o2c invoice id.
+    pub invoice_id: String,
+    /// Invoice number.
+    pub number: String,
+    /// Its engagement.
     pub engagement_id: EngagementId,
-    /// The payment.
-    pub payment: Payment,
+    /// Amount applied.
+    pub amount: Money,
+    /// Open after this payment.
+    pub open_after: Money,
+}
+
+/// `PaymentUnapplied` payload: cash that paid no invoice (credit, suspense, or an exception).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentUnapplied {
+    /// Payment.
+    pub payment_id: String,
+    /// Receiving legal entity.
+    pub legal_entity_id: String,
+    /// Customer (or `SUSPENSE`).
+    pub customer_id: String,
+    /// Amount left unapplied.
+    pub amount: Money,
+    /// Why.
+    pub reason: String,
+}
+
+/// `PaymentReversed` payload: a returned payment or chargeback re-opened what it paid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentReversed {
+    /// The reversal's own id.
+    pub payment_id: String,
+    /// The payment reversed.
+    pub reversed_payment_id: String,
+    /// Receiving legal entity.
+    pub legal_entity_id: String,
+    /// Customer.
+    pub customer_id: String,
+    /// Invoices re-opened, with the amount taken back.
+    pub reopened: Vec<AppliedLine>,
 }

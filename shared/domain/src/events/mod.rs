@@ -127,7 +127,8 @@ pub use crm::{OpportunityClosedWon, OpportunityLine, OpportunityRole};
 pub use delivery::{DeliveryRejected, ExpenseApproved, MilestoneCompleted, ResourceAssigned, TimeApproved};
 pub use exceptions::{Compensation, ExceptionKind, ExceptionRaised};
 pub use finance::{
-    InvoiceApprovalRefused, InvoiceApprovalRequested, InvoiceDecision, InvoicePosted, InvoiceReleased, InvoiceRunRequested, PaymentReceived,
+    AppliedLine, InvoiceApprovalRefused, InvoiceApprovalRequested, InvoiceDecision, InvoicePosted, InvoiceReleased, InvoiceRunRequested,
+    Payer, PaymentApplied, PaymentReceived, PaymentReversed, PaymentUnapplied,
 };
 pub use intake::{ContractCreated, EngagementRejected};
 pub use provisioning::ProjectProvisioned;
@@ -256,8 +257,14 @@ event_catalog! {
         "o2c: an invoice is approved (or needs no approval) and goes to posting.";
     InvoicePosted => "o2c.invoicing", InvoicePosted, |p| p.engagement_id.clone(),
         "o2c: an invoice was numbered and posted in the ERP.";
-    PaymentReceived => "o2c.erp", PaymentReceived, |p| p.engagement_id.clone(),
-        "ERP / bank: a payment was received and applied.";
+    PaymentReceived => "o2c.bank", PaymentReceived, |p| EngagementId::new(receivables_owner(&p.legal_entity_id)),
+        "Bank / payment platform: a payment was credited (or returned) on a legal entity's account.";
+    PaymentApplied => "o2c.cash", PaymentApplied, |p| EngagementId::new(receivables_owner(&p.legal_entity_id)),
+        "o2c: a payment was applied to invoices (what is left is unapplied).";
+    PaymentUnapplied => "o2c.cash", PaymentUnapplied, |p| EngagementId::new(receivables_owner(&p.legal_entity_id)),
+        "o2c: cash that paid no invoice: customer credit, suspense, or an exception.";
+    PaymentReversed => "o2c.cash", PaymentReversed, |p| EngagementId::new(receivables_owner(&p.legal_entity_id)),
+        "o2c: a returned payment or chargeback re-opened the invoices it paid.";
     ExceptionRaised => "o2c.exceptions", ExceptionRaised, |p| p.engagement_id.clone(),
         "o2c: a step could not complete and needs an operator (failure / exception event).";
 }
@@ -311,6 +318,12 @@ fn decode_as<P: DeserializeOwned>(detail_type: &str, detail: &serde_json::Value)
         return Err(DecodeError::UnsupportedVersion(env.event_version));
     }
     Ok(env)
+}
+
+/// The id cash events of a legal entity are handled and audited under (`RCV-<entity>`): a
+/// payment belongs to a customer account, not to one engagement.
+pub fn receivables_owner(legal_entity_id: &str) -> String {
+    format!("RCV-{legal_entity_id}")
 }
 
 /// The engagement id a fan-out event (no engagement) is handled under.

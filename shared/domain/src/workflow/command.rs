@@ -11,6 +11,7 @@ use crate::aggregate::AggregateBody;
 use crate::engagement::{CrmOpportunityUpdate, Engagement};
 use crate::invoicing::InvoiceDoc;
 use crate::model::{BillingSchedule, ProjectSpec};
+use crate::receivables::CashReceipt;
 use crate::tax::{TaxQuote, TaxRequest};
 
 /// A system o2c talks to.
@@ -92,6 +93,9 @@ pub enum Command {
     CalculateTax(TaxRequest),
     /// Post a numbered invoice to the ERP, or get the one already posted under its number.
     PostInvoice(InvoiceDoc),
+    /// Book a cash receipt (applied and unapplied) in the ERP, or get the one already booked
+    /// under its payment id (a reversal books a reversing receipt the same way).
+    BookReceipt(CashReceipt),
 }
 
 impl Command {
@@ -99,7 +103,7 @@ impl Command {
     pub fn system(&self) -> System {
         match self {
             Self::CreateProject { system, .. } | Self::CancelProject { system, .. } => *system,
-            Self::CreateBillingSchedule { .. } | Self::PostInvoice(_) => System::Erp,
+            Self::CreateBillingSchedule { .. } | Self::PostInvoice(_) | Self::BookReceipt(_) => System::Erp,
             Self::UpdateOpportunity(_) => System::Crm,
             Self::CalculateTax(_) => System::Tax,
         }
@@ -114,6 +118,7 @@ impl Command {
             Self::UpdateOpportunity(_) => "update_opportunity",
             Self::CalculateTax(_) => "calculate_tax",
             Self::PostInvoice(_) => "post_invoice",
+            Self::BookReceipt(_) => "book_receipt",
         }
     }
 }
@@ -225,6 +230,8 @@ pub enum Purpose {
     Tax,
     /// Post a numbered invoice.
     PostInvoice,
+    /// Book a cash receipt.
+    BookReceipt,
 }
 
 /// Commands to run, and the state to claim atomically with the reservation before them.

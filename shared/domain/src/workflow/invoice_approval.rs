@@ -148,6 +148,7 @@ impl WorkflowStep for InvoiceApproval {
                     engagement_id: eng_id.clone(),
                     invoice_id: invoice.invoice_id.clone(),
                     legal_entity_id: invoice.legal_entity_id.clone(),
+                    customer_id: invoice.customer_id.clone(),
                 },
             );
             let summary = format!("{} approved by {} (total {})", invoice.invoice_id, decision.approver_id, invoice.total);

@@ -6,13 +6,17 @@
 //! is durable before the ERP sees it. A crash after the ERP call finds the number on the
 //! invoice and posts it again — the ERP answers with the document it already holds. A
 //! refusal keeps the number (the invoice is `posting_failed`, an exception says why);
-//! releasing the invoice again after the fix reposts it under the same number.
+//! releasing the invoice again after the fix reposts it under the same number. A posted
+//! invoice opens in its customer's receivables, and its number points at them (cash
+//! application finds the customer of a remittance that quotes it).
 
-use crate::aggregate::{AggregateBody, AggregateKey, Load};
+use crate::aggregate::{AggregateBody, AggregateKey, InvoiceRef, Load};
 use crate::engagement::{Action, Engagement};
 use crate::events::{BusinessEvent, EventType, ExceptionKind, InvoicePosted, InvoiceReleased, Issue};
 use crate::ids::ExceptionId;
 use crate::invoicing::{InvoiceCounter, InvoiceStatus, Ledger};
+use crate::money::Money;
+use crate::receivables::{OpenItem, Receivables};
 
 use super::{
     Command, CommandResult, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, StepContext, StepError, WorkflowStep, close_exception,
@@ -32,6 +36,7 @@ impl WorkflowStep for InvoicePosting {
             Load::Key(AggregateKey::invoice(&eng, &r.invoice_id)),
             Load::Key(AggregateKey::ledger(&eng)),
             Load::Key(AggregateKey::invoice_counter(&r.legal_entity_id)),
+            Load::Key(AggregateKey::receivables(&r.legal_entity_id, &r.customer_id)),
         ]
     }
 
@@ -103,6 +108,10 @@ impl WorkflowStep for InvoicePosting {
                 format!("{} posted meanwhile", posted.invoice_id),
             )));
         }
+        let receivables_key = AggregateKey::receivables(&current.legal_entity_id, &current.customer_id);
+        if !done.others.asked(&receivables_key) {
+            return Ok(Next::Need(vec![Load::Key(receivables_key)]));
+        }
         let mut invoice = current.clone();
         let number = invoice.number.clone().unwrap_or_default();
         let mut ledger = done.others.ledger(&eng_id).cloned().unwrap_or_else(|| Ledger::new(eng_id.clone()));
@@ -134,8 +143,34 @@ impl WorkflowStep for InvoicePosting {
                 );
                 let summary = format!("{} posted as {number} (ERP {}), total {}", invoice.invoice_id, o.id, invoice.total);
                 let base = with_engagement(eng, |e| close_exception(e, &exception_id, ctx.now, &format!("posted as {number}")));
+                // The customer's receivables hold it from now on (open until cash pays it), and
+                // its number points at them (a remittance quoting it finds the customer).
+                let mut receivables = done
+                    .others
+                    .receivables(&invoice.legal_entity_id, &invoice.customer_id)
+                    .cloned()
+                    .unwrap_or_else(|| Receivables::new(&invoice.legal_entity_id, &invoice.customer_id));
+                receivables.post(OpenItem {
+                    invoice_id: invoice.invoice_id.clone(),
+                    number: number.clone(),
+                    engagement_id: eng_id.clone(),
+                    issue_date: invoice.issue_date,
+                    due_date: invoice.due_date,
+                    total: invoice.total,
+                    applied: Money::zero(invoice.currency),
+                });
+                let reference = InvoiceRef {
+                    legal_entity_id: invoice.legal_entity_id.clone(),
+                    number: number.clone(),
+                    customer_id: invoice.customer_id.clone(),
+                    invoice_id: invoice.invoice_id.clone(),
+                };
                 let mut d = decision(ctx, &eng_id, base, vec![event], Action::InvoicePosted, summary);
-                d = d.with(AggregateBody::Invoice(invoice)).with(AggregateBody::Ledger(ledger));
+                d = d
+                    .with(AggregateBody::Invoice(invoice))
+                    .with(AggregateBody::Ledger(ledger))
+                    .with(AggregateBody::Receivables(receivables))
+                    .with(AggregateBody::InvoiceRef(reference));
                 Ok(Next::Done(d))
             }
             [CommandResult::Refused(r)] => {

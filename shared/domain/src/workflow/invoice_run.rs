@@ -129,6 +129,7 @@ impl WorkflowStep for InvoiceRun {
                     engagement_id: eng.engagement_id.clone(),
                     invoice_id: invoice_id.clone(),
                     legal_entity_id: draft.invoice.legal_entity_id.clone(),
+                    customer_id: draft.invoice.customer_id.clone(),
                 },
             ));
             Action::InvoiceReleased

@@ -14,10 +14,11 @@
 //!
 //! Layout: [`command`] (commands and results), [`intake`], [`provision`],
 //! [`billing_setup`], [`crm_writeback`], [`delivery_intake`], [`invoice_run`],
-//! [`invoice_approval`], [`invoice_posting`] (one file per step), [`dead_letter`] (what a
+//! [`invoice_approval`], [`invoice_posting`], [`cash_application`] (one file per step), [`dead_letter`] (what a
 //! message that exhausted its receives leaves on its engagement).
 
 pub mod billing_setup;
+pub mod cash_application;
 pub mod command;
 pub mod crm_writeback;
 pub mod dead_letter;
@@ -39,6 +40,7 @@ use crate::events::{BusinessEvent, Compensation, EventMeta, EventType, Exception
 use crate::reference::ReferenceData;
 
 pub use billing_setup::BillingSetup;
+pub use cash_application::CashApplication;
 pub use command::{Command, CommandResult, CrmWrite, ExternalObject, ObjectStatus, Plan, Purpose, Refusal, Sequence, System};
 pub use crm_writeback::{CRM_ERROR_FIELD_LEN, CrmWriteback, crm_update_for};
 pub use dead_letter::{GaveUp, dead_lettered};
@@ -69,11 +71,13 @@ pub enum Step {
     InvoiceApproval,
     /// A released invoice → numbered and posted in the ERP.
     InvoicePosting,
+    /// A payment → matched to invoices, booked in the ERP.
+    CashApplication,
 }
 
 impl Step {
     /// Every step.
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::Intake,
         Step::Provision,
         Step::BillingSetup,
@@ -82,6 +86,7 @@ impl Step {
         Step::InvoiceRun,
         Step::InvoiceApproval,
         Step::InvoicePosting,
+        Step::CashApplication,
     ];
 
     /// Function / binary name.
@@ -95,6 +100,7 @@ impl Step {
             Self::InvoiceRun => "invoice-run",
             Self::InvoiceApproval => "invoice-approval",
             Self::InvoicePosting => "invoice-posting",
+            Self::CashApplication => "cash-application",
         }
     }
 
@@ -114,6 +120,7 @@ impl Step {
             Self::InvoiceRun => &InvoiceRun,
             Self::InvoiceApproval => &InvoiceApproval,
             Self::InvoicePosting => &InvoicePosting,
+            Self::CashApplication => &CashApplication,
         }
     }
 

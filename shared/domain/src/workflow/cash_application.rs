@@ -1,0 +1,378 @@
+//! Cash application: a payment credited on a legal entity's account is matched to the
+//! invoices it pays (see [`crate::receivables`] for the rules), booked in the ERP as a cash
+//! receipt (create-or-get by the payment id), and kept in the customer's receivables.
+//!
+//! ```text
+//! decide: find the customer — the payer's bank account (reference data), else the invoice
+//!         numbers quoted (their references), else suspense; a reversal finds the customer
+//!         of the payment it reverses
+//!         → load that customer's receivables (Need) → match
+//!         → Run [BookReceipt], claiming the applied receivables and the payment's
+//!           reference in the write that reserves the event
+//! finalize: booked → the payment is booked; emit PaymentApplied (+ PaymentUnapplied for a
+//!           rest) or PaymentReversed; refused → the applications come off again, the cash
+//!           stays unapplied, an issue says why
+//! ```
+//!
+//! The application is durable **before** the ERP sees the receipt: two payments of one
+//! customer decided at once race on the receivables' version in the reservation, and the
+//! loser decides again on what the winner applied — no invoice is ever applied twice. A
+//! redelivery after a crash finds the payment reference still pending and books exactly the
+//! receipt it holds (the ERP answers with the one it already has).
+//!
+//! A duplicate bank notification (same payment id) changes nothing. A payment in another
+//! currency than the invoices it would pay is never converted: it stays unapplied with an
+//! issue on the receivables. A reversal (returned payment, chargeback) takes its
+//! applications back: the invoices re-open.
+
+use crate::aggregate::{AggregateBody, AggregateKey, Load, PaymentRef};
+use crate::engagement::Action;
+use crate::events::{AppliedLine, BusinessEvent, EventType, Issue, PaymentApplied, PaymentReceived, PaymentReversed, PaymentUnapplied};
+use crate::ids::EngagementId;
+use crate::receivables::{CashReceipt, CashRule, PaymentStatus, ReceivableIssue, Receivables, SUSPENSE, references_in};
+use crate::reference::ReferenceData;
+
+use super::{
+    Command, CommandResult, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, StepContext, StepError, WorkflowStep, step_meta,
+};
+
+/// The cash-application step.
+pub struct CashApplication;
+
+/// Invoice numbers a payment quotes: structured references first, then the remittance text.
+pub fn quoted(p: &PaymentReceived) -> Vec<String> {
+    let mut refs = p.references.clone();
+    for r in p.remittance.as_deref().map(references_in).unwrap_or_default() {
+        if !refs.contains(&r) {
+            refs.push(r);
+        }
+    }
+    refs
+}
+
+impl WorkflowStep for CashApplication {
+    step_meta!(CashApplication, [PaymentReceived]);
+
+    fn loads(&self, event: &BusinessEvent) -> Vec<Load> {
+        let Some(p) = payment(event) else { return Vec::new() };
+        let mut loads: Vec<Load> = quoted(p).iter().map(|n| Load::Key(AggregateKey::invoice_ref(&p.legal_entity_id, n))).collect();
+        loads.push(Load::Key(AggregateKey::payment_ref(&p.legal_entity_id, &p.payment_id)));
+        if let Some(original) = &p.reversal_of {
+            loads.push(Load::Key(AggregateKey::payment_ref(&p.legal_entity_id, original)));
+        }
+        loads
+    }
+
+    fn decide(&self, input: &Input<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+        let Some(p) = payment(input.event) else {
+            return Err(StepError::NotConsumed(self.step(), input.event.event_type().detail_type()));
+        };
+        let owner = owner_of(p);
+        validate(p, input.reference)?;
+        if let Some(r) = input.others.payment_ref(&p.legal_entity_id, &p.payment_id) {
+            if r.status != PaymentStatus::Pending {
+                return Ok(Next::Done(Decision::unchanged(
+                    ctx,
+                    &owner,
+                    Action::PaymentDuplicate,
+                    format!("payment {} is {} (customer {}): a duplicate notification", p.payment_id, r.status.as_str(), r.customer_id),
+                )));
+            }
+            // Claimed by an earlier delivery that did not finish: book exactly that receipt.
+            let key = AggregateKey::receivables(&p.legal_entity_id, &r.customer_id);
+            if !input.others.asked(&key) {
+                return Ok(Next::Need(vec![Load::Key(key)]));
+            }
+            return Ok(Next::Run(Plan::new(Purpose::BookReceipt, vec![Command::BookReceipt(r.receipt.clone())], Sequence::StopOnFailure)));
+        }
+        let customer = match &p.reversal_of {
+            Some(original) => match input.others.payment_ref(&p.legal_entity_id, original) {
+                Some(r) => r.customer_id.clone(),
+                // The reversal overtook the payment it reverses: retry until it has landed.
+                None => return Err(StepError::NotYet(format!("payment {original} (reversed by {}) is not applied yet", p.payment_id))),
+            },
+            None => customer_of(p, input),
+        };
+        let key = AggregateKey::receivables(&p.legal_entity_id, &customer);
+        if !input.others.asked(&key) {
+            return Ok(Next::Need(vec![Load::Key(key)]));
+        }
+        let mut rec = input
+            .others
+            .receivables(&p.legal_entity_id, &customer)
+            .cloned()
+            .unwrap_or_else(|| Receivables::new(&p.legal_entity_id, &customer));
+        let erp_customer_id = input.reference.customers.get(&customer).map(|c| c.erp_customer_id.clone());
+        let receipt = match &p.reversal_of {
+            Some(original) => {
+                let Some(orig) = rec.payments.get(original).cloned() else {
+                    return Err(StepError::NotYet(format!("payment {original} is not in {customer}'s receivables yet")));
+                };
+                if let Some(by) = &orig.reversed_by {
+                    return Ok(Next::Done(Decision::unchanged(
+                        ctx,
+                        &owner,
+                        Action::PaymentDuplicate,
+                        format!("{original} was already reversed by {by}"),
+                    )));
+                }
+                if orig.amount != p.amount {
+                    return Err(StepError::Rejected(vec![Issue::new(
+                        "amount",
+                        "partial_reversal",
+                        format!(
+                            "{} returns {} of payment {original} of {}: only whole reversals are applied automatically",
+                            p.payment_id, p.amount, orig.amount
+                        ),
+                    )]));
+                }
+                rec.reverse(original, &p.payment_id)?;
+                rec.raise(ReceivableIssue::new(
+                    &p.payment_id,
+                    format!(
+                        "payment {original} was returned or charged back ({}): {} invoice(s) are open again",
+                        p.payment_id,
+                        orig.applications.len()
+                    ),
+                    ctx.now,
+                ));
+                CashReceipt {
+                    payment_id: p.payment_id.clone(),
+                    legal_entity_id: p.legal_entity_id.clone(),
+                    erp_customer_id,
+                    amount: p.amount,
+                    value_date: p.value_date,
+                    applications: orig.applications,
+                    unapplied: orig.unapplied,
+                    reverses: Some(original.clone()),
+                }
+            }
+            None => {
+                let applied = rec.apply(&p.payment_id, p.amount, p.value_date, &quoted(p), rule_of(input.reference, &customer))?;
+                rec.record(&applied)?;
+                if let Some(why) = &applied.exception {
+                    rec.raise(ReceivableIssue::new(&p.payment_id, why.clone(), ctx.now));
+                }
+                CashReceipt {
+                    payment_id: p.payment_id.clone(),
+                    legal_entity_id: p.legal_entity_id.clone(),
+                    erp_customer_id,
+                    amount: p.amount,
+                    value_date: p.value_date,
+                    applications: applied.record.applications,
+                    unapplied: applied.record.unapplied,
+                    reverses: None,
+                }
+            }
+        };
+        let reference = PaymentRef {
+            legal_entity_id: p.legal_entity_id.clone(),
+            payment_id: p.payment_id.clone(),
+            customer_id: customer,
+            status: PaymentStatus::Pending,
+            receipt: receipt.clone(),
+        };
+        let mut plan = Plan::new(Purpose::BookReceipt, vec![Command::BookReceipt(receipt)], Sequence::StopOnFailure);
+        plan.claim_others = vec![AggregateBody::Receivables(rec), AggregateBody::PaymentRef(reference)];
+        Ok(Next::Run(plan))
+    }
+
+    fn finalize(&self, done: &Outcome<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+        let Some(p) = payment(done.event) else {
+            return Err(StepError::NotConsumed(self.step(), done.event.event_type().detail_type()));
+        };
+        let owner = owner_of(p);
+        let Some(Command::BookReceipt(booked)) = done.plan.commands.first() else {
+            return Err(StepError::UnexpectedResults(self.step(), "no receipt in the plan".into()));
+        };
+        let Some(reference) = done.others.payment_ref(&p.legal_entity_id, &p.payment_id) else {
+            return Err(StepError::UnexpectedResults(self.step(), format!("payment {} has no reference after its claim", p.payment_id)));
+        };
+        if reference.status != PaymentStatus::Pending {
+            return Ok(Next::Done(Decision::unchanged(
+                ctx,
+                &owner,
+                Action::PaymentDuplicate,
+                format!("payment {} was {} meanwhile", p.payment_id, reference.status.as_str()),
+            )));
+        }
+        if &reference.receipt != booked {
+            return Err(StepError::UnexpectedResults(
+                self.step(),
+                format!("payment {}: the ERP was sent another receipt than claimed", p.payment_id),
+            ));
+        }
+        let customer = reference.customer_id.clone();
+        let Some(mut rec) = done.others.receivables(&p.legal_entity_id, &customer).cloned() else {
+            return Err(StepError::UnexpectedResults(self.step(), format!("{customer}'s receivables vanished after the claim")));
+        };
+        let mut reference = reference.clone();
+        let line = |rec: &Receivables, invoice_id: &str, number: &str, amount| -> AppliedLine {
+            let item = rec.invoices.get(invoice_id);
+            AppliedLine {
+                invoice_id: invoice_id.to_owned(),
+                number: number.to_owned(),
+                engagement_id: item.map(|i| i.engagement_id.clone()).unwrap_or_default(),
+                amount,
+                open_after: item.map_or(amount, |i| i.open()),
+            }
+        };
+        let mut events = Vec::new();
+        let summary = match (done.results, &booked.reverses) {
+            ([CommandResult::Object(o)], Some(original)) => {
+                reference.status = PaymentStatus::Booked;
+                let reopened: Vec<AppliedLine> =
+                    booked.applications.iter().map(|a| line(&rec, &a.invoice_id, &a.number, a.amount)).collect();
+                events.push(ctx.emit(
+                    EventType::PaymentReversed,
+                    &owner,
+                    format!("payment-reversed:{}", p.payment_id),
+                    &PaymentReversed {
+                        payment_id: p.payment_id.clone(),
+                        reversed_payment_id: original.clone(),
+                        legal_entity_id: p.legal_entity_id.clone(),
+                        customer_id: customer.clone(),
+                        reopened,
+                    },
+                ));
+                format!("{} reverses {original} (ERP {}): {} invoice(s) re-opened", p.payment_id, o.id, booked.applications.len())
+            }
+            ([CommandResult::Object(o)], None) => {
+                reference.status = PaymentStatus::Booked;
+                let Some(record) = rec.payments.get_mut(&p.payment_id) else {
+                    return Err(StepError::UnexpectedResults(
+                        self.step(),
+                        format!("payment {} is not in {customer}'s receivables", p.payment_id),
+                    ));
+                };
+                record.status = PaymentStatus::Booked;
+                record.erp_receipt_id = Some(o.id.clone());
+                let record = record.clone();
+                let applications: Vec<AppliedLine> =
+                    record.applications.iter().map(|a| line(&rec, &a.invoice_id, &a.number, a.amount)).collect();
+                events.push(ctx.emit(
+                    EventType::PaymentApplied,
+                    &owner,
+                    format!("payment-applied:{}", p.payment_id),
+                    &PaymentApplied {
+                        payment_id: p.payment_id.clone(),
+                        legal_entity_id: p.legal_entity_id.clone(),
+                        customer_id: customer.clone(),
+                        amount: p.amount,
+                        rule: record.rule,
+                        applications,
+                        unapplied: record.unapplied,
+                        erp_receipt_id: o.id.clone(),
+                    },
+                ));
+                if record.unapplied.is_positive() {
+                    let reason = rec
+                        .issues
+                        .iter()
+                        .find(|i| i.payment_id == p.payment_id)
+                        .map(|i| i.message.clone())
+                        .unwrap_or_else(|| format!("left on {customer}'s account as credit"));
+                    events.push(ctx.emit(
+                        EventType::PaymentUnapplied,
+                        &owner,
+                        format!("payment-unapplied:{}", p.payment_id),
+                        &PaymentUnapplied {
+                            payment_id: p.payment_id.clone(),
+                            legal_entity_id: p.legal_entity_id.clone(),
+                            customer_id: customer.clone(),
+                            amount: record.unapplied,
+                            reason,
+                        },
+                    ));
+                }
+                format!(
+                    "{} of {} from {}: {} applied to {} invoice(s) by {}, {} unapplied (ERP {})",
+                    p.payment_id,
+                    p.amount,
+                    p.payer.name,
+                    crate::money::sum(p.amount.currency, record.applications.iter().map(|a| a.amount))?,
+                    record.applications.len(),
+                    record.rule.as_str(),
+                    record.unapplied,
+                    o.id
+                )
+            }
+            ([CommandResult::Refused(r)], reverses) => {
+                reference.status = PaymentStatus::Refused;
+                let message = match reverses {
+                    // The bank returned the money: o2c keeps the reversal; the ERP must book it by hand.
+                    Some(original) => {
+                        format!("the ERP refused reversing receipt {} of {original}: {}; book it there by hand", p.payment_id, r.reason())
+                    }
+                    None => {
+                        rec.unbook(&p.payment_id)?;
+                        events.push(ctx.emit(
+                            EventType::PaymentUnapplied,
+                            &owner,
+                            format!("payment-unapplied:{}", p.payment_id),
+                            &PaymentUnapplied {
+                                payment_id: p.payment_id.clone(),
+                                legal_entity_id: p.legal_entity_id.clone(),
+                                customer_id: customer.clone(),
+                                amount: p.amount,
+                                reason: format!("the ERP refused the receipt: {}", r.reason()),
+                            },
+                        ));
+                        format!("the ERP refused cash receipt {} of {}: {}; the cash stays unapplied", p.payment_id, p.amount, r.reason())
+                    }
+                };
+                rec.raise(ReceivableIssue::new(&p.payment_id, message.clone(), ctx.now));
+                message
+            }
+            (other, _) => return Err(StepError::UnexpectedResults(self.step(), format!("{other:?}"))),
+        };
+        let mut d = Decision::unchanged(ctx, &owner, Action::PaymentApplied, summary)
+            .with(AggregateBody::Receivables(rec))
+            .with(AggregateBody::PaymentRef(reference));
+        d.events = events;
+        Ok(Next::Done(d))
+    }
+}
+
+fn payment(event: &BusinessEvent) -> Option<&PaymentReceived> {
+    match event {
+        BusinessEvent::PaymentReceived(e) => Some(&e.payload),
+        _ => None,
+    }
+}
+
+fn owner_of(p: &PaymentReceived) -> EngagementId {
+    EngagementId::new(crate::events::receivables_owner(&p.legal_entity_id))
+}
+
+fn validate(p: &PaymentReceived, reference: &ReferenceData) -> Result<(), StepError> {
+    let mut issues = Vec::new();
+    if !reference.legal_entities.contains_key(&p.legal_entity_id) {
+        issues.push(Issue::new("legal_entity_id", "unknown_legal_entity", format!("no legal entity {}", p.legal_entity_id)));
+    }
+    if !p.amount.is_positive() {
+        issues.push(Issue::new("amount", "not_positive", format!("a payment credits a positive amount, not {}", p.amount)));
+    }
+    if p.reversal_of.as_deref() == Some(p.payment_id.as_str()) {
+        issues.push(Issue::new("reversal_of", "reverses_itself", format!("{} cannot reverse itself", p.payment_id)));
+    }
+    if issues.is_empty() { Ok(()) } else { Err(StepError::Rejected(issues)) }
+}
+
+/// The customer a payment belongs to: the payer's account, else the invoices it quotes
+/// (all of one customer), else suspense.
+fn customer_of(p: &PaymentReceived, input: &Input<'_>) -> String {
+    if let Some(c) = p.payer.account.as_deref().and_then(|a| input.reference.customer_by_account(a)) {
+        return c.id.clone();
+    }
+    let owners: std::collections::BTreeSet<&str> =
+        quoted(p).iter().filter_map(|n| input.others.invoice_ref(&p.legal_entity_id, n)).map(|r| r.customer_id.as_str()).collect();
+    match owners.into_iter().collect::<Vec<_>>()[..] {
+        [one] => one.to_owned(),
+        _ => SUSPENSE.to_owned(),
+    }
+}
+
+fn rule_of(reference: &ReferenceData, customer: &str) -> CashRule {
+    reference.customers.get(customer).map(|c| c.cash_rule).unwrap_or(CashRule::None)
+}

@@ -1,0 +1,319 @@
+//! Posted invoices to applied cash through the embedded runtime: remittance, exact amount
+//! and oldest-first matching, partial and over-payment, a payment in another currency, an
+//! unknown payer, duplicate notifications, returned payments (also when the return
+//! overtakes the payment), racing payments of one customer, an ERP that refuses a receipt
+//! or loses its answer — checked in o2c's receivables and in the ERP's receipts.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use o2c_app::ports::{EngagementStore, RejectionStore};
+use o2c_domain::aggregate::{AggregateKey, AggregateKind};
+use o2c_domain::engagement::EngagementStatus;
+use o2c_domain::invoicing::{InvoiceDoc, InvoiceStatus};
+use o2c_domain::receivables::{MatchRule, PaymentStatus, Receivables, SUSPENSE};
+use o2c_embedded::sim::{Fault, System};
+use o2c_tests::cash::Payment;
+use o2c_tests::delivery::{Time, assigned, invoice_run};
+use o2c_tests::{Harness, asia_payload, closed_won};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+const LE: &str = "LE-SG-01";
+const CUSTOMER: &str = "CUST-1003";
+const ACCOUNT: &str = "SG-DBS-0012345678";
+
+/// An active Asia engagement (SGD) with two posted invoices: a week of time for two people,
+/// then a week for one. Returns the invoices, oldest first.
+async fn two_posted_invoices(h: &Harness, opp: &str) -> Vec<InvoiceDoc> {
+    h.send(vec![closed_won(asia_payload(opp, 1, "60000.00"))]).await;
+    h.settle().await;
+    let eng = format!("ENG-{opp}");
+    let e = h.engagement(&eng).await;
+    assert_eq!(e.status, EngagementStatus::Active);
+    let project = e.psa_project_id.clone().unwrap();
+    h.send(vec![
+        assigned(&eng, &project, &format!("AS-1-{opp}"), "EMP-1", "DIRECTOR", ("2027-01-11", "2027-04-30"), 1),
+        assigned(&eng, &project, &format!("AS-2-{opp}"), "EMP-2", "CONSULTANT", ("2027-01-11", "2027-04-30"), 1),
+    ])
+    .await;
+    h.settle().await;
+    let day =
+        |id: &str, who: &str, role: &str, d: u32| Time::new(id, who, role, "1", &format!("2027-01-{d:02}"), "8").event(&eng, &project);
+    let mut week1: Vec<_> = (11..=15).map(|d| day(&format!("TE-D-{d}"), "EMP-1", "DIRECTOR", d)).collect();
+    week1.extend((11..=15).map(|d| day(&format!("TE-C-{d}"), "EMP-2", "CONSULTANT", d)));
+    h.send(week1).await;
+    h.settle().await;
+    h.send(vec![invoice_run("R-1", "2027-01-17", Some(&eng), false, "U-BILL-01")]).await;
+    h.settle().await;
+    h.send((18..=22).map(|d| day(&format!("TE-D-{d}"), "EMP-1", "DIRECTOR", d)).collect()).await;
+    h.settle().await;
+    h.send(vec![invoice_run("R-2", "2027-01-24", Some(&eng), false, "U-BILL-01")]).await;
+    h.settle().await;
+    let loaded = h.rt.store().load_all(AggregateKind::Invoice, &eng).await.unwrap();
+    let mut v: Vec<InvoiceDoc> = loaded.invoices().into_iter().cloned().collect();
+    v.sort_by_key(|i| i.number.clone());
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(v.iter().all(|i| i.status == InvoiceStatus::Posted));
+    assert_eq!(v[0].number.as_deref(), Some("LE-SG-01-000001"));
+    assert_eq!(v[1].number.as_deref(), Some("LE-SG-01-000002"));
+    assert!(v[0].due_date <= v[1].due_date);
+    v
+}
+
+async fn receivables(h: &Harness, customer: &str) -> Receivables {
+    let key = AggregateKey::receivables(LE, customer);
+    h.rt.store()
+        .load_aggregates(&[key])
+        .await
+        .unwrap()
+        .receivables(LE, customer)
+        .cloned()
+        .unwrap_or_else(|| panic!("no receivables for {customer}"))
+}
+
+fn total(i: &InvoiceDoc) -> Decimal {
+    i.total.amount
+}
+
+fn number(i: &InvoiceDoc) -> &str {
+    i.number.as_deref().unwrap()
+}
+
+/// Events of `detail_type` on the bus.
+async fn published(h: &Harness, detail_type: &str) -> Vec<serde_json::Value> {
+    h.bus_events().await.into_iter().filter(|(t, _)| t == detail_type).map(|(_, d)| d["payload"].clone()).collect()
+}
+
+/// o2c's receivables agree with the ERP's receipts: the same amount applied per invoice
+/// number, never above its total; the cash received is applied + unapplied to the cent.
+async fn assert_books_agree(h: &Harness, rec: &Receivables) {
+    let erp = h.rt.sims().applied_by_number().await.unwrap();
+    for i in rec.invoices.values() {
+        assert!(i.applied.amount <= i.total.amount, "{} applied {} above its total {}", i.number, i.applied, i.total);
+        assert!(!i.applied.amount.is_sign_negative(), "{} applied {}", i.number, i.applied);
+        assert_eq!(erp.get(&i.number).copied().unwrap_or_default(), i.applied.amount, "ERP and o2c disagree on {}", i.number);
+    }
+    let live = rec.payments.values().filter(|p| p.reversed_by.is_none());
+    for p in live {
+        let applied: Decimal = p.applications.iter().map(|a| a.amount.amount).sum();
+        assert_eq!(applied + p.unapplied.amount, p.amount.amount, "{}: applied + unapplied = received", p.payment_id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_remittances_quote_invoices_or_the_amount_matches_should_apply_partially_then_fully_and_ignore_a_duplicate_notification() {
+    let h = Harness::new().await;
+    let inv = two_posted_invoices(&h, "0068d00000CASH01").await;
+    let (first, second) = (&inv[0], &inv[1]);
+
+    // A partial payment quoting the second invoice in its structured references.
+    let p1 = Payment::new("BANK-1", LE, "10000.00", "SGD").from(ACCOUNT).quoting(&[number(second)]);
+    h.send(vec![p1.event()]).await;
+    h.settle().await;
+    let rec = receivables(&h, CUSTOMER).await;
+    assert_eq!(rec.invoices[&second.invoice_id].open().amount, total(second) - dec!(10000.00));
+    assert_eq!(rec.invoices[&first.invoice_id].open().amount, total(first), "the unquoted invoice stays open");
+    assert_eq!(rec.payments["BANK-1"].rule, MatchRule::Remittance);
+
+    // The rest of it, without a reference: exactly one invoice has that open amount.
+    let rest = (total(second) - dec!(10000.00)).to_string();
+    let p2 = Payment::new("BANK-2", LE, &rest, "SGD").from(ACCOUNT);
+    // The bank notifies the same credit twice (two notification ids, one payment id).
+    h.send(vec![p2.event_as("notif-2a"), p2.event_as("notif-2b")]).await;
+    h.settle().await;
+    let rec = receivables(&h, CUSTOMER).await;
+    assert_eq!(rec.payments["BANK-2"].rule, MatchRule::ExactAmount);
+    assert!(rec.invoices[&second.invoice_id].open().amount.is_zero(), "{:?}", rec.invoices[&second.invoice_id]);
+
+    // Remittance text only, no payer account: the quoted number finds the customer.
+    let p3 = Payment::new("BANK-3", LE, &total(first).to_string(), "SGD").remittance("Payment for INV LE-SG-01-000001, thank you");
+    h.send(vec![p3.event()]).await;
+    h.settle().await;
+    let rec = receivables(&h, CUSTOMER).await;
+    assert_eq!(rec.payments["BANK-3"].rule, MatchRule::Remittance);
+    assert!(rec.balance().values().all(Decimal::is_zero), "{:?}", rec.balance());
+    assert!(rec.payments.values().all(|p| p.status == PaymentStatus::Booked && p.unapplied.amount.is_zero()));
+    assert!(rec.open_issues().next().is_none(), "{:?}", rec.issues);
+    assert_books_agree(&h, &rec).await;
+
+    // One receipt per payment in the ERP (the duplicate notification booked nothing), one
+    // PaymentApplied per payment, nothing unapplied.
+    let receipts = h.rt.sims().receipts().await.unwrap();
+    let ids: Vec<&str> = receipts.iter().map(|r| r.receipt.payment_id.as_str()).collect();
+    assert_eq!(ids, ["BANK-1", "BANK-2", "BANK-3"]);
+    assert!(receipts.iter().all(|r| r.receipt.erp_customer_id.as_deref() == Some("C-10003")));
+    let applied = published(&h, "PaymentApplied").await;
+    assert_eq!(applied.len(), 3, "{applied:?}");
+    assert!(published(&h, "PaymentUnapplied").await.is_empty());
+    let p1_event = applied.iter().find(|p| p["payment_id"] == "BANK-1").unwrap();
+    assert_eq!(p1_event["applications"][0]["number"], number(second));
+    assert_eq!(p1_event["applications"][0]["open_after"]["amount"], (total(second) - dec!(10000.00)).to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_cash_quotes_nothing_and_matches_no_amount_should_pay_the_oldest_invoices_first_and_keep_the_over_payment_as_credit() {
+    let h = Harness::new().await;
+    let inv = two_posted_invoices(&h, "0068d00000CASH02").await;
+    let sum = total(&inv[0]) + total(&inv[1]);
+    let p = Payment::new("BANK-10", LE, &(sum + dec!(42.50)).to_string(), "SGD").from("sg-dbs-0012345678 ");
+    h.send(vec![p.event()]).await;
+    h.settle().await;
+    let rec = receivables(&h, CUSTOMER).await;
+    let record = &rec.payments["BANK-10"];
+    assert_eq!(record.rule, MatchRule::OldestFirst);
+    let order: Vec<&str> = record.applications.iter().map(|a| a.number.as_str()).collect();
+    assert_eq!(order, [number(&inv[0]), number(&inv[1])], "oldest due first");
+    assert_eq!(record.unapplied.amount, dec!(42.50));
+    assert_eq!(rec.unapplied().get("SGD").copied(), Some(dec!(42.50)), "the customer's credit");
+    assert!(rec.balance().values().all(Decimal::is_zero));
+    assert_books_agree(&h, &rec).await;
+    let unapplied = published(&h, "PaymentUnapplied").await;
+    assert_eq!(unapplied.len(), 1);
+    assert_eq!(unapplied[0]["amount"]["amount"], "42.50");
+    assert_eq!(h.rt.sims().receipts().await.unwrap()[0].receipt.unapplied.amount, dec!(42.50), "on account in the ERP too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_cash_comes_in_another_currency_or_from_an_unknown_payer_should_leave_it_unapplied_with_an_issue_and_guess_nothing() {
+    let h = Harness::new().await;
+    let inv = two_posted_invoices(&h, "0068d00000CASH03").await;
+    // EUR against SGD invoices, quoting one of them: no exchange rate is guessed.
+    let eur = Payment::new("BANK-20", LE, "5000.00", "EUR").from(ACCOUNT).quoting(&[number(&inv[0])]);
+    // An account nobody has on file, quoting nothing: suspense.
+    let stranger = Payment::new("BANK-21", LE, "777.00", "SGD").from("XX00-UNKNOWN").remittance("consulting fees");
+    h.send(vec![eur.event(), stranger.event()]).await;
+    h.settle().await;
+
+    let rec = receivables(&h, CUSTOMER).await;
+    let record = &rec.payments["BANK-20"];
+    assert_eq!(record.rule, MatchRule::CurrencyMismatch);
+    assert!(record.applications.is_empty());
+    assert_eq!(record.unapplied.amount, dec!(5000.00));
+    assert!(rec.balance().get("SGD").copied().unwrap() == total(&inv[0]) + total(&inv[1]), "both invoices still open");
+    let issue = rec.open_issues().find(|i| i.payment_id == "BANK-20").expect("an issue for the operator");
+    assert!(issue.message.contains("no exchange rate is guessed"), "{}", issue.message);
+
+    let suspense = receivables(&h, SUSPENSE).await;
+    let record = &suspense.payments["BANK-21"];
+    assert_eq!(record.rule, MatchRule::Unmatched);
+    assert_eq!(record.unapplied.amount, dec!(777.00));
+    assert!(suspense.open_issues().any(|i| i.payment_id == "BANK-21" && i.message.contains("suspense")), "{:?}", suspense.issues);
+
+    let receipts = h.rt.sims().receipts().await.unwrap();
+    let by_id: BTreeMap<&str, _> = receipts.iter().map(|r| (r.receipt.payment_id.as_str(), &r.receipt)).collect();
+    assert!(by_id["BANK-20"].applications.is_empty());
+    assert_eq!(by_id["BANK-21"].erp_customer_id, None, "an unidentified receipt in the ERP");
+    let unapplied = published(&h, "PaymentUnapplied").await;
+    assert_eq!(unapplied.len(), 2);
+    assert!(unapplied.iter().any(|u| u["customer_id"] == SUSPENSE));
+    assert_books_agree(&h, &rec).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_payment_is_returned_should_reopen_what_it_paid_once_even_when_the_return_overtakes_the_payment() {
+    let h = Harness::new().await;
+    let inv = two_posted_invoices(&h, "0068d00000CASH04").await;
+    let pay = Payment::new("BANK-30", LE, &total(&inv[0]).to_string(), "SGD").from(ACCOUNT).quoting(&[number(&inv[0])]);
+    h.send(vec![pay.event()]).await;
+    h.settle().await;
+    assert!(receivables(&h, CUSTOMER).await.invoices[&inv[0].invoice_id].open().amount.is_zero());
+
+    // Returned, notified twice; and a partial return that is not automatic.
+    let back = Payment::new("BANK-31", LE, &total(&inv[0]).to_string(), "SGD").reversing("BANK-30");
+    let partial = Payment::new("BANK-32", LE, "1.00", "SGD").reversing("BANK-30");
+    h.send(vec![back.event_as("n-31a"), back.event_as("n-31b"), partial.event()]).await;
+    h.settle().await;
+    let rec = receivables(&h, CUSTOMER).await;
+    assert_eq!(rec.invoices[&inv[0].invoice_id].open().amount, total(&inv[0]), "open again");
+    assert_eq!(rec.payments["BANK-30"].reversed_by.as_deref(), Some("BANK-31"));
+    assert!(rec.open_issues().any(|i| i.payment_id == "BANK-31"), "a chargeback needs an operator");
+    let reversed = published(&h, "PaymentReversed").await;
+    assert_eq!(reversed.len(), 1, "once, though notified twice");
+    assert_eq!(reversed[0]["reopened"][0]["open_after"]["amount"], total(&inv[0]).to_string());
+    let erp = h.rt.sims().receipts().await.unwrap();
+    assert_eq!(erp.iter().find(|r| r.receipt.payment_id == "BANK-30").unwrap().reversed_by.as_deref(), Some("BANK-31"));
+    assert_books_agree(&h, &rec).await;
+    // The partial return (BANK-32) comes after the full one: nothing left to reverse, a
+    // duplicate. (A partial return of a live payment is parked with its reason — below.)
+
+    // The return of a second payment arrives before the payment itself.
+    let pay2 = Payment::new("BANK-40", LE, &total(&inv[1]).to_string(), "SGD").from(ACCOUNT).quoting(&[number(&inv[1])]);
+    let back2 = Payment::new("BANK-41", LE, &total(&inv[1]).to_string(), "SGD").reversing("BANK-40");
+    h.send(vec![back2.event()]).await;
+    h.send(vec![pay2.event()]).await;
+    h.settle().await;
+    let rec = receivables(&h, CUSTOMER).await;
+    assert_eq!(rec.payments["BANK-40"].reversed_by.as_deref(), Some("BANK-41"), "{:?}", rec.payments.get("BANK-40"));
+    assert_eq!(rec.invoices[&inv[1].invoice_id].open().amount, total(&inv[1]));
+    assert_books_agree(&h, &rec).await;
+
+    // A partial return of a live payment: parked with its reason, nothing changes.
+    let pay3 = Payment::new("BANK-50", LE, "100.00", "SGD").from(ACCOUNT).quoting(&[number(&inv[1])]);
+    h.send(vec![pay3.event()]).await;
+    h.settle().await;
+    h.send(vec![Payment::new("BANK-51", LE, "60.00", "SGD").reversing("BANK-50").event()]).await;
+    h.settle().await;
+    let parked = h.rt.store().rejections(20).await.unwrap();
+    assert!(parked.iter().any(|r| r.reasons.iter().any(|i| i.code == "partial_reversal")), "{parked:?}");
+    assert_eq!(receivables(&h, CUSTOMER).await.payments["BANK-50"].reversed_by, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_payments_of_one_customer_race_should_never_apply_an_invoice_twice_in_o2c_or_the_erp() {
+    let h = Harness::new().await;
+    let inv = two_posted_invoices(&h, "0068d00000CASH05").await;
+    // Eight credits at once, none quoting anything: each invoice's exact amount twice
+    // (only one of each pair can take it), and small amounts that go oldest first.
+    let amounts = [total(&inv[0]), total(&inv[1]), total(&inv[0]), total(&inv[1]), dec!(100.00), dec!(250.00), dec!(0.01), dec!(99.99)];
+    let events: Vec<_> = amounts
+        .iter()
+        .enumerate()
+        .map(|(n, a)| Payment::new(&format!("BANK-R{n}"), LE, &a.to_string(), "SGD").from(ACCOUNT).event())
+        .collect();
+    h.send(events).await;
+    h.settle().await;
+    let rec = receivables(&h, CUSTOMER).await;
+    assert_eq!(rec.payments.len(), 8);
+    assert!(rec.payments.values().all(|p| p.status == PaymentStatus::Booked), "{:?}", rec.payments);
+    assert_books_agree(&h, &rec).await;
+    let received: Decimal = amounts.iter().sum();
+    let applied: Decimal = rec.invoices.values().map(|i| i.applied.amount).sum();
+    let unapplied = rec.unapplied().get("SGD").copied().unwrap_or_default();
+    assert_eq!(applied + unapplied, received, "cash = applied + unapplied");
+    assert_eq!(applied, total(&inv[0]) + total(&inv[1]), "both invoices end fully paid");
+    // The ERP never had to refuse an over-application.
+    let calls = h.rt.sims().calls().await.unwrap();
+    assert!(calls.iter().filter(|c| c.operation == "book_receipt").all(|c| c.outcome == "created"), "{calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_erp_refuses_a_receipt_or_loses_its_answer_should_keep_the_cash_unapplied_with_an_issue_or_book_it_once() {
+    let h = Harness::new().await;
+    let inv = two_posted_invoices(&h, "0068d00000CASH06").await;
+    let refusal = Fault::Rejected { status: 400, code: "PERIOD_CLOSED".into(), message: "Posting period Jan 2027 is closed".into() };
+    h.rt.sims().inject(System::Erp, "book_receipt", refusal, Some(1)).await.unwrap();
+    h.send(vec![Payment::new("BANK-60", LE, "1000.00", "SGD").from(ACCOUNT).quoting(&[number(&inv[0])]).event()]).await;
+    h.settle().await;
+    let rec = receivables(&h, CUSTOMER).await;
+    let record = &rec.payments["BANK-60"];
+    assert_eq!(record.status, PaymentStatus::Refused);
+    assert!(record.applications.is_empty());
+    assert_eq!(record.unapplied.amount, dec!(1000.00));
+    assert_eq!(rec.invoices[&inv[0].invoice_id].open().amount, total(&inv[0]), "the ERP's view: still open");
+    assert!(rec.open_issues().any(|i| i.payment_id == "BANK-60" && i.message.contains("PERIOD_CLOSED")), "{:?}", rec.issues);
+    assert!(h.rt.sims().receipts().await.unwrap().is_empty());
+    assert_books_agree(&h, &rec).await;
+
+    // The ERP books the next one and the answer is lost twice: booked once all the same.
+    h.rt.sims().inject(System::Erp, "book_receipt", Fault::TimeoutAfterCommit, Some(2)).await.unwrap();
+    h.send(vec![Payment::new("BANK-61", LE, "1000.00", "SGD").from(ACCOUNT).quoting(&[number(&inv[0])]).event()]).await;
+    h.settle().await;
+    let rec = receivables(&h, CUSTOMER).await;
+    assert_eq!(rec.payments["BANK-61"].status, PaymentStatus::Booked);
+    let receipts = h.rt.sims().receipts().await.unwrap();
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    assert_eq!(rec.invoices[&inv[0].invoice_id].open().amount, total(&inv[0]) - dec!(1000.00));
+    assert_books_agree(&h, &rec).await;
+    assert_eq!(h.rt.dead_letters().await.unwrap(), 0);
+}
