@@ -114,6 +114,11 @@ enum Cmd {
     /// Receivables: open invoices, payments and their applications, unapplied cash, ageing,
     /// overdue invoices and DSO per customer, legal entity and firm.
     Receivables(commands::receivables::Args),
+    /// Revenue recognition: request a run for an accounting period, show an engagement's revenue.
+    Revenue {
+        #[command(subcommand)]
+        cmd: commands::revenue::Cmd,
+    },
     /// List engagements (newest first).
     Engagements(commands::engagements::Args),
     /// Rejected messages, parked with every reason.
@@ -224,6 +229,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Bill(a) => commands::bill::run(a).await,
         Cmd::Invoice { cmd } => commands::invoice::run(cmd).await,
         Cmd::Receivables(a) => commands::receivables::run(a).await,
+        Cmd::Revenue { cmd } => commands::revenue::run(cmd).await,
         Cmd::Engagements(a) => commands::engagements::run(a).await,
         Cmd::Rejections(a) => commands::rejections::run(a).await,
         Cmd::Dlq { cmd } => commands::dlq::run(cmd).await,

@@ -125,3 +125,13 @@ pub fn decision(eng: &str, invoice: &str, approver: &str, approve: bool, n: u32)
         envelope(&key, &format!("corr-{eng}"), Some(&key), payload),
     )
 }
+
+/// A `RevenueRunRequested` for `period` (`YYYY-MM`): one engagement, or every active one.
+pub fn revenue_run(run_id: &str, period: &str, eng: Option<&str>) -> Event {
+    let mut payload = json!({"run_id": run_id, "period": period, "as_of": "2027-06-01", "requested_by": "U-FIN-CTRL-01"});
+    if let Some(e) = eng {
+        payload["engagement_id"] = json!(e);
+    }
+    let key = format!("revenue-run:{run_id}:{}", eng.unwrap_or("*"));
+    ("o2c.scheduler", "RevenueRunRequested", envelope(&key, &format!("run-{run_id}"), Some(&key), payload))
+}

@@ -1,7 +1,11 @@
-//! Properties of billing over random delivery streams: every approved, billable cent is
-//! invoiced exactly once, whatever the order, the duplicates, the corrections, the
+//! Properties of billing and revenue over random delivery streams: every approved, billable
+//! cent is invoiced exactly once, whatever the order, the duplicates, the corrections, the
 //! withdrawals, the runs in between and the drafts rejected on the way; tax is the per-line
-//! rule; invoice numbers of a legal entity form a gapless sequence.
+//! rule; invoice numbers of a legal entity form a gapless sequence. Revenue runs for
+//! January–March between the deliveries (Singapore has closed them: they book into April)
+//! and a last one for May: the fixed fee never passes its value in any journal, and in the
+//! end T&M revenue is exactly the approved billable hours × rate, expenses what posted
+//! invoices billed, and the ERP's journals add up to what o2c recognised.
 //!
 //! The stream runs through the real step services (in-memory store, simulators for the PSA,
 //! ERP and tax engine); a small driver plays the bus: each published event goes to every step
@@ -14,13 +18,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use o2c_app::memory::MemoryPlatform;
 use o2c_app::ports::EngagementStore;
 use o2c_app::{Delivery, Step, StepService};
-use o2c_domain::aggregate::AggregateKind;
+use o2c_domain::aggregate::{AggregateKey, AggregateKind};
 use o2c_domain::events::{BusinessEvent, EventType};
 use o2c_domain::invoicing::{InvoiceStatus, LineKind, LineSource};
+use o2c_domain::revenue::JournalStatus;
 use o2c_domain::tax::line_tax;
 use o2c_embedded::db::Db;
 use o2c_embedded::sim::Simulators;
-use o2c_tests::delivery::{Event, Time, assigned, decision, expense, invoice_run};
+use o2c_tests::delivery::{Event, Time, assigned, decision, expense, invoice_run, revenue_run};
 use o2c_tests::{asia_payload, closed_won};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -182,6 +187,8 @@ async fn run_case(
         if run_points.contains(&k) {
             runs += 1;
             w.deliver(decode(&invoice_run(&format!("R{runs}"), "2027-03-20", Some(&eng), false, "U-BILL-01"))).await;
+            let period = format!("2027-{:02}", runs.min(3));
+            w.deliver(decode(&revenue_run(&format!("V{runs}"), &period, Some(&eng)))).await;
         }
         w.deliver(decode(ev)).await;
     }
@@ -189,6 +196,7 @@ async fn run_case(
     for extra in 0..4 {
         w.deliver(decode(&invoice_run(&format!("F{extra}"), "2027-04-30", Some(&eng), false, "U-BILL-01"))).await;
     }
+    w.deliver(decode(&revenue_run("V-MAY", "2027-05", Some(&eng)))).await;
 
     let store = &w.svc.platform().store;
     let invoices = store.load_all(AggregateKind::Invoice, &eng).await.unwrap();
@@ -238,6 +246,35 @@ async fn run_case(
     prop_assert_eq!(erp, gapless);
     // Rejected drafts never took a number.
     prop_assert!(invoices.invoices().iter().filter(|i| i.status == InvoiceStatus::Rejected).all(|i| i.number.is_none()));
+    // 6. Revenue: no journal takes the fixed fee past its value; in the end T&M is the
+    // approved billable hours × rate, expenses what posted invoices billed, the fixed fee
+    // its whole value (May is after delivery ends), and the ERP holds the same journals.
+    let rl = store
+        .load_aggregates(&[AggregateKey::revenue_ledger(&eng)])
+        .await
+        .unwrap()
+        .revenue_ledger(&eng)
+        .cloned()
+        .expect("revenue recognised");
+    prop_assert!(rl.journals.iter().all(|j| j.status == JournalStatus::Posted), "{:?}", rl.journals);
+    for j in &rl.journals {
+        for l in j.lines.iter().filter(|l| l.line_id == "2") {
+            prop_assert!(l.to_date.amount <= Decimal::from(60_000), "fixed fee to date {} in {}", l.to_date, j.journal_id);
+        }
+        prop_assert_eq!(
+            j.period.to_string(),
+            if j.requested_period.to_string().as_str() <= "2027-03" { "2027-04".to_string() } else { j.requested_period.to_string() }
+        );
+    }
+    let time: Decimal = entries.iter().enumerate().filter(|(_, e)| matches!(e, Entry::Time { .. })).map(|(i, e)| expected(i, e)).sum();
+    let expenses: Decimal =
+        entries.iter().enumerate().filter(|(_, e)| matches!(e, Entry::Expense { .. })).map(|(i, e)| expected(i, e)).sum();
+    let recognised = |k: &str| rl.recognised.get(k).map_or(Decimal::ZERO, |m| m.amount);
+    prop_assert_eq!(recognised("1"), time, "T&M revenue = approved billable hours × rate");
+    prop_assert_eq!(recognised("1/expenses"), expenses, "expenses as billed");
+    prop_assert_eq!(recognised("2"), Decimal::from(60_000), "the fixed fee, whole once delivery ended");
+    let erp: Decimal = w.svc.platform().crm.journals().await.unwrap().iter().map(|j| j.journal.total.amount).sum();
+    prop_assert_eq!(erp, rl.recognised.values().map(|m| m.amount).sum::<Decimal>(), "the ERP's journals add up to o2c's revenue");
     let _ = EventType::InvoicePosted;
     Ok(())
 }
@@ -246,7 +283,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn when_delivery_arrives_in_any_order_with_duplicates_and_corrections_should_invoice_every_cent_once(
+    fn when_delivery_arrives_in_any_order_with_duplicates_and_corrections_should_invoice_every_cent_once_and_recognise_it_as_revenue(
         entries in prop::collection::vec(entry(), 1..24),
         order in prop::collection::vec(any::<usize>(), 0..80),
         dups in prop::collection::vec(any::<usize>(), 0..8),

@@ -74,6 +74,9 @@ impl Erp for Books {
     async fn create_or_get_invoice(&self, _: &InvoiceDoc) -> Result<ExternalObject, ConnectorError> {
         Err(refuse("UNSUPPORTED", "not in this test".into()))
     }
+    async fn post_journal(&self, _: &o2c_domain::revenue::RevenueJournal) -> Result<ExternalObject, ConnectorError> {
+        Err(refuse("UNSUPPORTED", "not in this test".into()))
+    }
     async fn book_receipt(&self, receipt: &CashReceipt) -> Result<ExternalObject, ConnectorError> {
         let applied = self.applied();
         let mut receipts = self.receipts.lock().unwrap();

@@ -171,3 +171,20 @@ fn when_the_billing_schedule_fires_should_send_a_run_request_the_invoice_run_acc
     let detail: Value = serde_json::from_str::<Value>(&body).unwrap()["detail"].clone();
     assert!(errors(&schema_validator(EventType::InvoiceRunRequested), &detail).is_empty());
 }
+
+#[test]
+fn when_the_revenue_schedule_fires_should_send_a_run_request_for_the_month_that_ended() {
+    let topo = o2c_topology::Topology::from_sam_yaml(o2c_topology::TEMPLATE).unwrap();
+    let schedule = topo.schedules.iter().find(|s| s.logical_id == "RevenueSchedule").expect("the template schedules revenue");
+    assert_eq!(topo.consumer_function(&schedule.queue).map(|f| f.binary.as_str()), Some("revenue-recognition"));
+    assert!(schedule.expression.starts_with("cron("), "{}", schedule.expression);
+    // What EventBridge Scheduler sends at 04:00 UTC on 1 April: March's run for every engagement.
+    let body = schedule.message("2027-04-01T04:00:00Z", "8f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b", "eu-west-1", "123456789012");
+    let event = o2c_app::sqs::decode_body(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let BusinessEvent::RevenueRunRequested(env) = &event else { panic!("{event:?}") };
+    assert_eq!(env.payload.period().to_string(), "2027-03", "the month that ended");
+    assert!(env.payload.engagement_id.is_none(), "a fan-out over every active engagement");
+    assert_eq!(env.idempotency_key.as_deref(), Some("schedule:revenue:2027-04-01T04:00:00Z"));
+    let detail: Value = serde_json::from_str::<Value>(&body).unwrap()["detail"].clone();
+    assert!(errors(&schema_validator(EventType::RevenueRunRequested), &detail).is_empty());
+}

@@ -77,6 +77,9 @@ impl Erp for Racing {
     async fn book_receipt(&self, receipt: &o2c_domain::receivables::CashReceipt) -> Result<ExternalObject, ConnectorError> {
         self.sims.book_receipt(receipt).await
     }
+    async fn post_journal(&self, journal: &o2c_domain::revenue::RevenueJournal) -> Result<ExternalObject, ConnectorError> {
+        self.sims.post_journal(journal).await
+    }
 }
 
 type TestPlatform = MemoryPlatform<Simulators, Racing, Racing, Simulators>;

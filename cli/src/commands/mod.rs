@@ -11,6 +11,7 @@ pub mod receivables;
 pub mod reference;
 pub mod rejections;
 pub mod replay;
+pub mod revenue;
 pub mod run;
 pub mod send;
 pub mod serve;

@@ -33,7 +33,9 @@ async fn show<B: Backend>(b: &B, engagement: &str, json: bool) -> Result<ExitCod
     let store = b.store();
     let Some(state) = store.load(&id).await? else { bail!("no engagement {id} in {}", b.label()) };
     let timeline = store.audit_trail(&id).await?;
-    let others = store.load_aggregates(&[AggregateKey::crm_sync(&id), AggregateKey::ledger(&id)]).await?;
+    let others =
+        store.load_aggregates(&[AggregateKey::crm_sync(&id), AggregateKey::ledger(&id), AggregateKey::revenue_ledger(&id)]).await?;
+    let revenue = others.revenue_ledger(&id);
     let crm = others.crm_sync(&id);
     let ledger = others.ledger(&id);
     let shards = store.load_all(AggregateKind::WipShard, &id).await?;
@@ -64,7 +66,7 @@ async fn show<B: Backend>(b: &B, engagement: &str, json: bool) -> Result<ExitCod
         let rejected: Vec<_> = shards.iter().flat_map(|s| s.rejected.iter()).collect();
         let doc = serde_json::json!({
             "version": state.version, "engagement": state.value, "crm_sync": crm.map(|c| &c.last),
-            "wip": {"entries": entries, "rejected": rejected}, "ledger": ledger, "invoices": invoices, "receivables": cash, "timeline": timeline,
+            "wip": {"entries": entries, "rejected": rejected}, "ledger": ledger, "invoices": invoices, "receivables": cash, "revenue": revenue, "timeline": timeline,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -94,6 +96,9 @@ async fn show<B: Backend>(b: &B, engagement: &str, json: bool) -> Result<ExitCod
                     p["reversed_by"].as_str().map(|b| format!(", reversed by {b}")).unwrap_or_default()
                 );
             }
+        }
+        if let Some(rl) = revenue {
+            super::revenue::print_ledger(rl);
         }
         print::timeline(&timeline);
     }

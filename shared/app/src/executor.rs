@@ -50,6 +50,7 @@ async fn run<P: Platform>(p: &P, retry: &Retrier<'_>, cmd: &Command) -> Result<C
         Command::CalculateTax(request) => retry.run(|| p.tax().calculate(request)).await?.map(CommandResult::Tax),
         Command::PostInvoice(invoice) => retry.run(|| p.erp().create_or_get_invoice(invoice)).await?.map(CommandResult::Object),
         Command::BookReceipt(receipt) => retry.run(|| p.erp().book_receipt(receipt)).await?.map(CommandResult::Object),
+        Command::PostJournal(journal) => retry.run(|| p.erp().post_journal(journal)).await?.map(CommandResult::Object),
         other => return Err(O2cError::Bug(format!("no connector operation {} in {}", other.operation(), other.system().as_str()))),
     };
     Ok(result.unwrap_or_else(CommandResult::Refused))

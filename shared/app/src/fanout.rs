@@ -1,6 +1,6 @@
-//! The fan-out of a scheduled invoice run: a run request without an engagement becomes one
-//! request per active engagement, page by page (see
-//! `o2c_domain::workflow::invoice_run::fan_out` for what is emitted).
+//! The fan-out of a scheduled run (invoice run, revenue run): a request without an
+//! engagement becomes one request per active engagement, page by page (see the steps'
+//! `fan_out` in `o2c_domain::workflow` for what is emitted).
 //!
 //! Nothing is stored: the requests carry deterministic ids and idempotency keys
 //! (`invoice-run:<run>:<engagement>`), so a redelivered fan-out re-publishes the same
@@ -11,6 +11,7 @@ use o2c_domain::events::BusinessEvent;
 use o2c_domain::ids::EngagementId;
 use o2c_domain::workflow::StepContext;
 use o2c_domain::workflow::invoice_run::{FAN_OUT_PAGE, fan_out};
+use o2c_domain::workflow::revenue_recognition::fan_out as revenue_fan_out;
 use tracing::info;
 
 use crate::error::O2cError;
@@ -20,24 +21,29 @@ use crate::service::{Handled, StepService};
 impl<P: Platform> StepService<P> {
     /// Fans a run request without an engagement out to every active engagement (one page
     /// per invocation, then a continuation request).
-    pub async fn fan_out_invoice_runs(&self, event: &BusinessEvent, ctx: &StepContext<'_>) -> Result<Handled, O2cError> {
-        let BusinessEvent::InvoiceRunRequested(env) = event else {
-            return Err(O2cError::Bug(format!("fan-out of {}", event.event_type().detail_type())));
+    pub async fn fan_out_runs(&self, event: &BusinessEvent, ctx: &StepContext<'_>) -> Result<Handled, O2cError> {
+        let (run_id, after, what) = match event {
+            BusinessEvent::InvoiceRunRequested(env) => (&env.payload.run_id, &env.payload.after, "invoice_run"),
+            BusinessEvent::RevenueRunRequested(env) => (&env.payload.run_id, &env.payload.after, "revenue_run"),
+            other => return Err(O2cError::Bug(format!("fan-out of {}", other.event_type().detail_type()))),
         };
-        let req = &env.payload;
         let filter = EngagementFilter {
             status: Some("active".into()),
             limit: FAN_OUT_PAGE + 1,
-            after: Some(req.after.clone().unwrap_or_default()),
+            after: Some(after.clone().unwrap_or_default()),
             ..Default::default()
         };
         let mut ids: Vec<EngagementId> =
             self.platform().store().list(&filter).await?.into_iter().map(|s| EngagementId::new(s.engagement_id)).collect();
         let more = ids.len() > FAN_OUT_PAGE;
         ids.truncate(FAN_OUT_PAGE);
-        let events = fan_out(req, &ids, more, ctx);
+        let events = match event {
+            BusinessEvent::InvoiceRunRequested(env) => fan_out(&env.payload, &ids, more, ctx),
+            BusinessEvent::RevenueRunRequested(env) => revenue_fan_out(&env.payload, &ids, more, ctx),
+            _ => Vec::new(),
+        };
         self.platform().publisher().publish(&events).await?;
-        info!(run_id = %req.run_id, engagements = ids.len(), more, "invoice run fanned out");
-        Ok(Handled { action: "invoice_run_fanned_out".into(), duplicate: false, published: events.len() })
+        info!(run_id = %run_id, engagements = ids.len(), more, "{what} fanned out");
+        Ok(Handled { action: format!("{what}_fanned_out"), duplicate: false, published: events.len() })
     }
 }

@@ -15,6 +15,7 @@ use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
 use o2c_domain::receivables::CashReceipt;
 use o2c_domain::reference::ReferenceData;
+use o2c_domain::revenue::RevenueJournal;
 use o2c_domain::tax::{TaxQuote, TaxRequest};
 pub use o2c_domain::workflow::{CrmWrite, ExternalObject, ObjectStatus, Refusal, System};
 use serde::{Deserialize, Serialize};
@@ -502,6 +503,9 @@ pub trait Erp: Send + Sync {
     /// returns the one already booked under `receipt.payment_id`; a receipt with `reverses`
     /// reverses that receipt.
     fn book_receipt(&self, receipt: &CashReceipt) -> impl Future<Output = Result<ExternalObject, ConnectorError>> + Send;
+    /// Posts a revenue journal into its period, or returns the one already posted under
+    /// `journal.journal_id`.
+    fn post_journal(&self, journal: &RevenueJournal) -> impl Future<Output = Result<ExternalObject, ConnectorError>> + Send;
 }
 
 /// Tax engine connector (Avalara / Vertex / ONESOURCE): a quote per invoice.

@@ -181,11 +181,14 @@ impl<P: Platform> StepService<P> {
                     format!("{} does not consume {}: check the rule that routed it", step.name(), event_type.detail_type()),
                 )]));
             }
-            if let BusinessEvent::InvoiceRunRequested(env) = event
-                && env.payload.engagement_id.is_none()
-            {
+            let fans_out = match event {
+                BusinessEvent::InvoiceRunRequested(env) => env.payload.engagement_id.is_none(),
+                BusinessEvent::RevenueRunRequested(env) => env.payload.engagement_id.is_none(),
+                _ => false,
+            };
+            if fans_out {
                 let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now() };
-                return self.fan_out_invoice_runs(event, &ctx).await;
+                return self.fan_out_runs(event, &ctx).await;
             }
             let run = Run { key: key_of(step, &meta), hash: payload_hash(event_type, &event.payload_json()), engagement_id, delivery };
             let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now() };

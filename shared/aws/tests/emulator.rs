@@ -414,6 +414,19 @@ async fn when_each_step_processes_an_event_should_stay_within_the_dynamodb_write
     assert_eq!(applied.amount.to_string(), "1000.00");
     assert_eq!(open.amount + applied.amount, posted.total.amount);
     assert_eq!(st.sims.receipts().await.unwrap().len(), 1, "booked once");
+
+    // Revenue for March: the milestone, the ratable fixed fee, a journal in the ERP.
+    let revenue = {
+        let mut s = read_sample("RevenueRunRequested");
+        s["detail"]["payload"]["engagement_id"] = json!(GLOBEX);
+        decode(&s)
+    };
+    assert_eq!(measure("revenue run: journal + ERP (side effect)", Step::RevenueRecognition, &revenue).await, 2);
+    assert_eq!(measure("duplicate revenue run", Step::RevenueRecognition, &revenue).await, 0);
+    let rl = st.platform().store.load_aggregates(&[o2c_domain::aggregate::AggregateKey::revenue_ledger(GLOBEX)]).await.unwrap();
+    let rl = rl.revenue_ledger(GLOBEX).cloned().unwrap();
+    assert_eq!(rl.journals.len(), 1);
+    assert_eq!(st.sims.journals().await.unwrap()[0].journal.total, rl.journals[0].total);
     let (reads, writes) = counts.snapshot();
     println!(
         "DynamoDB requests per processed event:\n  {}\n  totals incl. reference-data load: reads={reads} writes={writes}",

@@ -30,6 +30,7 @@ use o2c_domain::engagement::CrmOpportunityUpdate;
 use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
 use o2c_domain::receivables::CashReceipt;
+use o2c_domain::revenue::RevenueJournal;
 use o2c_domain::tax::{TaxQuote, TaxRequest};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -258,6 +259,12 @@ impl Erp for HttpErp {
     async fn book_receipt(&self, receipt: &CashReceipt) -> Result<ExternalObject, ConnectorError> {
         let id = &receipt.payment_id;
         let (_, r): (_, CreatedRef) = self.0.call(Method::PUT, &["v1", "receipts", id], Some(id), receipt).await?;
+        Ok(r.into())
+    }
+
+    async fn post_journal(&self, journal: &RevenueJournal) -> Result<ExternalObject, ConnectorError> {
+        let id = &journal.journal_id;
+        let (_, r): (_, CreatedRef) = self.0.call(Method::PUT, &["v1", "journals", id], Some(id), journal).await?;
         Ok(r.into())
     }
 }

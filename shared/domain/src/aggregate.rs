@@ -16,6 +16,7 @@
 //! | invoice counter | legal entity | `LE#<entity>` / `INVOICE_COUNTER` | posting | 1 KB |
 //! | receivables | legal entity / customer | `LE#<entity>` / `RCV#<customer>` | posting, cash application | 350 KB |
 //! | invoice reference | legal entity / number | `LE#<entity>` / `NUM#<number>` | posting | 1 KB |
+//! | revenue ledger | engagement | `ENG#<eng>` / `REVENUE` | revenue recognition | 256 KB |
 //! | payment reference | legal entity / payment | `LE#<entity>` / `PMT#<payment id>` | cash application | 64 KB |
 
 use std::collections::BTreeMap;
@@ -52,6 +53,8 @@ pub enum AggregateKind {
     InvoiceRef,
     /// Which customer's receivables hold a payment.
     PaymentRef,
+    /// Revenue recognised for an engagement, and its journals.
+    RevenueLedger,
 }
 
 /// What owns an aggregate (its DynamoDB partition).
@@ -79,6 +82,7 @@ impl AggregateKind {
             Self::Receivables => "receivables",
             Self::InvoiceRef => "invoice_ref",
             Self::PaymentRef => "payment_ref",
+            Self::RevenueLedger => "revenue_ledger",
         }
     }
 
@@ -95,6 +99,7 @@ impl AggregateKind {
             Self::Receivables => "RCV",
             Self::InvoiceRef => "NUM",
             Self::PaymentRef => "PMT",
+            Self::RevenueLedger => "REVENUE",
         }
     }
 
@@ -112,7 +117,7 @@ impl AggregateKind {
         match self {
             Self::CrmSync | Self::ResourceDay => 16 * 1024,
             Self::Assignments | Self::Ledger => 128 * 1024,
-            Self::Invoice => 256 * 1024,
+            Self::Invoice | Self::RevenueLedger => 256 * 1024,
             Self::WipShard | Self::Receivables => 350 * 1024,
             Self::InvoiceCounter | Self::InvoiceRef => 1024,
             Self::PaymentRef => 64 * 1024,
@@ -182,6 +187,11 @@ impl AggregateKey {
     /// The invoice counter of a legal entity.
     pub fn invoice_counter(legal_entity_id: &str) -> Self {
         Self::of(AggregateKind::InvoiceCounter, legal_entity_id, "")
+    }
+
+    /// An engagement's revenue ledger.
+    pub fn revenue_ledger(engagement_id: &str) -> Self {
+        Self::of(AggregateKind::RevenueLedger, engagement_id, "")
     }
 
     /// A customer's receivables at a legal entity.
@@ -287,6 +297,8 @@ pub enum AggregateBody {
     InvoiceRef(InvoiceRef),
     /// A payment reference.
     PaymentRef(PaymentRef),
+    /// A revenue ledger.
+    RevenueLedger(crate::revenue::RevenueLedger),
 }
 
 impl AggregateBody {
@@ -303,6 +315,7 @@ impl AggregateBody {
             Self::Receivables(r) => AggregateKey::receivables(&r.legal_entity_id, &r.customer_id),
             Self::InvoiceRef(r) => AggregateKey::invoice_ref(&r.legal_entity_id, &r.number),
             Self::PaymentRef(r) => AggregateKey::payment_ref(&r.legal_entity_id, &r.payment_id),
+            Self::RevenueLedger(r) => AggregateKey::revenue_ledger(&r.engagement_id),
         }
     }
 }
@@ -429,6 +442,14 @@ impl Loaded {
     pub fn invoice_ref(&self, legal_entity_id: &str, number: &str) -> Option<&InvoiceRef> {
         self.items.iter().find_map(|a| match &a.body {
             AggregateBody::InvoiceRef(r) if r.legal_entity_id == legal_entity_id && r.number == number => Some(r),
+            _ => None,
+        })
+    }
+
+    /// An engagement's revenue ledger.
+    pub fn revenue_ledger(&self, engagement_id: &str) -> Option<&crate::revenue::RevenueLedger> {
+        self.items.iter().find_map(|a| match &a.body {
+            AggregateBody::RevenueLedger(r) if r.engagement_id == engagement_id => Some(r),
             _ => None,
         })
     }

@@ -245,6 +245,12 @@ pub enum Action {
     PaymentApplied,
     /// Cash application: the payment (or its reversal) was already applied.
     PaymentDuplicate,
+    /// Revenue: a journal for the period was posted.
+    RevenueRecognized,
+    /// Revenue: nothing new earned for the period (or it was covered already).
+    RevenueUnchanged,
+    /// Revenue: the ERP refused the journal.
+    RevenuePostingFailed,
 }
 
 impl Action {
@@ -302,6 +308,9 @@ impl Action {
             Self::InvoiceAlreadyPosted => "invoice_already_posted",
             Self::PaymentApplied => "payment_applied",
             Self::PaymentDuplicate => "payment_duplicate",
+            Self::RevenueRecognized => "revenue_recognized",
+            Self::RevenueUnchanged => "revenue_unchanged",
+            Self::RevenuePostingFailed => "revenue_posting_failed",
         }
     }
 }

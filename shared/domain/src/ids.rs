@@ -180,6 +180,11 @@ impl ExceptionId {
         Self(format!("EXC-{engagement}-POST-{invoice_id}"))
     }
 
+    /// The revenue-posting exception of an engagement (closed by its next posted journal).
+    pub fn revenue_posting(engagement: &EngagementId) -> Self {
+        Self(format!("EXC-{engagement}-REVENUE"))
+    }
+
     /// The event keyed `idempotency_key` dead-lettered in `step`.
     pub fn dead_letter(engagement: &EngagementId, step: &str, idempotency_key: &str) -> Self {
         Self(format!("EXC-{engagement}-DLQ-{step}-{idempotency_key}"))

@@ -19,6 +19,7 @@
 //! - [`delivery`]: approved time and expenses as WIP (shards, resource days, assignments);
 //! - [`invoicing`]: the billing ledger, invoices from draft to posted, the invoice run;
 //! - [`receivables`]: open items, payments and their applications, cash matching, ageing, DSO;
+//! - [`revenue`]: revenue earned per contract line and method, accounting periods, journals;
 //! - [`tax`]: the tax-engine contract and the rounding rule every invoice follows;
 //! - [`workflow`]: the decisions of each step (intake, provision, billing setup, write-back,
 //!   delivery intake, invoice run, invoice approval, invoice posting).
@@ -35,5 +36,6 @@ pub mod model;
 pub mod money;
 pub mod receivables;
 pub mod reference;
+pub mod revenue;
 pub mod tax;
 pub mod workflow;

@@ -30,6 +30,10 @@ pub struct LegalEntity {
     pub billing_currencies: Vec<Currency>,
     /// Subsidiary / company code in the ERP.
     pub erp_subsidiary: String,
+    /// Accounting periods up to and including this one (`YYYY-MM`) are closed: revenue for
+    /// them books into the first open period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_through: Option<crate::revenue::Period>,
 }
 
 /// Tax regime of a tax profile.
@@ -138,6 +142,10 @@ pub struct ServiceOffering {
     pub billing_models: Vec<BillingModel>,
     /// Project template used when the opportunity names none.
     pub default_template_id: String,
+    /// How its lines earn revenue (default: by billing model — T&M as delivered, milestones
+    /// on completion, fixed fees ratably over the delivery period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revenue_method: Option<crate::revenue::RevenueMethod>,
 }
 
 /// One rate: role × delivery region × validity window.

@@ -167,6 +167,17 @@ CREATE TABLE sim_receipts (
     created_at      TEXT NOT NULL
 );
 "#,
+    // The ERP simulator posts revenue journals.
+    r#"
+CREATE TABLE sim_journals (
+    journal_id      TEXT PRIMARY KEY,
+    erp_journal_id  TEXT NOT NULL UNIQUE,
+    legal_entity_id TEXT NOT NULL,
+    period          TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    created_at      TEXT NOT NULL
+);
+"#,
 ];
 
 /// How hard a commit is pushed to disk.

@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, db_err, row_err};
 
+mod journals;
 mod receipts;
+pub use journals::SimJournal;
 pub use receipts::SimReceipt;
 
 /// A simulated system (the systems o2c talks to).
@@ -119,6 +121,8 @@ pub struct Simulators {
     erp_project_types: Arc<BTreeSet<String>>,
     erp_customers: Arc<BTreeSet<String>>,
     erp_subsidiary_currencies: Arc<Vec<(String, Vec<String>)>>,
+    /// Per legal entity: the last closed accounting period.
+    erp_closed_through: Arc<std::collections::BTreeMap<String, Option<o2c_domain::revenue::Period>>>,
 }
 
 enum Applied {
@@ -215,6 +219,7 @@ impl Simulators {
                     .map(|l| (l.erp_subsidiary.clone(), l.billing_currencies.iter().map(|c| c.code().to_owned()).collect()))
                     .collect(),
             ),
+            erp_closed_through: Arc::new(reference.legal_entities.values().map(|l| (l.id.clone(), l.closed_through)).collect()),
         }
     }
 
@@ -563,6 +568,10 @@ impl Erp for Simulators {
 
     async fn book_receipt(&self, receipt: &o2c_domain::receivables::CashReceipt) -> Result<ExternalObject, ConnectorError> {
         self.book(receipt).await
+    }
+
+    async fn post_journal(&self, journal: &o2c_domain::revenue::RevenueJournal) -> Result<ExternalObject, ConnectorError> {
+        self.journal(journal).await
     }
 }
 

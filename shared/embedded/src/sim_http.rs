@@ -12,6 +12,7 @@ use o2c_domain::engagement::CrmOpportunityUpdate;
 use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
 use o2c_domain::receivables::CashReceipt;
+use o2c_domain::revenue::RevenueJournal;
 use o2c_domain::tax::TaxRequest;
 use serde_json::json;
 
@@ -103,6 +104,13 @@ async fn erp_receipt(State(s): State<Simulators>, Path(id): Path<String>, Json(r
     created(s.book_receipt(&receipt).await)
 }
 
+async fn erp_journal(State(s): State<Simulators>, Path(id): Path<String>, Json(journal): Json<RevenueJournal>) -> Response {
+    if id != journal.journal_id {
+        return key_mismatch(&id, &journal.journal_id);
+    }
+    created(s.post_journal(&journal).await)
+}
+
 async fn tax_quote(State(s): State<Simulators>, Json(request): Json<TaxRequest>) -> Response {
     match s.calculate(&request).await {
         Ok(q) => Json(q).into_response(),
@@ -130,6 +138,7 @@ pub fn router(sims: Simulators) -> Router {
         .route("/erp/v1/projects/{id}/billing-schedules/{key}", put(erp_schedule))
         .route("/erp/v1/invoices/{number}", put(erp_invoice))
         .route("/erp/v1/receipts/{id}", put(erp_receipt))
+        .route("/erp/v1/journals/{id}", put(erp_journal))
         .route("/tax/v1/quotes", post(tax_quote))
         .route("/crm/v1/opportunities/{id}/o2c-sync", patch(crm_sync))
         .with_state(sims)

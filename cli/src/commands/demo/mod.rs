@@ -1,10 +1,12 @@
 //! `o2c demo`: the seed scenario (Northwind Partners, a global consulting firm) end to end
 //! on the embedded runtime, printing every step as the functions take it: closed-won to
 //! active projects (`events/scenarios/northwind-demo.jsonl`), then delivery to posted
-//! invoices ([`billing`]), then cash applied to them and the receivables with DSO ([`cash`]).
+//! invoices ([`billing`]), then cash applied to them and the receivables with DSO ([`cash`]),
+//! and the month's revenue ([`revenue`]).
 
 mod billing;
 mod cash;
+mod revenue;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +80,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     }
     billing::play_all(&rt, &mut n, &mut seen).await?;
     cash::play_all(&rt, &mut n, &mut seen).await?;
+    revenue::play_all(&rt, &mut n, &mut seen).await?;
 
     println!("Connector calls (create-or-get by external key):");
     for c in rt.sims().calls().await? {

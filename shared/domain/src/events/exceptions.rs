@@ -25,6 +25,8 @@ pub enum ExceptionKind {
     TaxFailed,
     /// The ERP refused a numbered invoice (it keeps its number; repost after the fix).
     InvoicePostingFailed,
+    /// The ERP refused a revenue journal.
+    RevenuePostingFailed,
 }
 
 /// A compensating action taken after a partial failure.

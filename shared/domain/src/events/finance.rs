@@ -31,7 +31,7 @@ pub struct InvoiceRunRequested {
     pub requested_by: String,
 }
 
-fn date_or_timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+pub(crate) fn date_or_timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
     let text = String::deserialize(d)?;
     match text.get(..10).map(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d")) {
         Some(Ok(day)) if text.len() == 10 || DateTime::parse_from_rfc3339(&text).is_ok() => {

@@ -120,6 +120,7 @@ pub mod exceptions;
 pub mod finance;
 pub mod intake;
 pub mod provisioning;
+pub mod revenue;
 
 pub use billing::ProjectActivated;
 pub use clm::ContractApproved;
@@ -132,6 +133,7 @@ pub use finance::{
 };
 pub use intake::{ContractCreated, EngagementRejected};
 pub use provisioning::ProjectProvisioned;
+pub use revenue::{RevenueRecognized, RevenueRunRequested};
 
 /// The one declaration of every event type: its `detail-type` (the variant's name), its
 /// EventBridge `source`, its payload type, and the engagement it belongs to. It generates
@@ -265,6 +267,10 @@ event_catalog! {
         "o2c: cash that paid no invoice: customer credit, suspense, or an exception.";
     PaymentReversed => "o2c.cash", PaymentReversed, |p| EngagementId::new(receivables_owner(&p.legal_entity_id)),
         "o2c: a returned payment or chargeback re-opened the invoices it paid.";
+    RevenueRunRequested => "o2c.scheduler", RevenueRunRequested, |p| p.engagement_id.clone().unwrap_or_else(|| EngagementId::new(FAN_OUT_ENGAGEMENT)),
+        "Schedule / operator: recognise revenue for an accounting period, for one engagement or every active one.";
+    RevenueRecognized => "o2c.revenue", RevenueRecognized, |p| p.engagement_id.clone(),
+        "o2c: a revenue journal for an accounting period was posted in the ERP.";
     ExceptionRaised => "o2c.exceptions", ExceptionRaised, |p| p.engagement_id.clone(),
         "o2c: a step could not complete and needs an operator (failure / exception event).";
 }

@@ -12,6 +12,7 @@ use crate::engagement::{CrmOpportunityUpdate, Engagement};
 use crate::invoicing::InvoiceDoc;
 use crate::model::{BillingSchedule, ProjectSpec};
 use crate::receivables::CashReceipt;
+use crate::revenue::RevenueJournal;
 use crate::tax::{TaxQuote, TaxRequest};
 
 /// A system o2c talks to.
@@ -96,6 +97,8 @@ pub enum Command {
     /// Book a cash receipt (applied and unapplied) in the ERP, or get the one already booked
     /// under its payment id (a reversal books a reversing receipt the same way).
     BookReceipt(CashReceipt),
+    /// Post a revenue journal to the ERP, or get the one already posted under its id.
+    PostJournal(RevenueJournal),
 }
 
 impl Command {
@@ -103,7 +106,7 @@ impl Command {
     pub fn system(&self) -> System {
         match self {
             Self::CreateProject { system, .. } | Self::CancelProject { system, .. } => *system,
-            Self::CreateBillingSchedule { .. } | Self::PostInvoice(_) | Self::BookReceipt(_) => System::Erp,
+            Self::CreateBillingSchedule { .. } | Self::PostInvoice(_) | Self::BookReceipt(_) | Self::PostJournal(_) => System::Erp,
             Self::UpdateOpportunity(_) => System::Crm,
             Self::CalculateTax(_) => System::Tax,
         }
@@ -119,6 +122,7 @@ impl Command {
             Self::CalculateTax(_) => "calculate_tax",
             Self::PostInvoice(_) => "post_invoice",
             Self::BookReceipt(_) => "book_receipt",
+            Self::PostJournal(_) => "post_journal",
         }
     }
 }
@@ -232,6 +236,8 @@ pub enum Purpose {
     PostInvoice,
     /// Book a cash receipt.
     BookReceipt,
+    /// Post a revenue journal.
+    PostJournal,
 }
 
 /// Commands to run, and the state to claim atomically with the reservation before them.

@@ -14,7 +14,7 @@
 //!
 //! Layout: [`command`] (commands and results), [`intake`], [`provision`],
 //! [`billing_setup`], [`crm_writeback`], [`delivery_intake`], [`invoice_run`],
-//! [`invoice_approval`], [`invoice_posting`], [`cash_application`] (one file per step), [`dead_letter`] (what a
+//! [`invoice_approval`], [`invoice_posting`], [`cash_application`], [`revenue_recognition`] (one file per step), [`dead_letter`] (what a
 //! message that exhausted its receives leaves on its engagement).
 
 pub mod billing_setup;
@@ -28,6 +28,7 @@ pub mod invoice_approval;
 pub mod invoice_posting;
 pub mod invoice_run;
 pub mod provision;
+pub mod revenue_recognition;
 
 use crate::ids::{EngagementId, ExceptionId};
 use chrono::{DateTime, Utc};
@@ -50,6 +51,7 @@ pub use invoice_approval::InvoiceApproval;
 pub use invoice_posting::InvoicePosting;
 pub use invoice_run::InvoiceRun;
 pub use provision::Provision;
+pub use revenue_recognition::RevenueRecognition;
 
 /// A workflow step = one Lambda function (binary) = one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -73,11 +75,13 @@ pub enum Step {
     InvoicePosting,
     /// A payment → matched to invoices, booked in the ERP.
     CashApplication,
+    /// A period end → revenue earned, journal posted in the ERP.
+    RevenueRecognition,
 }
 
 impl Step {
     /// Every step.
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 10] = [
         Step::Intake,
         Step::Provision,
         Step::BillingSetup,
@@ -87,6 +91,7 @@ impl Step {
         Step::InvoiceApproval,
         Step::InvoicePosting,
         Step::CashApplication,
+        Step::RevenueRecognition,
     ];
 
     /// Function / binary name.
@@ -101,6 +106,7 @@ impl Step {
             Self::InvoiceApproval => "invoice-approval",
             Self::InvoicePosting => "invoice-posting",
             Self::CashApplication => "cash-application",
+            Self::RevenueRecognition => "revenue-recognition",
         }
     }
 
@@ -121,6 +127,7 @@ impl Step {
             Self::InvoiceApproval => &InvoiceApproval,
             Self::InvoicePosting => &InvoicePosting,
             Self::CashApplication => &CashApplication,
+            Self::RevenueRecognition => &RevenueRecognition,
         }
     }
 
