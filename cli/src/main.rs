@@ -119,6 +119,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::revenue::Cmd,
     },
+    /// Analytics facts (posted invoices, payments, revenue) as JSON Lines for a warehouse load.
+    Export(commands::export::Args),
     /// List engagements (newest first).
     Engagements(commands::engagements::Args),
     /// Rejected messages, parked with every reason.
@@ -230,6 +232,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Invoice { cmd } => commands::invoice::run(cmd).await,
         Cmd::Receivables(a) => commands::receivables::run(a).await,
         Cmd::Revenue { cmd } => commands::revenue::run(cmd).await,
+        Cmd::Export(a) => commands::export::run(a).await,
         Cmd::Engagements(a) => commands::engagements::run(a).await,
         Cmd::Rejections(a) => commands::rejections::run(a).await,
         Cmd::Dlq { cmd } => commands::dlq::run(cmd).await,

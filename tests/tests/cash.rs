@@ -2,7 +2,8 @@
 //! and oldest-first matching, partial and over-payment, a payment in another currency, an
 //! unknown payer, duplicate notifications, returned payments (also when the return
 //! overtakes the payment), racing payments of one customer, an ERP that refuses a receipt
-//! or loses its answer — checked in o2c's receivables and in the ERP's receipts.
+//! or loses its answer — checked in o2c's receivables, the ERP's receipts and the CRM's
+//! invoice records (late and repeated events never roll a balance back).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -137,6 +138,14 @@ async fn when_remittances_quote_invoices_or_the_amount_matches_should_apply_part
     assert!(rec.open_issues().next().is_none(), "{:?}", rec.issues);
     assert_books_agree(&h, &rec).await;
 
+    // The bank reuses a reference for another amount: parked for an operator, never
+    // dropped as a duplicate nor applied over the first.
+    h.send(vec![Payment::new("BANK-1", LE, "5.00", "SGD").from(ACCOUNT).event_as("reused-ref")]).await;
+    h.settle().await;
+    let parked = h.rt.store().rejections(20).await.unwrap();
+    assert!(parked.iter().any(|r| r.reasons.iter().any(|i| i.code == "payment_id_reused")), "{parked:?}");
+    assert_eq!(receivables(&h, CUSTOMER).await.payments["BANK-1"].amount.amount, dec!(10000.00));
+
     // One receipt per payment in the ERP (the duplicate notification booked nothing), one
     // PaymentApplied per payment, nothing unapplied.
     let receipts = h.rt.sims().receipts().await.unwrap();
@@ -149,6 +158,58 @@ async fn when_remittances_quote_invoices_or_the_amount_matches_should_apply_part
     let p1_event = applied.iter().find(|p| p["payment_id"] == "BANK-1").unwrap();
     assert_eq!(p1_event["applications"][0]["number"], number(second));
     assert_eq!(p1_event["applications"][0]["open_after"]["amount"], (total(second) - dec!(10000.00)).to_string());
+
+    // The CRM shows both invoices on the account and the opportunity, paid.
+    let crm = h.rt.sims().crm_invoices().await.unwrap();
+    assert_eq!(crm.iter().map(|c| c.number.as_str()).collect::<Vec<_>>(), [number(first), number(second)]);
+    for c in &crm {
+        assert_eq!((c.status.as_str(), c.open_balance.amount), ("paid", Decimal::ZERO), "{c:?}");
+        assert_eq!((c.account_id.as_str(), c.opportunity_id.as_str()), (CUSTOMER, "0068d00000CASH01"));
+    }
+    assert_eq!(crm[1].version, 3, "posted, then two payments");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_invoice_and_payment_events_reach_the_crm_late_or_twice_should_leave_it_with_the_newest_open_balance() {
+    let h = Harness::new().await;
+    let inv = two_posted_invoices(&h, "0068d00000CASH07").await;
+    h.send(vec![Payment::new("BANK-70", LE, "1000.00", "SGD").from(ACCOUNT).quoting(&[number(&inv[0])]).event()]).await;
+    h.settle().await;
+    let open = total(&inv[0]) - dec!(1000.00);
+    let shown = |crm: &[o2c_domain::receivables::CrmInvoice]| crm.iter().find(|c| c.number == number(&inv[0])).cloned().unwrap();
+    let before = shown(&h.rt.sims().crm_invoices().await.unwrap());
+    assert_eq!((before.status.as_str(), before.open_balance.amount, before.version), ("partially_paid", open, 2));
+
+    // The invoice's posting and the payment arrive again, as new deliveries (a replay, a
+    // late retry): the CRM keeps the newest state.
+    let mut late: Vec<_> = h
+        .bus_events()
+        .await
+        .into_iter()
+        .filter(|(t, d)| (t == "InvoicePosted" && d["payload"]["number"] == number(&inv[0])) || t == "PaymentApplied")
+        .map(|(t, mut d)| {
+            d["event_id"] = serde_json::json!(format!("late-{}", d["event_id"].as_str().unwrap()));
+            d["idempotency_key"] = serde_json::json!(format!("late-{}", d["idempotency_key"].as_str().unwrap()));
+            let source = if t == "InvoicePosted" { "o2c.invoicing" } else { "o2c.cash" };
+            (source, if t == "InvoicePosted" { "InvoicePosted" } else { "PaymentApplied" }, d)
+        })
+        .collect();
+    assert_eq!(late.len(), 2);
+    late.reverse();
+    h.send(late).await;
+    h.settle().await;
+    let after = shown(&h.rt.sims().crm_invoices().await.unwrap());
+    assert_eq!(after, before, "nothing older overwrote the CRM");
+    let writes: Vec<String> =
+        h.rt.sims()
+            .calls()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.operation == "upsert_invoice" && c.key == number(&inv[0]))
+            .map(|c| c.outcome)
+            .collect();
+    assert_eq!(writes.iter().filter(|o| *o == "stale").count(), 2, "{writes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,6 +295,9 @@ async fn when_a_payment_is_returned_should_reopen_what_it_paid_once_even_when_th
     let erp = h.rt.sims().receipts().await.unwrap();
     assert_eq!(erp.iter().find(|r| r.receipt.payment_id == "BANK-30").unwrap().reversed_by.as_deref(), Some("BANK-31"));
     assert_books_agree(&h, &rec).await;
+    let crm = h.rt.sims().crm_invoices().await.unwrap();
+    let reopened = crm.iter().find(|c| c.number == number(&inv[0])).unwrap();
+    assert_eq!((reopened.status.as_str(), reopened.open_balance.amount), ("open", total(&inv[0])), "the CRM sees it open again");
     // The partial return (BANK-32) comes after the full one: nothing left to reverse, a
     // duplicate. (A partial return of a live payment is parked with its reason — below.)
 
@@ -255,7 +319,7 @@ async fn when_a_payment_is_returned_should_reopen_what_it_paid_once_even_when_th
     h.send(vec![Payment::new("BANK-51", LE, "60.00", "SGD").reversing("BANK-50").event()]).await;
     h.settle().await;
     let parked = h.rt.store().rejections(20).await.unwrap();
-    assert!(parked.iter().any(|r| r.reasons.iter().any(|i| i.code == "partial_reversal")), "{parked:?}");
+    assert!(parked.iter().any(|r| r.body.contains("BANK-51") && r.reasons.iter().any(|i| i.code == "partial_reversal")), "{parked:?}");
     assert_eq!(receivables(&h, CUSTOMER).await.payments["BANK-50"].reversed_by, None);
 }
 

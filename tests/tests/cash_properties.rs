@@ -3,7 +3,8 @@
 //! arriving before what they return) and payments in a foreign currency or from strangers,
 //! the cash received equals the cash applied plus the cash left unapplied, to the cent; no
 //! invoice is ever applied above its total (nor below zero); the ERP books each payment
-//! once and holds, per invoice, exactly what o2c applied.
+//! once and holds, per invoice, exactly what o2c applied — also when it refuses some
+//! receipts (their cash stays unapplied, their returns need no ERP receipt).
 //!
 //! The stream runs through the real cash-application step (in-memory store); the ERP is an
 //! independent ledger that refuses any over-application, so a double application would
@@ -83,6 +84,11 @@ impl Erp for Books {
         if let Some((existing, _)) = receipts.get(&receipt.payment_id) {
             assert_eq!(existing, receipt, "a payment id booked with two contents");
             return Ok(ExternalObject { id: format!("R-{}", receipt.payment_id), created: false, status: ObjectStatus::Active });
+        }
+        // The ERP refuses every credit of a whole number of 13 cents (a customer on hold):
+        // the cash must stay unapplied in o2c, and its return needs no ERP receipt.
+        if receipt.reverses.is_none() && (receipt.amount.amount * Decimal::from(100)) % Decimal::from(13) == Decimal::ZERO {
+            return Err(refuse("CUSTOMER_ON_HOLD", format!("{} refused", receipt.payment_id)));
         }
         // A reversal takes applications back; everything else must fit what is open.
         for a in receipt.applications.iter().filter(|_| receipt.reverses.is_none()) {
@@ -177,6 +183,7 @@ async fn seed(svc: &StepService<Platform>, invoices: &[i64]) {
             due_date: day + chrono::Duration::days(30),
             total: sgd(*cents),
             applied: sgd(0),
+            version: 1,
         });
         let r = InvoiceRef { legal_entity_id: LE.into(), number: number(i), customer_id: CUSTOMER.into(), invoice_id: format!("INV-{i}") };
         others.push(AggregateWrite { body: AggregateBody::InvoiceRef(r), expected: ExpectedVersion::New });
@@ -271,12 +278,20 @@ async fn run(c: Case) {
     // Every payment that was not returned is there, exactly once.
     let kept: Decimal = c.payments.iter().filter(|p| !p.returned).map(|p| Decimal::new(p.cents, 2)).sum();
     assert_eq!(received.values().copied().sum::<Decimal>(), kept, "every live payment counted once");
-    // One booking per payment and per return.
-    let returns = c.payments.iter().filter(|p| p.returned).count();
-    assert_eq!(*books.booked.lock().unwrap() as usize, c.payments.len() + returns);
-    // Nothing was refused: every payment is booked, with no issue but currency and suspense.
+    // One booking per payment the ERP accepts, and per return of one; a refused payment is
+    // unapplied in o2c (its applications taken back), and nothing else was refused.
+    let refused = |amount: Decimal| (amount * Decimal::from(100)) % Decimal::from(13) == Decimal::ZERO;
+    let accepted = c.payments.iter().filter(|p| !refused(Decimal::new(p.cents, 2))).count();
+    let returns = c.payments.iter().filter(|p| p.returned && !refused(Decimal::new(p.cents, 2))).count();
+    assert_eq!(*books.booked.lock().unwrap() as usize, accepted + returns);
     for rec in loaded.all_receivables() {
-        assert!(rec.payments.values().all(|p| p.status == PaymentStatus::Booked), "{:#?}", rec.payments);
+        for p in rec.payments.values() {
+            if refused(p.amount.amount) {
+                assert_eq!((p.status, p.applications.len()), (PaymentStatus::Refused, 0), "{p:#?}");
+            } else {
+                assert_eq!(p.status, PaymentStatus::Booked, "{p:#?}");
+            }
+        }
     }
 }
 

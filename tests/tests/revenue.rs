@@ -5,7 +5,7 @@
 //! a journal or loses its answer — checked in o2c's revenue ledger and the ERP's journals.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use o2c_app::ports::EngagementStore;
+use o2c_app::ports::{EngagementStore, RejectionStore};
 use o2c_domain::aggregate::{AggregateKey, AggregateKind};
 use o2c_domain::engagement::EngagementStatus;
 use o2c_domain::events::ExceptionKind;
@@ -82,6 +82,15 @@ async fn when_periods_end_should_recognise_each_line_by_its_method_and_book_only
     assert_eq!(line(&rl, 0, "L3").unwrap().kind, RevenueKind::FixedFee);
     assert!(line(&rl, 0, "L1").is_none(), "no milestone completed yet");
     assert_eq!(j.total.amount, january_time + ratable(28));
+
+    // A period that has not ended yet is refused with its reason (nothing booked ahead).
+    let mut early = revenue_run("EARLY", "2027-06", Some(&eng));
+    early.2["payload"]["as_of"] = serde_json::json!("2027-06-15");
+    h.send(vec![early]).await;
+    h.settle().await;
+    let parked = h.rt.store().rejections(10).await.unwrap();
+    assert!(parked.iter().any(|r| r.reasons.iter().any(|i| i.code == "period_not_ended")), "{parked:?}");
+    assert_eq!(revenue(&h, &eng).await.journals.len(), 1);
 
     // The same period again: nothing to add.
     h.send(vec![revenue_run("JAN-AGAIN", "2027-01", Some(&eng))]).await;

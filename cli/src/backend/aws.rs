@@ -110,6 +110,14 @@ impl Backend for Aws {
         Ok((moved, source.logical_id.clone()))
     }
 
+    async fn archived(&self, _: Option<DateTime<Utc>>, _: Option<DateTime<Utc>>) -> Result<Vec<o2c_app::bus::PutEventsEntry>> {
+        // An EventBridge archive can only be replayed, not read.
+        anyhow::bail!(
+            "on AWS the facts are the bus's own events: subscribe the warehouse with a rule on InvoicePosted, PaymentApplied, \
+             PaymentUnapplied, PaymentReversed and RevenueRecognized (e.g. a Firehose target); the archive can only be replayed"
+        )
+    }
+
     async fn replay(&self, from: DateTime<Utc>, to: DateTime<Utc>, archive: Option<String>) -> Result<String> {
         let deployed = self.deployed().await?;
         let archive = archive.or(deployed.archive_name.clone()).context("the template declares no archive; pass --archive")?;

@@ -82,6 +82,10 @@ impl Backend for Embedded {
         Ok((moved, source))
     }
 
+    async fn archived(&self, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Vec<o2c_app::bus::PutEventsEntry>> {
+        Ok(self.bus.archived(from, to).await?)
+    }
+
     async fn replay(&self, from: DateTime<Utc>, to: DateTime<Utc>, archive: Option<String>) -> Result<String> {
         if archive.is_some() {
             bail!("--archive applies to --target aws; the embedded bus archives every event in the database");

@@ -63,6 +63,13 @@ pub trait Backend {
 
     /// Replays the archived events of `[from, to)`; a sentence saying what happened.
     fn replay(&self, from: DateTime<Utc>, to: DateTime<Utc>, archive: Option<String>) -> impl Future<Output = Result<String>>;
+
+    /// The events the bus accepted in `[from, to)`, oldest first (for exports).
+    fn archived(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<Vec<o2c_app::bus::PutEventsEntry>>>;
 }
 
 /// Runs `$body` with `$b` bound to the backend `--target` selects.

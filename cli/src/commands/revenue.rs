@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// One engagement (`ENG-…` or opportunity id); default: every active engagement.
     #[arg(long)]
     engagement: Option<String>,
+    /// The day the run is asked on (default: today, UTC); the period must have ended.
+    #[arg(long)]
+    as_of: Option<chrono::NaiveDate>,
     /// Who asks.
     #[arg(long = "as", default_value = "U-FIN-CTRL-01")]
     requested_by: String,
@@ -66,7 +69,7 @@ async fn request(args: RunArgs) -> Result<ExitCode> {
     let mut payload = serde_json::json!({
         "run_id": run_id,
         "period": period.to_string(),
-        "as_of": SystemClock.now().date_naive().to_string(),
+        "as_of": args.as_of.unwrap_or_else(|| SystemClock.now().date_naive()).to_string(),
         "requested_by": args.requested_by,
     });
     if let Some(e) = &eng {

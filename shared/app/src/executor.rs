@@ -47,6 +47,7 @@ async fn run<P: Platform>(p: &P, retry: &Retrier<'_>, cmd: &Command) -> Result<C
             retry.run(|| p.erp().create_or_get_billing_schedule(erp_project_id, schedule)).await?.map(CommandResult::Object)
         }
         Command::UpdateOpportunity(update) => retry.run(|| p.crm().update_opportunity(update)).await?.map(CommandResult::Crm),
+        Command::UpsertCrmInvoice(invoice) => retry.run(|| p.crm().upsert_invoice(invoice)).await?.map(CommandResult::Crm),
         Command::CalculateTax(request) => retry.run(|| p.tax().calculate(request)).await?.map(CommandResult::Tax),
         Command::PostInvoice(invoice) => retry.run(|| p.erp().create_or_get_invoice(invoice)).await?.map(CommandResult::Object),
         Command::BookReceipt(receipt) => retry.run(|| p.erp().book_receipt(receipt)).await?.map(CommandResult::Object),

@@ -13,7 +13,7 @@ use o2c_domain::engagement::{AuditEntry, CrmOpportunityUpdate, Engagement};
 use o2c_domain::events::{Issue, OutgoingEvent};
 use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
-use o2c_domain::receivables::CashReceipt;
+use o2c_domain::receivables::{CashReceipt, CrmInvoice};
 use o2c_domain::reference::ReferenceData;
 use o2c_domain::revenue::RevenueJournal;
 use o2c_domain::tax::{TaxQuote, TaxRequest};
@@ -518,6 +518,9 @@ pub trait TaxEngine: Send + Sync {
 pub trait Crm: Send + Sync {
     /// Writes sync-status fields onto the opportunity unless a newer version is there.
     fn update_opportunity(&self, update: &CrmOpportunityUpdate) -> impl Future<Output = Result<CrmWrite, ConnectorError>> + Send;
+    /// Upserts an invoice record (by number) on the account and opportunity unless a newer
+    /// version is there.
+    fn upsert_invoice(&self, invoice: &CrmInvoice) -> impl Future<Output = Result<CrmWrite, ConnectorError>> + Send;
 }
 
 /// Everything a step service needs, bundled so services stay generic over one parameter.

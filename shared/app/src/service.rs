@@ -262,6 +262,13 @@ impl<P: Platform> StepService<P> {
             if let Some(rec) = self.reserve(run, ctx, plan.claim.clone(), &plan.claim_others, reserved, &mut world).await? {
                 return self.duplicate(rec, run, ctx).await;
             }
+            if !*reserved {
+                // The claim lost a version race and nothing was reserved — even when the
+                // winner wrote the very same state (one payment notified twice): decide
+                // again on what won, never call out without a reservation.
+                world = self.load(run, &keys).await?;
+                continue 'decide;
+            }
             if plan.claim.is_some() && world.state.as_ref().map(|v| &v.value) != plan.claim.as_ref() {
                 // The claim lost a version race: nothing was written; decide again.
                 continue 'decide;

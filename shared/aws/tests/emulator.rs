@@ -390,6 +390,16 @@ async fn when_each_step_processes_an_event_should_stay_within_the_dynamodb_write
     assert_eq!(posted.number.as_deref(), Some("LE-DE-01-000001"));
     assert_eq!(st.sims.invoices().await.unwrap().len(), 1, "the ERP holds it");
 
+    // The posted invoice onto the CRM account and opportunity.
+    let posted_event = {
+        let mut s = read_sample("InvoicePosted");
+        s["detail"]["payload"]["invoice_id"] = json!(invoice.invoice_id);
+        decode(&s)
+    };
+    assert_eq!(measure("crm invoice sync: invoice record (side effect)", Step::CrmInvoiceSync, &posted_event).await, 2);
+    let crm = st.sims.crm_invoices().await.unwrap();
+    assert_eq!((crm.len(), crm[0].number.as_str(), crm[0].status.as_str()), (1, "LE-DE-01-000001", "open"));
+
     // Cash: a partial payment quoting the number, booked in the ERP.
     let paid = {
         let mut s = read_sample("PaymentReceived");

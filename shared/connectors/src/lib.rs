@@ -29,7 +29,7 @@ use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, ObjectS
 use o2c_domain::engagement::CrmOpportunityUpdate;
 use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
-use o2c_domain::receivables::CashReceipt;
+use o2c_domain::receivables::{CashReceipt, CrmInvoice};
 use o2c_domain::revenue::RevenueJournal;
 use o2c_domain::tax::{TaxQuote, TaxRequest};
 use reqwest::{Method, StatusCode, Url};
@@ -276,14 +276,25 @@ impl TaxEngine for HttpTax {
     }
 }
 
-impl Crm for HttpCrm {
-    async fn update_opportunity(&self, update: &CrmOpportunityUpdate) -> Result<CrmWrite, ConnectorError> {
-        let (_, r): (_, CrmResult) =
-            self.0.call(Method::PATCH, &["v1", "opportunities", &update.opportunity_id, "o2c-sync"], None, update).await?;
+impl HttpCrm {
+    fn write(&self, r: CrmResult) -> Result<CrmWrite, ConnectorError> {
         match r.result.as_str() {
             "applied" => Ok(CrmWrite::Applied),
             "stale" => Ok(CrmWrite::Stale),
             other => Err(self.0.permanent(200, "BAD_RESPONSE", format!("unknown result `{other}`"))),
         }
+    }
+}
+
+impl Crm for HttpCrm {
+    async fn update_opportunity(&self, update: &CrmOpportunityUpdate) -> Result<CrmWrite, ConnectorError> {
+        let (_, r): (_, CrmResult) =
+            self.0.call(Method::PATCH, &["v1", "opportunities", &update.opportunity_id, "o2c-sync"], None, update).await?;
+        self.write(r)
+    }
+
+    async fn upsert_invoice(&self, invoice: &CrmInvoice) -> Result<CrmWrite, ConnectorError> {
+        let (_, r): (_, CrmResult) = self.0.call(Method::PUT, &["v1", "invoices", &invoice.number], None, invoice).await?;
+        self.write(r)
     }
 }

@@ -251,6 +251,10 @@ pub enum Action {
     RevenueUnchanged,
     /// Revenue: the ERP refused the journal.
     RevenuePostingFailed,
+    /// CRM invoice sync: invoice records written.
+    CrmInvoicesWritten,
+    /// CRM invoice sync: nothing to write.
+    CrmInvoicesUnchanged,
 }
 
 impl Action {
@@ -311,6 +315,8 @@ impl Action {
             Self::RevenueRecognized => "revenue_recognized",
             Self::RevenueUnchanged => "revenue_unchanged",
             Self::RevenuePostingFailed => "revenue_posting_failed",
+            Self::CrmInvoicesWritten => "crm_invoices_written",
+            Self::CrmInvoicesUnchanged => "crm_invoices_unchanged",
         }
     }
 }

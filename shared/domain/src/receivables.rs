@@ -46,12 +46,38 @@ pub struct OpenItem {
     pub total: Money,
     /// Applied so far (never above `total`).
     pub applied: Money,
+    /// Raised on every change of `applied` (1 when posted): the CRM keeps the newest.
+    #[serde(default = "one")]
+    pub version: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl OpenItem {
     /// What is still open.
     pub fn open(&self) -> Money {
         Money::new(self.total.amount - self.applied.amount, self.total.currency)
+    }
+
+    /// `open`, `partially_paid`, `paid`, or `credit` (a credit note not yet used).
+    pub fn status(&self) -> &'static str {
+        let open = self.open().amount;
+        if open.is_zero() {
+            "paid"
+        } else if open.is_sign_negative() {
+            "credit"
+        } else if self.applied.is_positive() {
+            "partially_paid"
+        } else {
+            "open"
+        }
+    }
+
+    fn change(&mut self, applied: Money) {
+        self.applied = applied;
+        self.version += 1;
     }
 }
 
@@ -325,7 +351,8 @@ impl Receivables {
     pub fn record(&mut self, applied: &Applied) -> Result<(), MoneyError> {
         for a in &applied.record.applications {
             if let Some(item) = self.invoices.get_mut(&a.invoice_id) {
-                item.applied = item.applied.checked_add(a.amount)?;
+                let applied = item.applied.checked_add(a.amount)?;
+                item.change(applied);
             }
         }
         self.payments.insert(applied.record.payment_id.clone(), applied.record.clone());
@@ -339,7 +366,8 @@ impl Receivables {
         let Some(p) = self.payments.get(original).filter(|p| p.reversed_by.is_none()).cloned() else { return Ok(None) };
         for a in &p.applications {
             if let Some(item) = self.invoices.get_mut(&a.invoice_id) {
-                item.applied = item.applied.checked_sub(a.amount)?;
+                let applied = item.applied.checked_sub(a.amount)?;
+                item.change(applied);
             }
         }
         if let Some(rec) = self.payments.get_mut(original) {
@@ -354,7 +382,8 @@ impl Receivables {
         let Some(p) = self.payments.get(payment_id).cloned() else { return Ok(()) };
         for a in &p.applications {
             if let Some(item) = self.invoices.get_mut(&a.invoice_id) {
-                item.applied = item.applied.checked_sub(a.amount)?;
+                let applied = item.applied.checked_sub(a.amount)?;
+                item.change(applied);
             }
         }
         if let Some(rec) = self.payments.get_mut(payment_id) {
@@ -386,10 +415,11 @@ impl Receivables {
         out
     }
 
-    /// Open amounts by ageing bucket on `as_of`, per currency code.
+    /// Open amounts (credit notes negative) by ageing bucket on `as_of`, per currency code.
     pub fn ageing(&self, as_of: NaiveDate) -> BTreeMap<&'static str, [Decimal; 5]> {
         let mut out: BTreeMap<&'static str, [Decimal; 5]> = BTreeMap::new();
-        for i in self.invoices.values().filter(|i| i.open().is_positive()) {
+        // Credit notes (negative open amounts) age too, so the buckets add up to the balance.
+        for i in self.invoices.values().filter(|i| !i.open().amount.is_zero()) {
             let late = (as_of - i.due_date).num_days();
             let bucket = match late {
                 d if d <= 0 => 0,
@@ -425,6 +455,54 @@ pub struct CashReceipt {
     /// Set on a reversal: the receipt it reverses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverses: Option<String>,
+}
+
+/// An invoice as the CRM shows it on the account and the opportunity (upserted by its
+/// number; a version older than the one the CRM holds is ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrmInvoice {
+    /// Invoice number (the CRM record's external id).
+    pub number: String,
+    /// o2c invoice id.
+    pub invoice_id: String,
+    /// The CRM account (the customer).
+    pub account_id: String,
+    /// The opportunity the engagement came from.
+    pub opportunity_id: String,
+    /// Issuing legal entity.
+    pub legal_entity_id: String,
+    /// `open`, `partially_paid`, `paid` or `credit`.
+    pub status: String,
+    /// Total including tax.
+    pub total: Money,
+    /// Open balance.
+    pub open_balance: Money,
+    /// Issue date.
+    pub issue_date: NaiveDate,
+    /// Due date.
+    pub due_date: NaiveDate,
+    /// The open item's version (monotonic).
+    pub version: u64,
+}
+
+impl CrmInvoice {
+    /// The CRM record of `item`, a posted invoice of `customer_id`.
+    pub fn of(item: &OpenItem, legal_entity_id: &str, customer_id: &str) -> Self {
+        let eng = item.engagement_id.to_string();
+        Self {
+            number: item.number.clone(),
+            invoice_id: item.invoice_id.clone(),
+            account_id: customer_id.to_owned(),
+            opportunity_id: eng.strip_prefix("ENG-").unwrap_or(&eng).to_owned(),
+            legal_entity_id: legal_entity_id.to_owned(),
+            status: item.status().to_owned(),
+            total: item.total,
+            open_balance: item.open(),
+            issue_date: item.issue_date,
+            due_date: item.due_date,
+            version: item.version,
+        }
+    }
 }
 
 /// The ageing buckets' names.
@@ -464,7 +542,8 @@ pub fn dso_count_back(balance: Decimal, as_of: NaiveDate, invoiced: &BTreeMap<Na
         if rest <= Decimal::ZERO {
             break;
         }
-        let billed = invoiced.get(&month).copied().unwrap_or_default();
+        // A month of net credits invoiced nothing (it never adds to the balance to cover).
+        let billed = invoiced.get(&month).copied().unwrap_or_default().max(Decimal::ZERO);
         if billed > Decimal::ZERO && rest <= billed {
             days += rest / billed * span;
             break;
@@ -521,6 +600,7 @@ mod tests {
             due_date: d(due),
             total: sgd(total),
             applied: sgd(Decimal::ZERO),
+            version: 1,
         }
     }
 

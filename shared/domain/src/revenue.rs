@@ -342,18 +342,18 @@ pub fn earned_to(
             RevenueMethod::Ratable => (RevenueKind::FixedFee, ratable(line.value, contract.start_date, contract.end_date, end)),
         };
         out.push((line.line_id.clone(), kind, method, earned));
-        // Expenses charged on the line, as billed by posted invoices.
-        let mut billed = zero;
-        let mut any = false;
-        for e in entries.iter().filter(|e| e.kind == EntryKind::Expense && e.line_id == line.line_id) {
-            if let Some(b) = e.billed.iter().rev().find(|b| posted_by(&b.invoice_id)) {
-                billed = billed.checked_add(b.amount)?;
-                any = true;
-            }
+    }
+    // Expenses, on the line the last posted invoice billed each on (an expense moved to
+    // another line leaves the first with nothing: the caller books the difference back).
+    let mut expenses: BTreeMap<&str, Money> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.kind == EntryKind::Expense) {
+        if let Some(b) = e.billed.iter().rev().find(|b| posted_by(&b.invoice_id)) {
+            let sum = expenses.get(b.line_id.as_str()).copied().unwrap_or(Money::zero(b.amount.currency));
+            expenses.insert(b.line_id.as_str(), sum.checked_add(b.amount)?);
         }
-        if any {
-            out.push((line.line_id.clone(), RevenueKind::Expenses, RevenueMethod::AsBilled, billed));
-        }
+    }
+    for (line_id, billed) in expenses {
+        out.push((line_id.to_owned(), RevenueKind::Expenses, RevenueMethod::AsBilled, billed));
     }
     Ok(out)
 }

@@ -178,6 +178,17 @@ CREATE TABLE sim_journals (
     created_at      TEXT NOT NULL
 );
 "#,
+    // The CRM simulator holds invoice records (account and opportunity related lists).
+    r#"
+CREATE TABLE sim_crm_invoices (
+    number          TEXT PRIMARY KEY,
+    version         INTEGER NOT NULL,
+    account_id      TEXT NOT NULL,
+    opportunity_id  TEXT NOT NULL,
+    fields          TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+"#,
 ];
 
 /// How hard a commit is pushed to disk.

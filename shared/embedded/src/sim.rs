@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, db_err, row_err};
 
+mod crm_invoices;
 mod journals;
 mod receipts;
 pub use journals::SimJournal;
@@ -121,6 +122,8 @@ pub struct Simulators {
     erp_project_types: Arc<BTreeSet<String>>,
     erp_customers: Arc<BTreeSet<String>>,
     erp_subsidiary_currencies: Arc<Vec<(String, Vec<String>)>>,
+    /// CRM account ids (customers).
+    crm_accounts: Arc<BTreeSet<String>>,
     /// Per legal entity: the last closed accounting period.
     erp_closed_through: Arc<std::collections::BTreeMap<String, Option<o2c_domain::revenue::Period>>>,
 }
@@ -219,6 +222,7 @@ impl Simulators {
                     .map(|l| (l.erp_subsidiary.clone(), l.billing_currencies.iter().map(|c| c.code().to_owned()).collect()))
                     .collect(),
             ),
+            crm_accounts: Arc::new(reference.customers.keys().cloned().collect()),
             erp_closed_through: Arc::new(reference.legal_entities.values().map(|l| (l.id.clone(), l.closed_through)).collect()),
         }
     }
@@ -660,6 +664,10 @@ impl TaxEngine for Simulators {
 }
 
 impl Crm for Simulators {
+    async fn upsert_invoice(&self, invoice: &o2c_domain::receivables::CrmInvoice) -> Result<CrmWrite, ConnectorError> {
+        self.crm_invoice(invoice).await
+    }
+
     async fn update_opportunity(&self, update: &CrmOpportunityUpdate) -> Result<CrmWrite, ConnectorError> {
         let u = update.clone();
         self.operate(System::Crm, "update_opportunity", u.opportunity_id.clone(), move |tx, at| {

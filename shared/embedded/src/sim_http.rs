@@ -11,7 +11,7 @@ use o2c_app::ports::{ConnectorError, Crm, CrmWrite, Erp, ExternalObject, Psa, Ta
 use o2c_domain::engagement::CrmOpportunityUpdate;
 use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
-use o2c_domain::receivables::CashReceipt;
+use o2c_domain::receivables::{CashReceipt, CrmInvoice};
 use o2c_domain::revenue::RevenueJournal;
 use o2c_domain::tax::TaxRequest;
 use serde_json::json;
@@ -111,6 +111,17 @@ async fn erp_journal(State(s): State<Simulators>, Path(id): Path<String>, Json(j
     created(s.post_journal(&journal).await)
 }
 
+async fn crm_invoice(State(s): State<Simulators>, Path(number): Path<String>, Json(invoice): Json<CrmInvoice>) -> Response {
+    if number != invoice.number {
+        return key_mismatch(&number, &invoice.number);
+    }
+    match s.upsert_invoice(&invoice).await {
+        Ok(CrmWrite::Applied) => Json(json!({"result": "applied"})).into_response(),
+        Ok(CrmWrite::Stale) => Json(json!({"result": "stale"})).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
 async fn tax_quote(State(s): State<Simulators>, Json(request): Json<TaxRequest>) -> Response {
     match s.calculate(&request).await {
         Ok(q) => Json(q).into_response(),
@@ -141,5 +152,6 @@ pub fn router(sims: Simulators) -> Router {
         .route("/erp/v1/journals/{id}", put(erp_journal))
         .route("/tax/v1/quotes", post(tax_quote))
         .route("/crm/v1/opportunities/{id}/o2c-sync", patch(crm_sync))
+        .route("/crm/v1/invoices/{number}", put(crm_invoice))
         .with_state(sims)
 }

@@ -3,9 +3,10 @@
 //! receipt (create-or-get by the payment id), and kept in the customer's receivables.
 //!
 //! ```text
-//! decide: find the customer — the payer's bank account (reference data), else the invoice
-//!         numbers quoted (their references), else suspense; a reversal finds the customer
-//!         of the payment it reverses
+//! decide: find the customer — the invoice numbers quoted (their references; several
+//!         customers' invoices: suspense), else the payer's bank account (reference data),
+//!         else suspense; a reversal finds the customer of the payment it reverses, once
+//!         that payment is booked or refused
 //!         → load that customer's receivables (Need) → match
 //!         → Run [BookReceipt], claiming the applied receivables and the payment's
 //!           reference in the write that reserves the event
@@ -70,6 +71,17 @@ impl WorkflowStep for CashApplication {
         let owner = owner_of(p);
         validate(p, input.reference)?;
         if let Some(r) = input.others.payment_ref(&p.legal_entity_id, &p.payment_id) {
+            if r.receipt.amount != p.amount || r.receipt.value_date != p.value_date || r.receipt.reverses != p.reversal_of {
+                // A bank reference reused for another credit: never dropped as a duplicate.
+                return Err(StepError::Rejected(vec![Issue::new(
+                    "payment_id",
+                    "payment_id_reused",
+                    format!(
+                        "payment {} was received as {} on {}; this notification says {} on {}: an operator must tell them apart",
+                        p.payment_id, r.receipt.amount, r.receipt.value_date, p.amount, p.value_date
+                    ),
+                )]));
+            }
             if r.status != PaymentStatus::Pending {
                 return Ok(Next::Done(Decision::unchanged(
                     ctx,
@@ -87,9 +99,10 @@ impl WorkflowStep for CashApplication {
         }
         let customer = match &p.reversal_of {
             Some(original) => match input.others.payment_ref(&p.legal_entity_id, original) {
-                Some(r) => r.customer_id.clone(),
-                // The reversal overtook the payment it reverses: retry until it has landed.
-                None => return Err(StepError::NotYet(format!("payment {original} (reversed by {}) is not applied yet", p.payment_id))),
+                Some(r) if r.status != PaymentStatus::Pending => r.customer_id.clone(),
+                // The reversal overtook the payment it reverses (or its booking): retry until
+                // the payment is booked or refused, so the two never cross in the ERP.
+                _ => return Err(StepError::NotYet(format!("payment {original} (reversed by {}) is not booked yet", p.payment_id))),
             },
             None => customer_of(p, input),
         };
@@ -126,7 +139,42 @@ impl WorkflowStep for CashApplication {
                         ),
                     )]));
                 }
+                let refused = input.others.payment_ref(&p.legal_entity_id, original).is_some_and(|r| r.status == PaymentStatus::Refused);
                 rec.reverse(original, &p.payment_id)?;
+                if refused {
+                    // The ERP never booked the original: nothing to reverse there. The cash
+                    // left again; the unapplied credit it stood for is gone.
+                    rec.raise(ReceivableIssue::new(
+                        &p.payment_id,
+                        format!("payment {original}, which the ERP refused, was returned ({}): no receipt to reverse", p.payment_id),
+                        ctx.now,
+                    ));
+                    let reference = PaymentRef {
+                        legal_entity_id: p.legal_entity_id.clone(),
+                        payment_id: p.payment_id.clone(),
+                        customer_id: customer.clone(),
+                        status: PaymentStatus::Booked,
+                        receipt: CashReceipt {
+                            payment_id: p.payment_id.clone(),
+                            legal_entity_id: p.legal_entity_id.clone(),
+                            erp_customer_id: erp_customer_id.clone(),
+                            amount: p.amount,
+                            value_date: p.value_date,
+                            applications: Vec::new(),
+                            unapplied: p.amount,
+                            reverses: Some(original.clone()),
+                        },
+                    };
+                    let d = Decision::unchanged(
+                        ctx,
+                        &owner,
+                        Action::PaymentApplied,
+                        format!("{} returns {original}, which the ERP had refused", p.payment_id),
+                    )
+                    .with(AggregateBody::Receivables(rec))
+                    .with(AggregateBody::PaymentRef(reference));
+                    return Ok(Next::Done(d));
+                }
                 rec.raise(ReceivableIssue::new(
                     &p.payment_id,
                     format!(
@@ -353,23 +401,30 @@ fn validate(p: &PaymentReceived, reference: &ReferenceData) -> Result<(), StepEr
     if !p.amount.is_positive() {
         issues.push(Issue::new("amount", "not_positive", format!("a payment credits a positive amount, not {}", p.amount)));
     }
+    if let Err(e) = p.amount.ensure_exact() {
+        issues.push(Issue::new("amount", "too_precise", e.to_string()));
+    }
     if p.reversal_of.as_deref() == Some(p.payment_id.as_str()) {
         issues.push(Issue::new("reversal_of", "reverses_itself", format!("{} cannot reverse itself", p.payment_id)));
     }
     if issues.is_empty() { Ok(()) } else { Err(StepError::Rejected(issues)) }
 }
 
-/// The customer a payment belongs to: the payer's account, else the invoices it quotes
-/// (all of one customer), else suspense.
+/// The customer a payment belongs to: the invoices it quotes (all of one customer), else
+/// the payer's account, else suspense.
 fn customer_of(p: &PaymentReceived, input: &Input<'_>) -> String {
-    if let Some(c) = p.payer.account.as_deref().and_then(|a| input.reference.customer_by_account(a)) {
-        return c.id.clone();
-    }
+    // The invoices quoted are the strongest evidence (a parent may pay a subsidiary's
+    // invoices from its own account); invoices of several customers are for an operator.
     let owners: std::collections::BTreeSet<&str> =
         quoted(p).iter().filter_map(|n| input.others.invoice_ref(&p.legal_entity_id, n)).map(|r| r.customer_id.as_str()).collect();
     match owners.into_iter().collect::<Vec<_>>()[..] {
-        [one] => one.to_owned(),
-        _ => SUSPENSE.to_owned(),
+        [one] => return one.to_owned(),
+        [_, _, ..] => return SUSPENSE.to_owned(),
+        [] => {}
+    }
+    match p.payer.account.as_deref().and_then(|a| input.reference.customer_by_account(a)) {
+        Some(c) => c.id.clone(),
+        None => SUSPENSE.to_owned(),
     }
 }
 

@@ -11,7 +11,7 @@ use crate::aggregate::AggregateBody;
 use crate::engagement::{CrmOpportunityUpdate, Engagement};
 use crate::invoicing::InvoiceDoc;
 use crate::model::{BillingSchedule, ProjectSpec};
-use crate::receivables::CashReceipt;
+use crate::receivables::{CashReceipt, CrmInvoice};
 use crate::revenue::RevenueJournal;
 use crate::tax::{TaxQuote, TaxRequest};
 
@@ -99,6 +99,9 @@ pub enum Command {
     BookReceipt(CashReceipt),
     /// Post a revenue journal to the ERP, or get the one already posted under its id.
     PostJournal(RevenueJournal),
+    /// Upsert an invoice record (status, amount, open balance) on the CRM account and
+    /// opportunity, unless the CRM holds a newer version.
+    UpsertCrmInvoice(CrmInvoice),
 }
 
 impl Command {
@@ -107,7 +110,7 @@ impl Command {
         match self {
             Self::CreateProject { system, .. } | Self::CancelProject { system, .. } => *system,
             Self::CreateBillingSchedule { .. } | Self::PostInvoice(_) | Self::BookReceipt(_) | Self::PostJournal(_) => System::Erp,
-            Self::UpdateOpportunity(_) => System::Crm,
+            Self::UpdateOpportunity(_) | Self::UpsertCrmInvoice(_) => System::Crm,
             Self::CalculateTax(_) => System::Tax,
         }
     }
@@ -123,6 +126,7 @@ impl Command {
             Self::PostInvoice(_) => "post_invoice",
             Self::BookReceipt(_) => "book_receipt",
             Self::PostJournal(_) => "post_journal",
+            Self::UpsertCrmInvoice(_) => "upsert_invoice",
         }
     }
 }
@@ -238,6 +242,8 @@ pub enum Purpose {
     BookReceipt,
     /// Post a revenue journal.
     PostJournal,
+    /// Write invoices to the CRM.
+    CrmInvoices,
 }
 
 /// Commands to run, and the state to claim atomically with the reservation before them.

@@ -158,6 +158,7 @@ impl WorkflowStep for InvoicePosting {
                     due_date: invoice.due_date,
                     total: invoice.total,
                     applied: Money::zero(invoice.currency),
+                    version: 1,
                 });
                 let reference = InvoiceRef {
                     legal_entity_id: invoice.legal_entity_id.clone(),

@@ -14,12 +14,13 @@
 //!
 //! Layout: [`command`] (commands and results), [`intake`], [`provision`],
 //! [`billing_setup`], [`crm_writeback`], [`delivery_intake`], [`invoice_run`],
-//! [`invoice_approval`], [`invoice_posting`], [`cash_application`], [`revenue_recognition`] (one file per step), [`dead_letter`] (what a
+//! [`invoice_approval`], [`invoice_posting`], [`cash_application`], [`crm_invoice_sync`], [`revenue_recognition`] (one file per step), [`dead_letter`] (what a
 //! message that exhausted its receives leaves on its engagement).
 
 pub mod billing_setup;
 pub mod cash_application;
 pub mod command;
+pub mod crm_invoice_sync;
 pub mod crm_writeback;
 pub mod dead_letter;
 pub mod delivery_intake;
@@ -43,6 +44,7 @@ use crate::reference::ReferenceData;
 pub use billing_setup::BillingSetup;
 pub use cash_application::CashApplication;
 pub use command::{Command, CommandResult, CrmWrite, ExternalObject, ObjectStatus, Plan, Purpose, Refusal, Sequence, System};
+pub use crm_invoice_sync::CrmInvoiceSync;
 pub use crm_writeback::{CRM_ERROR_FIELD_LEN, CrmWriteback, crm_update_for};
 pub use dead_letter::{GaveUp, dead_lettered};
 pub use delivery_intake::DeliveryIntake;
@@ -77,11 +79,13 @@ pub enum Step {
     CashApplication,
     /// A period end → revenue earned, journal posted in the ERP.
     RevenueRecognition,
+    /// A posted invoice or a payment → invoice records on the CRM account and opportunity.
+    CrmInvoiceSync,
 }
 
 impl Step {
     /// Every step.
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 11] = [
         Step::Intake,
         Step::Provision,
         Step::BillingSetup,
@@ -92,6 +96,7 @@ impl Step {
         Step::InvoicePosting,
         Step::CashApplication,
         Step::RevenueRecognition,
+        Step::CrmInvoiceSync,
     ];
 
     /// Function / binary name.
@@ -107,6 +112,7 @@ impl Step {
             Self::InvoicePosting => "invoice-posting",
             Self::CashApplication => "cash-application",
             Self::RevenueRecognition => "revenue-recognition",
+            Self::CrmInvoiceSync => "crm-invoice-sync",
         }
     }
 
@@ -128,6 +134,7 @@ impl Step {
             Self::InvoicePosting => &InvoicePosting,
             Self::CashApplication => &CashApplication,
             Self::RevenueRecognition => &RevenueRecognition,
+            Self::CrmInvoiceSync => &CrmInvoiceSync,
         }
     }
 

@@ -4,7 +4,9 @@
 //! journal id.
 //!
 //! ```text
-//! decide: a journal pending from an earlier delivery → post exactly it again
+//! decide: a period that has not ended → rejected
+//!         a journal pending from an earlier delivery → post exactly it again (a run for
+//!         another period then asks for its own period again)
 //!         period covered already → nothing to do
 //!         earned to the period end − recognised, per line → nothing, or
 //!         Run [PostJournal], the pending journal claimed in the write that reserves the event
@@ -24,7 +26,9 @@ use crate::events::{BusinessEvent, EventType, ExceptionKind, Issue, RevenueRecog
 use crate::ids::{EngagementId, ExceptionId};
 use crate::invoicing::{InvoiceStatus, Ledger};
 use crate::money::Money;
-use crate::revenue::{JournalLine, JournalStatus, RevenueJournal, RevenueLedger, RevenueMethod, booking_period, earned_to, key};
+use crate::revenue::{
+    JournalLine, JournalStatus, RevenueJournal, RevenueKind, RevenueLedger, RevenueMethod, booking_period, earned_to, key,
+};
 
 use super::{
     Command, CommandResult, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, StepContext, StepError, WorkflowStep, close_exception,
@@ -59,18 +63,21 @@ impl WorkflowStep for RevenueRecognition {
             return Err(StepError::Rejected(vec![Issue::new("engagement_id", "unknown_engagement", format!("no engagement {eng_id}"))]));
         };
         let requested = req.period();
+        if req.as_of <= requested.last_day() {
+            // Revenue is recognised for periods that have ended: an early run would book a
+            // fixed fee ahead and leave the period's later delivery to the next one.
+            return Err(StepError::Rejected(vec![Issue::new(
+                "period",
+                "period_not_ended",
+                format!("{requested} ends on {}; a run on {} is too early", requested.last_day(), req.as_of),
+            )]));
+        }
         let unchanged = |why: String| Ok(Next::Done(Decision::unchanged(ctx, &eng_id, Action::RevenueUnchanged, why)));
         let mut rl = input.others.revenue_ledger(&eng_id).cloned().unwrap_or_else(|| RevenueLedger::new(eng_id.clone()));
         if let Some(pending) = rl.pending() {
-            if pending.requested_period == requested {
-                // Claimed by an earlier delivery that did not finish: post exactly it.
-                return Ok(Next::Run(Plan::new(
-                    Purpose::PostJournal,
-                    vec![Command::PostJournal(pending.clone())],
-                    Sequence::StopOnFailure,
-                )));
-            }
-            return Err(StepError::NotYet(format!("journal {} ({}) is being posted", pending.journal_id, pending.requested_period)));
+            // Claimed by an earlier delivery that did not finish: post exactly it first (a
+            // run for another period then asks for its own period again).
+            return Ok(Next::Run(Plan::new(Purpose::PostJournal, vec![Command::PostJournal(pending.clone())], Sequence::StopOnFailure)));
         }
         if eng.status != EngagementStatus::Active {
             return unchanged(format!("engagement is {}, not active: nothing to recognise", eng.status.as_str()));
@@ -104,7 +111,15 @@ impl WorkflowStep for RevenueRecognition {
         };
         let posted_by =
             |invoice_id: &str| input.others.invoice(invoice_id).is_some_and(|i| i.status == InvoiceStatus::Posted && i.issue_date <= end);
-        let earned = earned_to(contract, schedule, &entries, &ledger, method_of, posted_by, end)?;
+        let mut earned = earned_to(contract, schedule, &entries, &ledger, method_of, posted_by, end)?;
+        // Expenses recognised on a line that no longer carries any: booked back to zero.
+        for k in rl.recognised.keys() {
+            if let Some(line_id) = k.strip_suffix("/expenses")
+                && !earned.iter().any(|(l, kind, _, _)| l == line_id && *kind == RevenueKind::Expenses)
+            {
+                earned.push((line_id.to_owned(), RevenueKind::Expenses, RevenueMethod::AsBilled, Money::zero(contract.currency)));
+            }
+        }
         let mut lines = Vec::new();
         for (line_id, kind, method, to_date) in earned {
             let so_far = rl.recognised.get(&key(&line_id, kind)).copied().unwrap_or(Money::zero(to_date.currency));
@@ -186,10 +201,27 @@ impl WorkflowStep for RevenueRecognition {
                 };
                 let summary =
                     format!("{} posted (ERP {}): {} recognised in {}{moved}", journal.journal_id, o.id, journal.total, journal.period);
+                let mut events = vec![event];
+                if let Some(req) = request(done.event)
+                    && req.period() != journal.requested_period
+                {
+                    // This run posted a journal an earlier run left pending: ask for its own period again.
+                    events.push(ctx.emit(
+                        EventType::RevenueRunRequested,
+                        &eng_id,
+                        format!("revenue-run:{}:{eng_id}:after:{}", req.run_id, journal.journal_id),
+                        &RevenueRunRequested {
+                            period: Some(req.period()),
+                            engagement_id: Some(eng_id.clone()),
+                            after: None,
+                            ..req.clone()
+                        },
+                    ));
+                }
                 let changed =
                     with_engagement(eng, |e| close_exception(e, &exception_id, ctx.now, &format!("{} posted", journal.journal_id)));
                 Ok(Next::Done(
-                    decision(ctx, &eng_id, changed, vec![event], Action::RevenueRecognized, summary).with(AggregateBody::RevenueLedger(rl)),
+                    decision(ctx, &eng_id, changed, events, Action::RevenueRecognized, summary).with(AggregateBody::RevenueLedger(rl)),
                 ))
             }
             [CommandResult::Refused(r)] => {

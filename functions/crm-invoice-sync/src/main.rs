@@ -1,0 +1,6 @@
+//! Lambda function `crm-invoice-sync`: the crm-invoice-sync step behind its SQS queue (see `infra/template.yaml`).
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    o2c_aws::lambda::run_step(o2c_app::Step::CrmInvoiceSync).await
+}
