@@ -1,5 +1,5 @@
 //! The `o2c` binary as users run it: `run`, `status`, `serve` (including a hard kill and
-//! restart in the middle of a flow) and `sim`.
+//! restart in the middle of a flow), `sim`, billing, receivables, revenue and the export.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -308,7 +308,7 @@ fn when_run_is_given_an_edited_template_should_route_by_its_rules_without_a_rebu
 }
 
 #[test]
-fn when_an_operator_bills_and_approvers_decide_should_post_the_invoice_and_show_it_in_status() {
+fn when_an_operator_bills_approvers_decide_and_cash_arrives_should_post_apply_recognise_and_export_the_facts() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("o2c.db");
     let db = db.to_str().unwrap();
@@ -345,4 +345,53 @@ fn when_an_operator_bills_and_approvers_decide_should_post_the_invoice_and_show_
         "{s}"
     );
     assert!(run(&["invoice", "approve", "INV-nonsense", "--db", db, "--as", "U-FIN-DE-01"]).status.code() == Some(1));
+
+    // The bank's sample credit (EUR 50,000 from Globex Manufacturing's account, quoting a
+    // number this book does not hold) pays the oldest open invoice in part.
+    let out = run(&["run", "--db", db, repo("events/samples/PaymentReceived.v1.json").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["receivables", "--db", db, "--legal-entity", "LE-DE-01", "--as-of", "2027-04-30", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &r["customers"][0];
+    assert_eq!((c["legal_entity_id"].as_str(), c["customer_id"].as_str()), (Some("LE-DE-01"), Some("CUST-1001")), "{r}");
+    let total: f64 = c["receivables"]["invoices"]["INV-ENG-0068d00000GLBX01-1"]["total"]["amount"].as_str().unwrap().parse().unwrap();
+    let open: f64 = c["open"]["EUR"].as_str().unwrap().parse().unwrap();
+    assert!((total - open - 50000.0).abs() < 0.001, "open {open} of {total}");
+    assert_eq!(c["receivables"]["payments"]["DE-CAMT-2027041100017"]["rule"], "oldest_first");
+    assert_eq!(c["overdue"][0], "LE-DE-01-000001", "due in March, open on 30 April");
+    assert!(c["dso"]["EUR"].as_str().is_some(), "{c}");
+    let s = text(&run(&["status", "--db", db, "0068d00000GLBX01"]).stdout);
+    assert!(s.contains("Receivable LE-DE-01-000001") && s.contains("paid by DE-CAMT-2027041100017"), "{s}");
+
+    // March closes: a revenue run that has not ended is refused, the ended one posts.
+    let out = run(&["revenue", "run", "--db", db, "--period", "2027-03", "--as-of", "2027-03-15", "--engagement", "0068d00000GLBX01"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("2027-03 ends on 2027-03-31"), "{}", text(&out.stderr));
+    let out = run(&["revenue", "run", "--db", db, "--period", "2027-03", "--as-of", "2027-04-01", "--engagement", "0068d00000GLBX01"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("period 2027-03: EUR") && s.contains("on_milestone") && s.contains("ratable"), "{s}");
+    let rl: Value = serde_json::from_slice(&run(&["revenue", "show", "--db", db, "0068d00000GLBX01", "--json"]).stdout).unwrap();
+    assert_eq!(rl["journals"].as_array().map(Vec::len), Some(1), "{rl}");
+    assert_eq!(rl["journals"][0]["status"], "posted");
+
+    // The warehouse's facts, as JSON Lines; a closed pipe ends the export quietly.
+    let facts = dir.path().join("facts.jsonl");
+    let out = run(&["export", "--db", db, "--since", "2000-01-01", "--out", facts.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<Value> = std::fs::read_to_string(&facts).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: std::collections::BTreeSet<&str> = lines.iter().filter_map(|l| l["fact"].as_str()).collect();
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["InvoicePosted", "PaymentApplied", "RevenueRecognized"]);
+    let posted = lines.iter().find(|l| l["fact"] == "InvoicePosted").unwrap();
+    assert!(
+        posted["lines"].as_array().is_some_and(|l| !l.is_empty())
+            && posted["due_date"].is_string()
+            && posted["legal_entity_id"] == "LE-DE-01"
+    );
+    let out = run(&["export", "--db", db, "--since", "2999-01-01"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "nothing accepted after 2999");
+    let mut child = o2c().args(["export", "--db", db]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a closed pipe is not an error");
 }

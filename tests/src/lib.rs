@@ -218,3 +218,33 @@ pub fn asia_payload(opportunity_id: &str, revision: u64, fixed_fee: &str) -> Val
         ]
     })
 }
+
+/// An active Asia engagement (SGD, weekly cycle, one T&M line "1", fixed fee "2" in three
+/// monthly installments) with a director and a consultant staffed; returns (eng, project).
+pub async fn active_asia(h: &Harness, opp: &str) -> (String, String) {
+    h.send(vec![closed_won(asia_payload(opp, 1, "60000.00"))]).await;
+    h.settle().await;
+    let eng = format!("ENG-{opp}");
+    let e = h.engagement(&eng).await;
+    assert_eq!(e.status, o2c_domain::engagement::EngagementStatus::Active);
+    let project = e.psa_project_id.clone().expect("a PSA project");
+    h.send(vec![
+        delivery::assigned(&eng, &project, &format!("AS-1-{opp}"), "EMP-1", "DIRECTOR", ("2027-01-11", "2027-04-30"), 1),
+        delivery::assigned(&eng, &project, &format!("AS-2-{opp}"), "EMP-2", "CONSULTANT", ("2027-01-11", "2027-04-30"), 1),
+    ])
+    .await;
+    h.settle().await;
+    (eng, project)
+}
+
+/// An active Globex engagement (EUR, DE customer, semi-monthly; milestone line L1, T&M
+/// line L2 capped at 250,000, fixed fee L3 of EUR 100,000 in four quarterly installments,
+/// delivered 4 Jan – 17 Dec 2027); returns (eng, project).
+pub async fn active_globex(h: &Harness, opp: &str) -> (String, String) {
+    h.send(vec![closed_won(globex_payload(opp, 1)), contract_approved(opp)]).await;
+    h.settle().await;
+    let eng = format!("ENG-{opp}");
+    let e = h.engagement(&eng).await;
+    assert_eq!(e.status, o2c_domain::engagement::EngagementStatus::Active);
+    (eng.clone(), e.psa_project_id.clone().expect("a PSA project"))
+}

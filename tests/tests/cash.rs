@@ -10,13 +10,12 @@ use std::collections::BTreeMap;
 
 use o2c_app::ports::{EngagementStore, RejectionStore};
 use o2c_domain::aggregate::{AggregateKey, AggregateKind};
-use o2c_domain::engagement::EngagementStatus;
 use o2c_domain::invoicing::{InvoiceDoc, InvoiceStatus};
 use o2c_domain::receivables::{MatchRule, PaymentStatus, Receivables, SUSPENSE};
 use o2c_embedded::sim::{Fault, System};
+use o2c_tests::Harness;
 use o2c_tests::cash::Payment;
-use o2c_tests::delivery::{Time, assigned, invoice_run};
-use o2c_tests::{Harness, asia_payload, closed_won};
+use o2c_tests::delivery::{Time, invoice_run};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
@@ -27,18 +26,7 @@ const ACCOUNT: &str = "SG-DBS-0012345678";
 /// An active Asia engagement (SGD) with two posted invoices: a week of time for two people,
 /// then a week for one. Returns the invoices, oldest first.
 async fn two_posted_invoices(h: &Harness, opp: &str) -> Vec<InvoiceDoc> {
-    h.send(vec![closed_won(asia_payload(opp, 1, "60000.00"))]).await;
-    h.settle().await;
-    let eng = format!("ENG-{opp}");
-    let e = h.engagement(&eng).await;
-    assert_eq!(e.status, EngagementStatus::Active);
-    let project = e.psa_project_id.clone().unwrap();
-    h.send(vec![
-        assigned(&eng, &project, &format!("AS-1-{opp}"), "EMP-1", "DIRECTOR", ("2027-01-11", "2027-04-30"), 1),
-        assigned(&eng, &project, &format!("AS-2-{opp}"), "EMP-2", "CONSULTANT", ("2027-01-11", "2027-04-30"), 1),
-    ])
-    .await;
-    h.settle().await;
+    let (eng, project) = o2c_tests::active_asia(h, opp).await;
     let day =
         |id: &str, who: &str, role: &str, d: u32| Time::new(id, who, role, "1", &format!("2027-01-{d:02}"), "8").event(&eng, &project);
     let mut week1: Vec<_> = (11..=15).map(|d| day(&format!("TE-D-{d}"), "EMP-1", "DIRECTOR", d)).collect();

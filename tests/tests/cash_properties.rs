@@ -231,7 +231,9 @@ async fn run(c: Case) {
     let sims = Simulators::new(Db::open(&dir.path().join("sims.db")).unwrap(), &reference);
     let totals: BTreeMap<String, Decimal> = c.invoices.iter().enumerate().map(|(i, cents)| (number(i), Decimal::new(*cents, 2))).collect();
     let books = Books { totals: Arc::new(totals), ..Books::default() };
-    let platform = o2c_app::memory::platform(reference, sims.clone(), sims.clone(), books.clone(), sims);
+    let mut platform = o2c_app::memory::platform(reference, sims.clone(), sims.clone(), books.clone(), sims);
+    let metrics = o2c_app::metrics::RecordingMetrics::default();
+    platform.metrics = Arc::new(metrics.clone());
     let svc = StepService::new(platform, o2c_tests::fast_service());
     seed(&svc, &c.invoices).await;
 
@@ -284,6 +286,20 @@ async fn run(c: Case) {
     let accepted = c.payments.iter().filter(|p| !refused(Decimal::new(p.cents, 2))).count();
     let returns = c.payments.iter().filter(|p| p.returned && !refused(Decimal::new(p.cents, 2))).count();
     assert_eq!(*books.booked.lock().unwrap() as usize, accepted + returns);
+    // Metrics: one `PaymentsReceived` per payment and per booked return (duplicates emit
+    // nothing), and the customer's DSO after each of its payments.
+    let emitted = metrics.recorded();
+    let received_metrics = emitted.iter().filter(|m| m.name == "PaymentsReceived").count();
+    assert_eq!(received_metrics, c.payments.len() + returns, "{emitted:#?}");
+    let paid_by_customer = c.payments.iter().any(|p| p.known_payer || !matches!(p.reference, Ref::None));
+    if paid_by_customer {
+        assert!(
+            emitted
+                .iter()
+                .any(|m| m.name == "DaysSalesOutstanding" && m.dimensions.contains(&("Customer".to_owned(), CUSTOMER.to_owned()))),
+            "{emitted:#?}"
+        );
+    }
     for rec in loaded.all_receivables() {
         for p in rec.payments.values() {
             if refused(p.amount.amount) {

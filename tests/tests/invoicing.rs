@@ -6,31 +6,12 @@
 use o2c_app::ports::EngagementStore;
 use o2c_domain::aggregate::AggregateKind;
 use o2c_domain::delivery::WipShard;
-use o2c_domain::engagement::EngagementStatus;
 use o2c_domain::invoicing::{InvoiceDoc, InvoiceStatus, Ledger, LineKind};
 use o2c_embedded::sim::{Fault, System};
 use o2c_tests::delivery::{Time, assigned, decision, expense, invoice_run, milestone};
-use o2c_tests::{Harness, asia_payload, closed_won, contract_approved, globex_payload};
+use o2c_tests::{Harness, active_asia, active_globex};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
-
-/// An active Asia engagement (SGD, weekly cycle, one T&M line "1", fixed fee "2" in three
-/// monthly installments) with a director and a consultant staffed; returns (eng, project).
-async fn active_asia(h: &Harness, opp: &str) -> (String, String) {
-    h.send(vec![closed_won(asia_payload(opp, 1, "60000.00"))]).await;
-    h.settle().await;
-    let eng = format!("ENG-{opp}");
-    let e = h.engagement(&eng).await;
-    assert_eq!(e.status, EngagementStatus::Active);
-    let project = e.psa_project_id.clone().unwrap();
-    h.send(vec![
-        assigned(&eng, &project, &format!("AS-1-{opp}"), "EMP-1", "DIRECTOR", ("2027-01-11", "2027-04-30"), 1),
-        assigned(&eng, &project, &format!("AS-2-{opp}"), "EMP-2", "CONSULTANT", ("2027-01-11", "2027-04-30"), 1),
-    ])
-    .await;
-    h.settle().await;
-    (eng, project)
-}
 
 fn week(resource: &str, role: &str, prefix: &str) -> Vec<Time> {
     (11..=15).map(|d| Time::new(&format!("{prefix}-{d}"), resource, role, "1", &format!("2027-01-{d}"), "8")).collect()
@@ -122,17 +103,6 @@ async fn when_a_week_of_time_an_expense_and_an_installment_are_billed_should_pos
     h.send(vec![invoice_run("R-2", "2027-01-31", Some(&eng), false, "U-BILL-01")]).await;
     h.settle().await;
     assert_eq!(invoices(&h, &eng).await.len(), 1, "nothing new to bill");
-}
-
-/// An active Globex engagement (EUR, DE customer, semi-monthly; milestone line L1, T&M
-/// line L2 capped at 250,000, fixed fee L3 in four quarterly installments).
-async fn active_globex(h: &Harness, opp: &str) -> (String, String) {
-    h.send(vec![closed_won(globex_payload(opp, 1)), contract_approved(opp)]).await;
-    h.settle().await;
-    let eng = format!("ENG-{opp}");
-    let e = h.engagement(&eng).await;
-    assert_eq!(e.status, EngagementStatus::Active);
-    (eng.clone(), e.psa_project_id.clone().unwrap())
 }
 
 fn eur(a: Decimal) -> o2c_domain::money::Money {

@@ -13,19 +13,13 @@ use o2c_domain::model::BillingItem;
 use o2c_domain::revenue::{JournalStatus, RevenueKind, RevenueLedger};
 use o2c_embedded::sim::{Fault, System};
 use o2c_tests::delivery::{Time, assigned, milestone, revenue_run};
-use o2c_tests::{Harness, asia_payload, closed_won, contract_approved, globex_payload};
+use o2c_tests::{Harness, asia_payload, closed_won};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
-/// An active Globex engagement (EUR, LE-DE-01; milestone line L1, T&M line L2, fixed fee L3
-/// of EUR 100,000 delivered 4 Jan – 17 Dec 2027) with a manager staffed on it.
+/// An active Globex engagement with a manager staffed on it (see [`o2c_tests::active_globex`]).
 async fn active_globex(h: &Harness, opp: &str) -> (String, String) {
-    h.send(vec![closed_won(globex_payload(opp, 1)), contract_approved(opp)]).await;
-    h.settle().await;
-    let eng = format!("ENG-{opp}");
-    let e = h.engagement(&eng).await;
-    assert_eq!(e.status, EngagementStatus::Active);
-    let project = e.psa_project_id.clone().unwrap();
+    let (eng, project) = o2c_tests::active_globex(h, opp).await;
     h.send(vec![assigned(&eng, &project, &format!("AS-{opp}"), "EMP-1", "MANAGER", ("2027-01-04", "2027-12-17"), 1)]).await;
     h.settle().await;
     (eng, project)

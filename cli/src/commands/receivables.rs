@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use clap::Args as ClapArgs;
 use o2c_app::ports::EngagementStore;
 use o2c_domain::aggregate::AggregateKind;
-use o2c_domain::receivables::{AGEING_BUCKETS, Receivables, dso_count_back};
+use o2c_domain::receivables::{AGEING_BUCKETS, Receivables};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -129,20 +129,9 @@ fn summary(r: &Receivables, as_of: NaiveDate) -> Summary<'_> {
     }
 }
 
-/// DSO per currency over some receivables: their open balance on `as_of` against what they
-/// invoiced per month (posted invoices issued up to `as_of`).
+/// DSO per currency over some receivables (see [`Receivables::dso_of`]).
 fn dso(rs: &[&Receivables], as_of: NaiveDate) -> BTreeMap<&'static str, Decimal> {
-    let mut balance: BTreeMap<&'static str, Decimal> = BTreeMap::new();
-    let mut invoiced: BTreeMap<&'static str, BTreeMap<NaiveDate, Decimal>> = BTreeMap::new();
-    for r in rs {
-        for i in r.invoices.values().filter(|i| i.issue_date <= as_of) {
-            let cur = i.total.currency.code();
-            *balance.entry(cur).or_default() += i.open().amount;
-            let month = i.issue_date.with_day(1).unwrap_or(i.issue_date);
-            *invoiced.entry(cur).or_default().entry(month).or_default() += i.total.amount;
-        }
-    }
-    balance.into_iter().map(|(cur, open)| (cur, dso_count_back(open, as_of, &invoiced[cur]))).collect()
+    Receivables::dso_of(rs, as_of)
 }
 
 fn days(d: &BTreeMap<&'static str, Decimal>) -> String {

@@ -64,12 +64,16 @@ pub async fn run(cmd: Cmd) -> Result<ExitCode> {
 
 async fn request(args: RunArgs) -> Result<ExitCode> {
     let Some(period) = Period::parse(&args.period) else { bail!("--period {}: expected YYYY-MM", args.period) };
+    let as_of = args.as_of.unwrap_or_else(|| SystemClock.now().date_naive());
+    if as_of <= period.last_day() {
+        bail!("{period} ends on {}: revenue is recognised once a period has ended (--as-of {as_of})", period.last_day());
+    }
     let run_id = format!("revenue-{}", RandomIds.new_id());
     let eng = args.engagement.as_deref().map(engagement_id);
     let mut payload = serde_json::json!({
         "run_id": run_id,
         "period": period.to_string(),
-        "as_of": args.as_of.unwrap_or_else(|| SystemClock.now().date_naive()).to_string(),
+        "as_of": as_of.to_string(),
         "requested_by": args.requested_by,
     });
     if let Some(e) = &eng {

@@ -13,9 +13,10 @@
 //!   steps of `o2c-domain::workflow`;
 //! - [`idempotency`]: the one idempotency core (statuses, classification, payload hash);
 //! - [`memory`]: the in-memory store (same semantics as the SQLite and DynamoDB adapters);
+//! - [`metrics`]: business-metric sinks for the log and for tests;
 //! - `conformance` (feature): the store conformance suite every adapter runs;
 //! - [`executor`]: runs a step's plan of commands through the connector ports;
-//! - [`fanout`]: a scheduled invoice run fanned out to every active engagement, page by page;
+//! - [`fanout`]: a scheduled invoice or revenue run fanned out to every active engagement, page by page;
 //! - [`retry`]: in-invocation retry of transient connector failures (backoff, jitter,
 //!   deadline);
 //! - [`esm`]: the one event-source-mapping driver (a batch in, deletes and retries out)
@@ -35,6 +36,7 @@ pub mod executor;
 pub mod fanout;
 pub mod idempotency;
 pub mod memory;
+pub mod metrics;
 pub mod ports;
 pub mod retry;
 pub mod service;

@@ -314,5 +314,6 @@ pub fn platform<C, P, E, T>(reference: o2c_domain::reference::ReferenceData, crm
         erp,
         tax,
         clock: Arc::new(crate::ports::SystemClock),
+        metrics: Arc::new(crate::metrics::RecordingMetrics::default()),
     }
 }

@@ -523,6 +523,13 @@ pub trait Crm: Send + Sync {
     fn upsert_invoice(&self, invoice: &CrmInvoice) -> impl Future<Output = Result<CrmWrite, ConnectorError>> + Send;
 }
 
+/// Where business metrics go once a decision is committed (CloudWatch embedded metric
+/// format on Lambda, the log embedded, a list in tests).
+pub trait MetricsSink: Send + Sync {
+    /// Emits `metrics` (best effort: metrics never fail a step).
+    fn emit(&self, metrics: &[o2c_domain::metrics::Metric]);
+}
+
 /// Everything a step service needs, bundled so services stay generic over one parameter.
 pub trait Platform: Send + Sync + 'static {
     /// State, idempotency and rejection storage (one database: commits span them).
@@ -556,6 +563,8 @@ pub trait Platform: Send + Sync + 'static {
     fn tax(&self) -> &Self::Tax;
     /// Clock.
     fn clock(&self) -> &dyn Clock;
+    /// Business metrics.
+    fn metrics(&self) -> &dyn MetricsSink;
 }
 
 /// The adapters of one deployment, bundled: every target (Lambda, embedded, in memory,
@@ -577,6 +586,8 @@ pub struct Adapters<S, Pb, R, C, P, E, T> {
     pub tax: T,
     /// Clock.
     pub clock: Arc<dyn Clock>,
+    /// Business metrics.
+    pub metrics: Arc<dyn MetricsSink>,
 }
 
 impl<S, Pb, R, C, P, E, T> Platform for Adapters<S, Pb, R, C, P, E, T>
@@ -620,5 +631,9 @@ where
     }
     fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()
+    }
+
+    fn metrics(&self) -> &dyn MetricsSink {
+        self.metrics.as_ref()
     }
 }

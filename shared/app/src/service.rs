@@ -424,6 +424,7 @@ impl<P: Platform> StepService<P> {
         }
         let action = decision.action().to_string();
         let events = decision.events;
+        let metrics = decision.metrics;
         let key = if complete {
             KeyWrite::Complete(Completion {
                 key: run.key.clone(),
@@ -452,6 +453,7 @@ impl<P: Platform> StepService<P> {
         match self.platform.store().commit(commit).await? {
             CommitOutcome::Committed { .. } if complete => {
                 self.platform.publisher().publish(&events).await?;
+                self.platform.metrics().emit(&metrics);
                 Ok(Committed::Done(Handled { action, duplicate: false, published: events.len() }))
             }
             CommitOutcome::Committed { .. } => {

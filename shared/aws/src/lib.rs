@@ -11,6 +11,7 @@
 //! - [`dynamo`]: state, idempotency, rejections and reference data on DynamoDB, with
 //!   request counters;
 //! - [`eventbridge`]: `PutEvents` publisher (≤ 10 entries per call, partial-failure retry);
+//! - [`emf`]: business metrics in CloudWatch's embedded metric format (standard output);
 //! - [`lambda`]: JSON logging, the SQS handler, the `Diagnostic` mapping, `run_step`;
 //! - [`visibility`]: `ChangeMessageVisibility` hints for records that should come back soon;
 //! - feature `tools` (the CLI and the tests; the Lambda functions build without it, so they
@@ -20,6 +21,7 @@
 
 pub mod config;
 pub mod dynamo;
+pub mod emf;
 pub mod eventbridge;
 pub mod lambda;
 #[cfg(feature = "tools")]

@@ -69,7 +69,18 @@ pub fn with_connectors<C, P, E, T>(
     let publisher = EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(sdk), bus_name);
     let reference = DynamoReferenceData::new(store.clone(), reference_ttl);
     let Connectors { crm, psa, erp, tax } = connectors;
-    Adapters { store, publisher, reference, crm, psa, erp, tax, clock: Arc::new(SystemClock) }
+    // Tools and tests log metrics; a Lambda function writes them as EMF (`lambda_platform`).
+    Adapters {
+        store,
+        publisher,
+        reference,
+        crm,
+        psa,
+        erp,
+        tax,
+        clock: Arc::new(SystemClock),
+        metrics: Arc::new(o2c_app::metrics::LogMetrics),
+    }
 }
 
 /// The Lambda platform from the function's configuration: every client built once (cold start).
@@ -80,5 +91,7 @@ pub fn lambda_platform(sdk: &aws_config::SdkConfig, c: &Config) -> Result<Lambda
     let crm = HttpCrm(HttpConnector::new(System::Crm, &c.crm_base_url, c.connector_token.clone(), t)?);
     let tax = HttpTax(HttpConnector::new(System::Tax, &c.tax_base_url, c.connector_token.clone(), t)?);
     let tables = Tables { state: c.state_table.clone(), idempotency: c.idempotency_table.clone() };
-    Ok(with_connectors(sdk, tables, c.event_bus_name.clone(), c.reference_cache, Connectors { crm, psa, erp, tax }))
+    let mut platform = with_connectors(sdk, tables, c.event_bus_name.clone(), c.reference_cache, Connectors { crm, psa, erp, tax });
+    platform.metrics = Arc::new(crate::emf::EmfMetrics::new("o2c", &c.stage));
+    Ok(platform)
 }

@@ -749,4 +749,26 @@ async fn when_connectors_speak_http_should_tax_and_post_invoices_through_the_sys
     let key = o2c_domain::aggregate::AggregateKey::receivables("LE-DE-01", &invoice.customer_id);
     let rec = st.platform().store.load_aggregates(&[key]).await.unwrap().receivables("LE-DE-01", &invoice.customer_id).cloned().unwrap();
     assert!(rec.balance().values().all(|v| v.is_zero()), "paid in full: {:?}", rec.balance());
+
+    // The paid invoice onto the CRM over HTTP (upsert by number, version guard), and
+    // March's revenue journal into the ERP over HTTP.
+    let mut applied_event = read_sample("PaymentApplied");
+    let p = &mut applied_event["detail"]["payload"];
+    (p["customer_id"], p["applications"][0]["invoice_id"], p["applications"][0]["number"]) =
+        (json!(invoice.customer_id), json!(invoice.invoice_id), json!("LE-DE-01-000001"));
+    assert_eq!(handle(Step::CrmInvoiceSync, &decode(&applied_event)).await.unwrap().action, "crm_invoices_written");
+    let crm = st.sims.crm_invoices().await.unwrap();
+    assert_eq!((crm.len(), crm[0].status.as_str(), crm[0].version), (1, "paid", 2), "{crm:?}");
+    let mut again = applied_event.clone();
+    again["detail"]["event_id"] = json!("late-applied");
+    again["detail"]["idempotency_key"] = json!("late-applied");
+    handle(Step::CrmInvoiceSync, &decode(&again)).await.unwrap();
+    let writes: Vec<String> =
+        st.sims.calls().await.unwrap().into_iter().filter(|c| c.operation == "upsert_invoice").map(|c| c.outcome).collect();
+    assert_eq!(writes, vec!["upserted".to_owned(), "stale".to_owned()]);
+    let mut revenue = read_sample("RevenueRunRequested");
+    revenue["detail"]["payload"]["engagement_id"] = json!(GLOBEX);
+    assert_eq!(handle(Step::RevenueRecognition, &decode(&revenue)).await.unwrap().action, "revenue_recognized");
+    let journals = st.sims.journals().await.unwrap();
+    assert_eq!((journals.len(), journals[0].journal.period.to_string()), (1, "2027-03".to_owned()));
 }

@@ -18,6 +18,7 @@
 //! - [`billing`]: milestone and billing-schedule derivation;
 //! - [`delivery`]: approved time and expenses as WIP (shards, resource days, assignments);
 //! - [`invoicing`]: the billing ledger, invoices from draft to posted, the invoice run;
+//! - [`metrics`]: business metrics a decision reports (DSO, payments by rule);
 //! - [`receivables`]: open items, payments and their applications, cash matching, ageing, DSO;
 //! - [`revenue`]: revenue earned per contract line and method, accounting periods, journals;
 //! - [`tax`]: the tax-engine contract and the rounding rule every invoice follows;
@@ -32,6 +33,7 @@ pub mod events;
 pub mod ids;
 pub mod intake;
 pub mod invoicing;
+pub mod metrics;
 pub mod model;
 pub mod money;
 pub mod receivables;

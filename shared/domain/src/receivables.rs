@@ -415,6 +415,22 @@ impl Receivables {
         out
     }
 
+    /// DSO per currency on `as_of` (count-back, see the module docs) of these receivables
+    /// together: their open balance against what they invoiced per month up to `as_of`.
+    pub fn dso_of(all: &[&Receivables], as_of: NaiveDate) -> BTreeMap<&'static str, Decimal> {
+        let mut balance: BTreeMap<&'static str, Decimal> = BTreeMap::new();
+        let mut invoiced: BTreeMap<&'static str, BTreeMap<NaiveDate, Decimal>> = BTreeMap::new();
+        for r in all {
+            for i in r.invoices.values().filter(|i| i.issue_date <= as_of) {
+                let cur = i.total.currency.code();
+                *balance.entry(cur).or_default() += i.open().amount;
+                let month = i.issue_date.with_day(1).unwrap_or(i.issue_date);
+                *invoiced.entry(cur).or_default().entry(month).or_default() += i.total.amount;
+            }
+        }
+        balance.into_iter().map(|(cur, open)| (cur, dso_count_back(open, as_of, invoiced.get(cur).unwrap_or(&BTreeMap::new())))).collect()
+    }
+
     /// Open amounts (credit notes negative) by ageing bucket on `as_of`, per currency code.
     pub fn ageing(&self, as_of: NaiveDate) -> BTreeMap<&'static str, [Decimal; 5]> {
         let mut out: BTreeMap<&'static str, [Decimal; 5]> = BTreeMap::new();

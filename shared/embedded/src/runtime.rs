@@ -176,6 +176,7 @@ impl RuntimeBuilder {
             erp: sims.clone(),
             tax: sims.clone(),
             clock: self.clock,
+            metrics: Arc::new(o2c_app::metrics::LogMetrics),
         };
         let rt = Runtime {
             inner: Arc::new(Inner {

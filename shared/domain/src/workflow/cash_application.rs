@@ -30,6 +30,7 @@ use crate::aggregate::{AggregateBody, AggregateKey, Load, PaymentRef};
 use crate::engagement::Action;
 use crate::events::{AppliedLine, BusinessEvent, EventType, Issue, PaymentApplied, PaymentReceived, PaymentReversed, PaymentUnapplied};
 use crate::ids::EngagementId;
+use crate::metrics::{Metric, MetricUnit};
 use crate::receivables::{CashReceipt, CashRule, PaymentStatus, ReceivableIssue, Receivables, SUSPENSE, references_in};
 use crate::reference::ReferenceData;
 
@@ -320,18 +321,7 @@ impl WorkflowStep for CashApplication {
                         .find(|i| i.payment_id == p.payment_id)
                         .map(|i| i.message.clone())
                         .unwrap_or_else(|| format!("left on {customer}'s account as credit"));
-                    events.push(ctx.emit(
-                        EventType::PaymentUnapplied,
-                        &owner,
-                        format!("payment-unapplied:{}", p.payment_id),
-                        &PaymentUnapplied {
-                            payment_id: p.payment_id.clone(),
-                            legal_entity_id: p.legal_entity_id.clone(),
-                            customer_id: customer.clone(),
-                            amount: record.unapplied,
-                            reason,
-                        },
-                    ));
+                    events.push(unapplied(ctx, p, &customer, record.unapplied, reason));
                 }
                 format!(
                     "{} of {} from {}: {} applied to {} invoice(s) by {}, {} unapplied (ERP {})",
@@ -354,18 +344,7 @@ impl WorkflowStep for CashApplication {
                     }
                     None => {
                         rec.unbook(&p.payment_id)?;
-                        events.push(ctx.emit(
-                            EventType::PaymentUnapplied,
-                            &owner,
-                            format!("payment-unapplied:{}", p.payment_id),
-                            &PaymentUnapplied {
-                                payment_id: p.payment_id.clone(),
-                                legal_entity_id: p.legal_entity_id.clone(),
-                                customer_id: customer.clone(),
-                                amount: p.amount,
-                                reason: format!("the ERP refused the receipt: {}", r.reason()),
-                            },
-                        ));
+                        events.push(unapplied(ctx, p, &customer, p.amount, format!("the ERP refused the receipt: {}", r.reason())));
                         format!("the ERP refused cash receipt {} of {}: {}; the cash stays unapplied", p.payment_id, p.amount, r.reason())
                     }
                 };
@@ -374,12 +353,51 @@ impl WorkflowStep for CashApplication {
             }
             (other, _) => return Err(StepError::UnexpectedResults(self.step(), format!("{other:?}"))),
         };
+        let mut metrics = vec![Metric::new(
+            "PaymentsReceived",
+            MetricUnit::Count,
+            rust_decimal::Decimal::ONE,
+            &[("LegalEntity", &p.legal_entity_id), ("Outcome", &outcome(&reference, &rec, &p.payment_id))],
+        )];
+        // The customer's DSO after this payment (count-back, per currency), as of today or
+        // the value date when that is later.
+        for (currency, days) in Receivables::dso_of(&[&rec], ctx.now.date_naive().max(p.value_date)) {
+            metrics.push(Metric::new(
+                "DaysSalesOutstanding",
+                MetricUnit::None,
+                days,
+                &[("LegalEntity", &p.legal_entity_id), ("Customer", &customer), ("Currency", currency)],
+            ));
+        }
         let mut d = Decision::unchanged(ctx, &owner, Action::PaymentApplied, summary)
             .with(AggregateBody::Receivables(rec))
             .with(AggregateBody::PaymentRef(reference));
         d.events = events;
+        d.metrics = metrics;
         Ok(Next::Done(d))
     }
+}
+
+/// `PaymentUnapplied` for `amount` of payment `p` left on `customer`'s account.
+fn unapplied(
+    ctx: &StepContext<'_>,
+    p: &PaymentReceived,
+    customer: &str,
+    amount: crate::money::Money,
+    reason: String,
+) -> crate::events::OutgoingEvent {
+    ctx.emit(
+        EventType::PaymentUnapplied,
+        &owner_of(p),
+        format!("payment-unapplied:{}", p.payment_id),
+        &PaymentUnapplied {
+            payment_id: p.payment_id.clone(),
+            legal_entity_id: p.legal_entity_id.clone(),
+            customer_id: customer.to_owned(),
+            amount,
+            reason,
+        },
+    )
 }
 
 fn payment(event: &BusinessEvent) -> Option<&PaymentReceived> {
@@ -430,4 +448,13 @@ fn customer_of(p: &PaymentReceived, input: &Input<'_>) -> String {
 
 fn rule_of(reference: &ReferenceData, customer: &str) -> CashRule {
     reference.customers.get(customer).map(|c| c.cash_rule).unwrap_or(CashRule::None)
+}
+
+/// How a payment ended, for the metrics: its match rule, `refused`, or `returned`.
+fn outcome(reference: &PaymentRef, rec: &Receivables, payment_id: &str) -> String {
+    match (reference.status, &reference.receipt.reverses) {
+        (PaymentStatus::Refused, _) => "refused".to_owned(),
+        (_, Some(_)) => "returned".to_owned(),
+        _ => rec.payments.get(payment_id).map_or("unmatched", |p| p.rule.as_str()).to_owned(),
+    }
 }

@@ -86,7 +86,7 @@ impl WorkflowStep for CrmInvoiceSync {
             };
             match result {
                 CommandResult::Crm(CrmWrite::Applied) => {
-                    written.push(format!("{} {} open {} (v{})", inv.number, inv.status, inv.open_balance, inv.version))
+                    written.push(format!("{} {}, open {} (v{})", inv.number, inv.status, inv.open_balance, inv.version))
                 }
                 CommandResult::Crm(CrmWrite::Stale) => written.push(format!("{} already newer in the CRM", inv.number)),
                 CommandResult::Refused(r) => {

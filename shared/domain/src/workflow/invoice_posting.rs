@@ -11,7 +11,7 @@
 //! application finds the customer of a remittance that quotes it).
 
 use crate::aggregate::{AggregateBody, AggregateKey, InvoiceRef, Load};
-use crate::engagement::{Action, Engagement};
+use crate::engagement::Action;
 use crate::events::{BusinessEvent, EventType, ExceptionKind, InvoicePosted, InvoiceReleased, Issue};
 use crate::ids::ExceptionId;
 use crate::invoicing::{InvoiceCounter, InvoiceStatus, Ledger};
@@ -20,7 +20,7 @@ use crate::receivables::{OpenItem, Receivables};
 
 use super::{
     Command, CommandResult, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, StepContext, StepError, WorkflowStep, close_exception,
-    planned_on, raise_or_refresh, step_meta,
+    decision, planned_on, raise_or_refresh, step_meta, with_engagement,
 };
 
 /// The invoice-posting step.
@@ -216,29 +216,5 @@ fn released(event: &BusinessEvent) -> Option<&InvoiceReleased> {
     match event {
         BusinessEvent::InvoiceReleased(e) => Some(&e.payload),
         _ => None,
-    }
-}
-
-/// The engagement after `change`, when it changed it.
-fn with_engagement(eng: Option<&Engagement>, change: impl FnOnce(&mut Engagement) -> bool) -> Option<Engagement> {
-    let mut e = eng?.clone();
-    change(&mut e).then_some(e)
-}
-
-fn decision(
-    ctx: &StepContext<'_>,
-    eng_id: &crate::ids::EngagementId,
-    changed: Option<Engagement>,
-    events: Vec<crate::events::OutgoingEvent>,
-    action: Action,
-    summary: String,
-) -> Decision {
-    match changed {
-        Some(e) => Decision::changed(ctx, e, events, action, summary),
-        None => {
-            let mut d = Decision::unchanged(ctx, eng_id, action, summary);
-            d.events = events;
-            d
-        }
     }
 }

@@ -297,6 +297,8 @@ pub struct Decision {
     pub events: Vec<OutgoingEvent>,
     /// Timeline entry.
     pub audit: AuditEntry,
+    /// Business metrics to emit once committed.
+    pub metrics: Vec<crate::metrics::Metric>,
 }
 
 impl Decision {
@@ -308,6 +310,7 @@ impl Decision {
             others: Vec::new(),
             events: Vec::new(),
             audit: ctx.audit(engagement_id, action, summary),
+            metrics: Vec::new(),
         }
     }
 
@@ -321,7 +324,7 @@ impl Decision {
     ) -> Self {
         eng.updated_at = ctx.now;
         let audit = ctx.audit(&eng.engagement_id, action, summary);
-        Self { engagement_id: eng.engagement_id.clone(), engagement: Some(eng), others: Vec::new(), events, audit }
+        Self { engagement_id: eng.engagement_id.clone(), engagement: Some(eng), others: Vec::new(), events, audit, metrics: Vec::new() }
     }
 
     /// Also writes `body` (another aggregate) in the same commit.
@@ -515,4 +518,30 @@ pub(crate) fn planned_on<'a>(done: &Outcome<'a>, step: Step) -> Result<&'a Engag
 
 pub(crate) fn unexpected(step: Step, plan: &Plan, results: &[CommandResult]) -> StepError {
     StepError::UnexpectedResults(step, format!("{:?} plan with {} command(s), results {results:?}", plan.purpose, plan.commands.len()))
+}
+
+/// The engagement after `change`, when it changed it (`None`: leave the engagement item alone).
+pub(crate) fn with_engagement(eng: Option<&Engagement>, change: impl FnOnce(&mut Engagement) -> bool) -> Option<Engagement> {
+    let mut e = eng?.clone();
+    change(&mut e).then_some(e)
+}
+
+/// A final decision on `eng_id`: the changed engagement when there is one, else audit only;
+/// with `events`.
+pub(crate) fn decision(
+    ctx: &StepContext<'_>,
+    eng_id: &EngagementId,
+    changed: Option<Engagement>,
+    events: Vec<OutgoingEvent>,
+    action: Action,
+    summary: String,
+) -> Decision {
+    match changed {
+        Some(e) => Decision::changed(ctx, e, events, action, summary),
+        None => {
+            let mut d = Decision::unchanged(ctx, eng_id, action, summary);
+            d.events = events;
+            d
+        }
+    }
 }

@@ -21,7 +21,7 @@
 
 use crate::aggregate::{AggregateBody, AggregateKey, AggregateKind, Load};
 use crate::delivery::WipEntry;
-use crate::engagement::{Action, Engagement, EngagementStatus};
+use crate::engagement::{Action, EngagementStatus};
 use crate::events::{BusinessEvent, EventType, ExceptionKind, Issue, RevenueRecognized, RevenueRunRequested};
 use crate::ids::{EngagementId, ExceptionId};
 use crate::invoicing::{InvoiceStatus, Ledger};
@@ -32,7 +32,7 @@ use crate::revenue::{
 
 use super::{
     Command, CommandResult, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, StepContext, StepError, WorkflowStep, close_exception,
-    raise_or_refresh, step_meta,
+    decision, raise_or_refresh, step_meta, with_engagement,
 };
 
 /// The revenue-recognition step.
@@ -247,29 +247,6 @@ fn request(event: &BusinessEvent) -> Option<&RevenueRunRequested> {
     match event {
         BusinessEvent::RevenueRunRequested(e) => Some(&e.payload),
         _ => None,
-    }
-}
-
-fn with_engagement(eng: Option<&Engagement>, change: impl FnOnce(&mut Engagement) -> bool) -> Option<Engagement> {
-    let mut e = eng?.clone();
-    change(&mut e).then_some(e)
-}
-
-fn decision(
-    ctx: &StepContext<'_>,
-    eng_id: &EngagementId,
-    changed: Option<Engagement>,
-    events: Vec<crate::events::OutgoingEvent>,
-    action: Action,
-    summary: String,
-) -> Decision {
-    match changed {
-        Some(e) => Decision::changed(ctx, e, events, action, summary),
-        None => {
-            let mut d = Decision::unchanged(ctx, eng_id, action, summary);
-            d.events = events;
-            d
-        }
     }
 }
 
