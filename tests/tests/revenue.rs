@@ -189,3 +189,30 @@ async fn when_the_erp_refuses_a_journal_or_loses_its_answer_should_raise_an_exce
     assert!(e.exceptions.iter().filter(|x| x.kind == ExceptionKind::RevenuePostingFailed).all(|x| !x.open), "closed by the posted journal");
     assert_eq!(h.rt.dead_letters().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_journal_is_left_pending_should_post_it_with_the_next_run_which_then_runs_its_own_period() {
+    let h = Harness::new().await;
+    let (eng, _) = active_globex(&h, "0068d00000REV005").await;
+    // January's journal is claimed, then the ERP is down until its message dead-letters.
+    h.rt.sims().inject(System::Erp, "post_journal", Fault::ServerError { status: 503 }, None).await.unwrap();
+    h.send(vec![revenue_run("JAN", "2027-01", Some(&eng))]).await;
+    h.settle().await;
+    let rl = revenue(&h, &eng).await;
+    assert_eq!(rl.pending().map(|j| j.requested_period.to_string()), Some("2027-01".to_owned()), "claimed, never posted");
+    assert!(rl.recognised.is_empty());
+    assert!(h.rt.dead_letters().await.unwrap() >= 1);
+    assert!(h.rt.sims().journals().await.unwrap().is_empty());
+
+    // The ERP is back; February's run posts January's journal first, then asks for itself again.
+    h.rt.sims().clear_faults().await.unwrap();
+    h.send(vec![revenue_run("FEB", "2027-02", Some(&eng))]).await;
+    h.settle().await;
+    let rl = revenue(&h, &eng).await;
+    let journals: Vec<(String, JournalStatus)> = rl.journals.iter().map(|j| (j.requested_period.to_string(), j.status)).collect();
+    assert_eq!(journals, [("2027-01".to_owned(), JournalStatus::Posted), ("2027-02".to_owned(), JournalStatus::Posted)]);
+    assert_eq!(rl.last_period.map(|p| p.to_string()), Some("2027-02".to_owned()));
+    assert_eq!(h.rt.sims().journals().await.unwrap().len(), 2, "each journal once");
+    // January's fixed fee (28 of 348 days) then February's difference: exactly 56 days' worth.
+    assert_eq!(rl.recognised["L3"].amount, ratable(56));
+}
