@@ -4,10 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SAM_CLI_TELEMETRY=0
+# A clean clone builds once: incremental caches would only add gigabytes to the disk.
+export CARGO_INCREMENTAL=0
 mkdir -p target
+disk() { printf 'disk: %s free; target/ %s\n' "$(df -h --output=avail . | tail -1 | tr -d ' ')" "$(du -sh target 2>/dev/null | cut -f1)"; }
 
 step() { printf '\n== %s\n' "$*"; }
 
+disk
 step "format"
 cargo fmt --all -- --check
 
@@ -35,6 +39,7 @@ echo "moto_server on $AWS_ENDPOINT_URL"
 
 step "Lambda binaries: cargo-lambda build, glibc check, invoke under aws-lambda-rie"
 scripts/lambda_smoke.sh
+disk
 
 step "tests (unit, contract, embedded flows, CLI, emulator-backed AWS adapters)"
 if cargo nextest --version >/dev/null 2>&1; then
@@ -42,3 +47,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+disk
