@@ -153,7 +153,7 @@ fn invoicing(c: &mut Criterion) {
 
     let event = run_request();
     let meta = event.meta();
-    let ctx = StepContext { step: Step::InvoiceRun, event_type: event.event_type(), meta: &meta, now: chrono::Utc::now() };
+    let ctx = StepContext { step: Step::InvoiceRun, event_type: event.event_type(), meta: &meta, now: chrono::Utc::now(), event: None };
     let loaded = Loaded {
         items: shards
             .iter()

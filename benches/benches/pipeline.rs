@@ -33,7 +33,8 @@ fn pipeline(c: &mut Criterion) {
     let meta = BusinessEvent::OpportunityClosedWon(env.clone()).meta();
     g.bench_function("decide_closed_won", |b| {
         b.iter(|| {
-            let ctx = StepContext { step: Step::Intake, event_type: EventType::OpportunityClosedWon, meta: &meta, now: Utc::now() };
+            let ctx =
+                StepContext { step: Step::Intake, event_type: EventType::OpportunityClosedWon, meta: &meta, now: Utc::now(), event: None };
             decide_closed_won(None, black_box(&env), &reference, &ctx)
         })
     });

@@ -123,6 +123,11 @@ enum Cmd {
     Export(commands::export::Args),
     /// List engagements (newest first).
     Engagements(commands::engagements::Args),
+    /// The exception queue: list, show, assign, comment, retry, resolve, waive.
+    Exceptions {
+        #[command(subcommand)]
+        cmd: commands::exceptions::Cmd,
+    },
     /// Rejected messages, parked with every reason.
     Rejections(commands::rejections::Args),
     /// Dead-letter queues: inspect and redrive.
@@ -234,6 +239,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Revenue { cmd } => commands::revenue::run(cmd).await,
         Cmd::Export(a) => commands::export::run(a).await,
         Cmd::Engagements(a) => commands::engagements::run(a).await,
+        Cmd::Exceptions { cmd } => commands::exceptions::run(cmd).await,
         Cmd::Rejections(a) => commands::rejections::run(a).await,
         Cmd::Dlq { cmd } => commands::dlq::run(cmd).await,
         Cmd::Replay(a) => commands::replay::run(a).await,

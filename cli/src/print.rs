@@ -4,6 +4,7 @@ use o2c_app::ports::{EngagementSummary, RejectedMessage};
 use o2c_domain::aggregate::CrmSyncState;
 use o2c_domain::delivery::{EntryKind, WipShard};
 use o2c_domain::engagement::{AuditEntry, Engagement};
+use o2c_domain::exception_case::ExceptionCase;
 use o2c_domain::invoicing::{InvoiceDoc, Ledger};
 
 /// One engagement's state, with what the CRM was last sent.
@@ -222,4 +223,76 @@ pub fn wip(shards: &[&WipShard], ledger: Option<&Ledger>) {
 
 fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n { s.to_owned() } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
+}
+
+/// The exception queue.
+pub fn case_table(cases: &[ExceptionCase], now: chrono::DateTime<chrono::Utc>) {
+    if cases.is_empty() {
+        println!("no exceptions");
+        return;
+    }
+    println!(
+        "{:<9} {:<24} {:>6}  {:<16} {:<10} {:>16}  {:<28} exception",
+        "status", "kind", "age h", "assignee", "entity", "at stake", "engagement"
+    );
+    for c in cases {
+        println!(
+            "{:<9} {:<24} {:>6}  {:<16} {:<10} {:>16}  {:<28} {}",
+            c.status.as_str(),
+            c.kind.as_str(),
+            c.age_hours(now),
+            c.assignee.as_deref().unwrap_or("-"),
+            c.legal_entity_id.as_deref().unwrap_or("-"),
+            c.amount_at_stake.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            c.engagement_id,
+            c.exception_id
+        );
+    }
+}
+
+/// One exception case with its history.
+pub fn case(c: &ExceptionCase, now: chrono::DateTime<chrono::Utc>) {
+    println!("Exception {}", c.exception_id);
+    println!("  {:<14} {}", "status", c.status.as_str());
+    println!("  {:<14} {} (raised by {}{})", "kind", c.kind.as_str(), c.step, if c.kind.is_financial() { "; financial" } else { "" });
+    println!("  {:<14} {}", "engagement", c.engagement_id);
+    if let Some(le) = &c.legal_entity_id {
+        println!("  {:<14} {le}", "legal entity");
+    }
+    if let Some(m) = c.amount_at_stake {
+        println!("  {:<14} {m}", "at stake");
+    }
+    println!("  {:<14} {}", "reason", c.message);
+    println!("  {:<14} {}", "correlation", c.correlation_id);
+    println!("  {:<14} {} (first {}, {} h ago)", "raised", c.raised_at.to_rfc3339(), c.first_raised_at.to_rfc3339(), c.age_hours(now));
+    if let Some(a) = &c.assignee {
+        println!("  {:<14} {a}", "assignee");
+    }
+    if !c.caused_by.is_empty() {
+        println!("  {:<14} {}", "caused by", c.caused_by.join(", "));
+    }
+    if let Some(s) = &c.source_event {
+        let kept = if s.payload.is_some() { "kept for retry" } else { "too large to keep: o2c replay" };
+        println!("  {:<14} {} {} ({kept})", "source event", s.detail_type, s.event_id);
+    }
+    if c.retries > 0 {
+        println!("  {:<14} {}", "retries", c.retries);
+    }
+    for x in &c.compensations {
+        println!("  {:<14} {} {} {} → {}", "compensation", x.system, x.action, x.object_id, x.outcome);
+    }
+    if let Some(r) = &c.resolution {
+        println!(
+            "  {:<14} {} by {} at {}: {}",
+            "closed",
+            r.outcome.as_str(),
+            r.actor.as_deref().unwrap_or("system"),
+            r.at.to_rfc3339(),
+            r.reason
+        );
+    }
+    println!("  History{}:", if c.history_dropped > 0 { format!(" ({} older entries dropped)", c.history_dropped) } else { String::new() });
+    for h in &c.history {
+        println!("    {}  {:<16} {:<10} {}", h.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"), h.actor, h.action, h.note);
+    }
 }

@@ -395,3 +395,75 @@ fn when_an_operator_bills_approvers_decide_and_cash_arrives_should_post_apply_re
     let status = child.wait().unwrap();
     assert!(status.success(), "a closed pipe is not an error");
 }
+
+#[test]
+fn when_an_operator_works_the_exception_queue_should_filter_refuse_the_causer_retry_and_serve_it_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let db = db.to_str().unwrap();
+    let samples = ["OpportunityClosedWon", "ContractApproved", "MilestoneCompleted"].map(|s| repo(&format!("events/samples/{s}.v1.json")));
+    let out = run(&["run", "--db", db, samples[0].to_str().unwrap(), samples[1].to_str().unwrap(), samples[2].to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["bill", "--db", db, "--as-of", "2027-03-01", "--engagement", "0068d00000GLBX01", "--as", "U-BILL-01"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let invoices: Value = serde_json::from_slice(&run(&["invoice", "list", "--db", db, "0068d00000GLBX01", "--json"]).stdout).unwrap();
+    let invoice = invoices[0]["invoice_id"].as_str().unwrap().to_owned();
+    // The ERP refuses the posting once (a closed period).
+    let fault = ["sim", "fault", "--db", db, "--system", "erp", "--operation", "post_invoice", "--kind", "rejected", "--times", "1"];
+    let out = run(&[&fault[..], &["--code", "PERIOD_CLOSED", "--message", "March 2027 is closed"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(run(&["invoice", "approve", &invoice, "--db", db, "--as", "U-FIN-DE-01"]).status.success());
+
+    // The queue, filtered.
+    let s = text(&run(&["exceptions", "list", "--db", db]).stdout);
+    assert!(s.contains("invoice_posting_failed") && s.contains("LE-DE-01") && s.contains("EUR"), "{s}");
+    let listed = |extra: &[&str]| -> Vec<Value> {
+        let out = run(&[&["exceptions", "list", "--db", db, "--json"][..], extra].concat());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+    };
+    let id = listed(&["--kind", "invoice_posting_failed", "--legal-entity", "LE-DE-01"])[0]["exception_id"].as_str().unwrap().to_owned();
+    assert!(listed(&["--kind", "tax_failed"]).is_empty());
+    assert!(listed(&["--legal-entity", "LE-SG-01"]).is_empty());
+    assert!(listed(&["--older-than-hours", "1"]).is_empty(), "raised just now");
+    assert_eq!(run(&["exceptions", "list", "--db", db, "--status", "bogus"]).status.code(), Some(1));
+    let s = text(&run(&["exceptions", "show", &id, "--db", db]).stdout);
+    assert!(s.contains("caused by      U-BILL-01, U-FIN-DE-01") && s.contains("PERIOD_CLOSED"), "{s}");
+
+    // Assign; the approver may not resolve (exit 3, recorded); a retry posts and clears it.
+    let out = run(&["exceptions", "assign", &id, "--db", db, "--to", "U-AR-01", "--as", "U-OPS-01"]);
+    assert!(out.status.success() && text(&out.stdout).contains("assigned to U-AR-01"), "{}", text(&out.stdout));
+    let out = run(&["exceptions", "resolve", &id, "--db", db, "--reason", "reposted", "--as", "U-FIN-DE-01"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("segregation of duties"), "{}", text(&out.stderr));
+    let out = run(&["exceptions", "retry", &id, "--db", db, "--as", "U-AR-01"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("status         cleared") && s.contains("retried"), "{s}");
+    assert!(listed(&[]).is_empty(), "the queue is empty");
+    assert_eq!(listed(&["--all"]).len(), 1);
+    let s = text(&run(&["invoice", "list", "--db", db, "0068d00000GLBX01"]).stdout);
+    assert!(s.contains("LE-DE-01-000001") && s.contains("posted"), "{s}");
+    assert_eq!(run(&["exceptions", "show", "EXC-nope", "--db", db]).status.code(), Some(1));
+
+    // The same queue over HTTP.
+    let server = Server::start(Path::new(db));
+    let (code, body) = http(&server.addr, "GET", "/v1/exceptions?all=true&kind=invoice_posting_failed", None);
+    assert_eq!((code, body.as_array().map(Vec::len)), (200, Some(1)), "{body}");
+    let (code, _) = http(&server.addr, "GET", "/v1/exceptions?colour=red", None);
+    assert_eq!(code, 400);
+    let note = json!({"actor": "U-AR-01", "action": {"type": "comment", "text": "ERP period reopened by finance"}});
+    let (code, body) = http(&server.addr, "POST", &format!("/v1/exceptions/{id}/actions"), Some(&note));
+    assert_eq!((code, body["FailedEntryCount"].as_u64()), (202, Some(0)), "{body}");
+    let (code, _) = http(&server.addr, "POST", "/v1/exceptions/EXC-nope/actions", Some(&note));
+    assert_eq!(code, 404);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, c) = http(&server.addr, "GET", &format!("/v1/exceptions/{id}"), None);
+        if c["history"].as_array().is_some_and(|h| h.iter().any(|e| e["note"] == "ERP period reopened by finance")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the comment never landed: {c}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

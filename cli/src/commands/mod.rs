@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod demo;
 pub mod dlq;
 pub mod engagements;
+pub mod exceptions;
 pub mod export;
 pub mod invoice;
 pub mod publish;

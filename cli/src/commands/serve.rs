@@ -6,6 +6,11 @@
 //!   processed in the background.
 //! - `GET /v1/engagements[?status=&exceptions=true]`, `GET /v1/engagements/{id}`,
 //!   `GET /v1/rejections`, `GET /v1/queues`, `GET /healthz`.
+//! - The exception queue: `GET /v1/exceptions[?all=&status=&kind=&legal_entity=&engagement=
+//!   &older_than_hours=&assignee=&limit=]`, `GET /v1/exceptions/{id}`, and
+//!   `POST /v1/exceptions/{id}/actions` with `{"actor": "...", "action": {"type": "assign" |
+//!   "comment" | "retry" | "resolve" | "waive", ...}}` — published as
+//!   `ExceptionActionRequested` and processed in the background (`202` with its `EventId`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +95,51 @@ async fn engagement(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> R
     }
 }
 
+async fn exception_list(State(s): State<Arc<AppState>>, Query(f): Query<super::exceptions::Filter>) -> Response {
+    use o2c_app::clock::Clock;
+    match f.apply(s.rt.store(), o2c_app::clock::SystemClock.now()).await {
+        Ok(cases) => Json(cases).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, "ValidationException", format!("{e:#}")),
+    }
+}
+
+async fn exception_case(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match super::exceptions::case(s.rt.store(), &id).await {
+        Ok(Some(c)) => Json(c).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "ResourceNotFoundException", format!("no exception {id}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "InternalException", format!("{e:#}")),
+    }
+}
+
+/// `POST /v1/exceptions/{id}/actions` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionRequest {
+    actor: String,
+    action: o2c_domain::events::ExceptionAction,
+}
+
+async fn exception_action(State(s): State<Arc<AppState>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let req: ActionRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "ValidationException", format!("body is not an action: {e}")),
+    };
+    let c = match super::exceptions::case(s.rt.store(), &id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "ResourceNotFoundException", format!("no exception {id}")),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalException", format!("{e:#}")),
+    };
+    let entry = match super::exceptions::action_entry(&c, &req.action, &req.actor) {
+        Ok(e) => e,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "ValidationException", format!("{e:#}")),
+    };
+    match s.rt.put_events(vec![entry]).await {
+        Ok(resp) if resp.failed_entry_count == 0 => (StatusCode::ACCEPTED, Json(resp)).into_response(),
+        Ok(resp) => (StatusCode::BAD_REQUEST, Json(resp)).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 async fn rejections(State(s): State<Arc<AppState>>) -> Response {
     match s.rt.store().rejections(200).await {
         Ok(rows) => Json(rows).into_response(),
@@ -169,6 +219,9 @@ async fn serve_embedded(db: PathBuf, addr: String, reference: ReferenceData, tem
         .route("/v1/engagements", get(engagements))
         .route("/v1/engagements/{id}", get(engagement))
         .route("/v1/rejections", get(rejections))
+        .route("/v1/exceptions", get(exception_list))
+        .route("/v1/exceptions/{id}", get(exception_case))
+        .route("/v1/exceptions/{id}/actions", post(exception_action))
         .route("/v1/queues", get(queues))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state);

@@ -12,8 +12,8 @@ use o2c_domain::events::Issue;
 
 use crate::idempotency::IdempotencyStatus;
 use crate::ports::{
-    AggregateWrite, Commit, CommitOutcome, Completion, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, ExpectedVersion,
-    IdempotencyStore, KeyWrite, RejectedMessage, RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult,
+    AggregateWrite, CaseFilter, Commit, CommitOutcome, Completion, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore,
+    ExpectedVersion, IdempotencyStore, KeyWrite, RejectedMessage, RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult,
 };
 
 /// Everything a store adapter implements.
@@ -96,6 +96,7 @@ pub async fn run_all<S: Store>(store: &S, prefix: &str) {
     load_every_aggregate_of_an_owner(store, &format!("{prefix}-all")).await;
     parking(store, &format!("{prefix}-park")).await;
     failures(store, &format!("{prefix}-fail")).await;
+    exception_queue(store, &format!("{prefix}-exc")).await;
 }
 
 /// New → version 1; a stale version writes nothing (audit included); the timeline is in order.
@@ -252,6 +253,8 @@ pub async fn listing<S: Store>(store: &S, id: &str) {
         closed_at: None,
         resolution: None,
         announce_pending: false,
+        amount_at_stake: None,
+        caused_by: Vec::new(),
     });
     for e in [open, engagement(&format!("{id}-quiet"), EngagementStatus::AwaitingContract)] {
         let c = Commit {
@@ -360,6 +363,57 @@ pub async fn load_every_aggregate_of_an_owner<S: Store>(store: &S, id: &str) {
     assert_eq!(all.wip_shards().keys().copied().collect::<Vec<_>>(), vec![0, 7, 31]);
     assert!(all.items.iter().all(|a| a.version == 1));
     assert_eq!(store.load_all(AggregateKind::WipShard, &other).await.unwrap().items.len(), 1);
+}
+
+/// Exception cases: listed newest first, open-only leaves closed ones out, and a case that
+/// closes leaves the open list (its index entry moves with it).
+pub async fn exception_queue<S: Store>(store: &S, id: &str) {
+    use o2c_domain::events::{ExceptionAction, ExceptionKind, ExceptionRaised};
+    use o2c_domain::exception_case::{CaseStatus, ExceptionCase};
+    let case = |n: u32, minutes: i64| {
+        let raised = ExceptionRaised {
+            exception_id: o2c_domain::ids::ExceptionId::new(format!("EXC-{id}-{n}")),
+            engagement_id: id.into(),
+            kind: ExceptionKind::TaxFailed,
+            step: "invoice-run".into(),
+            message: format!("case {n}"),
+            compensations: vec![],
+            raised_at: Some(now() + Duration::minutes(minutes)),
+            legal_entity_id: Some("LE-DE-01".into()),
+            amount_at_stake: None,
+            caused_by: vec![],
+            source_event: None,
+        };
+        ExceptionCase::raised(&raised, "corr", now())
+    };
+    let mine = |cases: Vec<ExceptionCase>| -> Vec<String> {
+        cases.into_iter().map(|c| c.exception_id.to_string()).filter(|x| x.starts_with(&format!("EXC-{id}-"))).collect()
+    };
+    let (first, second, mut third) = (case(1, 1), case(2, 2), case(3, 3));
+    third.act(&ExceptionAction::Waive { reason: "immaterial".into() }, "ops", now());
+    assert_eq!(third.status, CaseStatus::Waived);
+    let write = |c: &ExceptionCase, expected| AggregateWrite { body: AggregateBody::ExceptionCase(c.clone()), expected };
+    let c = Commit {
+        state: None,
+        others: vec![write(&first, ExpectedVersion::New), write(&second, ExpectedVersion::New), write(&third, ExpectedVersion::New)],
+        audit: None,
+        key: KeyWrite::Untracked,
+    };
+    assert!(matches!(store.commit(c).await.unwrap(), CommitOutcome::Committed { .. }));
+    let all = mine(store.exception_cases(&CaseFilter { open_only: false, limit: 0 }).await.unwrap());
+    assert_eq!(all, vec![format!("EXC-{id}-3"), format!("EXC-{id}-2"), format!("EXC-{id}-1")], "{id}: newest raised first");
+    let open = mine(store.exception_cases(&CaseFilter { open_only: true, limit: 0 }).await.unwrap());
+    assert_eq!(open, vec![format!("EXC-{id}-2"), format!("EXC-{id}-1")], "{id}: the waived case is not in the queue");
+    let mut resolved = second.clone();
+    resolved.act(&ExceptionAction::Resolve { reason: "fixed".into() }, "ops", now());
+    let c = Commit { state: None, others: vec![write(&resolved, ExpectedVersion::Is(1))], audit: None, key: KeyWrite::Untracked };
+    assert!(matches!(store.commit(c).await.unwrap(), CommitOutcome::Committed { .. }));
+    let open = mine(store.exception_cases(&CaseFilter { open_only: true, limit: 0 }).await.unwrap());
+    assert_eq!(open, vec![format!("EXC-{id}-1")], "{id}: a closed case leaves the queue");
+    let key = AggregateKey::exception_case(&format!("EXC-{id}-2"));
+    let loaded = store.load_aggregates(std::slice::from_ref(&key)).await.unwrap();
+    assert_eq!(loaded.version(&key), Some(2));
+    assert_eq!(loaded.exception_case(&format!("EXC-{id}-2")).map(|c| c.status), Some(CaseStatus::Resolved));
 }
 
 fn parked(id: &str, rejection_id: &str, message_id: &str) -> RejectedMessage {

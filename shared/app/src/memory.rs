@@ -13,9 +13,12 @@ use o2c_domain::ids::EngagementId;
 
 use crate::error::O2cError;
 use crate::idempotency::{IdempotencyRecord, IdempotencyStatus, KeyState, classify};
+use o2c_domain::exception_case::ExceptionCase;
+
 use crate::ports::{
-    Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary, ExpectedVersion,
-    IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS, RejectedMessage, RejectionStore, Reservation, ReserveOutcome, Versioned,
+    CaseFilter, Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary,
+    ExpectedVersion, IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS, RejectedMessage, RejectionStore, Reservation, ReserveOutcome,
+    Versioned, queue_order,
 };
 
 #[derive(Default)]
@@ -81,6 +84,21 @@ impl EngagementStore for MemoryStore {
             .collect();
         items.sort_by_key(|a| a.body.key());
         Ok(Loaded { items, asked: Vec::new() })
+    }
+
+    async fn exception_cases(&self, f: &CaseFilter) -> Result<Vec<ExceptionCase>, O2cError> {
+        let maps = self.maps()?;
+        let mut cases: Vec<ExceptionCase> = maps
+            .aggregates
+            .values()
+            .filter_map(|(_, b)| match b {
+                AggregateBody::ExceptionCase(c) if !f.open_only || c.status.is_open() => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        queue_order(&mut cases);
+        cases.truncate(f.limit());
+        Ok(cases)
     }
 
     async fn commit(&self, c: Commit) -> Result<CommitOutcome, O2cError> {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use o2c_domain::aggregate::{AggregateBody, AggregateKey, AggregateKind, Load, Loaded};
 use o2c_domain::engagement::{AuditEntry, CrmOpportunityUpdate, Engagement};
 use o2c_domain::events::{Issue, OutgoingEvent};
+use o2c_domain::exception_case::ExceptionCase;
 use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
 use o2c_domain::receivables::{CashReceipt, CrmInvoice};
@@ -270,6 +271,30 @@ pub trait EngagementStore: Send + Sync {
     fn audit_trail(&self, engagement_id: &str) -> impl Future<Output = Result<Vec<AuditEntry>, O2cError>> + Send;
     /// Operator listing.
     fn list(&self, filter: &EngagementFilter) -> impl Future<Output = Result<Vec<EngagementSummary>, O2cError>> + Send;
+    /// Exception cases, newest raised first (the operator queue).
+    fn exception_cases(&self, filter: &CaseFilter) -> impl Future<Output = Result<Vec<ExceptionCase>, O2cError>> + Send;
+}
+
+/// Which exception cases to list (finer filters — kind, legal entity, engagement, age —
+/// are the caller's, over this result).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaseFilter {
+    /// Only open and assigned cases.
+    pub open_only: bool,
+    /// At most this many (0: 500).
+    pub limit: usize,
+}
+
+impl CaseFilter {
+    /// The limit in force.
+    pub fn limit(&self) -> usize {
+        if self.limit == 0 { 500 } else { self.limit }
+    }
+}
+
+/// Cases in queue order: newest raised first, then by id.
+pub fn queue_order(cases: &mut [ExceptionCase]) {
+    cases.sort_by(|a, b| b.raised_at.cmp(&a.raised_at).then_with(|| a.exception_id.cmp(&b.exception_id)));
 }
 
 /// The idempotency store (reserve / get / release; completion is part of [`Commit`]).

@@ -187,11 +187,11 @@ impl<P: Platform> StepService<P> {
                 _ => false,
             };
             if fans_out {
-                let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now() };
+                let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now(), event: Some(event) };
                 return self.fan_out_runs(event, &ctx).await;
             }
             let run = Run { key: key_of(step, &meta), hash: payload_hash(event_type, &event.payload_json()), engagement_id, delivery };
-            let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now() };
+            let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now(), event: Some(event) };
             let mut reserved = false;
             let result = self.protocol(&run, &ctx, event, &mut reserved).await;
             if let Err(e) = &result
@@ -540,7 +540,7 @@ impl<P: Platform> StepService<P> {
         reopen: bool,
     ) -> Result<DeadLetterOutcome, O2cError> {
         let meta = event.meta();
-        let ctx = StepContext { step, event_type: event.event_type(), meta: &meta, now: self.platform.clock().now() };
+        let ctx = StepContext { step, event_type: event.event_type(), meta: &meta, now: self.platform.clock().now(), event: Some(event) };
         let store = self.platform.store();
         let engagement_id = event.engagement_id();
         let key = key_of(step, &meta);

@@ -248,6 +248,8 @@ async fn when_handlers_race_on_one_engagement_should_never_lose_an_update() {
                     closed_at: None,
                     resolution: None,
                     announce_pending: false,
+                    amount_at_stake: None,
+                    caused_by: Vec::new(),
                 });
                 let commit = o2c_app::ports::Commit {
                     state: Some(StateWrite { engagement: e, expected: o2c_app::ports::ExpectedVersion::Is(cur.version) }),

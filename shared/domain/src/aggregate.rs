@@ -18,6 +18,7 @@
 //! | invoice reference | legal entity / number | `LE#<entity>` / `NUM#<number>` | posting | 1 KB |
 //! | revenue ledger | engagement | `ENG#<eng>` / `REVENUE` | revenue recognition | 256 KB |
 //! | payment reference | legal entity / payment | `LE#<entity>` / `PMT#<payment id>` | cash application | 64 KB |
+//! | exception case | exception | `EXC#<exception id>` / `CASE` | exceptions | 350 KB |
 
 use std::collections::BTreeMap;
 
@@ -55,6 +56,8 @@ pub enum AggregateKind {
     PaymentRef,
     /// Revenue recognised for an engagement, and its journals.
     RevenueLedger,
+    /// An exception as operators work it.
+    ExceptionCase,
 }
 
 /// What owns an aggregate (its DynamoDB partition).
@@ -66,6 +69,8 @@ pub enum Owner {
     Resource,
     /// A legal entity (`LE#`).
     LegalEntity,
+    /// An exception (`EXC#`): found by its id alone.
+    Exception,
 }
 
 impl AggregateKind {
@@ -83,6 +88,7 @@ impl AggregateKind {
             Self::InvoiceRef => "invoice_ref",
             Self::PaymentRef => "payment_ref",
             Self::RevenueLedger => "revenue_ledger",
+            Self::ExceptionCase => "exception_case",
         }
     }
 
@@ -100,6 +106,7 @@ impl AggregateKind {
             Self::InvoiceRef => "NUM",
             Self::PaymentRef => "PMT",
             Self::RevenueLedger => "REVENUE",
+            Self::ExceptionCase => "CASE",
         }
     }
 
@@ -108,6 +115,7 @@ impl AggregateKind {
         match self {
             Self::ResourceDay => Owner::Resource,
             Self::InvoiceCounter | Self::Receivables | Self::InvoiceRef | Self::PaymentRef => Owner::LegalEntity,
+            Self::ExceptionCase => Owner::Exception,
             _ => Owner::Engagement,
         }
     }
@@ -118,7 +126,7 @@ impl AggregateKind {
             Self::CrmSync | Self::ResourceDay => 16 * 1024,
             Self::Assignments | Self::Ledger => 128 * 1024,
             Self::Invoice | Self::RevenueLedger => 256 * 1024,
-            Self::WipShard | Self::Receivables => 350 * 1024,
+            Self::WipShard | Self::Receivables | Self::ExceptionCase => 350 * 1024,
             Self::InvoiceCounter | Self::InvoiceRef => 1024,
             Self::PaymentRef => 64 * 1024,
         }
@@ -132,6 +140,7 @@ impl Owner {
             Self::Engagement => "ENG#",
             Self::Resource => "RES#",
             Self::LegalEntity => "LE#",
+            Self::Exception => "EXC#",
         }
     }
 }
@@ -207,6 +216,11 @@ impl AggregateKey {
     /// The reference of payment `payment_id` received by a legal entity.
     pub fn payment_ref(legal_entity_id: &str, payment_id: &str) -> Self {
         Self::of(AggregateKind::PaymentRef, legal_entity_id, payment_id)
+    }
+
+    /// The case of exception `exception_id`.
+    pub fn exception_case(exception_id: &str) -> Self {
+        Self::of(AggregateKind::ExceptionCase, exception_id, "")
     }
 
     /// The DynamoDB partition key.
@@ -299,6 +313,8 @@ pub enum AggregateBody {
     PaymentRef(PaymentRef),
     /// A revenue ledger.
     RevenueLedger(crate::revenue::RevenueLedger),
+    /// An exception case.
+    ExceptionCase(crate::exception_case::ExceptionCase),
 }
 
 impl AggregateBody {
@@ -316,6 +332,7 @@ impl AggregateBody {
             Self::InvoiceRef(r) => AggregateKey::invoice_ref(&r.legal_entity_id, &r.number),
             Self::PaymentRef(r) => AggregateKey::payment_ref(&r.legal_entity_id, &r.payment_id),
             Self::RevenueLedger(r) => AggregateKey::revenue_ledger(&r.engagement_id),
+            Self::ExceptionCase(c) => AggregateKey::exception_case(c.exception_id.as_str()),
         }
     }
 }
@@ -458,6 +475,14 @@ impl Loaded {
     pub fn payment_ref(&self, legal_entity_id: &str, payment_id: &str) -> Option<&PaymentRef> {
         self.items.iter().find_map(|a| match &a.body {
             AggregateBody::PaymentRef(r) if r.legal_entity_id == legal_entity_id && r.payment_id == payment_id => Some(r),
+            _ => None,
+        })
+    }
+
+    /// An exception case.
+    pub fn exception_case(&self, exception_id: &str) -> Option<&crate::exception_case::ExceptionCase> {
+        self.items.iter().find_map(|a| match &a.body {
+            AggregateBody::ExceptionCase(c) if c.exception_id == exception_id => Some(c),
             _ => None,
         })
     }

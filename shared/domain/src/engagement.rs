@@ -126,6 +126,12 @@ pub struct EngagementException {
     /// was still owed): the next final decision on the engagement announces it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub announce_pending: bool,
+    /// The money held up (an invoice, a journal), when the step knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_at_stake: Option<crate::money::Money>,
+    /// Who caused it (an approver, a requester): barred from resolving a financial one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caused_by: Vec<String>,
 }
 
 impl EngagementException {
@@ -255,6 +261,18 @@ pub enum Action {
     CrmInvoicesWritten,
     /// CRM invoice sync: nothing to write.
     CrmInvoicesUnchanged,
+    /// Exceptions: a case opened, reopened or its reason changed.
+    ExceptionOpened,
+    /// Exceptions: the case already records this.
+    ExceptionUnchanged,
+    /// Exceptions: a case closed (cleared, resolved or waived).
+    ExceptionClosed,
+    /// Exceptions: an operator assigned or commented on a case.
+    ExceptionWorked,
+    /// Exceptions: an operator re-drove a case's source event.
+    ExceptionRetried,
+    /// Exceptions: an operator's action was refused (recorded on the case).
+    ExceptionActionRefused,
 }
 
 impl Action {
@@ -317,6 +335,12 @@ impl Action {
             Self::RevenuePostingFailed => "revenue_posting_failed",
             Self::CrmInvoicesWritten => "crm_invoices_written",
             Self::CrmInvoicesUnchanged => "crm_invoices_unchanged",
+            Self::ExceptionOpened => "exception_opened",
+            Self::ExceptionUnchanged => "exception_unchanged",
+            Self::ExceptionClosed => "exception_closed",
+            Self::ExceptionWorked => "exception_worked",
+            Self::ExceptionRetried => "exception_retried",
+            Self::ExceptionActionRefused => "exception_action_refused",
         }
     }
 }

@@ -19,6 +19,8 @@
 //! - [`delivery`]: approved time and expenses as WIP (shards, resource days, assignments);
 //! - [`invoicing`]: the billing ledger, invoices from draft to posted, the invoice run;
 //! - [`metrics`]: business metrics a decision reports (DSO, payments by rule);
+//! - [`exception_case`]: an exception as operators work it (assign, comment, retry,
+//!   resolve, waive; segregation of duties);
 //! - [`receivables`]: open items, payments and their applications, cash matching, ageing, DSO;
 //! - [`revenue`]: revenue earned per contract line and method, accounting periods, journals;
 //! - [`tax`]: the tax-engine contract and the rounding rule every invoice follows;
@@ -30,6 +32,7 @@ pub mod billing;
 pub mod delivery;
 pub mod engagement;
 pub mod events;
+pub mod exception_case;
 pub mod ids;
 pub mod intake;
 pub mod invoicing;

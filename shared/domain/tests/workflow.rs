@@ -15,7 +15,7 @@ use o2c_domain::workflow::{
 };
 
 fn ctx<'a>(m: &'a o2c_domain::events::EventMeta, t: EventType, s: Step) -> StepContext<'a> {
-    StepContext { step: s, event_type: t, meta: m, now: now() }
+    StepContext { step: s, event_type: t, meta: m, now: now(), event: None }
 }
 
 fn snap(e: &Engagement) -> Option<Snapshot<'_>> {

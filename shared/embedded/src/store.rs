@@ -6,12 +6,14 @@ use chrono::{DateTime, TimeZone, Utc};
 use o2c_app::O2cError;
 use o2c_app::idempotency::{KeyState, classify};
 use o2c_app::ports::{
-    AggregateWrite, Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary,
-    ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS, RejectedMessage,
-    RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
+    AggregateWrite, CaseFilter, Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore,
+    EngagementSummary, ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS,
+    RejectedMessage, RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned, queue_order,
 };
+use o2c_domain::aggregate::AggregateBody;
 use o2c_domain::aggregate::{AggregateKey, AggregateKind, Loaded, LoadedAggregate};
 use o2c_domain::engagement::{AuditEntry, Engagement};
+use o2c_domain::exception_case::ExceptionCase;
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::db::{Db, db_err, row_err};
@@ -276,6 +278,27 @@ impl EngagementStore for SqliteStore {
                 let mut stmt = c.prepare("SELECT body FROM audit WHERE engagement_id = ?1 ORDER BY seq").map_err(db_err)?;
                 let rows = stmt.query_map(params![id], |r| r.get::<_, String>(0)).map_err(db_err)?;
                 rows.map(|r| serde_json::from_str(&r.map_err(db_err)?).map_err(row_err)).collect()
+            })
+            .await
+    }
+
+    async fn exception_cases(&self, filter: &CaseFilter) -> Result<Vec<ExceptionCase>, O2cError> {
+        let f = *filter;
+        self.db
+            .call(move |c| {
+                let mut stmt = c.prepare("SELECT body FROM aggregates WHERE kind = ?1").map_err(db_err)?;
+                let rows = stmt.query_map(params![AggregateKind::ExceptionCase.as_str()], |r| r.get::<_, String>(0)).map_err(db_err)?;
+                let mut cases = Vec::new();
+                for row in rows {
+                    if let AggregateBody::ExceptionCase(case) = serde_json::from_str(&row.map_err(db_err)?).map_err(row_err)?
+                        && (!f.open_only || case.status.is_open())
+                    {
+                        cases.push(case);
+                    }
+                }
+                queue_order(&mut cases);
+                cases.truncate(f.limit());
+                Ok(cases)
             })
             .await
     }

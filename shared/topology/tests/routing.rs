@@ -80,9 +80,10 @@ fn when_writeback_failure_is_raised_should_not_loop_back_into_writeback() {
     let topo = Topology::from_sam_yaml(TEMPLATE).unwrap();
     let router = Router::new(&topo).unwrap();
     let crm_failed = event("o2c.exceptions", "ExceptionRaised", serde_json::json!({"payload": {"kind": "crm_writeback_failed"}}));
-    assert!(steps_for(&router, &topo, &crm_failed).is_empty());
+    // The operator queue takes it; the write-back does not (it would loop).
+    assert_eq!(steps_for(&router, &topo, &crm_failed), vec!["exceptions"]);
     let prov_failed = event("o2c.exceptions", "ExceptionRaised", serde_json::json!({"payload": {"kind": "provisioning_failed"}}));
-    assert_eq!(steps_for(&router, &topo, &prov_failed), vec!["crm-writeback"]);
+    assert_eq!(steps_for(&router, &topo, &prov_failed), vec!["crm-writeback", "exceptions"]);
 }
 
 #[test]

@@ -30,9 +30,9 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, TimeZone, Utc};
 use o2c_app::O2cError;
 use o2c_app::ports::{
-    AggregateWrite, Commit, CommitOutcome, Completion, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore,
+    AggregateWrite, CaseFilter, Commit, CommitOutcome, Completion, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore,
     EngagementSummary, ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyState, KeyWrite, ReferenceDataSource,
-    RejectedMessage, RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned,
+    RejectedMessage, RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned, queue_order,
 };
 use o2c_domain::aggregate::{AggregateKey, AggregateKind, Loaded, LoadedAggregate};
 use o2c_domain::engagement::{AuditEntry, Engagement, EngagementStatus};

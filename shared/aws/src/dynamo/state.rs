@@ -3,6 +3,7 @@
 use super::idempotency::{IN_PROGRESS, record_from_item};
 use super::*;
 use o2c_domain::aggregate::AggregateBody;
+use o2c_domain::exception_case::{CaseStatus, ExceptionCase};
 
 impl DynamoStore {
     fn engagement_item(&self, w: &StateWrite) -> Result<Item, O2cError> {
@@ -80,7 +81,7 @@ pub(super) fn aggregate_from_item(item: Item) -> Result<AggregateBody, O2cError>
             flate2::read::GzDecoder::new(z.as_ref()).read_to_end(&mut json).map_err(|e| O2cError::Bug(format!("gunzip: {e}")))?;
             serde_json::from_slice(&json).map_err(|e| O2cError::Bug(format!("stored aggregate: {e}")))
         }
-        _ => from_stored_item(item, &["PK", "SK", "version"]),
+        _ => from_stored_item(item, &["PK", "SK", "version", "GSI1PK", "GSI1SK"]),
     }
 }
 
@@ -92,6 +93,11 @@ impl DynamoStore {
         item.insert("PK".into(), s(key.partition_key()));
         item.insert("SK".into(), s(key.sort_key()));
         item.insert("version".into(), n(w.expected.next()));
+        if let AggregateBody::ExceptionCase(c) = &w.body {
+            // The operator queue: GSI1 partitions per status, sharded like engagements.
+            item.insert("GSI1PK".into(), s(case_partition(c.status.as_str(), shard(c.exception_id.as_str()))));
+            item.insert("GSI1SK".into(), s(format!("{}#{}", c.raised_at.to_rfc3339(), c.exception_id)));
+        }
         let size = item_size(&item);
         if size > key.kind.budget_bytes() {
             return Err(O2cError::Bug(format!(
@@ -112,7 +118,41 @@ impl DynamoStore {
     }
 }
 
+/// The GSI1 partition of exception cases in `status`, shard `shard`.
+fn case_partition(status: &str, shard: u32) -> String {
+    format!("CASES#{status}#{shard}")
+}
+
 impl EngagementStore for DynamoStore {
+    async fn exception_cases(&self, f: &CaseFilter) -> Result<Vec<ExceptionCase>, O2cError> {
+        let statuses: Vec<CaseStatus> = CaseStatus::ALL.into_iter().filter(|st| !f.open_only || st.is_open()).collect();
+        let mut keys = Vec::new();
+        for st in statuses {
+            for sh in 0..STATUS_SHARDS {
+                // GSI1 projects keys only for cases (newest first per partition); read the item itself.
+                for item in self.query_index("GSI1", "GSI1PK", case_partition(st.as_str(), sh), f.limit()).await? {
+                    if let Some(id) = get_s(&item, "PK").and_then(|pk| pk.strip_prefix("EXC#")) {
+                        keys.push(AggregateKey::exception_case(id));
+                    }
+                }
+            }
+        }
+        let loaded = self.load_aggregates(&keys).await?;
+        let mut cases: Vec<ExceptionCase> = loaded
+            .items
+            .into_iter()
+            .filter_map(|a| match a.body {
+                // The index is eventually consistent: keep what the item itself says.
+                AggregateBody::ExceptionCase(c) if !f.open_only || c.status.is_open() => Some(c),
+                _ => None,
+            })
+            .collect();
+        queue_order(&mut cases);
+        cases.dedup_by(|a, b| a.exception_id == b.exception_id);
+        cases.truncate(f.limit());
+        Ok(cases)
+    }
+
     async fn load_all(&self, kind: AggregateKind, owner: &str) -> Result<Loaded, O2cError> {
         let pk = format!("{}{owner}", kind.owner().prefix());
         let items = self.query_all(&pk, Some(kind.sort_key())).await?;

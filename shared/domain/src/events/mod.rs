@@ -126,7 +126,10 @@ pub use billing::ProjectActivated;
 pub use clm::ContractApproved;
 pub use crm::{OpportunityClosedWon, OpportunityLine, OpportunityRole};
 pub use delivery::{DeliveryRejected, ExpenseApproved, MilestoneCompleted, ResourceAssigned, TimeApproved};
-pub use exceptions::{Compensation, ExceptionKind, ExceptionRaised};
+pub use exceptions::{
+    COMMENT_MAX_CHARS, Compensation, ExceptionAction, ExceptionActionRequested, ExceptionKind, ExceptionRaised, ExceptionResolved,
+    ResolutionOutcome, SOURCE_EVENT_MAX_BYTES, SourceEvent,
+};
 pub use finance::{
     AppliedLine, InvoiceApprovalRefused, InvoiceApprovalRequested, InvoiceDecision, InvoicePosted, InvoiceReleased, InvoiceRunRequested,
     Payer, PaymentApplied, PaymentReceived, PaymentReversed, PaymentUnapplied,
@@ -273,6 +276,10 @@ event_catalog! {
         "o2c: a revenue journal for an accounting period was posted in the ERP.";
     ExceptionRaised => "o2c.exceptions", ExceptionRaised, |p| p.engagement_id.clone(),
         "o2c: a step could not complete and needs an operator (failure / exception event).";
+    ExceptionActionRequested => "o2c.operator", ExceptionActionRequested, |p| p.engagement_id.clone(),
+        "Operator: assign, comment on, retry, resolve or waive an exception.";
+    ExceptionResolved => "o2c.exceptions", ExceptionResolved, |p| p.engagement_id.clone(),
+        "o2c: an exception closed — its condition cleared, or an operator resolved or waived it.";
 }
 
 /// One reason a message was rejected: a JSON path, a stable code and a human message.

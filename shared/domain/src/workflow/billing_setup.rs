@@ -101,6 +101,9 @@ pub fn billing_activated(
     eng.status = EngagementStatus::Active;
     eng.erp_billing_schedule_id = Some(erp_schedule_id.to_owned());
     close_dead_letters_of(&mut eng, Step::BillingSetup, ctx.now, "billing schedule created");
+    for x in eng.exceptions.iter_mut().filter(|x| x.open && x.kind == ExceptionKind::BillingSetupFailed) {
+        x.close(ctx.now, format!("billing schedule {erp_schedule_id} created"));
+    }
     let payload = ProjectActivated {
         engagement_id: eng.engagement_id.clone(),
         psa_project_id: eng.psa_project_id.clone().unwrap_or_default(),

@@ -23,7 +23,10 @@ pub const CRM_ERROR_FIELD_LEN: usize = 255;
 pub struct CrmWriteback;
 
 impl WorkflowStep for CrmWriteback {
-    step_meta!(CrmWriteback, [ContractCreated, EngagementRejected, ProjectProvisioned, ProjectActivated, ExceptionRaised]);
+    step_meta!(
+        CrmWriteback,
+        [ContractCreated, EngagementRejected, ProjectProvisioned, ProjectActivated, ExceptionRaised, ExceptionResolved]
+    );
 
     fn loads(&self, event: &BusinessEvent) -> Vec<Load> {
         vec![Load::Key(AggregateKey::crm_sync(&event.engagement_id()))]

@@ -75,7 +75,7 @@ pub fn dead_lettered(current: &Engagement, gave_up: &GaveUp<'_>, ctx: &StepConte
         }
     };
     // The write-back announcing its own dead letter would route back to the write-back.
-    let events = if ctx.step == Step::CrmWriteback { vec![] } else { vec![exception_event(ctx, &eng.engagement_id, &ex)] };
+    let events = if ctx.step == Step::CrmWriteback { vec![] } else { vec![exception_event(ctx, &eng, &ex)] };
     let summary = format!("dead-lettered after {receives} deliveries{}", if released { "; provisioning claim released" } else { "" });
     Some(Decision::changed(ctx, eng, events, Action::DeadLettered, summary))
 }

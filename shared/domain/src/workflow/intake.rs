@@ -126,7 +126,7 @@ pub fn decide_closed_won(
                         ),
                         vec![],
                     );
-                    let event = exception_event(ctx, &eng_id, &ex);
+                    let event = exception_event(ctx, &eng, &ex);
                     eng.pending_change = Some(contract);
                     eng.raise(ex);
                     Decision::changed(

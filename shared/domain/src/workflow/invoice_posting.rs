@@ -19,8 +19,8 @@ use crate::money::Money;
 use crate::receivables::{OpenItem, Receivables};
 
 use super::{
-    Command, CommandResult, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, StepContext, StepError, WorkflowStep, close_exception,
-    decision, planned_on, raise_or_refresh, step_meta, with_engagement,
+    Command, CommandResult, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, Stake, StepContext, StepError, WorkflowStep,
+    close_exception, decision, planned_on, raise_or_refresh, step_meta, with_engagement,
 };
 
 /// The invoice-posting step.
@@ -184,7 +184,19 @@ impl WorkflowStep for InvoicePosting {
                 );
                 let mut events = Vec::new();
                 let base = with_engagement(eng, |e| {
-                    events.extend(raise_or_refresh(e, ctx, exception_id.clone(), ExceptionKind::InvoicePostingFailed, message.clone()));
+                    // Who asked for the run and who approved the invoice.
+                    let caused_by = std::iter::once(invoice.requested_by.clone())
+                        .chain(invoice.approvals.iter().filter(|a| a.refused.is_none()).map(|a| a.user_id.clone()))
+                        .collect();
+                    let stake = Stake { amount: Some(invoice.total), caused_by };
+                    events.extend(raise_or_refresh(
+                        e,
+                        ctx,
+                        exception_id.clone(),
+                        ExceptionKind::InvoicePostingFailed,
+                        message.clone(),
+                        stake,
+                    ));
                     !events.is_empty()
                 });
                 let mut d = decision(ctx, &eng_id, base, events, Action::InvoicePostingFailed, message);

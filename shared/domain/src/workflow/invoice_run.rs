@@ -32,8 +32,8 @@ use crate::reference::ReferenceData;
 use crate::tax::TaxRequest;
 
 use super::{
-    Command, CommandResult, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, StepContext, StepError, WorkflowStep, close_exception,
-    raise_or_refresh, step_meta,
+    Command, CommandResult, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, Stake, StepContext, StepError, WorkflowStep,
+    close_exception, raise_or_refresh, step_meta,
 };
 
 /// The invoice-run step.
@@ -102,8 +102,16 @@ impl WorkflowStep for InvoiceRun {
             [CommandResult::Tax(q)] => q,
             [CommandResult::Refused(r)] => {
                 let message = format!("the tax engine refused draft {invoice_id} (nothing was invoiced): {}", r.reason());
-                let events: Vec<_> =
-                    raise_or_refresh(&mut eng, ctx, tax_exception, ExceptionKind::TaxFailed, message.clone()).into_iter().collect();
+                let events: Vec<_> = raise_or_refresh(
+                    &mut eng,
+                    ctx,
+                    tax_exception,
+                    ExceptionKind::TaxFailed,
+                    message.clone(),
+                    Stake { amount: Some(draft.invoice.subtotal), caused_by: vec![draft.invoice.requested_by.clone()] },
+                )
+                .into_iter()
+                .collect();
                 let d = if events.is_empty() {
                     Decision::unchanged(ctx, &eng.engagement_id, Action::TaxFailed, message)
                 } else {
@@ -160,7 +168,8 @@ impl WorkflowStep for InvoiceRun {
                 "line {line}: {held} of approved work is held back by its not-to-exceed cap (draft {invoice_id}); a change order raises the cap"
             );
             let id = ExceptionId::cap_exceeded(&eng.engagement_id, line);
-            if let Some(ev) = raise_or_refresh(&mut eng, ctx, id, ExceptionKind::CapExceeded, message) {
+            let stake = Stake { amount: Some(*held), caused_by: Vec::new() };
+            if let Some(ev) = raise_or_refresh(&mut eng, ctx, id, ExceptionKind::CapExceeded, message, stake) {
                 events.push(ev);
                 changed = true;
             }

@@ -14,8 +14,8 @@
 //!
 //! Layout: [`command`] (commands and results), [`intake`], [`provision`],
 //! [`billing_setup`], [`crm_writeback`], [`delivery_intake`], [`invoice_run`],
-//! [`invoice_approval`], [`invoice_posting`], [`cash_application`], [`crm_invoice_sync`], [`revenue_recognition`] (one file per step), [`dead_letter`] (what a
-//! message that exhausted its receives leaves on its engagement).
+//! [`invoice_approval`], [`invoice_posting`], [`cash_application`], [`crm_invoice_sync`], [`revenue_recognition`], [`exceptions`] (one file per step),
+//! [`dead_letter`] (what a message that exhausted its receives leaves on its engagement).
 
 pub mod billing_setup;
 pub mod cash_application;
@@ -24,6 +24,7 @@ pub mod crm_invoice_sync;
 pub mod crm_writeback;
 pub mod dead_letter;
 pub mod delivery_intake;
+pub mod exceptions;
 pub mod intake;
 pub mod invoice_approval;
 pub mod invoice_posting;
@@ -38,7 +39,11 @@ use serde::Serialize;
 use crate::aggregate::{AggregateBody, Load, Loaded};
 use crate::billing::BillingError;
 use crate::engagement::{Action, AuditEntry, Engagement, EngagementException};
-use crate::events::{BusinessEvent, Compensation, EventMeta, EventType, ExceptionKind, ExceptionRaised, OutgoingEvent};
+use crate::events::{
+    BusinessEvent, Compensation, EventMeta, EventType, ExceptionKind, ExceptionRaised, ExceptionResolved, OutgoingEvent, ResolutionOutcome,
+    SOURCE_EVENT_MAX_BYTES, SourceEvent,
+};
+use crate::money::Money;
 use crate::reference::ReferenceData;
 
 pub use billing_setup::BillingSetup;
@@ -48,6 +53,7 @@ pub use crm_invoice_sync::CrmInvoiceSync;
 pub use crm_writeback::{CRM_ERROR_FIELD_LEN, CrmWriteback, crm_update_for};
 pub use dead_letter::{GaveUp, dead_lettered};
 pub use delivery_intake::DeliveryIntake;
+pub use exceptions::Exceptions;
 pub use intake::{Intake, decide_closed_won};
 pub use invoice_approval::InvoiceApproval;
 pub use invoice_posting::InvoicePosting;
@@ -81,11 +87,13 @@ pub enum Step {
     RevenueRecognition,
     /// A posted invoice or a payment → invoice records on the CRM account and opportunity.
     CrmInvoiceSync,
+    /// Exceptions raised, worked by operators, closed → exception cases.
+    Exceptions,
 }
 
 impl Step {
     /// Every step.
-    pub const ALL: [Step; 11] = [
+    pub const ALL: [Step; 12] = [
         Step::Intake,
         Step::Provision,
         Step::BillingSetup,
@@ -97,6 +105,7 @@ impl Step {
         Step::CashApplication,
         Step::RevenueRecognition,
         Step::CrmInvoiceSync,
+        Step::Exceptions,
     ];
 
     /// Function / binary name.
@@ -113,6 +122,7 @@ impl Step {
             Self::CashApplication => "cash-application",
             Self::RevenueRecognition => "revenue-recognition",
             Self::CrmInvoiceSync => "crm-invoice-sync",
+            Self::Exceptions => "exceptions",
         }
     }
 
@@ -135,6 +145,7 @@ impl Step {
             Self::CashApplication => &CashApplication,
             Self::RevenueRecognition => &RevenueRecognition,
             Self::CrmInvoiceSync => &CrmInvoiceSync,
+            Self::Exceptions => &Exceptions,
         }
     }
 
@@ -258,6 +269,9 @@ pub struct StepContext<'a> {
     pub meta: &'a EventMeta,
     /// Time of processing (from the clock port).
     pub now: DateTime<Utc>,
+    /// The event itself, when the shell has it: an exception raised while processing it
+    /// keeps it for an operator's retry.
+    pub event: Option<&'a BusinessEvent>,
 }
 
 impl StepContext<'_> {
@@ -338,11 +352,43 @@ impl Decision {
         self.audit.action
     }
 
-    /// What every final decision also does: [`clear_dead_letter`](Self::clear_dead_letter)
-    /// and [`announce_pending`](Self::announce_pending).
+    /// What every final decision also does: [`clear_dead_letter`](Self::clear_dead_letter),
+    /// [`announce_pending`](Self::announce_pending) and
+    /// [`announce_cleared`](Self::announce_cleared).
     pub fn settle(self, current: Option<&Engagement>, ctx: &StepContext<'_>) -> Self {
         let d = self.clear_dead_letter(current, ctx);
-        d.announce_pending(current, ctx)
+        let d = d.announce_pending(current, ctx);
+        d.announce_cleared(current, ctx)
+    }
+
+    /// Publishes `ExceptionResolved` (cleared) for every exception that was open on
+    /// `current` and this decision closes: the exception workflow closes its case and the
+    /// CRM stops showing it. One the decision already announces (an operator's resolution)
+    /// is not announced twice.
+    pub fn announce_cleared(mut self, current: Option<&Engagement>, ctx: &StepContext<'_>) -> Self {
+        let (Some(before), Some(after)) = (current, self.engagement.as_ref()) else { return self };
+        let announced: Vec<String> = self
+            .events
+            .iter()
+            .filter(|e| e.event_type == EventType::ExceptionResolved)
+            .filter_map(|e| e.detail.pointer("/payload/exception_id").and_then(|v| v.as_str()).map(str::to_owned))
+            .collect();
+        let mut cleared = Vec::new();
+        for x in after.exceptions.iter().filter(|x| !x.open) {
+            let was_open = before.exceptions.iter().any(|b| b.exception_id == x.exception_id && b.open && b.raised_at == x.raised_at);
+            if was_open && !announced.iter().any(|a| a == x.exception_id.as_str()) {
+                cleared.push(resolved_event(
+                    ctx,
+                    &after.engagement_id,
+                    x,
+                    ResolutionOutcome::Cleared,
+                    None,
+                    x.resolution.clone().unwrap_or_else(|| "its condition cleared".to_owned()),
+                ));
+            }
+        }
+        self.events.extend(cleared);
+        self
     }
 
     /// Publishes the `ExceptionRaised` of exceptions raised without one (their failure
@@ -353,9 +399,12 @@ impl Decision {
             return self;
         }
         let mut eng = base.clone();
-        for x in eng.exceptions.iter_mut().filter(|x| x.announce_pending) {
+        let pending: Vec<EngagementException> = eng.exceptions.iter().filter(|x| x.announce_pending).cloned().collect();
+        for x in eng.exceptions.iter_mut() {
             x.announce_pending = false;
-            self.events.push(exception_event(ctx, &eng.engagement_id, x));
+        }
+        for x in &pending {
+            self.events.push(exception_event(ctx, &eng, x));
         }
         eng.updated_at = ctx.now;
         self.engagement = Some(eng);
@@ -442,7 +491,18 @@ pub(crate) fn exception(
         closed_at: None,
         resolution: None,
         announce_pending: false,
+        amount_at_stake: None,
+        caused_by: Vec::new(),
     }
+}
+
+/// What a step knows about the money an exception holds up and who caused it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Stake {
+    /// The money held up.
+    pub amount: Option<Money>,
+    /// Who caused it.
+    pub caused_by: Vec<String>,
 }
 
 /// Raises the exception `id` on `eng`, or reopens / refreshes it when its message changed;
@@ -453,20 +513,30 @@ pub(crate) fn raise_or_refresh(
     id: ExceptionId,
     kind: ExceptionKind,
     message: String,
+    stake: Stake,
 ) -> Option<OutgoingEvent> {
-    match eng.exceptions.iter_mut().find(|x| x.exception_id == id) {
-        Some(x) if x.open && x.message == message => None,
+    let x = match eng.exceptions.iter_mut().find(|x| x.exception_id == id) {
+        Some(x) if x.open && x.message == message => return None,
         Some(x) => {
             x.open = true;
             x.message = message;
             x.raised_at = ctx.now;
             x.closed_at = None;
             x.resolution = None;
-            let x = x.clone();
-            Some(exception_event(ctx, &eng.engagement_id, &x))
+            x.event_id = Some(ctx.meta.event_id.clone());
+            x.amount_at_stake = stake.amount;
+            x.caused_by = stake.caused_by;
+            x.clone()
         }
-        None => Some(raise(eng, ctx, id, kind, message)),
-    }
+        None => {
+            let mut x = exception(ctx, id, kind, message, vec![]);
+            x.amount_at_stake = stake.amount;
+            x.caused_by = stake.caused_by;
+            eng.raise(x.clone());
+            x
+        }
+    };
+    Some(exception_event(ctx, eng, &x))
 }
 
 /// Closes the open exception `id` on `eng`; true when it was open.
@@ -483,23 +553,74 @@ pub(crate) fn close_exception(eng: &mut Engagement, id: &ExceptionId, now: DateT
 /// Raises an exception without compensations on `eng` and returns its `ExceptionRaised`.
 pub(crate) fn raise(eng: &mut Engagement, ctx: &StepContext<'_>, id: ExceptionId, kind: ExceptionKind, message: String) -> OutgoingEvent {
     let ex = exception(ctx, id, kind, message, vec![]);
-    let event = exception_event(ctx, &eng.engagement_id, &ex);
+    let event = exception_event(ctx, eng, &ex);
     eng.raise(ex);
     event
 }
 
-pub(crate) fn exception_event(ctx: &StepContext<'_>, eng_id: &EngagementId, ex: &EngagementException) -> OutgoingEvent {
+/// The `ExceptionRaised` of `ex` on `eng`: with the engagement's legal entity, the money at
+/// stake (what the step said, else the contract's value for the kinds that hold up the
+/// whole engagement), who caused it, and the event being processed (for a retry).
+pub(crate) fn exception_event(ctx: &StepContext<'_>, eng: &Engagement, ex: &EngagementException) -> OutgoingEvent {
+    let contract = eng.contract.as_ref();
+    let whole_engagement =
+        matches!(ex.kind, ExceptionKind::ProvisioningFailed | ExceptionKind::BillingSetupFailed | ExceptionKind::ChangeOrderRequired);
+    let amount_at_stake = ex.amount_at_stake.or_else(|| whole_engagement.then(|| contract.map(|c| c.total_value)).flatten());
     ctx.emit(
         EventType::ExceptionRaised,
-        eng_id,
+        &eng.engagement_id,
         format!("exception:{}:{}", ex.exception_id, ex.raised_at.timestamp_millis()),
         &ExceptionRaised {
             exception_id: ex.exception_id.clone(),
-            engagement_id: eng_id.clone(),
+            engagement_id: eng.engagement_id.clone(),
             kind: ex.kind,
             step: ex.step.clone(),
             message: ex.message.clone(),
             compensations: ex.compensations.clone(),
+            raised_at: Some(ex.raised_at),
+            legal_entity_id: contract.map(|c| c.legal_entity.id.clone()),
+            amount_at_stake,
+            caused_by: ex.caused_by.clone(),
+            source_event: source_event(ctx),
+        },
+    )
+}
+
+/// The event `ctx` is processing, as an exception keeps it (its payload only when it fits).
+pub(crate) fn source_event(ctx: &StepContext<'_>) -> Option<SourceEvent> {
+    let event = ctx.event?;
+    let payload = event.payload_json();
+    let fits = crate::events::canonical_json(&payload).len() <= SOURCE_EVENT_MAX_BYTES;
+    Some(SourceEvent {
+        detail_type: ctx.event_type.detail_type().to_owned(),
+        event_id: ctx.meta.event_id.clone(),
+        idempotency_key: ctx.meta.idempotency_key.to_string(),
+        occurred_at: ctx.meta.occurred_at,
+        payload: fits.then_some(payload),
+    })
+}
+
+/// The `ExceptionResolved` of `ex` closing with `outcome`.
+pub(crate) fn resolved_event(
+    ctx: &StepContext<'_>,
+    eng_id: &EngagementId,
+    ex: &EngagementException,
+    outcome: ResolutionOutcome,
+    actor: Option<String>,
+    reason: String,
+) -> OutgoingEvent {
+    ctx.emit(
+        EventType::ExceptionResolved,
+        eng_id,
+        format!("exception-resolved:{}:{}", ex.exception_id, ex.raised_at.timestamp_millis()),
+        &ExceptionResolved {
+            exception_id: ex.exception_id.clone(),
+            engagement_id: eng_id.clone(),
+            kind: ex.kind,
+            raised_at: ex.raised_at,
+            outcome,
+            actor,
+            reason,
         },
     )
 }

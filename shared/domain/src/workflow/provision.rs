@@ -268,6 +268,18 @@ pub fn provisioned(mut eng: Engagement, psa_project_id: String, erp_project_id: 
     eng.psa_project_id = Some(psa_project_id.clone());
     eng.erp_project_id = Some(erp_project_id.clone());
     close_dead_letters_of(&mut eng, Step::Provision, ctx.now, "provisioned");
+    // An earlier attempt's failure is cleared by this attempt's success — once nothing is
+    // still owed for it (a pending compensation keeps it open).
+    let attempt = eng.provisioning_attempt;
+    let this_attempt = ExceptionId::provisioning(&eng.engagement_id, attempt);
+    for x in eng.exceptions.iter_mut().filter(|x| {
+        x.open
+            && x.kind == ExceptionKind::ProvisioningFailed
+            && x.exception_id != this_attempt
+            && x.compensations.iter().all(|c| c.outcome != COMPENSATION_PENDING)
+    }) {
+        x.close(ctx.now, format!("provisioning attempt {attempt} succeeded"));
+    }
     let event = ctx.emit(
         EventType::ProjectProvisioned,
         &eng.engagement_id,
@@ -317,7 +329,7 @@ pub fn provisioning_failed(
     // Announced with the compensation's outcome (or by the next final decision).
     ex.announce_pending = !owed.is_empty();
     let summary = format!("{} refused the project; {} compensation(s) owed", system.label(), owed.len());
-    let events = if owed.is_empty() { vec![exception_event(ctx, &eng.engagement_id, &ex)] } else { vec![] };
+    let events = if owed.is_empty() { vec![exception_event(ctx, &eng, &ex)] } else { vec![] };
     eng.compensation_due.extend(owed);
     eng.raise(ex);
     Decision::changed(ctx, eng, events, Action::ProvisioningFailed, summary)
@@ -348,11 +360,10 @@ fn compensated(eng: &Engagement, plan: &Plan, results: &[CommandResult], ctx: &S
     }
     let summary = format!("{} compensation(s) performed", results.len());
     if eng.status == EngagementStatus::ProvisioningFailed {
-        let mut events = Vec::new();
         for x in eng.exceptions.iter_mut().filter(|x| touched.contains(&x.exception_id)) {
             x.announce_pending = false;
-            events.push(exception_event(ctx, &eng.engagement_id, x));
         }
+        let events = eng.exceptions.iter().filter(|x| touched.contains(&x.exception_id)).map(|x| exception_event(ctx, &eng, x)).collect();
         Next::Done(Decision::changed(ctx, eng, events, Action::Compensated, summary))
     } else {
         // A corrected revision arrived meanwhile: the debt is paid, now decide for it (the

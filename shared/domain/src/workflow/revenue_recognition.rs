@@ -31,8 +31,8 @@ use crate::revenue::{
 };
 
 use super::{
-    Command, CommandResult, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, StepContext, StepError, WorkflowStep, close_exception,
-    decision, raise_or_refresh, step_meta, with_engagement,
+    Command, CommandResult, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, Stake, StepContext, StepError, WorkflowStep,
+    close_exception, decision, raise_or_refresh, step_meta, with_engagement,
 };
 
 /// The revenue-recognition step.
@@ -231,7 +231,15 @@ impl WorkflowStep for RevenueRecognition {
                 let message = format!("the ERP refused revenue journal {} for {}: {}", journal.journal_id, journal.period, r.reason());
                 let mut events = Vec::new();
                 let changed = with_engagement(eng, |e| {
-                    events.extend(raise_or_refresh(e, ctx, exception_id.clone(), ExceptionKind::RevenuePostingFailed, message.clone()));
+                    let stake = Stake { amount: Some(journal.total), caused_by: Vec::new() };
+                    events.extend(raise_or_refresh(
+                        e,
+                        ctx,
+                        exception_id.clone(),
+                        ExceptionKind::RevenuePostingFailed,
+                        message.clone(),
+                        stake,
+                    ));
                     !events.is_empty()
                 });
                 Ok(Next::Done(
