@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${AWS_ENDPOINT_URL:?AWS_ENDPOINT_URL must point at the AWS-API emulator}"
 export PATH="$PWD/.venv/bin:$PATH"
-functions=(intake provision billing-setup crm-writeback delivery-intake invoice-run invoice-approval invoice-posting cash-application revenue-recognition crm-invoice-sync exceptions)
+functions=(intake provision billing-setup crm-writeback delivery-intake invoice-run invoice-approval invoice-posting cash-application revenue-recognition crm-invoice-sync exceptions reconciliation)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }

@@ -119,6 +119,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::revenue::Cmd,
     },
+    /// Compare what the CRM, PSA and ERP hold with o2c (one engagement or every active one);
+    /// report every difference with both sides' values (exit 4 on a mismatch).
+    Reconcile(commands::reconcile::Args),
     /// Analytics facts (posted invoices, payments, revenue) as JSON Lines for a warehouse load.
     Export(commands::export::Args),
     /// List engagements (newest first).
@@ -238,6 +241,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Receivables(a) => commands::receivables::run(a).await,
         Cmd::Revenue { cmd } => commands::revenue::run(cmd).await,
         Cmd::Export(a) => commands::export::run(a).await,
+        Cmd::Reconcile(a) => commands::reconcile::run(a).await,
         Cmd::Engagements(a) => commands::engagements::run(a).await,
         Cmd::Exceptions { cmd } => commands::exceptions::run(cmd).await,
         Cmd::Rejections(a) => commands::rejections::run(a).await,

@@ -402,10 +402,13 @@ fn when_an_operator_works_the_exception_queue_should_filter_refuse_the_causer_re
     let db = dir.path().join("o2c.db");
     let db = db.to_str().unwrap();
     let samples = ["OpportunityClosedWon", "ContractApproved", "MilestoneCompleted"].map(|s| repo(&format!("events/samples/{s}.v1.json")));
-    let out = run(&["run", "--db", db, samples[0].to_str().unwrap(), samples[1].to_str().unwrap(), samples[2].to_str().unwrap()]);
+    let out = run(&["run", "--db", db, samples[0].to_str().unwrap(), samples[1].to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The milestone once the engagement is active (before, the PSA's event is refused).
+    let out = run(&["run", "--db", db, samples[2].to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(&["bill", "--db", db, "--as-of", "2027-03-01", "--engagement", "0068d00000GLBX01", "--as", "U-BILL-01"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.status.success() && text(&out.stdout).contains("pending_approval"), "{}", text(&out.stdout));
     let invoices: Value = serde_json::from_slice(&run(&["invoice", "list", "--db", db, "0068d00000GLBX01", "--json"]).stdout).unwrap();
     let invoice = invoices[0]["invoice_id"].as_str().unwrap().to_owned();
     // The ERP refuses the posting once (a closed period).
@@ -466,4 +469,44 @@ fn when_an_operator_works_the_exception_queue_should_filter_refuse_the_causer_re
         assert!(std::time::Instant::now() < deadline, "the comment never landed: {c}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn when_a_system_is_edited_behind_o2cs_back_should_reconcile_to_a_report_with_both_values_and_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let db = db.to_str().unwrap();
+    let samples = ["OpportunityClosedWon", "ContractApproved"].map(|s| repo(&format!("events/samples/{s}.v1.json")));
+    let out = run(&["run", "--db", db, samples[0].to_str().unwrap(), samples[1].to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["reconcile", "--db", db]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("ENG-0068d00000GLBX01") && text(&out.stdout).contains("agrees"), "{}", text(&out.stdout));
+
+    // What the simulators hold, then an ERP user edits the project's end date.
+    let shown: Value = serde_json::from_slice(&run(&["sim", "show", "--db", db, "--json"]).stdout).unwrap();
+    assert_eq!(shown["psa_projects"].as_array().map(Vec::len), Some(1), "{shown}");
+    assert_eq!(shown["crm_opportunities"][0]["engagement_status"], "active");
+    let s = text(&run(&["sim", "show", "--db", db]).stdout);
+    assert!(s.contains("erp  project") && s.contains("erp  schedule") && s.contains("crm  opp"), "{s}");
+    {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let n = conn.execute("UPDATE sim_projects SET spec = json_set(spec, '$.end_date', '2099-12-31') WHERE system = 'erp'", []).unwrap();
+        assert_eq!(n, 1);
+    }
+    let report_dir = dir.path().join("report");
+    let out = run(&["reconcile", "--db", db, "--engagement", "0068d00000GLBX01", "--out", report_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}{}", text(&out.stdout), text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("BREAK") && s.contains("end_date") && s.contains("2099-12-31"), "{s}");
+    let json: Value = serde_json::from_slice(&std::fs::read(report_dir.join("reconciliation.json")).unwrap()).unwrap();
+    let m = &json[0]["mismatches"][0];
+    assert_eq!(
+        (m["system"].as_str(), m["field"].as_str(), m["system_value"].as_str()),
+        (Some("erp"), Some("end_date"), Some("2099-12-31"))
+    );
+    let html = std::fs::read_to_string(report_dir.join("reconciliation.html")).unwrap();
+    assert!(html.starts_with("<!doctype html>") && html.contains("end_date") && html.contains("1 with a break"), "{html}");
+    let s = text(&run(&["exceptions", "list", "--db", db, "--kind", "reconciliation_mismatch"]).stdout);
+    assert!(s.contains("reconciliation_mismatch"), "{s}");
 }

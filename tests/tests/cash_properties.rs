@@ -69,6 +69,15 @@ impl Erp for Books {
     async fn create_or_get_project(&self, _: &ProjectSpec) -> Result<ExternalObject, ConnectorError> {
         Err(refuse("UNSUPPORTED", "not in this test".into()))
     }
+    async fn get_project(&self, _: &str) -> Result<Option<o2c_domain::reconciliation::ProjectRecord>, ConnectorError> {
+        Err(refuse("UNSUPPORTED", "not in this test".into()))
+    }
+    async fn get_billing_schedule(&self, _: &str, _: &str) -> Result<Option<BillingSchedule>, ConnectorError> {
+        Err(refuse("UNSUPPORTED", "not in this test".into()))
+    }
+    async fn get_invoice(&self, _: &str) -> Result<Option<o2c_domain::reconciliation::ErpInvoiceRecord>, ConnectorError> {
+        Err(refuse("UNSUPPORTED", "not in this test".into()))
+    }
     async fn create_or_get_billing_schedule(&self, _: &str, _: &BillingSchedule) -> Result<ExternalObject, ConnectorError> {
         Err(refuse("UNSUPPORTED", "not in this test".into()))
     }

@@ -21,7 +21,7 @@ async fn case(h: &Harness, id: &str) -> ExceptionCase {
 }
 
 async fn cases(h: &Harness, open_only: bool) -> Vec<ExceptionCase> {
-    h.rt.store().exception_cases(&CaseFilter { open_only, limit: 0 }).await.unwrap()
+    h.rt.store().exception_cases(&CaseFilter { open_only, status: None, limit: 0 }).await.unwrap()
 }
 
 async fn one_case(h: &Harness, kind: ExceptionKind) -> ExceptionCase {
@@ -249,7 +249,7 @@ async fn when_an_operator_retries_after_the_fix_should_redrive_the_source_event_
         .bus_events()
         .await
         .into_iter()
-        .filter(|(t, d)| t == "InvoiceReleased" && d["idempotency_key"] == format!("{}#retry-1", source.idempotency_key))
+        .filter(|(t, d)| t == "InvoiceReleased" && d["idempotency_key"] == format!("{}#retry-{}-1", source.idempotency_key, c.exception_id))
         .map(|(_, d)| d)
         .collect();
     assert_eq!(redriven.len(), 1);

@@ -57,6 +57,9 @@ impl Psa for Racing {
         self.bump().await;
         self.sims.cancel_project(id, reason).await
     }
+    async fn get_project(&self, key: &str) -> Result<Option<o2c_domain::reconciliation::ProjectRecord>, ConnectorError> {
+        Psa::get_project(&self.sims, key).await
+    }
 }
 
 impl Erp for Racing {
@@ -70,6 +73,15 @@ impl Erp for Racing {
     }
     async fn create_or_get_billing_schedule(&self, p: &str, s: &BillingSchedule) -> Result<ExternalObject, ConnectorError> {
         self.sims.create_or_get_billing_schedule(p, s).await
+    }
+    async fn get_project(&self, key: &str) -> Result<Option<o2c_domain::reconciliation::ProjectRecord>, ConnectorError> {
+        Erp::get_project(&self.sims, key).await
+    }
+    async fn get_billing_schedule(&self, p: &str, s: &str) -> Result<Option<BillingSchedule>, ConnectorError> {
+        self.sims.get_billing_schedule(p, s).await
+    }
+    async fn get_invoice(&self, n: &str) -> Result<Option<o2c_domain::reconciliation::ErpInvoiceRecord>, ConnectorError> {
+        self.sims.get_invoice(n).await
     }
     async fn create_or_get_invoice(&self, invoice: &o2c_domain::invoicing::InvoiceDoc) -> Result<ExternalObject, ConnectorError> {
         self.sims.create_or_get_invoice(invoice).await

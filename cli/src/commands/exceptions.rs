@@ -68,9 +68,10 @@ impl Filter {
         {
             bail!("unknown kind `{k}` ({})", ExceptionKind::ALL.map(|k| k.as_str()).join(", "));
         }
-        let open_only = !self.all && self.status.as_deref().is_none_or(|s| CaseStatus::parse(s).is_some_and(CaseStatus::is_open));
-        // Finer filters apply after the read: read enough to fill the page.
-        Ok(CaseFilter { open_only, limit: 5000 })
+        let status = self.status.as_deref().and_then(CaseStatus::parse);
+        // Finer filters apply after the read (newest first per index partition): read
+        // enough to fill the page — at most 1000 per partition.
+        Ok(CaseFilter { open_only: !self.all, status, limit: (self.limit.max(100) * 4).min(1000) })
     }
 
     /// True when `c` passes every filter at `now`.
@@ -229,10 +230,11 @@ async fn act(a: Acting, action: ExceptionAction) -> Result<ExitCode> {
     let Some(rt) = rt else { return Ok(code) };
     let Some(after) = case(rt.store(), &a.exception).await? else { bail!("exception {} vanished", a.exception) };
     print::case(&after, SystemClock.now());
-    let refused = after.history.len() > c.history.len() && after.history.iter().skip(c.history.len()).any(|h| h.action == "refused");
-    if refused {
-        let why = after.history.iter().rev().find(|h| h.action == "refused").map(|h| h.note.clone()).unwrap_or_default();
-        eprintln!("o2c: {why}");
+    // What this action added: the entries after the case's last change (the history may
+    // be at its cap, so counting entries would not tell).
+    let refusal = after.history.iter().filter(|h| h.at > c.updated_at).find(|h| h.action == "refused");
+    if let Some(r) = refusal {
+        eprintln!("o2c: {}", r.note);
         return Ok(ExitCode::from(REFUSED));
     }
     Ok(code)

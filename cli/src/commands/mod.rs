@@ -10,6 +10,7 @@ pub mod export;
 pub mod invoice;
 pub mod publish;
 pub mod receivables;
+pub mod reconcile;
 pub mod reference;
 pub mod rejections;
 pub mod replay;

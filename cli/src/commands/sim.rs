@@ -1,4 +1,4 @@
-//! `o2c sim serve|fault|clear|calls`: the CRM / PSA / ERP simulators.
+//! `o2c sim serve|fault|clear|calls|show`: the CRM / PSA / ERP simulators.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -88,6 +88,15 @@ pub enum Cmd {
         #[arg(long)]
         db: PathBuf,
     },
+    /// What each simulated system holds: projects, billing schedules, invoices, opportunities.
+    Show {
+        /// Database file.
+        #[arg(long)]
+        db: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn sims(db: &Path) -> Result<Simulators> {
@@ -130,5 +139,54 @@ pub async fn run(cmd: Cmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Show { db, json } => show(&sims(&db)?, json).await,
     }
+}
+
+async fn show(s: &Simulators, json: bool) -> Result<ExitCode> {
+    let (psa, erp) = (s.projects(System::Psa).await?, s.projects(System::Erp).await?);
+    let (schedules, invoices, opportunities) = (s.billing_schedules().await?, s.invoices().await?, s.opportunities().await?);
+    if json {
+        let schedules: Vec<_> =
+            schedules.iter().map(|(id, p, sch)| serde_json::json!({"schedule_id": id, "erp_project_id": p, "schedule": sch})).collect();
+        let v = serde_json::json!({"psa_projects": psa, "erp_projects": erp, "erp_billing_schedules": schedules,
+            "erp_invoices": invoices, "crm_opportunities": opportunities});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in psa.iter().chain(&erp) {
+        println!(
+            "{:<4} project  {:<18} {:<30} {:<9} {} {} → {}, {} milestone(s)",
+            p.system,
+            p.project_id,
+            p.external_key,
+            p.status,
+            p.spec.budget,
+            p.spec.start_date,
+            p.spec.end_date,
+            p.spec.milestones.len()
+        );
+    }
+    for (id, project, sch) in &schedules {
+        println!(
+            "erp  schedule {id:<18} on {project:<25} fixed {} cap {}, {} item(s)",
+            sch.fixed_total,
+            sch.time_and_materials_cap,
+            sch.items.len()
+        );
+    }
+    for i in &invoices {
+        println!("erp  invoice  {:<18} {:<30} {} due {}", i.number, i.invoice_id, i.invoice.total, i.invoice.due_date);
+    }
+    for o in &opportunities {
+        println!(
+            "crm  opp      {:<18} {:<9} {:<12} v{} {}",
+            o.opportunity_id,
+            o.sync_status,
+            o.engagement_status,
+            o.sync_version,
+            o.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

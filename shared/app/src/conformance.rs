@@ -400,16 +400,21 @@ pub async fn exception_queue<S: Store>(store: &S, id: &str) {
         key: KeyWrite::Untracked,
     };
     assert!(matches!(store.commit(c).await.unwrap(), CommitOutcome::Committed { .. }));
-    let all = mine(store.exception_cases(&CaseFilter { open_only: false, limit: 0 }).await.unwrap());
+    let all = mine(store.exception_cases(&CaseFilter { open_only: false, status: None, limit: 0 }).await.unwrap());
     assert_eq!(all, vec![format!("EXC-{id}-3"), format!("EXC-{id}-2"), format!("EXC-{id}-1")], "{id}: newest raised first");
-    let open = mine(store.exception_cases(&CaseFilter { open_only: true, limit: 0 }).await.unwrap());
+    let open = mine(store.exception_cases(&CaseFilter { open_only: true, status: None, limit: 0 }).await.unwrap());
     assert_eq!(open, vec![format!("EXC-{id}-2"), format!("EXC-{id}-1")], "{id}: the waived case is not in the queue");
+    let waived = mine(store.exception_cases(&CaseFilter { open_only: false, status: Some(CaseStatus::Waived), limit: 0 }).await.unwrap());
+    assert_eq!(waived, vec![format!("EXC-{id}-3")], "{id}: one status");
     let mut resolved = second.clone();
     resolved.act(&ExceptionAction::Resolve { reason: "fixed".into() }, "ops", now());
     let c = Commit { state: None, others: vec![write(&resolved, ExpectedVersion::Is(1))], audit: None, key: KeyWrite::Untracked };
     assert!(matches!(store.commit(c).await.unwrap(), CommitOutcome::Committed { .. }));
-    let open = mine(store.exception_cases(&CaseFilter { open_only: true, limit: 0 }).await.unwrap());
+    let open = mine(store.exception_cases(&CaseFilter { open_only: true, status: None, limit: 0 }).await.unwrap());
     assert_eq!(open, vec![format!("EXC-{id}-1")], "{id}: a closed case leaves the queue");
+    let resolved =
+        mine(store.exception_cases(&CaseFilter { open_only: false, status: Some(CaseStatus::Resolved), limit: 0 }).await.unwrap());
+    assert_eq!(resolved, vec![format!("EXC-{id}-2")], "{id}: its index entry moved with it");
     let key = AggregateKey::exception_case(&format!("EXC-{id}-2"));
     let loaded = store.load_aggregates(std::slice::from_ref(&key)).await.unwrap();
     assert_eq!(loaded.version(&key), Some(2));

@@ -3,6 +3,7 @@
 //! [`CommandResult::Refused`]. The only place a command meets a connector.
 
 use chrono::{DateTime, Utc};
+use o2c_domain::reconciliation::{Observation, Read};
 use o2c_domain::workflow::{Command, CommandResult, Plan, Sequence, System};
 use tracing::{Instrument, info_span};
 
@@ -52,6 +53,22 @@ async fn run<P: Platform>(p: &P, retry: &Retrier<'_>, cmd: &Command) -> Result<C
         Command::PostInvoice(invoice) => retry.run(|| p.erp().create_or_get_invoice(invoice)).await?.map(CommandResult::Object),
         Command::BookReceipt(receipt) => retry.run(|| p.erp().book_receipt(receipt)).await?.map(CommandResult::Object),
         Command::PostJournal(journal) => retry.run(|| p.erp().post_journal(journal)).await?.map(CommandResult::Object),
+        Command::Read(Read::Project(System::Psa, key)) => {
+            retry.run(|| p.psa().get_project(key)).await?.map(|r| CommandResult::Read(Observation::Project(r)))
+        }
+        Command::Read(Read::Project(System::Erp, key)) => {
+            retry.run(|| p.erp().get_project(key)).await?.map(|r| CommandResult::Read(Observation::Project(r)))
+        }
+        Command::Read(Read::Schedule { erp_project_id, schedule_id }) => retry
+            .run(|| p.erp().get_billing_schedule(erp_project_id, schedule_id))
+            .await?
+            .map(|r| CommandResult::Read(Observation::Schedule(r))),
+        Command::Read(Read::Invoice(number)) => {
+            retry.run(|| p.erp().get_invoice(number)).await?.map(|r| CommandResult::Read(Observation::Invoice(r)))
+        }
+        Command::Read(Read::Opportunity(id)) => {
+            retry.run(|| p.crm().get_opportunity(id)).await?.map(|r| CommandResult::Read(Observation::Opportunity(r)))
+        }
         other => return Err(O2cError::Bug(format!("no connector operation {} in {}", other.operation(), other.system().as_str()))),
     };
     Ok(result.unwrap_or_else(CommandResult::Refused))

@@ -1,4 +1,4 @@
-//! The fan-out of a scheduled run (invoice run, revenue run): a request without an
+//! The fan-out of a scheduled run (invoice run, revenue run, reconciliation): a request without an
 //! engagement becomes one request per active engagement, page by page (see the steps'
 //! `fan_out` in `o2c_domain::workflow` for what is emitted).
 //!
@@ -11,6 +11,7 @@ use o2c_domain::events::BusinessEvent;
 use o2c_domain::ids::EngagementId;
 use o2c_domain::workflow::StepContext;
 use o2c_domain::workflow::invoice_run::{FAN_OUT_PAGE, fan_out};
+use o2c_domain::workflow::reconciliation::fan_out as reconciliation_fan_out;
 use o2c_domain::workflow::revenue_recognition::fan_out as revenue_fan_out;
 use tracing::info;
 
@@ -25,6 +26,7 @@ impl<P: Platform> StepService<P> {
         let (run_id, after, what) = match event {
             BusinessEvent::InvoiceRunRequested(env) => (&env.payload.run_id, &env.payload.after, "invoice_run"),
             BusinessEvent::RevenueRunRequested(env) => (&env.payload.run_id, &env.payload.after, "revenue_run"),
+            BusinessEvent::ReconciliationRequested(env) => (&env.payload.run_id, &env.payload.after, "reconciliation"),
             other => return Err(O2cError::Bug(format!("fan-out of {}", other.event_type().detail_type()))),
         };
         let filter = EngagementFilter {
@@ -40,6 +42,7 @@ impl<P: Platform> StepService<P> {
         let events = match event {
             BusinessEvent::InvoiceRunRequested(env) => fan_out(&env.payload, &ids, more, ctx),
             BusinessEvent::RevenueRunRequested(env) => revenue_fan_out(&env.payload, &ids, more, ctx),
+            BusinessEvent::ReconciliationRequested(env) => reconciliation_fan_out(&env.payload, &ids, more, ctx),
             _ => Vec::new(),
         };
         self.platform().publisher().publish(&events).await?;

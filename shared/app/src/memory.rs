@@ -92,7 +92,7 @@ impl EngagementStore for MemoryStore {
             .aggregates
             .values()
             .filter_map(|(_, b)| match b {
-                AggregateBody::ExceptionCase(c) if !f.open_only || c.status.is_open() => Some(c.clone()),
+                AggregateBody::ExceptionCase(c) if f.wants(c) => Some(c.clone()),
                 _ => None,
             })
             .collect();

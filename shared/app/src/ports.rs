@@ -15,6 +15,7 @@ use o2c_domain::exception_case::ExceptionCase;
 use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
 use o2c_domain::receivables::{CashReceipt, CrmInvoice};
+use o2c_domain::reconciliation::{ErpInvoiceRecord, ProjectRecord};
 use o2c_domain::reference::ReferenceData;
 use o2c_domain::revenue::RevenueJournal;
 use o2c_domain::tax::{TaxQuote, TaxRequest};
@@ -281,11 +282,18 @@ pub trait EngagementStore: Send + Sync {
 pub struct CaseFilter {
     /// Only open and assigned cases.
     pub open_only: bool,
+    /// Only this status (read from its own index partitions on DynamoDB).
+    pub status: Option<o2c_domain::exception_case::CaseStatus>,
     /// At most this many (0: 500).
     pub limit: usize,
 }
 
 impl CaseFilter {
+    /// True when `c`'s status is asked for.
+    pub fn wants(&self, c: &ExceptionCase) -> bool {
+        self.status.map_or(!self.open_only || c.status.is_open(), |s| c.status == s)
+    }
+
     /// The limit in force.
     pub fn limit(&self) -> usize {
         if self.limit == 0 { 500 } else { self.limit }
@@ -509,12 +517,24 @@ pub trait Psa: Send + Sync {
     fn create_or_get_project(&self, spec: &ProjectSpec) -> impl Future<Output = Result<ExternalObject, ConnectorError>> + Send;
     /// Cancels a project (compensation). Cancelling a cancelled project succeeds.
     fn cancel_project(&self, project_id: &str, reason: &str) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+    /// The project created under `external_key`, as the PSA holds it (reconciliation).
+    fn get_project(&self, external_key: &str) -> impl Future<Output = Result<Option<ProjectRecord>, ConnectorError>> + Send;
 }
 
 /// ERP connector (NetSuite / D365 / S/4HANA).
 pub trait Erp: Send + Sync {
     /// Creates the project, or returns the one that already has `spec.external_key`.
     fn create_or_get_project(&self, spec: &ProjectSpec) -> impl Future<Output = Result<ExternalObject, ConnectorError>> + Send;
+    /// The project created under `external_key`, as the ERP holds it (reconciliation).
+    fn get_project(&self, external_key: &str) -> impl Future<Output = Result<Option<ProjectRecord>, ConnectorError>> + Send;
+    /// The billing schedule `schedule_id` of ERP project `erp_project_id` (reconciliation).
+    fn get_billing_schedule(
+        &self,
+        erp_project_id: &str,
+        schedule_id: &str,
+    ) -> impl Future<Output = Result<Option<BillingSchedule>, ConnectorError>> + Send;
+    /// The invoice posted under `number` (reconciliation).
+    fn get_invoice(&self, number: &str) -> impl Future<Output = Result<Option<ErpInvoiceRecord>, ConnectorError>> + Send;
     /// Creates the billing schedule on a project, or returns the one with `schedule.schedule_id`.
     fn create_or_get_billing_schedule(
         &self,
@@ -546,6 +566,8 @@ pub trait Crm: Send + Sync {
     /// Upserts an invoice record (by number) on the account and opportunity unless a newer
     /// version is there.
     fn upsert_invoice(&self, invoice: &CrmInvoice) -> impl Future<Output = Result<CrmWrite, ConnectorError>> + Send;
+    /// The o2c fields of opportunity `opportunity_id`, as the CRM holds them (reconciliation).
+    fn get_opportunity(&self, opportunity_id: &str) -> impl Future<Output = Result<Option<CrmOpportunityUpdate>, ConnectorError>> + Send;
 }
 
 /// Where business metrics go once a decision is committed (CloudWatch embedded metric

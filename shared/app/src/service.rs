@@ -184,6 +184,7 @@ impl<P: Platform> StepService<P> {
             let fans_out = match event {
                 BusinessEvent::InvoiceRunRequested(env) => env.payload.engagement_id.is_none(),
                 BusinessEvent::RevenueRunRequested(env) => env.payload.engagement_id.is_none(),
+                BusinessEvent::ReconciliationRequested(env) => env.payload.engagement_id.is_none(),
                 _ => false,
             };
             if fans_out {

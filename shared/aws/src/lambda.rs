@@ -14,19 +14,53 @@ use tracing::{Instrument, info_span};
 use crate::Config;
 use crate::visibility::QueueUrls;
 
-/// JSON logs to stdout (CloudWatch), level from `RUST_LOG` (default `info`), without ANSI
-/// colours or the (redundant) timestamp prefix Lambda adds itself.
+/// How the function logs, from its `LoggingConfig` as Lambda passes it — the variables
+/// `lambda_runtime`'s own default subscriber reads: `AWS_LAMBDA_LOG_FORMAT` (`JSON`, the
+/// template's, or `Text`) and `AWS_LAMBDA_LOG_LEVEL` (`TRACE` … `FATAL`), then `RUST_LOG`
+/// (per-crate directives) when no application log level is set, then `info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// JSON lines (else plain text).
+    pub json: bool,
+    /// The `EnvFilter` directives.
+    pub filter: String,
+}
+
+impl LogSettings {
+    /// From the variables of `get` (the process environment in [`init_tracing`]).
+    pub fn from(get: impl Fn(&str) -> Option<String>) -> Self {
+        let json = get("AWS_LAMBDA_LOG_FORMAT").is_none_or(|f| !f.eq_ignore_ascii_case("text"));
+        let level = get("AWS_LAMBDA_LOG_LEVEL").map(|l| match l.to_ascii_lowercase().as_str() {
+            "fatal" => "error".to_owned(),
+            other => other.to_owned(),
+        });
+        let filter = level.or_else(|| get("RUST_LOG")).filter(|f| !f.trim().is_empty()).unwrap_or_else(|| "info".to_owned());
+        Self { json, filter }
+    }
+}
+
+/// The subscriber: JSON lines (one per event, its fields flattened, every enclosing span's
+/// fields in `spans` — the invocation's `service`, `cold_start` and `request_id`, the
+/// record's `message_id`, the event's `correlation_id`, `causation_id` and `engagement_id`),
+/// without ANSI colours or the target; Lambda adds the timestamp prefix itself.
+pub fn subscriber<W>(settings: &LogSettings, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(false).with_target(false);
+    if settings.json {
+        Box::new(b.json().with_current_span(true).with_span_list(true).flatten_event(true).finish())
+    } else {
+        Box::new(b.finish())
+    }
+}
+
+/// Installs [`subscriber`] on standard output with the function's [`LogSettings`].
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_ansi(false)
-        .with_target(false)
-        .flatten_event(true)
-        .init();
+    let settings = LogSettings::from(|k| std::env::var(k).ok());
+    // A second installation (tests) keeps the first.
+    let _ = tracing::subscriber::set_global_default(subscriber(&settings, std::io::stdout));
 }
 
 /// A whole-invocation failure with a stable `errorType` (per-record failures are reported
@@ -44,6 +78,7 @@ impl From<InvocationError> for Diagnostic {
 /// the queue's redrive policy, all built once at cold start.
 pub struct Shell<P: Platform> {
     svc: StepService<P>,
+    invocations: std::sync::atomic::AtomicU64,
     step: Step,
     sqs: aws_sdk_sqs::Client,
     urls: QueueUrls,
@@ -60,7 +95,15 @@ impl<P: Platform> Shell<P> {
         max_receive_count: Option<u32>,
         dead_letter_queue: Option<String>,
     ) -> Self {
-        Self { svc, step, sqs, urls: QueueUrls::default(), max_receive_count, dead_letter_queue }
+        Self {
+            svc,
+            invocations: std::sync::atomic::AtomicU64::new(0),
+            step,
+            sqs,
+            urls: QueueUrls::default(),
+            max_receive_count,
+            dead_letter_queue,
+        }
     }
 
     /// The step service.
@@ -72,10 +115,14 @@ impl<P: Platform> Shell<P> {
     /// per record so only they are retried, visibility hints applied before returning.
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, InvocationError> {
         let deadline: chrono::DateTime<chrono::Utc> = chrono::DateTime::<chrono::Utc>::from(event.context.deadline());
+        let cold_start = self.invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
         let span = info_span!(
             "invocation",
-            request_id = %event.context.request_id,
+            service = "o2c",
             step = self.step.name(),
+            cold_start,
+            request_id = %event.context.request_id,
+            xray_trace_id = event.context.xray_trace_id.as_deref().unwrap_or_default(),
             records = event.payload.records.len()
         );
         let arn = event.payload.records.first().and_then(|r| r.event_source_arn.clone());
@@ -123,6 +170,18 @@ pub async fn run_step(step: Step) -> Result<(), lambda_runtime::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn when_lambda_sets_the_log_format_and_level_should_follow_them_over_rust_log() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+        };
+        assert_eq!(LogSettings::from(env(&[])), LogSettings { json: true, filter: "info".into() });
+        assert_eq!(LogSettings::from(env(&[("RUST_LOG", "o2c_app=debug")])).filter, "o2c_app=debug");
+        let s = LogSettings::from(env(&[("AWS_LAMBDA_LOG_FORMAT", "Text"), ("AWS_LAMBDA_LOG_LEVEL", "WARN"), ("RUST_LOG", "debug")]));
+        assert_eq!(s, LogSettings { json: false, filter: "warn".into() });
+        assert_eq!(LogSettings::from(env(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")])).filter, "error");
+    }
 
     #[test]
     fn when_invocation_fails_should_map_to_a_stable_error_type() {

@@ -14,6 +14,10 @@
 //! | `PATCH {crm}/v1/opportunities/{id}/o2c-sync` | `CrmOpportunityUpdate` | `200`: `{"result": "applied" \| "stale"}` |
 //! | `PUT  {erp}/v1/invoices/{number}` | `InvoiceDoc` (numbered, taxed) | `201` posted / `200` already posted: `{"id", "created", "status"}` |
 //! | `POST {tax}/v1/quotes` | `TaxRequest` | `200`: `TaxQuote` (one answer per line, tax rounded per line) |
+//! | `GET  {psa,erp}/v1/projects/{external_key}` | — | `200`: `ProjectRecord` (id, status, spec) / `404 NOT_FOUND` |
+//! | `GET  {erp}/v1/projects/{id}/billing-schedules/{schedule_id}` | — | `200`: `BillingSchedule` / `404 NOT_FOUND` |
+//! | `GET  {erp}/v1/invoices/{number}` | — | `200`: `ErpInvoiceRecord` / `404 NOT_FOUND` |
+//! | `GET  {crm}/v1/opportunities/{id}/o2c-sync` | — | `200`: `CrmOpportunityUpdate` / `404 NOT_FOUND` |
 //!
 //! `status` is `active` or `cancelled`: an existing object found under the key is returned
 //! whatever its state, and o2c never reuses a cancelled one as live.
@@ -30,6 +34,7 @@ use o2c_domain::engagement::CrmOpportunityUpdate;
 use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingSchedule, ProjectSpec};
 use o2c_domain::receivables::{CashReceipt, CrmInvoice};
+use o2c_domain::reconciliation::{ErpInvoiceRecord, ProjectRecord};
 use o2c_domain::revenue::RevenueJournal;
 use o2c_domain::tax::{TaxQuote, TaxRequest};
 use reqwest::{Method, StatusCode, Url};
@@ -151,6 +156,18 @@ impl HttpConnector {
         ConnectorError::Transient { system: self.system, status, message, retry_after }
     }
 
+    /// A request to `segments`, authenticated, with its idempotency key.
+    fn request(&self, method: Method, segments: &[&str], idempotency_key: Option<&str>) -> Result<reqwest::RequestBuilder, ConnectorError> {
+        let mut req = self.client.request(method, self.url(segments)?);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        Ok(req)
+    }
+
     /// Sends a JSON request and classifies the answer.
     async fn call<B: Serialize, R: for<'de> Deserialize<'de>>(
         &self,
@@ -159,14 +176,22 @@ impl HttpConnector {
         idempotency_key: Option<&str>,
         body: &B,
     ) -> Result<(StatusCode, R), ConnectorError> {
-        let url = self.url(segments)?;
-        let mut req = self.client.request(method, url).json(body);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+        self.send(self.request(method, segments, idempotency_key)?.json(body)).await
+    }
+
+    /// Reads a record: `None` when the system answers `404 NOT_FOUND` (any other 404 — an
+    /// endpoint the system does not have — is an error, never "absent").
+    async fn get<R: for<'de> Deserialize<'de>>(&self, segments: &[&str]) -> Result<Option<R>, ConnectorError> {
+        match self.send(self.request(Method::GET, segments, None)?).await {
+            Ok((_, r)) => Ok(Some(r)),
+            Err(ConnectorError::Permanent { status: 404, code, .. }) if code == "NOT_FOUND" => Ok(None),
+            Err(e) => Err(e),
         }
-        if let Some(k) = idempotency_key {
-            req = req.header("Idempotency-Key", k);
-        }
+    }
+
+    /// Sends `req` and classifies the answer: 2xx parsed, 429 / 408 / 5xx / no answer
+    /// transient (with `Retry-After`), any other status permanent.
+    async fn send<R: for<'de> Deserialize<'de>>(&self, req: reqwest::RequestBuilder) -> Result<(StatusCode, R), ConnectorError> {
         let resp = req.send().await.map_err(|e| {
             let status = if e.is_timeout() { 0 } else { 503 };
             self.transient(status, format!("request failed: {e}"), None)
@@ -222,6 +247,10 @@ impl Psa for HttpPsa {
             self.0.call(Method::POST, &["v1", "projects", project_id, "cancel"], None, &CancelRequest { reason: reason.into() }).await?;
         Ok(())
     }
+
+    async fn get_project(&self, external_key: &str) -> Result<Option<ProjectRecord>, ConnectorError> {
+        self.0.get(&["v1", "projects", external_key]).await
+    }
 }
 
 impl Erp for HttpErp {
@@ -267,6 +296,18 @@ impl Erp for HttpErp {
         let (_, r): (_, CreatedRef) = self.0.call(Method::PUT, &["v1", "journals", id], Some(id), journal).await?;
         Ok(r.into())
     }
+
+    async fn get_project(&self, external_key: &str) -> Result<Option<ProjectRecord>, ConnectorError> {
+        self.0.get(&["v1", "projects", external_key]).await
+    }
+
+    async fn get_billing_schedule(&self, erp_project_id: &str, schedule_id: &str) -> Result<Option<BillingSchedule>, ConnectorError> {
+        self.0.get(&["v1", "projects", erp_project_id, "billing-schedules", schedule_id]).await
+    }
+
+    async fn get_invoice(&self, number: &str) -> Result<Option<ErpInvoiceRecord>, ConnectorError> {
+        self.0.get(&["v1", "invoices", number]).await
+    }
 }
 
 impl TaxEngine for HttpTax {
@@ -296,5 +337,9 @@ impl Crm for HttpCrm {
     async fn upsert_invoice(&self, invoice: &CrmInvoice) -> Result<CrmWrite, ConnectorError> {
         let (_, r): (_, CrmResult) = self.0.call(Method::PUT, &["v1", "invoices", &invoice.number], None, invoice).await?;
         self.write(r)
+    }
+
+    async fn get_opportunity(&self, opportunity_id: &str) -> Result<Option<CrmOpportunityUpdate>, ConnectorError> {
+        self.0.get(&["v1", "opportunities", opportunity_id, "o2c-sync"]).await
     }
 }

@@ -19,6 +19,7 @@
 //! | revenue ledger | engagement | `ENG#<eng>` / `REVENUE` | revenue recognition | 256 KB |
 //! | payment reference | legal entity / payment | `LE#<entity>` / `PMT#<payment id>` | cash application | 64 KB |
 //! | exception case | exception | `EXC#<exception id>` / `CASE` | exceptions | 350 KB |
+//! | reconciliation report | engagement | `ENG#<eng>` / `RECON` | reconciliation | 128 KB |
 
 use std::collections::BTreeMap;
 
@@ -58,6 +59,8 @@ pub enum AggregateKind {
     RevenueLedger,
     /// An exception as operators work it.
     ExceptionCase,
+    /// The latest reconciliation of an engagement.
+    Reconciliation,
 }
 
 /// What owns an aggregate (its DynamoDB partition).
@@ -89,6 +92,7 @@ impl AggregateKind {
             Self::PaymentRef => "payment_ref",
             Self::RevenueLedger => "revenue_ledger",
             Self::ExceptionCase => "exception_case",
+            Self::Reconciliation => "reconciliation",
         }
     }
 
@@ -107,6 +111,7 @@ impl AggregateKind {
             Self::PaymentRef => "PMT",
             Self::RevenueLedger => "REVENUE",
             Self::ExceptionCase => "CASE",
+            Self::Reconciliation => "RECON",
         }
     }
 
@@ -124,7 +129,7 @@ impl AggregateKind {
     pub fn budget_bytes(self) -> usize {
         match self {
             Self::CrmSync | Self::ResourceDay => 16 * 1024,
-            Self::Assignments | Self::Ledger => 128 * 1024,
+            Self::Assignments | Self::Ledger | Self::Reconciliation => 128 * 1024,
             Self::Invoice | Self::RevenueLedger => 256 * 1024,
             Self::WipShard | Self::Receivables | Self::ExceptionCase => 350 * 1024,
             Self::InvoiceCounter | Self::InvoiceRef => 1024,
@@ -216,6 +221,11 @@ impl AggregateKey {
     /// The reference of payment `payment_id` received by a legal entity.
     pub fn payment_ref(legal_entity_id: &str, payment_id: &str) -> Self {
         Self::of(AggregateKind::PaymentRef, legal_entity_id, payment_id)
+    }
+
+    /// The latest reconciliation of an engagement.
+    pub fn reconciliation(engagement_id: &str) -> Self {
+        Self::of(AggregateKind::Reconciliation, engagement_id, "")
     }
 
     /// The case of exception `exception_id`.
@@ -315,6 +325,8 @@ pub enum AggregateBody {
     RevenueLedger(crate::revenue::RevenueLedger),
     /// An exception case.
     ExceptionCase(crate::exception_case::ExceptionCase),
+    /// A reconciliation report.
+    Reconciliation(crate::reconciliation::ReconciliationReport),
 }
 
 impl AggregateBody {
@@ -333,6 +345,7 @@ impl AggregateBody {
             Self::PaymentRef(r) => AggregateKey::payment_ref(&r.legal_entity_id, &r.payment_id),
             Self::RevenueLedger(r) => AggregateKey::revenue_ledger(&r.engagement_id),
             Self::ExceptionCase(c) => AggregateKey::exception_case(c.exception_id.as_str()),
+            Self::Reconciliation(r) => AggregateKey::reconciliation(&r.engagement_id),
         }
     }
 }
@@ -475,6 +488,14 @@ impl Loaded {
     pub fn payment_ref(&self, legal_entity_id: &str, payment_id: &str) -> Option<&PaymentRef> {
         self.items.iter().find_map(|a| match &a.body {
             AggregateBody::PaymentRef(r) if r.legal_entity_id == legal_entity_id && r.payment_id == payment_id => Some(r),
+            _ => None,
+        })
+    }
+
+    /// An engagement's latest reconciliation.
+    pub fn reconciliation(&self, engagement_id: &str) -> Option<&crate::reconciliation::ReconciliationReport> {
+        self.items.iter().find_map(|a| match &a.body {
+            AggregateBody::Reconciliation(r) if r.engagement_id == engagement_id => Some(r),
             _ => None,
         })
     }

@@ -273,6 +273,10 @@ pub enum Action {
     ExceptionRetried,
     /// Exceptions: an operator's action was refused (recorded on the case).
     ExceptionActionRefused,
+    /// Reconciliation: every system agrees.
+    Reconciled,
+    /// Reconciliation: a system holds something else.
+    ReconciliationMismatch,
 }
 
 impl Action {
@@ -341,6 +345,8 @@ impl Action {
             Self::ExceptionWorked => "exception_worked",
             Self::ExceptionRetried => "exception_retried",
             Self::ExceptionActionRefused => "exception_action_refused",
+            Self::Reconciled => "reconciled",
+            Self::ReconciliationMismatch => "reconciliation_mismatch",
         }
     }
 }

@@ -107,6 +107,23 @@ pub struct CaseEntry {
 /// The history entries a case keeps.
 pub const HISTORY_KEPT: usize = 200;
 
+/// The bytes of history a case keeps: with a 32 KB source event and a clipped message the
+/// case stays far under its 350 KB item budget (DynamoDB's item limit is 400 KB).
+pub const HISTORY_MAX_BYTES: usize = 160 * 1024;
+
+/// The longest text a case keeps in one field (a system's error message, a note).
+pub const TEXT_MAX_CHARS: usize = 2000;
+
+/// `s` cut to `max` characters (an ellipsis marks the cut).
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
 /// The actor of entries made by the steps.
 pub const SYSTEM_ACTOR: &str = "system";
 
@@ -197,7 +214,7 @@ impl ExceptionCase {
             engagement_id: p.engagement_id.clone(),
             kind: p.kind,
             step: p.step.clone(),
-            message: p.message.clone(),
+            message: clip(&p.message, TEXT_MAX_CHARS),
             compensations: p.compensations.clone(),
             legal_entity_id: p.legal_entity_id.clone(),
             amount_at_stake: p.amount_at_stake,
@@ -232,7 +249,7 @@ impl ExceptionCase {
         if self.step.is_empty() {
             self.step = p.step.clone();
         }
-        self.message = p.message.clone();
+        self.message = clip(&p.message, TEXT_MAX_CHARS);
         self.compensations = p.compensations.clone();
         self.amount_at_stake = p.amount_at_stake.or(self.amount_at_stake);
         self.legal_entity_id = self.legal_entity_id.take().or_else(|| p.legal_entity_id.clone());
@@ -262,14 +279,28 @@ impl ExceptionCase {
         true
     }
 
-    /// An `ExceptionResolved`: closes the occurrence it names. `false` when the case is
-    /// already closed or has been raised again since.
+    /// An `ExceptionResolved`: closes the occurrence it names (and any earlier one). `false`
+    /// when it changes nothing: the case has been raised again since, or it is closed and
+    /// already knows that occurrence. A closure of a later occurrence than the case has seen
+    /// (its refreshed raising is still on its way) moves `raised_at` forward, so that
+    /// raising, arriving late, does not reopen it.
     pub fn closed_by(&mut self, p: &ExceptionResolved, now: DateTime<Utc>) -> bool {
-        if !self.status.is_open() || p.raised_at < self.raised_at {
+        if p.raised_at < self.raised_at {
             return false;
+        }
+        let later = p.raised_at > self.raised_at;
+        self.raised_at = p.raised_at;
+        if !self.status.is_open() {
+            return later;
         }
         self.close(CaseResolution { outcome: p.outcome, actor: p.actor.clone(), reason: p.reason.clone(), at: now });
         true
+    }
+
+    /// Moves the occurrence forward to `at` (an operator closed the engagement's record of a
+    /// later occurrence than the case has seen).
+    pub fn seen_occurrence(&mut self, at: DateTime<Utc>) {
+        self.raised_at = self.raised_at.max(at);
     }
 
     /// An operator's action (pure: the caller commits the case and carries out a retry).
@@ -354,7 +385,9 @@ impl ExceptionCase {
                 None => Err("it was not raised while processing an event: nothing to retry".into()),
             },
             ExceptionAction::Resolve { .. } | ExceptionAction::Waive { .. } if self.kind.is_financial() => {
-                if self.caused_by.iter().any(|c| c == actor) {
+                // User ids compare trimmed and case-insensitively: `U-FIN-01 ` is U-FIN-01.
+                let same = |c: &String| c.trim().eq_ignore_ascii_case(actor.trim());
+                if self.caused_by.iter().any(same) {
                     Err(format!("segregation of duties: {actor} caused this {} exception", self.kind.as_str()))
                 } else {
                     Ok(())
@@ -373,8 +406,16 @@ impl ExceptionCase {
 
     fn note(&mut self, at: DateTime<Utc>, actor: &str, action: &str, note: String) {
         self.updated_at = at;
-        self.history.push(CaseEntry { at, actor: actor.to_owned(), action: action.to_owned(), note });
-        if self.history.len() > HISTORY_KEPT {
+        self.history.push(CaseEntry {
+            at,
+            actor: clip(actor, TEXT_MAX_CHARS),
+            action: action.to_owned(),
+            note: clip(&note, TEXT_MAX_CHARS),
+        });
+        // Entries and bytes are both capped (comments may be multibyte): the first entry
+        // (the raising) stays, the oldest after it go.
+        let size = |h: &[CaseEntry]| h.iter().map(|e| e.note.len() + e.actor.len() + e.action.len() + 64).sum::<usize>();
+        while self.history.len() > 2 && (self.history.len() > HISTORY_KEPT || size(&self.history) > HISTORY_MAX_BYTES) {
             self.history.remove(1);
             self.history_dropped += 1;
         }
@@ -447,6 +488,48 @@ mod tests {
         assert_eq!(c.status, CaseStatus::Open);
         assert!(!c.closed_by(&first, t(5)), "the first occurrence's closure must not close the second");
         assert_eq!(c.status, CaseStatus::Open);
+    }
+
+    #[test]
+    fn when_a_refreshed_raising_is_cleared_before_it_arrives_should_stay_closed() {
+        let mut c = ExceptionCase::raised(&raised(ExceptionKind::TaxFailed, t(1)), "corr", t(1));
+        let cleared = ExceptionResolved {
+            exception_id: c.exception_id.clone(),
+            engagement_id: c.engagement_id.clone(),
+            kind: c.kind,
+            raised_at: t(2),
+            outcome: ResolutionOutcome::Cleared,
+            actor: None,
+            reason: "taxed".into(),
+        };
+        assert!(c.closed_by(&cleared, t(3)), "the closure of the refreshed occurrence closes it");
+        let mut late = raised(ExceptionKind::TaxFailed, t(2));
+        late.message = "the tax engine refused again".into();
+        c.raised_again(&late, t(4));
+        assert_eq!(c.status, CaseStatus::Cleared, "the refreshed raising, arriving late, does not reopen it");
+        assert!(c.raised_again(&raised(ExceptionKind::TaxFailed, t(5)), t(5)));
+        assert_eq!(c.status, CaseStatus::Open, "a later occurrence does");
+    }
+
+    #[test]
+    fn when_the_causer_spells_their_id_differently_should_still_be_refused() {
+        let mut c = ExceptionCase::raised(&raised(ExceptionKind::InvoicePostingFailed, t(1)), "corr", t(1));
+        for who in [" approver-1", "APPROVER-1", "Approver-1 "] {
+            assert!(matches!(c.act(&ExceptionAction::Waive { reason: "x".into() }, who, t(2)), Acted::Refused(_)), "{who:?}");
+        }
+    }
+
+    #[test]
+    fn when_comments_are_long_and_multibyte_should_keep_the_case_under_its_byte_budget() {
+        let mut c = ExceptionCase::raised(&raised(ExceptionKind::TaxFailed, t(1)), "corr", t(1));
+        let text: String = "請".repeat(COMMENT_MAX_CHARS);
+        for _ in 0..HISTORY_KEPT {
+            c.act(&ExceptionAction::Comment { text: text.clone() }, "ops", t(2));
+        }
+        let bytes = serde_json::to_vec(&c).unwrap().len();
+        assert!(bytes < 200 * 1024, "{bytes} bytes");
+        assert_eq!(c.history[0].action, "raised");
+        assert!(c.history_dropped > 0);
     }
 
     #[test]

@@ -180,6 +180,11 @@ impl ExceptionId {
         Self(format!("EXC-{engagement}-POST-{invoice_id}"))
     }
 
+    /// The reconciliation exception of an engagement (closed by its next clean run).
+    pub fn reconciliation(engagement: &EngagementId) -> Self {
+        Self(format!("EXC-{engagement}-RECON"))
+    }
+
     /// The revenue-posting exception of an engagement (closed by its next posted journal).
     pub fn revenue_posting(engagement: &EngagementId) -> Self {
         Self(format!("EXC-{engagement}-REVENUE"))

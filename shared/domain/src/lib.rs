@@ -22,6 +22,7 @@
 //! - [`exception_case`]: an exception as operators work it (assign, comment, retry,
 //!   resolve, waive; segregation of duties);
 //! - [`receivables`]: open items, payments and their applications, cash matching, ageing, DSO;
+//! - [`reconciliation`]: what each system holds against what o2c says it should;
 //! - [`revenue`]: revenue earned per contract line and method, accounting periods, journals;
 //! - [`tax`]: the tax-engine contract and the rounding rule every invoice follows;
 //! - [`workflow`]: the decisions of each step (intake, provision, billing setup, write-back,
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod model;
 pub mod money;
 pub mod receivables;
+pub mod reconciliation;
 pub mod reference;
 pub mod revenue;
 pub mod tax;

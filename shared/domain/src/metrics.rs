@@ -12,6 +12,8 @@ pub enum MetricUnit {
     Count,
     /// A dimensionless number (days, a ratio).
     None,
+    /// A duration in seconds.
+    Seconds,
 }
 
 impl MetricUnit {
@@ -20,6 +22,7 @@ impl MetricUnit {
         match self {
             Self::Count => "Count",
             Self::None => "None",
+            Self::Seconds => "Seconds",
         }
     }
 }

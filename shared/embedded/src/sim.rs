@@ -29,8 +29,11 @@ use crate::db::{Db, db_err, row_err};
 
 mod crm_invoices;
 mod journals;
+mod reads;
 mod receipts;
+
 pub use journals::SimJournal;
+pub use reads::Record;
 pub use receipts::SimReceipt;
 
 /// A simulated system (the systems o2c talks to).
@@ -493,6 +496,10 @@ impl Psa for Simulators {
         self.create_project_in(System::Psa, spec).await
     }
 
+    async fn get_project(&self, external_key: &str) -> Result<Option<o2c_domain::reconciliation::ProjectRecord>, ConnectorError> {
+        self.read_project(System::Psa, external_key).await
+    }
+
     async fn cancel_project(&self, project_id: &str, reason: &str) -> Result<(), ConnectorError> {
         let id = project_id.to_owned();
         let _ = reason;
@@ -512,6 +519,18 @@ impl Psa for Simulators {
 impl Erp for Simulators {
     async fn create_or_get_project(&self, spec: &ProjectSpec) -> Result<ExternalObject, ConnectorError> {
         self.create_project_in(System::Erp, spec).await
+    }
+
+    async fn get_project(&self, external_key: &str) -> Result<Option<o2c_domain::reconciliation::ProjectRecord>, ConnectorError> {
+        self.read_project(System::Erp, external_key).await
+    }
+
+    async fn get_billing_schedule(&self, erp_project_id: &str, schedule_id: &str) -> Result<Option<BillingSchedule>, ConnectorError> {
+        self.read_schedule(erp_project_id, schedule_id).await
+    }
+
+    async fn get_invoice(&self, number: &str) -> Result<Option<o2c_domain::reconciliation::ErpInvoiceRecord>, ConnectorError> {
+        self.read_invoice(number).await
     }
 
     async fn create_or_get_billing_schedule(
@@ -664,6 +683,10 @@ impl TaxEngine for Simulators {
 }
 
 impl Crm for Simulators {
+    async fn get_opportunity(&self, opportunity_id: &str) -> Result<Option<CrmOpportunityUpdate>, ConnectorError> {
+        self.read_opportunity(opportunity_id).await
+    }
+
     async fn upsert_invoice(&self, invoice: &o2c_domain::receivables::CrmInvoice) -> Result<CrmWrite, ConnectorError> {
         self.crm_invoice(invoice).await
     }

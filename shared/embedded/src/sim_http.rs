@@ -140,18 +140,47 @@ async fn crm_sync(State(s): State<Simulators>, Path(id): Path<String>, Json(upda
     }
 }
 
+/// A read: `200` with the record, `404 NOT_FOUND` when there is none.
+fn found<T: serde::Serialize>(r: Result<Option<T>, ConnectorError>, what: &str) -> Response {
+    match r {
+        Ok(Some(t)) => Json(t).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"code": "NOT_FOUND", "message": format!("no {what}")}))).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn psa_project_get(State(s): State<Simulators>, Path(key): Path<String>) -> Response {
+    found(Psa::get_project(&s, &key).await, &format!("project {key}"))
+}
+
+async fn erp_project_get(State(s): State<Simulators>, Path(key): Path<String>) -> Response {
+    found(Erp::get_project(&s, &key).await, &format!("project {key}"))
+}
+
+async fn erp_schedule_get(State(s): State<Simulators>, Path((project, key)): Path<(String, String)>) -> Response {
+    found(s.get_billing_schedule(&project, &key).await, &format!("billing schedule {key} on {project}"))
+}
+
+async fn erp_invoice_get(State(s): State<Simulators>, Path(number): Path<String>) -> Response {
+    found(s.get_invoice(&number).await, &format!("invoice {number}"))
+}
+
+async fn crm_sync_get(State(s): State<Simulators>, Path(id): Path<String>) -> Response {
+    found(s.get_opportunity(&id).await, &format!("opportunity {id}"))
+}
+
 /// The simulators' HTTP API: `/psa/v1/…`, `/erp/v1/…`, `/crm/v1/…`, `/tax/v1/…`.
 pub fn router(sims: Simulators) -> Router {
     Router::new()
-        .route("/psa/v1/projects/{key}", put(psa_project))
+        .route("/psa/v1/projects/{key}", put(psa_project).get(psa_project_get))
         .route("/psa/v1/projects/{id}/cancel", post(psa_cancel))
-        .route("/erp/v1/projects/{key}", put(erp_project))
-        .route("/erp/v1/projects/{id}/billing-schedules/{key}", put(erp_schedule))
-        .route("/erp/v1/invoices/{number}", put(erp_invoice))
+        .route("/erp/v1/projects/{key}", put(erp_project).get(erp_project_get))
+        .route("/erp/v1/projects/{id}/billing-schedules/{key}", put(erp_schedule).get(erp_schedule_get))
+        .route("/erp/v1/invoices/{number}", put(erp_invoice).get(erp_invoice_get))
         .route("/erp/v1/receipts/{id}", put(erp_receipt))
         .route("/erp/v1/journals/{id}", put(erp_journal))
         .route("/tax/v1/quotes", post(tax_quote))
-        .route("/crm/v1/opportunities/{id}/o2c-sync", patch(crm_sync))
+        .route("/crm/v1/opportunities/{id}/o2c-sync", patch(crm_sync).get(crm_sync_get))
         .route("/crm/v1/invoices/{number}", put(crm_invoice))
         .with_state(sims)
 }

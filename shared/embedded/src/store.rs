@@ -291,7 +291,7 @@ impl EngagementStore for SqliteStore {
                 let mut cases = Vec::new();
                 for row in rows {
                     if let AggregateBody::ExceptionCase(case) = serde_json::from_str(&row.map_err(db_err)?).map_err(row_err)?
-                        && (!f.open_only || case.status.is_open())
+                        && f.wants(&case)
                     {
                         cases.push(case);
                     }

@@ -130,6 +130,15 @@ fn when_pattern_uses_eventbridge_operators_should_match_like_eventbridge() {
 fn when_template_grants_permissions_should_scope_every_statement() {
     fn walk(v: &serde_yaml_ng::Value, key: Option<&str>, found: &mut Vec<String>) {
         match v {
+            serde_yaml_ng::Value::Mapping(m)
+                if m.get("Action").and_then(|a| a.as_sequence()).is_some_and(|a| {
+                    a.iter().all(|x| matches!(x.as_str(), Some("xray:PutTraceSegments" | "xray:PutTelemetryRecords")))
+                }) =>
+            {
+                // X-Ray's write actions take no resource-level permission: `*` is the only
+                // resource they accept, and they can only write traces.
+                assert_eq!(m.get("Resource").and_then(|r| r.as_str()), Some("*"));
+            }
             serde_yaml_ng::Value::Mapping(m) => {
                 for (k, v) in m {
                     walk(v, k.as_str(), found);

@@ -125,7 +125,10 @@ fn case_partition(status: &str, shard: u32) -> String {
 
 impl EngagementStore for DynamoStore {
     async fn exception_cases(&self, f: &CaseFilter) -> Result<Vec<ExceptionCase>, O2cError> {
-        let statuses: Vec<CaseStatus> = CaseStatus::ALL.into_iter().filter(|st| !f.open_only || st.is_open()).collect();
+        let statuses: Vec<CaseStatus> = match f.status {
+            Some(st) => vec![st],
+            None => CaseStatus::ALL.into_iter().filter(|st| !f.open_only || st.is_open()).collect(),
+        };
         let mut keys = Vec::new();
         for st in statuses {
             for sh in 0..STATUS_SHARDS {
@@ -143,7 +146,7 @@ impl EngagementStore for DynamoStore {
             .into_iter()
             .filter_map(|a| match a.body {
                 // The index is eventually consistent: keep what the item itself says.
-                AggregateBody::ExceptionCase(c) if !f.open_only || c.status.is_open() => Some(c),
+                AggregateBody::ExceptionCase(c) if f.wants(&c) => Some(c),
                 _ => None,
             })
             .collect();

@@ -31,11 +31,13 @@ pub enum ExceptionKind {
     InvoicePostingFailed,
     /// The ERP refused a revenue journal.
     RevenuePostingFailed,
+    /// A system holds something other than o2c says it should (reconciliation).
+    ReconciliationMismatch,
 }
 
 impl ExceptionKind {
     /// Every kind.
-    pub const ALL: [ExceptionKind; 10] = [
+    pub const ALL: [ExceptionKind; 11] = [
         Self::ProvisioningFailed,
         Self::BillingSetupFailed,
         Self::ChangeOrderRequired,
@@ -46,6 +48,7 @@ impl ExceptionKind {
         Self::TaxFailed,
         Self::InvoicePostingFailed,
         Self::RevenuePostingFailed,
+        Self::ReconciliationMismatch,
     ];
 
     /// Wire name (`tax_failed`).
@@ -61,6 +64,7 @@ impl ExceptionKind {
             Self::TaxFailed => "tax_failed",
             Self::InvoicePostingFailed => "invoice_posting_failed",
             Self::RevenuePostingFailed => "revenue_posting_failed",
+            Self::ReconciliationMismatch => "reconciliation_mismatch",
         }
     }
 

@@ -120,6 +120,7 @@ pub mod exceptions;
 pub mod finance;
 pub mod intake;
 pub mod provisioning;
+pub mod reconciliation;
 pub mod revenue;
 
 pub use billing::ProjectActivated;
@@ -136,6 +137,7 @@ pub use finance::{
 };
 pub use intake::{ContractCreated, EngagementRejected};
 pub use provisioning::ProjectProvisioned;
+pub use reconciliation::ReconciliationRequested;
 pub use revenue::{RevenueRecognized, RevenueRunRequested};
 
 /// The one declaration of every event type: its `detail-type` (the variant's name), its
@@ -274,6 +276,8 @@ event_catalog! {
         "Schedule / operator: recognise revenue for an accounting period, for one engagement or every active one.";
     RevenueRecognized => "o2c.revenue", RevenueRecognized, |p| p.engagement_id.clone(),
         "o2c: a revenue journal for an accounting period was posted in the ERP.";
+    ReconciliationRequested => "o2c.scheduler", ReconciliationRequested, |p| p.engagement_id.clone().unwrap_or_else(|| EngagementId::new(FAN_OUT_ENGAGEMENT)),
+        "Schedule / operator: compare what the CRM, PSA and ERP hold with o2c, for one engagement or every active one.";
     ExceptionRaised => "o2c.exceptions", ExceptionRaised, |p| p.engagement_id.clone(),
         "o2c: a step could not complete and needs an operator (failure / exception event).";
     ExceptionActionRequested => "o2c.operator", ExceptionActionRequested, |p| p.engagement_id.clone(),

@@ -5,7 +5,9 @@ use crate::billing::{BillingError, derive_schedule, fixed_contract_value};
 use crate::engagement::{Action, Engagement, EngagementStatus};
 use crate::events::{BusinessEvent, EventType, ExceptionKind, ProjectActivated, ProjectProvisioned};
 use crate::ids::ExceptionId;
+use crate::metrics::{Metric, MetricUnit};
 use crate::model::BillingSchedule;
+use rust_decimal::Decimal;
 
 use super::{
     Command, CommandResult, Decision, Input, Next, ObjectStatus, Outcome, Plan, Purpose, Sequence, Step, StepContext, StepError,
@@ -120,7 +122,11 @@ pub fn billing_activated(
         schedule.time_and_materials_cap
     );
     eng.billing_schedule = Some(schedule.clone());
-    Decision::changed(ctx, eng, vec![event], Action::Activated, summary)
+    // Closed-won to active: the flow's lead time (the dashboard's p95, an alarm on it).
+    let lead = Decimal::from((ctx.now - eng.created_at).num_milliseconds().max(0)) / Decimal::from(1000);
+    let mut d = Decision::changed(ctx, eng, vec![event], Action::Activated, summary);
+    d.metrics.push(Metric::new("ClosedWonToActiveSeconds", MetricUnit::Seconds, lead, &[]));
+    d
 }
 
 /// The ERP refused the schedule permanently.

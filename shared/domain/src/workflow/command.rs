@@ -12,6 +12,7 @@ use crate::engagement::{CrmOpportunityUpdate, Engagement};
 use crate::invoicing::InvoiceDoc;
 use crate::model::{BillingSchedule, ProjectSpec};
 use crate::receivables::{CashReceipt, CrmInvoice};
+use crate::reconciliation::{Observation, Read};
 use crate::revenue::RevenueJournal;
 use crate::tax::{TaxQuote, TaxRequest};
 
@@ -102,6 +103,8 @@ pub enum Command {
     /// Upsert an invoice record (status, amount, open balance) on the CRM account and
     /// opportunity, unless the CRM holds a newer version.
     UpsertCrmInvoice(CrmInvoice),
+    /// Read what a system holds (reconciliation; no side effect).
+    Read(Read),
 }
 
 impl Command {
@@ -112,6 +115,9 @@ impl Command {
             Self::CreateBillingSchedule { .. } | Self::PostInvoice(_) | Self::BookReceipt(_) | Self::PostJournal(_) => System::Erp,
             Self::UpdateOpportunity(_) | Self::UpsertCrmInvoice(_) => System::Crm,
             Self::CalculateTax(_) => System::Tax,
+            Self::Read(Read::Project(system, _)) => *system,
+            Self::Read(Read::Schedule { .. } | Read::Invoice(_)) => System::Erp,
+            Self::Read(Read::Opportunity(_)) => System::Crm,
         }
     }
 
@@ -127,6 +133,10 @@ impl Command {
             Self::BookReceipt(_) => "book_receipt",
             Self::PostJournal(_) => "post_journal",
             Self::UpsertCrmInvoice(_) => "upsert_invoice",
+            Self::Read(Read::Project(..)) => "get_project",
+            Self::Read(Read::Schedule { .. }) => "get_billing_schedule",
+            Self::Read(Read::Invoice(_)) => "get_invoice",
+            Self::Read(Read::Opportunity(_)) => "get_opportunity",
         }
     }
 }
@@ -204,6 +214,8 @@ pub enum CommandResult {
     Tax(TaxQuote),
     /// The system refused permanently.
     Refused(Refusal),
+    /// What a read found.
+    Read(Observation),
 }
 
 impl CommandResult {
@@ -244,6 +256,8 @@ pub enum Purpose {
     PostJournal,
     /// Write invoices to the CRM.
     CrmInvoices,
+    /// Read every system for a reconciliation.
+    Reconcile,
 }
 
 /// Commands to run, and the state to claim atomically with the reservation before them.

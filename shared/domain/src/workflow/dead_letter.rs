@@ -74,8 +74,10 @@ pub fn dead_lettered(current: &Engagement, gave_up: &GaveUp<'_>, ctx: &StepConte
             ex
         }
     };
-    // The write-back announcing its own dead letter would route back to the write-back.
-    let events = if ctx.step == Step::CrmWriteback { vec![] } else { vec![exception_event(ctx, &eng, &ex)] };
+    // The write-back or the exception workflow announcing its own dead letter would route
+    // back to itself (a chain of dead letters in an outage): they stay on the engagement
+    // (the CRM shows them) and in the DLQ, whose alarm fires.
+    let events = if matches!(ctx.step, Step::CrmWriteback | Step::Exceptions) { vec![] } else { vec![exception_event(ctx, &eng, &ex)] };
     let summary = format!("dead-lettered after {receives} deliveries{}", if released { "; provisioning claim released" } else { "" });
     Some(Decision::changed(ctx, eng, events, Action::DeadLettered, summary))
 }

@@ -22,6 +22,8 @@ use crate::events::{
 };
 use crate::exception_case::{Acted, ExceptionCase};
 use crate::ids::EngagementId;
+use crate::metrics::{Metric, MetricUnit};
+use rust_decimal::Decimal;
 
 use super::{Decision, Input, Next, StepContext, StepError, WorkflowStep, resolved_event, step_meta};
 
@@ -51,13 +53,35 @@ impl WorkflowStep for Exceptions {
         let owner = input.event.engagement_id();
         let case = input.others.exception_case(id);
         let eng = input.current.map(|s| s.engagement);
-        Ok(Next::Done(match input.event {
+        let d = match input.event {
             BusinessEvent::ExceptionRaised(e) => on_raised(case, &e.payload, &e.correlation_id, &owner, ctx),
             BusinessEvent::ExceptionResolved(e) => on_resolved(case, eng, &e.payload, &e.correlation_id, &owner, ctx),
             BusinessEvent::ExceptionActionRequested(e) => on_action(case, eng, &e.payload, &owner, ctx)?,
             _ => return Err(StepError::NotConsumed(self.step(), input.event.event_type().detail_type())),
-        }))
+        };
+        Ok(Next::Done(with_metrics(d, case, ctx)))
     }
+}
+
+/// The queue's metrics: cases opened and closed per kind, and how long a case stayed open.
+fn with_metrics(mut d: Decision, before: Option<&ExceptionCase>, ctx: &StepContext<'_>) -> Decision {
+    let after = d.others.iter().find_map(|b| match b {
+        AggregateBody::ExceptionCase(c) => Some(c),
+        _ => None,
+    });
+    let Some(after) = after else { return d };
+    let was_open = before.is_some_and(|c| c.status.is_open());
+    let kind = after.kind.as_str();
+    if after.status.is_open() && !was_open {
+        d.metrics.push(Metric::new("ExceptionsOpened", MetricUnit::Count, Decimal::ONE, &[("Kind", kind)]));
+    }
+    if !after.status.is_open() && (was_open || before.is_none()) {
+        let outcome = after.status.as_str();
+        let age = Decimal::from((ctx.now - after.first_raised_at).num_seconds().max(0));
+        d.metrics.push(Metric::new("ExceptionsClosed", MetricUnit::Count, Decimal::ONE, &[("Kind", kind), ("Outcome", outcome)]));
+        d.metrics.push(Metric::new("ExceptionOpenSeconds", MetricUnit::Seconds, age, &[("Kind", kind)]));
+    }
+    d
 }
 
 fn with_case(d: Decision, case: ExceptionCase) -> Decision {
@@ -167,10 +191,11 @@ fn on_action(
                     format!("{} is not an event this build reads", source.detail_type),
                 )]));
             };
+            // Per case: two cases raised by one event retry under different keys.
             let key = if c.kind == ExceptionKind::DeadLettered {
                 source.idempotency_key.clone()
             } else {
-                format!("{}#retry-{attempt}", source.idempotency_key)
+                format!("{}#retry-{}-{attempt}", source.idempotency_key, c.exception_id)
             };
             let retry = redriven(t, &c, &source, payload, key, attempt, ctx);
             let summary = format!("{} retry {attempt}: {} {} re-driven", p.exception_id, source.detail_type, source.event_id);
@@ -186,6 +211,8 @@ fn on_action(
             let event = match record {
                 Some(x) => {
                     x.close(ctx.now, format!("{} by {}: {}", r.outcome.as_str(), p.actor, r.reason));
+                    // The record may be a later occurrence than the case has seen yet.
+                    c.seen_occurrence(x.raised_at);
                     resolved_event(ctx, owner, x, r.outcome, Some(p.actor.clone()), r.reason.clone())
                 }
                 None => resolved_payload_event(ctx, owner, &c, r.outcome, &p.actor, &r.reason),
@@ -211,7 +238,7 @@ fn resolved_payload_event(
     ctx.emit(
         EventType::ExceptionResolved,
         owner,
-        format!("exception-resolved:{}:{}", c.exception_id, c.raised_at.timestamp_millis()),
+        format!("exception-resolved:{}:{}:{}", c.exception_id, c.raised_at.timestamp_millis(), outcome.as_str()),
         &ExceptionResolved {
             exception_id: c.exception_id.clone(),
             engagement_id: c.engagement_id.clone(),

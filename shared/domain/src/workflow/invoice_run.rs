@@ -168,7 +168,7 @@ impl WorkflowStep for InvoiceRun {
                 "line {line}: {held} of approved work is held back by its not-to-exceed cap (draft {invoice_id}); a change order raises the cap"
             );
             let id = ExceptionId::cap_exceeded(&eng.engagement_id, line);
-            let stake = Stake { amount: Some(*held), caused_by: Vec::new() };
+            let stake = Stake { amount: Some(*held), caused_by: vec![draft.invoice.requested_by.clone()] };
             if let Some(ev) = raise_or_refresh(&mut eng, ctx, id, ExceptionKind::CapExceeded, message, stake) {
                 events.push(ev);
                 changed = true;

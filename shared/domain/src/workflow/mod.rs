@@ -14,7 +14,7 @@
 //!
 //! Layout: [`command`] (commands and results), [`intake`], [`provision`],
 //! [`billing_setup`], [`crm_writeback`], [`delivery_intake`], [`invoice_run`],
-//! [`invoice_approval`], [`invoice_posting`], [`cash_application`], [`crm_invoice_sync`], [`revenue_recognition`], [`exceptions`] (one file per step),
+//! [`invoice_approval`], [`invoice_posting`], [`cash_application`], [`crm_invoice_sync`], [`revenue_recognition`], [`exceptions`], [`reconciliation`] (one file per step),
 //! [`dead_letter`] (what a message that exhausted its receives leaves on its engagement).
 
 pub mod billing_setup;
@@ -30,6 +30,7 @@ pub mod invoice_approval;
 pub mod invoice_posting;
 pub mod invoice_run;
 pub mod provision;
+pub mod reconciliation;
 pub mod revenue_recognition;
 
 use crate::ids::{EngagementId, ExceptionId};
@@ -59,6 +60,7 @@ pub use invoice_approval::InvoiceApproval;
 pub use invoice_posting::InvoicePosting;
 pub use invoice_run::InvoiceRun;
 pub use provision::Provision;
+pub use reconciliation::Reconciliation;
 pub use revenue_recognition::RevenueRecognition;
 
 /// A workflow step = one Lambda function (binary) = one queue.
@@ -89,11 +91,13 @@ pub enum Step {
     CrmInvoiceSync,
     /// Exceptions raised, worked by operators, closed → exception cases.
     Exceptions,
+    /// What each system holds against o2c → reconciliation report and exception.
+    Reconciliation,
 }
 
 impl Step {
     /// Every step.
-    pub const ALL: [Step; 12] = [
+    pub const ALL: [Step; 13] = [
         Step::Intake,
         Step::Provision,
         Step::BillingSetup,
@@ -106,6 +110,7 @@ impl Step {
         Step::RevenueRecognition,
         Step::CrmInvoiceSync,
         Step::Exceptions,
+        Step::Reconciliation,
     ];
 
     /// Function / binary name.
@@ -123,6 +128,7 @@ impl Step {
             Self::RevenueRecognition => "revenue-recognition",
             Self::CrmInvoiceSync => "crm-invoice-sync",
             Self::Exceptions => "exceptions",
+            Self::Reconciliation => "reconciliation",
         }
     }
 
@@ -146,6 +152,7 @@ impl Step {
             Self::RevenueRecognition => &RevenueRecognition,
             Self::CrmInvoiceSync => &CrmInvoiceSync,
             Self::Exceptions => &Exceptions,
+            Self::Reconciliation => &Reconciliation,
         }
     }
 
@@ -612,7 +619,9 @@ pub(crate) fn resolved_event(
     ctx.emit(
         EventType::ExceptionResolved,
         eng_id,
-        format!("exception-resolved:{}:{}", ex.exception_id, ex.raised_at.timestamp_millis()),
+        // The outcome is part of the identity: a clearing and an operator's resolution of one
+        // occurrence are two different events, never a payload conflict on one key.
+        format!("exception-resolved:{}:{}:{}", ex.exception_id, ex.raised_at.timestamp_millis(), outcome.as_str()),
         &ExceptionResolved {
             exception_id: ex.exception_id.clone(),
             engagement_id: eng_id.clone(),

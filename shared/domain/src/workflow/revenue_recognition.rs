@@ -231,7 +231,11 @@ impl WorkflowStep for RevenueRecognition {
                 let message = format!("the ERP refused revenue journal {} for {}: {}", journal.journal_id, journal.period, r.reason());
                 let mut events = Vec::new();
                 let changed = with_engagement(eng, |e| {
-                    let stake = Stake { amount: Some(journal.total), caused_by: Vec::new() };
+                    let requested_by = match done.event {
+                        BusinessEvent::RevenueRunRequested(r) => vec![r.payload.requested_by.clone()],
+                        _ => Vec::new(),
+                    };
+                    let stake = Stake { amount: Some(journal.total), caused_by: requested_by };
                     events.extend(raise_or_refresh(
                         e,
                         ctx,

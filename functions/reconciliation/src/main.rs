@@ -1,0 +1,6 @@
+//! Lambda function `reconciliation`: the reconciliation step behind its SQS queue (see `infra/template.yaml`).
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    o2c_aws::lambda::run_step(o2c_app::Step::Reconciliation).await
+}

@@ -1,0 +1,165 @@
+//! Reconciliation: reads what the PSA, the ERP and the CRM hold for an engagement through
+//! their connectors (never o2c's own copy), compares it field by field with what o2c says
+//! they should hold ([`crate::reconciliation::compare`]), keeps the report
+//! (`ENG#<id>` / `RECON`) and raises — or refreshes, or clears — one
+//! `reconciliation_mismatch` exception listing every difference with both sides' values.
+//! A request without an engagement fans out to every active one (daily schedule).
+//!
+//! Read-only towards the systems: a redelivery reads again and compares again; the report
+//! and the exception converge on what the systems hold now.
+
+use crate::aggregate::{AggregateBody, AggregateKey, AggregateKind, Load};
+use crate::engagement::Action;
+use crate::events::{BusinessEvent, EventType, ExceptionKind, ReconciliationRequested};
+use crate::ids::{EngagementId, ExceptionId};
+use crate::metrics::{Metric, MetricUnit};
+use crate::reconciliation::{Mismatch, Observation, Observed, Read, ReconciliationReport, compare, reads};
+
+use super::{
+    Command, CommandResult, Input, Next, Outcome, Plan, Purpose, Sequence, Stake, StepContext, StepError, WorkflowStep, close_exception,
+    decision, planned_on, raise_or_refresh, step_meta, with_engagement,
+};
+
+/// The reconciliation step.
+pub struct Reconciliation;
+
+/// The most mismatches an exception message lists (the report keeps them all).
+const LISTED: usize = 8;
+
+impl WorkflowStep for Reconciliation {
+    step_meta!(Reconciliation, [ReconciliationRequested]);
+
+    fn loads(&self, event: &BusinessEvent) -> Vec<Load> {
+        let id = event.engagement_id();
+        vec![Load::All { kind: AggregateKind::Invoice, owner: id.to_string() }, Load::Key(AggregateKey::reconciliation(&id))]
+    }
+
+    fn decide(&self, input: &Input<'_>, _: &StepContext<'_>) -> Result<Next, StepError> {
+        let BusinessEvent::ReconciliationRequested(_) = input.event else {
+            return Err(StepError::NotConsumed(self.step(), input.event.event_type().detail_type()));
+        };
+        let id = input.event.engagement_id();
+        let Some(s) = input.current else {
+            return Err(StepError::Rejected(vec![crate::events::Issue::new(
+                "engagement_id",
+                "unknown_engagement",
+                format!("no engagement {id} to reconcile"),
+            )]));
+        };
+        let invoices = input.others.invoices();
+        let commands: Vec<Command> = reads(s.engagement, &invoices).into_iter().map(command).collect();
+        Ok(Next::Run(Plan::new(Purpose::Reconcile, commands, Sequence::All)))
+    }
+
+    fn finalize(&self, done: &Outcome<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
+        let BusinessEvent::ReconciliationRequested(req) = done.event else {
+            return Err(StepError::NotConsumed(self.step(), done.event.event_type().detail_type()));
+        };
+        let eng = planned_on(done, self.step())?;
+        let mut seen = Observed::default();
+        let mut unreadable = Vec::new();
+        for (cmd, result) in done.plan.commands.iter().zip(done.results) {
+            let o = match result {
+                CommandResult::Read(o) => o,
+                CommandResult::Refused(r) => {
+                    // The system would not answer the read: a break in itself.
+                    unreadable.push(Mismatch {
+                        system: cmd.system(),
+                        object: format!("{cmd:?}").chars().take(120).collect(),
+                        field: "readable".into(),
+                        o2c: "yes".into(),
+                        system_value: format!("refused: {}", r.reason()),
+                    });
+                    continue;
+                }
+                other => return Err(StepError::UnexpectedResults(self.step(), format!("{cmd:?} answered {other:?}"))),
+            };
+            match (cmd, o.clone()) {
+                (Command::Read(Read::Project(crate::workflow::System::Psa, _)), Observation::Project(p)) => seen.psa = Some(p),
+                (Command::Read(Read::Project(_, _)), Observation::Project(p)) => seen.erp = Some(p),
+                (Command::Read(Read::Schedule { .. }), Observation::Schedule(s)) => seen.schedule = Some(s),
+                (Command::Read(Read::Invoice(n)), Observation::Invoice(i)) => seen.invoices.push((n.clone(), i)),
+                (Command::Read(Read::Opportunity(_)), Observation::Opportunity(o)) => seen.crm = Some(o),
+                (c, o) => return Err(StepError::UnexpectedResults(self.step(), format!("{c:?} answered {o:?}"))),
+            }
+        }
+        let invoices = done.others.invoices();
+        let (checked, mut mismatches) = compare(eng, &invoices, &seen);
+        mismatches.extend(unreadable);
+        let report = ReconciliationReport {
+            engagement_id: eng.engagement_id.clone(),
+            run_id: req.payload.run_id.clone(),
+            at: ctx.now,
+            checked,
+            mismatches,
+        };
+        let exception_id = ExceptionId::reconciliation(&eng.engagement_id);
+        let mut events = Vec::new();
+        let (action, summary, changed) = if report.is_clean() {
+            let summary = format!("{} object(s) agree in every system", report.checked.len());
+            let changed = with_engagement(Some(eng), |e| close_exception(e, &exception_id, ctx.now, "every system agrees again"));
+            (Action::Reconciled, summary, changed)
+        } else {
+            let mut listed: Vec<String> = report.mismatches.iter().take(LISTED).map(ToString::to_string).collect();
+            if report.mismatches.len() > LISTED {
+                listed.push(format!("… {} more (o2c reconcile --engagement {})", report.mismatches.len() - LISTED, eng.engagement_id));
+            }
+            let message = format!("{} mismatch(es): {}", report.mismatches.len(), listed.join("; "));
+            let stake = Stake { amount: eng.contract.as_ref().map(|c| c.total_value), caused_by: Vec::new() };
+            let changed = with_engagement(Some(eng), |e| {
+                events.extend(raise_or_refresh(
+                    e,
+                    ctx,
+                    exception_id.clone(),
+                    ExceptionKind::ReconciliationMismatch,
+                    message.clone(),
+                    stake,
+                ));
+                !events.is_empty()
+            });
+            (Action::ReconciliationMismatch, message, changed)
+        };
+        let mut metrics: Vec<Metric> = Vec::new();
+        for system in ["crm", "psa", "erp"] {
+            let n = report.mismatches.iter().filter(|m| m.system.as_str() == system).count();
+            metrics.push(Metric::new("ReconciliationMismatches", MetricUnit::Count, n.into(), &[("System", system)]));
+        }
+        let mut d = decision(ctx, &eng.engagement_id, changed, events, action, summary).with(AggregateBody::Reconciliation(report));
+        d.metrics = metrics;
+        Ok(Next::Done(d))
+    }
+}
+
+fn command(r: Read) -> Command {
+    Command::Read(r)
+}
+
+/// The fanned-out requests of a run without an engagement: one per engagement of `page`,
+/// and a continuation after the page's last when there are more.
+pub fn fan_out(
+    req: &ReconciliationRequested,
+    page: &[EngagementId],
+    more: bool,
+    ctx: &StepContext<'_>,
+) -> Vec<crate::events::OutgoingEvent> {
+    let mut events: Vec<_> = page
+        .iter()
+        .map(|id| {
+            ctx.emit(
+                EventType::ReconciliationRequested,
+                id,
+                format!("reconciliation:{}:{id}", req.run_id),
+                &ReconciliationRequested { engagement_id: Some(id.clone()), after: None, ..req.clone() },
+            )
+        })
+        .collect();
+    if more && let Some(last) = page.last() {
+        events.push(ctx.emit(
+            EventType::ReconciliationRequested,
+            crate::events::FAN_OUT_ENGAGEMENT,
+            format!("reconciliation:{}:after:{last}", req.run_id),
+            &ReconciliationRequested { engagement_id: None, after: Some(last.to_string()), ..req.clone() },
+        ));
+    }
+    events
+}
