@@ -94,8 +94,13 @@ enum Cmd {
     /// Run the seed scenario end to end on a fresh temporary store and print every step.
     Demo(commands::demo::Args),
     /// Feed event files (EventBridge events, PutEvents entries/requests or SQS events;
-    /// JSON or JSON Lines) into the embedded runtime and process until every queue is empty.
+    /// JSON or JSON Lines) into the embedded runtime and process until every queue is empty;
+    /// without files (`o2c drain`), process what is already queued.
+    #[command(alias = "drain")]
     Run(commands::run::Args),
+    /// Resubmit recorded events by event id or correlation id (the archive, parked
+    /// rejections, exception cases), keeping their correlation id, under a fresh key.
+    Resubmit(commands::resubmit::Args),
     /// Embedded: serve `POST /v1/events` (PutEvents-shaped) and process in the background.
     /// AWS: run every function of the template locally against the stage's queues, with
     /// the event source mapping's semantics (the Docker-free way to run the chain on AWS).
@@ -233,6 +238,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Demo(a) => commands::demo::run(a).await,
         Cmd::Run(a) => commands::run::run(a).await,
+        Cmd::Resubmit(a) => commands::resubmit::run(a).await,
         Cmd::Serve(a) => commands::serve::run(a).await,
         Cmd::Send(a) => commands::send::run(a).await,
         Cmd::Status(a) => commands::status::run(a).await,

@@ -510,3 +510,35 @@ fn when_a_system_is_edited_behind_o2cs_back_should_reconcile_to_a_report_with_bo
     let s = text(&run(&["exceptions", "list", "--db", db, "--kind", "reconciliation_mismatch"]).stdout);
     assert!(s.contains("reconciliation_mismatch"), "{s}");
 }
+
+#[test]
+fn when_an_event_arrived_too_early_should_resubmit_it_by_event_id_keeping_its_correlation_and_drain_the_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let db = db.to_str().unwrap();
+    let sample = |s: &str| repo(&format!("events/samples/{s}.v1.json"));
+    // The PSA reports the milestone before the engagement is active: refused, parked.
+    assert!(run(&["run", "--db", db, sample("ContractApproved").to_str().unwrap()]).status.success());
+    assert!(run(&["run", "--db", db, sample("MilestoneCompleted").to_str().unwrap()]).status.success());
+    assert!(run(&["run", "--db", db, sample("OpportunityClosedWon").to_str().unwrap()]).status.success());
+    let milestone: Value = serde_json::from_str(&std::fs::read_to_string(sample("MilestoneCompleted")).unwrap()).unwrap();
+    let (id, correlation) = (milestone["detail"]["event_id"].as_str().unwrap(), milestone["detail"]["correlation_id"].as_str().unwrap());
+    let s = text(&run(&["status", "--db", db, "0068d00000GLBX01"]).stdout);
+    assert!(!s.contains("L1-MOBILIZE completed"), "{s}");
+
+    let out = run(&["resubmit", "--db", db, "--event-id", id, "--dry-run"]);
+    let listed = text(&out.stdout);
+    assert!(out.status.success() && listed.lines().count() == 1, "{listed}{}", text(&out.stderr));
+    assert!(listed.contains("#resubmit-") && listed.contains(&format!("correlation {correlation}")), "{listed}");
+    let out = run(&["resubmit", "--db", db, "--event-id", id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&run(&["status", "--db", db, "0068d00000GLBX01"]).stdout);
+    assert!(s.contains("L1-MOBILIZE completed 2027-02-26"), "{s}");
+    // Under its original key it is a redelivery: the refusal stands, nothing changes.
+    assert!(run(&["resubmit", "--db", db, "--event-id", id, "--same-key"]).status.success());
+    assert_eq!(run(&["resubmit", "--db", db, "--event-id", "no-such-event"]).status.code(), Some(1));
+    assert_eq!(run(&["resubmit", "--db", db]).status.code(), Some(2), "an event id or a correlation id is required");
+    // Nothing left queued: drain processes nothing and says so.
+    let out = run(&["drain", "--db", db]);
+    assert!(out.status.success() && text(&out.stdout).contains("accepted 0 event(s)"), "{}{}", text(&out.stdout), text(&out.stderr));
+}

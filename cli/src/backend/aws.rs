@@ -102,7 +102,21 @@ impl Backend for Aws {
     }
 
     async fn redrive(&self, dlq: &str, limit: usize, progress: &(dyn Fn(usize) + Sync)) -> Result<(usize, String)> {
-        let Some(source) = self.topo.source_of_dlq(dlq) else { bail!("{dlq} is not the DLQ of any queue") };
+        let Some(source) = self.topo.source_of_dlq(dlq) else {
+            if !self.topo.is_dlq(dlq) {
+                bail!("{dlq} is not a dead-letter queue of the template");
+            }
+            // A rule target's delivery DLQ: its messages are events, published again.
+            let deployed = self.deployed().await?;
+            let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+            let bus =
+                o2c_aws::eventbridge::EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&self.sdk), deployed.bus_name.clone());
+            let (moved, kept) = ops::redrive_to_bus(&sqs, &deployed.queue_urls[dlq], &bus, limit, progress).await?;
+            if kept > 0 {
+                eprintln!("o2c: {kept} message(s) in {dlq} are not events and stay there");
+            }
+            return Ok((moved, format!("the bus {}", deployed.bus_name)));
+        };
         let deployed = self.deployed().await?;
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
         let (dlq_url, src_url) = (&deployed.queue_urls[dlq], &deployed.queue_urls[&source.logical_id]);

@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod reference;
 pub mod rejections;
 pub mod replay;
+pub mod resubmit;
 pub mod revenue;
 pub mod run;
 pub mod send;

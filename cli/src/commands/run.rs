@@ -1,5 +1,5 @@
-//! `o2c run`: feed event files into the embedded runtime and process until every queue is
-//! empty.
+//! `o2c run` (and `o2c drain`, without files): feed event files into the embedded runtime
+//! and process until every queue is empty.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,8 +30,8 @@ pub struct Args {
     /// Give up when queues are not empty after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
-    /// Event files.
-    #[arg(required = true)]
+    /// Event files; none: process what is already queued (after a redrive, a resubmit to a
+    /// stopped server, a crash) — what `o2c drain` does.
     files: Vec<PathBuf>,
 }
 

@@ -26,12 +26,14 @@ pub struct EventBridgePublisher {
     requests: Arc<AtomicU64>,
 }
 
-fn to_sdk(e: &PutEventsEntry) -> PutEventsRequestEntry {
+/// The SDK entry; an entry that names no bus goes to `bus` (the stage's), never to the
+/// account's default bus.
+fn to_sdk(e: &PutEventsEntry, bus: &str) -> PutEventsRequestEntry {
     PutEventsRequestEntry::builder()
         .set_source(e.source.clone())
         .set_detail_type(e.detail_type.clone())
         .set_detail(e.detail.clone())
-        .set_event_bus_name(e.event_bus_name.clone())
+        .event_bus_name(e.event_bus_name.clone().unwrap_or_else(|| bus.to_owned()))
         .set_resources(e.resources.clone())
         .set_time(e.time.map(|t| aws_smithy_types::DateTime::from_millis(t.timestamp_millis())))
         .build()
@@ -76,7 +78,7 @@ impl EventBridgePublisher {
                 let out = self
                     .client
                     .put_events()
-                    .set_entries(Some(chunk.iter().map(|i| to_sdk(&entries[*i])).collect()))
+                    .set_entries(Some(chunk.iter().map(|i| to_sdk(&entries[*i], &self.bus_name)).collect()))
                     .send()
                     .await
                     .map_err(|e| O2cError::dependency("eventbridge", format!("{e:?}").chars().take(400).collect::<String>()))?;

@@ -135,6 +135,58 @@ pub async fn redrive(
     Ok(moved)
 }
 
+/// Publishes up to `limit` events EventBridge could not deliver (a rule target's
+/// `DeadLetterConfig` queue holds the event itself) back onto the bus with `PutEvents`, then
+/// deletes them: an SQS resend would bypass the rules. The rules route each to its targets
+/// again; the handlers' idempotency absorbs an event a target had received after all. A
+/// body that is not an event stays in the queue (made visible again) and is counted in
+/// the second number.
+pub async fn redrive_to_bus(
+    sqs: &Client,
+    dlq_url: &str,
+    bus: &crate::eventbridge::EventBridgePublisher,
+    limit: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<(usize, usize), O2cError> {
+    let mut moved = 0;
+    let mut empty_polls = 0;
+    // Bodies that are not events: left in the queue, seen once each (a batch holding only
+    // those ends the run instead of receiving them forever).
+    let mut kept = std::collections::HashSet::new();
+    while moved < limit && empty_polls < 2 {
+        let messages = receive(sqs, dlq_url, 60).await?;
+        if messages.is_empty() {
+            empty_polls += 1;
+            continue;
+        }
+        let mut progressed = false;
+        for m in &messages {
+            let handle = m.receipt_handle().unwrap_or_default();
+            let entries = serde_json::from_str::<serde_json::Value>(m.body().unwrap_or_default())
+                .ok()
+                .and_then(|v| o2c_app::bus::entries_from_json(&v).ok())
+                .filter(|e| e.len() == 1);
+            match entries {
+                Some(entries) if moved < limit => {
+                    bus.put_entries(&entries).await?;
+                    sqs.delete_message().queue_url(dlq_url).receipt_handle(handle).send().await.map_err(|e| dep("sqs", e))?;
+                    moved += 1;
+                    progressed = true;
+                    progress(moved);
+                }
+                other => {
+                    if other.is_none() && kept.insert(m.message_id().unwrap_or_default().to_owned()) {
+                        progressed = true;
+                    }
+                    let _ = sqs.change_message_visibility().queue_url(dlq_url).receipt_handle(handle).visibility_timeout(0).send().await;
+                }
+            }
+        }
+        empty_polls = if progressed { 0 } else { empty_polls + 1 };
+    }
+    Ok((moved, kept.len()))
+}
+
 /// Approximate number of messages in a queue.
 pub async fn depth(sqs: &Client, url: &str) -> Result<(u64, u64), O2cError> {
     let out = sqs

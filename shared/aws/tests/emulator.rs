@@ -774,3 +774,21 @@ async fn when_connectors_speak_http_should_tax_and_post_invoices_through_the_sys
     let journals = st.sims.journals().await.unwrap();
     assert_eq!((journals.len(), journals[0].journal.period.to_string()), (1, "2027-03".to_owned()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_bus_delivery_dlq_is_redriven_on_aws_should_put_its_events_on_the_bus_again_and_keep_the_rest() {
+    let st = Stage::with(fast()).await;
+    let sqs = aws_sdk_sqs::Client::new(&st.sdk);
+    let dlq = st.deployed.queue_urls["EventDeliveryDLQ"].clone();
+    // What EventBridge sends to a target's DeadLetterConfig: the event itself.
+    sqs.send_message().queue_url(&dlq).message_body(read_sample("OpportunityClosedWon").to_string()).send().await.unwrap();
+    sqs.send_message().queue_url(&dlq).message_body("not an event").send().await.unwrap();
+    let bus = o2c_aws::eventbridge::EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&st.sdk), st.deployed.bus_name.clone());
+    let (moved, kept) = o2c_aws::ops::redrive_to_bus(&sqs, &dlq, &bus, 10, |_| ()).await.unwrap();
+    assert_eq!((moved, kept), (1, 1));
+    let created = || async { st.platform().store.load(GLOBEX).await.unwrap().is_some() };
+    st.run_until(Duration::from_secs(60), created).await;
+    assert!(st.platform().store.load(GLOBEX).await.unwrap().is_some(), "the rules routed the event to intake");
+    let (visible, in_flight) = o2c_aws::ops::depth(&sqs, &dlq).await.unwrap();
+    assert_eq!(visible + in_flight, 1, "what is not an event stays for an operator");
+}

@@ -91,6 +91,9 @@ pub struct QueueMessage {
     pub detail_type: Option<String>,
     /// `detail.event_id`.
     pub event_id: Option<String>,
+    /// The body, verbatim.
+    #[serde(skip)]
+    pub body: String,
 }
 
 /// Depth of a queue.
@@ -467,6 +470,7 @@ impl LocalBus {
                         last_error: err,
                         detail_type: v.get("detail-type").and_then(|x| x.as_str()).map(str::to_owned),
                         event_id: v.pointer("/detail/event_id").and_then(|x| x.as_str()).map(str::to_owned),
+                        body,
                     })
                 })
                 .collect()
@@ -477,9 +481,16 @@ impl LocalBus {
     /// Moves up to `limit` messages from a DLQ back to the queue they came from, with a
     /// fresh receive count (what `StartMessageMoveTask` does).
     pub async fn redrive(&self, dlq: &str, limit: usize) -> Result<usize, O2cError> {
-        let source = self.topology.source_of_dlq(dlq).map(|q| q.logical_id.clone()).ok_or_else(|| {
-            O2cError::Validation(vec![o2c_domain::events::Issue::new("queue", "not_a_dlq", format!("{dlq} is not the DLQ of any queue"))])
-        })?;
+        let Some(source) = self.topology.source_of_dlq(dlq).map(|q| q.logical_id.clone()) else {
+            if self.topology.is_dlq(dlq) {
+                return self.redrive_to_bus(dlq, limit).await;
+            }
+            return Err(O2cError::Validation(vec![o2c_domain::events::Issue::new(
+                "queue",
+                "not_a_dlq",
+                format!("{dlq} is not a dead-letter queue of the template"),
+            )]));
+        };
         let dlq = dlq.to_owned();
         let now = self.db.now_ms();
         let moved = self
@@ -495,6 +506,45 @@ impl LocalBus {
             .await?;
         self.notify.notify_waiters();
         Ok(moved)
+    }
+
+    /// A rule target's delivery DLQ holds events, not queue messages: each is published on
+    /// the bus again (the rules route it) and removed; a body that is not an event stays.
+    async fn redrive_to_bus(&self, dlq: &str, limit: usize) -> Result<usize, O2cError> {
+        let mut moved = 0;
+        for m in self.list(dlq, limit).await? {
+            let Some(entries) = serde_json::from_str::<serde_json::Value>(&m.body)
+                .ok()
+                .and_then(|v| o2c_app::bus::entries_from_json(&v).ok())
+                .filter(|e| e.len() == 1)
+            else {
+                continue;
+            };
+            let resp = self.put_events(entries).await?;
+            if resp.failed_entry_count == 0 {
+                self.delete(vec![m.message_id.clone()]).await?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Sends `body` to `queue` as a new message (what EventBridge does when it dead-letters
+    /// an event it could not deliver; tests and tools).
+    pub async fn send_to(&self, queue: &str, body: &str) -> Result<(), O2cError> {
+        let (now, id, queue, body) = (self.db.now_ms(), self.db.new_id(), queue.to_owned(), body.to_owned());
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO messages (message_id, queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                    params![id, queue, body, now],
+                )
+                .map(|_| ())
+                .map_err(db_err)
+            })
+            .await?;
+        self.notify.notify_waiters();
+        Ok(())
     }
 
     /// Archived events, oldest first (the embedded counterpart of an EventBridge archive).
