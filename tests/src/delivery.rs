@@ -135,3 +135,8 @@ pub fn revenue_run(run_id: &str, period: &str, eng: Option<&str>) -> Event {
     let key = format!("revenue-run:{run_id}:{}", eng.unwrap_or("*"));
     ("o2c.scheduler", "RevenueRunRequested", envelope(&key, &format!("run-{run_id}"), Some(&key), payload))
 }
+
+/// `resource`'s week of 8 h days on line 1 (11–15 January 2027), entries `<prefix>-<day>`.
+pub fn week(resource: &str, role: &str, prefix: &str) -> Vec<Time> {
+    (11..=15).map(|d| Time::new(&format!("{prefix}-{d}"), resource, role, "1", &format!("2027-01-{d}"), "8")).collect()
+}

@@ -248,3 +248,18 @@ pub async fn active_globex(h: &Harness, opp: &str) -> (String, String) {
     assert_eq!(e.status, o2c_domain::engagement::EngagementStatus::Active);
     (eng.clone(), e.psa_project_id.clone().expect("a PSA project"))
 }
+
+/// An Asia engagement whose first invoice (a director's week) the ERP refused once — its
+/// period was closed. Returns the harness and the engagement.
+pub async fn erp_refused_first_invoice(opp: &str) -> (Harness, String) {
+    use o2c_embedded::sim::{Fault, System};
+    let h = Harness::new().await;
+    let (eng, project) = active_asia(&h, opp).await;
+    h.send(delivery::week("EMP-1", "DIRECTOR", "TE-D").iter().map(|t| t.event(&eng, &project)).collect()).await;
+    h.settle().await;
+    let refusal = Fault::Rejected { status: 400, code: "INVALID_FLD_VALUE".into(), message: "Accounting period Jan 2027 is closed".into() };
+    h.rt.sims().inject(System::Erp, "post_invoice", refusal, Some(1)).await.expect("fault");
+    h.send(vec![delivery::invoice_run("R-1", "2027-01-31", Some(&eng), false, "U-BILL-01")]).await;
+    h.settle().await;
+    (h, eng)
+}

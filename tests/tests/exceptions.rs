@@ -11,8 +11,10 @@ use o2c_domain::events::{ExceptionAction, ExceptionKind};
 use o2c_domain::exception_case::{CaseStatus, ExceptionCase};
 use o2c_domain::invoicing::InvoiceStatus;
 use o2c_embedded::sim::{Fault, System};
-use o2c_tests::delivery::{Time, decision, invoice_run, milestone};
-use o2c_tests::{Harness, active_asia, active_globex, asia_payload, closed_won, contract_approved, envelope, globex_payload};
+use o2c_tests::delivery::{decision, invoice_run, milestone};
+use o2c_tests::{
+    Harness, active_asia, active_globex, asia_payload, closed_won, contract_approved, envelope, erp_refused_first_invoice, globex_payload,
+};
 use serde_json::{Value, json};
 
 async fn case(h: &Harness, id: &str) -> ExceptionCase {
@@ -42,31 +44,14 @@ async fn crm_status(h: &Harness, opp: &str) -> (String, Option<String>) {
     (crm.sync_status, crm.last_error)
 }
 
-fn week(resource: &str, role: &str, prefix: &str) -> Vec<Time> {
-    (11..=15).map(|d| Time::new(&format!("{prefix}-{d}"), resource, role, "1", &format!("2027-01-{d}"), "8")).collect()
-}
-
 async fn invoice_status(h: &Harness, eng: &str) -> Vec<(InvoiceStatus, Option<String>)> {
     let loaded = h.rt.store().load_all(AggregateKind::Invoice, eng).await.unwrap();
     loaded.invoices().into_iter().map(|i| (i.status, i.number.clone())).collect()
 }
 
-/// An Asia engagement whose first invoice the ERP refused once (its period was closed).
-async fn posting_refused(opp: &str) -> (Harness, String) {
-    let h = Harness::new().await;
-    let (eng, project) = active_asia(&h, opp).await;
-    h.send(week("EMP-1", "DIRECTOR", "TE-D").iter().map(|t| t.event(&eng, &project)).collect()).await;
-    h.settle().await;
-    let refusal = Fault::Rejected { status: 400, code: "INVALID_FLD_VALUE".into(), message: "Accounting period Jan 2027 is closed".into() };
-    h.rt.sims().inject(System::Erp, "post_invoice", refusal, Some(1)).await.unwrap();
-    h.send(vec![invoice_run("R-1", "2027-01-31", Some(&eng), false, "U-BILL-01")]).await;
-    h.settle().await;
-    (h, eng)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_step_raises_an_exception_should_open_a_case_with_what_where_money_correlation_and_source() {
-    let (h, eng) = posting_refused("0068d00000EXC001").await;
+    let (h, eng) = erp_refused_first_invoice("0068d00000EXC001").await;
     let c = one_case(&h, ExceptionKind::InvoicePostingFailed).await;
     assert_eq!(c.status, CaseStatus::Open);
     assert_eq!(c.step, "invoice-posting");
@@ -106,7 +91,7 @@ async fn when_a_step_raises_an_exception_should_open_a_case_with_what_where_mone
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_an_operator_assigns_and_comments_should_record_both_with_actor_and_keep_the_case_open() {
-    let (h, _) = posting_refused("0068d00000EXC002").await;
+    let (h, _) = erp_refused_first_invoice("0068d00000EXC002").await;
     let c = one_case(&h, ExceptionKind::InvoicePostingFailed).await;
     h.send(vec![act(&c, 1, "U-OPS-01", ExceptionAction::Assign { assignee: "U-AR-02".into() })]).await;
     h.settle().await;
@@ -231,7 +216,7 @@ async fn when_an_operator_waives_an_operational_exception_should_close_it_on_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_an_operator_retries_after_the_fix_should_redrive_the_source_event_under_its_correlation_and_close_on_success() {
     let opp = "0068d00000EXC005";
-    let (h, eng) = posting_refused(opp).await;
+    let (h, eng) = erp_refused_first_invoice(opp).await;
     let c = one_case(&h, ExceptionKind::InvoicePostingFailed).await;
     assert_eq!(invoice_status(&h, &eng).await[0].0, InvoiceStatus::PostingFailed);
     // The ERP period reopened (the injected refusal was for one call): retry.

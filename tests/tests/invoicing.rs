@@ -8,14 +8,10 @@ use o2c_domain::aggregate::AggregateKind;
 use o2c_domain::delivery::WipShard;
 use o2c_domain::invoicing::{InvoiceDoc, InvoiceStatus, Ledger, LineKind};
 use o2c_embedded::sim::{Fault, System};
-use o2c_tests::delivery::{Time, assigned, decision, expense, invoice_run, milestone};
-use o2c_tests::{Harness, active_asia, active_globex};
+use o2c_tests::delivery::{Time, assigned, decision, expense, invoice_run, milestone, week};
+use o2c_tests::{Harness, active_asia, active_globex, erp_refused_first_invoice};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
-
-fn week(resource: &str, role: &str, prefix: &str) -> Vec<Time> {
-    (11..=15).map(|d| Time::new(&format!("{prefix}-{d}"), resource, role, "1", &format!("2027-01-{d}"), "8")).collect()
-}
 
 async fn invoices(h: &Harness, eng: &str) -> Vec<InvoiceDoc> {
     let loaded = h.rt.store().load_all(AggregateKind::Invoice, eng).await.unwrap();
@@ -305,23 +301,9 @@ async fn when_the_tax_engine_refuses_should_draft_nothing_raise_an_exception_and
     assert!(!h.engagement(&eng).await.exceptions.iter().any(|x| x.open), "closed once the draft is taxed");
 }
 
-/// An Asia engagement whose first invoice (a director's week) the ERP refused: the period
-/// is closed. Returns the harness and the engagement.
-async fn refused_by_the_erp_once(opp: &str) -> (Harness, String) {
-    let h = Harness::new().await;
-    let (eng, project) = active_asia(&h, opp).await;
-    h.send(week("EMP-1", "DIRECTOR", "TE-D").iter().map(|t| t.event(&eng, &project)).collect()).await;
-    h.settle().await;
-    let refusal = Fault::Rejected { status: 400, code: "INVALID_FLD_VALUE".into(), message: "Accounting period Jan 2027 is closed".into() };
-    h.rt.sims().inject(System::Erp, "post_invoice", refusal, Some(1)).await.unwrap();
-    h.send(vec![invoice_run("R-1", "2027-01-31", Some(&eng), false, "U-BILL-01")]).await;
-    h.settle().await;
-    (h, eng)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_erp_refuses_a_numbered_invoice_should_keep_its_number_and_repost_it_under_the_same_number() {
-    let (h, eng) = refused_by_the_erp_once("0068d00000PST001").await;
+    let (h, eng) = erp_refused_first_invoice("0068d00000PST001").await;
     let i = invoices(&h, &eng).await.remove(0);
     assert_eq!(i.status, InvoiceStatus::PostingFailed);
     assert_eq!(i.number.as_deref(), Some("LE-SG-01-000001"), "the number stays taken");
@@ -519,7 +501,7 @@ async fn when_the_schedule_runs_should_bill_each_engagement_on_its_own_cycle_and
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_an_invoice_the_erp_refused_is_voided_should_keep_its_number_as_void_and_bill_its_lines_under_the_next_number() {
-    let (h, eng) = refused_by_the_erp_once("0068d00000VOID01").await;
+    let (h, eng) = erp_refused_first_invoice("0068d00000VOID01").await;
     let failed = invoices(&h, &eng).await.remove(0);
     assert_eq!(failed.status, InvoiceStatus::PostingFailed);
     // The period cannot be reopened: an approver voids the invoice.

@@ -101,6 +101,11 @@ fn decode((_, dt, detail): (&str, &str, serde_json::Value)) -> o2c_domain::event
 }
 
 fn service(dir: &tempfile::TempDir) -> StepService<TestPlatform> {
+    service_recording(dir).0
+}
+
+/// The service, and the metrics it emits.
+fn service_recording(dir: &tempfile::TempDir) -> (StepService<TestPlatform>, o2c_app::metrics::RecordingMetrics) {
     let sims = Simulators::new(Db::open(&dir.path().join("sims.db")).unwrap(), &o2c_embedded::reference::northwind().unwrap());
     let store = MemoryStore::new();
     let racing = || Racing {
@@ -115,7 +120,9 @@ fn service(dir: &tempfile::TempDir) -> StepService<TestPlatform> {
     let (psa, erp) = (racing(), racing());
     let mut platform = o2c_app::memory::platform(o2c_embedded::reference::northwind().unwrap(), sims.clone(), psa, erp, sims.clone());
     platform.store = store;
-    StepService::new(platform, o2c_tests::fast_service())
+    let metrics = o2c_app::metrics::RecordingMetrics::default();
+    platform.metrics = std::sync::Arc::new(metrics.clone());
+    (StepService::new(platform, o2c_tests::fast_service()), metrics)
 }
 
 /// A contract for `opp` waiting for approval, and an ERP that refuses the next project.
@@ -335,4 +342,48 @@ async fn when_the_invocation_runs_short_of_time_should_not_start_commands_or_rec
     let calls = svc.platform().crm.calls().await.unwrap();
     assert_eq!(calls.iter().filter(|c| c.system == "psa").count(), 1, "only the first record's first command ran");
     assert_eq!(calls.iter().filter(|c| c.system == "erp").count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_events_are_handled_should_report_each_outcome_its_age_and_every_connector_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, metrics) = service_recording(&dir);
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(15);
+    let once = o2c_app::Delivery::once(deadline);
+    let closed = decode(closed_won(o2c_tests::asia_payload("0068d00000METR01", 1, "60000.00")));
+    svc.handle(Step::Intake, &closed, &once).await.unwrap();
+    svc.handle(Step::Intake, &closed, &once).await.unwrap();
+    let created = svc.platform().publisher.published().into_iter().find(|e| e.event_type == EventType::ContractCreated).unwrap();
+    svc.handle(Step::Provision, &o2c_app::contracts::decode("ContractCreated", &created.detail).unwrap(), &once).await.unwrap();
+    // An operator's action on a case that does not exist: refused for good (parked).
+    let ghost = serde_json::json!({"exception_id": "EXC-X", "engagement_id": "ENG-X", "action": {"type": "retry"}, "actor": "U-OPS-01"});
+    let ghost = o2c_tests::envelope("ghost", "corr", Some("ghost"), ghost);
+    assert!(svc.handle(Step::Exceptions, &decode(("o2c.operator", "ExceptionActionRequested", ghost)), &once).await.is_err());
+    // The ERP refuses the next project.
+    let fault = o2c_embedded::sim::Fault::Rejected { status: 400, code: "INVALID_KEY_OR_REF".into(), message: "PM".into() };
+    svc.platform().crm.inject(System::Erp, "create_project", fault, Some(1)).await.unwrap();
+    svc.handle(Step::Intake, &decode(closed_won(o2c_tests::asia_payload("0068d00000METR02", 1, "60000.00"))), &once).await.unwrap();
+    let created = svc
+        .platform()
+        .publisher
+        .published()
+        .into_iter()
+        .find(|e| e.event_type == EventType::ContractCreated && e.engagement_id.as_str() == "ENG-0068d00000METR02")
+        .unwrap();
+    svc.handle(Step::Provision, &o2c_app::contracts::decode("ContractCreated", &created.detail).unwrap(), &once).await.unwrap();
+
+    let m = metrics.recorded();
+    let count = |name: &str, dims: &[(&str, &str)]| {
+        m.iter().filter(|x| x.name == name && dims.iter().all(|(k, v)| x.dimensions.contains(&((*k).to_owned(), (*v).to_owned())))).count()
+    };
+    assert_eq!(count("EventsHandled", &[("Step", "intake"), ("Outcome", "processed")]), 2, "{m:#?}");
+    assert_eq!(count("EventsHandled", &[("Step", "intake"), ("Outcome", "duplicate")]), 1);
+    assert_eq!(count("EventsHandled", &[("Step", "exceptions"), ("Outcome", "rejected")]), 1);
+    assert_eq!(count("EventsHandled", &[("Step", "provision"), ("Outcome", "processed")]), 2);
+    assert_eq!(count("EventAgeSeconds", &[("Step", "intake")]), 2, "only what was processed has an age");
+    assert!(m.iter().filter(|x| x.name == "EventAgeSeconds").all(|x| !x.value.is_sign_negative()));
+    assert_eq!(count("ConnectorLatencyMs", &[("System", "psa"), ("Operation", "create_project")]), 2);
+    assert_eq!(count("ConnectorLatencyMs", &[("System", "erp"), ("Operation", "create_project")]), 2);
+    assert_eq!(count("ConnectorErrors", &[("System", "erp"), ("Kind", "refused")]), 1);
+    assert_eq!(count("ConnectorErrors", &[]), 1, "the refusal only");
 }

@@ -7,7 +7,8 @@
 //! never from o2c's copy); mismatches also become a `reconciliation_mismatch` exception in
 //! `o2c exceptions`. Embedded, the request is processed before the report is drawn; on AWS
 //! the report shows the stage's latest results (`--report-only` skips the request).
-//! Exit code: 0 when every system agrees, 4 when a mismatch was found.
+//! Exit code: 0 when every system agrees, 4 when a mismatch was found or a read refused,
+//! 5 when an engagement has no result of the run just requested.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,8 +24,11 @@ use super::publish::{entry, envelope, publish};
 use crate::backend::Backend;
 use crate::{Target, engagement_id, with_backend};
 
-/// Exit code when a system disagrees.
+/// Exit code when a system disagrees (or refused a read).
 pub const MISMATCH: u8 = 4;
+
+/// Exit code when an engagement has no result of the run just requested.
+pub const INCOMPLETE: u8 = 5;
 
 /// Arguments.
 #[derive(ClapArgs)]
@@ -54,8 +58,10 @@ pub struct Args {
 /// Runs the command.
 pub async fn run(args: Args) -> Result<ExitCode> {
     let eng = args.engagement.as_deref().map(engagement_id);
+    let mut this_run = None;
     if !args.report_only {
         let run_id = format!("reconciliation-{}", RandomIds.new_id());
+        this_run = Some(run_id.clone());
         let mut payload = serde_json::json!({"run_id": run_id, "requested_by": args.requested_by});
         if let Some(e) = &eng {
             payload["engagement_id"] = serde_json::json!(e);
@@ -69,7 +75,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             return Ok(code);
         }
     }
-    let reports = with_backend!(args.target, b => reports(b.store(), eng.as_deref()).await)?;
+    let (reports, missing) = with_backend!(args.target, b => reports(b.store(), eng.as_deref(), this_run.as_deref()).await)?;
+    for id in &missing {
+        eprintln!("o2c: no result of this run for {id} (parked, dead-lettered or still queued: see o2c rejections / o2c dlq list)");
+    }
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         std::fs::write(dir.join("reconciliation.json"), serde_json::to_vec_pretty(&reports)?)?;
@@ -81,22 +90,36 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     } else {
         table(&reports);
     }
-    Ok(if reports.iter().all(ReconciliationReport::is_clean) { ExitCode::SUCCESS } else { ExitCode::from(MISMATCH) })
+    Ok(if !missing.is_empty() {
+        ExitCode::from(INCOMPLETE)
+    } else if reports.iter().all(ReconciliationReport::is_clean) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(MISMATCH)
+    })
 }
 
-/// The latest report of `one` engagement, or of every active one.
-async fn reports<S: EngagementStore>(store: &S, one: Option<&str>) -> Result<Vec<ReconciliationReport>> {
+/// The latest report of `one` engagement, or of every one; with `run`, only that run's
+/// reports count — the engagements without one are returned apart.
+async fn reports<S: EngagementStore>(store: &S, one: Option<&str>, run: Option<&str>) -> Result<(Vec<ReconciliationReport>, Vec<String>)> {
     let ids: Vec<String> = match one {
         Some(e) => vec![e.to_owned()],
         None => {
-            let filter =
-                EngagementFilter { status: Some("active".into()), limit: 10_000, after: Some(String::new()), ..Default::default() };
+            let filter = EngagementFilter { status: None, limit: 10_000, after: Some(String::new()), ..Default::default() };
             store.list(&filter).await?.into_iter().map(|s| s.engagement_id).collect()
         }
     };
     let keys: Vec<AggregateKey> = ids.iter().map(|id| AggregateKey::reconciliation(id)).collect();
     let loaded = store.load_aggregates(&keys).await?;
-    Ok(ids.iter().filter_map(|id| loaded.reconciliation(id).cloned()).collect())
+    let (mut found, mut missing) = (Vec::new(), Vec::new());
+    for id in ids {
+        match loaded.reconciliation(&id) {
+            Some(r) if run.is_none_or(|run| r.run_id == run) => found.push(r.clone()),
+            _ if run.is_some() => missing.push(id),
+            _ => {}
+        }
+    }
+    Ok((found, missing))
 }
 
 fn table(reports: &[ReconciliationReport]) {

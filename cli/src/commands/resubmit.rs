@@ -23,6 +23,10 @@ use super::publish::publish;
 use crate::backend::Backend;
 use crate::{Target, with_backend};
 
+/// Sources of the systems around o2c: what enters a flow from outside. (`o2c.scheduler`
+/// counts: an operator's or the schedule's run request starts a flow.)
+const OUTSIDE: [&str; 6] = ["o2c.crm", "o2c.clm", "o2c.psa", "o2c.bank", "o2c.approvals", "o2c.scheduler"];
+
 /// Arguments.
 #[derive(ClapArgs)]
 pub struct Args {
@@ -53,7 +57,19 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         (None, Some(c)) => d["correlation_id"].as_str() == Some(c.as_str()),
         (None, None) => false,
     };
-    let picked: Vec<PutEventsEntry> = recorded.into_values().filter(|e| detail(e).is_some_and(|d| wanted(&d))).collect();
+    // A flow (by correlation id) is resubmitted from what entered it from outside: o2c's own
+    // events follow again from those, operators' past actions are not repeated, and earlier
+    // resubmitted copies are not sent twice. One event by id is sent whatever it is.
+    let from_outside = |e: &PutEventsEntry| {
+        let outside = e.source.as_deref().is_some_and(|s| OUTSIDE.contains(&s));
+        let resubmitted = detail(e).is_some_and(|d| d["idempotency_key"].as_str().is_some_and(|k| k.contains("#resubmit-")));
+        outside && !resubmitted
+    };
+    let picked: Vec<PutEventsEntry> = recorded
+        .into_values()
+        .filter(|e| detail(e).is_some_and(|d| wanted(&d)))
+        .filter(|e| args.event_id.is_some() || from_outside(e))
+        .collect();
     if picked.is_empty() {
         bail!("no recorded event matches (the archive, parked rejections and exception cases were searched)");
     }
@@ -84,8 +100,11 @@ fn detail(e: &PutEventsEntry) -> Option<serde_json::Value> {
 async fn recorded<B: Backend>(b: &B) -> Result<BTreeMap<String, PutEventsEntry>> {
     let mut out: Vec<PutEventsEntry> = Vec::new();
     // The archive: every event the embedded bus accepted (on AWS it cannot be read).
-    if let Ok(archived) = b.archived(None, None).await {
-        out.extend(archived);
+    match b.archived(None, None).await {
+        Ok(archived) => out.extend(archived),
+        Err(_) => eprintln!(
+            "o2c: the bus archive cannot be read here (on AWS it can only be replayed: o2c replay); searching the rejections and exception cases"
+        ),
     }
     for r in b.store().rejections(10_000).await? {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.body)

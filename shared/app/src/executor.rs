@@ -23,7 +23,10 @@ pub async fn execute<P: Platform>(
     for (i, cmd) in plan.commands.iter().enumerate() {
         let retrier = Retrier { policy, clock: platform.clock(), deadline, seed: seed_of(&[key, &i.to_string()]) };
         let span = info_span!("command", system = cmd.system().as_str(), operation = cmd.operation());
-        let result = run(platform, &retrier, cmd).instrument(span).await?;
+        let started = platform.clock().now();
+        let result = run(platform, &retrier, cmd).instrument(span).await;
+        platform.metrics().emit(&connector_metrics(cmd, &result, platform.clock().now() - started));
+        let result = result?;
         let stop = plan.sequence == Sequence::StopOnFailure && result.stops_sequence();
         results.push(result);
         if stop {
@@ -31,6 +34,25 @@ pub async fn execute<P: Platform>(
         }
     }
     Ok(results)
+}
+
+/// Per command: `ConnectorLatencyMs` (the call with its in-invocation retries) per system
+/// and operation, and `ConnectorErrors` per system when it ended refused or failed.
+fn connector_metrics(cmd: &Command, result: &Result<CommandResult, O2cError>, took: chrono::Duration) -> Vec<o2c_domain::metrics::Metric> {
+    use o2c_domain::metrics::{Metric, MetricUnit};
+    use rust_decimal::Decimal;
+    let (system, operation) = (cmd.system().as_str(), cmd.operation());
+    let ms = Decimal::from(took.num_milliseconds().max(0));
+    let mut out = vec![Metric::new("ConnectorLatencyMs", MetricUnit::Milliseconds, ms, &[("System", system), ("Operation", operation)])];
+    let failed = match result {
+        Ok(CommandResult::Refused(_)) => Some("refused"),
+        Err(_) => Some("failed"),
+        Ok(_) => None,
+    };
+    if let Some(kind) = failed {
+        out.push(Metric::new("ConnectorErrors", MetricUnit::Count, Decimal::ONE, &[("System", system), ("Kind", kind)]));
+    }
+    out
 }
 
 async fn run<P: Platform>(p: &P, retry: &Retrier<'_>, cmd: &Command) -> Result<CommandResult, O2cError> {

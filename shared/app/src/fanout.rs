@@ -29,12 +29,11 @@ impl<P: Platform> StepService<P> {
             BusinessEvent::ReconciliationRequested(env) => (&env.payload.run_id, &env.payload.after, "reconciliation"),
             other => return Err(O2cError::Bug(format!("fan-out of {}", other.event_type().detail_type()))),
         };
-        let filter = EngagementFilter {
-            status: Some("active".into()),
-            limit: FAN_OUT_PAGE + 1,
-            after: Some(after.clone().unwrap_or_default()),
-            ..Default::default()
-        };
+        // Runs bill and recognise active engagements; reconciliation checks every one (a
+        // provisioned or failed engagement has projects in the PSA and ERP too).
+        let status = if matches!(event, BusinessEvent::ReconciliationRequested(_)) { None } else { Some("active".into()) };
+        let filter =
+            EngagementFilter { status, limit: FAN_OUT_PAGE + 1, after: Some(after.clone().unwrap_or_default()), ..Default::default() };
         let mut ids: Vec<EngagementId> =
             self.platform().store().list(&filter).await?.into_iter().map(|s| EngagementId::new(s.engagement_id)).collect();
         let more = ids.len() > FAN_OUT_PAGE;

@@ -202,6 +202,7 @@ impl<P: Platform> StepService<P> {
             {
                 warn!(error = %release, "could not release the reservation; the retry waits for its expiry");
             }
+            self.platform.metrics().emit(&handling_metrics(step, &meta, &result, ctx.now));
             let handled = result?;
             info!(action = %handled.action, duplicate = handled.duplicate, published = handled.published, "handled");
             Ok(handled)
@@ -574,6 +575,32 @@ impl<P: Platform> StepService<P> {
         }
         Err(O2cError::dependency("state-store", format!("engagement {engagement_id} kept changing while raising a dead-letter exception")))
     }
+}
+
+/// What every handled event reports: `EventsHandled` per step and outcome (`processed`,
+/// `duplicate`, `rejected` — permanent, parked — or `retried`), and for what was
+/// processed `EventAgeSeconds`, from the event's `occurred_at` to now (end-to-end latency
+/// across the flow's hops).
+fn handling_metrics(
+    step: Step,
+    meta: &o2c_domain::events::EventMeta,
+    result: &Result<Handled, O2cError>,
+    now: DateTime<Utc>,
+) -> Vec<o2c_domain::metrics::Metric> {
+    use o2c_domain::metrics::{Metric, MetricUnit};
+    use rust_decimal::Decimal;
+    let outcome = match result {
+        Ok(h) if h.duplicate => "duplicate",
+        Ok(_) => "processed",
+        Err(e) if e.is_retryable() => "retried",
+        Err(_) => "rejected",
+    };
+    let mut out = vec![Metric::new("EventsHandled", MetricUnit::Count, Decimal::ONE, &[("Step", step.name()), ("Outcome", outcome)])];
+    if outcome == "processed" {
+        let age = Decimal::from((now - meta.occurred_at).num_milliseconds().max(0)) / Decimal::from(1000);
+        out.push(Metric::new("EventAgeSeconds", MetricUnit::Seconds, age, &[("Step", step.name())]));
+    }
+    out
 }
 
 /// The idempotency key of `step` handling the event described by `meta`.

@@ -1,7 +1,8 @@
 //! Business metrics in CloudWatch's embedded metric format: one JSON object per metric on
 //! standard output, which Lambda ships to CloudWatch Logs and CloudWatch turns into
-//! metrics (namespace `o2c`, dimension set = the metric's dimensions + `Stage`). No API
-//! call, no extra latency, nothing to fail.
+//! metrics (namespace `o2c`, two dimension sets: the metric's dimensions + `Stage`, and
+//! `Stage` alone — the roll-up the alarms watch). No API call, no extra latency, nothing
+//! to fail.
 //!
 //! CloudWatch limits relied on: at most 30 dimensions per set and 100 metrics per object
 //! (one metric with ≤ 4 dimensions per line here).
@@ -36,7 +37,7 @@ impl EmfMetrics {
             "_aws".into(),
             json!({
                 "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{"Namespace": self.namespace, "Dimensions": [dims], "Metrics": [{"Name": m.name, "Unit": m.unit.as_str()}]}],
+                "CloudWatchMetrics": [{"Namespace": self.namespace, "Dimensions": dimension_sets(dims), "Metrics": [{"Name": m.name, "Unit": m.unit.as_str()}]}],
             }),
         );
         for (k, v) in &m.dimensions {
@@ -47,6 +48,12 @@ impl EmfMetrics {
         o.insert(m.name.clone(), json!(m.value.to_f64().unwrap_or_default()));
         Value::Object(o)
     }
+}
+
+/// The metric's own dimension set and, when it has dimensions besides `Stage`, the stage
+/// roll-up (`[Stage]`): one line feeds both the per-kind charts and the stage's alarms.
+fn dimension_sets(dims: Vec<&str>) -> Vec<Vec<&str>> {
+    if dims.len() > 1 { vec![dims, vec!["Stage"]] } else { vec![dims] }
 }
 
 impl MetricsSink for EmfMetrics {
@@ -76,7 +83,7 @@ mod tests {
         );
         let v = EmfMetrics::new("o2c", "dev").line(&m, 1_806_000_000_000);
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "o2c");
-        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], json!(["LegalEntity", "Customer", "Stage"]));
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["LegalEntity", "Customer", "Stage"], ["Stage"]]));
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0], json!({"Name": "DaysSalesOutstanding", "Unit": "None"}));
         assert_eq!((v["LegalEntity"].as_str(), v["Stage"].as_str()), (Some("LE-DE-01"), Some("dev")));
         assert_eq!(v["DaysSalesOutstanding"], json!(40.77));

@@ -14,6 +14,8 @@ pub enum MetricUnit {
     None,
     /// A duration in seconds.
     Seconds,
+    /// A duration in milliseconds.
+    Milliseconds,
 }
 
 impl MetricUnit {
@@ -23,6 +25,7 @@ impl MetricUnit {
             Self::Count => "Count",
             Self::None => "None",
             Self::Seconds => "Seconds",
+            Self::Milliseconds => "Milliseconds",
         }
     }
 }

@@ -5,13 +5,13 @@
 //! |---|---|---|
 //! | PSA | project (external key of the current attempt) | exists, id, status live, name, customer, currency, budget, dates, milestone count and sum |
 //! | ERP | project (same key) | the same, with the ERP's customer id |
-//! | ERP | billing schedule (its id on the ERP project) | exists, currency, fixed total, items, each item's amount and date |
+//! | ERP | billing schedule (its external key on the ERP project) | exists, currency, fixed total, cap, each item (by id) with its amount and date |
 //! | ERP | each posted invoice (its number) | exists, o2c invoice id, customer, currency, total, tax, due date |
-//! | CRM | opportunity's o2c fields | engagement status, sync status, contract, PSA / ERP project and schedule ids |
+//! | CRM | opportunity's o2c fields | against what the write-back last sent it: engagement status, sync status, contract, PSA / ERP project and schedule ids |
 //!
-//! Pure: [`compare`] takes the engagement, its posted invoices and the observations.
-//! A CRM that lags a write-back in flight shows as a mismatch until the write-back lands:
-//! the scheduled run is daily, and a break that persists across runs is real.
+//! Pure: [`compare`] takes the engagement, its posted invoices, what the CRM was last sent
+//! and the observations. A read a system refuses is reported apart (`unreadable`): an
+//! expired token is the integration's problem, not each engagement's.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -124,12 +124,15 @@ pub struct ReconciliationReport {
     pub checked: Vec<String>,
     /// What differs.
     pub mismatches: Vec<Mismatch>,
+    /// Reads a system refused (not compared).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Mismatch>,
 }
 
 impl ReconciliationReport {
-    /// True when every system agrees.
+    /// True when every system answered and agrees.
     pub fn is_clean(&self) -> bool {
-        self.mismatches.is_empty()
+        self.mismatches.is_empty() && self.unreadable.is_empty()
     }
 }
 
@@ -205,7 +208,12 @@ fn opt(s: &Option<impl std::fmt::Display>) -> String {
 
 /// Compares what each system holds with what o2c says it should: every difference, both
 /// values. Returns the objects compared and the mismatches.
-pub fn compare(eng: &Engagement, invoices: &[&InvoiceDoc], seen: &Observed) -> (Vec<String>, Vec<Mismatch>) {
+pub fn compare(
+    eng: &Engagement,
+    invoices: &[&InvoiceDoc],
+    crm_last_sent: Option<&CrmOpportunityUpdate>,
+    seen: &Observed,
+) -> (Vec<String>, Vec<Mismatch>) {
     let mut out = Vec::new();
     let mut checked = Vec::new();
     let contract = eng.contract.as_ref();
@@ -243,11 +251,17 @@ pub fn compare(eng: &Engagement, invoices: &[&InvoiceDoc], seen: &Observed) -> (
                 c.eq("fixed_total", expected.fixed_total.to_string(), s.fixed_total.to_string());
                 c.eq("time_and_materials_cap", expected.time_and_materials_cap.to_string(), s.time_and_materials_cap.to_string());
                 c.eq("items", expected.items.len(), s.items.len());
-                for (n, (a, b)) in expected.items.iter().zip(&s.items).enumerate() {
-                    let (ea, ed) = item_terms(a);
-                    let (sa, sd) = item_terms(b);
-                    c.eq(&format!("items[{n}].amount"), ea, sa);
-                    c.eq(&format!("items[{n}].date"), ed, sd);
+                // By item id: a system may return them in another order.
+                for a in &expected.items {
+                    let id = item_id(a);
+                    match s.items.iter().find(|b| item_id(b) == id) {
+                        None => c.eq(&format!("items[{id}]"), "present", "missing"),
+                        Some(b) => {
+                            let ((ea, ed), (sa, sd)) = (item_terms(a), item_terms(b));
+                            c.eq(&format!("items[{id}].amount"), ea, sa);
+                            c.eq(&format!("items[{id}].date"), ed, sd);
+                        }
+                    }
                 }
             }
         }
@@ -267,10 +281,9 @@ pub fn compare(eng: &Engagement, invoices: &[&InvoiceDoc], seen: &Observed) -> (
         c.eq("due_date", ours.due_date, r.due_date);
         c.eq("erp_invoice_id", opt(&ours.erp_invoice_id), r.erp_invoice_id.clone());
     }
-    if let Some(record) = &seen.crm {
+    if let (Some(record), Some(expected)) = (&seen.crm, crm_last_sent) {
         checked.push(format!("crm opportunity {}", eng.opportunity_id));
         let mut c = Cmp { system: System::Crm, object: format!("opportunity {}", eng.opportunity_id), out: &mut out };
-        let expected = crate::workflow::crm_update_for(eng, 0);
         match record {
             None => c.missing(),
             Some(o) => {
@@ -284,6 +297,15 @@ pub fn compare(eng: &Engagement, invoices: &[&InvoiceDoc], seen: &Observed) -> (
         }
     }
     (checked, out)
+}
+
+/// An item's id.
+fn item_id(i: &BillingItem) -> &str {
+    match i {
+        BillingItem::Milestone { item_id, .. }
+        | BillingItem::Installment { item_id, .. }
+        | BillingItem::TimeAndMaterials { item_id, .. } => item_id,
+    }
 }
 
 /// An item's amount and date (time and materials: its cap and first bill date).

@@ -512,7 +512,11 @@ impl LocalBus {
     /// the bus again (the rules route it) and removed; a body that is not an event stays.
     async fn redrive_to_bus(&self, dlq: &str, limit: usize) -> Result<usize, O2cError> {
         let mut moved = 0;
-        for m in self.list(dlq, limit).await? {
+        // Every message is looked at: bodies that are not events do not use up `limit`.
+        for m in self.list(dlq, usize::MAX).await? {
+            if moved >= limit {
+                break;
+            }
             let Some(entries) = serde_json::from_str::<serde_json::Value>(&m.body)
                 .ok()
                 .and_then(|v| o2c_app::bus::entries_from_json(&v).ok())

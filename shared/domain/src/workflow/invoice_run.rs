@@ -296,26 +296,9 @@ pub fn fan_out(
     more: bool,
     ctx: &StepContext<'_>,
 ) -> Vec<crate::events::OutgoingEvent> {
-    let mut events: Vec<_> = page
-        .iter()
-        .map(|id| {
-            ctx.emit(
-                EventType::InvoiceRunRequested,
-                id,
-                format!("invoice-run:{}:{id}", req.run_id),
-                &InvoiceRunRequested { engagement_id: Some(id.clone()), after: None, ..req.clone() },
-            )
-        })
-        .collect();
-    if more && let Some(last) = page.last() {
-        events.push(ctx.emit(
-            EventType::InvoiceRunRequested,
-            crate::events::FAN_OUT_ENGAGEMENT,
-            format!("invoice-run:{}:after:{last}", req.run_id),
-            &InvoiceRunRequested { engagement_id: None, after: Some(last.to_string()), ..req.clone() },
-        ));
-    }
-    events
+    super::fan_out_requests(EventType::InvoiceRunRequested, "invoice-run", &req.run_id, page, more, ctx, |engagement_id, after| {
+        InvoiceRunRequested { engagement_id, after, ..req.clone() }
+    })
 }
 
 fn customer<'r>(reference: &'r ReferenceData, id: &str) -> Result<&'r crate::reference::Customer, StepError> {

@@ -641,6 +641,28 @@ pub(crate) fn close_dead_letters_of(eng: &mut Engagement, step: Step, now: DateT
     }
 }
 
+/// The fan-out of a scheduled run request without an engagement: one request per
+/// engagement of `page` (in id order), keyed `<what>:<run>:<engagement>`, and — when `more`
+/// — a continuation for the engagements after the page's last. `request(engagement, after)`
+/// builds each payload. Pure: the shell lists the page and publishes what this returns.
+pub(crate) fn fan_out_requests<P: Serialize>(
+    t: EventType,
+    what: &str,
+    run_id: &str,
+    page: &[EngagementId],
+    more: bool,
+    ctx: &StepContext<'_>,
+    request: impl Fn(Option<EngagementId>, Option<String>) -> P,
+) -> Vec<OutgoingEvent> {
+    let mut events: Vec<_> =
+        page.iter().map(|id| ctx.emit(t, id, format!("{what}:{run_id}:{id}"), &request(Some(id.clone()), None))).collect();
+    if more && let Some(last) = page.last() {
+        let key = format!("{what}:{run_id}:after:{last}");
+        events.push(ctx.emit(t, crate::events::FAN_OUT_ENGAGEMENT, key, &request(None, Some(last.to_string()))));
+    }
+    events
+}
+
 /// The engagement a plan's results land on (it exists: the plan was made from it).
 pub(crate) fn planned_on<'a>(done: &Outcome<'a>, step: Step) -> Result<&'a Engagement, StepError> {
     done.current.map(|s| s.engagement).ok_or_else(|| StepError::MissingEngagement(EngagementId::default(), step.name()))

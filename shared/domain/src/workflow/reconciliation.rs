@@ -31,7 +31,11 @@ impl WorkflowStep for Reconciliation {
 
     fn loads(&self, event: &BusinessEvent) -> Vec<Load> {
         let id = event.engagement_id();
-        vec![Load::All { kind: AggregateKind::Invoice, owner: id.to_string() }, Load::Key(AggregateKey::reconciliation(&id))]
+        vec![
+            Load::All { kind: AggregateKind::Invoice, owner: id.to_string() },
+            Load::Key(AggregateKey::reconciliation(&id)),
+            Load::Key(AggregateKey::crm_sync(&id)),
+        ]
     }
 
     fn decide(&self, input: &Input<'_>, _: &StepContext<'_>) -> Result<Next, StepError> {
@@ -62,7 +66,9 @@ impl WorkflowStep for Reconciliation {
             let o = match result {
                 CommandResult::Read(o) => o,
                 CommandResult::Refused(r) => {
-                    // The system would not answer the read: a break in itself.
+                    // The system would not answer (an expired token, a lost permission):
+                    // reported and counted, never an engagement's exception — one rotated
+                    // token must not put every engagement in the queue and on the CRM.
                     unreadable.push(Mismatch {
                         system: cmd.system(),
                         object: format!("{cmd:?}").chars().take(120).collect(),
@@ -84,20 +90,30 @@ impl WorkflowStep for Reconciliation {
             }
         }
         let invoices = done.others.invoices();
-        let (checked, mut mismatches) = compare(eng, &invoices, &seen);
-        mismatches.extend(unreadable);
+        // The CRM is compared with what the write-back last sent it, not with o2c's state
+        // now: a write-back still in flight is not a break; a CRM edited behind o2c's back is.
+        let last_sent = done.others.crm_sync(&eng.engagement_id).map(|s| &s.last.update);
+        let (checked, mismatches) = compare(eng, &invoices, last_sent, &seen);
         let report = ReconciliationReport {
             engagement_id: eng.engagement_id.clone(),
             run_id: req.payload.run_id.clone(),
             at: ctx.now,
             checked,
             mismatches,
+            unreadable,
         };
         let exception_id = ExceptionId::reconciliation(&eng.engagement_id);
         let mut events = Vec::new();
-        let (action, summary, changed) = if report.is_clean() {
-            let summary = format!("{} object(s) agree in every system", report.checked.len());
-            let changed = with_engagement(Some(eng), |e| close_exception(e, &exception_id, ctx.now, "every system agrees again"));
+        let (action, summary, changed) = if report.mismatches.is_empty() {
+            let summary = if report.unreadable.is_empty() {
+                format!("{} object(s) agree in every system", report.checked.len())
+            } else {
+                format!("{} object(s) agree; {} read(s) refused", report.checked.len(), report.unreadable.len())
+            };
+            // Closed only when every system answered: a refused read proves nothing.
+            let changed = with_engagement(Some(eng), |e| {
+                report.unreadable.is_empty() && close_exception(e, &exception_id, ctx.now, "every system agrees again")
+            });
             (Action::Reconciled, summary, changed)
         } else {
             let mut listed: Vec<String> = report.mismatches.iter().take(LISTED).map(ToString::to_string).collect();
@@ -106,15 +122,20 @@ impl WorkflowStep for Reconciliation {
             }
             let message = format!("{} mismatch(es): {}", report.mismatches.len(), listed.join("; "));
             let stake = Stake { amount: eng.contract.as_ref().map(|c| c.total_value), caused_by: Vec::new() };
+            // An operator who waived (or resolved) these very differences keeps them closed;
+            // a different set of differences raises it again.
+            let settled = eng.exceptions.iter().any(|x| x.exception_id == exception_id && !x.open && x.message == message);
             let changed = with_engagement(Some(eng), |e| {
-                events.extend(raise_or_refresh(
-                    e,
-                    ctx,
-                    exception_id.clone(),
-                    ExceptionKind::ReconciliationMismatch,
-                    message.clone(),
-                    stake,
-                ));
+                if !settled {
+                    events.extend(raise_or_refresh(
+                        e,
+                        ctx,
+                        exception_id.clone(),
+                        ExceptionKind::ReconciliationMismatch,
+                        message.clone(),
+                        stake,
+                    ));
+                }
                 !events.is_empty()
             });
             (Action::ReconciliationMismatch, message, changed)
@@ -123,8 +144,16 @@ impl WorkflowStep for Reconciliation {
         for system in ["crm", "psa", "erp"] {
             let n = report.mismatches.iter().filter(|m| m.system.as_str() == system).count();
             metrics.push(Metric::new("ReconciliationMismatches", MetricUnit::Count, n.into(), &[("System", system)]));
+            let n = report.unreadable.iter().filter(|m| m.system.as_str() == system).count();
+            if n > 0 {
+                metrics.push(Metric::new("ReconciliationReadErrors", MetricUnit::Count, n.into(), &[("System", system)]));
+            }
         }
-        let mut d = decision(ctx, &eng.engagement_id, changed, events, action, summary).with(AggregateBody::Reconciliation(report));
+        let mut d = decision(ctx, &eng.engagement_id, changed, events, action, summary);
+        // A run that started later already wrote its report: keep the newer one.
+        if done.others.reconciliation(&eng.engagement_id).is_none_or(|r| r.at <= ctx.now) {
+            d = d.with(AggregateBody::Reconciliation(report));
+        }
         d.metrics = metrics;
         Ok(Next::Done(d))
     }
@@ -142,24 +171,7 @@ pub fn fan_out(
     more: bool,
     ctx: &StepContext<'_>,
 ) -> Vec<crate::events::OutgoingEvent> {
-    let mut events: Vec<_> = page
-        .iter()
-        .map(|id| {
-            ctx.emit(
-                EventType::ReconciliationRequested,
-                id,
-                format!("reconciliation:{}:{id}", req.run_id),
-                &ReconciliationRequested { engagement_id: Some(id.clone()), after: None, ..req.clone() },
-            )
-        })
-        .collect();
-    if more && let Some(last) = page.last() {
-        events.push(ctx.emit(
-            EventType::ReconciliationRequested,
-            crate::events::FAN_OUT_ENGAGEMENT,
-            format!("reconciliation:{}:after:{last}", req.run_id),
-            &ReconciliationRequested { engagement_id: None, after: Some(last.to_string()), ..req.clone() },
-        ));
-    }
-    events
+    super::fan_out_requests(EventType::ReconciliationRequested, "reconciliation", &req.run_id, page, more, ctx, |engagement_id, after| {
+        ReconciliationRequested { engagement_id, after, ..req.clone() }
+    })
 }

@@ -266,24 +266,7 @@ fn request(event: &BusinessEvent) -> Option<&RevenueRunRequested> {
 /// `page`, and — when `more` — a continuation after the page's last. Pure.
 pub fn fan_out(req: &RevenueRunRequested, page: &[EngagementId], more: bool, ctx: &StepContext<'_>) -> Vec<crate::events::OutgoingEvent> {
     let period = req.period();
-    let mut events: Vec<_> = page
-        .iter()
-        .map(|id| {
-            ctx.emit(
-                EventType::RevenueRunRequested,
-                id,
-                format!("revenue-run:{}:{id}", req.run_id),
-                &RevenueRunRequested { engagement_id: Some(id.clone()), after: None, period: Some(period), ..req.clone() },
-            )
-        })
-        .collect();
-    if more && let Some(last) = page.last() {
-        events.push(ctx.emit(
-            EventType::RevenueRunRequested,
-            crate::events::FAN_OUT_ENGAGEMENT,
-            format!("revenue-run:{}:after:{last}", req.run_id),
-            &RevenueRunRequested { engagement_id: None, after: Some(last.to_string()), period: Some(period), ..req.clone() },
-        ));
-    }
-    events
+    super::fan_out_requests(EventType::RevenueRunRequested, "revenue-run", &req.run_id, page, more, ctx, |engagement_id, after| {
+        RevenueRunRequested { engagement_id, after, period: Some(period), ..req.clone() }
+    })
 }
