@@ -65,6 +65,15 @@ PY
 }
 status() { $o2c status --target aws --stage "$stage" 0068d00000GLBX01 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["engagement"]["status"])'; }
 
+# Every bootstrap starts, and answers an SQS event without records (a console test
+# invoke) with no failures rather than an invocation error.
+echo '{"Records":[]}' > "$tmp/empty.json"
+for f in "${functions[@]}"; do
+  resp=$(invoke "$f" "$tmp/empty.json")
+  [ "$resp" = '{"batchItemFailures":[]}' ] || { echo "$f answered an empty batch with: $resp"; cat "$tmp/$f.log"; exit 1; }
+done
+echo "lambda smoke: all ${#functions[@]} bootstraps answered an empty batch with {\"batchItemFailures\":[]}"
+
 resp=$(invoke intake events/sqs/intake.OpportunityClosedWon.json)
 echo "intake → $resp"
 [ "$resp" = '{"batchItemFailures":[]}' ] || { cat "$tmp/intake.log"; exit 1; }

@@ -41,6 +41,9 @@ step "Lambda binaries: cargo-lambda build, glibc check, invoke under aws-lambda-
 scripts/lambda_smoke.sh
 disk
 
+step "sam local invoke of every shipped SQS event (skips, saying so, without Docker)"
+scripts/sam_local.sh
+
 step "tests (unit, contract, embedded flows, CLI, emulator-backed AWS adapters)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast

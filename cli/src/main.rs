@@ -6,9 +6,14 @@
 //! e.g. moto_server). Every command that reads an embedded database works while
 //! `o2c serve` runs on it (SQLite WAL readers).
 
+#[macro_use]
+mod exit;
 mod backend;
 mod commands;
+#[cfg(test)]
+mod contract;
 mod print;
+mod progress;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +26,12 @@ use o2c_embedded::db::Db;
 use o2c_topology::Template;
 
 #[derive(Parser)]
-#[command(name = "o2c", version, about = "Opportunity-to-cash middleware for professional-services firms")]
+#[command(
+    name = "o2c",
+    version,
+    about = "Opportunity-to-cash middleware for professional-services firms",
+    after_help = exit::HELP
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -68,7 +78,10 @@ pub struct Target {
 
 impl Target {
     fn db(&self) -> Result<&Path> {
-        self.db.as_deref().context("--db PATH is required with --target embedded")
+        match self.db.as_deref() {
+            Some(db) => Ok(db),
+            None => usage!("--db PATH is required with --target embedded"),
+        }
     }
 }
 
@@ -92,68 +105,123 @@ pub struct Connectors {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the seed scenario end to end on a fresh temporary store and print every step.
+    #[command(after_help = "Examples:\n  o2c demo\n  o2c demo --seed 7 --db demo.db")]
     Demo(commands::demo::Args),
     /// Feed event files (EventBridge events, PutEvents entries/requests or SQS events;
     /// JSON or JSON Lines) into the embedded runtime and process until every queue is empty;
     /// without files (`o2c drain`), process what is already queued.
     #[command(alias = "drain")]
+    #[command(after_help = "Examples:\n  o2c run --db o2c.db events/samples/*.json\n  o2c drain --db o2c.db")]
     Run(commands::run::Args),
     /// Resubmit recorded events by event id or correlation id (the archive, parked
     /// rejections, exception cases), keeping their correlation id, under a fresh key.
+    #[command(
+        after_help = "Examples:\n  o2c resubmit --db o2c.db --event-id EVENT_ID --dry-run\n  o2c resubmit --db o2c.db --correlation-id CORRELATION_ID"
+    )]
     Resubmit(commands::resubmit::Args),
     /// Embedded: serve `POST /v1/events` (PutEvents-shaped) and process in the background.
     /// AWS: run every function of the template locally against the stage's queues, with
     /// the event source mapping's semantics (the Docker-free way to run the chain on AWS).
+    #[command(after_help = "Examples:\n  o2c serve --db o2c.db --addr 127.0.0.1:8080\n  o2c serve --target aws --stage dev")]
     Serve(commands::serve::Args),
     /// Publish event files: to a running `o2c serve` (`--url`) or to the stage's bus (`--target aws`).
+    #[command(
+        after_help = "Examples:\n  o2c send --url http://127.0.0.1:8080 events/samples/OpportunityClosedWon.v1.json\n  o2c send --target aws --stage dev events/samples/OpportunityClosedWon.v1.json"
+    )]
     Send(commands::send::Args),
     /// Show one engagement: state, external ids, WIP, invoices and its timeline.
+    #[command(after_help = "Examples:\n  o2c status --db o2c.db 0068d00000GLBX01\n  o2c status --db o2c.db ENG-0068d00000GLBX01 --json")]
     Status(commands::status::Args),
     /// Request an invoice run: one engagement, or every active one whose cycle is due.
+    #[command(
+        after_help = "Examples:\n  o2c bill --db o2c.db --as-of 2026-12-31 --engagement 0068d00000GLBX01 --as U-BILL-01\n  o2c bill --db o2c.db --as-of 2026-12-31 --scheduled"
+    )]
     Bill(commands::bill::Args),
     /// Invoices: approve, reject, repost after an ERP refusal, list.
+    #[command(
+        after_help = "Examples:\n  o2c invoice list --db o2c.db 0068d00000GLBX01\n  o2c invoice approve --db o2c.db INV-ENG-0068d00000GLBX01-1 --as U-FIN-DE-01\n  o2c invoice reject --db o2c.db INV-ENG-0068d00000GLBX01-1 --as U-FIN-DE-01 --reason \"wrong rate\""
+    )]
     Invoice {
         #[command(subcommand)]
         cmd: commands::invoice::Cmd,
     },
     /// Receivables: open invoices, payments and their applications, unapplied cash, ageing,
     /// overdue invoices and DSO per customer, legal entity and firm.
+    #[command(
+        after_help = "Examples:\n  o2c receivables --db o2c.db --as-of 2026-12-31\n  o2c receivables --db o2c.db --customer CUST-1001 --json"
+    )]
     Receivables(commands::receivables::Args),
     /// Revenue recognition: request a run for an accounting period, show an engagement's revenue.
+    #[command(
+        after_help = "Examples:\n  o2c revenue run --db o2c.db --period 2026-11 --as-of 2026-12-01\n  o2c revenue show --db o2c.db 0068d00000GLBX01 --json"
+    )]
     Revenue {
         #[command(subcommand)]
         cmd: commands::revenue::Cmd,
     },
     /// Compare what the CRM, PSA and ERP hold with o2c (one engagement or every active one);
     /// report every difference with both sides' values (exit 4 on a mismatch).
+    #[command(
+        after_help = "Examples:\n  o2c reconcile --db o2c.db\n  o2c reconcile --db o2c.db --engagement 0068d00000GLBX01 --json\n  o2c reconcile --db o2c.db --out report/"
+    )]
     Reconcile(commands::reconcile::Args),
     /// Analytics facts (posted invoices, payments, revenue) as JSON Lines for a warehouse load.
+    #[command(after_help = "Examples:\n  o2c export --db o2c.db --since 2026-11-01T00:00:00Z --out facts.jsonl")]
     Export(commands::export::Args),
     /// List engagements (newest first).
+    #[command(
+        after_help = "Examples:\n  o2c engagements --db o2c.db\n  o2c engagements --db o2c.db --status active --json\n  o2c engagements --target aws --stage dev --exceptions"
+    )]
     Engagements(commands::engagements::Args),
     /// The exception queue: list, show, assign, comment, retry, resolve, waive.
+    #[command(
+        after_help = "Examples:\n  o2c exceptions list --db o2c.db --kind provisioning_failed\n  o2c exceptions show --db o2c.db EXC-… --json\n  o2c exceptions assign --db o2c.db EXC-… --to U-OPS-01 --as U-OPS-02\n  o2c exceptions resolve --db o2c.db EXC-… --as U-FIN-DE-02 --reason \"fixed in the ERP\""
+    )]
     Exceptions {
         #[command(subcommand)]
         cmd: commands::exceptions::Cmd,
     },
     /// Rejected messages, parked with every reason.
+    #[command(after_help = "Examples:\n  o2c rejections --db o2c.db\n  o2c rejections --db o2c.db --json")]
     Rejections(commands::rejections::Args),
     /// Dead-letter queues: inspect and redrive.
+    #[command(
+        after_help = "Examples:\n  o2c dlq list --db o2c.db\n  o2c dlq list --db o2c.db ProvisionDLQ --json\n  o2c dlq redrive --db o2c.db ProvisionDLQ"
+    )]
     Dlq {
         #[command(subcommand)]
         cmd: commands::dlq::Cmd,
     },
     /// Replay archived events of a time window into the bus (EventBridge archive replay).
+    #[command(after_help = "Examples:\n  o2c replay --target aws --stage dev --from 2026-12-01T00:00:00Z --to 2026-12-02T00:00:00Z")]
     Replay(commands::replay::Args),
     /// Reference (master) data.
+    #[command(
+        after_help = "Examples:\n  o2c reference check --reference shared/reference/northwind.json\n  o2c reference load --target aws --stage dev --reference shared/reference/northwind.json"
+    )]
     Reference {
         #[command(subcommand)]
         cmd: commands::reference::Cmd,
     },
     /// AWS without CloudFormation: create the template's tables, bus, archive, queues and
     /// rules for a stage (an emulator or a sandbox account) and load reference data.
+    #[command(
+        after_help = "Examples:\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 o2c bootstrap --stage dev\n  o2c bootstrap --stage sandbox --reference shared/reference/northwind.json"
+    )]
     Bootstrap(commands::bootstrap::Args),
+    /// EventBridge rules: test a pattern against an event like `aws events test-event-pattern`
+    /// (the local matcher gives EventBridge's answer), list the template's rules.
+    #[command(
+        after_help = "Examples:\n  o2c rules test --pattern '{\"source\":[{\"prefix\":\"o2c.\"}]}' --event events/samples/OpportunityClosedWon.v1.json\n  o2c rules test --batch cases.jsonl\n  o2c rules list --json"
+    )]
+    Rules {
+        #[command(subcommand)]
+        cmd: commands::rules::Cmd,
+    },
     /// Control the CRM / PSA / ERP simulators.
+    #[command(
+        after_help = "Examples:\n  o2c sim fault --db o2c.db --system erp --operation create_project --kind server-error --times 3\n  o2c sim show --db o2c.db --json"
+    )]
     Sim {
         #[command(subcommand)]
         cmd: commands::sim::Cmd,
@@ -183,8 +251,9 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli.cmd)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("o2c: {e:#}");
-            ExitCode::from(1)
+            let (code, message) = exit::report(&e);
+            eprintln!("{message}");
+            code
         }
     }
 }
@@ -256,5 +325,6 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Reference { cmd } => commands::reference::run(cmd).await,
         Cmd::Bootstrap(a) => commands::bootstrap::run(a).await,
         Cmd::Sim { cmd } => commands::sim::run(cmd).await,
+        Cmd::Rules { cmd } => commands::rules::run(cmd).await,
     }
 }

@@ -344,7 +344,7 @@ fn when_an_operator_bills_approvers_decide_and_cash_arrives_should_post_apply_re
             && s.contains("Invoice INV-ENG-0068d00000GLBX01-1  LE-DE-01-000001  posted"),
         "{s}"
     );
-    assert!(run(&["invoice", "approve", "INV-nonsense", "--db", db, "--as", "U-FIN-DE-01"]).status.code() == Some(1));
+    assert!(run(&["invoice", "approve", "INV-nonsense", "--db", db, "--as", "U-FIN-DE-01"]).status.code() == Some(2));
 
     // The bank's sample credit (EUR 50,000 from Globex Manufacturing's account, quoting a
     // number this book does not hold) pays the oldest open invoice in part.
@@ -429,7 +429,7 @@ fn when_an_operator_works_the_exception_queue_should_filter_refuse_the_causer_re
     assert!(listed(&["--kind", "tax_failed"]).is_empty());
     assert!(listed(&["--legal-entity", "LE-SG-01"]).is_empty());
     assert!(listed(&["--older-than-hours", "1"]).is_empty(), "raised just now");
-    assert_eq!(run(&["exceptions", "list", "--db", db, "--status", "bogus"]).status.code(), Some(1));
+    assert_eq!(run(&["exceptions", "list", "--db", db, "--status", "bogus"]).status.code(), Some(2));
     let s = text(&run(&["exceptions", "show", &id, "--db", db]).stdout);
     assert!(s.contains("caused by      U-BILL-01, U-FIN-DE-01") && s.contains("PERIOD_CLOSED"), "{s}");
 
@@ -519,7 +519,7 @@ fn when_an_event_arrived_too_early_should_resubmit_it_by_event_id_keeping_its_co
     let sample = |s: &str| repo(&format!("events/samples/{s}.v1.json"));
     // The PSA reports the milestone before the engagement is active: refused, parked.
     assert!(run(&["run", "--db", db, sample("ContractApproved").to_str().unwrap()]).status.success());
-    assert!(run(&["run", "--db", db, sample("MilestoneCompleted").to_str().unwrap()]).status.success());
+    assert_eq!(run(&["run", "--db", db, sample("MilestoneCompleted").to_str().unwrap()]).status.code(), Some(4), "parked: exit 4");
     assert!(run(&["run", "--db", db, sample("OpportunityClosedWon").to_str().unwrap()]).status.success());
     let milestone: Value = serde_json::from_str(&std::fs::read_to_string(sample("MilestoneCompleted")).unwrap()).unwrap();
     let (id, correlation) = (milestone["detail"]["event_id"].as_str().unwrap(), milestone["detail"]["correlation_id"].as_str().unwrap());

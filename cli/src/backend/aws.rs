@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use o2c_app::StepService;
 use o2c_app::bus::{PutEventsEntry, validate_entry};
@@ -104,7 +104,7 @@ impl Backend for Aws {
     async fn redrive(&self, dlq: &str, limit: usize, progress: &(dyn Fn(usize) + Sync)) -> Result<(usize, String)> {
         let Some(source) = self.topo.source_of_dlq(dlq) else {
             if !self.topo.is_dlq(dlq) {
-                bail!("{dlq} is not a dead-letter queue of the template");
+                usage!("{dlq} is not a dead-letter queue of the template");
             }
             // A rule target's delivery DLQ: its messages are events, published again.
             let deployed = self.deployed().await?;
@@ -170,7 +170,7 @@ pub async fn serve(target: &Target, c: &Connectors) -> Result<ExitCode> {
     ));
     let (tx, rx) = watch::channel(false);
     let mut tasks = poller.start(rx);
-    println!(
+    outln!(
         "o2c serve --target aws: stage {stage}, bus {}, {} functions and {} pipe(s) polling; Ctrl-C to stop",
         deployed.bus_name,
         topo.functions.len(),
@@ -180,7 +180,7 @@ pub async fn serve(target: &Target, c: &Connectors) -> Result<ExitCode> {
     let _ = tx.send(true);
     while tasks.join_next().await.is_some() {}
     let stats = poller.stats();
-    println!(
+    outln!(
         "o2c serve: stopped after {} batch(es), {} record failure(s), {} piped message(s)",
         stats.batches.load(std::sync::atomic::Ordering::Relaxed),
         stats.failures.load(std::sync::atomic::Ordering::Relaxed),
@@ -207,26 +207,37 @@ pub async fn send(target: &Target, entries: &[PutEventsEntry]) -> Result<ExitCod
     }
     let ids = publisher.put_entries(&valid).await?;
     for (e, id) in valid.iter().zip(&ids) {
-        println!("{id}  {} / {}", e.source.as_deref().unwrap_or_default(), e.detail_type.as_deref().unwrap_or_default());
+        outln!("{id}  {} / {}", e.source.as_deref().unwrap_or_default(), e.detail_type.as_deref().unwrap_or_default());
     }
-    println!("sent {} event(s) to {bus} in {} PutEvents request(s); refused {refused}", ids.len(), publisher.requests());
-    Ok(if refused > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    outln!("sent {} event(s) to {bus} in {} PutEvents request(s); refused {refused}", ids.len(), publisher.requests());
+    Ok(if refused > 0 { ExitCode::from(crate::exit::REFUSED) } else { ExitCode::SUCCESS })
 }
 
 /// Loads reference data into the stage's state table.
 pub async fn load_reference_data(target: &Target, data: &ReferenceData) -> Result<ExitCode> {
-    let n = Aws::connect(target).await?.store.put_reference(data).await?;
-    println!("loaded {n} reference item(s) into stage {}", target.stage);
+    let n = crate::progress::during("loading reference data", async {
+        Ok::<_, anyhow::Error>(Aws::connect(target).await?.store.put_reference(data).await?)
+    })
+    .await?;
+    outln!("loaded {n} reference item(s) into stage {}", target.stage);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Creates the template's resources for a stage and loads reference data.
 pub async fn bootstrap(target: &Target, data: &ReferenceData) -> Result<ExitCode> {
     let aws = Aws::connect(target).await?;
-    let d = resources::create(&aws.sdk, &aws.topo, &aws.stage, None).await?;
-    resources::wait_for_tables(&aws.sdk, &d.tables, Duration::from_secs(120)).await?;
-    let n = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws.sdk), d.tables.clone()).put_reference(data).await?;
-    println!(
+    let d = crate::progress::during(&format!("creating stage {}", aws.stage), async {
+        let d = resources::create(&aws.sdk, &aws.topo, &aws.stage, None).await?;
+        resources::wait_for_tables(&aws.sdk, &d.tables, Duration::from_secs(120)).await?;
+        Ok::<_, anyhow::Error>(d)
+    })
+    .await?;
+    let n = crate::progress::during(
+        "loading reference data",
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws.sdk), d.tables.clone()).put_reference(data),
+    )
+    .await?;
+    outln!(
         "stage {}: bus {}, tables {} and {}, {} queues, {} rules, {n} reference items",
         aws.stage,
         d.bus_name,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use o2c_app::bus::MAX_ENTRIES_PER_PUT;
 use o2c_embedded::bus::LocalBus;
@@ -57,7 +57,7 @@ impl Backend for Embedded {
 
     async fn messages(&self, queue: &str) -> Result<Vec<MessageRow>> {
         if !self.bus.topology().queues.contains_key(queue) {
-            bail!("no queue {queue}; queues: {}", self.bus.topology().queues.keys().cloned().collect::<Vec<_>>().join(", "));
+            usage!("no queue {queue}; queues: {}", self.bus.topology().queues.keys().cloned().collect::<Vec<_>>().join(", "));
         }
         Ok(self
             .bus
@@ -88,7 +88,7 @@ impl Backend for Embedded {
 
     async fn replay(&self, from: DateTime<Utc>, to: DateTime<Utc>, archive: Option<String>) -> Result<String> {
         if archive.is_some() {
-            bail!("--archive applies to --target aws; the embedded bus archives every event in the database");
+            usage!("--archive applies to --target aws; the embedded bus archives every event in the database");
         }
         let template = template(self.target.template.as_deref())?;
         let rt = Runtime::builder(self.target.db()?, o2c_embedded::reference::northwind()?)

@@ -17,6 +17,9 @@ pub enum Cmd {
         target: Target,
         /// Queue logical id (e.g. `ProvisionDLQ`).
         queue: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Move messages from a DLQ back to its source queue.
     Redrive {
@@ -33,17 +36,19 @@ pub enum Cmd {
 /// Runs the command.
 pub async fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::List { target, queue } => with_backend!(target, b => list(&b, queue.as_deref()).await),
+        Cmd::List { target, queue, json } => with_backend!(target, b => list(&b, queue.as_deref(), json).await),
         Cmd::Redrive { target, queue, limit } => with_backend!(target, b => redrive(&b, &queue, limit).await),
     }
 }
 
-async fn list<B: Backend>(b: &B, queue: Option<&str>) -> Result<ExitCode> {
+async fn list<B: Backend>(b: &B, queue: Option<&str>, json: bool) -> Result<ExitCode> {
     match queue {
+        None if json => outln!("{}", serde_json::to_string_pretty(&b.queues().await?)?),
+        Some(q) if json => outln!("{}", serde_json::to_string_pretty(&b.messages(q).await?)?),
         None => {
-            println!("{:<24} {:>8} {:>10}  role", "queue", "visible", "in flight");
+            outln!("{:<24} {:>8} {:>10}  role", "queue", "visible", "in flight");
             for r in b.queues().await? {
-                println!(
+                outln!(
                     "{:<24} {:>8} {:>10}  {}",
                     r.queue,
                     r.visible,
@@ -54,7 +59,7 @@ async fn list<B: Backend>(b: &B, queue: Option<&str>) -> Result<ExitCode> {
         }
         Some(q) => {
             for m in b.messages(q).await? {
-                println!(
+                outln!(
                     "{}  {}  {}  {}  event {}  {}",
                     m.message_id,
                     m.sent_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
@@ -70,13 +75,9 @@ async fn list<B: Backend>(b: &B, queue: Option<&str>) -> Result<ExitCode> {
 }
 
 async fn redrive<B: Backend>(b: &B, dlq: &str, limit: usize) -> Result<ExitCode> {
-    let bar = indicatif::ProgressBar::new(limit as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos} message(s) redriven")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
+    let bar = crate::progress::bar(&format!("redriving {dlq}"), limit as u64);
     let (moved, source) = b.redrive(dlq, limit, &|n| bar.set_position(n as u64)).await?;
     bar.finish_and_clear();
-    println!("moved {moved} message(s) from {dlq} back to {source}");
+    outln!("moved {moved} message(s) from {dlq} back to {source}");
     Ok(ExitCode::SUCCESS)
 }

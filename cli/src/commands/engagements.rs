@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args as ClapArgs;
 use o2c_app::ports::{EngagementFilter, EngagementStore};
+use o2c_domain::engagement::EngagementStatus;
 
 use crate::backend::Backend;
 use crate::{Target, print, with_backend};
@@ -30,6 +31,11 @@ pub struct Args {
 
 /// Runs the command.
 pub async fn run(args: Args) -> Result<ExitCode> {
+    if let Some(s) = &args.status
+        && !EngagementStatus::ALL.iter().any(|k| k.as_str() == s)
+    {
+        usage!("unknown status `{s}` ({})", EngagementStatus::ALL.map(EngagementStatus::as_str).join(", "));
+    }
     let filter = EngagementFilter { status: args.status.clone(), open_exceptions: args.exceptions, limit: args.limit, after: None };
     with_backend!(args.target, b => list(&b, &filter, args.json).await)
 }
@@ -37,7 +43,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 async fn list<B: Backend>(b: &B, filter: &EngagementFilter, json: bool) -> Result<ExitCode> {
     let rows = b.store().list(filter).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print::engagement_table(&rows);
     }

@@ -23,7 +23,7 @@ use crate::backend::Backend;
 use crate::{Target, engagement_id, print, with_backend};
 
 /// Exit code of an action the exception workflow refused.
-pub const REFUSED: u8 = 3;
+pub const REFUSED: u8 = crate::exit::REFUSED;
 
 /// Which cases to list (command-line flags, or the query string of `GET /v1/exceptions`).
 #[derive(ClapArgs, Clone, Default, serde::Deserialize)]
@@ -61,12 +61,12 @@ impl Filter {
         if let Some(s) = &self.status
             && CaseStatus::parse(s).is_none()
         {
-            bail!("unknown status `{s}` (open, assigned, cleared, resolved, waived)");
+            usage!("unknown status `{s}` (open, assigned, cleared, resolved, waived)");
         }
         if let Some(k) = &self.kind
             && ExceptionKind::parse(k).is_none()
         {
-            bail!("unknown kind `{k}` ({})", ExceptionKind::ALL.map(|k| k.as_str()).join(", "));
+            usage!("unknown kind `{k}` ({})", ExceptionKind::ALL.map(|k| k.as_str()).join(", "));
         }
         let status = self.status.as_deref().and_then(CaseStatus::parse);
         // Finer filters apply after the read (newest first per index partition): read
@@ -188,7 +188,7 @@ async fn list<B: Backend>(b: &B, filter: &Filter, json: bool) -> Result<ExitCode
     let now = SystemClock.now();
     let cases = filter.apply(b.store(), now).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&cases)?);
+        outln!("{}", serde_json::to_string_pretty(&cases)?);
     } else {
         print::case_table(&cases, now);
     }
@@ -203,7 +203,7 @@ pub async fn case<S: EngagementStore>(store: &S, id: &str) -> Result<Option<Exce
 async fn show<B: Backend>(b: &B, id: &str, json: bool) -> Result<ExitCode> {
     let Some(c) = case(b.store(), id).await? else { bail!("no exception {id} in {}", b.label()) };
     if json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
+        outln!("{}", serde_json::to_string_pretty(&c)?);
     } else {
         print::case(&c, SystemClock.now());
     }

@@ -23,8 +23,8 @@ pub struct Decision {
     /// The approver's user id (checked: role for the legal entity, segregation of duties).
     #[arg(long = "as")]
     approver: String,
-    /// Comment kept on the approvals trail.
-    #[arg(long)]
+    /// Comment kept on the approvals trail (for a rejection: its reason).
+    #[arg(long, visible_alias = "reason")]
     comment: Option<String>,
     /// Embedded: a running `o2c serve` to send the decision to.
     #[arg(long)]
@@ -64,7 +64,7 @@ pub enum Cmd {
 fn engagement_of(invoice: &str) -> Result<String> {
     match invoice.strip_prefix("INV-").and_then(|rest| rest.rsplit_once('-')) {
         Some((eng, n)) if eng.starts_with("ENG-") && n.chars().all(|c| c.is_ascii_digit()) => Ok(eng.to_owned()),
-        _ => bail!("`{invoice}` is not an invoice id (INV-<engagement>-<n>)"),
+        _ => usage!("`{invoice}` is not an invoice id (INV-<engagement>-<n>)"),
     }
 }
 
@@ -133,9 +133,9 @@ async fn list<B: Backend>(b: &B, eng: &str, json: bool) -> Result<ExitCode> {
     let all = b.store().load_all(AggregateKind::Invoice, eng).await?;
     let invoices = all.invoices();
     if json {
-        println!("{}", serde_json::to_string_pretty(&invoices)?);
+        outln!("{}", serde_json::to_string_pretty(&invoices)?);
     } else if invoices.is_empty() {
-        println!("no invoices for {eng} in {}", b.label());
+        outln!("no invoices for {eng} in {}", b.label());
     } else {
         for i in invoices {
             print::invoice(i);

@@ -16,6 +16,7 @@ pub mod rejections;
 pub mod replay;
 pub mod resubmit;
 pub mod revenue;
+pub mod rules;
 pub mod run;
 pub mod send;
 pub mod serve;

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use o2c_app::bus::PutEventsEntry;
 use o2c_embedded::{Runtime, RuntimeOptions};
 
@@ -29,14 +29,32 @@ pub async fn publish(target: &Target, url: Option<&str>, entries: Vec<PutEventsE
                 .await?;
             let resp = rt.put_events(entries).await?;
             if resp.failed_entry_count > 0 {
-                bail!("the bus refused: {:?}", resp.entries.iter().filter_map(|e| e.error_message.clone()).collect::<Vec<_>>());
+                for e in resp.entries.iter().filter(|e| e.event_id.is_none()) {
+                    eprintln!(
+                        "o2c: refused: {} {}",
+                        e.error_code.as_deref().unwrap_or_default(),
+                        e.error_message.as_deref().unwrap_or_default()
+                    );
+                }
             }
-            let report = rt.run_until_idle(Duration::from_secs(300)).await?;
+            let dead_before = rt.dead_letters().await?;
+            let progress = crate::progress::spinner("processing");
+            let report =
+                rt.run_until_idle_with(Duration::from_secs(300), |n| progress.set_message(format!("{n} message(s) queued"))).await?;
+            progress.finish_and_clear();
+            let dead = report.dead_letters.saturating_sub(dead_before);
             eprintln!(
-                "processed: {} batch(es), {} record(s) handled, {} redelivery(ies), {} dead letter(s)",
-                report.batches, report.succeeded, report.retried, report.dead_letters
+                "processed: {} batch(es), {} record(s) handled, {} redelivery(ies), {dead} dead letter(s)",
+                report.batches, report.succeeded, report.retried
             );
-            Ok((ExitCode::SUCCESS, Some(rt)))
+            let code = if resp.failed_entry_count > 0 {
+                ExitCode::from(crate::exit::REFUSED)
+            } else if dead > 0 {
+                ExitCode::from(crate::exit::ATTENTION)
+            } else {
+                ExitCode::SUCCESS
+            };
+            Ok((code, Some(rt)))
         }
     }
 }

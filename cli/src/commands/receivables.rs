@@ -96,22 +96,22 @@ pub async fn report<S: EngagementStore>(
     let firm = dso(&all.iter().collect::<Vec<_>>(), as_of);
     if json {
         let doc = serde_json::json!({"as_of": as_of, "customers": summaries, "dso_by_legal_entity": by_entity, "dso_firm": firm});
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
     if summaries.is_empty() {
-        println!("No receivables in {label} (nothing posted, no payment received).");
+        outln!("No receivables in {label} (nothing posted, no payment received).");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("Receivables as of {as_of} ({label})");
+    outln!("Receivables as of {as_of} ({label})");
     for s in &summaries {
         print_customer(s);
     }
-    println!("DSO by legal entity (count-back):");
+    outln!("DSO by legal entity (count-back):");
     for (le, d) in &by_entity {
-        println!("  {le:<10} {}", days(d));
+        outln!("  {le:<10} {}", days(d));
     }
-    println!("DSO firm-wide: {}", days(&firm));
+    outln!("DSO firm-wide: {}", days(&firm));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -150,7 +150,7 @@ fn amounts(m: &BTreeMap<&'static str, Decimal>) -> String {
 
 fn print_customer(s: &Summary<'_>) {
     let r = s.receivables;
-    println!(
+    outln!(
         "{} / {}: open {}  unapplied {}  DSO {}  overdue {}",
         s.legal_entity_id,
         s.customer_id,
@@ -161,10 +161,10 @@ fn print_customer(s: &Summary<'_>) {
     );
     for (cur, buckets) in &s.ageing {
         let cols: Vec<String> = buckets.iter().map(|(b, v)| format!("{b} {v}")).collect();
-        println!("  ageing {cur}: {}", cols.join("  "));
+        outln!("  ageing {cur}: {}", cols.join("  "));
     }
     for i in r.invoices.values() {
-        println!(
+        outln!(
             "  invoice {:<16} {:<28} due {}  total {:>16}  applied {:>16}  open {:>16}",
             i.number,
             i.invoice_id,
@@ -176,7 +176,7 @@ fn print_customer(s: &Summary<'_>) {
     }
     for p in r.payments.values() {
         let applied: Vec<String> = p.applications.iter().map(|a| format!("{} {}", a.number, a.amount)).collect();
-        println!(
+        outln!(
             "  payment {:<24} {} value {}  {:<17} {:<8} → {}{}{}",
             p.payment_id,
             p.amount,
@@ -189,6 +189,6 @@ fn print_customer(s: &Summary<'_>) {
         );
     }
     for i in r.open_issues() {
-        println!("  issue   {}: {}", i.payment_id, i.message);
+        outln!("  issue   {}: {}", i.payment_id, i.message);
     }
 }

@@ -25,10 +25,10 @@ use crate::backend::Backend;
 use crate::{Target, engagement_id, with_backend};
 
 /// Exit code when a system disagrees (or refused a read).
-pub const MISMATCH: u8 = 4;
+pub const MISMATCH: u8 = crate::exit::ATTENTION;
 
 /// Exit code when an engagement has no result of the run just requested.
-pub const INCOMPLETE: u8 = 5;
+pub const INCOMPLETE: u8 = crate::exit::INCOMPLETE;
 
 /// Arguments.
 #[derive(ClapArgs)]
@@ -71,7 +71,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             publish(&args.target, args.url.as_deref(), vec![entry("o2c.scheduler", "ReconciliationRequested", &detail)]).await?;
         if rt.is_none() {
             // Sent to a stage or a server: its reports land when the steps have run.
-            println!("requested {run_id}; `o2c reconcile --report-only` shows the results");
+            outln!("requested {run_id}; `o2c reconcile --report-only` shows the results");
             return Ok(code);
         }
     }
@@ -86,7 +86,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         eprintln!("report: {}", dir.join("reconciliation.html").display());
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         table(&reports);
     }
@@ -124,12 +124,12 @@ async fn reports<S: EngagementStore>(store: &S, one: Option<&str>, run: Option<&
 
 fn table(reports: &[ReconciliationReport]) {
     if reports.is_empty() {
-        println!("no reconciliation results");
+        outln!("no reconciliation results");
         return;
     }
-    println!("{:<28} {:<8} {:>7} {:>10}  run", "engagement", "result", "checked", "mismatches");
+    outln!("{:<28} {:<8} {:>7} {:>10}  run", "engagement", "result", "checked", "mismatches");
     for r in reports {
-        println!(
+        outln!(
             "{:<28} {:<8} {:>7} {:>10}  {} at {}",
             r.engagement_id,
             if r.is_clean() { "agrees" } else { "BREAK" },
@@ -139,7 +139,7 @@ fn table(reports: &[ReconciliationReport]) {
             r.at.to_rfc3339()
         );
         for m in &r.mismatches {
-            println!(
+            outln!(
                 "    {:<4} {:<34} {:<24} o2c {:<24} {} {}",
                 m.system.as_str(),
                 m.object,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Subcommand;
 
 use crate::{Target, TargetKind, load_reference};
@@ -16,28 +16,46 @@ pub enum Cmd {
         #[command(flatten)]
         target: Target,
         /// Reference data JSON (default: the bundled Northwind sample).
-        #[arg(long)]
-        file: Option<PathBuf>,
+        #[arg(long, visible_alias = "file")]
+        reference: Option<PathBuf>,
     },
     /// Check a reference-data file (cross references, template weights).
     Check {
         /// Reference data JSON.
-        file: PathBuf,
+        #[arg(long, visible_alias = "file")]
+        reference: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 /// Runs the command.
 pub async fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Load { target, file } => {
+        Cmd::Load { target, reference: file } => {
             if target.target == TargetKind::Embedded {
-                bail!("the embedded runtime takes reference data per run (`--reference` on run / serve); use --target aws to load a stage");
+                usage!(
+                    "the embedded runtime takes reference data per run (`--reference` on run / serve); use --target aws to load a stage"
+                );
             }
             crate::backend::aws::load_reference_data(&target, &load_reference(file.as_deref())?).await
         }
-        Cmd::Check { file } => {
+        Cmd::Check { reference: file, json } => {
             let data = load_reference(Some(&file))?;
-            println!(
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::json!({
+                        "file": file.display().to_string(), "consistent": true,
+                        "customers": data.customers.len(), "legal_entities": data.legal_entities.len(),
+                        "tax_profiles": data.tax_profiles.len(), "service_offerings": data.service_offerings.len(),
+                        "rate_cards": data.rate_cards.len(), "project_templates": data.project_templates.len(),
+                    })
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            outln!(
                 "{}: {} customers, {} legal entities, {} tax profiles, {} offerings, {} rate cards, {} templates — consistent",
                 file.display(),
                 data.customers.len(),

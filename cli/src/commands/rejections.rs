@@ -30,7 +30,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 async fn list<B: Backend>(b: &B, limit: usize, json: bool) -> Result<ExitCode> {
     let rows = b.store().rejections(limit).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print::rejections(&rows);
     }

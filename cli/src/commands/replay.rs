@@ -26,7 +26,10 @@ pub struct Args {
 
 /// Runs the command.
 pub async fn run(args: Args) -> Result<ExitCode> {
-    let said = with_backend!(args.target, b => b.replay(args.from, args.to, args.archive.clone()).await?);
-    println!("{said}");
+    let said = crate::progress::during("replaying", async {
+        with_backend!(args.target, b => b.replay(args.from, args.to, args.archive.clone()).await)
+    })
+    .await?;
+    outln!("{said}");
     Ok(ExitCode::SUCCESS)
 }

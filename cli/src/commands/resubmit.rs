@@ -44,6 +44,9 @@ pub struct Args {
     /// List what would be sent; send nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Print what is (or would be) sent as JSON: the PutEvents entries.
+    #[arg(long)]
+    json: bool,
     /// Embedded: a running `o2c serve` to send to.
     #[arg(long)]
     url: Option<String>,
@@ -74,9 +77,12 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         bail!("no recorded event matches (the archive, parked rejections and exception cases were searched)");
     }
     let entries: Vec<PutEventsEntry> = picked.into_iter().map(|e| if args.same_key { e } else { fresh(e) }).collect();
-    for e in &entries {
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&entries)?);
+    }
+    for e in entries.iter().filter(|_| !args.json) {
         let d = detail(e).unwrap_or_default();
-        println!(
+        outln!(
             "{}  {} / {}  correlation {}  key {}",
             d["event_id"].as_str().unwrap_or_default(),
             e.source.as_deref().unwrap_or_default(),

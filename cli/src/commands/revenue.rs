@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args as ClapArgs, Subcommand};
 use o2c_app::clock::{Clock, IdGenerator, RandomIds, SystemClock};
 use o2c_app::ports::EngagementStore;
@@ -63,10 +63,10 @@ pub async fn run(cmd: Cmd) -> Result<ExitCode> {
 }
 
 async fn request(args: RunArgs) -> Result<ExitCode> {
-    let Some(period) = Period::parse(&args.period) else { bail!("--period {}: expected YYYY-MM", args.period) };
+    let Some(period) = Period::parse(&args.period) else { usage!("--period {}: expected YYYY-MM", args.period) };
     let as_of = args.as_of.unwrap_or_else(|| SystemClock.now().date_naive());
     if as_of <= period.last_day() {
-        bail!("{period} ends on {}: revenue is recognised once a period has ended (--as-of {as_of})", period.last_day());
+        usage!("{period} ends on {}: revenue is recognised once a period has ended (--as-of {as_of})", period.last_day());
     }
     let run_id = format!("revenue-{}", RandomIds.new_id());
     let eng = args.engagement.as_deref().map(engagement_id);
@@ -99,11 +99,11 @@ async fn request(args: RunArgs) -> Result<ExitCode> {
 async fn show<B: Backend>(b: &B, eng: &str, json: bool) -> Result<ExitCode> {
     let loaded = b.store().load_aggregates(&[AggregateKey::revenue_ledger(eng)]).await?;
     let Some(rl) = loaded.revenue_ledger(eng) else {
-        println!("{eng} has recognised no revenue in {}.", b.label());
+        outln!("{eng} has recognised no revenue in {}.", b.label());
         return Ok(ExitCode::SUCCESS);
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(rl)?);
+        outln!("{}", serde_json::to_string_pretty(rl)?);
     } else {
         print_ledger(rl);
     }
@@ -112,16 +112,16 @@ async fn show<B: Backend>(b: &B, eng: &str, json: bool) -> Result<ExitCode> {
 
 /// Prints an engagement's revenue by period and its journals.
 pub fn print_ledger(rl: &RevenueLedger) {
-    println!("Revenue {}  (covered through {})", rl.engagement_id, rl.last_period.map(|p| p.to_string()).unwrap_or_else(|| "—".into()));
+    outln!("Revenue {}  (covered through {})", rl.engagement_id, rl.last_period.map(|p| p.to_string()).unwrap_or_else(|| "—".into()));
     for (period, total) in &rl.by_period {
-        println!("  period {period}: {total}");
+        outln!("  period {period}: {total}");
     }
     for (key, amount) in &rl.recognised {
-        println!("  line {key:<14} recognised to date {amount}");
+        outln!("  line {key:<14} recognised to date {amount}");
     }
     for j in &rl.journals {
         let moved = if j.period == j.requested_period { String::new() } else { format!(" (run for {}, closed)", j.requested_period) };
-        println!(
+        outln!(
             "  journal {} {} in {}{moved}: {}  ERP {}",
             j.journal_id,
             j.status.as_str(),
@@ -130,7 +130,7 @@ pub fn print_ledger(rl: &RevenueLedger) {
             j.erp_journal_id.as_deref().unwrap_or("—")
         );
         for l in &j.lines {
-            println!(
+            outln!(
                 "    {:<6} {:<10} {:<13} {:>16}  to date {:>16}",
                 l.line_id,
                 l.kind.as_str(),

@@ -45,6 +45,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .options(RuntimeOptions::default())
         .open()
         .await?;
+    let (parked_before, dead_before) = (rt.store().rejections(usize::MAX).await?.len(), rt.dead_letters().await?);
     let mut failed = 0;
     let mut accepted = 0;
     for chunk in entries.chunks(MAX_ENTRIES_PER_PUT) {
@@ -65,12 +66,27 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             }
         }
     }
-    let report = rt.run_until_idle(Duration::from_secs(args.timeout_secs)).await?;
-    let rejections = rt.store().rejections(usize::MAX).await?.len();
-    println!(
-        "accepted {accepted} event(s), refused {failed}; {} batch(es), {} record(s) handled, {} redelivery(ies); {} parked rejection(s), {} dead letter(s)",
-        report.batches, report.succeeded, report.retried, rejections, report.dead_letters
+    let progress = crate::progress::spinner("processing");
+    let report =
+        rt.run_until_idle_with(Duration::from_secs(args.timeout_secs), |n| progress.set_message(format!("{n} message(s) queued"))).await?;
+    progress.finish_and_clear();
+    let parked = rt.store().rejections(usize::MAX).await?.len().saturating_sub(parked_before);
+    let dead = report.dead_letters.saturating_sub(dead_before);
+    outln!(
+        "accepted {accepted} event(s), refused {failed}; {} batch(es), {} record(s) handled, {} redelivery(ies); {parked} parked rejection(s), {dead} dead letter(s)",
+        report.batches,
+        report.succeeded,
+        report.retried
     );
     print::engagement_table(&rt.store().list(&EngagementFilter { limit: 50, ..Default::default() }).await?);
-    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    if parked > 0 || dead > 0 {
+        eprintln!("o2c: {parked} message(s) parked, {dead} dead-lettered: see `o2c rejections`, `o2c dlq list` and `o2c exceptions list`");
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(crate::exit::REFUSED)
+    } else if parked > 0 || dead > 0 {
+        ExitCode::from(crate::exit::ATTENTION)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -227,13 +227,13 @@ async fn serve_embedded(db: PathBuf, addr: String, reference: ReferenceData, tem
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    println!("o2c serve: listening on http://{local} (db {}); POST /v1/events", db.display());
+    outln!("o2c serve: listening on http://{local} (db {}); POST /v1/events", db.display());
     info!(addr = %local, db = %db.display(), "serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     // Let in-flight batches finish; anything unfinished is redelivered on the next start.
     let _ = stop_tx.send(true);
     while workers.join_next().await.is_some() {}
-    println!("o2c serve: stopped");
+    outln!("o2c serve: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -257,7 +257,7 @@ pub async fn send(url: &str, entries: &[o2c_app::bus::PutEventsEntry]) -> Result
         for (e, r) in chunk.iter().zip(body["Entries"].as_array().into_iter().flatten()) {
             match r.get("EventId").and_then(|v| v.as_str()) {
                 Some(id) => {
-                    println!("{id}  {} / {}", e.source.as_deref().unwrap_or_default(), e.detail_type.as_deref().unwrap_or_default())
+                    outln!("{id}  {} / {}", e.source.as_deref().unwrap_or_default(), e.detail_type.as_deref().unwrap_or_default())
                 }
                 None => {
                     failed += 1;
@@ -270,5 +270,5 @@ pub async fn send(url: &str, entries: &[o2c_app::bus::PutEventsEntry]) -> Result
             }
         }
     }
-    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 { ExitCode::from(crate::exit::REFUSED) } else { ExitCode::SUCCESS })
 }

@@ -87,6 +87,9 @@ pub enum Cmd {
         /// Database file.
         #[arg(long)]
         db: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// What each simulated system holds: projects, billing schedules, invoices, opportunities.
     Show {
@@ -110,12 +113,12 @@ pub async fn run(cmd: Cmd) -> Result<ExitCode> {
             let sims = Simulators::new(Db::open(&db)?, &load_reference(reference.as_deref())?);
             let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
-            println!("o2c sim serve: PSA http://{local}/psa  ERP http://{local}/erp  CRM http://{local}/crm (db {})", db.display());
+            outln!("o2c sim serve: PSA http://{local}/psa  ERP http://{local}/erp  CRM http://{local}/crm (db {})", db.display());
             axum::serve(listener, o2c_embedded::sim_http::router(sims)).with_graceful_shutdown(super::serve::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Fault { db, system, operation, kind, times, status, code, message, retry_after_ms, delay_ms } => {
-            let system = System::parse(&system).with_context(|| format!("unknown system {system} (crm, psa, erp)"))?;
+            let Some(system) = System::parse(&system) else { usage!("unknown system `{system}` (crm, psa, erp, tax)") };
             let fault = match kind {
                 FaultKind::ServerError => Fault::ServerError { status: status.unwrap_or(503) },
                 FaultKind::Timeout => Fault::Timeout,
@@ -125,17 +128,26 @@ pub async fn run(cmd: Cmd) -> Result<ExitCode> {
                 FaultKind::Latency => Fault::Latency { ms: delay_ms },
             };
             sims(&db)?.inject(system, &operation, fault, times).await?;
-            println!("fault set on {} {operation}", system.as_str());
+            outln!("fault set on {} {operation}", system.as_str());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Clear { db } => {
             sims(&db)?.clear_faults().await?;
-            println!("faults cleared");
+            outln!("faults cleared");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Calls { db } => {
-            for c in sims(&db)?.calls().await? {
-                println!("{:<4} {:<24} {:<34} {}", c.system, c.operation, c.key, c.outcome);
+        Cmd::Calls { db, json } => {
+            let calls = sims(&db)?.calls().await?;
+            if json {
+                let rows: Vec<serde_json::Value> = calls
+                    .iter()
+                    .map(|c| serde_json::json!({"system": c.system, "operation": c.operation, "key": c.key, "outcome": c.outcome}))
+                    .collect();
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for c in calls {
+                outln!("{:<4} {:<24} {:<34} {}", c.system, c.operation, c.key, c.outcome);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -151,11 +163,11 @@ async fn show(s: &Simulators, json: bool) -> Result<ExitCode> {
             schedules.iter().map(|(id, p, sch)| serde_json::json!({"schedule_id": id, "erp_project_id": p, "schedule": sch})).collect();
         let v = serde_json::json!({"psa_projects": psa, "erp_projects": erp, "erp_billing_schedules": schedules,
             "erp_invoices": invoices, "crm_opportunities": opportunities});
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     for p in psa.iter().chain(&erp) {
-        println!(
+        outln!(
             "{:<4} project  {:<18} {:<30} {:<9} {} {} → {}, {} milestone(s)",
             p.system,
             p.project_id,
@@ -168,7 +180,7 @@ async fn show(s: &Simulators, json: bool) -> Result<ExitCode> {
         );
     }
     for (id, project, sch) in &schedules {
-        println!(
+        outln!(
             "erp  schedule {id:<18} on {project:<25} fixed {} cap {}, {} item(s)",
             sch.fixed_total,
             sch.time_and_materials_cap,
@@ -176,10 +188,10 @@ async fn show(s: &Simulators, json: bool) -> Result<ExitCode> {
         );
     }
     for i in &invoices {
-        println!("erp  invoice  {:<18} {:<30} {} due {}", i.number, i.invoice_id, i.invoice.total, i.invoice.due_date);
+        outln!("erp  invoice  {:<18} {:<30} {} due {}", i.number, i.invoice_id, i.invoice.total, i.invoice.due_date);
     }
     for o in &opportunities {
-        println!(
+        outln!(
             "crm  opp      {:<18} {:<9} {:<12} v{} {}",
             o.opportunity_id,
             o.sync_status,

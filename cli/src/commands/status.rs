@@ -68,7 +68,7 @@ async fn show<B: Backend>(b: &B, engagement: &str, json: bool) -> Result<ExitCod
             "version": state.version, "engagement": state.value, "crm_sync": crm.map(|c| &c.last),
             "wip": {"entries": entries, "rejected": rejected}, "ledger": ledger, "invoices": invoices, "receivables": cash, "revenue": revenue, "timeline": timeline,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print::engagement(&state.value, state.version, crm);
         print::wip(&shards, ledger);
@@ -76,7 +76,7 @@ async fn show<B: Backend>(b: &B, engagement: &str, json: bool) -> Result<ExitCod
             print::invoice(i);
         }
         for c in &cash {
-            println!(
+            outln!(
                 "Receivable {}  total {} {}  applied {}  open {}  due {}",
                 c["number"].as_str().unwrap_or_default(),
                 c["total"]["amount"].as_str().unwrap_or_default(),
@@ -86,7 +86,7 @@ async fn show<B: Backend>(b: &B, engagement: &str, json: bool) -> Result<ExitCod
                 c["due_date"].as_str().unwrap_or_default()
             );
             for p in c["payments"].as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "  paid by {} on {}: {} ({}, {}){}",
                     p["payment_id"].as_str().unwrap_or_default(),
                     p["value_date"].as_str().unwrap_or_default(),

@@ -81,7 +81,7 @@ impl EventBridgePublisher {
                     .set_entries(Some(chunk.iter().map(|i| to_sdk(&entries[*i], &self.bus_name)).collect()))
                     .send()
                     .await
-                    .map_err(|e| O2cError::dependency("eventbridge", format!("{e:?}").chars().take(400).collect::<String>()))?;
+                    .map_err(|e| crate::sdk_error("eventbridge", &e))?;
                 // Results come back in request order; a failed entry has an error code.
                 for (i, r) in chunk.iter().zip(out.entries()) {
                     match (r.event_id(), r.error_code()) {

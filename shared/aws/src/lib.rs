@@ -35,3 +35,20 @@ pub mod visibility;
 
 pub use config::Config;
 pub use platform::{AwsPlatform, LambdaPlatform, sdk_config};
+
+/// A failed SDK call as a dependency error: the error and its sources on one line
+/// ("dispatch failure: io error: … Connection refused"), never the SDK's debug dump (which
+/// `DisplayErrorContext` appends); capped at 500 characters.
+pub(crate) fn sdk_error(service: &str, e: &(dyn std::error::Error + 'static)) -> o2c_app::O2cError {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    o2c_app::O2cError::dependency(service, text.chars().take(500).collect::<String>())
+}

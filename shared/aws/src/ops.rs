@@ -7,8 +7,8 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use o2c_app::O2cError;
 
-fn dep(service: &str, e: impl std::fmt::Debug) -> O2cError {
-    O2cError::dependency(service, format!("{e:?}").chars().take(400).collect::<String>())
+fn dep(service: &str, e: impl std::error::Error + 'static) -> O2cError {
+    crate::sdk_error(service, &e)
 }
 
 /// Up to 10 messages (the `ReceiveMessage` limit), hidden for `visibility` seconds.

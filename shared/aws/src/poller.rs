@@ -249,7 +249,7 @@ impl QueueOps for SqsQueue<'_> {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| o2c_app::O2cError::dependency("sqs", aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
+                .map_err(|e| crate::sdk_error("sqs", &e))?;
         }
         Ok(())
     }

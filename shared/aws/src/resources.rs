@@ -35,8 +35,8 @@ pub struct Deployed {
     pub tables: Tables,
 }
 
-fn dep(service: &str, e: impl std::fmt::Debug) -> O2cError {
-    O2cError::dependency(service, format!("{e:?}").chars().take(400).collect::<String>())
+fn dep(service: &str, e: impl std::error::Error + 'static) -> O2cError {
+    crate::sdk_error(service, &e)
 }
 
 fn key(k: &KeyDef, kt: KeyType) -> Result<KeySchemaElement, O2cError> {

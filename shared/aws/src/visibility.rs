@@ -70,7 +70,7 @@ impl QueueUrls {
             .queue_owner_aws_account_id(*account)
             .send()
             .await
-            .map_err(|e| O2cError::dependency("sqs", aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
+            .map_err(|e| crate::sdk_error("sqs", &e))?;
         let url = out.queue_url().unwrap_or_default().to_owned();
         self.0.write().await.insert(arn.to_owned(), url.clone());
         Ok(url)

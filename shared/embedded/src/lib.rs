@@ -6,7 +6,7 @@
 //! Layout:
 //! - [`db`]: the SQLite file (WAL, `synchronous=FULL`), schema migrations;
 //! - [`store`]: state / idempotency / rejection ports over SQLite;
-//! - [`bus`]: the in-process EventBridge bus (rules from the template, quamina matching,
+//! - [`bus`]: the in-process EventBridge bus (rules from the template, event-ruler matching,
 //!   archive) and SQS-like queues (visibility, redelivery, DLQ, FIFO groups);
 //! - [`sim`]: CRM, PSA, ERP and tax-engine simulators with realistic validation and
 //!   switchable faults; [`sim_tax`]: the tax engine's rules;

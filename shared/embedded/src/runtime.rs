@@ -448,6 +448,12 @@ impl Runtime {
     /// Processes until every function queue is empty (or `max` elapses: an error naming
     /// what is still pending).
     pub async fn run_until_idle(&self, max: Duration) -> Result<RunReport, O2cError> {
+        self.run_until_idle_with(max, |_| {}).await
+    }
+
+    /// [`Runtime::run_until_idle`], telling `progress` how many messages are still queued
+    /// each time it looks (every 20 ms), e.g. for a progress line.
+    pub async fn run_until_idle_with(&self, max: Duration, progress: impl Fn(u64)) -> Result<RunReport, O2cError> {
         if let Some(clock) = self.inner.sim_clock.clone() {
             return self.run_sequentially(&clock).await;
         }
@@ -466,6 +472,7 @@ impl Runtime {
                 }
                 Ok(n) => {
                     idle_checks = 0;
+                    progress(n);
                     if started.elapsed() > max {
                         break Err(O2cError::dependency("runtime", format!("{n} message(s) still pending after {max:?}")));
                     }

@@ -8,8 +8,10 @@
 //! Layout:
 //! - [`topology`]: bus, rules, queues (FIFO, visibility, redrive), pipes, functions, tables;
 //!   a template given at run time ([`topology::Template`]) or the copy compiled in;
+//! - [`pattern`]: EventBridge event patterns (event-ruler semantics), compiled and matched;
 //! - [`routing`]: EventBridge pattern matching over the template's rules.
 
+pub mod pattern;
 pub mod routing;
 pub mod topology;
 

@@ -62,6 +62,6 @@ pub async fn play_all(rt: &Runtime, n: &mut usize, seen: &mut i64) -> Result<()>
     let entities: Vec<String> = reference.legal_entities.keys().cloned().collect();
     let as_of = chrono::NaiveDate::from_ymd_opt(2027, 4, 2).context("date")?;
     crate::commands::receivables::report(rt.store(), "embedded demo", &entities, None, as_of, false).await?;
-    println!();
+    outln!();
     Ok(())
 }

@@ -53,8 +53,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         builder = builder.deterministic(seed, start);
     }
     let rt = builder.open().await?;
-    println!("o2c demo — Northwind Partners on the embedded runtime");
-    println!(
+    outln!("o2c demo — Northwind Partners on the embedded runtime");
+    outln!(
         "store {}; topology from {}: {} functions, {} rules, {} queues\n",
         path.display(),
         template.origin,
@@ -67,7 +67,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     // response is lost after the ERP committed it. The flow must absorb all three.
     rt.sims().inject(System::Erp, "create_project", Fault::ServerError { status: 503 }, Some(2)).await?;
     rt.sims().inject(System::Erp, "create_project", Fault::TimeoutAfterCommit, Some(1)).await?;
-    println!("(simulated ERP: 2 × HTTP 503, then 1 lost response after commit)\n");
+    outln!("(simulated ERP: 2 × HTTP 503, then 1 lost response after commit)\n");
 
     let mut seen = 0;
     let mut n = 0;
@@ -82,15 +82,15 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     cash::play_all(&rt, &mut n, &mut seen).await?;
     revenue::play_all(&rt, &mut n, &mut seen).await?;
 
-    println!("Connector calls (create-or-get by external key):");
+    outln!("Connector calls (create-or-get by external key):");
     for c in rt.sims().calls().await? {
-        println!("    {:<4} {:<24} {:<28} {}", c.system, c.operation, c.key, c.outcome);
+        outln!("    {:<4} {:<24} {:<28} {}", c.system, c.operation, c.key, c.outcome);
     }
-    println!("\nFinal state:");
+    outln!("\nFinal state:");
     let rows = rt.store().list(&Default::default()).await?;
     print::engagement_table(&rows);
     for r in &rows {
-        println!();
+        outln!();
         if let Some(state) = rt.store().load(&r.engagement_id).await? {
             let id = &r.engagement_id;
             let others = rt.store().load_aggregates(&[AggregateKey::crm_sync(id), AggregateKey::ledger(id)]).await?;
@@ -106,9 +106,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
     }
     let parked = rt.store().rejections(100).await?;
-    println!("\nparked messages: {}, dead letters: {}", parked.len(), rt.dead_letters().await?);
+    outln!("\nparked messages: {}, dead letters: {}", parked.len(), rt.dead_letters().await?);
     if let Some(p) = rt.sims().opportunity("0068d00000GLBX01").await? {
-        println!(
+        outln!(
             "CRM opportunity 0068d00000GLBX01 now shows: {} / {} (PSA {}, ERP {})",
             p.1.sync_status,
             p.1.engagement_status,
@@ -121,7 +121,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 
 /// Publishes one titled step's entries, processes until idle and prints what each step did.
 async fn play(rt: &Runtime, n: usize, title: &str, entries: Vec<PutEventsEntry>, seen: &mut i64) -> Result<()> {
-    println!("▶ {n}. {title}");
+    outln!("▶ {n}. {title}");
     let mut kinds: Vec<(String, usize)> = Vec::new();
     for e in &entries {
         let kind = format!("{} / {}", e.source.as_deref().unwrap_or_default(), e.detail_type.as_deref().unwrap_or_default());
@@ -131,7 +131,7 @@ async fn play(rt: &Runtime, n: usize, title: &str, entries: Vec<PutEventsEntry>,
         }
     }
     for (kind, count) in kinds {
-        println!("  PutEvents {}{kind}", if count > 1 { format!("{count} × ") } else { String::new() });
+        outln!("  PutEvents {}{kind}", if count > 1 { format!("{count} × ") } else { String::new() });
     }
     let resp = rt.put_events(entries).await?;
     if resp.failed_entry_count > 0 {
@@ -141,14 +141,14 @@ async fn play(rt: &Runtime, n: usize, title: &str, entries: Vec<PutEventsEntry>,
     let steps = rt.store().audit_since(*seen).await?;
     for (seq, a) in &steps {
         *seen = *seq;
-        println!("    {:<16} {:<24} {:<34} {}", a.step, a.engagement_id, a.action, a.summary);
+        outln!("    {:<16} {:<24} {:<34} {}", a.step, a.engagement_id, a.action, a.summary);
     }
     if steps.is_empty() {
-        println!("    (absorbed by the idempotency store: no state change, no connector call; {} record(s) handled)", report.succeeded);
+        outln!("    (absorbed by the idempotency store: no state change, no connector call; {} record(s) handled)", report.succeeded);
     }
     if report.retried > 0 {
-        println!("    ({} delivery(ies) failed transiently and were retried)", report.retried);
+        outln!("    ({} delivery(ies) failed transiently and were retried)", report.retried);
     }
-    println!();
+    outln!();
     Ok(())
 }

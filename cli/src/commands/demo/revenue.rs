@@ -38,6 +38,6 @@ pub async fn play_all(rt: &Runtime, n: &mut usize, seen: &mut i64) -> Result<()>
             crate::commands::revenue::print_ledger(rl);
         }
     }
-    println!();
+    outln!();
     Ok(())
 }

@@ -92,15 +92,17 @@ pub struct DynamoStore {
     counts: Arc<RequestCounts>,
 }
 
-fn dep<E: std::fmt::Debug>(e: SdkError<E>) -> O2cError {
+fn dep<E: std::error::Error + 'static>(e: SdkError<E>) -> O2cError {
     // The SDK already retried throttling and 5xx (standard retry mode); what reaches here
     // is transient from the step's point of view.
-    O2cError::dependency("dynamodb", format!("{e:?}").chars().take(500).collect::<String>())
+    crate::sdk_error("dynamodb", &e)
 }
 
 /// `Ok(true)` when a conditional write was written, `Ok(false)` when its condition refused
 /// it, the error otherwise.
-fn written<T, E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::fmt::Debug>(res: Result<T, SdkError<E>>) -> Result<bool, O2cError> {
+fn written<T, E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static>(
+    res: Result<T, SdkError<E>>,
+) -> Result<bool, O2cError> {
     match res {
         Ok(_) => Ok(true),
         Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException") => Ok(false),

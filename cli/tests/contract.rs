@@ -1,0 +1,172 @@
+//! The CLI contract from outside (README, "CLI contract"): exit codes, a closed pipe, unknown
+//! filter values, AWS errors with a hint, `o2c run`'s verdict on what it processed.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+fn o2c() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_o2c"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn run(args: &[&str]) -> Output {
+    o2c().args(args).output().expect("o2c runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A database with one engagement (the closed-won sample).
+fn db_with_one_engagement(dir: &Path) -> String {
+    let db = dir.join("o2c.db").to_str().unwrap().to_owned();
+    let out = run(&["run", "--db", &db, repo("events/samples/OpportunityClosedWon.v1.json").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    db
+}
+
+#[test]
+fn when_stdout_is_closed_before_the_first_write_should_exit_0_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_with_one_engagement(dir.path());
+    let commands: [&[&str]; 4] = [
+        &["status", "--db", &db, "0068d00000GLBX01", "--json"],
+        &["engagements", "--db", &db],
+        &["dlq", "list", "--db", &db, "--json"],
+        &["exceptions", "list", "--db", &db, "--all", "--json"],
+    ];
+    for args in commands {
+        // A pipe whose reading end is already closed: the first write fails with EPIPE,
+        // deterministically (what `o2c … | head -1` does once head has its line).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = o2c().args(args).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "o2c {args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "o2c {args:?}: {err}");
+    }
+}
+
+#[test]
+fn when_a_filter_value_or_a_flag_is_wrong_should_exit_2_naming_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_with_one_engagement(dir.path());
+    let out = run(&["engagements", "--db", &db, "--status", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown status `bogus`") && text(&out.stderr).contains("active"), "{}", text(&out.stderr));
+    let out = run(&["exceptions", "list", "--db", &db, "--kind", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = run(&["engagements"]);
+    assert_eq!(out.status.code(), Some(2), "--db is required: {}", text(&out.stderr));
+    let out = run(&["sim", "fault", "--db", &db, "--system", "bank", "--kind", "timeout"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = run(&["engagements", "--db", &db, "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A valid value still works, and an empty answer is not an error.
+    let out = run(&["engagements", "--db", &db, "--status", "rejected", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!([]));
+}
+
+#[test]
+fn when_run_parks_a_message_or_the_bus_refuses_an_entry_should_say_so_in_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let db = db.to_str().unwrap();
+    // Schema-invalid: the closed-won sample with a revision that is not a number. The bus
+    // accepts it (it is an event), the intake step parks it with its reasons: exit 4, and
+    // it is listed.
+    let mut ev: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("events/samples/OpportunityClosedWon.v1.json")).unwrap()).unwrap();
+    ev["detail"]["payload"]["revision"] = json!("one");
+    ev["detail"]["idempotency_key"] = json!("contract-test-invalid-1");
+    let bad = dir.path().join("invalid.json");
+    std::fs::write(&bad, ev.to_string()).unwrap();
+    let out = run(&["run", "--db", db, bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 parked rejection(s)"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("o2c rejections"), "{}", text(&out.stderr));
+    let listed: Value = serde_json::from_slice(&run(&["rejections", "--db", db, "--json"]).stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    // Running something valid afterwards is judged on its own: the earlier parked message
+    // does not make this run fail.
+    let out = run(&["run", "--db", db, repo("events/samples/OpportunityClosedWon.v1.json").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    // An entry the bus refuses (Detail is not a JSON object): exit 3.
+    let refused = dir.path().join("refused.json");
+    std::fs::write(&refused, json!([{"Source": "o2c.crm", "DetailType": "OpportunityClosedWon", "Detail": "[1,2]"}]).to_string()).unwrap();
+    let out = run(&["run", "--db", db, refused.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}{}", text(&out.stdout), text(&out.stderr));
+}
+
+#[test]
+fn when_aws_is_unreachable_or_the_stage_missing_should_explain_in_one_line_with_a_hint() {
+    let out = o2c()
+        .args(["engagements", "--target", "aws", "--stage", "dev"])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_REGION", "eu-west-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("hint: AWS endpoint unreachable") && err.contains("AWS_ENDPOINT_URL"), "{err}");
+    assert!(!err.contains("DispatchFailure(") && !err.contains("ConnectorError {"), "an SDK debug dump: {err}");
+
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL must point at moto_server (scripts/test.sh)");
+    let stage = format!("missing{}", std::process::id());
+    let out = o2c().args(["engagements", "--target", "aws", "--stage", &stage]).env("AWS_ENDPOINT_URL", endpoint).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("o2c bootstrap"), "{err}");
+}
+
+#[test]
+fn when_rules_are_tested_from_the_command_line_should_answer_like_test_event_pattern_in_order() {
+    let sample = repo("events/samples/OpportunityClosedWon.v1.json");
+    let sample = sample.to_str().unwrap();
+    let answer = |pattern: &str| {
+        let out = run(&["rules", "test", "--pattern", pattern, "--event", sample]);
+        (out.status.code(), text(&out.stdout).trim().to_owned(), text(&out.stderr))
+    };
+    assert_eq!(answer(r#"{"source":["o2c.crm"],"detail-type":["OpportunityClosedWon"]}"#).1, "true");
+    assert_eq!(answer(r#"{"source":[{"anything-but":{"prefix":"o2c."}}]}"#).1, "false");
+    let (code, _, err) = answer(r#"{"source":[{"bogus":1}]}"#);
+    assert_eq!(code, Some(2), "an invalid pattern is refused: {err}");
+    assert!(err.contains("bogus"), "{err}");
+
+    let envelope =
+        |source: &str| json!({"id": "1", "account": "1", "source": source, "time": "t", "region": "r", "detail-type": "x", "detail": {}});
+    let lines = [
+        json!({"pattern": {"source": ["o2c.crm"]}, "event": envelope("o2c.crm")}).to_string(),
+        "not json".to_owned(),
+        json!({"pattern": {"source": ["o2c.crm"]}, "event": envelope("o2c.psa")}).to_string(),
+        json!({"pattern": {"source": [{"numeric": ["<", "x"]}]}, "event": envelope("o2c.psa")}).to_string(),
+        json!({"pattern": {"source": ["o2c.crm"]}, "event": {"source": "o2c.crm"}}).to_string(),
+    ];
+    let mut child = o2c().args(["rules", "test", "--batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", lines.join("\n")).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let answers: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(answers.len(), 5, "one answer per line: {answers:?}");
+    assert_eq!(answers[0], json!({"match": true}));
+    assert!(answers[1]["error"].as_str().unwrap().contains("line 2"));
+    assert_eq!(answers[2], json!({"match": false}));
+    assert!(answers[3]["error"].is_string(), "{}", answers[3]);
+    assert!(answers[4]["error"].as_str().unwrap().contains("missing field"), "{}", answers[4]);
+}
