@@ -346,8 +346,8 @@ fn when_an_operator_bills_approvers_decide_and_cash_arrives_should_post_apply_re
     );
     assert!(run(&["invoice", "approve", "INV-nonsense", "--db", db, "--as", "U-FIN-DE-01"]).status.code() == Some(2));
 
-    // The bank's sample credit (EUR 50,000 from Globex Manufacturing's account, quoting a
-    // number this book does not hold) pays the oldest open invoice in part.
+    // The bank's sample credit (EUR 50,000 from Globex Manufacturing's account, quoting the
+    // invoice's number) pays it in part.
     let out = run(&["run", "--db", db, repo("events/samples/PaymentReceived.v1.json").to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(&["receivables", "--db", db, "--legal-entity", "LE-DE-01", "--as-of", "2027-04-30", "--json"]);
@@ -358,7 +358,7 @@ fn when_an_operator_bills_approvers_decide_and_cash_arrives_should_post_apply_re
     let total: f64 = c["receivables"]["invoices"]["INV-ENG-0068d00000GLBX01-1"]["total"]["amount"].as_str().unwrap().parse().unwrap();
     let open: f64 = c["open"]["EUR"].as_str().unwrap().parse().unwrap();
     assert!((total - open - 50000.0).abs() < 0.001, "open {open} of {total}");
-    assert_eq!(c["receivables"]["payments"]["DE-CAMT-2027041100017"]["rule"], "oldest_first");
+    assert_eq!(c["receivables"]["payments"]["DE-CAMT-2027041100017"]["rule"], "remittance", "the credit quotes LE-DE-01-000001");
     assert_eq!(c["overdue"][0], "LE-DE-01-000001", "due in March, open on 30 April");
     assert!(c["dso"]["EUR"].as_str().is_some(), "{c}");
     let s = text(&run(&["status", "--db", db, "0068d00000GLBX01"]).stdout);

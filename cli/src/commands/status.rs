@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use o2c_app::ports::EngagementStore;
 use o2c_domain::aggregate::{AggregateKey, AggregateKind};
+use o2c_domain::engagement::EngagementStatus;
 
 use crate::backend::Backend;
 use crate::{Target, engagement_id, print, with_backend};
@@ -21,11 +22,49 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// First wait until the engagement reaches this status (e.g. `active`), polling; exit 5
+    /// when it has not after `--timeout-secs` (the functions on AWS work asynchronously).
+    #[arg(long)]
+    wait_for: Option<String>,
+    /// How long `--wait-for` waits.
+    #[arg(long, default_value_t = 120, requires = "wait_for")]
+    timeout_secs: u64,
 }
 
 /// Runs the command.
 pub async fn run(args: Args) -> Result<ExitCode> {
+    if let Some(wanted) = &args.wait_for {
+        if !EngagementStatus::ALL.iter().any(|s| s.as_str() == wanted) {
+            usage!("unknown status `{wanted}` ({})", EngagementStatus::ALL.map(EngagementStatus::as_str).join(", "));
+        }
+        let reached = with_backend!(args.target, b => wait_for(&b, &args.engagement, wanted, args.timeout_secs).await)?;
+        if !reached {
+            eprintln!("o2c: {} did not reach `{wanted}` within {} s", args.engagement, args.timeout_secs);
+            with_backend!(args.target, b => show(&b, &args.engagement, args.json).await)?;
+            return Ok(ExitCode::from(crate::exit::INCOMPLETE));
+        }
+    }
     with_backend!(args.target, b => show(&b, &args.engagement, args.json).await)
+}
+
+/// Polls until the engagement has `wanted` status; `false` on timeout.
+async fn wait_for<B: Backend>(b: &B, engagement: &str, wanted: &str, timeout_secs: u64) -> Result<bool> {
+    let id = engagement_id(engagement);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    let progress = crate::progress::spinner(&format!("waiting for {id} to be {wanted}"));
+    loop {
+        let now = b.store().load(&id).await?.map(|s| s.value.status.as_str().to_owned());
+        progress.set_message(now.clone().unwrap_or_else(|| "not there yet".into()));
+        if now.as_deref() == Some(wanted) {
+            progress.finish_and_clear();
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            progress.finish_and_clear();
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 async fn show<B: Backend>(b: &B, engagement: &str, json: bool) -> Result<ExitCode> {

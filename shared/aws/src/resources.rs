@@ -35,6 +35,11 @@ pub struct Deployed {
     pub tables: Tables,
 }
 
+/// The service error code of a failed call (`ResourceInUseException`, …).
+fn code<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> Option<&str> {
+    e.as_service_error().and_then(aws_sdk_dynamodb::error::ProvideErrorMetadata::code)
+}
+
 fn dep(service: &str, e: impl std::error::Error + 'static) -> O2cError {
     crate::sdk_error(service, &e)
 }
@@ -58,7 +63,9 @@ fn table_names(topo: &Topology, stage: &str) -> Tables {
 
 /// Creates every table, the bus, the archive, every queue (with redrive policies) and
 /// every rule with its targets. `visibility_override` shortens visibility timeouts for
-/// tests (the template's 180 s would make every retry wait three minutes).
+/// tests (the template's 180 s would make every retry wait three minutes). Run again on an
+/// existing stage it keeps what exists — tables with their data, the bus, the archive — and
+/// puts the queues, rules and targets again (idempotent calls).
 pub async fn create(
     sdk: &aws_config::SdkConfig,
     topo: &Topology,
@@ -105,7 +112,12 @@ pub async fn create(
                     .map_err(|e| O2cError::Bug(e.to_string()))?,
             );
         }
-        req.set_attribute_definitions(Some(attrs)).send().await.map_err(|e| dep("dynamodb", e))?;
+        match req.set_attribute_definitions(Some(attrs)).send().await {
+            Ok(_) => {}
+            // Bootstrapping an existing stage again keeps its tables (and their data).
+            Err(e) if code(&e) == Some("ResourceInUseException") => continue,
+            Err(e) => return Err(dep("dynamodb", e)),
+        }
         if let Some(ttl) = &t.ttl_attribute {
             ddb.update_time_to_live()
                 .table_name(&name)
@@ -123,19 +135,29 @@ pub async fn create(
     }
 
     let bus_name = topo.bus_name(stage);
-    let bus = events.create_event_bus().name(&bus_name).send().await.map_err(|e| dep("eventbridge", e))?;
-    let bus_arn = bus.event_bus_arn().unwrap_or_default().to_owned();
+    let bus_arn = match events.create_event_bus().name(&bus_name).send().await {
+        Ok(bus) => bus.event_bus_arn().unwrap_or_default().to_owned(),
+        Err(e) if code(&e) == Some("ResourceAlreadyExistsException") => {
+            let bus = events.describe_event_bus().name(&bus_name).send().await.map_err(|e| dep("eventbridge", e))?;
+            bus.arn().unwrap_or_default().to_owned()
+        }
+        Err(e) => return Err(dep("eventbridge", e)),
+    };
     let archive_name = topo.archive_name.as_deref().map(|n| Topology::resolve(n, stage, "", ""));
     if let Some(a) = &archive_name {
-        events
+        let created = events
             .create_archive()
             .archive_name(a)
             .event_source_arn(&bus_arn)
             .event_pattern(r#"{"source":[{"prefix":"o2c."}]}"#)
             .retention_days(365)
             .send()
-            .await
-            .map_err(|e| dep("eventbridge", e))?;
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some("ResourceAlreadyExistsException") => {}
+            Err(e) => return Err(dep("eventbridge", e)),
+        }
     }
 
     // DLQs first: source queues' redrive policies name their ARNs.
