@@ -108,8 +108,9 @@ enum Cmd {
     #[command(after_help = "Examples:\n  o2c demo\n  o2c demo --seed 7 --db demo.db")]
     Demo(commands::demo::Args),
     /// Feed event files (EventBridge events, PutEvents entries/requests or SQS events;
-    /// JSON or JSON Lines) into the embedded runtime and process until every queue is empty;
-    /// without files (`o2c drain`), process what is already queued.
+    /// JSON or JSON Lines) into the embedded runtime and process until every queue is empty —
+    /// events that carry a time in the order they occurred, an instant at a time; without
+    /// files (`o2c drain`), process what is already queued.
     #[command(alias = "drain")]
     #[command(after_help = "Examples:\n  o2c run --db o2c.db events/samples/*.json\n  o2c drain --db o2c.db")]
     Run(commands::run::Args),

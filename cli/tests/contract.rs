@@ -170,3 +170,47 @@ fn when_rules_are_tested_from_the_command_line_should_answer_like_test_event_pat
     assert!(answers[3]["error"].is_string(), "{}", answers[3]);
     assert!(answers[4]["error"].as_str().unwrap().contains("missing field"), "{}", answers[4]);
 }
+
+#[test]
+fn when_the_samples_are_run_together_in_any_file_order_should_tell_the_whole_story_without_a_parked_message() {
+    let mut files: Vec<String> = std::fs::read_dir(repo("events/samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path().to_str().unwrap().to_owned())
+        .filter(|p| p.ends_with(".json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    for order in ["alphabetical", "reversed"] {
+        if order == "reversed" {
+            files.reverse();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("story.db");
+        let db = db.to_str().unwrap();
+        let mut args = vec!["run", "--db", db];
+        args.extend(files.iter().map(String::as_str));
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(0), "{order}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stdout).contains("0 parked rejection(s), 0 dead letter(s)"), "{order}: {}", text(&out.stdout));
+        let s: Value = serde_json::from_slice(&run(&["status", "--db", db, "0068d00000GLBX01", "--json"]).stdout).unwrap();
+        // Every system's side of the story: active, staffed and delivered, billed once,
+        // approved, posted, partly paid by remittance, March recognised.
+        assert_eq!(s["engagement"]["status"], "active", "{order}");
+        assert_eq!(s["invoices"].as_array().unwrap().len(), 1, "{order}: one invoice");
+        assert_eq!(s["invoices"][0]["status"], "posted", "{order}");
+        let r = &s["receivables"][0];
+        assert_eq!((r["number"].as_str(), r["open"]["amount"].as_str()), (Some("LE-DE-01-000001"), Some("89286.88")), "{order}: {r}");
+        assert_eq!(
+            (r["payments"][0]["rule"].as_str(), r["payments"][0]["status"].as_str()),
+            (Some("remittance"), Some("booked")),
+            "{order}"
+        );
+        assert_eq!(s["revenue"]["by_period"]["2027-03"]["amount"], "117047.80", "{order}");
+        let exceptions: Value = serde_json::from_slice(&run(&["exceptions", "list", "--db", db, "--all", "--json"]).stdout).unwrap();
+        assert_eq!(exceptions, json!([]), "{order}: no exception in the story");
+        let calls = text(&run(&["sim", "calls", "--db", db]).stdout);
+        for call in ["create_project", "create_billing_schedule", "post_invoice", "update_opportunity"] {
+            assert!(calls.contains(call), "{order}: no {call} call: {calls}");
+        }
+    }
+}

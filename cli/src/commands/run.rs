@@ -1,5 +1,10 @@
 //! `o2c run` (and `o2c drain`, without files): feed event files into the embedded runtime
 //! and process until every queue is empty.
+//!
+//! Events that all carry a time are played in the order they occurred: the events of one
+//! instant go on the bus together, and each instant is processed to the end before the
+//! next, so a story (`events/samples/*.json`) replays as it happened whatever the order of
+//! the files. Input without times (or `--all-at-once`) goes on the bus at once, as given.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use o2c_app::bus::MAX_ENTRIES_PER_PUT;
+use o2c_app::bus::{MAX_ENTRIES_PER_PUT, PutEventsEntry};
 use o2c_app::ports::{EngagementFilter, EngagementStore, RejectionStore};
 use o2c_embedded::{Runtime, RuntimeOptions};
 
@@ -30,6 +35,10 @@ pub struct Args {
     /// Give up when queues are not empty after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Put every event on the bus at once, in the order given, even when they carry times
+    /// (a load, not a story).
+    #[arg(long)]
+    all_at_once: bool,
     /// Event files; none: process what is already queued (after a redrive, a resubmit to a
     /// stopped server, a crash) — what `o2c drain` does.
     files: Vec<PathBuf>,
@@ -46,29 +55,43 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .open()
         .await?;
     let (parked_before, dead_before) = (rt.store().rejections(usize::MAX).await?.len(), rt.dead_letters().await?);
-    let mut failed = 0;
-    let mut accepted = 0;
-    for chunk in entries.chunks(MAX_ENTRIES_PER_PUT) {
-        let resp = rt.put_events(chunk.to_vec()).await?;
-        for (e, r) in chunk.iter().zip(resp.entries) {
-            match (r.event_id, r.error_code) {
-                (Some(_), _) => accepted += 1,
-                (None, code) => {
-                    failed += 1;
-                    eprintln!(
-                        "o2c: entry {} / {} refused: {} {}",
-                        e.source.as_deref().unwrap_or("?"),
-                        e.detail_type.as_deref().unwrap_or("?"),
-                        code.unwrap_or_default(),
-                        r.error_message.unwrap_or_default()
-                    );
+    let instants = instants(entries, args.all_at_once);
+    let (mut failed, mut accepted) = (0, 0);
+    let mut report = o2c_embedded::RunReport::default();
+    let progress = crate::progress::spinner("processing");
+    for (n, batch) in instants.iter().enumerate() {
+        for chunk in batch.chunks(MAX_ENTRIES_PER_PUT) {
+            let resp = rt.put_events(chunk.to_vec()).await?;
+            for (e, r) in chunk.iter().zip(resp.entries) {
+                match (r.event_id, r.error_code) {
+                    (Some(_), _) => accepted += 1,
+                    (None, code) => {
+                        failed += 1;
+                        progress.suspend(|| {
+                            eprintln!(
+                                "o2c: entry {} / {} refused: {} {}",
+                                e.source.as_deref().unwrap_or("?"),
+                                e.detail_type.as_deref().unwrap_or("?"),
+                                code.unwrap_or_default(),
+                                r.error_message.unwrap_or_default()
+                            )
+                        });
+                    }
                 }
             }
         }
+        let label = if instants.len() > 1 { format!("instant {}/{}: ", n + 1, instants.len()) } else { String::new() };
+        let r = rt
+            .run_until_idle_with(Duration::from_secs(args.timeout_secs), |q| progress.set_message(format!("{label}{q} message(s) queued")))
+            .await?;
+        (report.batches, report.succeeded, report.retried, report.dead_letters) =
+            (report.batches + r.batches, report.succeeded + r.succeeded, report.retried + r.retried, r.dead_letters);
     }
-    let progress = crate::progress::spinner("processing");
-    let report =
-        rt.run_until_idle_with(Duration::from_secs(args.timeout_secs), |n| progress.set_message(format!("{n} message(s) queued"))).await?;
+    if instants.is_empty() {
+        report = rt
+            .run_until_idle_with(Duration::from_secs(args.timeout_secs), |q| progress.set_message(format!("{q} message(s) queued")))
+            .await?;
+    }
     progress.finish_and_clear();
     let parked = rt.store().rejections(usize::MAX).await?.len().saturating_sub(parked_before);
     let dead = report.dead_letters.saturating_sub(dead_before);
@@ -89,4 +112,77 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The entries grouped by the instant they occurred, oldest first — when every entry has a
+/// time (the EventBridge `time`, else `detail.occurred_at`); else one group, as given.
+fn instants(entries: Vec<PutEventsEntry>, all_at_once: bool) -> Vec<Vec<PutEventsEntry>> {
+    let at = |e: &PutEventsEntry| {
+        e.time.or_else(|| {
+            let d: serde_json::Value = serde_json::from_str(e.detail.as_deref()?).ok()?;
+            chrono::DateTime::parse_from_rfc3339(d["occurred_at"].as_str()?).ok().map(|t| t.with_timezone(&chrono::Utc))
+        })
+    };
+    let timed: Option<Vec<_>> = entries.iter().map(at).collect();
+    match timed {
+        Some(times) if !all_at_once && !entries.is_empty() => {
+            let mut pairs: Vec<_> = times.into_iter().zip(entries).collect();
+            pairs.sort_by_key(|(t, _)| *t);
+            let mut out: Vec<Vec<PutEventsEntry>> = Vec::new();
+            let mut last = None;
+            for (t, e) in pairs {
+                match out.last_mut() {
+                    Some(group) if last == Some(t) => group.push(e),
+                    _ => out.push(vec![e]),
+                }
+                last = Some(t);
+            }
+            out
+        }
+        _ if entries.is_empty() => Vec::new(),
+        _ => vec![entries],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(time: Option<&str>, occurred: &str, n: u32) -> PutEventsEntry {
+        PutEventsEntry {
+            time: time.map(|t| t.parse().unwrap()),
+            detail: Some(serde_json::json!({"occurred_at": occurred, "n": n}).to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn order(groups: &[Vec<PutEventsEntry>]) -> Vec<Vec<u64>> {
+        groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|e| serde_json::from_str::<serde_json::Value>(e.detail.as_deref().unwrap()).unwrap()["n"].as_u64().unwrap())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn when_every_event_has_a_time_should_play_them_instant_by_instant_in_time_order() {
+        let entries = vec![
+            entry(Some("2027-03-01T05:00:00Z"), "x", 1),
+            entry(None, "2026-11-20T09:30:00Z", 2),
+            entry(Some("2026-11-21T14:05:02Z"), "x", 3),
+            entry(Some("2027-03-01T05:00:00Z"), "x", 4),
+        ];
+        assert_eq!(order(&instants(entries.clone(), false)), vec![vec![2], vec![3], vec![1, 4]]);
+        assert_eq!(order(&instants(entries, true)), vec![vec![1, 2, 3, 4]]);
+    }
+
+    #[test]
+    fn when_an_event_has_no_time_should_put_everything_at_once_as_given() {
+        let entries = vec![entry(Some("2027-03-01T05:00:00Z"), "x", 1), entry(None, "not a time", 2)];
+        assert_eq!(order(&instants(entries, false)), vec![vec![1, 2]]);
+        assert!(instants(Vec::new(), false).is_empty());
+    }
 }

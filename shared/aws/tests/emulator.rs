@@ -37,7 +37,8 @@ struct Stage {
 }
 
 fn read_sample(name: &str) -> Value {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/samples").join(format!("{name}.v1.json"));
+    let t = o2c_domain::events::EventType::from_detail_type(name).unwrap();
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(t.sample_path());
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 

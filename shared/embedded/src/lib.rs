@@ -36,4 +36,4 @@ pub mod reference {
     }
 }
 
-pub use runtime::{Runtime, RuntimeOptions};
+pub use runtime::{RunReport, Runtime, RuntimeOptions};

@@ -177,10 +177,13 @@ macro_rules! event_catalog {
                 match self { $(EventType::$variant => include_str!(concat!("../../../../events/schemas/", stringify!($variant), ".v1.json"))),* }
             }
 
-            /// The full EventBridge sample (`events/samples/<DetailType>.v1.json`), relative
-            /// to the repository root.
+            /// The full EventBridge sample, relative to the repository root: in
+            /// `events/samples/` for what the systems around o2c post (one engagement's
+            /// story), in `events/catalog/` for o2c's own events and the paths the story
+            /// does not take.
             pub fn sample_path(self) -> String {
-                format!("events/samples/{}.v1.json", self.detail_type())
+                let dir = if self.in_story() { "samples" } else { "catalog" };
+                format!("events/{dir}/{}.v1.json", self.detail_type())
             }
         }
 
@@ -419,6 +422,29 @@ impl OutgoingEvent {
     /// The `event_id` inside the detail.
     pub fn event_id(&self) -> &str {
         self.detail.get("event_id").and_then(|v| v.as_str()).unwrap_or_default()
+    }
+}
+
+impl EventType {
+    /// Whether this type's sample belongs to the story in `events/samples/`: what the
+    /// systems around o2c post for one engagement (Globex's programme), from closed-won to
+    /// cash and revenue, which `o2c run events/samples/*.json` plays without a parked
+    /// message or a dead letter.
+    pub fn in_story(self) -> bool {
+        matches!(
+            self,
+            Self::OpportunityClosedWon
+                | Self::ContractApproved
+                | Self::ResourceAssigned
+                | Self::TimeApproved
+                | Self::ExpenseApproved
+                | Self::MilestoneCompleted
+                | Self::InvoiceRunRequested
+                | Self::ReconciliationRequested
+                | Self::InvoiceApproved
+                | Self::RevenueRunRequested
+                | Self::PaymentReceived
+        )
     }
 }
 
