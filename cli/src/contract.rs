@@ -120,9 +120,16 @@ fn when_flags_name_the_same_thing_should_have_the_same_name_everywhere() {
 
 #[test]
 fn when_help_is_printed_should_state_the_exit_codes() {
-    let help = Cli::command().render_long_help().to_string();
-    for code in ["0  done", "1  failed", "2  usage", "3  refused", "4  attention", "5  incomplete"] {
-        assert!(help.contains(code), "--help lacks `{code}`");
+    let mut app = crate::command();
+    let mut helps = vec![("o2c".to_owned(), app.render_long_help().to_string())];
+    for c in app.get_subcommands_mut().filter(|c| c.get_name() != "help") {
+        helps.push((format!("o2c {}", c.get_name()), c.render_long_help().to_string()));
+    }
+    assert!(helps.len() > 20);
+    for (name, help) in helps {
+        for code in ["0  done", "1  failed", "2  usage", "3  refused", "4  attention", "5  incomplete"] {
+            assert!(help.contains(code), "`{name} --help` lacks `{code}`");
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use o2c_app::bus::{PutEventsEntry, entries_from_text};
 use o2c_domain::reference::ReferenceData;
 use o2c_embedded::db::Db;
@@ -239,8 +239,19 @@ fn init_tracing(format: LogFormat, filter: &str) {
     }
 }
 
+/// The command line, every command's `--help` ending with the exit codes.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommands(|c| {
+        let examples = c.get_after_help().map(|h| format!("{h}\n\n")).unwrap_or_default();
+        c.after_help(format!("{examples}{}", exit::HELP))
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_tracing(cli.log_format, &cli.log);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

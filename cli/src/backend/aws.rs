@@ -205,7 +205,7 @@ pub async fn send(target: &Target, entries: &[PutEventsEntry]) -> Result<ExitCod
             }
         }
     }
-    let ids = publisher.put_entries(&valid).await?;
+    let ids = crate::progress::during(&format!("PutEvents of {} event(s) to {bus}", valid.len()), publisher.put_entries(&valid)).await?;
     for (e, id) in valid.iter().zip(&ids) {
         outln!("{id}  {} / {}", e.source.as_deref().unwrap_or_default(), e.detail_type.as_deref().unwrap_or_default());
     }
