@@ -289,6 +289,15 @@ fn open_existing(db: &Path) -> Result<Db> {
     Ok(Db::open(db)?)
 }
 
+/// Fails (exit 1) when the engagement a command was asked about does not exist, rather
+/// than answering "nothing" for a mistyped id.
+pub async fn require_engagement<S: o2c_app::ports::EngagementStore>(store: &S, id: &str, label: &str) -> Result<()> {
+    if store.load(id).await?.is_none() {
+        bail!("no engagement {id} in {label}");
+    }
+    Ok(())
+}
+
 /// `ENG-…` as given, otherwise an opportunity id.
 pub fn engagement_id(arg: &str) -> String {
     o2c_domain::ids::EngagementId::parse_operator_input(arg).into()

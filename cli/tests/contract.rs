@@ -70,6 +70,20 @@ fn when_a_filter_value_or_a_flag_is_wrong_should_exit_2_naming_the_choices() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let out = run(&["engagements", "--db", &db, "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = run(&["receivables", "--db", &db, "--legal-entity", "LE-XX-99"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("LE-DE-01"), "the known ones are listed: {}", text(&out.stderr));
+    assert_eq!(run(&["receivables", "--db", &db, "--customer", "CUST-0000"]).status.code(), Some(2));
+    // An engagement asked about by id that does not exist is a failure, not "nothing".
+    for args in [
+        &["invoice", "list", "--db", &db, "NOPE"][..],
+        &["revenue", "show", "--db", &db, "NOPE"],
+        &["reconcile", "--db", &db, "--engagement", "NOPE"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("no engagement ENG-NOPE"), "{args:?}: {}", text(&out.stderr));
+    }
     // A valid value still works, and an empty answer is not an error.
     let out = run(&["engagements", "--db", &db, "--status", "rejected", "--json"]);
     assert_eq!(out.status.code(), Some(0));

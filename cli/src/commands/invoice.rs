@@ -130,6 +130,7 @@ async fn show<S: EngagementStore>(store: &S, eng: &str, only: Option<&str>) -> R
 }
 
 async fn list<B: Backend>(b: &B, eng: &str, json: bool) -> Result<ExitCode> {
+    crate::require_engagement(b.store(), eng, &b.label()).await?;
     let all = b.store().load_all(AggregateKind::Invoice, eng).await?;
     let invoices = all.invoices();
     if json {

@@ -59,6 +59,13 @@ struct Summary<'a> {
 /// Runs the command.
 pub async fn run(args: Args) -> Result<ExitCode> {
     let reference = load_reference(args.reference.as_deref())?;
+    // Filters name reference-data ids: an unknown one is a typo, never an empty answer.
+    if let Some(le) = args.legal_entities.iter().find(|le| !reference.legal_entities.contains_key(*le)) {
+        usage!("unknown legal entity `{le}` ({})", reference.legal_entities.keys().cloned().collect::<Vec<_>>().join(", "));
+    }
+    if let Some(c) = args.customer.as_deref().filter(|c| *c != "SUSPENSE" && !reference.customers.contains_key(*c)) {
+        usage!("unknown customer `{c}` (a customer id of the reference data, or SUSPENSE)");
+    }
     let entities =
         if args.legal_entities.is_empty() { reference.legal_entities.keys().cloned().collect() } else { args.legal_entities.clone() };
     let as_of = args.as_of.unwrap_or_else(|| o2c_app::clock::Clock::now(&o2c_app::clock::SystemClock).date_naive());

@@ -58,6 +58,9 @@ pub struct Args {
 /// Runs the command.
 pub async fn run(args: Args) -> Result<ExitCode> {
     let eng = args.engagement.as_deref().map(engagement_id);
+    if let Some(e) = &eng {
+        with_backend!(args.target, b => crate::require_engagement(b.store(), e, &b.label()).await)?;
+    }
     let mut this_run = None;
     if !args.report_only {
         let run_id = format!("reconciliation-{}", RandomIds.new_id());

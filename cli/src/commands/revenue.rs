@@ -97,6 +97,7 @@ async fn request(args: RunArgs) -> Result<ExitCode> {
 }
 
 async fn show<B: Backend>(b: &B, eng: &str, json: bool) -> Result<ExitCode> {
+    crate::require_engagement(b.store(), eng, &b.label()).await?;
     let loaded = b.store().load_aggregates(&[AggregateKey::revenue_ledger(eng)]).await?;
     let Some(rl) = loaded.revenue_ledger(eng) else {
         outln!("{eng} has recognised no revenue in {}.", b.label());
