@@ -72,21 +72,31 @@ fn words(line: &str) -> Vec<String> {
 }
 
 #[test]
-fn when_a_top_level_command_is_listed_should_show_examples_that_parse() {
-    let mut checked = 0;
-    for c in Cli::command().get_subcommands().filter(|s| s.get_name() != "help") {
-        let help = c.get_after_help().map(|h| h.to_string()).unwrap_or_default();
-        assert!(help.starts_with("Examples:"), "`o2c {}` has no examples in --help", c.get_name());
-        for line in help.lines().skip(1) {
-            let argv = words(line.trim());
-            assert_eq!(argv.first().map(String::as_str), Some("o2c"), "example `{line}`");
-            if let Err(e) = <Cli as clap::Parser>::try_parse_from(&argv) {
-                panic!("example `{line}` of `o2c {}` does not parse: {e}", c.get_name());
+fn when_any_command_at_any_level_is_listed_should_show_examples_that_parse() {
+    fn walk(c: &clap::Command, path: &str, checked: &mut usize) {
+        for s in c.get_subcommands().filter(|s| s.get_name() != "help") {
+            let path = format!("{path} {}", s.get_name());
+            let help = s.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(help.starts_with("Examples:"), "`{path}` has no examples in --help");
+            let examples: Vec<&str> = help.lines().skip(1).take_while(|l| !l.trim().is_empty()).collect();
+            assert!(!examples.is_empty(), "`{path}`: no example lines");
+            for line in examples {
+                let argv = words(line.trim());
+                // The example runs this command (by its name or an alias: `o2c drain`).
+                let depth = path.split(' ').count() - 1;
+                let named = argv.get(depth).is_some_and(|w| w == s.get_name() || s.get_all_aliases().any(|a| a == w));
+                assert!(named, "`{path}`: example `{line}` runs another command");
+                if let Err(e) = <Cli as clap::Parser>::try_parse_from(&argv) {
+                    panic!("example `{line}` of `{path}` does not parse: {e}");
+                }
+                *checked += 1;
             }
-            checked += 1;
+            walk(s, &path, checked);
         }
     }
-    assert!(checked >= 40, "{checked} examples");
+    let mut checked = 0;
+    walk(&crate::command(), "o2c", &mut checked);
+    assert!(checked >= 60, "{checked} examples");
 }
 
 #[test]
@@ -120,12 +130,16 @@ fn when_flags_name_the_same_thing_should_have_the_same_name_everywhere() {
 
 #[test]
 fn when_help_is_printed_should_state_the_exit_codes() {
-    let mut app = crate::command();
-    let mut helps = vec![("o2c".to_owned(), app.render_long_help().to_string())];
-    for c in app.get_subcommands_mut().filter(|c| c.get_name() != "help") {
-        helps.push((format!("o2c {}", c.get_name()), c.render_long_help().to_string()));
+    fn walk(c: &mut clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        out.push((path.to_owned(), c.render_long_help().to_string()));
+        for s in c.get_subcommands_mut().filter(|s| s.get_name() != "help") {
+            let p = format!("{path} {}", s.get_name());
+            walk(s, &p, out);
+        }
     }
-    assert!(helps.len() > 20);
+    let mut helps = Vec::new();
+    walk(&mut crate::command(), "o2c", &mut helps);
+    assert!(helps.len() > 40, "{}", helps.len());
     for (name, help) in helps {
         for code in ["0  done", "1  failed", "2  usage", "3  refused", "4  attention", "5  incomplete"] {
             assert!(help.contains(code), "`{name} --help` lacks `{code}`");

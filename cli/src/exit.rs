@@ -51,13 +51,23 @@ macro_rules! usage {
     };
 }
 
-/// Writes to standard output; a closed pipe (`o2c … | head -1`) ends the process quietly
-/// with exit 0 instead of a panic, any other write error with exit 1.
+/// Set once standard output is gone (its reader closed the pipe).
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes to standard output. When the reader has closed the pipe (`o2c … | head -1`) the
+/// rest of the output is dropped quietly — never a panic — and the command still finishes
+/// its work (a resubmit still publishes, a run still processes) and exits with its own
+/// code. Any other write error (a full disk) ends the process with exit 1.
 pub fn out(args: fmt::Arguments<'_>) {
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
     let mut o = std::io::stdout().lock();
     if let Err(e) = o.write_fmt(args) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            return;
         }
         eprintln!("o2c: cannot write to standard output: {e}");
         std::process::exit(1);
@@ -81,14 +91,18 @@ pub fn report(e: &anyhow::Error) -> (ExitCode, String) {
     (ExitCode::from(code), msg)
 }
 
-/// A one-line hint for the usual causes of an AWS failure, from the error's text (the SDK
-/// errors arrive rendered with `DisplayErrorContext`).
+/// A one-line hint for the usual causes of an AWS failure, from the error's text (an AWS
+/// SDK call's failure arrives as "<service> unavailable: <error: its causes>"); none for
+/// other errors.
 pub fn hint(message: &str) -> Option<&'static str> {
     let m = message.to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
-    if has(&["no region", "region is required", "invalid region", "a region must be set"]) {
+    if !has(&["dynamodb unavailable", "sqs unavailable", "eventbridge unavailable", "scheduler unavailable"]) {
+        return None;
+    }
+    if has(&["missing region", "no region", "region is required", "invalid region"]) {
         Some("no AWS region: set AWS_REGION (or a profile's region in ~/.aws/config)")
-    } else if has(&["no credentials", "credentials provider", "failed to load credentials", "the provider could not provide credentials"]) {
+    } else if has(&["no credentials", "loading credentials", "failed to load credentials", "could not provide credentials"]) {
         Some("no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (an emulator accepts any)")
     } else if has(&["unrecognizedclient", "invalidclienttokenid", "expiredtoken", "security token", "signaturedoesnotmatch"]) {
         Some("AWS refused the credentials: check AWS_PROFILE, or refresh an expired session (aws sso login)")
@@ -109,13 +123,25 @@ mod tests {
 
     #[test]
     fn when_an_aws_error_has_a_usual_cause_should_hint_at_it() {
-        let unreachable = "state unavailable: dynamodb: dispatch failure: io error: error trying to connect: tcp connect error: Connection refused (os error 111)";
+        // The SDK's own texts, as `sdk_error` renders them.
+        let unreachable = "dynamodb unavailable: dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)";
         assert!(hint(unreachable).is_some_and(|h| h.contains("AWS_ENDPOINT_URL")));
-        assert!(hint("dynamodb: ResourceNotFoundException: Requested resource not found").is_some_and(|h| h.contains("o2c bootstrap")));
-        assert!(hint("sqs: AWS.SimpleQueueService.NonExistentQueue").is_some_and(|h| h.contains("o2c bootstrap")));
-        assert!(hint("failed to construct request: no region was set").is_some_and(|h| h.contains("AWS_REGION")));
-        assert!(hint("dispatch failure: other: the credential provider was not enabled: no credentials").is_some());
+        let missing = "dynamodb unavailable: service error: ResourceNotFoundException: Requested resource not found";
+        assert!(hint(missing).is_some_and(|h| h.contains("o2c bootstrap")));
+        assert!(
+            hint("sqs unavailable: service error: AWS.SimpleQueueService.NonExistentQueue").is_some_and(|h| h.contains("o2c bootstrap"))
+        );
+        let no_region = "dynamodb unavailable: dispatch failure: other: Invalid Configuration: Missing Region";
+        assert!(hint(no_region).is_some_and(|h| h.contains("AWS_REGION")));
+        let no_credentials =
+            "dynamodb unavailable: dispatch failure: other: the credential provider was not enabled: no credentials found in chain.";
+        assert!(hint(no_credentials).is_some_and(|h| h.contains("AWS_PROFILE")));
+        let imds =
+            "dynamodb unavailable: dispatch failure: other: an error occurred while loading credentials: failed to load IMDS session token";
+        assert!(hint(imds).is_some_and(|h| h.contains("AWS_PROFILE")));
+        // Not an AWS call: no AWS hint, even when the words match.
         assert_eq!(hint("no engagement ENG-1 in o2c.db"), None);
+        assert_eq!(hint("cannot reach http://127.0.0.1:9/v1/events: error trying to connect: Connection refused"), None);
     }
 
     #[test]

@@ -140,7 +140,7 @@ enum Cmd {
     Bill(commands::bill::Args),
     /// Invoices: approve, reject, repost after an ERP refusal, list.
     #[command(
-        after_help = "Examples:\n  o2c invoice list --db o2c.db 0068d00000GLBX01\n  o2c invoice approve --db o2c.db INV-ENG-0068d00000GLBX01-1 --as U-FIN-DE-01\n  o2c invoice reject --db o2c.db INV-ENG-0068d00000GLBX01-1 --as U-FIN-DE-01 --reason \"wrong rate\""
+        after_help = "Examples:\n  o2c invoice list --db o2c.db 0068d00000GLBX01\n  o2c invoice approve --db o2c.db INV-ENG-0068d00000GLBX01-1 --as U-FIN-DE-01\n  o2c invoice reject --db o2c.db INV-ENG-0068d00000GLBX01-1 --as U-FIN-DE-01 --reason \"wrong rate\"\n  o2c invoice repost --db o2c.db INV-ENG-0068d00000GLBX01-1"
     )]
     Invoice {
         #[command(subcommand)]
@@ -176,7 +176,7 @@ enum Cmd {
     Engagements(commands::engagements::Args),
     /// The exception queue: list, show, assign, comment, retry, resolve, waive.
     #[command(
-        after_help = "Examples:\n  o2c exceptions list --db o2c.db --kind provisioning_failed\n  o2c exceptions show --db o2c.db EXC-… --json\n  o2c exceptions assign --db o2c.db EXC-… --to U-OPS-01 --as U-OPS-02\n  o2c exceptions resolve --db o2c.db EXC-… --as U-FIN-DE-02 --reason \"fixed in the ERP\""
+        after_help = "Examples:\n  o2c exceptions list --db o2c.db --kind provisioning_failed\n  o2c exceptions show --db o2c.db EXC-… --json\n  o2c exceptions assign --db o2c.db EXC-… --to U-OPS-01 --as U-OPS-02\n  o2c exceptions resolve --db o2c.db EXC-… --as U-FIN-DE-02 --reason \"fixed in the ERP\"\n  o2c exceptions comment --db o2c.db EXC-… --as U-OPS-01 --text \"ERP period reopened\"\n  o2c exceptions retry --db o2c.db EXC-… --as U-OPS-01\n  o2c exceptions waive --db o2c.db EXC-… --as U-FIN-DE-02 --reason \"written off\""
     )]
     Exceptions {
         #[command(subcommand)]
@@ -221,7 +221,7 @@ enum Cmd {
     },
     /// Control the CRM / PSA / ERP simulators.
     #[command(
-        after_help = "Examples:\n  o2c sim fault --db o2c.db --system erp --operation create_project --kind server-error --times 3\n  o2c sim show --db o2c.db --json"
+        after_help = "Examples:\n  o2c sim fault --db o2c.db --system erp --operation create_project --kind server-error --times 3\n  o2c sim serve --db sims.db --addr 127.0.0.1:4020\n  o2c sim clear --db o2c.db\n  o2c sim calls --db o2c.db --json\n  o2c sim show --db o2c.db --json"
     )]
     Sim {
         #[command(subcommand)]
@@ -239,11 +239,25 @@ fn init_tracing(format: LogFormat, filter: &str) {
     }
 }
 
-/// The command line, every command's `--help` ending with the exit codes.
+/// The command line: every command's `--help`, at every level, ends with its examples and
+/// the exit codes (a subcommand shows its group's examples that run it).
 fn command() -> clap::Command {
+    fn decorate(c: clap::Command, inherited: &str, path: &str) -> clap::Command {
+        let examples = c.get_after_help().map(|h| h.to_string()).unwrap_or_else(|| {
+            let prefix = format!("o2c {path} ");
+            let lines: Vec<&str> = inherited.lines().filter(|l| l.trim_start().starts_with(&prefix)).collect();
+            if lines.is_empty() { String::new() } else { format!("Examples:\n{}", lines.join("\n")) }
+        });
+        let (mine, path) = (examples.clone(), path.to_owned());
+        let c = c.mut_subcommands(move |s| {
+            let p = format!("{path} {}", s.get_name());
+            decorate(s, &mine, &p)
+        });
+        c.after_help(if examples.is_empty() { exit::HELP.to_owned() } else { format!("{examples}\n\n{}", exit::HELP) })
+    }
     Cli::command().mut_subcommands(|c| {
-        let examples = c.get_after_help().map(|h| format!("{h}\n\n")).unwrap_or_default();
-        c.after_help(format!("{examples}{}", exit::HELP))
+        let name = c.get_name().to_owned();
+        decorate(c, "", &name)
     })
 }
 

@@ -328,7 +328,7 @@ fn when_an_operator_bills_approvers_decide_and_cash_arrives_should_post_apply_re
     let id = invoices[0]["invoice_id"].as_str().unwrap().to_owned();
 
     let out = run(&["invoice", "approve", &id, "--db", db, "--as", "U-BILL-01"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "a refused decision: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains("REFUSED — U-BILL-01 does not hold the billing_approver role"), "{}", text(&out.stdout));
 
     let out = run(&["invoice", "approve", &id, "--db", db, "--as", "U-FIN-DE-01", "--comment", "checked against the SOW"]);

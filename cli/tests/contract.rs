@@ -70,6 +70,10 @@ fn when_a_filter_value_or_a_flag_is_wrong_should_exit_2_naming_the_choices() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let out = run(&["engagements", "--db", &db, "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
+    assert_eq!(run(&["dlq", "redrive", "--db", &db, "NotAQueue"]).status.code(), Some(2));
+    assert_eq!(run(&["rules", "test", "--pattern", "no-such-file.json", "--event", "{}"]).status.code(), Some(2));
+    // Waiting for an engagement that never comes: incomplete (5), not a failure.
+    assert_eq!(run(&["status", "--db", &db, "NOPE", "--wait-for", "active", "--timeout-secs", "1"]).status.code(), Some(5));
     let out = run(&["receivables", "--db", &db, "--legal-entity", "LE-XX-99"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("LE-DE-01"), "the known ones are listed: {}", text(&out.stderr));
@@ -107,6 +111,12 @@ fn when_run_parks_a_message_or_the_bus_refuses_an_entry_should_say_so_in_the_exi
     let out = run(&["run", "--db", db, bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("1 parked rejection(s)"), "{}", text(&out.stdout));
+    // The same message parked again (the store keeps one row per message) still counts,
+    // and a closed standard output changes neither the work nor the exit code.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = o2c().args(["run", "--db", db, bad.to_str().unwrap()]).stdout(writer).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("o2c rejections"), "{}", text(&out.stderr));
     let listed: Value = serde_json::from_slice(&run(&["rejections", "--db", db, "--json"]).stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
@@ -136,6 +146,25 @@ fn when_aws_is_unreachable_or_the_stage_missing_should_explain_in_one_line_with_
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("hint: AWS endpoint unreachable") && err.contains("AWS_ENDPOINT_URL"), "{err}");
     assert!(!err.contains("DispatchFailure(") && !err.contains("ConnectorError {"), "an SDK debug dump: {err}");
+
+    // No region, no credentials: the SDK's real errors, one line each, with their hint.
+    let bare = |extra: &[(&str, &str)]| {
+        let mut c = o2c();
+        c.args(["engagements", "--target", "aws", "--stage", "dev"]).env_clear().env("PATH", std::env::var("PATH").unwrap());
+        c.env("HOME", "/nonexistent").env("AWS_EC2_METADATA_DISABLED", "true").env("RUST_LOG", "off");
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (out.status.code(), text(&out.stderr))
+    };
+    let (code, err) = bare(&[("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("Missing Region") && err.contains("hint: no AWS region: set AWS_REGION"), "{err}");
+    let (code, err) = bare(&[("AWS_REGION", "eu-west-1")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("hint: no AWS credentials"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 2, "the error on one line, then the hint: {err}");
 
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL must point at moto_server (scripts/test.sh)");
     let stage = format!("missing{}", std::process::id());
@@ -167,6 +196,8 @@ fn when_rules_are_tested_from_the_command_line_should_answer_like_test_event_pat
         json!({"pattern": {"source": ["o2c.crm"]}, "event": envelope("o2c.psa")}).to_string(),
         json!({"pattern": {"source": [{"numeric": ["<", "x"]}]}, "event": envelope("o2c.psa")}).to_string(),
         json!({"pattern": {"source": ["o2c.crm"]}, "event": {"source": "o2c.crm"}}).to_string(),
+        String::new(),
+        json!({"pattern": {"source": ["o2c.crm"]}, "event": envelope("o2c.crm")}).to_string(),
     ];
     let mut child = o2c().args(["rules", "test", "--batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     {
@@ -175,13 +206,15 @@ fn when_rules_are_tested_from_the_command_line_should_answer_like_test_event_pat
         writeln!(stdin, "{}", lines.join("\n")).unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(3), "some lines got an error");
     let answers: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(answers.len(), 5, "one answer per line: {answers:?}");
+    assert_eq!(answers.len(), 7, "one answer per line, the blank one too: {answers:?}");
+    assert_eq!(answers[5]["error"], "line 6: empty line");
+    assert_eq!(answers[6], json!({"match": true}));
     assert_eq!(answers[0], json!({"match": true}));
     assert!(answers[1]["error"].as_str().unwrap().contains("line 2"));
     assert_eq!(answers[2], json!({"match": false}));
-    assert!(answers[3]["error"].is_string(), "{}", answers[3]);
+    assert!(answers[3]["error"].as_str().unwrap().starts_with("line 4: "), "{}", answers[3]);
     assert!(answers[4]["error"].as_str().unwrap().contains("missing field"), "{}", answers[4]);
 }
 

@@ -80,7 +80,9 @@ impl Backend for Aws {
 
     async fn messages(&self, queue: &str) -> Result<Vec<MessageRow>> {
         let deployed = self.deployed().await?;
-        let url = deployed.queue_urls.get(queue).with_context(|| format!("no queue {queue}"))?;
+        let Some(url) = deployed.queue_urls.get(queue) else {
+            usage!("no queue {queue}; queues: {}", deployed.queue_urls.keys().cloned().collect::<Vec<_>>().join(", "))
+        };
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
         let mut rows = Vec::new();
         for m in ops::peek(&sqs, url, 100).await? {
@@ -134,7 +136,7 @@ impl Backend for Aws {
 
     async fn replay(&self, from: DateTime<Utc>, to: DateTime<Utc>, archive: Option<String>) -> Result<String> {
         let deployed = self.deployed().await?;
-        let archive = archive.or(deployed.archive_name.clone()).context("the template declares no archive; pass --archive")?;
+        let Some(archive) = archive.or(deployed.archive_name.clone()) else { usage!("the template declares no archive; pass --archive") };
         let state =
             ops::replay(&aws_sdk_eventbridge::Client::new(&self.sdk), &archive, &deployed.bus_arn, from, to, Duration::from_secs(600))
                 .await?;

@@ -76,9 +76,13 @@ impl Backend for Embedded {
     }
 
     async fn redrive(&self, dlq: &str, limit: usize, progress: &(dyn Fn(usize) + Sync)) -> Result<(usize, String)> {
+        if !self.bus.topology().is_dlq(dlq) {
+            usage!("{dlq} is not a dead-letter queue of the template");
+        }
         let moved = self.bus.redrive(dlq, limit).await?;
         progress(moved);
-        let source = self.bus.topology().source_of_dlq(dlq).map(|q| q.logical_id.clone()).unwrap_or_default();
+        let source =
+            self.bus.topology().source_of_dlq(dlq).map(|q| q.logical_id.clone()).unwrap_or_else(|| "the bus (PutEvents)".to_owned());
         Ok((moved, source))
     }
 

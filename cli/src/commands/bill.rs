@@ -40,6 +40,10 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<ExitCode> {
     let run_id = format!("run-{}", RandomIds.new_id());
     let eng = args.engagement.as_deref().map(engagement_id);
+    if let (Some(e), None) = (&eng, &args.url) {
+        // A run for an engagement that does not exist would only be parked.
+        crate::with_backend!(args.target, b => crate::require_engagement(crate::backend::Backend::store(&b), e, &crate::backend::Backend::label(&b)).await)?;
+    }
     let mut payload = serde_json::json!({
         "run_id": run_id,
         "as_of": args.as_of.to_string(),

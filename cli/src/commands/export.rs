@@ -6,7 +6,6 @@
 //! `--since` / `--until` select by the time the bus accepted the event, so consecutive
 //! exports with `--since` = the previous `--until` load every fact exactly once.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -58,10 +57,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("{} fact(s) written to {}", lines.len(), path.display());
         }
-        None => {
-            // A closed pipe (`| head`) ends the export quietly.
-            let _ = std::io::stdout().lock().write_all(text.as_bytes());
-        }
+        // A closed pipe (`| head`) ends the output quietly; a full disk is an error.
+        None => crate::exit::out(format_args!("{text}")),
     }
     Ok(ExitCode::SUCCESS)
 }

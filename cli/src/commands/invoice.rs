@@ -95,6 +95,10 @@ pub async fn run(cmd: Cmd) -> Result<ExitCode> {
 
 async fn decide(d: Decision, approve: bool) -> Result<ExitCode> {
     let eng = engagement_of(&d.invoice)?;
+    if d.url.is_none() {
+        // A decision on an invoice that does not exist would only be parked.
+        with_backend!(d.target, b => issuer(&b, &eng, &d.invoice).await)?;
+    }
     let id = RandomIds.new_id();
     let now = o2c_app::clock::Clock::now(&o2c_app::clock::SystemClock);
     let mut payload = serde_json::json!({
@@ -107,8 +111,14 @@ async fn decide(d: Decision, approve: bool) -> Result<ExitCode> {
     let detail = envelope(&id, &format!("approval-{id}"), &format!("approvals:{}:{}:{id}", d.invoice, d.approver), payload);
     let detail_type = if approve { "InvoiceApproved" } else { "InvoiceRejected" };
     let (code, rt) = publish(&d.target, d.url.as_deref(), vec![entry("o2c.approvals", detail_type, &detail)]).await?;
-    if let Some(rt) = rt {
-        show(rt.store(), &eng, Some(&d.invoice)).await?;
+    let Some(rt) = rt else { return Ok(code) };
+    show(rt.store(), &eng, Some(&d.invoice)).await?;
+    // The decision is on the approvals trail, refused (role, segregation of duties) or not.
+    let all = rt.store().load_all(AggregateKind::Invoice, &eng).await?;
+    let refused = all.invoice(&d.invoice).and_then(|i| i.approvals.iter().find(|a| a.event_id == id)).and_then(|a| a.refused.clone());
+    if let Some(why) = refused {
+        eprintln!("o2c: the decision was refused: {why}");
+        return Ok(ExitCode::from(crate::exit::REFUSED));
     }
     Ok(code)
 }

@@ -27,11 +27,12 @@ pub enum Cmd {
         #[arg(long, required_unless_present = "batch", conflicts_with = "batch")]
         event: Option<String>,
         /// JSON Lines of `{"pattern": …, "event": …}` (`-` for standard input); writes
-        /// `{"match": true|false}` or `{"error": "…"}` per line.
+        /// `{"match": true|false}` or `{"error": "line N: …"}` per input line, blank ones
+        /// included, in order (exit 3 when a line got an error).
         #[arg(long)]
         batch: Option<PathBuf>,
         /// Print `{"Result": true|false}` (the API's answer) instead of `true`/`false`.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "batch")]
         json: bool,
     },
     /// The template's rules with their patterns and targets.
@@ -68,7 +69,10 @@ fn json_arg(flag: &str, arg: &str) -> Result<Value> {
     let text = if arg.trim_start().starts_with(['{', '[']) {
         arg.to_owned()
     } else {
-        std::fs::read_to_string(arg).with_context(|| format!("{flag} {arg}: not inline JSON and not a readable file"))?
+        match std::fs::read_to_string(arg) {
+            Ok(text) => text,
+            Err(e) => usage!("{flag} {arg}: not inline JSON and not a readable file ({e})"),
+        }
     };
     match serde_json::from_str(&text) {
         Ok(v) => Ok(v),
@@ -83,24 +87,31 @@ fn batch(file: &Path) -> Result<ExitCode> {
     } else {
         Box::new(std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?))
     };
+    let mut errors = 0;
     for (n, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("{} line {}", file.display(), n + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let answer = match serde_json::from_str::<Value>(&line) {
-            Err(e) => json!({ "error": format!("line {}: not JSON: {e}", n + 1) }),
-            Ok(v) => match (v.get("pattern"), v.get("event")) {
-                (Some(p), Some(e)) => match test_event_pattern(p, e) {
-                    Ok(m) => json!({ "match": m }),
-                    Err(e) => json!({ "error": e.to_string() }),
-                },
-                _ => json!({ "error": format!("line {}: needs \"pattern\" and \"event\"", n + 1) }),
-            },
+        let answer = match answer(&line) {
+            Ok(m) => json!({ "match": m }),
+            Err(e) => {
+                errors += 1;
+                json!({ "error": format!("line {}: {e}", n + 1) })
+            }
         };
         outln!("{answer}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if errors > 0 { ExitCode::from(crate::exit::REFUSED) } else { ExitCode::SUCCESS })
+}
+
+/// One batch line's answer.
+fn answer(line: &str) -> std::result::Result<bool, String> {
+    if line.trim().is_empty() {
+        return Err("empty line".into());
+    }
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    match (v.get("pattern"), v.get("event")) {
+        (Some(p), Some(e)) => test_event_pattern(p, e).map_err(|e| e.to_string()),
+        _ => Err("needs \"pattern\" and \"event\"".into()),
+    }
 }
 
 fn list(path: Option<&Path>, json: bool) -> Result<ExitCode> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args as ClapArgs;
 use o2c_app::bus::{MAX_ENTRIES_PER_PUT, PutEventsEntry};
-use o2c_app::ports::{EngagementFilter, EngagementStore, RejectionStore};
+use o2c_app::ports::{EngagementFilter, EngagementStore};
 use o2c_embedded::{Runtime, RuntimeOptions};
 
 use crate::{load_reference, print, read_inputs, template};
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
     /// Put every event on the bus at once, in the order given, even when they carry times
-    /// (a load, not a story).
+    /// (a load, not a story: playing instant by instant costs ~50 ms per distinct time).
     #[arg(long)]
     all_at_once: bool,
     /// Event files; none: process what is already queued (after a redrive, a resubmit to a
@@ -54,8 +54,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .options(RuntimeOptions::default())
         .open()
         .await?;
-    let (parked_before, dead_before) = (rt.store().rejections(usize::MAX).await?.len(), rt.dead_letters().await?);
+    let dead_before = rt.dead_letters().await?;
     let instants = instants(entries, args.all_at_once);
+    // `--timeout-secs` bounds the whole run, every instant included.
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout_secs);
     let (mut failed, mut accepted) = (0, 0);
     let mut report = o2c_embedded::RunReport::default();
     let progress = crate::progress::spinner("processing");
@@ -82,10 +84,17 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
         let label = if instants.len() > 1 { format!("instant {}/{}: ", n + 1, instants.len()) } else { String::new() };
         let r = rt
-            .run_until_idle_with(Duration::from_secs(args.timeout_secs), |q| progress.set_message(format!("{label}{q} message(s) queued")))
+            .run_until_idle_with(deadline.saturating_duration_since(std::time::Instant::now()), |q| {
+                progress.set_message(format!("{label}{q} message(s) queued"))
+            })
             .await?;
-        (report.batches, report.succeeded, report.retried, report.dead_letters) =
-            (report.batches + r.batches, report.succeeded + r.succeeded, report.retried + r.retried, r.dead_letters);
+        (report.batches, report.succeeded, report.parked, report.retried, report.dead_letters) = (
+            report.batches + r.batches,
+            report.succeeded + r.succeeded,
+            report.parked + r.parked,
+            report.retried + r.retried,
+            r.dead_letters,
+        );
     }
     if instants.is_empty() {
         report = rt
@@ -93,7 +102,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             .await?;
     }
     progress.finish_and_clear();
-    let parked = rt.store().rejections(usize::MAX).await?.len().saturating_sub(parked_before);
+    let parked = report.parked;
     let dead = report.dead_letters.saturating_sub(dead_before);
     outln!(
         "accepted {accepted} event(s), refused {failed}; {} batch(es), {} record(s) handled, {} redelivery(ies); {parked} parked rejection(s), {dead} dead letter(s)",
@@ -114,8 +123,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-/// The entries grouped by the instant they occurred, oldest first — when every entry has a
-/// time (the EventBridge `time`, else `detail.occurred_at`); else one group, as given.
+/// The entries grouped by the instant they occurred (the EventBridge `time`, else
+/// `detail.occurred_at`), oldest first; entries without a time go last, together, in the
+/// order given. `all_at_once`: one group, as given.
 fn instants(entries: Vec<PutEventsEntry>, all_at_once: bool) -> Vec<Vec<PutEventsEntry>> {
     let at = |e: &PutEventsEntry| {
         e.time.or_else(|| {
@@ -123,25 +133,36 @@ fn instants(entries: Vec<PutEventsEntry>, all_at_once: bool) -> Vec<Vec<PutEvent
             chrono::DateTime::parse_from_rfc3339(d["occurred_at"].as_str()?).ok().map(|t| t.with_timezone(&chrono::Utc))
         })
     };
-    let timed: Option<Vec<_>> = entries.iter().map(at).collect();
-    match timed {
-        Some(times) if !all_at_once && !entries.is_empty() => {
-            let mut pairs: Vec<_> = times.into_iter().zip(entries).collect();
-            pairs.sort_by_key(|(t, _)| *t);
-            let mut out: Vec<Vec<PutEventsEntry>> = Vec::new();
-            let mut last = None;
-            for (t, e) in pairs {
-                match out.last_mut() {
-                    Some(group) if last == Some(t) => group.push(e),
-                    _ => out.push(vec![e]),
-                }
-                last = Some(t);
-            }
-            out
-        }
-        _ if entries.is_empty() => Vec::new(),
-        _ => vec![entries],
+    if entries.is_empty() {
+        return Vec::new();
     }
+    if all_at_once {
+        return vec![entries];
+    }
+    let (mut timed, mut untimed) = (Vec::new(), Vec::new());
+    for e in entries {
+        match at(&e) {
+            Some(t) => timed.push((t, e)),
+            None => untimed.push(e),
+        }
+    }
+    timed.sort_by_key(|(t, _)| *t);
+    let mut out: Vec<Vec<PutEventsEntry>> = Vec::new();
+    let mut last = None;
+    for (t, e) in timed {
+        match out.last_mut() {
+            Some(group) if last == Some(t) => group.push(e),
+            _ => out.push(vec![e]),
+        }
+        last = Some(t);
+    }
+    if !untimed.is_empty() {
+        if !out.is_empty() {
+            eprintln!("o2c run: {} event(s) carry no time; they go last, after the timed ones", untimed.len());
+        }
+        out.push(untimed);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -180,9 +201,16 @@ mod tests {
     }
 
     #[test]
-    fn when_an_event_has_no_time_should_put_everything_at_once_as_given() {
-        let entries = vec![entry(Some("2027-03-01T05:00:00Z"), "x", 1), entry(None, "not a time", 2)];
-        assert_eq!(order(&instants(entries, false)), vec![vec![1, 2]]);
+    fn when_some_events_have_no_time_should_play_the_timed_ones_in_order_then_the_rest_together() {
+        let entries = vec![
+            entry(None, "not a time", 1),
+            entry(Some("2027-03-01T05:00:00Z"), "x", 2),
+            entry(None, "x", 3),
+            entry(Some("2027-01-01T05:00:00Z"), "x", 4),
+        ];
+        assert_eq!(order(&instants(entries, false)), vec![vec![4], vec![2], vec![1, 3]]);
+        let untimed = vec![entry(None, "x", 1), entry(None, "x", 2)];
+        assert_eq!(order(&instants(untimed, false)), vec![vec![1, 2]]);
         assert!(instants(Vec::new(), false).is_empty());
     }
 }

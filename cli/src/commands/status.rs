@@ -37,31 +37,36 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         if !EngagementStatus::ALL.iter().any(|s| s.as_str() == wanted) {
             usage!("unknown status `{wanted}` ({})", EngagementStatus::ALL.map(EngagementStatus::as_str).join(", "));
         }
-        let reached = with_backend!(args.target, b => wait_for(&b, &args.engagement, wanted, args.timeout_secs).await)?;
-        if !reached {
-            eprintln!("o2c: {} did not reach `{wanted}` within {} s", args.engagement, args.timeout_secs);
-            with_backend!(args.target, b => show(&b, &args.engagement, args.json).await)?;
-            return Ok(ExitCode::from(crate::exit::INCOMPLETE));
+        let now = with_backend!(args.target, b => wait_for(&b, &args.engagement, wanted, args.timeout_secs).await)?;
+        match now.as_deref() {
+            Some(s) if s == wanted => {}
+            Some(s) => {
+                eprintln!("o2c: {} is `{s}`, not `{wanted}` (waited up to {} s)", args.engagement, args.timeout_secs);
+                with_backend!(args.target, b => show(&b, &args.engagement, args.json).await)?;
+                return Ok(ExitCode::from(crate::exit::INCOMPLETE));
+            }
+            None => {
+                eprintln!("o2c: no engagement {} after {} s (see o2c rejections, o2c dlq list)", args.engagement, args.timeout_secs);
+                return Ok(ExitCode::from(crate::exit::INCOMPLETE));
+            }
         }
     }
     with_backend!(args.target, b => show(&b, &args.engagement, args.json).await)
 }
 
-/// Polls until the engagement has `wanted` status; `false` on timeout.
-async fn wait_for<B: Backend>(b: &B, engagement: &str, wanted: &str, timeout_secs: u64) -> Result<bool> {
+/// Polls until the engagement has `wanted` status, is rejected (it will not move on its
+/// own), or the time is up; returns the status it has then (`None`: not there).
+async fn wait_for<B: Backend>(b: &B, engagement: &str, wanted: &str, timeout_secs: u64) -> Result<Option<String>> {
     let id = engagement_id(engagement);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
     let progress = crate::progress::spinner(&format!("waiting for {id} to be {wanted}"));
     loop {
         let now = b.store().load(&id).await?.map(|s| s.value.status.as_str().to_owned());
         progress.set_message(now.clone().unwrap_or_else(|| "not there yet".into()));
-        if now.as_deref() == Some(wanted) {
+        let settled = now.as_deref().is_some_and(|s| s == wanted || s == EngagementStatus::Rejected.as_str());
+        if settled || std::time::Instant::now() >= deadline {
             progress.finish_and_clear();
-            return Ok(true);
-        }
-        if std::time::Instant::now() >= deadline {
-            progress.finish_and_clear();
-            return Ok(false);
+            return Ok(now);
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }

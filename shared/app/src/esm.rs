@@ -45,6 +45,8 @@ pub struct FunctionQueue {
 pub struct Invoked {
     /// Records handled (parked rejections included).
     pub succeeded: u64,
+    /// Of those, records parked as rejected (with every reason, for an operator).
+    pub parked: u64,
     /// Records reported for retry.
     pub failed: u64,
     /// Failed records that carried a hint.
@@ -73,6 +75,7 @@ pub async fn invoke<P: Platform, Q: QueueOps>(
     for o in &outcomes {
         let Err(e) = &o.result else {
             report.succeeded += 1;
+            report.parked += u64::from(matches!(o.result, Ok(None)));
             continue;
         };
         report.failed += 1;

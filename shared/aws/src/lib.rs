@@ -50,5 +50,7 @@ pub(crate) fn sdk_error(service: &str, e: &(dyn std::error::Error + 'static)) ->
         }
         source = s.source();
     }
+    // One line: the credential chain lists its providers on lines of their own.
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     o2c_app::O2cError::dependency(service, text.chars().take(500).collect::<String>())
 }

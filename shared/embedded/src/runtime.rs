@@ -96,6 +96,9 @@ pub struct RunReport {
     pub batches: u64,
     /// Records handled successfully (including parked rejections).
     pub succeeded: u64,
+    /// Of those, records parked as rejected during this run (a message parked again counts
+    /// again: the rejection store keeps one row per message).
+    pub parked: u64,
     /// Records reported for retry.
     pub retried: u64,
     /// Messages now in DLQs.
@@ -486,6 +489,7 @@ impl Runtime {
             if let Ok(r) = r {
                 report.batches += r.batches;
                 report.succeeded += r.succeeded;
+                report.parked += r.parked;
                 report.retried += r.retried;
             }
         }
@@ -519,6 +523,7 @@ impl Runtime {
         let now = self.inner.services.platform().clock().now();
         let invoked = esm::invoke(&self.inner.services, &fq, records, &EmbeddedQueue { rt: self }, now).await;
         report.succeeded += invoked.succeeded;
+        report.parked += invoked.parked;
         report.retried += invoked.failed;
     }
 
