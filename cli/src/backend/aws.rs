@@ -207,11 +207,22 @@ pub async fn send(target: &Target, entries: &[PutEventsEntry]) -> Result<ExitCod
             }
         }
     }
-    let ids = crate::progress::during(&format!("PutEvents of {} event(s) to {bus}", valid.len()), publisher.put_entries(&valid)).await?;
-    for (e, id) in valid.iter().zip(&ids) {
-        outln!("{id}  {} / {}", e.source.as_deref().unwrap_or_default(), e.detail_type.as_deref().unwrap_or_default());
+    let results = crate::progress::during(&format!("PutEvents of {} event(s) to {bus}", valid.len()), publisher.send_each(&valid)).await?;
+    let mut sent = 0;
+    for (e, r) in valid.iter().zip(&results) {
+        let (source, detail_type) = (e.source.as_deref().unwrap_or_default(), e.detail_type.as_deref().unwrap_or_default());
+        match r {
+            Ok(id) => {
+                sent += 1;
+                outln!("{id}  {source} / {detail_type}");
+            }
+            Err(why) => {
+                refused += 1;
+                eprintln!("o2c: {source} / {detail_type} refused by the bus: {why}");
+            }
+        }
     }
-    outln!("sent {} event(s) to {bus} in {} PutEvents request(s); refused {refused}", ids.len(), publisher.requests());
+    outln!("sent {sent} event(s) to {bus} in {} PutEvents request(s); refused {refused}", publisher.requests());
     Ok(if refused > 0 { ExitCode::from(crate::exit::REFUSED) } else { ExitCode::SUCCESS })
 }
 

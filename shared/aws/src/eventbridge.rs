@@ -66,13 +66,25 @@ impl EventBridgePublisher {
     }
 
     /// Sends entries in `PutEvents` calls of at most 10 and re-sends only the entries
-    /// EventBridge reports as failed, up to 4 attempts.
+    /// EventBridge reports as failed, up to 4 attempts; all or an error.
     pub async fn send_with_retry(&self, entries: &[PutEventsEntry]) -> Result<Vec<String>, O2cError> {
-        let mut ids = vec![String::new(); entries.len()];
+        let results = self.send_each(entries).await?;
+        let failing = results.iter().filter(|r| r.is_err()).count();
+        if failing > 0 {
+            return Err(O2cError::dependency("eventbridge", format!("{failing} entries still failing after {MAX_ATTEMPTS} attempts")));
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Like [`Self::send_with_retry`], but answers per entry, in order: its event id, or the
+    /// last error EventBridge gave it after every attempt — so a caller can say which
+    /// entries were published when some were not. `Err` only when a request failed as a
+    /// whole (what went out before it stays published).
+    pub async fn send_each(&self, entries: &[PutEventsEntry]) -> Result<Vec<Result<String, String>>, O2cError> {
+        let mut results: Vec<Result<String, String>> = vec![Err(String::new()); entries.len()];
         let mut pending: Vec<usize> = (0..entries.len()).collect();
         for attempt in 0..MAX_ATTEMPTS {
             let mut failed = Vec::new();
-            let mut last_error = String::new();
             for chunk in pending.chunks(MAX_ENTRIES_PER_PUT) {
                 self.requests.fetch_add(1, Ordering::Relaxed);
                 let out = self
@@ -85,22 +97,24 @@ impl EventBridgePublisher {
                 // Results come back in request order; a failed entry has an error code.
                 for (i, r) in chunk.iter().zip(out.entries()) {
                     match (r.event_id(), r.error_code()) {
-                        (Some(id), None) => ids[*i] = id.to_owned(),
+                        (Some(id), None) => results[*i] = Ok(id.to_owned()),
                         (_, code) => {
-                            last_error = format!("{}: {}", code.unwrap_or("unknown"), r.error_message().unwrap_or_default());
+                            results[*i] = Err(format!("{}: {}", code.unwrap_or("unknown"), r.error_message().unwrap_or_default()));
                             failed.push(*i);
                         }
                     }
                 }
             }
             if failed.is_empty() {
-                return Ok(ids);
+                break;
             }
-            warn!(failed = failed.len(), attempt, error = %last_error, "PutEvents partially failed; retrying the failed entries only");
+            if attempt + 1 < MAX_ATTEMPTS {
+                warn!(failed = failed.len(), attempt, "PutEvents partially failed; retrying the failed entries only");
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
             pending = failed;
-            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
         }
-        Err(O2cError::dependency("eventbridge", format!("{} entries still failing after {MAX_ATTEMPTS} attempts", pending.len())))
+        Ok(results)
     }
 }
 

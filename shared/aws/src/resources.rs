@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use o2c_app::O2cError;
@@ -33,6 +33,34 @@ pub struct Deployed {
     pub queue_arns: HashMap<String, String>,
     /// Tables.
     pub tables: Tables,
+}
+
+/// An existing table of the stage has the template's key schema and index names, or the
+/// difference is named (a bootstrap never changes a table that holds data).
+async fn same_table(ddb: &aws_sdk_dynamodb::Client, name: &str, t: &o2c_topology::topology::TableDef) -> Result<(), O2cError> {
+    let d = ddb.describe_table().table_name(name).send().await.map_err(|e| dep("dynamodb", e))?;
+    let table = d.table().ok_or_else(|| O2cError::dependency("dynamodb", format!("DescribeTable {name}: no table")))?;
+    let keys: Vec<(String, String)> =
+        table.key_schema().iter().map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned())).collect();
+    let mut wanted = vec![(t.hash.name.clone(), "HASH".to_owned())];
+    if let Some(r) = &t.range {
+        wanted.push((r.name.clone(), "RANGE".to_owned()));
+    }
+    let mut indexes: Vec<&str> = table.global_secondary_indexes().iter().filter_map(|i| i.index_name()).collect();
+    let mut wanted_indexes: Vec<&str> = t.indexes.iter().map(|i| i.name.as_str()).collect();
+    indexes.sort_unstable();
+    wanted_indexes.sort_unstable();
+    if keys != wanted || indexes != wanted_indexes {
+        return Err(O2cError::Validation(vec![o2c_domain::events::Issue::new(
+            "table",
+            "table_differs",
+            format!(
+                "table {name} exists with keys {keys:?} and indexes {indexes:?}; the template wants {wanted:?} and {wanted_indexes:?} \
+                 (delete it or use another stage)"
+            ),
+        )]));
+    }
+    Ok(())
 }
 
 /// The service error code of a failed call (`ResourceInUseException`, …).
@@ -114,11 +142,21 @@ pub async fn create(
         }
         match req.set_attribute_definitions(Some(attrs)).send().await {
             Ok(_) => {}
-            // Bootstrapping an existing stage again keeps its tables (and their data).
-            Err(e) if code(&e) == Some("ResourceInUseException") => continue,
+            // Bootstrapping an existing stage again keeps its tables (and their data) when
+            // they have the template's keys and indexes; a different one is named.
+            Err(e) if code(&e) == Some("ResourceInUseException") => same_table(&ddb, &name, t).await?,
             Err(e) => return Err(dep("dynamodb", e)),
         }
         if let Some(ttl) = &t.ttl_attribute {
+            // An earlier, interrupted bootstrap may have left the table without its TTL.
+            let current = ddb.describe_time_to_live().table_name(&name).send().await.map_err(|e| dep("dynamodb", e))?;
+            let on = current.time_to_live_description().is_some_and(|d| {
+                d.attribute_name() == Some(ttl.as_str())
+                    && matches!(d.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling))
+            });
+            if on {
+                continue;
+            }
             ddb.update_time_to_live()
                 .table_name(&name)
                 .time_to_live_specification(
@@ -167,23 +205,42 @@ pub async fn create(
     order.sort_by_key(|q| q.redrive.is_some());
     for q in order {
         let name = topo.queue_name(&q.logical_id, stage);
-        let mut req = sqs.create_queue().queue_name(&name);
         let vis = visibility_override.unwrap_or(q.visibility_timeout_secs);
-        req = req
-            .attributes(QueueAttributeName::VisibilityTimeout, vis.to_string())
-            .attributes(QueueAttributeName::MessageRetentionPeriod, q.retention_secs.to_string());
-        if q.fifo {
-            req = req.attributes(QueueAttributeName::FifoQueue, "true");
-        }
+        let mut attributes = HashMap::from([
+            (QueueAttributeName::VisibilityTimeout, vis.to_string()),
+            (QueueAttributeName::MessageRetentionPeriod, q.retention_secs.to_string()),
+        ]);
         if let Some(rd) = &q.redrive {
             let dlq_arn = queue_arns
                 .get(&rd.dead_letter_queue)
                 .cloned()
                 .ok_or_else(|| O2cError::Bug(format!("DLQ {} not created yet", rd.dead_letter_queue)))?;
             let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": rd.max_receive_count.to_string()});
-            req = req.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+            attributes.insert(QueueAttributeName::RedrivePolicy, policy.to_string());
         }
-        let url = req.send().await.map_err(|e| dep("sqs", e))?.queue_url().unwrap_or_default().to_owned();
+        let mut create = attributes.clone();
+        if q.fifo {
+            create.insert(QueueAttributeName::FifoQueue, "true".to_owned());
+        }
+        let url = match sqs.create_queue().queue_name(&name).set_attributes(Some(create)).send().await {
+            Ok(out) => out.queue_url().unwrap_or_default().to_owned(),
+            // The queue exists with other attributes (the template changed): keep it and its
+            // messages, and set the template's attributes on it.
+            Err(e) if matches!(code(&e), Some("QueueAlreadyExists" | "QueueNameExists")) => {
+                let url = sqs
+                    .get_queue_url()
+                    .queue_name(&name)
+                    .send()
+                    .await
+                    .map_err(|e| dep("sqs", e))?
+                    .queue_url()
+                    .unwrap_or_default()
+                    .to_owned();
+                sqs.set_queue_attributes().queue_url(&url).set_attributes(Some(attributes)).send().await.map_err(|e| dep("sqs", e))?;
+                url
+            }
+            Err(e) => return Err(dep("sqs", e)),
+        };
         let arn = queue_arn(&sqs, &url).await?;
         queue_urls.insert(q.logical_id.clone(), url);
         queue_arns.insert(q.logical_id.clone(), arn);

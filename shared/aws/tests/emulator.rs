@@ -467,11 +467,16 @@ async fn when_eventbridge_fails_some_entries_should_retry_only_those() {
     assert!(err.to_string().contains("1 entries still failing"), "{err}");
     // 2 requests for 12 entries (10 + 2), then 3 retries of the single failed entry.
     assert_eq!(publisher.requests(), 5);
+    // Per entry: the 11 published ones keep their ids, the refused one its error.
+    let each = publisher.send_each(&entries).await.unwrap();
+    assert_eq!(each.iter().filter(|r| r.as_ref().is_ok_and(|id| !id.is_empty())).count(), 11);
+    assert!(each[11].as_ref().is_err_and(|e| !e.is_empty()), "{:?}", each[11]);
+    assert_eq!(publisher.requests(), 10);
     // The 256 KB limit is enforced before anything is sent.
     let big = PutEventsEntry { detail: Some(format!("{{\"x\":\"{}\"}}", "a".repeat(300 * 1024))), ..entries[0].clone() };
     let err = publisher.put_entries(&[big]).await.unwrap_err();
     assert!(err.to_string().contains("256 KB"), "{err}");
-    assert_eq!(publisher.requests(), 5);
+    assert_eq!(publisher.requests(), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -792,4 +797,56 @@ async fn when_the_bus_delivery_dlq_is_redriven_on_aws_should_put_its_events_on_t
     assert!(st.platform().store.load(GLOBEX).await.unwrap().is_some(), "the rules routed the event to intake");
     let (visible, in_flight) = o2c_aws::ops::depth(&sqs, &dlq).await.unwrap();
     assert_eq!(visible + in_flight, 1, "what is not an event stays for an operator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_a_stage_is_bootstrapped_again_should_keep_its_data_take_the_queue_attributes_and_refuse_a_different_table() {
+    let st = Stage::new().await;
+    let stage = st.deployed.stage.clone();
+    // Data in the stage: the reference items.
+    let ddb = aws_sdk_dynamodb::Client::new(&st.sdk);
+    let count = |t: String| {
+        let ddb = ddb.clone();
+        async move { ddb.scan().table_name(t).select(aws_sdk_dynamodb::types::Select::Count).send().await.unwrap().count() }
+    };
+    let before = count(st.deployed.tables.state.clone()).await;
+    // Again, with another visibility timeout (a changed template): kept, attributes taken.
+    let again = create(&st.sdk, &st.topo, &stage, Some(7)).await.expect("a second bootstrap of the same stage");
+    assert_eq!(count(again.tables.state.clone()).await, before, "the table and its items are kept");
+    assert_eq!(again.bus_arn, st.deployed.bus_arn);
+    let sqs = aws_sdk_sqs::Client::new(&st.sdk);
+    let url = &again.queue_urls["IntakeQueue"];
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout], "7");
+
+    // A table of another shape under a stage's name is refused, naming the difference.
+    let other = format!("{stage}x");
+    ddb.create_table()
+        .table_name(st.topo.table_name("StateTable", &other))
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let err = create(&st.sdk, &st.topo, &other, Some(2)).await.map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("exists with keys"), "{err}");
 }
