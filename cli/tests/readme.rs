@@ -151,14 +151,17 @@ impl Shell {
             return;
         }
         if let Some(bg) = command.strip_suffix('&') {
-            let child = self.bash(bg).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+            let log = self.cwd.join(format!("background-{}.log", self.background.len()));
+            let file = std::fs::File::create(&log).unwrap();
+            let child = self.bash(bg).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
             self.background.push(child);
             // A server is ready when its address accepts connections; a queue consumer
             // (`serve --target aws`) needs no wait: messages wait for it in their queues.
             let Some(addr) = bg.split("--addr ").nth(1).and_then(|r| r.split_whitespace().next()) else { return };
             let start = Instant::now();
             while TcpStream::connect(addr).is_err() {
-                assert!(start.elapsed() < Duration::from_secs(30), "{}: `{command}` never listened on {addr}", line.at);
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(start.elapsed() < Duration::from_secs(30), "{}: `{command}` never listened on {addr}:\n{said}", line.at);
                 std::thread::sleep(Duration::from_millis(100));
             }
             return;
@@ -207,6 +210,15 @@ fn when_the_readme_blocks_are_run_in_order_should_every_command_do_what_it_says(
         for line in block {
             let command = subs.apply(&line.command);
             if let Some(why) = skipped(&command) {
+                // What a skipped line names must still exist: its files, its binaries.
+                for word in
+                    command.split_whitespace().filter(|w| w.ends_with(".json") || w.starts_with("infra/") || w.starts_with("events/"))
+                {
+                    assert!(shell.cwd.join(word).exists(), "{}: `{}` names {word}, which does not exist", line.at, line.command);
+                }
+                if let Some(bin) = command.strip_prefix("cargo lambda invoke ").and_then(|r| r.split_whitespace().next()) {
+                    assert!(repo(&format!("functions/{bin}/Cargo.toml")).exists(), "{}: no function binary {bin}", line.at);
+                }
                 skips.push(format!("{}: `{}` — {why}", line.at, line.command));
                 if command.starts_with("sam deploy") {
                     shell.run(line, &format!("o2c bootstrap --stage {stage}"));
