@@ -158,11 +158,22 @@ impl LocalBus {
                 Ok(detail) => {
                     let id = self.db.new_id();
                     let event = eventbridge_event(e, detail, &id, LOCAL_ACCOUNT, LOCAL_REGION, now);
+                    // Routed as parsed: re-parsing the text would trip serde_json's nesting limit
+                    // on a Detail that is valid on its own. An event that cannot be routed fails
+                    // its entry only.
+                    let routed = match self.router.targets_for(&event) {
+                        Ok(routed) => routed,
+                        Err(err) => {
+                            results.push(PutEventsResultEntry {
+                                event_id: None,
+                                error_code: Some("InvalidArgument".to_owned()),
+                                error_message: Some(format!("Event cannot be routed: {err}")),
+                            });
+                            continue;
+                        }
+                    };
                     let text = event.to_string();
-                    let targets: Vec<(String, String, Option<String>, bool)> = self
-                        .router
-                        .targets(text.as_bytes())
-                        .map_err(|err| O2cError::Bug(err.to_string()))?
+                    let targets: Vec<(String, String, Option<String>, bool)> = routed
                         .into_iter()
                         .map(|(rule, t)| {
                             let fifo = self.topology.queues.get(&t.queue).is_some_and(|q| q.fifo);

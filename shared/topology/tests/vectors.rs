@@ -98,6 +98,45 @@ fn when_a_rule_uses_an_unsupported_or_invalid_construct_should_refuse_it_naming_
     assert!(e.message.contains("more than 1000 rule combinations"), "{e}");
     // A pattern that is not an object.
     assert_eq!(refused(json!(["source"])).message, "pattern: Filter is not an object");
+    // EventBridge's size quota: 2048 characters by default, at most 4096.
+    let long = |n: usize| json!({"detail": {"note": ["x".repeat(n)]}});
+    let overhead = long(0).to_string().len();
+    assert!(Router::from_rules(vec![rule("Long", long(4096 - overhead))]).is_ok());
+    let e = refused(long(4097 - overhead));
+    assert!(e.message.starts_with("pattern: Event pattern is 4097 characters long"), "{e}");
+}
+
+#[test]
+fn when_an_event_is_nested_deeper_than_serde_json_parses_should_route_the_parsed_value() {
+    let router = Router::from_rules(vec![rule("R", json!({"source": ["o2c.crm"], "detail": {"kind": ["x"]}}))]).unwrap();
+    // A Detail nested 127 levels deep is valid on its own; inside the envelope it is 128 deep.
+    let mut detail = json!({"kind": "x"});
+    for _ in 0..126 {
+        detail = json!({"inner": detail, "kind": "x"});
+    }
+    let event = json!({"source": "o2c.crm", "detail-type": "T", "detail": detail});
+    assert_eq!(router.matching_rules_for(&event).unwrap().len(), 1);
+    assert_eq!(router.targets_for(&event).unwrap().len(), 0, "rule R has no targets");
+    // The byte API parses first, and serde_json stops at 128 levels.
+    let bytes = serde_json::to_vec(&event).unwrap();
+    let e = router.matching_rules(&bytes).unwrap_err();
+    assert_eq!(e.rule, "<event>");
+    assert!(e.message.contains("recursion limit"), "{e}");
+}
+
+#[test]
+fn when_an_event_would_cost_too_much_to_match_should_refuse_it_naming_the_rule() {
+    // 21 fields each listing a value and `exists: false`, all inside one array.
+    let fields: serde_json::Map<String, Value> = (0..21).map(|i| (format!("f{i:02}"), json!(["x", {"exists": false}]))).collect();
+    let router =
+        Router::from_rules(vec![rule("Plain", json!({"items": {"f00": ["x"]}})), rule("Choices", json!({"items": fields}))]).unwrap();
+    let element: serde_json::Map<String, Value> = (0..21).map(|i| (format!("f{i:02}"), json!("x"))).collect();
+    let event = json!({"items": [element.clone(), element]});
+    let e = router.matching_rules_for(&event).unwrap_err();
+    assert_eq!(e.rule, "Choices");
+    assert!(e.message.contains("too complex"), "{e}");
+    let pattern = Pattern::parse(&json!({"items": {"f00": ["x"]}})).unwrap();
+    assert_eq!(pattern.matches(&event), Ok(true));
 }
 
 #[test]
@@ -132,8 +171,8 @@ fn when_testing_a_pattern_should_require_the_envelope_fields_like_test_event_pat
 #[test]
 fn when_a_pattern_is_compiled_once_should_match_many_events() {
     let pattern = Pattern::parse(&json!({"detail": {"items": {"sku": ["A"], "qty": [{"numeric": [">", 1]}]}}})).unwrap();
-    assert!(pattern.matches(&json!({"detail": {"items": [{"sku": "A", "qty": 2}]}})));
+    assert_eq!(pattern.matches(&json!({"detail": {"items": [{"sku": "A", "qty": 2}]}})), Ok(true));
     // Array consistency: sku and qty must come from the same element.
-    assert!(!pattern.matches(&json!({"detail": {"items": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 5}]}})));
-    assert!(!pattern.matches(&json!("not an object")));
+    assert_eq!(pattern.matches(&json!({"detail": {"items": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 5}]}})), Ok(false));
+    assert_eq!(pattern.matches(&json!("not an object")), Ok(false));
 }

@@ -40,8 +40,8 @@ const RESERVED_IN_OR: [&str; 24] = [
     "ip-address-not-in-range",
 ];
 
-/// One combination under construction: (flattened path, display path, accepted values).
-type Rule = Vec<(String, String, Vec<Matcher>)>;
+/// One combination under construction: (flattened path, display path, index of its field).
+type Rule = Vec<(String, String, usize)>;
 
 /// Where the compiler is: field steps (joined with `.` into paths) and the path shown in errors.
 #[derive(Default)]
@@ -69,31 +69,35 @@ fn invalid(path: &str, reason: impl Into<String>) -> PatternError {
     PatternError::Invalid { path: path.to_owned(), reason: reason.into() }
 }
 
-pub(crate) fn compile(pattern: &Value) -> Result<Vec<Branch>, PatternError> {
+/// Compiles a pattern into its fields (each written once in the pattern, shared by the `$or`
+/// combinations that contain it) and its combinations.
+pub(crate) fn compile(pattern: &Value) -> Result<(Vec<Field>, Vec<Branch>), PatternError> {
     let mut at = At::default();
     let Value::Object(map) = pattern else { return Err(at.error("Filter is not an object")) };
     let mut rules = Vec::new();
-    object(&mut rules, &mut at, map, false)?;
-    rules
+    let mut fields = Vec::new();
+    object(&mut rules, &mut fields, &mut at, map, false)?;
+    let branches = rules
         .into_iter()
         .map(|rule| {
             if rule.len() > MAX_FIELDS {
                 return Err(at.error(format!("Size of rule exceeds max value of {MAX_FIELDS} fields")));
             }
-            let mut fields: Vec<Field> = rule.into_iter().map(|(path, _, matchers)| Field { path, matchers }).collect();
-            fields.sort_by(|a, b| a.path.encode_utf16().cmp(b.path.encode_utf16()));
-            Ok(Branch { fields })
+            let mut ids: Vec<usize> = rule.into_iter().map(|(_, _, id)| id).collect();
+            ids.sort_by(|&a, &b| fields[a].path.encode_utf16().cmp(fields[b].path.encode_utf16()));
+            Ok(Branch { fields: ids })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((fields, branches))
 }
 
-fn object(rules: &mut Vec<Rule>, at: &mut At, map: &Map<String, Value>, in_or: bool) -> Result<(), PatternError> {
+fn object(rules: &mut Vec<Rule>, fields: &mut Vec<Field>, at: &mut At, map: &Map<String, Value>, in_or: bool) -> Result<(), PatternError> {
     if map.is_empty() {
         return Err(at.error("Empty objects are not allowed"));
     }
     for (key, value) in map {
         if key == "$or" {
-            or(rules, at, value)?;
+            or(rules, fields, at, value)?;
             continue;
         }
         let (path, shown) = at.field(key);
@@ -104,12 +108,14 @@ fn object(rules: &mut Vec<Rule>, at: &mut At, map: &Map<String, Value>, in_or: b
             Value::Object(inner) => {
                 at.steps.push(key.clone());
                 at.shown.push(key.clone());
-                object(rules, at, inner, in_or)?;
+                object(rules, fields, at, inner, in_or)?;
                 at.steps.pop();
                 at.shown.pop();
             }
             Value::Array(items) => {
                 let matchers = values(items).map_err(|reason| invalid(&shown, reason))?;
+                let id = fields.len();
+                fields.push(Field::new(path.clone(), matchers));
                 if rules.is_empty() {
                     rules.push(Rule::new());
                 }
@@ -123,7 +129,7 @@ fn object(rules: &mut Vec<Rule>, at: &mut At, map: &Map<String, Value>, in_or: b
                             ),
                         ));
                     }
-                    rule.push((path.clone(), shown.clone(), matchers.clone()));
+                    rule.push((path.clone(), shown.clone(), id));
                 }
             }
             _ => return Err(invalid(&shown, format!("\"{key}\" must be an object or an array"))),
@@ -132,7 +138,7 @@ fn object(rules: &mut Vec<Rule>, at: &mut At, map: &Map<String, Value>, in_or: b
     Ok(())
 }
 
-fn or(rules: &mut Vec<Rule>, at: &mut At, value: &Value) -> Result<(), PatternError> {
+fn or(rules: &mut Vec<Rule>, fields: &mut Vec<Field>, at: &mut At, value: &Value) -> Result<(), PatternError> {
     at.shown.push("$or".to_owned());
     let Value::Array(items) = value else { return Err(at.error("It must be an Array followed with $or.")) };
     at.shown.pop();
@@ -141,7 +147,7 @@ fn or(rules: &mut Vec<Rule>, at: &mut At, value: &Value) -> Result<(), PatternEr
         at.shown.push(format!("$or[{i}]"));
         let Value::Object(map) = item else { return Err(at.error("Only JSON object is allowed in array of $or relationship.")) };
         let mut branch = if before.is_empty() { vec![Rule::new()] } else { before.clone() };
-        object(&mut branch, at, map, true)?;
+        object(&mut branch, fields, at, map, true)?;
         at.shown.pop();
         rules.extend(branch);
         if rules.len() > MAX_COMBINATIONS {
@@ -160,23 +166,24 @@ fn values(items: &[Value]) -> Result<Vec<Matcher>, String> {
     if items.is_empty() {
         return Err("Empty arrays are not allowed".into());
     }
-    items
-        .iter()
-        .map(|item| {
-            Ok(Matcher::Value(match item {
-                Value::Object(expression) => return match_expression(expression),
-                // event-ruler turns an IP literal into a one-address range (`CIDR.ipToRangeIfPossible`).
-                Value::String(s) => match parse_ip(s) {
-                    Some(ip) => ValueMatcher::Ip(IpRange::single(ip)),
-                    None => ValueMatcher::String(s.clone()),
-                },
-                Value::Number(n) => ValueMatcher::Number(Num::of(n)),
-                Value::Bool(b) => ValueMatcher::Bool(*b),
-                Value::Null => ValueMatcher::Null,
-                Value::Array(_) => return Err("Match value must be String, number, true, false, or null".into()),
-            }))
-        })
-        .collect()
+    items.iter().map(value).collect()
+}
+
+/// One listed value: an operator expression, or an exact value.
+fn value(item: &Value) -> Result<Matcher, String> {
+    let exact = |m: ValueMatcher| Ok(Matcher::Value(m));
+    match item {
+        Value::Object(expression) => match_expression(expression),
+        Value::Array(_) => Err("Match value must be String, number, true, false, or null".into()),
+        // event-ruler turns an IP literal into a one-address range (`CIDR.ipToRangeIfPossible`).
+        Value::String(s) => exact(match parse_ip(s) {
+            Some(ip) => ValueMatcher::Ip(IpRange::single(ip)),
+            None => ValueMatcher::String(s.clone()),
+        }),
+        Value::Number(n) => exact(ValueMatcher::Number(Num::of(n))),
+        Value::Bool(b) => exact(ValueMatcher::Bool(*b)),
+        Value::Null => exact(ValueMatcher::Null),
+    }
 }
 
 /// `{ "<operator>": <operand> }` in a value list.
@@ -226,7 +233,10 @@ fn ignore_case_operand(inner: &Map<String, Value>, kind: &str, name: &str) -> Re
     Ok(CaseFold::new(text))
 }
 
-fn text(value: Option<&Value>) -> String {
+/// The token event-ruler's streaming parser names in a numeric-expression error: a string's
+/// text, another JSON value as written, or `]` when the list ended early (the parser reports the
+/// closing bracket it met where an operator or bound was expected).
+fn token_in_message(value: Option<&Value>) -> String {
     match value {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
@@ -249,12 +259,17 @@ fn bound(value: Option<&Value>, operator: &str) -> Result<f64, String> {
 /// `[op, n]` or `[">"|">=", low, "<"|"<=", high]`.
 fn numeric(items: &[Value]) -> Result<NumRange, String> {
     let Some(Value::String(operator)) = items.first() else {
-        return Err(format!("Invalid member in numeric match: {}", text(items.first())));
+        return Err(format!("Invalid member in numeric match: {}", token_in_message(items.first())));
     };
     let too_many = || Err("Too many elements in numeric expression".to_owned());
     let one_sided = |value: f64, low: bool, open: bool| {
         if items.len() > 2 {
             return too_many();
+        }
+        // event-ruler's range machine runs off the end of its 10-byte encoding (an
+        // ArrayIndexOutOfBoundsException) for a range open towards the end of the double line.
+        if value == if low { f64::MAX } else { f64::MIN } {
+            return Err(format!("Cannot compare number : {value:e} (event-ruler cannot build a range beyond it)"));
         }
         let bound = Some((value, open));
         Ok(if low { NumRange::Between { low: bound, high: None } } else { NumRange::Between { low: None, high: bound } })
@@ -270,7 +285,7 @@ fn numeric(items: &[Value]) -> Result<NumRange, String> {
                 return one_sided(low, true, op == ">");
             }
             let Some(Value::String(top_op)) = items.get(2) else {
-                return Err(format!("Bad value in numeric range: {}", text(items.get(2))));
+                return Err(format!("Bad value in numeric range: {}", token_in_message(items.get(2))));
             };
             if top_op != "<" && top_op != "<=" {
                 return Err(format!("Bad numeric range operator: {top_op}"));
@@ -294,18 +309,19 @@ fn anything_but(operand: &Value) -> Result<AnythingBut, String> {
     let Value::Object(inner) = operand else {
         return match operand {
             Value::Array(items) => anything_but_list(items),
-            Value::String(s) => Ok(AnythingBut::Strings(vec![s.clone()])),
+            Value::String(s) => Ok(AnythingBut::Strings([s.clone()].into())),
             Value::Number(n) => Ok(AnythingBut::Numbers(vec![comparable(n)?])),
             _ => Err(OPERAND.into()),
         };
     };
     let Some((first, value)) = inner.iter().next() else { return Err("Anything-But expression name not found".into()) };
-    let supported = ["equals-ignore-case", "prefix", "suffix", "wildcard"];
-    if let Some(unsupported) = inner.keys().find(|k| !supported.contains(&k.as_str())) {
-        return Err(format!("Unsupported anything-but pattern: {unsupported}"));
-    }
+    // event-ruler reads the first key, its operand, then expects the end of the object; the key
+    // order is lost here, so a second key is refused first, whatever the keys are.
     if inner.len() > 1 {
         return Err("Too many elements in numeric expression".into());
+    }
+    if !["equals-ignore-case", "prefix", "suffix", "wildcard"].contains(&first.as_str()) {
+        return Err(format!("Unsupported anything-but pattern: {first}"));
     }
     let kind = first.as_str();
     let type_error = match kind {
@@ -319,6 +335,11 @@ fn anything_but(operand: &Value) -> Result<AnythingBut, String> {
         Value::Number(_) => return Err(type_error.into()),
         _ => return Err(OPERAND.into()),
     };
+    if strings.is_empty() {
+        // event-ruler accepts an empty list here, then fails with a NullPointerException when it
+        // adds the rule to its machine.
+        return Err(format!("Empty arrays are not allowed (anything-but/{kind})"));
+    }
     if matches!(kind, "prefix" | "suffix") && strings.iter().any(|s| s.is_empty()) {
         return Err("Null prefix/suffix not allowed".into());
     }
@@ -342,7 +363,7 @@ fn anything_but_list(items: &[Value]) -> Result<AnythingBut, String> {
         }
     }
     match (strings.is_empty(), numbers.is_empty()) {
-        (false, true) => Ok(AnythingBut::Strings(strings)),
+        (false, true) => Ok(AnythingBut::Strings(strings.into_iter().collect())),
         (true, false) => Ok(AnythingBut::Numbers(numbers)),
         _ => Err("Inside anything but list, either all values are number or string, mixed type is not supported".into()),
     }

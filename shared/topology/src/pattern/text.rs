@@ -69,7 +69,7 @@ impl CaseFold {
 #[derive(Debug, Clone)]
 pub(crate) struct Glob {
     /// Literal runs; a `*` stands between each two.
-    parts: Vec<Vec<u8>>,
+    parts: Vec<String>,
 }
 
 impl Glob {
@@ -77,45 +77,45 @@ impl Glob {
     /// any other escape and `**` are refused. Error positions count the opening quote event-ruler
     /// puts in front of the value (so they match EventBridge's messages).
     pub(crate) fn parse(pattern: &str) -> Result<Self, String> {
-        let bytes = pattern.as_bytes();
-        let mut parts = vec![Vec::new()];
-        let mut i = 0;
-        while let Some(&b) = bytes.get(i) {
-            match b {
-                b'*' => {
-                    if bytes.get(i + 1) == Some(&b'*') {
+        let mut parts = vec![String::new()];
+        let mut chars = pattern.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '*' => {
+                    if chars.peek().is_some_and(|&(_, n)| n == '*') {
                         return Err(format!("Consecutive wildcard characters at pos {}", i + 1));
                     }
-                    parts.push(Vec::new());
+                    parts.push(String::new());
                 }
-                b'\\' => match bytes.get(i + 1) {
-                    Some(&next @ (b'*' | b'\\')) => {
-                        push(&mut parts, next);
-                        i += 1;
-                    }
+                '\\' => match chars.next() {
+                    Some((_, next @ ('*' | '\\'))) => push(&mut parts, next),
                     _ => return Err(format!("Invalid escape character at pos {}", i + 1)),
                 },
                 other => push(&mut parts, other),
             }
-            i += 1;
         }
         Ok(Self { parts })
     }
 
+    /// The literal runs (a `*` stands between each two).
+    pub(crate) fn parts(&self) -> &[String] {
+        &self.parts
+    }
+
+    /// Linear in the value: leftmost placement of each middle run is optimal when `*` is the only
+    /// wildcard, and `str::find` is linear (two-way search).
     pub(crate) fn matches(&self, s: &str) -> bool {
-        let s = s.as_bytes();
         let (first, rest) = match self.parts.split_first() {
             Some(split) => split,
             None => return s.is_empty(),
         };
-        let Some((last, middle)) = rest.split_last() else { return s == first.as_slice() };
-        if s.len() < first.len() + last.len() || !s.starts_with(first) || !s.ends_with(last) {
+        let Some((last, middle)) = rest.split_last() else { return s == first };
+        if s.len() < first.len() + last.len() || !s.starts_with(first.as_str()) || !s.ends_with(last.as_str()) {
             return false;
         }
-        // Leftmost placement of each middle run is optimal when `*` is the only wildcard.
         let mut window = &s[first.len()..s.len() - last.len()];
         for part in middle {
-            match find(window, part) {
+            match window.find(part.as_str()) {
                 Some(at) => window = &window[at + part.len()..],
                 None => return false,
             }
@@ -124,15 +124,8 @@ impl Glob {
     }
 }
 
-fn push(parts: &mut [Vec<u8>], byte: u8) {
+fn push(parts: &mut [String], c: char) {
     if let Some(last) = parts.last_mut() {
-        last.push(byte);
+        last.push(c);
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
