@@ -23,6 +23,22 @@ pub const INCOMPLETE: u8 = 5;
 /// Exit code: usage error.
 pub const USAGE: u8 = 2;
 
+/// The verdict of a command that put events on the bus and processed them: 3 when entries
+/// were refused, else 4 (said on stderr, with where to look) when messages were parked or
+/// dead-lettered on the way, else 0.
+pub fn verdict(refused: u64, parked: u64, dead_lettered: u64) -> ExitCode {
+    if parked > 0 || dead_lettered > 0 {
+        eprintln!(
+            "o2c: {parked} message(s) parked, {dead_lettered} dead-lettered: see `o2c rejections`, `o2c dlq list` and `o2c exceptions list`"
+        );
+    }
+    match (refused, parked + dead_lettered) {
+        (1.., _) => ExitCode::from(REFUSED),
+        (0, 1..) => ExitCode::from(ATTENTION),
+        (0, 0) => ExitCode::SUCCESS,
+    }
+}
+
 /// The exit codes as `--help` prints them.
 pub const HELP: &str = "Exit codes:
   0  done

@@ -4,29 +4,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-fn o2c() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_o2c"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+mod common;
 
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
-
-fn run(args: &[&str]) -> Output {
-    o2c().args(args).output().expect("o2c runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{o2c, repo, run, text};
 
 /// A tiny HTTP/1.1 client (no extra dependency for two calls).
 fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {

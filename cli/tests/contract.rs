@@ -2,28 +2,14 @@
 //! filter values, AWS errors with a hint, `o2c run`'s verdict on what it processed.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-fn o2c() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_o2c"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+mod common;
 
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
-
-fn run(args: &[&str]) -> Output {
-    o2c().args(args).output().expect("o2c runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{o2c, repo, run, text};
 
 /// A database with one engagement (the closed-won sample).
 fn db_with_one_engagement(dir: &Path) -> String {

@@ -47,17 +47,7 @@ pub async fn publish(target: &Target, url: Option<&str>, entries: Vec<PutEventsE
                 "processed: {} batch(es), {} record(s) handled, {} redelivery(ies), {} parked, {dead} dead letter(s)",
                 report.batches, report.succeeded, report.retried, report.parked
             );
-            if report.parked > 0 || dead > 0 {
-                eprintln!("o2c: something needs an operator: see `o2c rejections`, `o2c dlq list` and `o2c exceptions list`");
-            }
-            let code = if resp.failed_entry_count > 0 {
-                ExitCode::from(crate::exit::REFUSED)
-            } else if report.parked > 0 || dead > 0 {
-                ExitCode::from(crate::exit::ATTENTION)
-            } else {
-                ExitCode::SUCCESS
-            };
-            Ok((code, Some(rt)))
+            Ok((crate::exit::verdict(resp.failed_entry_count as u64, report.parked, dead), Some(rt)))
         }
     }
 }

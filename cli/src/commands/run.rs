@@ -111,16 +111,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         report.retried
     );
     print::engagement_table(&rt.store().list(&EngagementFilter { limit: 50, ..Default::default() }).await?);
-    if parked > 0 || dead > 0 {
-        eprintln!("o2c: {parked} message(s) parked, {dead} dead-lettered: see `o2c rejections`, `o2c dlq list` and `o2c exceptions list`");
-    }
-    Ok(if failed > 0 {
-        ExitCode::from(crate::exit::REFUSED)
-    } else if parked > 0 || dead > 0 {
-        ExitCode::from(crate::exit::ATTENTION)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(crate::exit::verdict(failed, parked, dead))
 }
 
 /// The entries grouped by the instant they occurred (the EventBridge `time`, else

@@ -33,16 +33,22 @@ pub struct Args {
 
 /// Runs the command.
 pub async fn run(args: Args) -> Result<ExitCode> {
+    if let Some(wanted) = &args.wait_for
+        && !EngagementStatus::ALL.iter().any(|s| s.as_str() == wanted)
+    {
+        usage!("unknown status `{wanted}` ({})", EngagementStatus::ALL.map(EngagementStatus::as_str).join(", "));
+    }
+    // One backend (one set of clients) for the wait and the view.
+    with_backend!(args.target, b => waited_then_shown(&b, &args).await)
+}
+
+async fn waited_then_shown<B: Backend>(b: &B, args: &Args) -> Result<ExitCode> {
     if let Some(wanted) = &args.wait_for {
-        if !EngagementStatus::ALL.iter().any(|s| s.as_str() == wanted) {
-            usage!("unknown status `{wanted}` ({})", EngagementStatus::ALL.map(EngagementStatus::as_str).join(", "));
-        }
-        let now = with_backend!(args.target, b => wait_for(&b, &args.engagement, wanted, args.timeout_secs).await)?;
-        match now.as_deref() {
+        match wait_for(b, &args.engagement, wanted, args.timeout_secs).await?.as_deref() {
             Some(s) if s == wanted => {}
             Some(s) => {
                 eprintln!("o2c: {} is `{s}`, not `{wanted}` (waited up to {} s)", args.engagement, args.timeout_secs);
-                with_backend!(args.target, b => show(&b, &args.engagement, args.json).await)?;
+                show(b, &args.engagement, args.json).await?;
                 return Ok(ExitCode::from(crate::exit::INCOMPLETE));
             }
             None => {
@@ -51,7 +57,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             }
         }
     }
-    with_backend!(args.target, b => show(&b, &args.engagement, args.json).await)
+    show(b, &args.engagement, args.json).await
 }
 
 /// Polls until the engagement has `wanted` status, is rejected (it will not move on its
