@@ -1,10 +1,16 @@
-//! Engagements per second through the whole embedded runtime (template routing, SQLite
-//! store, simulators, all four steps), with fsync on every commit (`Durability::Full`,
-//! the default) and with WAL `NORMAL`, in one run. Each engagement is 1 closed-won →
-//! contract → PSA + ERP projects → billing schedule → CRM write-backs: 9 queue records
-//! (6 step executions — intake, provision, billing setup, 3 write-backs — and 3 pipe moves).
+//! Throughput of the whole embedded runtime (template routing, SQLite store, simulators, the
+//! steps from closed-won to active with the CRM written back), per durability mode, in one
+//! run. The N closed-won events are published first (a backlog of N engagements), then the
+//! runtime drains it; the cost per engagement must not grow with N.
 //!
-//! `cargo bench -p o2c-benches --bench embedded [-- N]` (default N = 200 engagements).
+//! Each engagement is 9 queue records (6 step executions — intake, provision, billing setup,
+//! 3 write-backs — and 3 pipe moves into the per-engagement FIFO write-back queue) and 4
+//! business events on the bus (closed-won, contract created, project provisioned, project
+//! activated).
+//!
+//! `cargo bench -p o2c-benches --bench embedded [-- N ... [--only group|full|normal]]`
+//! (default N = 1000), or
+//! `scripts/benchmarks.sh` for every benchmark of BENCHMARKS.md.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -14,16 +20,29 @@ use o2c_app::ports::EngagementStore;
 use o2c_embedded::db::Durability;
 use o2c_embedded::{Runtime, RuntimeOptions};
 
-fn run(n: usize, durability: Durability) -> (Duration, u64) {
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    records: u64,
+    events: u64,
+    fsyncs: u64,
+}
+
+/// User + system CPU of this process so far (`/proc/self/stat`, clock ticks of 10 ms).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at field 3.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn run(n: usize, durability: Durability) -> Measured {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let opts = RuntimeOptions {
-            durability,
-            max_workers_per_function: 4,
-            poll_interval: Duration::from_millis(5),
-            ..RuntimeOptions::default()
-        };
+        let opts = RuntimeOptions { durability, max_workers_per_function: 4, ..RuntimeOptions::default() };
         let runtime = Runtime::builder(dir.path().join("bench.db"), o2c_embedded::reference::northwind().unwrap())
             .options(opts)
             .open()
@@ -37,32 +56,57 @@ fn run(n: usize, durability: Durability) -> (Duration, u64) {
                 ..Default::default()
             })
             .collect();
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), cpu_time());
+        // PutEvents takes at most 10 entries per call.
         for chunk in entries.chunks(10) {
             runtime.put_events(chunk.to_vec()).await.unwrap();
         }
-        let report = runtime.run_until_idle(Duration::from_secs(600)).await.unwrap();
-        let elapsed = start.elapsed();
+        let report = runtime.run_until_idle(Duration::from_secs(3600)).await.unwrap();
+        let (wall, cpu) = (start.elapsed(), cpu_time().saturating_sub(cpu));
         let filter = o2c_app::ports::EngagementFilter { status: Some("active".into()), limit: n + 1, ..Default::default() };
         assert_eq!(runtime.store().list(&filter).await.unwrap().len(), n, "every engagement activated");
-        (elapsed, report.succeeded)
+        assert_eq!(report.dead_letters, 0, "nothing dead-lettered");
+        let events: i64 = runtime
+            .db()
+            .call(|c| c.query_row("SELECT COUNT(*) FROM bus_events", [], |r| r.get(0)).map_err(o2c_embedded::db::db_err))
+            .await
+            .unwrap();
+        Measured { wall, cpu, records: report.succeeded, events: events as u64, fsyncs: runtime.db().group_fsyncs() }
     })
 }
 
 fn main() {
-    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200);
-    println!("embedded runtime, {n} engagements, closed-won → active (9 queue records each: 6 step executions + 3 pipe moves)");
-    let mut results = Vec::new();
-    for (label, d) in [("fsync every commit (Full)", Durability::Full), ("WAL NORMAL", Durability::Normal)] {
-        let (t, records) = run(n, d);
-        let per_s = n as f64 / t.as_secs_f64();
-        println!(
-            "  {label:<28} {:>8.2} s  {:>8.1} engagements/s  {:>8.1} records/s  ({records} records)",
-            t.as_secs_f64(),
-            per_s,
-            records as f64 / t.as_secs_f64()
-        );
-        results.push(per_s);
+    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() { vec![1000] } else { sizes };
+    println!("embedded runtime: N closed-won published first, then drained to active (9 queue records and 4 business events each)");
+    println!(
+        "{:>7}  {:<34} {:>8} {:>10} {:>11} {:>10} {:>12} {:>8}",
+        "N", "durability", "wall s", "eng/s", "events/s", "records/s", "CPU ms/eng", "fsyncs"
+    );
+    for &n in &sizes {
+        let mut group_rate = None;
+        // `--only group|full|normal` runs one mode (profiling).
+        let only = std::env::args().skip_while(|a| a != "--only").nth(1);
+        for (name, label, d) in [
+            ("group", "group commit (default)", Durability::Group),
+            ("full", "fsync every commit (Full)", Durability::Full),
+            ("normal", "WAL NORMAL, no fsync", Durability::Normal),
+        ] {
+            if only.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
+            let m = run(n, d);
+            let secs = m.wall.as_secs_f64();
+            let rate = n as f64 / secs;
+            group_rate.get_or_insert(rate);
+            println!(
+                "{n:>7}  {label:<34} {secs:>8.2} {rate:>10.1} {:>11.1} {:>10.1} {:>12.2} {:>8}   ratio to group: {:.2}",
+                m.events as f64 / secs,
+                m.records as f64 / secs,
+                m.cpu.as_secs_f64() * 1000.0 / n as f64,
+                m.fsyncs,
+                rate / group_rate.unwrap_or(rate),
+            );
+        }
     }
-    println!("  ratio NORMAL / Full: {:.2}×", results[1] / results[0]);
 }

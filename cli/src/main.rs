@@ -219,9 +219,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: commands::rules::Cmd,
     },
-    /// Control the CRM / PSA / ERP simulators.
+    /// Simulate the whole flow from a seed; control the CRM / PSA / ERP simulators.
     #[command(
-        after_help = "Examples:\n  o2c sim fault --db o2c.db --system erp --operation create_project --kind server-error --times 3\n  o2c sim serve --db sims.db --addr 127.0.0.1:4020\n  o2c sim clear --db o2c.db\n  o2c sim calls --db o2c.db --json\n  o2c sim show --db o2c.db --json"
+        after_help = "Examples:\n  o2c sim run --seed 7 --engagements 1000 --duplicates 2 --reorder --fault-rate 0.2 --crash-rate 0.05\n  o2c sim fault --db o2c.db --system erp --operation create_project --kind server-error --times 3\n  o2c sim serve --db sims.db --addr 127.0.0.1:4020\n  o2c sim clear --db o2c.db\n  o2c sim calls --db o2c.db --json\n  o2c sim show --db o2c.db --json"
     )]
     Sim {
         #[command(subcommand)]

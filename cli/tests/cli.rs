@@ -528,3 +528,129 @@ fn when_an_event_arrived_too_early_should_resubmit_it_by_event_id_keeping_its_co
     let out = run(&["drain", "--db", db]);
     assert!(out.status.success() && text(&out.stdout).contains("accepted 0 event(s)"), "{}{}", text(&out.stdout), text(&out.stderr));
 }
+
+#[test]
+fn when_a_simulation_seed_breaks_an_invariant_should_exit_1_and_print_the_command_that_replays_it() {
+    let ok = run(&[
+        "--log",
+        "error",
+        "sim",
+        "run",
+        "--seed",
+        "3",
+        "--engagements",
+        "60",
+        "--duplicates",
+        "1",
+        "--reorder",
+        "--fault-rate",
+        "0.2",
+        "--crash-rate",
+        "0.1",
+    ]);
+    assert!(ok.status.success(), "{}{}", text(&ok.stdout), text(&ok.stderr));
+    let said = text(&ok.stdout);
+    assert!(said.contains("ok    money_conserved") && said.contains("0 unaccounted"), "{said}");
+
+    let args = [
+        "--log",
+        "error",
+        "sim",
+        "run",
+        "--seed",
+        "3",
+        "--engagements",
+        "60",
+        "--duplicates",
+        "1",
+        "--reorder",
+        "--fault-rate",
+        "0.2",
+        "--crash-rate",
+        "0.1",
+        "--plant-bug",
+        "ack-before-processing",
+    ];
+    let bad = run(&args);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad.stdout));
+    assert!(text(&bad.stdout).contains("FAIL  every_input_accounted"), "{}", text(&bad.stdout));
+    let replay = text(&bad.stderr);
+    let command =
+        replay.lines().find_map(|l| l.split("reproduce with: ").nth(1)).unwrap_or_else(|| panic!("no replay command in {replay}"));
+    assert_eq!(command, args[2..].iter().fold("o2c".to_owned(), |c, a| format!("{c} {a}")));
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("exists.db");
+    std::fs::write(&db, b"").unwrap();
+    let usage = run(&["sim", "run", "--db", db.to_str().unwrap()]);
+    assert_eq!(usage.status.code(), Some(2), "a simulation needs a new database: {}", text(&usage.stderr));
+}
+
+/// A straight-through closed-won for opportunity `opp` (no CLM gate).
+fn straight_through(opp: &str) -> Value {
+    let mut e = entry("OpportunityClosedWon");
+    let mut d: Value = serde_json::from_str(e["Detail"].as_str().unwrap()).unwrap();
+    d["event_id"] = json!(format!("burst-{opp}"));
+    d["idempotency_key"] = json!(format!("crm:opportunity:{opp}:closed-won:r1"));
+    d["payload"]["opportunity_id"] = json!(opp);
+    d["payload"]["lines"] = json!([{"line_id": "1", "service_offering_id": "SVC-STRAT", "billing_model": "fixed_fee",
+        "amount": "1250000.00", "installments": 4, "installment_frequency": "quarterly"}]);
+    e["Detail"] = json!(d.to_string());
+    e
+}
+
+#[test]
+fn when_serve_is_killed_during_a_burst_of_publishers_should_keep_every_acknowledged_event() {
+    // Group commit answers PutEvents once an fsync covers the entries. Four publishers post
+    // as fast as they can while the process is SIGKILLed: every event answered with an
+    // EventId must be processed after the restart; unanswered ones may or may not be.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let server = Server::start(&db);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers: Vec<_> = (0..4)
+        .map(|t| {
+            let (addr, stop) = (server.addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let opp = format!("0068dBURST{t}{i:05}");
+                    let body = json!({"Entries": [straight_through(&opp)]});
+                    // A connection cut by the kill is no acknowledgement.
+                    let Ok(mut s) = TcpStream::connect(&addr) else { break };
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let payload = body.to_string();
+                    if write!(s, "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}", payload.len()).is_err() {
+                        break;
+                    }
+                    let mut resp = String::new();
+                    if s.read_to_string(&mut resp).is_err() || !resp.starts_with("HTTP/1.1 200") {
+                        break;
+                    }
+                    let (_, b) = resp.split_once("\r\n\r\n").unwrap_or_default();
+                    let b: Value = serde_json::from_str(b).unwrap_or(Value::Null);
+                    if b["FailedEntryCount"] == 0 && b["Entries"][0]["EventId"].is_string() {
+                        acked.push(opp);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked: Vec<String> = publishers.into_iter().flat_map(|p| p.join().unwrap()).collect();
+    assert!(acked.len() >= 8, "the publishers got answers before the kill: {}", acked.len());
+
+    let out = run(&["drain", "--db", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = run(&["engagements", "--db", db.to_str().unwrap(), "--status", "active", "--limit", "100000", "--json"]);
+    let active: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let active: std::collections::HashSet<String> = active.iter().filter_map(|e| e["engagement_id"].as_str().map(str::to_owned)).collect();
+    let lost: Vec<&String> = acked.iter().filter(|o| !active.contains(&format!("ENG-{o}"))).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged events lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(10)]);
+}

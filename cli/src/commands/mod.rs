@@ -21,4 +21,5 @@ pub mod run;
 pub mod send;
 pub mod serve;
 pub mod sim;
+pub mod sim_run;
 pub mod status;

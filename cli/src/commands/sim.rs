@@ -1,4 +1,5 @@
-//! `o2c sim serve|fault|clear|calls|show`: the CRM / PSA / ERP simulators.
+//! `o2c sim run|serve|fault|clear|calls|show`: the seeded simulation of the whole flow, and
+//! the CRM / PSA / ERP simulators.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,9 +28,48 @@ pub enum FaultKind {
     Latency,
 }
 
+/// Defects `sim run --plant-bug` can plant (the simulation's self-test).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PlantBug {
+    /// The runtime deletes a batch before the step runs (at-most-once delivery).
+    AckBeforeProcessing,
+}
+
 /// Subcommands.
 #[derive(Subcommand)]
 pub enum Cmd {
+    /// Deterministic simulation of the flow: seeded interleavings, duplicates, reordering,
+    /// connector faults and crashes after side effects, then the invariants checked in every
+    /// system. The same options replay the same run; exit 1 when an invariant breaks.
+    Run {
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Engagements (one closed-won each; some CLM-gated, some invalid).
+        #[arg(long, default_value_t = 100)]
+        engagements: usize,
+        /// Publish each input up to this many extra times.
+        #[arg(long, default_value_t = 0)]
+        duplicates: u32,
+        /// Shuffle the inputs (across and within engagements).
+        #[arg(long)]
+        reorder: bool,
+        /// Probability that a batch meets a connector fault (5xx, 429, timeouts, refusals).
+        #[arg(long, default_value_t = 0.0)]
+        fault_rate: f64,
+        /// Probability that a batch arms a crash right after the next external commit.
+        #[arg(long, default_value_t = 0.0)]
+        crash_rate: f64,
+        /// Plant a defect, to see the invariants catch it.
+        #[arg(long, value_enum)]
+        plant_bug: Option<PlantBug>,
+        /// Keep the run's database here (a new file; default: a temporary one).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the simulators over the connector contract (`/psa`, `/erp`, `/crm`) for the
     /// Lambda binaries and `o2c serve --target aws`.
     Serve {
@@ -109,6 +149,23 @@ fn sims(db: &Path) -> Result<Simulators> {
 /// Runs the command.
 pub async fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
+        Cmd::Run { seed, engagements, duplicates, reorder, fault_rate, crash_rate, plant_bug, db, json } => {
+            for (name, rate) in [("--fault-rate", fault_rate), ("--crash-rate", crash_rate)] {
+                if !(0.0..=1.0).contains(&rate) {
+                    usage!("{name} {rate} is not a probability (0 to 1)");
+                }
+            }
+            let config = o2c_embedded::simulation::SimulationConfig {
+                seed,
+                engagements,
+                duplicates,
+                reorder,
+                fault_rate,
+                crash_rate,
+                planted_bug: plant_bug.map(|PlantBug::AckBeforeProcessing| o2c_embedded::simulation::PlantedBug::AckBeforeProcessing),
+            };
+            super::sim_run::run(config, db, json).await
+        }
         Cmd::Serve { db, addr, reference } => {
             let sims = Simulators::new(Db::open(&db)?, &load_reference(reference.as_deref())?);
             let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;

@@ -18,11 +18,11 @@ use o2c_app::ports::EventPublisher;
 use o2c_domain::events::OutgoingEvent;
 use o2c_topology::routing::Router;
 use o2c_topology::topology::Topology;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::db::{Db, db_err};
+use crate::db::{Cached, Db, db_err};
 
 /// Account id the embedded bus stamps on events.
 pub const LOCAL_ACCOUNT: &str = "000000000000";
@@ -30,6 +30,11 @@ pub const LOCAL_ACCOUNT: &str = "000000000000";
 pub const LOCAL_REGION: &str = "local";
 /// SQS FIFO deduplication interval.
 const FIFO_DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// A receive's scan: the queue's visible messages in send order, walking the
+/// `(queue, seq)` index so the rows read follow the batch size, not the backlog.
+pub const RECEIVE_SQL: &str = "SELECT message_id, body, receive_count, group_id, sent_at, first_received_at, last_error \
+     FROM messages INDEXED BY messages_by_queue_seq WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3";
 
 /// A message handed to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,19 +123,34 @@ pub struct LocalBus {
     topology: Arc<Topology>,
     router: Router,
     bus_name: String,
-    notify: Arc<Notify>,
+    /// One per queue: an enqueue wakes only the consumers of the queues it filled.
+    notify: std::collections::HashMap<String, Arc<Notify>>,
 }
 
 impl LocalBus {
     /// A bus wired from `topology`.
     pub fn new(db: Db, topology: Arc<Topology>, bus_name: String) -> Result<Self, O2cError> {
         let router = Router::new(&topology).map_err(|e| O2cError::Bug(e.to_string()))?;
-        Ok(Self { db, topology, router, bus_name, notify: Arc::new(Notify::new()) })
+        let notify = topology.queues.keys().map(|q| (q.clone(), Arc::new(Notify::new()))).collect();
+        Ok(Self { db, topology, router, bus_name, notify })
     }
 
-    /// Woken whenever messages are enqueued.
-    pub fn notifier(&self) -> Arc<Notify> {
-        self.notify.clone()
+    /// Woken whenever messages are enqueued on `queue`.
+    pub fn notifier(&self, queue: &str) -> Arc<Notify> {
+        self.notify.get(queue).cloned().unwrap_or_default()
+    }
+
+    fn wake<'q>(&self, queues: impl IntoIterator<Item = &'q str>) {
+        for q in queues {
+            if let Some(n) = self.notify.get(q) {
+                n.notify_waiters();
+            }
+        }
+    }
+
+    /// The database it runs on.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// The topology.
@@ -194,44 +214,32 @@ impl LocalBus {
             }
         }
         if !accepted.is_empty() {
+            let touched: std::collections::BTreeSet<String> = accepted.iter().flat_map(|a| a.4.iter().map(|t| t.1.clone())).collect();
             let now = self.db.now_ms();
             self.db
                 .call(move |c| {
                     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                    prune_fifo_dedup(&tx, now)?;
                     for (id, source, dt, text, targets) in accepted {
                         let rules: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
-                        tx.execute(
+                        tx.prepare_cached(
                             "INSERT INTO bus_events (event_id, received_at, source, detail_type, event, matched_rules) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                            params![id, now, source, dt, text, serde_json::to_string(&rules).unwrap_or_default()],
                         )
+                        .and_then(|mut s| s.execute(params![id, now, source, dt, text, serde_json::to_string(&rules).unwrap_or_default()]))
                         .map_err(db_err)?;
                         for (_, queue, group, fifo, message_id) in &targets {
-                            if *fifo {
-                                // EventBridge uses the event id as the deduplication id.
-                                let dup: Option<i64> = tx
-                                    .query_row(
-                                        "SELECT seq FROM messages WHERE queue = ?1 AND dedup_id = ?2 AND sent_at > ?3",
-                                        params![queue, id, now - FIFO_DEDUP_WINDOW_MS],
-                                        |r| r.get(0),
-                                    )
-                                    .optional()
-                                    .map_err(db_err)?;
-                                if dup.is_some() {
-                                    continue;
-                                }
+                            // EventBridge uses the event id as the deduplication id.
+                            if *fifo && !fifo_accepts(&tx, queue, &id, now)? {
+                                continue;
                             }
                             let group = if *fifo { Some(group.clone().unwrap_or_else(|| "default".into())) } else { None };
-                            tx.execute(
-                                "INSERT INTO messages (message_id, queue, body, group_id, dedup_id, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                                params![message_id, queue, text, group, fifo.then_some(id.clone()), now],
-                            )
-                            .map_err(db_err)?;
+                            insert_message(&tx, message_id, queue, &text, group.as_deref(), fifo.then_some(id.as_str()), now)?;
                         }
                     }
                     tx.commit().map_err(db_err)
                 })
                 .await?;
-            self.notify.notify_waiters();
+            self.wake(touched.iter().map(String::as_str));
         }
         let failed = results.iter().filter(|r| r.error_code.is_some()).count();
         Ok(PutEventsResponse { failed_entry_count: failed, entries: results })
@@ -254,49 +262,30 @@ impl LocalBus {
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
                 let mut dead_lettered = Vec::new();
-                if let Some(rd) = &q.redrive {
-                    {
-                        let mut s = tx
-                            .prepare("SELECT message_id, body, receive_count, last_error FROM messages WHERE queue = ?1 AND visible_at <= ?2 AND receive_count >= ?3")
-                            .map_err(db_err)?;
-                        let rows = s
-                            .query_map(params![queue, now, rd.max_receive_count], |r| {
-                                Ok(DeadLettered {
-                                    message_id: r.get(0)?,
-                                    body: r.get(1)?,
-                                    receive_count: r.get::<_, i64>(2)? as u32,
-                                    last_error: r.get(3)?,
-                                    dead_letter_queue: rd.dead_letter_queue.clone(),
-                                })
-                            })
-                            .map_err(db_err)?;
-                        for row in rows {
-                            dead_lettered.push(row.map_err(db_err)?);
-                        }
-                    }
-                    tx.execute(
-                        "UPDATE messages SET queue = ?1, dead_lettered_from = ?2, visible_at = ?3 WHERE queue = ?2 AND visible_at <= ?3 AND receive_count >= ?4",
-                        params![rd.dead_letter_queue, queue, now, rd.max_receive_count],
-                    )
-                    .map_err(db_err)?;
-                }
                 let mut picked: Vec<ReceivedMessage> = Vec::new();
                 {
-                    let busy_groups: Vec<String> = if q.fifo {
-                        let mut s = tx.prepare("SELECT DISTINCT group_id FROM messages WHERE queue = ?1 AND visible_at > ?2 AND group_id IS NOT NULL").map_err(db_err)?;
+                    // FIFO: a group with a message in flight is blocked, so its visible
+                    // messages wait their turn (only in-flight rows are read: the
+                    // `(queue, visible_at)` index range above now).
+                    let blocked: std::collections::HashSet<String> = if q.fifo {
+                        let mut s = tx
+                            .prepare_cached("SELECT DISTINCT group_id FROM messages WHERE queue = ?1 AND visible_at > ?2 AND group_id IS NOT NULL")
+                            .map_err(db_err)?;
                         s.query_map(params![queue, now], |r| r.get(0)).map_err(db_err)?.collect::<Result<_, _>>().map_err(db_err)?
                     } else {
-                        Vec::new()
+                        Default::default()
                     };
-                    // Only visible messages, so a head of messages in backoff never hides the
-                    // visible ones behind it. FIFO: a group with any message in flight is
-                    // blocked (`busy_groups`), so its visible messages wait their turn.
-                    let mut s = tx
-                        .prepare("SELECT message_id, body, receive_count, group_id, sent_at, first_received_at FROM messages WHERE queue = ?1 AND visible_at <= ?3 ORDER BY seq LIMIT ?2")
-                        .map_err(db_err)?;
-                    let scan = if q.fifo { 1000 } else { max as i64 };
+                    // The queue in send order, skipping what is not visible (in flight or
+                    // waiting out a retry delay), so a head of messages in backoff never
+                    // hides the visible ones behind it. Walking `(queue, seq)` reads about as
+                    // many rows as it hands out, whatever the backlog; ordering the visible
+                    // messages instead would sort all of them on every receive. A receive
+                    // looks at most 1,000 messages past blocked groups and dead letters.
+                    let mut s = tx.prepare_cached(RECEIVE_SQL).map_err(db_err)?;
+                    // Rows are read lazily: the walk stops once the batch is full.
+                    let scan = 1000;
                     let rows = s
-                        .query_map(params![queue, scan, now], |r| {
+                        .query_map(params![queue, now, scan], |r| {
                             Ok((
                                 r.get::<_, String>(0)?,
                                 r.get::<_, String>(1)?,
@@ -304,16 +293,28 @@ impl LocalBus {
                                 r.get::<_, Option<String>>(3)?,
                                 r.get::<_, i64>(4)?,
                                 r.get::<_, Option<i64>>(5)?,
+                                r.get::<_, Option<String>>(6)?,
                             ))
                         })
                         .map_err(db_err)?;
-                    let blocked: std::collections::HashSet<String> = busy_groups.into_iter().collect();
                     for row in rows {
-                        let (id, body, count, group, sent, first) = row.map_err(db_err)?;
+                        let (id, body, count, group, sent, first, last_error) = row.map_err(db_err)?;
                         if picked.len() >= max {
                             break;
                         }
                         if q.fifo && blocked.contains(group.as_deref().unwrap_or_default()) {
+                            continue;
+                        }
+                        // Received maxReceiveCount times already: SQS moves it to the DLQ on
+                        // this receive instead of handing it out.
+                        if let Some(rd) = q.redrive.as_ref().filter(|rd| count >= i64::from(rd.max_receive_count)) {
+                            dead_lettered.push(DeadLettered {
+                                message_id: id,
+                                body,
+                                receive_count: count as u32,
+                                last_error,
+                                dead_letter_queue: rd.dead_letter_queue.clone(),
+                            });
                             continue;
                         }
                         picked.push(ReceivedMessage {
@@ -326,11 +327,16 @@ impl LocalBus {
                         });
                     }
                 }
+                for d in &dead_lettered {
+                    tx.prepare_cached("UPDATE messages SET queue = ?2, dead_lettered_from = ?3, visible_at = ?4 WHERE message_id = ?1")
+                        .and_then(|mut s| s.execute(params![d.message_id, d.dead_letter_queue, queue, now]))
+                        .map_err(db_err)?;
+                }
                 for m in &picked {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?2, first_received_at = COALESCE(first_received_at, ?3) WHERE message_id = ?1",
-                        params![m.message_id, now + vis, now],
                     )
+                    .and_then(|mut s| s.execute(params![m.message_id, now + vis, now]))
                     .map_err(db_err)?;
                 }
                 tx.commit().map_err(db_err)?;
@@ -350,29 +356,25 @@ impl LocalBus {
         dedup: Option<String>,
     ) -> Result<(), O2cError> {
         let (now, new_id) = (self.db.now_ms(), self.db.new_id());
+        let woken = target.clone();
         self.db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                let duplicate = match &dedup {
-                    Some(d) => tx
-                        .query_row("SELECT seq FROM messages WHERE queue = ?1 AND dedup_id = ?2 AND sent_at > ?3", params![target, d, now - FIFO_DEDUP_WINDOW_MS], |r| r.get::<_, i64>(0))
-                        .optional()
-                        .map_err(db_err)?
-                        .is_some(),
-                    None => false,
+                prune_fifo_dedup(&tx, now)?;
+                let accepted = match &dedup {
+                    Some(d) => fifo_accepts(&tx, &target, d, now)?,
+                    None => true,
                 };
-                if !duplicate {
-                    tx.execute(
-                        "INSERT INTO messages (message_id, queue, body, group_id, dedup_id, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                        params![new_id, target, body, group, dedup, now],
-                    )
-                    .map_err(db_err)?;
+                if accepted {
+                    insert_message(&tx, &new_id, &target, &body, group.as_deref(), dedup.as_deref(), now)?;
                 }
-                tx.execute("DELETE FROM messages WHERE message_id = ?1", params![message_id]).map_err(db_err)?;
+                tx.prepare_cached("DELETE FROM messages WHERE message_id = ?1")
+                    .and_then(|mut s| s.execute(params![message_id]))
+                    .map_err(db_err)?;
                 tx.commit().map_err(db_err)
             })
             .await?;
-        self.notify.notify_waiters();
+        self.wake([woken.as_str()]);
         Ok(())
     }
 
@@ -385,7 +387,9 @@ impl LocalBus {
             .call(move |c| {
                 let tx = c.transaction().map_err(db_err)?;
                 for id in ids {
-                    tx.execute("DELETE FROM messages WHERE message_id = ?1", params![id]).map_err(db_err)?;
+                    tx.prepare_cached("DELETE FROM messages WHERE message_id = ?1")
+                        .and_then(|mut s| s.execute(params![id]))
+                        .map_err(db_err)?;
                 }
                 tx.commit().map_err(db_err)
             })
@@ -398,7 +402,7 @@ impl LocalBus {
         let at = self.db.now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         self.db
             .call(move |c| {
-                c.execute("UPDATE messages SET visible_at = ?2, last_error = ?3 WHERE message_id = ?1", params![id, at, error])
+                c.exec("UPDATE messages SET visible_at = ?2, last_error = ?3 WHERE message_id = ?1", params![id, at, error])
                     .map_err(db_err)?;
                 Ok(())
             })
@@ -410,7 +414,7 @@ impl LocalBus {
     /// consumes the database (the runtime holds the lock file).
     pub async fn reclaim_in_flight(&self) -> Result<usize, O2cError> {
         let now = self.db.now_ms();
-        self.db.call(move |c| c.execute("UPDATE messages SET visible_at = ?1 WHERE visible_at > ?1", params![now]).map_err(db_err)).await
+        self.db.call(move |c| c.exec("UPDATE messages SET visible_at = ?1 WHERE visible_at > ?1", params![now]).map_err(db_err)).await
     }
 
     /// When the next message of `queues` becomes visible (ms since the epoch), if any.
@@ -421,7 +425,7 @@ impl LocalBus {
                 let mut best: Option<i64> = None;
                 for q in &queues {
                     let t: Option<i64> =
-                        c.query_row("SELECT MIN(visible_at) FROM messages WHERE queue = ?1", params![q], |r| r.get(0)).map_err(db_err)?;
+                        c.row("SELECT MIN(visible_at) FROM messages WHERE queue = ?1", params![q], |r| r.get(0)).map_err(db_err)?;
                     best = match (best, t) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
@@ -432,13 +436,59 @@ impl LocalBus {
             .await
     }
 
+    /// True when `queue` holds a message visible now (an index probe).
+    pub async fn has_visible(&self, queue: &str) -> Result<bool, O2cError> {
+        let (queue, now) = (queue.to_owned(), self.db.now_ms());
+        self.db
+            .call(move |c| {
+                c.row("SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)", params![queue, now], |r| r.get(0))
+                    .map_err(db_err)
+            })
+            .await
+    }
+
+    /// For each of `queues`, whether it holds a message visible now (one index probe each,
+    /// in one call).
+    pub async fn visible_queues(&self, queues: Vec<String>) -> Result<Vec<bool>, O2cError> {
+        let now = self.db.now_ms();
+        self.db
+            .call(move |c| {
+                queues
+                    .iter()
+                    .map(|q| {
+                        c.row("SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)", params![q, now], |r| r.get(0))
+                            .map_err(db_err)
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// True when one of `queues` holds a message (an index probe per queue).
+    pub async fn any_message(&self, queues: Vec<String>) -> Result<bool, O2cError> {
+        self.db
+            .call(move |c| {
+                for q in &queues {
+                    let found: bool = c
+                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1)")
+                        .and_then(|mut s| s.query_row(params![q], |r| r.get(0)))
+                        .map_err(db_err)?;
+                    if found {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            })
+            .await
+    }
+
     /// Depth of a queue.
     pub async fn depth(&self, queue: &str) -> Result<QueueDepth, O2cError> {
         let queue = queue.to_owned();
         let now = self.db.now_ms();
         self.db
             .call(move |c| {
-                c.query_row(
+                c.row(
                     "SELECT COALESCE(SUM(visible_at <= ?2), 0), COALESCE(SUM(visible_at > ?2), 0) FROM messages WHERE queue = ?1",
                     params![queue, now],
                     |r| Ok(QueueDepth { visible: r.get::<_, i64>(0)? as u64, in_flight: r.get::<_, i64>(1)? as u64 }),
@@ -502,12 +552,12 @@ impl LocalBus {
                 format!("{dlq} is not a dead-letter queue of the template"),
             )]));
         };
-        let dlq = dlq.to_owned();
+        let (dlq, woken) = (dlq.to_owned(), source.clone());
         let now = self.db.now_ms();
         let moved = self
             .db
             .call(move |c| {
-                c.execute(
+                c.exec(
                     "UPDATE messages SET queue = ?2, receive_count = 0, visible_at = ?3, first_received_at = NULL, dead_lettered_from = NULL
                      WHERE seq IN (SELECT seq FROM messages WHERE queue = ?1 ORDER BY seq LIMIT ?4)",
                     params![dlq, source, now, limit as i64],
@@ -515,7 +565,7 @@ impl LocalBus {
                 .map_err(db_err)
             })
             .await?;
-        self.notify.notify_waiters();
+        self.wake([woken.as_str()]);
         Ok(moved)
     }
 
@@ -547,18 +597,19 @@ impl LocalBus {
     /// Sends `body` to `queue` as a new message (what EventBridge does when it dead-letters
     /// an event it could not deliver; tests and tools).
     pub async fn send_to(&self, queue: &str, body: &str) -> Result<(), O2cError> {
-        let (now, id, queue, body) = (self.db.now_ms(), self.db.new_id(), queue.to_owned(), body.to_owned());
+        let (now, id, body) = (self.db.now_ms(), self.db.new_id(), body.to_owned());
+        let queue_name = queue.to_owned();
         self.db
             .call(move |c| {
-                c.execute(
+                c.exec(
                     "INSERT INTO messages (message_id, queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-                    params![id, queue, body, now],
+                    params![id, queue_name, body, now],
                 )
                 .map(|_| ())
                 .map_err(db_err)
             })
             .await?;
-        self.notify.notify_waiters();
+        self.wake([queue]);
         Ok(())
     }
 
@@ -567,8 +618,9 @@ impl LocalBus {
         let (from, to) = (from.map_or(i64::MIN, |t| t.timestamp_millis()), to.map_or(i64::MAX, |t| t.timestamp_millis()));
         self.db
             .call(move |c| {
-                let mut s =
-                    c.prepare("SELECT event FROM bus_events WHERE received_at >= ?1 AND received_at < ?2 ORDER BY seq").map_err(db_err)?;
+                let mut s = c
+                    .prepare_cached("SELECT event FROM bus_events WHERE received_at >= ?1 AND received_at < ?2 ORDER BY seq")
+                    .map_err(db_err)?;
                 let rows = s.query_map(params![from, to], |r| r.get::<_, String>(0)).map_err(db_err)?;
                 let mut out = Vec::new();
                 for r in rows {
@@ -579,6 +631,52 @@ impl LocalBus {
             })
             .await
     }
+}
+
+/// Enqueues one message.
+fn insert_message(
+    tx: &Transaction<'_>,
+    message_id: &str,
+    queue: &str,
+    body: &str,
+    group: Option<&str>,
+    dedup: Option<&str>,
+    now: i64,
+) -> Result<(), O2cError> {
+    tx.prepare_cached(
+        "INSERT INTO messages (message_id, queue, body, group_id, dedup_id, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    )
+    .and_then(|mut s| s.execute(params![message_id, queue, body, group, dedup, now]))
+    .map(|_| ())
+    .map_err(db_err)
+}
+
+/// SQS FIFO deduplication: true when `dedup_id` was not accepted by `queue` in the last 5
+/// minutes, recording this send; false for a duplicate (SQS answers it as sent and does not
+/// deliver it). The interval runs from the first accepted send: duplicates do not extend it.
+fn fifo_accepts(tx: &Transaction<'_>, queue: &str, dedup_id: &str, now: i64) -> Result<bool, O2cError> {
+    let seen: Option<i64> = tx
+        .prepare_cached("SELECT sent_at FROM fifo_dedup WHERE queue = ?1 AND dedup_id = ?2")
+        .and_then(|mut s| s.query_row(params![queue, dedup_id], |r| r.get(0)).optional())
+        .map_err(db_err)?;
+    if seen.is_some_and(|at| at > now - FIFO_DEDUP_WINDOW_MS) {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT INTO fifo_dedup (queue, dedup_id, sent_at) VALUES (?1, ?2, ?3) ON CONFLICT (queue, dedup_id) DO UPDATE SET sent_at = excluded.sent_at",
+    )
+    .and_then(|mut s| s.execute(params![queue, dedup_id, now]))
+    .map_err(db_err)?;
+    Ok(true)
+}
+
+/// Forgets deduplication ids older than the interval (each id is removed once, so the cost
+/// follows the send rate, not the table's size).
+fn prune_fifo_dedup(tx: &Transaction<'_>, now: i64) -> Result<(), O2cError> {
+    tx.prepare_cached("DELETE FROM fifo_dedup WHERE sent_at <= ?1")
+        .and_then(|mut s| s.execute(params![now - FIFO_DEDUP_WINDOW_MS]))
+        .map(|_| ())
+        .map_err(db_err)
 }
 
 impl EventPublisher for LocalBus {

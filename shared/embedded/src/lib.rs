@@ -4,7 +4,7 @@
 //! template's topology in one process over one durable SQLite file.
 //!
 //! Layout:
-//! - [`db`]: the SQLite file (WAL, `synchronous=FULL`), schema migrations;
+//! - [`db`]: the SQLite file (WAL with group commit), schema migrations;
 //! - [`store`]: state / idempotency / rejection ports over SQLite;
 //! - [`bus`]: the in-process EventBridge bus (rules from the template, event-ruler matching,
 //!   archive) and SQS-like queues (visibility, redelivery, DLQ, FIFO groups);
@@ -12,6 +12,8 @@
 //!   switchable faults; [`sim_tax`]: the tax engine's rules;
 //! - [`sim_http`]: the simulators behind the o2c connector contract over HTTP;
 //! - [`runtime`]: wiring, workers with event-source-mapping semantics, crash recovery;
+//! - [`simulation`]: the seeded deterministic simulation of the whole flow (`o2c sim run`):
+//!   duplicates, reordering, connector faults and crashes, then the invariants;
 //! - [`reference`]: the bundled sample reference data (a global consulting firm).
 
 pub mod bus;
@@ -20,6 +22,7 @@ pub mod runtime;
 pub mod sim;
 pub mod sim_http;
 pub mod sim_tax;
+pub mod simulation;
 pub mod store;
 
 /// Bundled sample reference data.

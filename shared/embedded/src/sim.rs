@@ -25,7 +25,7 @@ use o2c_domain::tax::{TaxQuote, TaxRequest};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{Db, db_err, row_err};
+use crate::db::{Cached, Db, db_err, row_err};
 
 mod crm_invoices;
 mod journals;
@@ -52,6 +52,10 @@ pub enum Fault {
     Timeout,
     /// The system commits the request, then the response is lost (client timeout).
     TimeoutAfterCommit,
+    /// The system commits the request, then the calling process dies before it sees the
+    /// answer: the call never returns and [`Simulators::crash_signal`] fires, so a
+    /// simulation can drop the process's state and restart it (`o2c sim run --crash-rate`).
+    CrashAfterCommit,
     /// The system answers slowly (the call then proceeds normally, or meets the next fault).
     Latency {
         /// Delay, milliseconds.
@@ -129,11 +133,14 @@ pub struct Simulators {
     crm_accounts: Arc<BTreeSet<String>>,
     /// Per legal entity: the last closed accounting period.
     erp_closed_through: Arc<std::collections::BTreeMap<String, Option<o2c_domain::revenue::Period>>>,
+    /// Fired by a [`Fault::CrashAfterCommit`].
+    crash: Arc<tokio::sync::Notify>,
 }
 
 enum Applied {
     Before(ConnectorError),
     AfterCommit,
+    Crash,
     Delayed,
     None,
 }
@@ -164,10 +171,10 @@ fn take_fault(tx: &Transaction<'_>, system: System, op: &str) -> Result<Applied,
     };
     match remaining {
         Some(n) if n <= 1 => {
-            tx.execute("DELETE FROM sim_faults WHERE seq = ?1", params![seq]).map_err(db_err)?;
+            tx.exec("DELETE FROM sim_faults WHERE seq = ?1", params![seq]).map_err(db_err)?;
         }
         Some(_) => {
-            tx.execute("UPDATE sim_faults SET remaining = remaining - 1 WHERE seq = ?1", params![seq]).map_err(db_err)?;
+            tx.exec("UPDATE sim_faults SET remaining = remaining - 1 WHERE seq = ?1", params![seq]).map_err(db_err)?;
         }
         None => {}
     }
@@ -180,6 +187,7 @@ fn take_fault(tx: &Transaction<'_>, system: System, op: &str) -> Result<Applied,
         }
         Fault::Rejected { status, code, message } => Applied::Before(permanent(system, status, &code, message)),
         Fault::TimeoutAfterCommit => Applied::AfterCommit,
+        Fault::CrashAfterCommit => Applied::Crash,
         Fault::Latency { .. } => Applied::Delayed,
     })
 }
@@ -201,7 +209,7 @@ fn peek_latency(tx: &Transaction<'_>, system: System, op: &str) -> Result<Option
 }
 
 fn log_call(tx: &Transaction<'_>, system: System, op: &str, key: &str, outcome: &str, at: &str) -> Result<(), O2cError> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO sim_calls (system, operation, key, outcome, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![system.as_str(), op, key, outcome, at],
     )
@@ -227,7 +235,13 @@ impl Simulators {
             ),
             crm_accounts: Arc::new(reference.customers.keys().cloned().collect()),
             erp_closed_through: Arc::new(reference.legal_entities.values().map(|l| (l.id.clone(), l.closed_through)).collect()),
+            crash: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Notified when a [`Fault::CrashAfterCommit`] has committed a call and hung it.
+    pub fn crash_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.crash.clone()
     }
 
     /// Switches a fault on for `times` calls (`None`: until cleared). `operation` `*` matches all.
@@ -236,7 +250,7 @@ impl Simulators {
         let fault = serde_json::to_string(&fault).map_err(row_err)?;
         self.db
             .call(move |c| {
-                c.execute(
+                c.exec(
                     "INSERT INTO sim_faults (system, operation, fault, remaining) VALUES (?1, ?2, ?3, ?4)",
                     params![system.as_str(), op, fault, times.map(i64::from)],
                 )
@@ -248,7 +262,7 @@ impl Simulators {
 
     /// Clears every fault.
     pub async fn clear_faults(&self) -> Result<(), O2cError> {
-        self.db.call(|c| c.execute("DELETE FROM sim_faults", []).map(|_| ()).map_err(db_err)).await
+        self.db.call(|c| c.exec("DELETE FROM sim_faults", []).map(|_| ()).map_err(db_err)).await
     }
 
     /// Projects in a system.
@@ -318,7 +332,7 @@ impl Simulators {
     pub async fn calls(&self) -> Result<Vec<SimCall>, O2cError> {
         self.db
             .call(|c| {
-                let mut s = c.prepare("SELECT system, operation, key, outcome FROM sim_calls ORDER BY seq").map_err(db_err)?;
+                let mut s = c.prepare_cached("SELECT system, operation, key, outcome FROM sim_calls ORDER BY seq").map_err(db_err)?;
                 let rows = s
                     .query_map([], |r| Ok(SimCall { system: r.get(0)?, operation: r.get(1)?, key: r.get(2)?, outcome: r.get(3)? }))
                     .map_err(db_err)?;
@@ -387,14 +401,15 @@ impl Simulators {
             self.db.clock().sleep(d).await;
         }
         let at = self.db.clock().now().to_rfc3339();
-        self.db
+        let answer = self
+            .db
             .call(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
                 let applied = take_fault(&tx, system, op)?;
                 if let Applied::Before(err) = applied {
                     log_call(&tx, system, op, &key, &format!("fault: {err}"), &at)?;
                     tx.commit().map_err(db_err)?;
-                    return Ok(Err(err));
+                    return Ok((Err(err), false));
                 }
                 let result = f(&tx, &at)?;
                 let outcome = match &result {
@@ -405,13 +420,21 @@ impl Simulators {
                 tx.commit().map_err(db_err)?;
                 match (applied, result) {
                     (Applied::AfterCommit, Ok(_)) => {
-                        Ok(Err(transient(system, 0, "response lost: request timed out after the system committed it", None)))
+                        Ok((Err(transient(system, 0, "response lost: request timed out after the system committed it", None)), false))
                     }
-                    (_, r) => Ok(r.map(|(t, _)| t)),
+                    (Applied::Crash, r) => Ok((r.map(|(t, _)| t), true)),
+                    (_, r) => Ok((r.map(|(t, _)| t), false)),
                 }
             })
             .await
-            .map_err(|e| store_err(system, e))?
+            .map_err(|e| store_err(system, e))?;
+        let (answer, crashed) = answer;
+        if crashed {
+            // The caller's process is dead: it never sees an answer.
+            self.crash.notify_one();
+            std::future::pending::<()>().await;
+        }
+        answer
     }
 
     fn create_project_in(
@@ -440,12 +463,12 @@ impl Simulators {
                 if let Err(e) = validation {
                     return Ok(Err(e));
                 }
-                let n: i64 = tx.query_row("SELECT COUNT(*) FROM sim_projects WHERE system = ?1", params![system.as_str()], |r| r.get(0)).map_err(db_err)?;
+                let n: i64 = tx.row("SELECT COUNT(*) FROM sim_projects WHERE system = ?1", params![system.as_str()], |r| r.get(0)).map_err(db_err)?;
                 let id = match system {
                     System::Psa => format!("a0P{:012}", n + 1),
                     _ => format!("PRJ{:06}", n + 1),
                 };
-                tx.execute(
+                tx.exec(
                     "INSERT INTO sim_projects (system, external_key, project_id, status, spec, created_at) VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
                     params![system.as_str(), spec.external_key.as_str(), id, serde_json::to_string(&spec).map_err(row_err)?, at],
                 )
@@ -573,9 +596,9 @@ impl Erp for Simulators {
             if fixed != schedule.fixed_total.amount {
                 return Ok(Err(permanent(System::Erp, 400, "INVALID_AMOUNT", format!("Schedule lines sum to {fixed}, header says {}", schedule.fixed_total.amount))));
             }
-            let n: i64 = tx.query_row("SELECT COUNT(*) FROM sim_billing_schedules", [], |r| r.get(0)).map_err(db_err)?;
+            let n: i64 = tx.row("SELECT COUNT(*) FROM sim_billing_schedules", [], |r| r.get(0)).map_err(db_err)?;
             let id = format!("BSCH{:06}", n + 1);
-            tx.execute(
+            tx.exec(
                 "INSERT INTO sim_billing_schedules (external_key, schedule_id, erp_project_id, schedule, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![schedule.schedule_id, id, project, serde_json::to_string(&schedule).map_err(row_err)?, at],
             )
@@ -656,9 +679,9 @@ impl Simulators {
                 Some(status) => return Ok(Err(permanent(System::Erp, 400, "INVALID_RCRD_STATE", format!("Project {} is {status}", inv.erp_project_id)))),
                 None => return Ok(Err(permanent(System::Erp, 404, "RCRD_DSNT_EXIST", format!("Project {} does not exist", inv.erp_project_id)))),
             }
-            let n: i64 = tx.query_row("SELECT COUNT(*) FROM sim_invoices", [], |r| r.get(0)).map_err(db_err)?;
+            let n: i64 = tx.row("SELECT COUNT(*) FROM sim_invoices", [], |r| r.get(0)).map_err(db_err)?;
             let id = format!("INV{:07}", n + 1);
-            tx.execute(
+            tx.exec(
                 "INSERT INTO sim_invoices (number, invoice_id, erp_invoice_id, legal_entity_id, total, currency, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![number, inv.invoice_id, id, inv.legal_entity_id, inv.total.amount.to_string(), inv.currency.code(), serde_json::to_string(&inv).map_err(row_err)?, at],
             )
@@ -704,7 +727,7 @@ impl Crm for Simulators {
             if current.is_some_and(|v| v as u64 > u.sync_version) {
                 return Ok(Ok((CrmWrite::Stale, "stale")));
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO sim_crm_opportunities (opportunity_id, sync_version, fields, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(opportunity_id) DO UPDATE SET sync_version = excluded.sync_version, fields = excluded.fields, updated_at = excluded.updated_at",
                 params![u.opportunity_id, u.sync_version as i64, serde_json::to_string(&u).map_err(row_err)?, at],

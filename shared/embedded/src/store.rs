@@ -16,7 +16,7 @@ use o2c_domain::engagement::{AuditEntry, Engagement};
 use o2c_domain::exception_case::ExceptionCase;
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::db::{Db, db_err, row_err};
+use crate::db::{Cached, Db, db_err, row_err};
 
 /// SQLite-backed store (cheap to clone).
 #[derive(Clone)]
@@ -65,7 +65,7 @@ fn read_record(tx: &Transaction<'_>, key: &str) -> Result<Option<IdempotencyReco
 }
 
 fn current_version(tx: &Transaction<'_>, engagement_id: &str) -> Result<Option<u64>, O2cError> {
-    tx.query_row("SELECT version FROM engagements WHERE engagement_id = ?1", params![engagement_id], |r| r.get::<_, i64>(0))
+    tx.row("SELECT version FROM engagements WHERE engagement_id = ?1", params![engagement_id], |r| r.get::<_, i64>(0))
         .optional()
         .map_err(db_err)
         .map(|v| v.map(|v| v as u64))
@@ -85,7 +85,7 @@ fn write_state(tx: &Transaction<'_>, w: &StateWrite) -> Result<Option<u64>, O2cE
     }
     let next = w.expected.next();
     let body = serde_json::to_string(e).map_err(row_err)?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO engagements (engagement_id, version, status, open_exception, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(engagement_id) DO UPDATE SET version = excluded.version, status = excluded.status,
            open_exception = excluded.open_exception, updated_at = excluded.updated_at, body = excluded.body",
@@ -111,7 +111,7 @@ impl SqliteStore {
     pub async fn audit_since(&self, after: i64) -> Result<Vec<(i64, AuditEntry)>, O2cError> {
         self.db
             .call(move |c| {
-                let mut stmt = c.prepare("SELECT seq, body FROM audit WHERE seq > ?1 ORDER BY seq").map_err(db_err)?;
+                let mut stmt = c.prepare_cached("SELECT seq, body FROM audit WHERE seq > ?1 ORDER BY seq").map_err(db_err)?;
                 let rows = stmt.query_map(params![after], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(db_err)?;
                 rows.map(|r| {
                     let (seq, body) = r.map_err(db_err)?;
@@ -152,7 +152,7 @@ fn write_aggregate(tx: &Transaction<'_>, w: &AggregateWrite, at: &str) -> Result
     if !ok {
         return Ok(false);
     }
-    tx.execute(
+    tx.exec(
         "INSERT INTO aggregates (kind, owner, id, version, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(kind, owner, id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, body = excluded.body",
         params![key.kind.as_str(), key.owner, key.id, w.expected.next() as i64, at, body],
@@ -167,7 +167,7 @@ impl EngagementStore for SqliteStore {
         self.db
             .call(move |c| {
                 let mut stmt =
-                    c.prepare("SELECT version, body FROM aggregates WHERE kind = ?1 AND owner = ?2 ORDER BY id").map_err(db_err)?;
+                    c.prepare_cached("SELECT version, body FROM aggregates WHERE kind = ?1 AND owner = ?2 ORDER BY id").map_err(db_err)?;
                 let rows =
                     stmt.query_map(params![kind.as_str(), owner], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(db_err)?;
                 let mut loaded = Loaded::default();
@@ -252,14 +252,14 @@ impl EngagementStore for SqliteStore {
                     }
                 }
                 if let Some(audit) = &commit.audit {
-                    tx.execute(
+                    tx.exec(
                         "INSERT INTO audit (engagement_id, body) VALUES (?1, ?2)",
                         params![audit.engagement_id.as_str(), serde_json::to_string(audit).map_err(row_err)?],
                     )
                     .map_err(db_err)?;
                 }
                 if let KeyWrite::Complete(comp) = &commit.key {
-                    tx.execute(
+                    tx.exec(
                         "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
                         params![comp.key, IdempotencyStatus::Completed.as_str(), comp.payload_hash, millis(comp.expires_at), serde_json::to_string(&comp.result).map_err(row_err)?],
                     )
@@ -275,7 +275,7 @@ impl EngagementStore for SqliteStore {
         let id = engagement_id.to_owned();
         self.db
             .call(move |c| {
-                let mut stmt = c.prepare("SELECT body FROM audit WHERE engagement_id = ?1 ORDER BY seq").map_err(db_err)?;
+                let mut stmt = c.prepare_cached("SELECT body FROM audit WHERE engagement_id = ?1 ORDER BY seq").map_err(db_err)?;
                 let rows = stmt.query_map(params![id], |r| r.get::<_, String>(0)).map_err(db_err)?;
                 rows.map(|r| serde_json::from_str(&r.map_err(db_err)?).map_err(row_err)).collect()
             })
@@ -286,7 +286,7 @@ impl EngagementStore for SqliteStore {
         let f = *filter;
         self.db
             .call(move |c| {
-                let mut stmt = c.prepare("SELECT body FROM aggregates WHERE kind = ?1").map_err(db_err)?;
+                let mut stmt = c.prepare_cached("SELECT body FROM aggregates WHERE kind = ?1").map_err(db_err)?;
                 let rows = stmt.query_map(params![AggregateKind::ExceptionCase.as_str()], |r| r.get::<_, String>(0)).map_err(db_err)?;
                 let mut cases = Vec::new();
                 for row in rows {
@@ -377,7 +377,7 @@ impl IdempotencyStore for SqliteStore {
                         return Ok(ReserveOutcome::StateConflict);
                     }
                 }
-                tx.execute(
+                tx.exec(
                     "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
                     params![r.key, IdempotencyStatus::InProgress.as_str(), r.payload_hash, millis(r.expires_at), millis(r.in_progress_until)],
                 )
@@ -392,7 +392,7 @@ impl IdempotencyStore for SqliteStore {
         let key = key.to_owned();
         self.db
             .call(move |c| {
-                c.execute("DELETE FROM idempotency WHERE key = ?1 AND status = ?2", params![key, IdempotencyStatus::InProgress.as_str()])
+                c.exec("DELETE FROM idempotency WHERE key = ?1 AND status = ?2", params![key, IdempotencyStatus::InProgress.as_str()])
                     .map_err(db_err)?;
                 Ok(())
             })
@@ -429,7 +429,7 @@ impl RejectionStore for SqliteStore {
                     }
                 };
                 let last = stored.last_rejected_at.unwrap_or(stored.rejected_at).to_rfc3339();
-                tx.execute(
+                tx.exec(
                     "INSERT INTO rejections (rejection_id, rejected_at, last_rejected_at, body) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(rejection_id) DO UPDATE SET last_rejected_at = excluded.last_rejected_at, body = excluded.body",
                     params![stored.rejection_id, stored.rejected_at.to_rfc3339(), last, serde_json::to_string(&stored).map_err(row_err)?],
@@ -448,8 +448,8 @@ impl RejectionStore for SqliteStore {
                 let tx = c.transaction().map_err(db_err)?;
                 // The queue listing shows the last error; the failure record (the step, the
                 // receive count, when) is kept under the message id, as on AWS.
-                tx.execute("UPDATE messages SET last_error = ?2 WHERE message_id = ?1", params![id, text]).map_err(db_err)?;
-                tx.execute(
+                tx.exec("UPDATE messages SET last_error = ?2 WHERE message_id = ?1", params![id, text]).map_err(db_err)?;
+                tx.exec(
                     "INSERT INTO delivery_failures (message_id, body) VALUES (?1, ?2) ON CONFLICT(message_id) DO UPDATE SET body = excluded.body",
                     params![id, body],
                 )
@@ -476,7 +476,7 @@ impl RejectionStore for SqliteStore {
         self.db
             .call(move |c| {
                 let mut stmt =
-                    c.prepare("SELECT body FROM rejections ORDER BY last_rejected_at DESC, rowid DESC LIMIT ?1").map_err(db_err)?;
+                    c.prepare_cached("SELECT body FROM rejections ORDER BY last_rejected_at DESC, rowid DESC LIMIT ?1").map_err(db_err)?;
                 let rows = stmt.query_map(params![limit as i64], |r| r.get::<_, String>(0)).map_err(db_err)?;
                 rows.map(|r| serde_json::from_str(&r.map_err(db_err)?).map_err(row_err)).collect()
             })

@@ -114,3 +114,60 @@ async fn when_the_sqlite_store_runs_the_conformance_suite_should_pass_every_case
     let store = o2c_embedded::store::SqliteStore::new(o2c_embedded::db::Db::open(&dir.path().join("c.db")).unwrap());
     o2c_app::conformance::run_all(&store, "sqlite").await;
 }
+
+#[tokio::test]
+async fn when_a_fifo_duplicate_arrives_after_the_first_copy_was_deleted_should_still_drop_it_within_five_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(o2c_app::ports::SimClock::starting_at("2026-12-01T09:00:00Z".parse().unwrap()));
+    let db = Db::open(&dir.path().join("q.db")).unwrap().with_time(clock.clone(), Arc::new(o2c_app::ports::SeededIds::new(1)));
+    let bus = LocalBus::new(db, Arc::new(Topology::from_sam_yaml(TEMPLATE).unwrap()), "test-bus".into()).unwrap();
+    bus.forward("s1".into(), "Fifo".into(), "m".into(), Some("g".into()), Some("same".into())).await.unwrap();
+    let first = bus.receive("Fifo", 10, Duration::from_secs(30)).await.unwrap();
+    bus.delete(vec![first[0].message_id.clone()]).await.unwrap();
+    // SQS remembers the id for 5 minutes from the first accepted send, deleted or not; a
+    // duplicate inside the interval does not extend it.
+    clock.advance(Duration::from_secs(4 * 60));
+    bus.forward("s2".into(), "Fifo".into(), "m".into(), Some("g".into()), Some("same".into())).await.unwrap();
+    assert_eq!(bus.depth("Fifo").await.unwrap().total(), 0, "a duplicate within the interval is dropped");
+    clock.advance(Duration::from_secs(61));
+    bus.forward("s3".into(), "Fifo".into(), "m".into(), Some("g".into()), Some("same".into())).await.unwrap();
+    assert_eq!(bus.depth("Fifo").await.unwrap().total(), 1, "past 5 minutes from the first send the id is new again");
+}
+
+#[tokio::test]
+async fn when_a_queue_is_deep_should_receive_by_walking_the_send_order_index_without_sorting() {
+    let (bus, _d) = bus().await;
+    bus.put_events((0..10).map(entry).collect()).await.unwrap();
+    let plan: Vec<String> = bus
+        .db()
+        .call(|c| {
+            let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN {}", o2c_embedded::bus::RECEIVE_SQL)).unwrap();
+            let rows = s.query_map(rusqlite::params!["Q", 0, 10], |r| r.get::<_, String>(3)).unwrap();
+            Ok(rows.map(Result::unwrap).collect())
+        })
+        .await
+        .unwrap();
+    // A receive reads about as many rows as it returns, whatever the backlog: no temporary
+    // B-tree to order every visible message.
+    assert!(plan.iter().any(|p| p.contains("messages_by_queue_seq")), "{plan:?}");
+    assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+}
+
+#[tokio::test]
+async fn when_commits_are_made_durable_should_share_one_fsync_and_skip_it_when_nothing_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(&dir.path().join("g.db"), o2c_embedded::db::Durability::Group).unwrap();
+    let topo = Arc::new(Topology::from_sam_yaml(TEMPLATE).unwrap());
+    let bus = LocalBus::new(db.clone(), topo, "test-bus".into()).unwrap();
+    db.durable().await.unwrap();
+    let base = db.group_fsyncs();
+    db.durable().await.unwrap();
+    assert_eq!(db.group_fsyncs(), base, "nothing committed since the last fsync: no fsync");
+    for n in 0..5 {
+        bus.put_events(vec![entry(n)]).await.unwrap();
+    }
+    db.durable().await.unwrap();
+    assert_eq!(db.group_fsyncs(), base + 1, "one fsync covers the five commits before it");
+    db.durable().await.unwrap();
+    assert_eq!(db.group_fsyncs(), base + 1);
+}

@@ -9,7 +9,7 @@ use o2c_domain::receivables::CrmInvoice;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Simulators, permanent};
-use crate::db::{db_err, row_err};
+use crate::db::{Cached, db_err, row_err};
 
 impl Simulators {
     /// Upserts `invoice` unless the CRM holds a newer version of it.
@@ -38,7 +38,7 @@ impl Simulators {
             if current.is_some_and(|v| v as u64 >= inv.version) {
                 return Ok(Ok((CrmWrite::Stale, "stale")));
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO sim_crm_invoices (number, version, account_id, opportunity_id, fields, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(number) DO UPDATE SET version = excluded.version, fields = excluded.fields, updated_at = excluded.updated_at",
                 params![inv.number, inv.version as i64, inv.account_id, inv.opportunity_id, serde_json::to_string(&inv).map_err(row_err)?, at],
@@ -53,7 +53,7 @@ impl Simulators {
     pub async fn crm_invoices(&self) -> Result<Vec<CrmInvoice>, O2cError> {
         self.db
             .call(|c| {
-                let mut s = c.prepare("SELECT fields FROM sim_crm_invoices ORDER BY number").map_err(db_err)?;
+                let mut s = c.prepare_cached("SELECT fields FROM sim_crm_invoices ORDER BY number").map_err(db_err)?;
                 let rows = s.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?;
                 rows.map(|r| serde_json::from_str(&r.map_err(db_err)?).map_err(row_err)).collect()
             })

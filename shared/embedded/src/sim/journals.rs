@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{Simulators, permanent};
-use crate::db::{db_err, row_err};
+use crate::db::{Cached, db_err, row_err};
 
 /// A revenue journal posted in the simulated ERP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,9 +49,9 @@ impl Simulators {
             if j.lines.is_empty() || j.lines.iter().any(|l| l.amount.currency != j.total.currency) || sum != j.total.amount {
                 return Ok(Err(permanent(System::Erp, 400, "UNBALANCED", format!("Journal lines sum to {sum}, total says {}", j.total))));
             }
-            let n: i64 = tx.query_row("SELECT COUNT(*) FROM sim_journals", [], |r| r.get(0)).map_err(db_err)?;
+            let n: i64 = tx.row("SELECT COUNT(*) FROM sim_journals", [], |r| r.get(0)).map_err(db_err)?;
             let id = format!("JE{:07}", n + 1);
-            tx.execute(
+            tx.exec(
                 "INSERT INTO sim_journals (journal_id, erp_journal_id, legal_entity_id, period, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![j.journal_id, id, j.legal_entity_id, j.period.to_string(), serde_json::to_string(&j).map_err(row_err)?, at],
             )
@@ -65,7 +65,7 @@ impl Simulators {
     pub async fn journals(&self) -> Result<Vec<SimJournal>, O2cError> {
         self.db
             .call(|c| {
-                let mut s = c.prepare("SELECT erp_journal_id, body FROM sim_journals ORDER BY erp_journal_id").map_err(db_err)?;
+                let mut s = c.prepare_cached("SELECT erp_journal_id, body FROM sim_journals ORDER BY erp_journal_id").map_err(db_err)?;
                 let rows = s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(db_err)?;
                 rows.map(|r| {
                     let (erp_journal_id, body) = r.map_err(db_err)?;

@@ -11,7 +11,7 @@ use o2c_domain::reconciliation::{ErpInvoiceRecord, ProjectRecord};
 use rusqlite::{OptionalExtension, params};
 
 use super::Simulators;
-use crate::db::{db_err, row_err};
+use crate::db::{Cached, db_err, row_err};
 
 /// A record to change behind o2c's back (simulators only).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +110,7 @@ impl Simulators {
     pub async fn opportunities(&self) -> Result<Vec<CrmOpportunityUpdate>, O2cError> {
         self.db
             .call(|c| {
-                let mut s = c.prepare("SELECT fields FROM sim_crm_opportunities ORDER BY opportunity_id").map_err(db_err)?;
+                let mut s = c.prepare_cached("SELECT fields FROM sim_crm_opportunities ORDER BY opportunity_id").map_err(db_err)?;
                 let rows = s.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?;
                 rows.map(|r| serde_json::from_str(&r.map_err(db_err)?).map_err(row_err)).collect()
             })
@@ -148,11 +148,11 @@ impl Simulators {
                 };
                 let tx = c.transaction().map_err(db_err)?;
                 let current: Option<String> =
-                    tx.query_row(select, params![key[0], key[1]], |r| r.get(0)).optional().map_err(db_err)?;
+                    tx.row(select, params![key[0], key[1]], |r| r.get(0)).optional().map_err(db_err)?;
                 let Some(current) = current else { return Ok(false) };
                 let mut v: serde_json::Value = serde_json::from_str(&current).map_err(row_err)?;
                 edit(&mut v);
-                tx.execute(update, params![key[0], key[1], v.to_string()]).map_err(db_err)?;
+                tx.exec(update, params![key[0], key[1], v.to_string()]).map_err(db_err)?;
                 tx.commit().map_err(db_err)?;
                 Ok(true)
             })

@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{Simulators, permanent};
-use crate::db::{db_err, row_err};
+use crate::db::{Cached, db_err, row_err};
 
 /// A cash receipt booked in the simulated ERP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,12 +59,12 @@ impl Simulators {
                 return Ok(Err(e));
             }
             if let Some(original) = &r.reverses {
-                tx.execute("UPDATE sim_receipts SET reversed_by = ?1 WHERE payment_id = ?2", params![r.payment_id, original])
+                tx.exec("UPDATE sim_receipts SET reversed_by = ?1 WHERE payment_id = ?2", params![r.payment_id, original])
                     .map_err(db_err)?;
             }
-            let n: i64 = tx.query_row("SELECT COUNT(*) FROM sim_receipts", [], |row| row.get(0)).map_err(db_err)?;
+            let n: i64 = tx.row("SELECT COUNT(*) FROM sim_receipts", [], |row| row.get(0)).map_err(db_err)?;
             let id = format!("RCPT{:07}", n + 1);
-            tx.execute(
+            tx.exec(
                 "INSERT INTO sim_receipts (payment_id, receipt_id, legal_entity_id, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![r.payment_id, id, r.legal_entity_id, serde_json::to_string(&r).map_err(row_err)?, at],
             )
@@ -78,8 +78,9 @@ impl Simulators {
     pub async fn receipts(&self) -> Result<Vec<SimReceipt>, O2cError> {
         self.db
             .call(|c| {
-                let mut s =
-                    c.prepare("SELECT receipt_id, body, reversed_by FROM sim_receipts ORDER BY created_at, receipt_id").map_err(db_err)?;
+                let mut s = c
+                    .prepare_cached("SELECT receipt_id, body, reversed_by FROM sim_receipts ORDER BY created_at, receipt_id")
+                    .map_err(db_err)?;
                 let rows = s
                     .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))
                     .map_err(db_err)?;

@@ -1,0 +1,313 @@
+//! Deterministic simulation of the flow (`o2c sim run`): one process, a virtual clock and
+//! seeded ids, the embedded runtime and the simulators driven by one seeded scheduler.
+//!
+//! Each scheduler step picks at random among what could happen next — publish the next
+//! input, run one batch of a function whose queue has visible messages (a random batch size
+//! up to the function's `BatchSize`), move one batch through a pipe — so steps of different
+//! engagements and of one engagement interleave differently for every seed. On top:
+//! - `duplicates`: each input is published 1 to 1 + `duplicates` times (a replay has the same
+//!   event id and idempotency key);
+//! - `reorder`: inputs are shuffled across engagements and within one (a CLM approval may
+//!   come before its closed-won);
+//! - `fault_rate`: before a batch, a one-shot connector fault on the PSA, ERP or CRM — 5xx,
+//!   429 with `Retry-After`, a timeout before or after the system commits, or (one in ten) a
+//!   permanent refusal — or, one time in twenty, an outage of 5 to 40 calls;
+//! - `crash_rate`: before a batch, the next call to one of them commits and the process dies
+//!   before seeing the answer; the simulation drops the runtime (in-flight messages and
+//!   reservations as they were) and opens it again on the same file, which recovers.
+//!
+//! When nothing is visible the clock jumps to the next redelivery; when nothing is left the
+//! [`invariants`] are checked. The same seed and options replay the same run: a failing
+//! seed prints the command that reproduces it.
+
+pub mod inputs;
+pub mod invariants;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use o2c_app::bus::PutEventsEntry;
+use o2c_app::ports::{Clock, IdGenerator, SeededIds, SimClock};
+use o2c_app::{O2cError, Step};
+use o2c_domain::reference::ReferenceData;
+use serde::Serialize;
+
+use crate::runtime::{RunReport, Runtime, RuntimeOptions};
+use crate::sim::{Fault, System};
+
+pub use invariants::Invariant;
+
+/// Virtual time a simulation starts at.
+pub const START: &str = "2026-11-20T09:00:00Z";
+
+/// A defect planted on purpose so a test can show that the invariants catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlantedBug {
+    /// The runtime deletes a batch's messages before the step runs (at-most-once delivery):
+    /// a crash in between loses the input.
+    AckBeforeProcessing,
+}
+
+impl PlantedBug {
+    /// Its name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AckBeforeProcessing => "ack-before-processing",
+        }
+    }
+}
+
+/// What to simulate.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimulationConfig {
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Engagements (one closed-won each).
+    pub engagements: usize,
+    /// Extra copies of each input, at most.
+    pub duplicates: u32,
+    /// Shuffle the inputs.
+    pub reorder: bool,
+    /// Probability that a batch meets an injected connector fault.
+    pub fault_rate: f64,
+    /// Probability that a batch arms a crash after the next external commit.
+    pub crash_rate: f64,
+    /// A defect to plant (the simulation's self-test).
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl SimulationConfig {
+    /// The `o2c` command line that replays this run.
+    pub fn command(&self) -> String {
+        let mut c = format!("o2c sim run --seed {} --engagements {}", self.seed, self.engagements);
+        if self.duplicates > 0 {
+            c.push_str(&format!(" --duplicates {}", self.duplicates));
+        }
+        if self.reorder {
+            c.push_str(" --reorder");
+        }
+        if self.fault_rate > 0.0 {
+            c.push_str(&format!(" --fault-rate {}", self.fault_rate));
+        }
+        if self.crash_rate > 0.0 {
+            c.push_str(&format!(" --crash-rate {}", self.crash_rate));
+        }
+        if let Some(b) = self.planted_bug {
+            c.push_str(&format!(" --plant-bug {}", b.as_str()));
+        }
+        c
+    }
+}
+
+/// What a simulation did and found.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimulationReport {
+    /// The run.
+    pub config: SimulationConfig,
+    /// Inputs generated (before duplication).
+    pub inputs: usize,
+    /// PutEvents calls made (duplicates included).
+    pub published: u64,
+    /// Scheduler steps.
+    pub steps: u64,
+    /// Function batches run.
+    pub batches: u64,
+    /// Records the handlers completed (parked rejections included).
+    pub succeeded: u64,
+    /// Records reported for retry.
+    pub retried: u64,
+    /// Connector faults injected.
+    pub faults: u64,
+    /// Process crashes (and restarts).
+    pub crashes: u64,
+    /// Virtual time the run covered.
+    pub virtual_seconds: i64,
+    /// How the engagements ended.
+    pub outcomes: invariants::Outcomes,
+    /// Every invariant, held or not.
+    pub invariants: Vec<Invariant>,
+}
+
+impl SimulationReport {
+    /// True when every invariant held.
+    pub fn passed(&self) -> bool {
+        self.invariants.iter().all(|i| i.holds)
+    }
+}
+
+enum Choice {
+    Publish,
+    Function(usize),
+    Pipe(usize),
+}
+
+/// The scheduler's guard against a livelock: far more steps than any run needs.
+const STEPS_PER_INPUT: u64 = 400;
+
+async fn open(
+    db: &Path,
+    reference: &ReferenceData,
+    clock: &Arc<SimClock>,
+    ids: &Arc<dyn IdGenerator>,
+    cfg: &SimulationConfig,
+) -> Result<Runtime, O2cError> {
+    let options = RuntimeOptions { planted_bug: cfg.planted_bug, ..RuntimeOptions::default() };
+    Runtime::builder(db, reference.clone()).options(options).resume(clock.clone(), ids.clone()).open().await
+}
+
+/// Runs the simulation on a new database at `db` and checks the invariants.
+pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -> Result<SimulationReport, O2cError> {
+    let start = START.parse().map_err(|e| O2cError::Bug(format!("{START}: {e}")))?;
+    let clock = Arc::new(SimClock::starting_at(start));
+    let ids: Arc<dyn IdGenerator> = Arc::new(SeededIds::new(cfg.seed));
+    let mut rng = fastrand::Rng::with_seed(cfg.seed);
+    let generated = inputs::generate(&mut rng, cfg.seed, cfg.engagements);
+    let mut pending = schedule(&mut rng, &generated, &cfg);
+    let input_count = pending.len();
+    let mut rt = open(&db, &reference, &clock, &ids, &cfg).await?;
+    let topology = Arc::new(rt.topology().clone());
+    let queues: Vec<String> =
+        topology.functions.iter().map(|f| f.queue.clone()).chain(topology.pipes.iter().map(|p| p.source.clone())).collect();
+    let (mut published, mut steps, mut faults, mut crashes) = (0u64, 0u64, 0u64, 0u64);
+    let mut totals = RunReport::default();
+    let limit = STEPS_PER_INPUT * (input_count as u64 + 10);
+    loop {
+        let visible = rt.bus().visible_queues(queues.clone()).await?;
+        let mut choices: Vec<Choice> = Vec::new();
+        if !pending.is_empty() {
+            choices.push(Choice::Publish);
+        }
+        let nf = topology.functions.len();
+        choices.extend(
+            visible.iter().enumerate().filter(|(_, v)| **v).map(|(i, _)| if i < nf { Choice::Function(i) } else { Choice::Pipe(i - nf) }),
+        );
+        if choices.is_empty() {
+            match rt.bus().next_due(&queues).await? {
+                Some(due) if due <= clock.now().timestamp_millis() => {
+                    return Err(O2cError::Bug(format!("simulation stalled: a message is due at {due} but none is visible")));
+                }
+                Some(due) => {
+                    clock.advance_to(chrono::DateTime::from_timestamp_millis(due).unwrap_or_default());
+                    continue;
+                }
+                None => break,
+            }
+        }
+        steps += 1;
+        if steps > limit {
+            return Err(O2cError::Bug(format!("simulation did not settle within {limit} steps (a livelock): {}", cfg.command())));
+        }
+        match choices[rng.usize(..choices.len())] {
+            Choice::Publish => {
+                let Some(entry) = pending.pop_front() else { continue };
+                rt.put_events(vec![entry]).await?;
+                published += 1;
+            }
+            Choice::Pipe(i) => {
+                let p = &topology.pipes[i];
+                let msgs = rt.bus().receive(&p.source, rng.usize(1..=p.batch_size.max(1) as usize), rt.visibility(&p.source)).await?;
+                if !msgs.is_empty() {
+                    rt.pipe_batch(p, msgs, &mut totals).await;
+                }
+            }
+            Choice::Function(i) => {
+                let f = &topology.functions[i];
+                let Some(step) = Step::from_name(&f.binary) else { continue };
+                let size = rng.usize(1..=f.batch_size.max(1) as usize);
+                let received = rt.bus().receive_batch(&f.queue, size, rt.visibility(&f.queue)).await?;
+                for d in received.dead_lettered {
+                    rt.dead_lettered(step, d).await;
+                }
+                if received.messages.is_empty() {
+                    continue;
+                }
+                if rng.f64() < cfg.fault_rate {
+                    faults += 1;
+                    // One fault in twenty is an outage: 5xx for the next 5 to 40 calls, long
+                    // enough for some messages to spend their retry budget and dead-letter.
+                    let (fault, times) =
+                        if rng.u8(0..20) == 0 { (Fault::ServerError { status: 503 }, rng.u32(5..=40)) } else { (pick_fault(&mut rng), 1) };
+                    rt.sims().inject(pick_system(&mut rng), "*", fault, Some(times)).await?;
+                }
+                if rng.f64() < cfg.crash_rate {
+                    rt.sims().inject(pick_system(&mut rng), "*", Fault::CrashAfterCommit, Some(1)).await?;
+                }
+                let crash = rt.sims().crash_signal();
+                let crashed = tokio::select! {
+                    biased;
+                    _ = crash.notified() => true,
+                    _ = rt.function_batch(f, step, received.messages, &mut totals) => false,
+                };
+                if crashed {
+                    // The process dies with the batch in flight; a new one opens the file.
+                    crashes += 1;
+                    drop(rt);
+                    rt = open(&db, &reference, &clock, &ids, &cfg).await?;
+                }
+            }
+        }
+    }
+    let (outcomes, invariants) = invariants::check(&rt, &generated).await?;
+    Ok(SimulationReport {
+        inputs: input_count,
+        published,
+        steps,
+        batches: totals.batches,
+        succeeded: totals.succeeded,
+        retried: totals.retried,
+        faults,
+        crashes,
+        virtual_seconds: (clock.now() - start).num_seconds(),
+        outcomes,
+        invariants,
+        config: cfg,
+    })
+}
+
+/// The publishing order: every input once plus its duplicates; shuffled with `reorder`,
+/// otherwise in business order with each duplicate placed at a random later point.
+fn schedule(rng: &mut fastrand::Rng, generated: &[inputs::EngagementInput], cfg: &SimulationConfig) -> VecDeque<PutEventsEntry> {
+    let mut out: Vec<PutEventsEntry> = generated.iter().flat_map(|g| g.entries.iter().cloned()).collect();
+    let originals = out.len();
+    for i in 0..originals {
+        for _ in 0..rng.u32(0..=cfg.duplicates) {
+            let copy = out[i].clone();
+            let at = rng.usize(i + 1..=out.len());
+            out.insert(at, copy);
+        }
+    }
+    if cfg.reorder {
+        rng.shuffle(&mut out);
+    }
+    out.into()
+}
+
+fn pick_system(rng: &mut fastrand::Rng) -> System {
+    [System::Psa, System::Erp, System::Crm][rng.usize(..3)]
+}
+
+fn pick_fault(rng: &mut fastrand::Rng) -> Fault {
+    match rng.u8(0..10) {
+        0 | 1 => Fault::ServerError { status: 503 },
+        2 | 3 => Fault::Timeout,
+        4..=6 => Fault::TimeoutAfterCommit,
+        7 | 8 => Fault::RateLimited { retry_after_ms: rng.u64(100..=5_000) },
+        _ => Fault::Rejected { status: 422, code: "SIM_REFUSED".into(), message: "refused by the simulation".into() },
+    }
+}
+
+/// Lets a caller wait on a simulation with a wall-clock bound (tests).
+pub async fn run_within(
+    limit: Duration,
+    db: PathBuf,
+    reference: ReferenceData,
+    cfg: SimulationConfig,
+) -> Result<SimulationReport, O2cError> {
+    let command = cfg.command();
+    tokio::time::timeout(limit, run(db, reference, cfg))
+        .await
+        .map_err(|_| O2cError::Bug(format!("simulation ran past {limit:?}: {command}")))?
+}
