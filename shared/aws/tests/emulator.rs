@@ -850,3 +850,51 @@ async fn when_a_stage_is_bootstrapped_again_should_keep_its_data_take_the_queue_
     let err = create(&st.sdk, &st.topo, &other, Some(2)).await.map(|_| ()).unwrap_err();
     assert!(err.to_string().contains("exists with keys"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_eleven_engagements_flow_at_once_should_keep_the_crm_writeback_free_of_version_conflicts() {
+    // Each step commits the aggregate it owns: the CRM write-back its CRM sync state, not
+    // the engagement item provisioning and billing setup are moving at the same time. With
+    // 11 engagements in flight (two consumers per queue) the write-back must never lose a
+    // commit to the version check; the other steps' conflicts are reported per step.
+    let st = Stage::new().await;
+    let (cw, approved) = (read_sample("OpportunityClosedWon"), read_sample("ContractApproved"));
+    let opps: Vec<String> = (0..11).map(|i| format!("0068d000CONC{i:04}")).collect();
+    let mut samples = Vec::new();
+    for (i, opp) in opps.iter().enumerate() {
+        let mut c = cw.clone();
+        c["detail"]["event_id"] = json!(format!("conc-cw-{i}"));
+        c["detail"]["idempotency_key"] = json!(format!("crm:opportunity:{opp}:closed-won:r1"));
+        c["detail"]["payload"]["opportunity_id"] = json!(opp);
+        let mut a = approved.clone();
+        a["detail"]["event_id"] = json!(format!("conc-ap-{i}"));
+        a["detail"]["idempotency_key"] = json!(format!("clm:agreement:AGR-CONC-{i}:approved"));
+        a["detail"]["payload"]["opportunity_id"] = json!(opp);
+        a["detail"]["payload"]["clm_agreement_id"] = json!(format!("AGR-CONC-{i}"));
+        samples.push(c);
+        samples.push(a);
+    }
+    for chunk in samples.chunks(10) {
+        st.publish(chunk).await;
+    }
+    let all_synced = || async {
+        for o in &opps {
+            if !st.sims.opportunity(o).await.unwrap().is_some_and(|(_, u)| u.sync_status == "Synced" && u.engagement_status == "active") {
+                return false;
+            }
+        }
+        true
+    };
+    st.run_until(Duration::from_secs(240), all_synced).await;
+    let counts = st.platform().store.counts().commits_by_step();
+    let (_, writes) = st.platform().store.counts().snapshot();
+    let table: Vec<String> = counts.iter().map(|(s, c)| format!("{s:<14} commits={:<3} conflicts={}", c.commits, c.conflicts)).collect();
+    println!("{} engagements, {writes} write requests\n{}", opps.len(), table.join("\n"));
+    for o in &opps {
+        assert_eq!(st.status(&format!("ENG-{o}")).await, Some(EngagementStatus::Active), "{o}");
+    }
+    let writeback = counts.get("crm-writeback").copied().unwrap_or_default();
+    assert!(writeback.commits >= 11 * 3, "every status change written back: {table:?}");
+    assert_eq!(writeback.conflicts, 0, "the write-back contends with nobody: {table:?}");
+    assert_eq!(st.sims.projects(System::Psa).await.unwrap().len(), 11);
+}

@@ -60,12 +60,36 @@ const FAILURE_TTL_SECS: i64 = 14 * 24 * 3600;
 pub struct RequestCounts {
     reads: AtomicU64,
     writes: AtomicU64,
+    /// Per step: commits sent, and how many the version check refused.
+    commits: std::sync::Mutex<std::collections::BTreeMap<String, CommitCount>>,
+}
+
+/// One step's commits and version conflicts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitCount {
+    /// Commit transactions sent.
+    pub commits: u64,
+    /// Of those, refused because another writer changed an item first.
+    pub conflicts: u64,
 }
 
 impl RequestCounts {
     /// `(read requests, write requests)` so far.
     pub fn snapshot(&self) -> (u64, u64) {
         (self.reads.load(Ordering::Relaxed), self.writes.load(Ordering::Relaxed))
+    }
+
+    /// Commits and version conflicts per step so far.
+    pub fn commits_by_step(&self) -> std::collections::BTreeMap<String, CommitCount> {
+        self.commits.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn commit(&self, step: &str, conflict: bool) {
+        if let Ok(mut m) = self.commits.lock() {
+            let c = m.entry(step.to_owned()).or_default();
+            c.commits += 1;
+            c.conflicts += u64::from(conflict);
+        }
     }
     fn read(&self) {
         self.reads.fetch_add(1, Ordering::Relaxed);

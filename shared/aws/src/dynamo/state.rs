@@ -259,46 +259,10 @@ impl EngagementStore for DynamoStore {
             return Ok(CommitOutcome::Committed { version: None });
         }
         self.counts.write();
-        let started = Instant::now();
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => {
-                debug!(elapsed_ms = started.elapsed().as_millis() as u64, "committed");
-                Ok(CommitOutcome::Committed { version: c.state.as_ref().map(|w| w.expected.next()) })
-            }
-            Err(err) => match err.into_service_error() {
-                TransactWriteItemsError::TransactionCanceledException(e) => {
-                    let reasons = e.cancellation_reasons();
-                    let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
-                    if key_item && failed(0) {
-                        let KeyWrite::Complete(comp) = &c.key else {
-                            return Ok(CommitOutcome::ReservationLost);
-                        };
-                        let rec = match reasons[0].item() {
-                            Some(item) if !item.is_empty() => Some(record_from_item(item)?),
-                            _ => self.get_record(&comp.key).await?,
-                        };
-                        return Ok(match rec {
-                            Some(r) if r.status == IdempotencyStatus::Completed || comp.mode == CompletionMode::Fresh => {
-                                CommitOutcome::AlreadyCompleted(r)
-                            }
-                            _ => CommitOutcome::ReservationLost,
-                        });
-                    }
-                    if state_index.is_some_and(failed) || others.clone().any(failed) {
-                        return Ok(CommitOutcome::VersionConflict);
-                    }
-                    // TransactionConflict: another transaction touched the same items; re-run.
-                    if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
-                        return Ok(CommitOutcome::VersionConflict);
-                    }
-                    Err(O2cError::dependency(
-                        "dynamodb",
-                        format!("transaction cancelled: {:?}", reasons.iter().map(|r| r.code()).collect::<Vec<_>>()),
-                    ))
-                }
-                other => Err(O2cError::dependency("dynamodb", format!("{other:?}"))),
-            },
-        }
+        let step = c.audit.as_ref().map_or("untracked", |a| a.step.as_str()).to_owned();
+        let outcome = self.send_commit(c, items, key_item, state_index, others).await;
+        self.counts.commit(&step, matches!(outcome, Ok(CommitOutcome::VersionConflict)));
+        outcome
     }
 
     async fn audit_trail(&self, engagement_id: &str) -> Result<Vec<AuditEntry>, O2cError> {
@@ -356,5 +320,58 @@ impl EngagementStore for DynamoStore {
         }
         rows.truncate(limit);
         Ok(rows)
+    }
+}
+
+impl DynamoStore {
+    /// Sends a commit's transaction and maps a cancellation to the outcome.
+    async fn send_commit(
+        &self,
+        c: Commit,
+        items: Vec<TransactWriteItem>,
+        key_item: bool,
+        state_index: Option<usize>,
+        others: std::ops::Range<usize>,
+    ) -> Result<CommitOutcome, O2cError> {
+        let started = Instant::now();
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => {
+                debug!(elapsed_ms = started.elapsed().as_millis() as u64, "committed");
+                Ok(CommitOutcome::Committed { version: c.state.as_ref().map(|w| w.expected.next()) })
+            }
+            Err(err) => match err.into_service_error() {
+                TransactWriteItemsError::TransactionCanceledException(e) => {
+                    let reasons = e.cancellation_reasons();
+                    let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
+                    if key_item && failed(0) {
+                        let KeyWrite::Complete(comp) = &c.key else {
+                            return Ok(CommitOutcome::ReservationLost);
+                        };
+                        let rec = match reasons[0].item() {
+                            Some(item) if !item.is_empty() => Some(record_from_item(item)?),
+                            _ => self.get_record(&comp.key).await?,
+                        };
+                        return Ok(match rec {
+                            Some(r) if r.status == IdempotencyStatus::Completed || comp.mode == CompletionMode::Fresh => {
+                                CommitOutcome::AlreadyCompleted(r)
+                            }
+                            _ => CommitOutcome::ReservationLost,
+                        });
+                    }
+                    if state_index.is_some_and(failed) || others.clone().any(failed) {
+                        return Ok(CommitOutcome::VersionConflict);
+                    }
+                    // TransactionConflict: another transaction touched the same items; re-run.
+                    if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                        return Ok(CommitOutcome::VersionConflict);
+                    }
+                    Err(O2cError::dependency(
+                        "dynamodb",
+                        format!("transaction cancelled: {:?}", reasons.iter().map(|r| r.code()).collect::<Vec<_>>()),
+                    ))
+                }
+                other => Err(O2cError::dependency("dynamodb", format!("{other:?}"))),
+            },
+        }
     }
 }
