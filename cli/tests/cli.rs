@@ -531,7 +531,7 @@ fn when_an_event_arrived_too_early_should_resubmit_it_by_event_id_keeping_its_co
 
 #[test]
 fn when_a_simulation_seed_breaks_an_invariant_should_exit_1_and_print_the_command_that_replays_it() {
-    let ok = run(&[
+    let hazards = [
         "--log",
         "error",
         "sim",
@@ -547,30 +547,13 @@ fn when_a_simulation_seed_breaks_an_invariant_should_exit_1_and_print_the_comman
         "0.2",
         "--crash-rate",
         "0.1",
-    ]);
+    ];
+    let ok = run(&hazards);
     assert!(ok.status.success(), "{}{}", text(&ok.stdout), text(&ok.stderr));
     let said = text(&ok.stdout);
     assert!(said.contains("ok    money_conserved") && said.contains("0 unaccounted"), "{said}");
 
-    let args = [
-        "--log",
-        "error",
-        "sim",
-        "run",
-        "--seed",
-        "3",
-        "--engagements",
-        "60",
-        "--duplicates",
-        "1",
-        "--reorder",
-        "--fault-rate",
-        "0.2",
-        "--crash-rate",
-        "0.1",
-        "--plant-bug",
-        "ack-before-processing",
-    ];
+    let args: Vec<&str> = hazards.iter().copied().chain(["--plant-bug", "ack-before-processing"]).collect();
     let bad = run(&args);
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad.stdout));
     assert!(text(&bad.stdout).contains("FAIL  every_input_accounted"), "{}", text(&bad.stdout));

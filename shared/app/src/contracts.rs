@@ -1,11 +1,11 @@
 //! Runtime contract checks: every incoming `detail` is validated against the JSON Schema
 //! of its event type (`events/schemas/<DetailType>.v1.json`, compiled into the binary)
 //! before it is decoded, so a malformed message is rejected with **every** violation and
-//! its JSON path, not just the first one a deserializer trips on. Schemas are compiled
-//! once per process (cold start).
+//! its JSON path, not just the first one a deserializer trips on. Each schema is compiled
+//! once per process, when its first event arrives.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use o2c_domain::events::{BusinessEvent, DecodeError, EventType, Issue};
 use serde_json::Value;
@@ -17,21 +17,18 @@ pub fn schema_text(t: EventType) -> &'static str {
     t.schema_text()
 }
 
-struct Contracts {
-    validators: HashMap<EventType, Result<jsonschema::Validator, String>>,
-}
+type Compiled = Result<jsonschema::Validator, String>;
 
-static CONTRACTS: LazyLock<Contracts> = LazyLock::new(|| Contracts {
-    validators: EventType::ALL
-        .iter()
-        .map(|t| {
-            let compiled = serde_json::from_str::<Value>(schema_text(*t))
-                .map_err(|e| e.to_string())
-                .and_then(|s| jsonschema::draft202012::options().should_validate_formats(true).build(&s).map_err(|e| e.to_string()));
-            (*t, compiled)
-        })
-        .collect(),
-});
+/// One slot per event type, each compiled the first time an event of that type arrives: a
+/// function compiles only the schemas of what it consumes, once per process.
+static CONTRACTS: LazyLock<HashMap<EventType, OnceLock<Compiled>>> =
+    LazyLock::new(|| EventType::ALL.iter().map(|t| (*t, OnceLock::new())).collect());
+
+fn compile(t: EventType) -> Compiled {
+    serde_json::from_str::<Value>(schema_text(t))
+        .map_err(|e| e.to_string())
+        .and_then(|s| jsonschema::draft202012::options().should_validate_formats(true).build(&s).map_err(|e| e.to_string()))
+}
 
 /// `/payload/lines/0/amount` → `payload.lines[0].amount`.
 fn dotted(pointer: &str) -> String {
@@ -51,7 +48,7 @@ fn dotted(pointer: &str) -> String {
 
 /// Every schema violation of `detail` for `t`.
 pub fn violations(t: EventType, detail: &Value) -> Result<Vec<Issue>, O2cError> {
-    match CONTRACTS.validators.get(&t) {
+    match CONTRACTS.get(&t).map(|slot| slot.get_or_init(|| compile(t))) {
         Some(Ok(v)) => {
             Ok(v.iter_errors(detail).map(|e| Issue::new(dotted(e.instance_path().as_str()), "schema_violation", e.to_string())).collect())
         }

@@ -85,11 +85,13 @@ pub fn with_connectors<C, P, E, T>(
 
 /// The Lambda platform from the function's configuration: every client built once (cold start).
 pub fn lambda_platform(sdk: &aws_config::SdkConfig, c: &Config) -> Result<LambdaPlatform, o2c_connectors::ConfigError> {
-    let t = Timeouts { connect: Duration::from_secs(2), request: c.connector_timeout };
-    let psa = HttpPsa(HttpConnector::new(System::Psa, &c.psa_base_url, c.connector_token.clone(), t)?);
-    let erp = HttpErp(HttpConnector::new(System::Erp, &c.erp_base_url, c.connector_token.clone(), t)?);
-    let crm = HttpCrm(HttpConnector::new(System::Crm, &c.crm_base_url, c.connector_token.clone(), t)?);
-    let tax = HttpTax(HttpConnector::new(System::Tax, &c.tax_base_url, c.connector_token.clone(), t)?);
+    // One HTTP client for the four connectors: one pool, the trust roots loaded once.
+    let http = o2c_connectors::http_client(Timeouts { connect: Duration::from_secs(2), request: c.connector_timeout })?;
+    let connector = |system, url: &str| HttpConnector::with_client(http.clone(), system, url, c.connector_token.clone());
+    let psa = HttpPsa(connector(System::Psa, &c.psa_base_url)?);
+    let erp = HttpErp(connector(System::Erp, &c.erp_base_url)?);
+    let crm = HttpCrm(connector(System::Crm, &c.crm_base_url)?);
+    let tax = HttpTax(connector(System::Tax, &c.tax_base_url)?);
     let tables = Tables { state: c.state_table.clone(), idempotency: c.idempotency_table.clone() };
     let mut platform = with_connectors(sdk, tables, c.event_bus_name.clone(), c.reference_cache, Connectors { crm, psa, erp, tax });
     platform.metrics = Arc::new(crate::emf::EmfMetrics::new("o2c", &c.stage));

@@ -116,9 +116,25 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The HTTP client the connectors of one process share: one connection pool and one TLS
+/// configuration (building a client loads the trust roots, a cost paid once at cold start).
+pub fn http_client(timeouts: Timeouts) -> Result<reqwest::Client, ConfigError> {
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .user_agent(concat!("o2c/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ConfigError(format!("HTTP client: {e}")))
+}
+
 impl HttpConnector {
-    /// A connector for `system` at `base_url` (built once per process).
+    /// A connector for `system` at `base_url` with a client of its own.
     pub fn new(system: System, base_url: &str, token: Option<String>, timeouts: Timeouts) -> Result<Self, ConfigError> {
+        Self::with_client(http_client(timeouts)?, system, base_url, token)
+    }
+
+    /// A connector for `system` at `base_url` over a shared client (see [`http_client`]).
+    pub fn with_client(client: reqwest::Client, system: System, base_url: &str, token: Option<String>) -> Result<Self, ConfigError> {
         let mut base = Url::parse(base_url).map_err(|e| ConfigError(format!("{} base URL `{base_url}`: {e}", system.as_str())))?;
         if base.cannot_be_a_base() {
             return Err(ConfigError(format!("{} base URL `{base_url}` cannot be a base", system.as_str())));
@@ -127,12 +143,6 @@ impl HttpConnector {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .timeout(timeouts.request)
-            .user_agent(concat!("o2c/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ConfigError(format!("{} HTTP client: {e}", system.as_str())))?;
         Ok(Self { client, base, system, token: token.filter(|t| !t.is_empty()) })
     }
 

@@ -154,7 +154,9 @@ async fn open(
     ids: &Arc<dyn IdGenerator>,
     cfg: &SimulationConfig,
 ) -> Result<Runtime, O2cError> {
-    let options = RuntimeOptions { planted_bug: cfg.planted_bug, ..RuntimeOptions::default() };
+    // The crashes simulated are process crashes: what was written survives them without an
+    // fsync (the page cache outlives the process), so the run spends none.
+    let options = RuntimeOptions { planted_bug: cfg.planted_bug, durability: crate::db::Durability::Normal, ..RuntimeOptions::default() };
     Runtime::builder(db, reference.clone()).options(options).resume(clock.clone(), ids.clone()).open().await
 }
 
