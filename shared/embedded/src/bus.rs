@@ -447,19 +447,47 @@ impl LocalBus {
             .await
     }
 
-    /// For each of `queues`, whether it holds a message visible now (one index probe each,
-    /// in one call).
+    /// For each of `queues`, whether a receive now would get a message: one visible now and,
+    /// on a FIFO queue, in a group with nothing in flight (in one call).
     pub async fn visible_queues(&self, queues: Vec<String>) -> Result<Vec<bool>, O2cError> {
         let now = self.db.now_ms();
+        let fifo: Vec<bool> = queues.iter().map(|q| self.topology.queues.get(q).is_some_and(|d| d.fifo)).collect();
         self.db
             .call(move |c| {
                 queues
                     .iter()
-                    .map(|q| {
-                        c.row("SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)", params![q, now], |r| r.get(0))
-                            .map_err(db_err)
+                    .zip(fifo)
+                    .map(|(q, fifo)| {
+                        let sql = if fifo {
+                            "SELECT EXISTS (SELECT 1 FROM messages m WHERE m.queue = ?1 AND m.visible_at <= ?2 AND NOT EXISTS \
+                             (SELECT 1 FROM messages b WHERE b.queue = ?1 AND b.visible_at > ?2 AND b.group_id = m.group_id))"
+                        } else {
+                            "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)"
+                        };
+                        c.row(sql, params![q, now], |r| r.get(0)).map_err(db_err)
                     })
                     .collect()
+            })
+            .await
+    }
+
+    /// When the next message of `queues` that is not visible now becomes visible (ms since
+    /// the epoch): what a scheduler waits for when every visible message is held back.
+    pub async fn next_visible_after_now(&self, queues: Vec<String>) -> Result<Option<i64>, O2cError> {
+        let now = self.db.now_ms();
+        self.db
+            .call(move |c| {
+                let mut best: Option<i64> = None;
+                for q in &queues {
+                    let t: Option<i64> = c
+                        .row("SELECT MIN(visible_at) FROM messages WHERE queue = ?1 AND visible_at > ?2", params![q, now], |r| r.get(0))
+                        .map_err(db_err)?;
+                    best = match (best, t) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Ok(best)
             })
             .await
     }

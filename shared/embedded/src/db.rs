@@ -244,10 +244,11 @@ pub enum Durability {
     /// (`synchronous=NORMAL`), and every acknowledgement to a publisher
     /// ([`Db::durable`], called by the runtime's `put_events`) waits for one fsync of the WAL
     /// that covers every commit finished before it — concurrent acknowledgements share it.
-    /// An acknowledged event survives power loss. So does every state reached from it: the
-    /// WAL's frames are checksummed in a chain, so recovery keeps a prefix of the commits
-    /// (a step's commit is never kept without the enqueue that caused it, and the
-    /// simulated external systems live in the same file).
+    /// An acknowledged event survives power loss. The work that follows from it is
+    /// recoverable: the WAL's frames are checksummed in a chain, so recovery keeps a prefix
+    /// of the commits (a step's commit is never kept without the enqueue that caused it, and
+    /// the simulated external systems live in the same file); what a power loss takes back
+    /// is processed again.
     #[default]
     Group,
     /// `synchronous=FULL`: every commit is fsynced before it returns.
@@ -276,11 +277,17 @@ struct GroupCommit {
     synced: Mutex<u64>,
     /// fsyncs done (benchmarks).
     fsyncs: AtomicU64,
+    /// Set when an fsync failed: Linux may have dropped the dirty pages it could not write,
+    /// and a later fsync can succeed without them, so no acknowledgement is given again.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl GroupCommit {
     fn sync(&self, target: u64) -> Result<(), O2cError> {
         let mut synced = self.synced.lock().map_err(|_| O2cError::Bug("group commit mutex poisoned".into()))?;
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(O2cError::Bug(format!("an earlier fsync of {} failed: commits since may be lost", self.wal.display())));
+        }
         if *synced >= target {
             return Ok(());
         }
@@ -288,7 +295,10 @@ impl GroupCommit {
         // fsync flushes the file's dirty pages whichever descriptor asks; a WAL that does not
         // exist holds nothing (its commits were checkpointed into the synced database file).
         match std::fs::File::open(&self.wal) {
-            Ok(f) => f.sync_data().map_err(|e| O2cError::dependency("sqlite", format!("fsync {}: {e}", self.wal.display())))?,
+            Ok(f) => f.sync_data().map_err(|e| {
+                self.failed.store(true, Ordering::SeqCst);
+                O2cError::Bug(format!("fsync {}: {e}", self.wal.display()))
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(O2cError::dependency("sqlite", format!("open {}: {e}", self.wal.display()))),
         }
@@ -358,11 +368,26 @@ impl Db {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(usize::MAX)) {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1)).map_err(sqlite_err)?;
         }
-        let group = (durability == Durability::Group).then(|| {
-            let mut wal = path.as_os_str().to_owned();
+        let group = if durability == Durability::Group {
+            // The WAL sits beside the file SQLite opened (symlinks resolved), and only exists
+            // in WAL mode: both are checked, so group commit never fsyncs the wrong file.
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).map_err(sqlite_err)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(O2cError::dependency("sqlite", format!("{} is in journal mode {mode}, not WAL", path.display())));
+            }
+            let main = conn.path().filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| path.to_owned());
+            let mut wal = main.into_os_string();
             wal.push("-wal");
-            Arc::new(GroupCommit { wal: PathBuf::from(wal), finished: AtomicU64::new(0), synced: Mutex::new(0), fsyncs: AtomicU64::new(0) })
-        });
+            Some(Arc::new(GroupCommit {
+                wal: PathBuf::from(wal),
+                finished: AtomicU64::new(0),
+                synced: Mutex::new(0),
+                fsyncs: AtomicU64::new(0),
+                failed: std::sync::atomic::AtomicBool::new(false),
+            }))
+        } else {
+            None
+        };
         Ok(Self { conn: Arc::new(Mutex::new(conn)), group, path: path.to_owned(), clock: Arc::new(SystemClock), ids: Arc::new(RandomIds) })
     }
 

@@ -323,8 +323,9 @@ impl Runtime {
     }
 
     /// EventBridge `PutEvents` on the o2c bus. It answers once the accepted entries are
-    /// durable: under group commit, after an fsync shared with concurrent publishers and with
-    /// the commits the workers made meanwhile.
+    /// durable: under group commit, after an fsync shared with concurrent publishers (it also
+    /// covers the commits the workers made meanwhile; theirs are otherwise recoverable, not
+    /// acknowledged to anyone).
     pub async fn put_events(&self, entries: Vec<PutEventsEntry>) -> Result<PutEventsResponse, O2cError> {
         let resp = self.inner.bus.put_events(entries).await?;
         self.inner.db.durable().await?;

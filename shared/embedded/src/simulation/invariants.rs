@@ -1,7 +1,8 @@
 //! What must hold after any seed, read from every system (o2c's store and queues, the PSA,
 //! ERP and CRM simulators), not from what the steps returned:
 //! - `every_input_accounted`: each engagement is active, rejected with its reasons, or has an
-//!   open exception in the operators' queue; an invalid input is never activated;
+//!   open exception in the operators' queue; an invalid input is never activated and a valid
+//!   one never rejected;
 //! - `nothing_stuck`: no message left in a function or pipe queue, no reservation still held;
 //! - `dead_letters_raised`: every dead-lettered message has its dead-letter exception on its
 //!   engagement (open, or closed because a later delivery of the same work succeeded);
@@ -97,7 +98,8 @@ fn open_exception(e: &Engagement) -> bool {
 
 /// Checks every invariant over what the run left behind.
 pub async fn check(rt: &Runtime, generated: &[EngagementInput]) -> Result<(Outcomes, Vec<Invariant>), O2cError> {
-    let mut engagements: HashMap<String, Engagement> = HashMap::new();
+    // Ordered, so a failing seed lists the same violations on every replay.
+    let mut engagements: BTreeMap<String, Engagement> = BTreeMap::new();
     for g in generated {
         let id = EngagementId::for_opportunity(&g.opportunity_id);
         if let Some(v) = rt.store().load(&id).await? {
@@ -132,6 +134,8 @@ pub async fn check(rt: &Runtime, generated: &[EngagementInput]) -> Result<(Outco
         });
         if g.kind == Kind::Invalid {
             accounted.expect(!active, || format!("{}: an invalid closed-won was activated", g.opportunity_id));
+        } else {
+            accounted.expect(!rejected, || format!("{}: a valid closed-won was rejected", g.opportunity_id));
         }
     }
 

@@ -187,13 +187,18 @@ pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -
             visible.iter().enumerate().filter(|(_, v)| **v).map(|(i, _)| if i < nf { Choice::Function(i) } else { Choice::Pipe(i - nf) }),
         );
         if choices.is_empty() {
-            match rt.bus().next_due(&queues).await? {
-                Some(due) if due <= clock.now().timestamp_millis() => {
-                    return Err(O2cError::Bug(format!("simulation stalled: a message is due at {due} but none is visible")));
-                }
+            // Nothing can be received now: wait for the next redelivery (a message in backoff,
+            // or the head of a FIFO group holding visible messages back), or stop.
+            match rt.bus().next_visible_after_now(queues.clone()).await? {
                 Some(due) => {
                     clock.advance_to(chrono::DateTime::from_timestamp_millis(due).unwrap_or_default());
                     continue;
+                }
+                None if rt.has_pending().await? => {
+                    return Err(O2cError::Bug(format!(
+                        "simulation stalled: messages are queued but none can be received: {}",
+                        cfg.command()
+                    )));
                 }
                 None => break,
             }
@@ -252,6 +257,8 @@ pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -
             }
         }
     }
+    // A crash armed but never reached must not outlive the run in the file (`--db`).
+    rt.sims().clear_faults().await?;
     let (outcomes, invariants) = invariants::check(&rt, &generated).await?;
     Ok(SimulationReport {
         inputs: input_count,
@@ -270,17 +277,20 @@ pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -
 }
 
 /// The publishing order: every input once plus its duplicates; shuffled with `reorder`,
-/// otherwise in business order with each duplicate placed at a random later point.
+/// otherwise in business order with each copy placed at a random point after its original.
 fn schedule(rng: &mut fastrand::Rng, generated: &[inputs::EngagementInput], cfg: &SimulationConfig) -> VecDeque<PutEventsEntry> {
-    let mut out: Vec<PutEventsEntry> = generated.iter().flat_map(|g| g.entries.iter().cloned()).collect();
-    let originals = out.len();
-    for i in 0..originals {
+    let originals: Vec<&PutEventsEntry> = generated.iter().flat_map(|g| g.entries.iter()).collect();
+    let n = originals.len() as f64;
+    // Original i sorts at i; each copy at a random key in (i, n], so it follows its original.
+    let mut keyed: Vec<(f64, usize)> = Vec::with_capacity(originals.len() * 2);
+    for i in 0..originals.len() {
+        keyed.push((i as f64, i));
         for _ in 0..rng.u32(0..=cfg.duplicates) {
-            let copy = out[i].clone();
-            let at = rng.usize(i + 1..=out.len());
-            out.insert(at, copy);
+            keyed.push((i as f64 + 1e-9 + rng.f64() * (n - i as f64), i));
         }
     }
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out: Vec<PutEventsEntry> = keyed.into_iter().map(|(_, i)| originals[i].clone()).collect();
     if cfg.reorder {
         rng.shuffle(&mut out);
     }
