@@ -894,7 +894,10 @@ async fn when_eleven_engagements_flow_at_once_should_keep_the_crm_writeback_free
         assert_eq!(st.status(&format!("ENG-{o}")).await, Some(EngagementStatus::Active), "{o}");
     }
     let writeback = counts.get("crm-writeback").copied().unwrap_or_default();
-    assert!(writeback.commits >= 11 * 3, "every status change written back: {table:?}");
+    // How many writes a status change takes varies with the interleaving (the write-back
+    // sends the engagement's current state, so statuses that pass quickly coalesce): at
+    // least one per engagement, and the end state is what the wait above checked.
+    assert!(writeback.commits >= opps.len() as u64, "every engagement written back: {table:?}");
     assert_eq!(writeback.conflicts, 0, "the write-back contends with nobody: {table:?}");
     assert_eq!(st.sims.projects(System::Psa).await.unwrap().len(), 11);
 }
