@@ -436,17 +436,6 @@ impl LocalBus {
             .await
     }
 
-    /// True when `queue` holds a message visible now (an index probe).
-    pub async fn has_visible(&self, queue: &str) -> Result<bool, O2cError> {
-        let (queue, now) = (queue.to_owned(), self.db.now_ms());
-        self.db
-            .call(move |c| {
-                c.row("SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)", params![queue, now], |r| r.get(0))
-                    .map_err(db_err)
-            })
-            .await
-    }
-
     /// For each of `queues`, whether a receive now would get a message: one visible now and,
     /// on a FIFO queue, in a group with nothing in flight (in one call).
     pub async fn visible_queues(&self, queues: Vec<String>) -> Result<Vec<bool>, O2cError> {
