@@ -8,19 +8,31 @@
 #   simulation  o2c sim run: 10,000 engagements x 5 seeds with every hazard (release build)
 #   criterion   the pure-core and invoice-run criterion benches           (--criterion)
 #   lambda      release bootstrap sizes and build time                    (--lambda, ~30 min cold)
-# Usage: scripts/benchmarks.sh [--quick] [--criterion] [--lambda]
+# Usage: scripts/benchmarks.sh [--quick] [--criterion] [--lambda] [--only SECTION[,SECTION…]]
 #   --quick  smaller runs (embedded N = 500, simulation 1,000 x 2 seeds), to try the script
+#   --only   regenerate just these sections (machine is always refreshed)
+# SIM_SEEDS="1 2 3" and SIM_ENGAGEMENTS=N change the simulation's runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0 criterion=0 lambda=0
-for a in "$@"; do
-  case "$a" in
+quick=0 criterion=0 lambda=0 only=""
+usage() { echo "usage: scripts/benchmarks.sh [--quick] [--criterion] [--lambda] [--only SECTION[,SECTION...]]" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
     --quick) quick=1 ;;
     --criterion) criterion=1 ;;
     --lambda) lambda=1 ;;
-    *) echo "usage: scripts/benchmarks.sh [--quick] [--criterion] [--lambda]" >&2; exit 2 ;;
+    --only) [ $# -ge 2 ] || usage; only="$2"; shift ;;
+    *) usage ;;
   esac
+  shift
 done
+want() { # section: the default ones (embedded, simulation) unless --only names others
+  case "$1" in
+    criterion) [ "$criterion" = 1 ] || [[ ",$only," == *",criterion,"* ]] ;;
+    lambda) [ "$lambda" = 1 ] || [[ ",$only," == *",lambda,"* ]] ;;
+    *) [ -z "$only" ] || [[ ",$only," == *",$1,"* ]] ;;
+  esac
+}
 out=target/benchmarks
 mkdir -p "$out"
 
@@ -42,6 +54,7 @@ PY
 } > "$out/machine.md"
 section machine "$out/machine.md"
 
+if want embedded; then
 echo "== embedded runtime (cargo bench --bench embedded)"
 sizes="1000 5000"
 [ "$quick" = 1 ] && sizes="500"
@@ -52,14 +65,16 @@ cargo bench --quiet -p o2c-benches --bench embedded -- $sizes | tee "$out/embedd
   echo '```'
 } > "$out/embedded.md"
 section embedded "$out/embedded.md"
+fi
 
+if want simulation; then
 echo "== simulation (o2c sim run, release)"
 cargo build --quiet --release -p o2c-cli
-seeds="1 2 3 4 5" n=10000
+seeds="${SIM_SEEDS:-1 2 3 4 5}" n="${SIM_ENGAGEMENTS:-10000}"
 [ "$quick" = 1 ] && seeds="1 2" n=1000
 {
-  echo "| Seed | Engagements | Inputs published | Batches | Faults | Crashes | Active / rejected / exception | Invariants | Wall s |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| Seed | Engagements | Inputs published | Batches | Faults | Crashes | Active / rejected / exception | Invoices posted / payments | Invariants | Wall s |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   for s in $seeds; do
     start=$(date +%s.%N)
     target/release/o2c --log error sim run --seed "$s" --engagements "$n" --duplicates 2 --reorder --fault-rate 0.2 --crash-rate 0.05 --json > "$out/sim-$s.json" || true
@@ -68,16 +83,18 @@ seeds="1 2 3 4 5" n=10000
 import json, sys
 r = json.load(open(sys.argv[1])); o = r["outcomes"]; c = r["config"]
 held = sum(i["holds"] for i in r["invariants"])
+b = r.get("billing") or {"posted": 0, "payments": 0}
 print(f"| {c['seed']} | {c['engagements']:,} | {r['published']:,} | {r['batches']:,} | {r['faults']:,} | {r['crashes']:,} | "
-      f"{o['active']:,} / {o['rejected']:,} / {o['exception']:,} | {held} of {len(r['invariants'])} held | {sys.argv[2]} |")
+      f"{o['active']:,} / {o['rejected']:,} / {o['exception']:,} | {b['posted']:,} / {b['payments']:,} | {held} of {len(r['invariants'])} held | {sys.argv[2]} |")
 PY
   done
   echo
   echo "Each run: \`o2c sim run --seed S --engagements $n --duplicates 2 --reorder --fault-rate 0.2 --crash-rate 0.05\`."
 } | tee "$out/simulation.md"
 section simulation "$out/simulation.md"
+fi
 
-if [ "$criterion" = 1 ]; then
+if want criterion; then
   echo "== criterion (pipeline, invoicing)"
   cargo bench --quiet -p o2c-benches --bench pipeline -- --noplot 2>&1 | grep -E "^[a-z_]+ +time:|^[a-z_/]+$|time:" | tee "$out/criterion.txt"
   cargo bench --quiet -p o2c-benches --bench invoicing -- --noplot 2>&1 | grep -E "time:" | tee -a "$out/criterion.txt"
@@ -85,7 +102,7 @@ if [ "$criterion" = 1 ]; then
   section criterion "$out/criterion.md"
 fi
 
-if [ "$lambda" = 1 ]; then
+if want lambda; then
   echo "== release bootstraps (cargo lambda build --release)"
   export PATH="$PWD/.venv/bin:$PATH"
   functions=(intake provision billing-setup crm-writeback delivery-intake invoice-run invoice-approval invoice-posting cash-application revenue-recognition crm-invoice-sync exceptions reconciliation)
@@ -93,7 +110,7 @@ if [ "$lambda" = 1 ]; then
   cargo lambda build --release --target x86_64-unknown-linux-gnu.2.34 $(printf -- '-p o2c-fn-%s ' "${functions[@]}")
   took=$(( $(date +%s) - start ))
   {
-    echo "Release build of the 13 functions: ${took} s (\`cargo lambda build --release\`, thin LTO, 1 codegen unit)."
+    echo "Release build of the 13 functions: ${took} s (\`cargo lambda build --release\`: opt-level s, fat LTO, 1 codegen unit, panic abort)."
     echo
     echo "| Function | Stripped bootstrap |"
     echo "|---|---|"

@@ -552,6 +552,10 @@ fn when_a_simulation_seed_breaks_an_invariant_should_exit_1_and_print_the_comman
     assert!(ok.status.success(), "{}{}", text(&ok.stdout), text(&ok.stderr));
     let said = text(&ok.stdout);
     assert!(said.contains("ok    money_conserved") && said.contains("0 unaccounted"), "{said}");
+    assert!(
+        said.contains("ok    invoiced_equals_billable") && said.contains("ok    cash_conserved") && said.contains("billed: "),
+        "{said}"
+    );
 
     let args: Vec<&str> = hazards.iter().copied().chain(["--plant-bug", "ack-before-processing"]).collect();
     let bad = run(&args);

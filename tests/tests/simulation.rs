@@ -1,6 +1,7 @@
-//! The seeded simulation of the flow (`o2c sim run`): seeds at 1,000 engagements with
-//! duplicates, reordering, connector faults and crashes after side effects hold every
-//! invariant; a seed replays to the same report; a planted defect makes a seed fail.
+//! The seeded simulation of the flow (`o2c sim run`): seeds at 1,000 engagements — the sale,
+//! then a year of delivery, invoicing and cash — with duplicates, reordering, connector
+//! faults and crashes after side effects hold every invariant; a seed replays to the same
+//! report; a planted defect makes a seed fail, in the sale's invariants and the ledgers'.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -8,7 +9,16 @@ use std::time::Duration;
 use o2c_embedded::simulation::{PlantedBug, SimulationConfig, SimulationReport, run_within};
 
 fn config(seed: u64, engagements: usize) -> SimulationConfig {
-    SimulationConfig { seed, engagements, duplicates: 2, reorder: true, fault_rate: 0.2, crash_rate: 0.05, planted_bug: None }
+    SimulationConfig {
+        seed,
+        engagements,
+        duplicates: 2,
+        reorder: true,
+        fault_rate: 0.2,
+        crash_rate: 0.05,
+        planted_bug: None,
+        billing: true,
+    }
 }
 
 async fn simulate(cfg: SimulationConfig) -> SimulationReport {
@@ -26,6 +36,11 @@ fn assert_holds(r: &SimulationReport) {
     let dead = r.invariants.iter().find(|i| i.name == "dead_letters_raised").unwrap();
     assert!(dead.checked > 0, "no message was dead-lettered: the outages are too short to test the retry budget");
     assert_eq!(o.active + o.rejected + o.exception, r.config.engagements);
+    // The billing year happened: work, milestones, invoices, refused self-approvals,
+    // payments, overpayments left on account.
+    let b = r.billing.as_ref().unwrap();
+    assert!(b.time_entries > 0 && b.milestones > 0 && b.self_approvals > 0, "{b:?}");
+    assert!(b.posted > o.active / 2 && b.payments > b.posted && b.unapplied > rust_decimal::Decimal::ZERO, "{b:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,6 +77,12 @@ async fn when_the_runtime_acknowledges_before_processing_should_fail_the_seed_on
     assert!(!r.passed(), "the planted bug went unnoticed: {r:?}");
     let accounted = r.invariants.iter().find(|i| i.name == "every_input_accounted").unwrap();
     assert!(!accounted.holds && r.outcomes.unaccounted > 0, "{accounted:?}");
+    // The lost inputs of the billing year show in its ledgers too: work never billed,
+    // invoices never posted, payments never booked.
+    for name in ["invoiced_equals_billable", "invoices_match_erp", "cash_conserved"] {
+        let i = r.invariants.iter().find(|i| i.name == name).unwrap();
+        assert!(!i.holds, "{name} missed the lost inputs: {i:?}");
+    }
     assert!(r.config.command().ends_with("--plant-bug ack-before-processing"), "{}", r.config.command());
     // The same seed without the defect holds.
     let mut clean = config(11, 300);

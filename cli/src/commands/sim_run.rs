@@ -63,6 +63,26 @@ fn print(r: &SimulationReport) {
         o.exception,
         o.unaccounted
     );
+    if let Some(b) = &r.billing {
+        outln!(
+            "  delivered: {} time entries · {} milestones · {} self-approvals sent (to be refused)",
+            b.time_entries,
+            b.milestones,
+            b.self_approvals
+        );
+        outln!(
+            "  billed: {} invoices ({} posted) · net {} · tax {} · {} payments ({} parked or refused): {} received = {} applied + {} unapplied",
+            b.invoices,
+            b.posted,
+            b.net,
+            b.tax,
+            b.payments,
+            b.payments_parked,
+            b.received,
+            b.applied,
+            b.unapplied
+        );
+    }
     for i in &r.invariants {
         if i.holds {
             outln!("  ok    {} ({} checked)", i.name, i.checked);

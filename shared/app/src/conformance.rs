@@ -165,6 +165,85 @@ pub async fn atomic_multi_aggregate_commit<S: Store>(store: &S, id: &str) {
     assert!(store.load_aggregates(&[AggregateKey::crm_sync(&format!("{id}-none"))]).await.unwrap().items.is_empty());
 }
 
+/// Size budgets hold on the stored form (persisting stores; the memory store keeps no bytes):
+/// a compressed kind whose JSON is over its budget but whose gzip is under is stored and
+/// read back whole; one over even compressed is refused, as is a plain kind over its budget
+/// — a `bug`, never a silent truncation.
+pub async fn size_budgets<S: Store>(store: &S, id: &str) {
+    use o2c_domain::aggregate::AggregateKind;
+    use o2c_domain::delivery::{Assignment, Assignments};
+    use o2c_domain::money::{Currency, Money};
+    use o2c_domain::receivables::{OpenItem, Receivables};
+    let day = chrono::NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+    let eur = Currency::parse("EUR").unwrap();
+    let receivables = |n: usize, salt: &dyn Fn(usize) -> String| {
+        let invoices = (0..n)
+            .map(|i| {
+                let item = OpenItem {
+                    invoice_id: format!("INV-{id}-{i}-{}", salt(i)),
+                    number: format!("LE-X-{i:06}"),
+                    engagement_id: o2c_domain::ids::EngagementId::for_opportunity(id),
+                    issue_date: day,
+                    due_date: day,
+                    total: Money::new(rust_decimal::Decimal::new(100_000, 2), eur),
+                    applied: Money::zero(eur),
+                    version: 1,
+                };
+                (item.invoice_id.clone(), item)
+            })
+            .collect();
+        AggregateBody::Receivables(Receivables {
+            legal_entity_id: format!("LE-{id}"),
+            customer_id: "CUST-1".into(),
+            invoices,
+            payments: Default::default(),
+            issues: vec![],
+        })
+    };
+    let budget = AggregateKind::Receivables.budget_bytes();
+    let write = |body: AggregateBody| Commit {
+        state: None,
+        others: vec![AggregateWrite { body, expected: ExpectedVersion::New }],
+        audit: None,
+        key: KeyWrite::Untracked,
+    };
+    // Repetitive: well over the budget as JSON, a fraction of it compressed.
+    let big = receivables(3_000, &|_| String::new());
+    assert!(serde_json::to_vec(&big).unwrap().len() > budget, "{id}: the case must exceed the budget as JSON");
+    let key = big.key();
+    assert_eq!(store.commit(write(big.clone())).await.unwrap(), CommitOutcome::Committed { version: None });
+    assert_eq!(store.load_aggregates(std::slice::from_ref(&key)).await.unwrap().get(&key), Some(&big), "{id}: read back whole");
+    // Incompressible (five hashes per item): over the budget even compressed.
+    let noise = |i: usize| {
+        use sha2::Digest;
+        (0..5).map(|k| hex::encode(sha2::Sha256::digest(format!("{id}-{i}-{k}")))).collect::<String>()
+    };
+    let mut worse = receivables(3_000, &noise);
+    if let AggregateBody::Receivables(r) = &mut worse {
+        r.legal_entity_id = format!("LE-{id}-noise");
+    }
+    let refused = store.commit(write(worse)).await.expect_err("over the budget compressed");
+    assert_eq!(refused.error_type(), "O2c.Bug", "{id}: {refused}");
+    // A plain kind is measured as it is.
+    let by_id = (0..2_000)
+        .map(|i| {
+            let a = Assignment {
+                assignment_id: format!("AS-{i}"),
+                resource_id: format!("EMP-{i}"),
+                role: "CONSULTANT".into(),
+                start_date: day,
+                end_date: day,
+                cancelled: false,
+                version: 1,
+            };
+            (a.assignment_id.clone(), a)
+        })
+        .collect();
+    let plain = AggregateBody::Assignments(Assignments { engagement_id: o2c_domain::ids::EngagementId::for_opportunity(id), by_id });
+    assert!(serde_json::to_vec(&plain).unwrap().len() > AggregateKind::Assignments.budget_bytes());
+    assert_eq!(store.commit(write(plain)).await.expect_err("over its budget").error_type(), "O2c.Bug");
+}
+
 /// Reserve → in progress → complete; duplicates, conflicts, release and take-over.
 pub async fn idempotency_lifecycle<S: Store>(store: &S, id: &str) {
     let key = format!("step#{id}");

@@ -656,6 +656,7 @@ async fn when_a_duplicate_meets_an_in_progress_record_on_aws_should_come_back_in
 async fn when_the_dynamodb_store_runs_the_conformance_suite_should_pass_every_case() {
     let st = Stage::new().await;
     o2c_app::conformance::run_all(&st.platform().store, &format!("ddb-{}", st.deployed.bus_name)).await;
+    o2c_app::conformance::size_budgets(&st.platform().store, &format!("ddb-size-{}", st.deployed.bus_name)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -52,16 +52,12 @@ impl DynamoStore {
     }
 }
 
-/// Kinds stored compressed: their state grows with the engagement's history (entries and
-/// their billing, invoice lines, a customer's invoices and payments), and JSON of
-/// repetitive records shrinks 5–10× under gzip —
-/// which keeps a run that rewrites 32 shards inside one 4 MB transaction.
-const COMPRESSED: [AggregateKind; 3] = [AggregateKind::WipShard, AggregateKind::Invoice, AggregateKind::Receivables];
-
 /// The stored form of an aggregate body (without keys and version).
 fn aggregate_item(body: &AggregateBody) -> Result<Item, O2cError> {
+    // Compressed kinds (`AggregateKind::compressed`) keep a run that rewrites 32 WIP shards
+    // inside one 4 MB transaction, and a customer's receivables under the 400 KB item limit.
     let kind = body.key().kind;
-    if !COMPRESSED.contains(&kind) {
+    if !kind.compressed() {
         return to_item(body);
     }
     use std::io::Write;

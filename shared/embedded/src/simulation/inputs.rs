@@ -6,6 +6,8 @@
 //!   `ContractApproved` from the CLM;
 //! - invalid (10 %): an unknown account and lines that do not add up to the amount.
 //!
+//! Valid ones are sold to one of three EUR customers of LE-DE-01.
+//!
 //! Event ids and idempotency keys are stable per input, so a duplicate is a true replay.
 
 use o2c_app::bus::PutEventsEntry;
@@ -14,6 +16,12 @@ use serde_json::{Value, json};
 
 const CLOSED_WON: &str = include_str!("../../../../events/samples/OpportunityClosedWon.v1.json");
 const CONTRACT_APPROVED: &str = include_str!("../../../../events/samples/ContractApproved.v1.json");
+
+/// The EUR customers of LE-DE-01 an engagement is sold to (monthly, semi-monthly and
+/// on-milestone cycles; NET45 and NET30; German buyers and a French one under reverse
+/// charge): each customer's receivables are one aggregate holding its whole history, so
+/// the run spreads engagements over them.
+const CUSTOMERS: [&str; 3] = ["CUST-1000", "CUST-1001", "CUST-4001"];
 
 /// The shape of one engagement's inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +94,9 @@ pub fn generate(rng: &mut fastrand::Rng, seed: u64, n: usize) -> Vec<EngagementI
                     amount += Decimal::ONE;
                     cw["payload"]["amount"] = json!(amount.to_string());
                 }
+            }
+            if kind != Kind::Invalid {
+                cw["payload"]["account_id"] = json!(CUSTOMERS[rng.usize(..CUSTOMERS.len())]);
             }
             let mut entries = vec![entry("o2c.crm", "OpportunityClosedWon", &cw)];
             if kind == Kind::ClmGated {

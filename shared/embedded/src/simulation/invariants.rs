@@ -5,7 +5,8 @@
 //!   one never rejected;
 //! - `nothing_stuck`: no message left in a function or pipe queue, no reservation still held;
 //! - `dead_letters_raised`: every dead-lettered message has its dead-letter exception on its
-//!   engagement (open, or closed because a later delivery of the same work succeeded);
+//!   engagement (open, or closed because a later delivery of the same work succeeded), or —
+//!   a message of no engagement, such as a payment — a parked rejection naming it;
 //! - `no_duplicate_external_objects`: at most one live project per engagement in the PSA and
 //!   in the ERP, one billing schedule per ERP project, and the ids o2c holds are the ones the
 //!   systems hold;
@@ -62,25 +63,25 @@ pub struct Outcomes {
     pub unaccounted: usize,
 }
 
-struct Check {
+pub(super) struct Check {
     name: &'static str,
     checked: usize,
     violations: Vec<String>,
 }
 
 impl Check {
-    fn new(name: &'static str) -> Self {
+    pub(super) fn new(name: &'static str) -> Self {
         Self { name, checked: 0, violations: Vec::new() }
     }
 
-    fn expect(&mut self, ok: bool, violation: impl FnOnce() -> String) {
+    pub(super) fn expect(&mut self, ok: bool, violation: impl FnOnce() -> String) {
         self.checked += 1;
         if !ok {
             self.violations.push(violation());
         }
     }
 
-    fn done(self) -> Invariant {
+    pub(super) fn done(self) -> Invariant {
         let count = self.violations.len();
         Invariant {
             name: self.name,
@@ -92,7 +93,7 @@ impl Check {
     }
 }
 
-fn open_exception(e: &Engagement) -> bool {
+pub(super) fn open_exception(e: &Engagement) -> bool {
     e.exceptions.iter().any(|x| x.open)
 }
 
@@ -158,15 +159,20 @@ pub async fn check(rt: &Runtime, generated: &[EngagementInput]) -> Result<(Outco
     stuck.expect(in_progress == 0, || format!("{in_progress} idempotency reservation(s) still held"));
 
     let mut dead = Check::new("dead_letters_raised");
+    // A message of no engagement (a payment, before a customer is found) is parked with
+    // its reasons when it dead-letters: the operators' rejections list shows it.
+    let parked_ids: std::collections::BTreeSet<String> =
+        rt.store().rejections(usize::MAX).await?.into_iter().flat_map(|r| r.message_ids).collect();
     for q in topo.queues.values().filter(|q| topo.is_dlq(&q.logical_id)) {
         for m in rt.bus().list(&q.logical_id, usize::MAX).await? {
             let engagement = o2c_app::sqs::decode_body(&m.body).ok().map(|ev| ev.engagement_id());
             // Open, or closed because a later delivery of the same work succeeded.
             let raised = match &engagement {
-                Some(id) => {
-                    rt.store().load(id).await?.is_some_and(|v| v.value.exceptions.iter().any(|x| x.kind == ExceptionKind::DeadLettered))
-                }
-                None => false,
+                Some(id) => match rt.store().load(id).await? {
+                    Some(v) => v.value.exceptions.iter().any(|x| x.kind == ExceptionKind::DeadLettered),
+                    None => parked_ids.contains(&m.message_id),
+                },
+                None => parked_ids.contains(&m.message_id),
             };
             dead.expect(raised, || {
                 format!(

@@ -1,14 +1,22 @@
 //! Deterministic simulation of the flow (`o2c sim run`): one process, a virtual clock and
 //! seeded ids, the embedded runtime and the simulators driven by one seeded scheduler.
 //!
-//! Each scheduler step picks at random among what could happen next — publish the next
-//! input, run one batch of a function whose queue has visible messages (a random batch size
-//! up to the function's `BatchSize`), move one batch through a pipe — so steps of different
-//! engagements and of one engagement interleave differently for every seed. On top:
+//! The run goes through the firm's year: the sale (every closed-won, and the CLM approvals),
+//! then — unless `billing` is off — the [`billing`] phases: staffing, two rounds of approved
+//! time, milestones and corrections, two invoice runs with their approvals (some of them
+//! self-approvals that segregation of duties must refuse), and the payments of every posted
+//! invoice. Each phase's inputs are built from what the systems hold when it starts, as the
+//! real senders would, and the virtual clock moves to the phase's business day.
+//!
+//! Within a phase, each scheduler step picks at random among what could happen next —
+//! publish the next input, run one batch of a function whose queue has visible messages (a
+//! random batch size up to the function's `BatchSize`), move one batch through a pipe — so
+//! steps of different engagements and of one engagement interleave differently for every
+//! seed. On top:
 //! - `duplicates`: each input is published 1 to 1 + `duplicates` times (a replay has the same
 //!   event id and idempotency key);
-//! - `reorder`: inputs are shuffled across engagements and within one (a CLM approval may
-//!   come before its closed-won);
+//! - `reorder`: a phase's inputs are shuffled across engagements and within one (a CLM
+//!   approval may come before its closed-won, a correction before the entry it corrects);
 //! - `fault_rate`: before a batch, a one-shot connector fault on the PSA, ERP or CRM — 5xx,
 //!   429 with `Retry-After`, a timeout before or after the system commits, or (one in ten) a
 //!   permanent refusal — or, one time in twenty, an outage of 5 to 40 calls;
@@ -17,11 +25,14 @@
 //!   reservations as they were) and opens it again on the same file, which recovers.
 //!
 //! When nothing is visible the clock jumps to the next redelivery; when nothing is left the
-//! [`invariants`] are checked. The same seed and options replay the same run: a failing
-//! seed prints the command that reproduces it.
+//! next phase starts, and after the last the [`invariants`] and [`ledger_checks`] are
+//! checked. The same seed and options replay the same run: a failing seed prints the command
+//! that reproduces it.
 
+pub mod billing;
 pub mod inputs;
 pub mod invariants;
+pub mod ledger_checks;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -77,6 +88,8 @@ pub struct SimulationConfig {
     pub crash_rate: f64,
     /// A defect to plant (the simulation's self-test).
     pub planted_bug: Option<PlantedBug>,
+    /// After the sale, run delivery, two invoice runs, approvals and payments.
+    pub billing: bool,
 }
 
 impl SimulationConfig {
@@ -94,6 +107,9 @@ impl SimulationConfig {
         }
         if self.crash_rate > 0.0 {
             c.push_str(&format!(" --crash-rate {}", self.crash_rate));
+        }
+        if !self.billing {
+            c.push_str(" --no-billing");
         }
         if let Some(b) = self.planted_bug {
             c.push_str(&format!(" --plant-bug {}", b.as_str()));
@@ -127,6 +143,8 @@ pub struct SimulationReport {
     pub virtual_seconds: i64,
     /// How the engagements ended.
     pub outcomes: invariants::Outcomes,
+    /// What was billed and paid (with `billing`).
+    pub billing: Option<ledger_checks::Billed>,
     /// Every invariant, held or not.
     pub invariants: Vec<Invariant>,
 }
@@ -160,6 +178,143 @@ async fn open(
     Runtime::builder(db, reference.clone()).options(options).resume(clock.clone(), ids.clone()).open().await
 }
 
+/// The scheduler over one runtime: what it needs across phases and crashes.
+struct Driver {
+    db: PathBuf,
+    reference: ReferenceData,
+    clock: Arc<SimClock>,
+    ids: Arc<dyn IdGenerator>,
+    cfg: SimulationConfig,
+    rng: fastrand::Rng,
+    /// None only while a crashed process is replaced.
+    rt: Option<Runtime>,
+    topology: Arc<o2c_topology::topology::Topology>,
+    queues: Vec<String>,
+    published: u64,
+    steps: u64,
+    faults: u64,
+    crashes: u64,
+    inputs: usize,
+    totals: RunReport,
+}
+
+impl Driver {
+    fn rt(&self) -> Result<&Runtime, O2cError> {
+        self.rt.as_ref().ok_or_else(|| O2cError::Bug("the simulated process is down".into()))
+    }
+
+    /// Publishes `entries` (with their duplicates, shuffled with `reorder`) while running
+    /// whatever is visible, until nothing is left to receive.
+    async fn settle(&mut self, entries: &[PutEventsEntry]) -> Result<(), O2cError> {
+        let mut pending = schedule(&mut self.rng, entries, &self.cfg);
+        self.inputs += pending.len();
+        let limit = self.steps + STEPS_PER_INPUT * (pending.len() as u64 + 10);
+        let nf = self.topology.functions.len();
+        loop {
+            let visible = self.rt()?.bus().visible_queues(self.queues.clone()).await?;
+            let mut choices: Vec<Choice> = Vec::new();
+            if !pending.is_empty() {
+                choices.push(Choice::Publish);
+            }
+            choices.extend(
+                visible
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v)
+                    .map(|(i, _)| if i < nf { Choice::Function(i) } else { Choice::Pipe(i - nf) }),
+            );
+            if choices.is_empty() {
+                // Nothing can be received now: wait for the next redelivery (a message in
+                // backoff, or the head of a FIFO group holding visible messages back), or stop.
+                match self.rt()?.bus().next_visible_after_now(self.queues.clone()).await? {
+                    Some(due) => {
+                        self.clock.advance_to(chrono::DateTime::from_timestamp_millis(due).unwrap_or_default());
+                        continue;
+                    }
+                    None if self.rt()?.has_pending().await? => {
+                        return Err(O2cError::Bug(format!(
+                            "simulation stalled: messages are queued but none can be received: {}",
+                            self.cfg.command()
+                        )));
+                    }
+                    None => return Ok(()),
+                }
+            }
+            self.steps += 1;
+            if self.steps > limit {
+                return Err(O2cError::Bug(format!("simulation did not settle within {limit} steps (a livelock): {}", self.cfg.command())));
+            }
+            match choices[self.rng.usize(..choices.len())] {
+                Choice::Publish => {
+                    let Some(entry) = pending.pop_front() else { continue };
+                    self.rt()?.put_events(vec![entry]).await?;
+                    self.published += 1;
+                }
+                Choice::Pipe(i) => self.pipe(i).await?,
+                Choice::Function(i) => self.function(i).await?,
+            }
+        }
+    }
+
+    async fn pipe(&mut self, i: usize) -> Result<(), O2cError> {
+        let p = &self.topology.pipes[i];
+        let rt = self.rt.as_ref().ok_or_else(|| O2cError::Bug("the simulated process is down".into()))?;
+        let msgs = rt.bus().receive(&p.source, self.rng.usize(1..=p.batch_size.max(1) as usize), rt.visibility(&p.source)).await?;
+        if !msgs.is_empty() {
+            rt.pipe_batch(p, msgs, &mut self.totals).await;
+        }
+        Ok(())
+    }
+
+    async fn function(&mut self, i: usize) -> Result<(), O2cError> {
+        let topology = self.topology.clone();
+        let f = &topology.functions[i];
+        let Some(step) = Step::from_name(&f.binary) else { return Ok(()) };
+        let size = self.rng.usize(1..=f.batch_size.max(1) as usize);
+        let rt = self.rt.as_ref().ok_or_else(|| O2cError::Bug("the simulated process is down".into()))?;
+        let received = rt.bus().receive_batch(&f.queue, size, rt.visibility(&f.queue)).await?;
+        for d in received.dead_lettered {
+            rt.dead_lettered(step, d).await;
+        }
+        if received.messages.is_empty() {
+            return Ok(());
+        }
+        let rng = &mut self.rng;
+        if rng.f64() < self.cfg.fault_rate {
+            self.faults += 1;
+            // One fault in twenty is an outage: 5xx for the next 5 to 40 calls, long enough
+            // for some messages to spend their retry budget and dead-letter.
+            let (fault, times) =
+                if rng.u8(0..20) == 0 { (Fault::ServerError { status: 503 }, rng.u32(5..=40)) } else { (pick_fault(rng), 1) };
+            rt.sims().inject(pick_system(rng), "*", fault, Some(times)).await?;
+        }
+        if rng.f64() < self.cfg.crash_rate {
+            rt.sims().inject(pick_system(rng), "*", Fault::CrashAfterCommit, Some(1)).await?;
+        }
+        let crash = rt.sims().crash_signal();
+        let crashed = tokio::select! {
+            biased;
+            _ = crash.notified() => true,
+            _ = rt.function_batch(f, step, received.messages, &mut self.totals) => false,
+        };
+        if crashed {
+            // The process dies with the batch in flight; a new one opens the file.
+            self.crashes += 1;
+            self.rt = None;
+            self.rt = Some(open(&self.db, &self.reference, &self.clock, &self.ids, &self.cfg).await?);
+        }
+        Ok(())
+    }
+
+    /// Moves the virtual clock forward to `day` (never back).
+    fn move_to(&self, day: chrono::NaiveDate) {
+        let at = day.and_hms_opt(8, 0, 0).unwrap_or_default().and_utc();
+        if at > self.clock.now() {
+            self.clock.advance_to(at);
+        }
+    }
+}
+
 /// Runs the simulation on a new database at `db` and checks the invariants.
 pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -> Result<SimulationReport, O2cError> {
     let start = START.parse().map_err(|e| O2cError::Bug(format!("{START}: {e}")))?;
@@ -167,119 +322,68 @@ pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -
     let ids: Arc<dyn IdGenerator> = Arc::new(SeededIds::new(cfg.seed));
     let mut rng = fastrand::Rng::with_seed(cfg.seed);
     let generated = inputs::generate(&mut rng, cfg.seed, cfg.engagements);
-    let mut pending = schedule(&mut rng, &generated, &cfg);
-    let input_count = pending.len();
-    let mut rt = open(&db, &reference, &clock, &ids, &cfg).await?;
+    let rt = open(&db, &reference, &clock, &ids, &cfg).await?;
     let topology = Arc::new(rt.topology().clone());
     let queues: Vec<String> =
         topology.functions.iter().map(|f| f.queue.clone()).chain(topology.pipes.iter().map(|p| p.source.clone())).collect();
-    let (mut published, mut steps, mut faults, mut crashes) = (0u64, 0u64, 0u64, 0u64);
-    let mut totals = RunReport::default();
-    let limit = STEPS_PER_INPUT * (input_count as u64 + 10);
-    loop {
-        let visible = rt.bus().visible_queues(queues.clone()).await?;
-        let mut choices: Vec<Choice> = Vec::new();
-        if !pending.is_empty() {
-            choices.push(Choice::Publish);
-        }
-        let nf = topology.functions.len();
-        choices.extend(
-            visible.iter().enumerate().filter(|(_, v)| **v).map(|(i, _)| if i < nf { Choice::Function(i) } else { Choice::Pipe(i - nf) }),
-        );
-        if choices.is_empty() {
-            // Nothing can be received now: wait for the next redelivery (a message in backoff,
-            // or the head of a FIFO group holding visible messages back), or stop.
-            match rt.bus().next_visible_after_now(queues.clone()).await? {
-                Some(due) => {
-                    clock.advance_to(chrono::DateTime::from_timestamp_millis(due).unwrap_or_default());
-                    continue;
-                }
-                None if rt.has_pending().await? => {
-                    return Err(O2cError::Bug(format!(
-                        "simulation stalled: messages are queued but none can be received: {}",
-                        cfg.command()
-                    )));
-                }
-                None => break,
-            }
-        }
-        steps += 1;
-        if steps > limit {
-            return Err(O2cError::Bug(format!("simulation did not settle within {limit} steps (a livelock): {}", cfg.command())));
-        }
-        match choices[rng.usize(..choices.len())] {
-            Choice::Publish => {
-                let Some(entry) = pending.pop_front() else { continue };
-                rt.put_events(vec![entry]).await?;
-                published += 1;
-            }
-            Choice::Pipe(i) => {
-                let p = &topology.pipes[i];
-                let msgs = rt.bus().receive(&p.source, rng.usize(1..=p.batch_size.max(1) as usize), rt.visibility(&p.source)).await?;
-                if !msgs.is_empty() {
-                    rt.pipe_batch(p, msgs, &mut totals).await;
-                }
-            }
-            Choice::Function(i) => {
-                let f = &topology.functions[i];
-                let Some(step) = Step::from_name(&f.binary) else { continue };
-                let size = rng.usize(1..=f.batch_size.max(1) as usize);
-                let received = rt.bus().receive_batch(&f.queue, size, rt.visibility(&f.queue)).await?;
-                for d in received.dead_lettered {
-                    rt.dead_lettered(step, d).await;
-                }
-                if received.messages.is_empty() {
-                    continue;
-                }
-                if rng.f64() < cfg.fault_rate {
-                    faults += 1;
-                    // One fault in twenty is an outage: 5xx for the next 5 to 40 calls, long
-                    // enough for some messages to spend their retry budget and dead-letter.
-                    let (fault, times) =
-                        if rng.u8(0..20) == 0 { (Fault::ServerError { status: 503 }, rng.u32(5..=40)) } else { (pick_fault(&mut rng), 1) };
-                    rt.sims().inject(pick_system(&mut rng), "*", fault, Some(times)).await?;
-                }
-                if rng.f64() < cfg.crash_rate {
-                    rt.sims().inject(pick_system(&mut rng), "*", Fault::CrashAfterCommit, Some(1)).await?;
-                }
-                let crash = rt.sims().crash_signal();
-                let crashed = tokio::select! {
-                    biased;
-                    _ = crash.notified() => true,
-                    _ = rt.function_batch(f, step, received.messages, &mut totals) => false,
-                };
-                if crashed {
-                    // The process dies with the batch in flight; a new one opens the file.
-                    crashes += 1;
-                    drop(rt);
-                    rt = open(&db, &reference, &clock, &ids, &cfg).await?;
-                }
-            }
+    let mut d = Driver {
+        db,
+        reference,
+        clock,
+        ids,
+        cfg,
+        rng,
+        rt: Some(rt),
+        topology,
+        queues,
+        published: 0,
+        steps: 0,
+        faults: 0,
+        crashes: 0,
+        inputs: 0,
+        totals: RunReport::default(),
+    };
+    // The sale: every closed-won (and CLM approval).
+    let sale: Vec<PutEventsEntry> = generated.iter().flat_map(|g| g.entries.iter().cloned()).collect();
+    d.settle(&sale).await?;
+    // After it, phase by phase: each phase's inputs come from what the systems hold now.
+    let mut delivered = billing::Delivered::default();
+    if d.cfg.billing {
+        for phase in billing::PHASES {
+            d.move_to(phase.day());
+            let rt = d.rt.as_ref().ok_or_else(|| O2cError::Bug("the simulated process is down".into()))?;
+            let entries = billing::inputs(phase, rt, &generated, &mut d.rng, d.cfg.seed, &mut delivered).await?;
+            d.settle(&entries).await?;
         }
     }
     // A crash armed but never reached must not outlive the run in the file (`--db`).
-    rt.sims().clear_faults().await?;
-    let (outcomes, invariants) = invariants::check(&rt, &generated).await?;
+    d.rt()?.sims().clear_faults().await?;
+    let (outcomes, mut invariants) = invariants::check(d.rt()?, &generated).await?;
+    let money = if d.cfg.billing {
+        Some(ledger_checks::check(d.rt()?, &d.reference, &generated, &delivered, &mut invariants).await?)
+    } else {
+        None
+    };
     Ok(SimulationReport {
-        inputs: input_count,
-        published,
-        steps,
-        batches: totals.batches,
-        succeeded: totals.succeeded,
-        retried: totals.retried,
-        faults,
-        crashes,
-        virtual_seconds: (clock.now() - start).num_seconds(),
+        inputs: d.inputs,
+        published: d.published,
+        steps: d.steps,
+        batches: d.totals.batches,
+        succeeded: d.totals.succeeded,
+        retried: d.totals.retried,
+        faults: d.faults,
+        crashes: d.crashes,
+        virtual_seconds: (d.clock.now() - start).num_seconds(),
         outcomes,
+        billing: money,
         invariants,
-        config: cfg,
+        config: d.cfg,
     })
 }
 
 /// The publishing order: every input once plus its duplicates; shuffled with `reorder`,
 /// otherwise in business order with each copy placed at a random point after its original.
-fn schedule(rng: &mut fastrand::Rng, generated: &[inputs::EngagementInput], cfg: &SimulationConfig) -> VecDeque<PutEventsEntry> {
-    let originals: Vec<&PutEventsEntry> = generated.iter().flat_map(|g| g.entries.iter()).collect();
+fn schedule(rng: &mut fastrand::Rng, originals: &[PutEventsEntry], cfg: &SimulationConfig) -> VecDeque<PutEventsEntry> {
     let n = originals.len() as f64;
     // Original i sorts at i; each copy at a random key in (i, n], so it follows its original.
     let mut keyed: Vec<(f64, usize)> = Vec::with_capacity(originals.len() * 2);
