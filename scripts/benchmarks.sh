@@ -120,4 +120,4 @@ if want lambda; then
   } | tee "$out/lambda.md"
   section lambda "$out/lambda.md"
 fi
-echo "BENCHMARKS.md regenerated (sections: machine embedded simulation$([ "$criterion" = 1 ] && echo ' criterion')$([ "$lambda" = 1 ] && echo ' lambda'))"
+echo "BENCHMARKS.md regenerated (sections: machine$(for s in embedded simulation criterion lambda; do want "$s" && printf ' %s' "$s"; done))"

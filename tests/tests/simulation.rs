@@ -41,6 +41,9 @@ fn assert_holds(r: &SimulationReport) {
     let b = r.billing.as_ref().unwrap();
     assert!(b.time_entries > 0 && b.milestones > 0 && b.self_approvals > 0, "{b:?}");
     assert!(b.posted > o.active / 2 && b.payments > b.posted && b.unapplied > rust_decimal::Decimal::ZERO, "{b:?}");
+    assert!(b.applied > b.unapplied && b.self_approvals_refused > 0, "cash applied, self-approvals refused on record: {b:?}");
+    // Every active engagement's ledgers were checked; few of them excused by an open exception.
+    assert!(b.engagements == o.active && b.excused * 5 < b.engagements, "{b:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,16 +120,28 @@ pub struct TimeSent {
 pub struct Delivered {
     /// Time entries by id.
     pub time: BTreeMap<String, BTreeMap<String, TimeSent>>,
-    /// Milestones reported complete.
-    pub milestones: BTreeMap<String, BTreeSet<String>>,
-    /// Payments sent: payment id → (legal entity, amount).
-    pub payments: BTreeMap<String, (String, o2c_domain::money::Money)>,
+    /// Milestones reported complete, with their completion dates.
+    pub milestones: BTreeMap<String, BTreeMap<String, NaiveDate>>,
+    /// Payments sent, by payment id.
+    pub payments: BTreeMap<String, PaymentSent>,
     /// Invoices a requester tried to approve herself.
     pub self_approved: BTreeSet<String>,
 }
 
+/// One payment the bank reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentSent {
+    /// Legal entity credited.
+    pub legal_entity_id: String,
+    /// Amount.
+    pub amount: o2c_domain::money::Money,
+    /// The invoice number it quotes.
+    pub number: String,
+}
+
+/// An event of the phase's day, before the virtual clock's 08:00 (never from the future).
 fn entry(source: &str, detail_type: &str, key: &str, correlation: &str, at: NaiveDate, payload: Value) -> PutEventsEntry {
-    let occurred = format!("{at}T17:00:00Z");
+    let occurred = format!("{at}T07:00:00Z");
     let detail = json!({
         "event_id": format!("sim-{key}"), "event_version": "1", "correlation_id": correlation,
         "occurred_at": occurred, "idempotency_key": key, "payload": payload,
@@ -196,7 +208,7 @@ fn time_event(e: &Engagement, project: &str, line: &str, id: &str, t: &TimeSent)
     let body = json!({
         "time_entry_id": id, "engagement_id": e.engagement_id, "project_id": project, "line_id": line,
         "resource_id": resource(e), "role": t.role, "work_date": t.date.to_string(), "hours": t.hours.to_string(),
-        "billable": true, "approved_at": format!("{}T17:00:00Z", t.date), "version": t.version, "approved_by": "U-PM-01",
+        "billable": true, "approved_at": format!("{}T07:00:00Z", t.date), "version": t.version, "approved_by": "U-PM-01",
     });
     entry("o2c.psa", "TimeApproved", &format!("psa:time-entry:{id}:v{}", t.version), &e.correlation_id, t.date, json!({"time_entry": body}))
 }
@@ -212,7 +224,7 @@ fn milestone(rng: &mut fastrand::Rng, e: &Engagement, delivered: &mut Delivered,
             BillingItem::Milestone { milestone_id, .. } => Some(milestone_id.as_str()),
             _ => None,
         })
-        .filter(|m| !done.contains(*m))
+        .filter(|m| !done.contains_key(*m))
         .collect();
     // In plan order: the next one completes.
     let Some(next) = billing.first() else { return };
@@ -227,7 +239,7 @@ fn milestone(rng: &mut fastrand::Rng, e: &Engagement, delivered: &mut Delivered,
         on,
         p,
     ));
-    done.insert((*next).to_owned());
+    done.insert((*next).to_owned(), completed_on);
 }
 
 /// The active engagements of the run, in input order.
@@ -304,7 +316,14 @@ pub async fn inputs(
                     let decide = |who: &str| {
                         let d = json!({"engagement_id": e.engagement_id, "invoice_id": inv.invoice_id, "approver_id": who,
                             "decided_at": format!("{day}T11:00:00Z")});
-                        entry("o2c.approvals", "InvoiceApproved", &format!("approvals:{}:{who}", inv.invoice_id), &e.correlation_id, day, d)
+                        entry(
+                            "o2c.approvals",
+                            "InvoiceApproved",
+                            &format!("approvals:{}:{who}:{}", inv.invoice_id, phase.as_str()),
+                            &e.correlation_id,
+                            day,
+                            d,
+                        )
                     };
                     if rng.u8(0..5) == 0 {
                         delivered.self_approved.insert(inv.invoice_id.clone());
@@ -334,8 +353,14 @@ pub async fn inputs(
                             "amount": {"amount": amount.to_string(), "currency": total.currency.code()},
                             "value_date": value_date.to_string(), "payer": {"name": customer},
                             "remittance": format!("Invoice {number}"), "references": [number]});
-                        delivered.payments.insert(id.clone(), (inv.legal_entity_id.clone(), o2c_domain::money::Money { amount, ..total }));
-                        out.push(entry("o2c.bank", "PaymentReceived", &format!("bank:{id}"), &format!("corr-bank-{id}"), value_date, p));
+                        let sent = PaymentSent {
+                            legal_entity_id: inv.legal_entity_id.clone(),
+                            amount: o2c_domain::money::Money { amount, ..total },
+                            number: number.clone(),
+                        };
+                        delivered.payments.insert(id.clone(), sent);
+                        // Reported on the phase's day (a value date may lie ahead: the second part).
+                        out.push(entry("o2c.bank", "PaymentReceived", &format!("bank:{id}"), &format!("corr-bank-{id}"), day, p));
                     }
                 }
             }

@@ -7,7 +7,10 @@
 //!   nothing else is billed; an installment or milestone line bills the schedule's amount;
 //!   the time and adjustment lines add up to Σ round(hours × the rate card's rate) of the
 //!   latest versions (half away from zero, to the cent — the rule delivery intake states);
-//!   every invoice's lines add up to its net, and net + tax to its total;
+//!   every invoice's lines add up to its net, and net + tax to its total; nothing is billed
+//!   before its cut-off (bill date, completion, work date), no entry is on two time lines;
+//!   while the engagement has an open exception an item may be not yet billed — never
+//!   billed twice or at another amount;
 //! - `invoices_match_erp`: every posted invoice is in the ERP under its number with the same
 //!   id and total, the ERP holds no other invoice and no invoice twice, and no invoice is
 //!   left unposted without an open exception on its engagement;
@@ -17,7 +20,8 @@
 //!   reasons after its retry budget ran out; a payment applied in o2c whose ERP booking was
 //!   never confirmed must be parked too), with applications +
 //!   unapplied = amount; the ERP holds one receipt per payment with the same applications
-//!   and rest; per invoice, what o2c applied = what the ERP applied ≤ its total; Σ cash
+//!   and rest; per invoice, what o2c applied = what the ERP applied = min(total, what was
+//!   paid against it); every posted invoice is in its customer's receivables; Σ cash
 //!   received = Σ applied + Σ unapplied;
 //! - `crm_invoices_current`: the CRM shows every posted invoice with its total and open
 //!   balance (total − applied), unless its engagement has an open exception or a sync of it
@@ -70,6 +74,12 @@ pub struct Billed {
     pub unapplied: Decimal,
     /// Payments parked with their reasons instead of applied (dead-lettered, refused).
     pub payments_parked: usize,
+    /// Active engagements checked.
+    pub engagements: usize,
+    /// Of which with an open exception (billing may stop short, never double).
+    pub excused: usize,
+    /// Self-approvals refused on record (segregation of duties).
+    pub self_approvals_refused: usize,
 }
 
 fn live(i: &InvoiceDoc) -> bool {
@@ -98,6 +108,7 @@ pub async fn check(
             engagements.push(v.value);
         }
     }
+    billed.engagements = engagements.len();
     let mut invoiced = Check::new("invoiced_equals_billable");
     let mut erp = Check::new("invoices_match_erp");
     let mut sod = Check::new("segregation_of_duties");
@@ -112,18 +123,24 @@ pub async fn check(
         let invoices: Vec<&InvoiceDoc> = all.invoices().into_iter().filter(|i| live(i)).collect();
         // What is billable: every installment (all fall due by the last run), the milestones
         // reported complete, the time entries sent.
-        let mut fixed: BTreeMap<String, Decimal> = BTreeMap::new();
+        // Each with the day it became billable (the bill date; the completion date).
+        let mut fixed: BTreeMap<String, (Decimal, chrono::NaiveDate)> = BTreeMap::new();
         let done = delivered.milestones.get(&eng);
         for item in e.billing_schedule.iter().flat_map(|s| &s.items) {
             match item {
-                BillingItem::Installment { item_id, amount, .. } => {
-                    fixed.insert(format!("installment {item_id}"), amount.amount);
+                BillingItem::Installment { item_id, amount, bill_date, .. } => {
+                    fixed.insert(format!("installment {item_id}"), (amount.amount, *bill_date));
                 }
-                BillingItem::Milestone { milestone_id, amount, .. } if done.is_some_and(|d| d.contains(milestone_id)) => {
-                    fixed.insert(format!("milestone {milestone_id}"), amount.amount);
+                BillingItem::Milestone { milestone_id, amount, .. } => {
+                    if let Some(on) = done.and_then(|d| d.get(milestone_id)) {
+                        fixed.insert(format!("milestone {milestone_id}"), (amount.amount, *on));
+                    }
                 }
-                _ => {}
+                BillingItem::TimeAndMaterials { .. } => {}
             }
+        }
+        if exception {
+            billed.excused += 1;
         }
         let sent = delivered.time.get(&eng);
         let mut expected_time = Decimal::ZERO;
@@ -132,7 +149,8 @@ pub async fn check(
             for (id, t) in sent {
                 match card.and_then(|c| c.rate_for(&t.role, &contract.delivery_region, t.date)) {
                     Some(rate) => {
-                        expected_time += (t.hours * rate.hourly_rate).round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+                        let exp = card.map_or(2, |c| c.currency.exponent());
+                        expected_time += (t.hours * rate.hourly_rate).round_dp_with_strategy(exp, RoundingStrategy::MidpointAwayFromZero)
                     }
                     None => invoiced.expect(false, || format!("{eng}: no rate for {id} ({} on {})", t.role, t.date)),
                 }
@@ -141,6 +159,8 @@ pub async fn check(
         // What the live invoices bill.
         let mut seen: BTreeMap<String, (usize, Decimal)> = BTreeMap::new();
         let mut entries: BTreeSet<&str> = BTreeSet::new();
+        // Time lines per entry (adjustments may follow; a second time line is a double bill).
+        let mut time_lines: BTreeMap<&str, usize> = BTreeMap::new();
         let mut time_net = Decimal::ZERO;
         for inv in all.invoices() {
             if let Some(n) = &inv.number {
@@ -165,16 +185,35 @@ pub async fn check(
             for l in &inv.lines {
                 match (&l.source, l.kind) {
                     (LineSource::Installment { item_id }, _) => {
-                        let s = seen.entry(format!("installment {item_id}")).or_default();
+                        let what = format!("installment {item_id}");
+                        let due = fixed.get(&what).map(|(_, d)| *d);
+                        invoiced.expect(due.is_none_or(|d| d <= inv.cut_off), || {
+                            format!("{}: {what} due {due:?} billed with cut-off {}", inv.invoice_id, inv.cut_off)
+                        });
+                        let s = seen.entry(what).or_default();
                         s.0 += 1;
                         s.1 += l.net.amount;
                     }
                     (LineSource::Milestone { milestone_id }, _) => {
-                        let s = seen.entry(format!("milestone {milestone_id}")).or_default();
+                        let what = format!("milestone {milestone_id}");
+                        let done_on = fixed.get(&what).map(|(_, d)| *d);
+                        invoiced.expect(done_on.is_none_or(|d| d <= inv.cut_off), || {
+                            format!("{}: {what} completed {done_on:?} billed with cut-off {}", inv.invoice_id, inv.cut_off)
+                        });
+                        let s = seen.entry(what).or_default();
                         s.0 += 1;
                         s.1 += l.net.amount;
                     }
-                    (LineSource::Entries { entry_ids }, LineKind::Time | LineKind::Adjustment) => {
+                    (LineSource::Entries { entry_ids }, kind @ (LineKind::Time | LineKind::Adjustment)) => {
+                        for id in entry_ids {
+                            if kind == LineKind::Time {
+                                *time_lines.entry(id.as_str()).or_default() += 1;
+                                let worked = sent.and_then(|t| t.get(id)).map(|t| t.date);
+                                invoiced.expect(worked.is_none_or(|d| d <= inv.cut_off), || {
+                                    format!("{}: time entry {id} of {worked:?} billed with cut-off {}", inv.invoice_id, inv.cut_off)
+                                });
+                            }
+                        }
                         entries.extend(entry_ids.iter().map(String::as_str));
                         time_net += l.net.amount;
                     }
@@ -182,6 +221,11 @@ pub async fn check(
                         invoiced.expect(false, || format!("{}: a {kind:?} line the simulation never sent work for", inv.invoice_id));
                     }
                 }
+            }
+            if delivered.self_approved.contains(&inv.invoice_id)
+                && inv.approvals.iter().any(|a| a.user_id == inv.requested_by && a.refused.is_some())
+            {
+                billed.self_approvals_refused += 1;
             }
             if inv.status == InvoiceStatus::Posted {
                 billed.posted += 1;
@@ -197,10 +241,16 @@ pub async fn check(
                 format!("{}: left {} without an open exception on {eng}", inv.invoice_id, inv.status.as_str())
             });
         }
-        for (what, amount) in &fixed {
+        // Billed once at its amount; while an exception is open, perhaps not yet — never
+        // twice, never at another amount.
+        for (what, (amount, _)) in &fixed {
             let (times, net) = seen.get(what).copied().unwrap_or_default();
-            let ok = if exception { times <= 1 } else { times == 1 && net == *amount };
+            let once = times == 1 && net == *amount;
+            let ok = once || (exception && times == 0);
             invoiced.expect(ok, || format!("{eng}: {what} ({amount}) billed {times} time(s), net {net}"));
+        }
+        for (id, n) in &time_lines {
+            invoiced.expect(*n == 1, || format!("{eng}: time entry {id} on {n} time lines"));
         }
         for what in seen.keys().filter(|w| !fixed.contains_key(*w)) {
             invoiced.expect(false, || format!("{eng}: {what} billed but never due"));
@@ -246,7 +296,12 @@ pub async fn check(
     let mut payments = BTreeMap::new();
     // Payments an operator must look at (an open issue on the receivables).
     let mut flagged: BTreeSet<String> = BTreeSet::new();
-    let entities: BTreeSet<&str> = delivered.payments.values().map(|(le, _)| le.as_str()).collect();
+    let entities: BTreeSet<&str> = delivered
+        .payments
+        .values()
+        .map(|p| p.legal_entity_id.as_str())
+        .chain(engagements.iter().filter_map(|e| e.contract.as_ref().map(|c| c.legal_entity.id.as_str())))
+        .collect();
     for le in entities {
         for r in rt.store().load_all(AggregateKind::Receivables, le).await?.all_receivables() {
             for (id, p) in &r.payments {
@@ -262,10 +317,15 @@ pub async fn check(
     // Invoices a payment applies to whose ERP booking is not confirmed (parked).
     let mut unsettled: BTreeSet<String> = BTreeSet::new();
     let rejections = rt.store().rejections(usize::MAX).await?;
-    let parked_events: BTreeSet<String> = rejections.iter().filter_map(|r| r.event_id.clone()).collect();
+    // Parked because its retries ran out (dead-lettered) — not for a business reason.
+    let parked_events: BTreeSet<String> =
+        rejections.iter().filter(|r| r.reasons.iter().any(|i| i.code == "dead_lettered")).filter_map(|r| r.event_id.clone()).collect();
+    // What each invoice number was paid, by the payments o2c booked.
+    let mut paid: BTreeMap<&str, Decimal> = BTreeMap::new();
     let receipts: BTreeMap<String, o2c_domain::receivables::CashReceipt> =
         rt.sims().receipts().await?.into_iter().map(|r| (r.receipt.payment_id.clone(), r.receipt)).collect();
-    for (id, (_, amount)) in &delivered.payments {
+    for (id, sent) in &delivered.payments {
+        let amount = &sent.amount;
         billed.payments += 1;
         billed.received += amount.amount;
         let Some(p) = payments.get(id) else {
@@ -275,6 +335,7 @@ pub async fn check(
             billed.payments_parked += usize::from(parked);
             billed.unapplied += amount.amount;
             cash.expect(parked, || format!("payment {id} ({amount}) is in no receivables and not parked"));
+            unsettled.insert(sent.number.clone());
             continue;
         };
         let applied: Decimal = p.applications.iter().map(|a| a.amount.amount).sum();
@@ -306,9 +367,12 @@ pub async fn check(
                 p.unapplied
             )
         });
-        if p.status != PaymentStatus::Booked {
+        if p.status == PaymentStatus::Booked {
+            *paid.entry(sent.number.as_str()).or_default() += amount.amount;
+        } else {
             refused.insert(id.clone());
             billed.payments_parked += 1;
+            unsettled.insert(sent.number.clone());
             unsettled.extend(p.applications.iter().map(|a| a.number.clone()));
         }
     }
@@ -324,10 +388,18 @@ pub async fn check(
     for (number, (total, applied)) in &items {
         let ours = applied_by_number.get(number).copied().unwrap_or_default();
         let theirs = erp_applied.get(number).copied().unwrap_or_default();
-        let erp_agrees = theirs == *applied || unsettled.contains(number);
-        cash.expect(ours == *applied && erp_agrees && *applied <= *total, || {
-            format!("{number}: total {total}, receivables say {applied} applied, payments {ours}, the ERP {theirs}")
+        // Each payment quotes one invoice: what it was paid applies to it, up to its total
+        // (the rest stays on account) — unless a payment naming it is parked or refused.
+        let owed = paid.get(number.as_str()).copied().unwrap_or_default().min(*total);
+        let settled = !unsettled.contains(number);
+        let ok = ours == *applied && *applied <= *total && (!settled || (theirs == *applied && *applied == owed));
+        cash.expect(ok, || {
+            format!("{number}: total {total}, paid {owed}, receivables say {applied} applied, payments {ours}, the ERP {theirs}")
         });
+    }
+    // Every posted invoice is an open item of its customer's receivables.
+    for (number, (id, _, eng)) in &posted {
+        cash.expect(items.contains_key(number), || format!("{eng}: {id} posted as {number}, in no customer's receivables"));
     }
     cash.expect(billed.received == billed.applied + billed.unapplied, || {
         format!("received {} ≠ applied {} + unapplied {}", billed.received, billed.applied, billed.unapplied)
