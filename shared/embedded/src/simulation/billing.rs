@@ -6,7 +6,7 @@
 //! | phase | inputs per active engagement |
 //! |---|---|
 //! | staff | T&M contracts: one consultant assigned for the whole project |
-//! | work 1 | 1–4 approved time entries (Jan–Jun 2027, quarter hours); 1 in 2 a milestone completes |
+//! | work 1 | 1–4 approved time entries (Jan–Jun 2027, hours to the thousandth); 1 in 2 a milestone completes |
 //! | bill 1 | an on-demand invoice run as of 30 June 2027 (installments, milestones, time to date) |
 //! | approve 1 | each invoice waiting for approval: approved by a second approver; 1 in 5 first self-approved by its requester (refused: segregation of duties) |
 //! | work 2 | 0–3 more entries (Jul–Nov); 1 in 4 earlier entries corrected (version 2, other hours — billed or not); 1 in 3 another milestone |
@@ -164,9 +164,11 @@ fn weekday_between(rng: &mut fastrand::Rng, from: NaiveDate, to: NaiveDate) -> N
     }
 }
 
-/// Quarter hours from 0.25 to 10.
+/// From 0.001 to 10 hours, to the thousandth (a PSA converting minutes sends such hours):
+/// hours × a whole-euro rate then has a third decimal, so entries are rounded to the cent
+/// (the T&M roles' rates, 218 and 172, are even: never exactly on a half cent).
 fn hours(rng: &mut fastrand::Rng) -> Decimal {
-    Decimal::new(rng.i64(1..=40) * 25, 2)
+    Decimal::new(rng.i64(1..=10_000), 3)
 }
 
 /// The T&M line and its roles, when the contract has one.
