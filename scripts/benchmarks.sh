@@ -4,7 +4,7 @@
 # around them is kept.
 #   machine     CPU, cores, memory, kernel, toolchain, date
 #   embedded    the embedded runtime's throughput per durability mode, backlog of 1,000 and
-#               5,000 engagements (cargo bench --bench embedded)
+#               5,000 engagements, on one core and on two (cargo bench --bench embedded)
 #   simulation  o2c sim run: 10,000 engagements x 5 seeds with every hazard (release build)
 #   criterion   the pure-core and invoice-run criterion benches           (--criterion)
 #   lambda      release bootstrap sizes and build time                    (--lambda, ~30 min cold)
@@ -58,8 +58,17 @@ if want embedded; then
 echo "== embedded runtime (cargo bench --bench embedded)"
 sizes="1000 5000"
 [ "$quick" = 1 ] && sizes="500"
+cargo bench --quiet -p o2c-benches --bench embedded -- $sizes --one-core | tee "$out/embedded-1.txt"
 cargo bench --quiet -p o2c-benches --bench embedded -- $sizes | tee "$out/embedded.txt"
 {
+  echo 'One core (every task on one thread, `--one-core`):'
+  echo
+  echo '```text'
+  cat "$out/embedded-1.txt"
+  echo '```'
+  echo
+  echo 'Two worker threads (Tokio'"'"'s default on this machine):'
+  echo
   echo '```text'
   cat "$out/embedded.txt"
   echo '```'

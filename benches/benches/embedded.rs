@@ -8,7 +8,7 @@
 //! business events on the bus (closed-won, contract created, project provisioned, project
 //! activated).
 //!
-//! `cargo bench -p o2c-benches --bench embedded [-- N ... [--only group|full|normal]]`
+//! `cargo bench -p o2c-benches --bench embedded [-- N ... [--only group|full|normal|memory] [--one-core]]`
 //! (default N = 1000), or
 //! `scripts/benchmarks.sh` for every benchmark of BENCHMARKS.md.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -38,8 +38,13 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn run(n: usize, durability: Durability) -> Measured {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+fn run(n: usize, durability: Durability, one_core: bool) -> Measured {
+    // `--one-core`: every task on one thread (the goal is per core); otherwise
+    // Tokio's default, one worker thread per core.
+    let rt = if one_core { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() }
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let opts = RuntimeOptions { durability, max_workers_per_function: 4, ..RuntimeOptions::default() };
@@ -85,17 +90,18 @@ fn main() {
     );
     for &n in &sizes {
         let mut group_rate = None;
-        // `--only group|full|normal` runs one mode (profiling).
+        // `--only group|full|normal|memory` runs one mode (profiling).
         let only = std::env::args().skip_while(|a| a != "--only").nth(1);
         for (name, label, d) in [
             ("group", "group commit (default)", Durability::Group),
             ("full", "fsync every commit (Full)", Durability::Full),
             ("normal", "WAL NORMAL, no fsync", Durability::Normal),
+            ("memory", "in memory, no file", Durability::Memory),
         ] {
             if only.as_deref().is_some_and(|o| o != name) {
                 continue;
             }
-            let m = run(n, d);
+            let m = run(n, d, std::env::args().any(|a| a == "--one-core"));
             let secs = m.wall.as_secs_f64();
             let rate = n as f64 / secs;
             group_rate.get_or_insert(rate);

@@ -44,6 +44,17 @@ fn internal(e: O2cError) -> Response {
     error(status, e.error_type(), e.to_string())
 }
 
+/// What the API has shown survives a crash of the process: the runtime's open batch
+/// transaction is committed before any answer leaves (publishing waits for more: the
+/// fsync that makes the accepted events durable).
+async fn committed(State(s): State<Arc<AppState>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    match s.rt.db().commit() {
+        Ok(()) => resp,
+        Err(e) => internal(e),
+    }
+}
+
 async fn put_events(State(s): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
     let req: PutEventsRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -224,6 +235,7 @@ async fn serve_embedded(db: PathBuf, addr: String, reference: ReferenceData, tem
         .route("/v1/exceptions/{id}/actions", post(exception_action))
         .route("/v1/queues", get(queues))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), committed))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;

@@ -18,7 +18,7 @@ use o2c_app::ports::EventPublisher;
 use o2c_domain::events::OutgoingEvent;
 use o2c_topology::routing::Router;
 use o2c_topology::topology::Topology;
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -218,7 +218,7 @@ impl LocalBus {
             let now = self.db.now_ms();
             self.db
                 .call(move |c| {
-                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                    let tx = crate::db::atomic(c)?;
                     prune_fifo_dedup(&tx, now)?;
                     for (id, source, dt, text, targets) in accepted {
                         let rules: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
@@ -236,7 +236,7 @@ impl LocalBus {
                             insert_message(&tx, message_id, queue, &text, group.as_deref(), fifo.then_some(id.as_str()), now)?;
                         }
                     }
-                    tx.commit().map_err(db_err)
+                    tx.commit()
                 })
                 .await?;
             self.wake(touched.iter().map(String::as_str));
@@ -260,7 +260,7 @@ impl LocalBus {
         let now = self.db.now_ms();
         self.db
             .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let tx = crate::db::atomic(c)?;
                 let mut dead_lettered = Vec::new();
                 let mut picked: Vec<ReceivedMessage> = Vec::new();
                 {
@@ -339,7 +339,7 @@ impl LocalBus {
                     .and_then(|mut s| s.execute(params![m.message_id, now + vis, now]))
                     .map_err(db_err)?;
                 }
-                tx.commit().map_err(db_err)?;
+                tx.commit()?;
                 Ok(Received { messages: picked, dead_lettered })
             })
             .await
@@ -359,7 +359,7 @@ impl LocalBus {
         let woken = target.clone();
         self.db
             .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let tx = crate::db::atomic(c)?;
                 prune_fifo_dedup(&tx, now)?;
                 let accepted = match &dedup {
                     Some(d) => fifo_accepts(&tx, &target, d, now)?,
@@ -371,7 +371,7 @@ impl LocalBus {
                 tx.prepare_cached("DELETE FROM messages WHERE message_id = ?1")
                     .and_then(|mut s| s.execute(params![message_id]))
                     .map_err(db_err)?;
-                tx.commit().map_err(db_err)
+                tx.commit()
             })
             .await?;
         self.wake([woken.as_str()]);
@@ -385,13 +385,13 @@ impl LocalBus {
         }
         self.db
             .call(move |c| {
-                let tx = c.transaction().map_err(db_err)?;
+                let tx = crate::db::atomic(c)?;
                 for id in ids {
                     tx.prepare_cached("DELETE FROM messages WHERE message_id = ?1")
                         .and_then(|mut s| s.execute(params![id]))
                         .map_err(db_err)?;
                 }
-                tx.commit().map_err(db_err)
+                tx.commit()
             })
             .await
     }
@@ -521,7 +521,7 @@ impl LocalBus {
         self.db
             .call(move |c| {
                 let mut s = c
-                    .prepare("SELECT message_id, queue, receive_count, sent_at, dead_lettered_from, last_error, body FROM messages WHERE queue = ?1 ORDER BY seq LIMIT ?2")
+                    .prepare_cached("SELECT message_id, queue, receive_count, sent_at, dead_lettered_from, last_error, body FROM messages WHERE queue = ?1 ORDER BY seq LIMIT ?2")
                     .map_err(db_err)?;
                 let rows = s
                     .query_map(params![queue, limit as i64], |r| {
@@ -652,7 +652,7 @@ impl LocalBus {
 
 /// Enqueues one message.
 fn insert_message(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     message_id: &str,
     queue: &str,
     body: &str,
@@ -671,7 +671,7 @@ fn insert_message(
 /// SQS FIFO deduplication: true when `dedup_id` was not accepted by `queue` in the last 5
 /// minutes, recording this send; false for a duplicate (SQS answers it as sent and does not
 /// deliver it). The interval runs from the first accepted send: duplicates do not extend it.
-fn fifo_accepts(tx: &Transaction<'_>, queue: &str, dedup_id: &str, now: i64) -> Result<bool, O2cError> {
+fn fifo_accepts(tx: &Connection, queue: &str, dedup_id: &str, now: i64) -> Result<bool, O2cError> {
     let seen: Option<i64> = tx
         .prepare_cached("SELECT sent_at FROM fifo_dedup WHERE queue = ?1 AND dedup_id = ?2")
         .and_then(|mut s| s.query_row(params![queue, dedup_id], |r| r.get(0)).optional())
@@ -689,7 +689,7 @@ fn fifo_accepts(tx: &Transaction<'_>, queue: &str, dedup_id: &str, now: i64) -> 
 
 /// Forgets deduplication ids older than the interval (each id is removed once, so the cost
 /// follows the send rate, not the table's size).
-fn prune_fifo_dedup(tx: &Transaction<'_>, now: i64) -> Result<(), O2cError> {
+fn prune_fifo_dedup(tx: &Connection, now: i64) -> Result<(), O2cError> {
     tx.prepare_cached("DELETE FROM fifo_dedup WHERE sent_at <= ?1")
         .and_then(|mut s| s.execute(params![now - FIFO_DEDUP_WINDOW_MS]))
         .map(|_| ())

@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::bus::{DeadLettered, LOCAL_ACCOUNT, LOCAL_REGION, LocalBus, ReceivedMessage};
-use crate::db::{Db, db_err};
+use crate::db::{Cached, Db, db_err};
 use crate::sim::Simulators;
 use crate::store::SqliteStore;
 
@@ -280,7 +280,7 @@ impl Runtime {
             .inner
             .db
             .call(move |c| {
-                c.execute(
+                c.exec(
                     "UPDATE idempotency SET in_progress_until = ?1 WHERE status = ?2 AND in_progress_until > ?1",
                     params![now, o2c_app::idempotency::IdempotencyStatus::InProgress.as_str()],
                 )
@@ -448,6 +448,9 @@ impl Runtime {
         let mut report = RunReport::default();
         while let Some(msgs) = self.next_batch(&p.source, p.batch_size as usize, stop, None).await {
             self.pipe_batch(&p, msgs, &mut report).await;
+            // Database calls complete without suspending: a busy worker lets the other tasks
+            // (HTTP handlers, publishers) run between batches.
+            tokio::task::yield_now().await;
         }
         report
     }
@@ -546,6 +549,7 @@ impl Runtime {
         };
         while let Some(msgs) = self.next_batch(&f.queue, f.batch_size as usize, stop, Some(step)).await {
             self.function_batch(&f, step, msgs, &mut report).await;
+            tokio::task::yield_now().await;
         }
         report
     }

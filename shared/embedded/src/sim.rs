@@ -22,7 +22,7 @@ use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::model::{BillingItem, BillingSchedule, ProjectSpec};
 use o2c_domain::reference::{ReferenceData, TaxJurisdiction};
 use o2c_domain::tax::{TaxQuote, TaxRequest};
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Cached, Db, db_err, row_err};
@@ -157,9 +157,9 @@ fn store_err(system: System, e: O2cError) -> ConnectorError {
     transient(system, 503, &format!("simulator storage: {e}"), None)
 }
 
-fn take_fault(tx: &Transaction<'_>, system: System, op: &str) -> Result<Applied, O2cError> {
+fn take_fault(tx: &Connection, system: System, op: &str) -> Result<Applied, O2cError> {
     let row: Option<(i64, String, Option<i64>)> = tx
-        .query_row(
+        .row(
             "SELECT seq, fault, remaining FROM sim_faults WHERE system = ?1 AND (operation = ?2 OR operation = '*') ORDER BY seq LIMIT 1",
             params![system.as_str(), op],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -193,9 +193,9 @@ fn take_fault(tx: &Transaction<'_>, system: System, op: &str) -> Result<Applied,
 }
 
 /// The delay of the next fault for `op` when it is a latency fault.
-fn peek_latency(tx: &Transaction<'_>, system: System, op: &str) -> Result<Option<Duration>, O2cError> {
+fn peek_latency(tx: &Connection, system: System, op: &str) -> Result<Option<Duration>, O2cError> {
     let fault: Option<String> = tx
-        .query_row(
+        .row(
             "SELECT fault FROM sim_faults WHERE system = ?1 AND (operation = ?2 OR operation = '*') ORDER BY seq LIMIT 1",
             params![system.as_str(), op],
             |r| r.get(0),
@@ -208,7 +208,7 @@ fn peek_latency(tx: &Transaction<'_>, system: System, op: &str) -> Result<Option
     })
 }
 
-fn log_call(tx: &Transaction<'_>, system: System, op: &str, key: &str, outcome: &str, at: &str) -> Result<(), O2cError> {
+fn log_call(tx: &Connection, system: System, op: &str, key: &str, outcome: &str, at: &str) -> Result<(), O2cError> {
     tx.exec(
         "INSERT INTO sim_calls (system, operation, key, outcome, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![system.as_str(), op, key, outcome, at],
@@ -270,7 +270,7 @@ impl Simulators {
         self.db
             .call(move |c| {
                 let mut s = c
-                    .prepare(
+                    .prepare_cached(
                         "SELECT external_key, project_id, status, spec FROM sim_projects WHERE system = ?1 ORDER BY created_at, project_id",
                     )
                     .map_err(db_err)?;
@@ -299,7 +299,7 @@ impl Simulators {
         self.db
             .call(|c| {
                 let mut s = c
-                    .prepare("SELECT schedule_id, erp_project_id, schedule FROM sim_billing_schedules ORDER BY created_at")
+                    .prepare_cached("SELECT schedule_id, erp_project_id, schedule FROM sim_billing_schedules ORDER BY created_at")
                     .map_err(db_err)?;
                 let rows =
                     s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))).map_err(db_err)?;
@@ -318,7 +318,7 @@ impl Simulators {
         self.db
             .call(move |c| {
                 let row: Option<(i64, String)> = c
-                    .query_row("SELECT sync_version, fields FROM sim_crm_opportunities WHERE opportunity_id = ?1", params![id], |r| {
+                    .row("SELECT sync_version, fields FROM sim_crm_opportunities WHERE opportunity_id = ?1", params![id], |r| {
                         Ok((r.get(0)?, r.get(1)?))
                     })
                     .optional()
@@ -346,7 +346,7 @@ impl Simulators {
         self.db
             .call(|c| {
                 let mut s = c
-                    .prepare("SELECT number, invoice_id, erp_invoice_id, legal_entity_id, body FROM sim_invoices ORDER BY number")
+                    .prepare_cached("SELECT number, invoice_id, erp_invoice_id, legal_entity_id, body FROM sim_invoices ORDER BY number")
                     .map_err(db_err)?;
                 let rows = s
                     .query_map([], |r| {
@@ -379,12 +379,12 @@ impl Simulators {
     async fn operate<T, F>(&self, system: System, op: &'static str, key: String, f: F) -> Result<T, ConnectorError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>, &str) -> Result<Result<(T, &'static str), ConnectorError>, O2cError> + Send + 'static,
+        F: FnOnce(&Connection, &str) -> Result<Result<(T, &'static str), ConnectorError>, O2cError> + Send + 'static,
     {
         let delay = self
             .db
             .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let tx = crate::db::atomic(c)?;
                 let delay = match peek_latency(&tx, system, op)? {
                     Some(d) => {
                         take_fault(&tx, system, op)?;
@@ -392,7 +392,7 @@ impl Simulators {
                     }
                     None => None,
                 };
-                tx.commit().map_err(db_err)?;
+                tx.commit()?;
                 Ok(delay)
             })
             .await
@@ -404,11 +404,11 @@ impl Simulators {
         let answer = self
             .db
             .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let tx = crate::db::atomic(c)?;
                 let applied = take_fault(&tx, system, op)?;
                 if let Applied::Before(err) = applied {
                     log_call(&tx, system, op, &key, &format!("fault: {err}"), &at)?;
-                    tx.commit().map_err(db_err)?;
+                    tx.commit()?;
                     return Ok((Err(err), false));
                 }
                 let result = f(&tx, &at)?;
@@ -417,7 +417,7 @@ impl Simulators {
                     Err(e) => format!("error: {e}"),
                 };
                 log_call(&tx, system, op, &key, &outcome, &at)?;
-                tx.commit().map_err(db_err)?;
+                tx.commit()?;
                 match (applied, result) {
                     (Applied::AfterCommit, Ok(_)) => {
                         Ok((Err(transient(system, 0, "response lost: request timed out after the system committed it", None)), false))
@@ -452,7 +452,7 @@ impl Simulators {
             };
             me.operate(system, "create_project", key, move |tx, at| {
                 if let Some((id, status)) = tx
-                    .query_row("SELECT project_id, status FROM sim_projects WHERE system = ?1 AND external_key = ?2", params![system.as_str(), spec.external_key.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                    .row("SELECT project_id, status FROM sim_projects WHERE system = ?1 AND external_key = ?2", params![system.as_str(), spec.external_key.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                     .optional()
                     .map_err(db_err)?
                 {
@@ -528,7 +528,7 @@ impl Psa for Simulators {
         let _ = reason;
         self.operate(System::Psa, "cancel_project", id.clone(), move |tx, _| {
             let n = tx
-                .execute("UPDATE sim_projects SET status = 'cancelled' WHERE system = 'psa' AND project_id = ?1", params![id])
+                .exec("UPDATE sim_projects SET status = 'cancelled' WHERE system = 'psa' AND project_id = ?1", params![id])
                 .map_err(db_err)?;
             if n == 0 {
                 return Ok(Err(permanent(System::Psa, 404, "NOT_FOUND", format!("project {id} does not exist"))));
@@ -564,14 +564,14 @@ impl Erp for Simulators {
         let (project, schedule) = (erp_project_id.to_owned(), schedule.clone());
         self.operate(System::Erp, "create_billing_schedule", schedule.schedule_id.clone(), move |tx, at| {
             if let Some(id) = tx
-                .query_row("SELECT schedule_id FROM sim_billing_schedules WHERE external_key = ?1", params![schedule.schedule_id], |r| r.get::<_, String>(0))
+                .row("SELECT schedule_id FROM sim_billing_schedules WHERE external_key = ?1", params![schedule.schedule_id], |r| r.get::<_, String>(0))
                 .optional()
                 .map_err(db_err)?
             {
                 return Ok(Ok((ExternalObject { id, created: false, status: ObjectStatus::Active }, "existing")));
             }
             let row: Option<(String, String)> = tx
-                .query_row("SELECT status, spec FROM sim_projects WHERE system = 'erp' AND project_id = ?1", params![project], |r| Ok((r.get(0)?, r.get(1)?)))
+                .row("SELECT status, spec FROM sim_projects WHERE system = 'erp' AND project_id = ?1", params![project], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(db_err)?;
             let Some((status, spec)) = row else {
@@ -658,7 +658,7 @@ impl Simulators {
                 return Ok(Err(permanent(System::Erp, 400, "USER_ERROR", format!("Invoice {} has no number", inv.invoice_id))));
             }
             if let Some((id, existing)) = tx
-                .query_row("SELECT erp_invoice_id, invoice_id FROM sim_invoices WHERE number = ?1", params![number], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .row("SELECT erp_invoice_id, invoice_id FROM sim_invoices WHERE number = ?1", params![number], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                 .optional()
                 .map_err(db_err)?
             {
@@ -671,7 +671,7 @@ impl Simulators {
                 return Ok(Err(e));
             }
             let project: Option<String> = tx
-                .query_row("SELECT status FROM sim_projects WHERE system = 'erp' AND project_id = ?1", params![inv.erp_project_id], |r| r.get(0))
+                .row("SELECT status FROM sim_projects WHERE system = 'erp' AND project_id = ?1", params![inv.erp_project_id], |r| r.get(0))
                 .optional()
                 .map_err(db_err)?;
             match project.as_deref() {
@@ -721,7 +721,7 @@ impl Crm for Simulators {
                 return Ok(Err(permanent(System::Crm, 400, "STRING_TOO_LONG", "O2C_Last_Error__c: data value too large (max length=255)".into())));
             }
             let current: Option<i64> = tx
-                .query_row("SELECT sync_version FROM sim_crm_opportunities WHERE opportunity_id = ?1", params![u.opportunity_id], |r| r.get(0))
+                .row("SELECT sync_version FROM sim_crm_opportunities WHERE opportunity_id = ?1", params![u.opportunity_id], |r| r.get(0))
                 .optional()
                 .map_err(db_err)?;
             if current.is_some_and(|v| v as u64 > u.sync_version) {

@@ -14,7 +14,7 @@ use o2c_domain::aggregate::AggregateBody;
 use o2c_domain::aggregate::{AggregateKey, AggregateKind, Loaded, LoadedAggregate};
 use o2c_domain::engagement::{AuditEntry, Engagement};
 use o2c_domain::exception_case::ExceptionCase;
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::db::{Cached, Db, db_err, row_err};
 
@@ -32,21 +32,17 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-fn read_record(tx: &Transaction<'_>, key: &str) -> Result<Option<IdempotencyRecord>, O2cError> {
+fn read_record(tx: &Connection, key: &str) -> Result<Option<IdempotencyRecord>, O2cError> {
     let row = tx
-        .query_row(
-            "SELECT status, payload_hash, expires_at, in_progress_until, result FROM idempotency WHERE key = ?1",
-            params![key],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            },
-        )
+        .row("SELECT status, payload_hash, expires_at, in_progress_until, result FROM idempotency WHERE key = ?1", params![key], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })
         .optional()
         .map_err(db_err)?;
     let Some((status, hash, expires, in_progress, result)) = row else {
@@ -64,7 +60,7 @@ fn read_record(tx: &Transaction<'_>, key: &str) -> Result<Option<IdempotencyReco
     }))
 }
 
-fn current_version(tx: &Transaction<'_>, engagement_id: &str) -> Result<Option<u64>, O2cError> {
+fn current_version(tx: &Connection, engagement_id: &str) -> Result<Option<u64>, O2cError> {
     tx.row("SELECT version FROM engagements WHERE engagement_id = ?1", params![engagement_id], |r| r.get::<_, i64>(0))
         .optional()
         .map_err(db_err)
@@ -72,7 +68,7 @@ fn current_version(tx: &Transaction<'_>, engagement_id: &str) -> Result<Option<u
 }
 
 /// Writes the engagement if its version is as expected; returns the new version.
-fn write_state(tx: &Transaction<'_>, w: &StateWrite) -> Result<Option<u64>, O2cError> {
+fn write_state(tx: &Connection, w: &StateWrite) -> Result<Option<u64>, O2cError> {
     let e = &w.engagement;
     let actual = current_version(tx, &e.engagement_id)?;
     let ok = match (w.expected, actual) {
@@ -132,7 +128,7 @@ fn gzip_len(json: &[u8]) -> Result<usize, O2cError> {
 }
 
 /// Writes another aggregate if its version is as expected; `false` on a version conflict.
-fn write_aggregate(tx: &Transaction<'_>, w: &AggregateWrite, at: &str) -> Result<bool, O2cError> {
+fn write_aggregate(tx: &Connection, w: &AggregateWrite, at: &str) -> Result<bool, O2cError> {
     let key = w.body.key();
     let body = serde_json::to_string(&w.body).map_err(row_err)?;
     // The budget DynamoDB's adapter enforces, on the same form: compressed kinds by their
@@ -148,7 +144,7 @@ fn write_aggregate(tx: &Transaction<'_>, w: &AggregateWrite, at: &str) -> Result
         )));
     }
     let actual: Option<i64> = tx
-        .query_row(
+        .row(
             "SELECT version FROM aggregates WHERE kind = ?1 AND owner = ?2 AND id = ?3",
             params![key.kind.as_str(), key.owner, key.id],
             |r| r.get(0),
@@ -198,7 +194,7 @@ impl EngagementStore for SqliteStore {
                 let mut loaded = Loaded::default();
                 for k in keys {
                     let row: Option<(i64, String)> = c
-                        .query_row(
+                        .row(
                             "SELECT version, body FROM aggregates WHERE kind = ?1 AND owner = ?2 AND id = ?3",
                             params![k.kind.as_str(), k.owner, k.id],
                             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -219,7 +215,7 @@ impl EngagementStore for SqliteStore {
         self.db
             .call(move |c| {
                 let row = c
-                    .query_row("SELECT version, body FROM engagements WHERE engagement_id = ?1", params![id], |r| {
+                    .row("SELECT version, body FROM engagements WHERE engagement_id = ?1", params![id], |r| {
                         Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
                     })
                     .optional()
@@ -232,7 +228,7 @@ impl EngagementStore for SqliteStore {
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, O2cError> {
         self.db
             .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let tx = crate::db::atomic(c)?;
                 match &commit.key {
                     KeyWrite::Complete(comp) => match (comp.mode, read_record(&tx, &comp.key)?) {
                         (CompletionMode::Fresh, Some(rec)) if rec.is_live(comp.now) => return Ok(CommitOutcome::AlreadyCompleted(rec)),
@@ -276,7 +272,7 @@ impl EngagementStore for SqliteStore {
                     )
                     .map_err(db_err)?;
                 }
-                tx.commit().map_err(db_err)?;
+                tx.commit()?;
                 Ok(CommitOutcome::Committed { version })
             })
             .await
@@ -357,18 +353,13 @@ impl EngagementStore for SqliteStore {
 impl IdempotencyStore for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<IdempotencyRecord>, O2cError> {
         let key = key.to_owned();
-        self.db
-            .call(move |c| {
-                let tx = c.transaction().map_err(db_err)?;
-                read_record(&tx, &key)
-            })
-            .await
+        self.db.call(move |c| read_record(c, &key)).await
     }
 
     async fn reserve(&self, r: Reservation) -> Result<ReserveOutcome, O2cError> {
         self.db
             .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let tx = crate::db::atomic(c)?;
                 match classify(read_record(&tx, &r.key)?.as_ref(), &r.payload_hash, r.now) {
                     KeyState::Free => {}
                     KeyState::Completed(rec) => return Ok(ReserveOutcome::AlreadyCompleted(rec)),
@@ -393,7 +384,7 @@ impl IdempotencyStore for SqliteStore {
                     params![r.key, IdempotencyStatus::InProgress.as_str(), r.payload_hash, millis(r.expires_at), millis(r.in_progress_until)],
                 )
                 .map_err(db_err)?;
-                tx.commit().map_err(db_err)?;
+                tx.commit()?;
                 Ok(ReserveOutcome::Reserved { claimed_version })
             })
             .await
@@ -416,9 +407,9 @@ impl RejectionStore for SqliteStore {
         let m = m.clone();
         self.db
             .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let tx = crate::db::atomic(c)?;
                 let existing: Option<String> = tx
-                    .query_row("SELECT body FROM rejections WHERE rejection_id = ?1", params![m.rejection_id], |r| r.get(0))
+                    .row("SELECT body FROM rejections WHERE rejection_id = ?1", params![m.rejection_id], |r| r.get(0))
                     .optional()
                     .map_err(db_err)?;
                 let stored = match existing {
@@ -446,7 +437,7 @@ impl RejectionStore for SqliteStore {
                     params![stored.rejection_id, stored.rejected_at.to_rfc3339(), last, serde_json::to_string(&stored).map_err(row_err)?],
                 )
                 .map_err(db_err)?;
-                tx.commit().map_err(db_err)
+                tx.commit()
             })
             .await
     }
@@ -456,7 +447,7 @@ impl RejectionStore for SqliteStore {
         let body = serde_json::to_string(f).map_err(row_err)?;
         self.db
             .call(move |c| {
-                let tx = c.transaction().map_err(db_err)?;
+                let tx = crate::db::atomic(c)?;
                 // The queue listing shows the last error; the failure record (the step, the
                 // receive count, when) is kept under the message id, as on AWS.
                 tx.exec("UPDATE messages SET last_error = ?2 WHERE message_id = ?1", params![id, text]).map_err(db_err)?;
@@ -465,7 +456,7 @@ impl RejectionStore for SqliteStore {
                     params![id, body],
                 )
                 .map_err(db_err)?;
-                tx.commit().map_err(db_err)
+                tx.commit()
             })
             .await
     }
@@ -475,7 +466,7 @@ impl RejectionStore for SqliteStore {
         self.db
             .call(move |c| {
                 let body: Option<String> = c
-                    .query_row("SELECT body FROM delivery_failures WHERE message_id = ?1", params![id], |r| r.get(0))
+                    .row("SELECT body FROM delivery_failures WHERE message_id = ?1", params![id], |r| r.get(0))
                     .optional()
                     .map_err(db_err)?;
                 body.map(|b| serde_json::from_str(&b).map_err(row_err)).transpose()

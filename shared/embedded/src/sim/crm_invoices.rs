@@ -32,7 +32,7 @@ impl Simulators {
                 )));
             }
             let current: Option<i64> = tx
-                .query_row("SELECT version FROM sim_crm_invoices WHERE number = ?1", params![inv.number], |r| r.get(0))
+                .row("SELECT version FROM sim_crm_invoices WHERE number = ?1", params![inv.number], |r| r.get(0))
                 .optional()
                 .map_err(db_err)?;
             if current.is_some_and(|v| v as u64 >= inv.version) {

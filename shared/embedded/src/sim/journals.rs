@@ -27,7 +27,7 @@ impl Simulators {
         let closed = self.erp_closed_through.get(&j.legal_entity_id).copied();
         self.operate(System::Erp, "post_journal", j.journal_id.clone(), move |tx, at| {
             if let Some((id, body)) = tx
-                .query_row("SELECT erp_journal_id, body FROM sim_journals WHERE journal_id = ?1", params![j.journal_id], |r| {
+                .row("SELECT erp_journal_id, body FROM sim_journals WHERE journal_id = ?1", params![j.journal_id], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                 })
                 .optional()

@@ -32,7 +32,7 @@ impl Simulators {
         let key = external_key.to_owned();
         self.operate(system, "get_project", key.clone(), move |tx, _| {
             let row: Option<(String, String, String)> = tx
-                .query_row(
+                .row(
                     "SELECT project_id, status, spec FROM sim_projects WHERE system = ?1 AND external_key = ?2",
                     params![system.as_str(), key],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -51,7 +51,7 @@ impl Simulators {
         let (project, key) = (erp_project_id.to_owned(), schedule_id.to_owned());
         self.operate(System::Erp, "get_billing_schedule", key.clone(), move |tx, _| {
             let row: Option<String> = tx
-                .query_row(
+                .row(
                     "SELECT schedule FROM sim_billing_schedules WHERE external_key = ?1 AND erp_project_id = ?2",
                     params![key, project],
                     |r| r.get(0),
@@ -71,7 +71,7 @@ impl Simulators {
         let n = number.to_owned();
         self.operate(System::Erp, "get_invoice", n.clone(), move |tx, _| {
             let row: Option<(String, String)> = tx
-                .query_row("SELECT erp_invoice_id, body FROM sim_invoices WHERE number = ?1", params![n], |r| Ok((r.get(0)?, r.get(1)?)))
+                .row("SELECT erp_invoice_id, body FROM sim_invoices WHERE number = ?1", params![n], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(db_err)?;
             let Some((erp_invoice_id, body)) = row else { return Ok(Ok((None, "not found"))) };
@@ -95,7 +95,7 @@ impl Simulators {
         let id = opportunity_id.to_owned();
         self.operate(System::Crm, "get_opportunity", id.clone(), move |tx, _| {
             let row: Option<String> = tx
-                .query_row("SELECT fields FROM sim_crm_opportunities WHERE opportunity_id = ?1", params![id], |r| r.get(0))
+                .row("SELECT fields FROM sim_crm_opportunities WHERE opportunity_id = ?1", params![id], |r| r.get(0))
                 .optional()
                 .map_err(db_err)?;
             Ok(Ok(match row {
@@ -146,14 +146,14 @@ impl Simulators {
                         vec![String::new(), id.clone()],
                     ),
                 };
-                let tx = c.transaction().map_err(db_err)?;
+                let tx = crate::db::atomic(c)?;
                 let current: Option<String> =
                     tx.row(select, params![key[0], key[1]], |r| r.get(0)).optional().map_err(db_err)?;
                 let Some(current) = current else { return Ok(false) };
                 let mut v: serde_json::Value = serde_json::from_str(&current).map_err(row_err)?;
                 edit(&mut v);
                 tx.exec(update, params![key[0], key[1], v.to_string()]).map_err(db_err)?;
-                tx.commit().map_err(db_err)?;
+                tx.commit()?;
                 Ok(true)
             })
             .await

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use o2c_app::O2cError;
 use o2c_app::ports::{ConnectorError, ExternalObject, ObjectStatus, System};
 use o2c_domain::receivables::CashReceipt;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +33,7 @@ impl Simulators {
         let customers = self.erp_customers.clone();
         self.operate(System::Erp, "book_receipt", r.payment_id.clone(), move |tx, at| {
             if let Some((id, body)) = tx
-                .query_row("SELECT receipt_id, body FROM sim_receipts WHERE payment_id = ?1", params![r.payment_id], |row| {
+                .row("SELECT receipt_id, body FROM sim_receipts WHERE payment_id = ?1", params![r.payment_id], |row| {
                     Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
                 })
                 .optional()
@@ -105,7 +105,7 @@ impl Simulators {
     }
 }
 
-fn validate(tx: &Transaction<'_>, r: &CashReceipt) -> Result<Result<(), ConnectorError>, O2cError> {
+fn validate(tx: &Connection, r: &CashReceipt) -> Result<Result<(), ConnectorError>, O2cError> {
     let bad = |code: &str, m: String| Ok(Err(permanent(System::Erp, 400, code, m)));
     if !r.amount.is_positive() || r.unapplied.currency != r.amount.currency || r.unapplied.amount.is_sign_negative() {
         return bad("INVALID_AMOUNT", format!("Receipt {} has amount {} and unapplied {}", r.payment_id, r.amount, r.unapplied));
@@ -118,7 +118,7 @@ fn validate(tx: &Transaction<'_>, r: &CashReceipt) -> Result<Result<(), Connecto
     }
     if let Some(original) = &r.reverses {
         let row: Option<(String, Option<String>)> = tx
-            .query_row("SELECT body, reversed_by FROM sim_receipts WHERE payment_id = ?1", params![original], |row| {
+            .row("SELECT body, reversed_by FROM sim_receipts WHERE payment_id = ?1", params![original], |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })
             .optional()
@@ -137,7 +137,7 @@ fn validate(tx: &Transaction<'_>, r: &CashReceipt) -> Result<Result<(), Connecto
     }
     for a in &r.applications {
         let row: Option<(String, String, String)> = tx
-            .query_row("SELECT legal_entity_id, total, currency FROM sim_invoices WHERE number = ?1", params![a.number], |row| {
+            .row("SELECT legal_entity_id, total, currency FROM sim_invoices WHERE number = ?1", params![a.number], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })
             .optional()
@@ -164,7 +164,7 @@ fn validate(tx: &Transaction<'_>, r: &CashReceipt) -> Result<Result<(), Connecto
 }
 
 /// Applied to invoice `number` by live receipts.
-fn applied_to(tx: &Transaction<'_>, number: &str) -> Result<Decimal, O2cError> {
+fn applied_to(tx: &Connection, number: &str) -> Result<Decimal, O2cError> {
     let mut s = tx.prepare_cached("SELECT body FROM sim_receipts WHERE reversed_by IS NULL").map_err(db_err)?;
     let bodies = s.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?;
     let mut sum = Decimal::ZERO;

@@ -1,0 +1,113 @@
+//! Group commit's batch transactions: calls share one transaction until a window, a call
+//! limit, an acknowledgement or the handle's end commits it — whole — and a handle whose
+//! open batch SQLite undid refuses every later call instead of losing them silently.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use o2c_embedded::db::{BATCH_CALLS, Db, Durability, db_err};
+
+fn open(path: &Path, window: Duration) -> Db {
+    let db = Db::open_with(path, Durability::Group).unwrap();
+    db.set_batch_window(window).unwrap();
+    db
+}
+
+async fn insert(db: &Db, n: u32) {
+    db.call(move |c| {
+        c.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER NOT NULL)", []).map_err(db_err)?;
+        c.execute("INSERT INTO t (n) VALUES (?1)", [n]).map_err(db_err)?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+/// What another process sees: a second connection on the file.
+fn committed_rows(path: &Path) -> i64 {
+    let other = rusqlite::Connection::open(path).unwrap();
+    other.busy_timeout(Duration::from_secs(10)).unwrap();
+    // No table yet: nothing committed (the table is created by the first insert's batch).
+    other.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn when_calls_share_a_batch_should_stay_unseen_by_other_connections_until_durable_then_appear_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let db = open(&path, Duration::from_secs(3600));
+    for n in 0..5 {
+        insert(&db, n).await;
+    }
+    // This connection reads its own batch; another process does not see it yet.
+    let mine: i64 = db.call(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).map_err(db_err)).await.unwrap();
+    assert_eq!((mine, committed_rows(&path)), (5, 0));
+    let before = db.group_fsyncs();
+    db.durable().await.unwrap();
+    assert_eq!(committed_rows(&path), 5, "the acknowledgement committed the batch, whole");
+    assert_eq!(db.group_fsyncs(), before + 1, "and one fsync covered it");
+}
+
+#[tokio::test]
+async fn when_a_batch_reaches_the_call_limit_should_commit_without_waiting_for_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let db = open(&path, Duration::from_secs(3600));
+    for n in 0..BATCH_CALLS + 3 {
+        insert(&db, n).await;
+    }
+    assert_eq!(committed_rows(&path), i64::from(BATCH_CALLS), "the first batch committed at its limit; the next is open");
+    drop(db);
+    assert_eq!(committed_rows(&path), i64::from(BATCH_CALLS + 3), "the last handle going away commits the open batch");
+}
+
+#[tokio::test]
+async fn when_a_process_goes_idle_with_a_batch_open_should_commit_it_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let db = open(&path, Duration::from_millis(10));
+    insert(&db, 1).await;
+    // No further call, no acknowledgement: the background thread commits the batch (and
+    // releases the write lock other processes wait for). Bounded wait, not a timing claim.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while committed_rows(&path) != 1 {
+        assert!(Instant::now() < deadline, "an idle batch was never committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Another process can write meanwhile.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.busy_timeout(Duration::from_secs(10)).unwrap();
+    other.execute("INSERT INTO t (n) VALUES (2)", []).unwrap();
+    assert_eq!(committed_rows(&path), 2);
+    drop(db);
+}
+
+#[tokio::test]
+async fn when_sqlite_undoes_the_open_batch_should_refuse_this_and_every_later_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let db = open(&path, Duration::from_secs(3600));
+    insert(&db, 1).await;
+    // What an I/O error or a full disk does: SQLite rolls the transaction back on its own, and
+    // the call already answered (the insert above) is undone.
+    let undone = db.call(|c| c.execute_batch("ROLLBACK").map_err(db_err)).await;
+    assert!(matches!(undone, Err(o2c_app::O2cError::Bug(_))), "{undone:?}");
+    let later = db.call(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)).await;
+    assert!(matches!(&later, Err(o2c_app::O2cError::Bug(m)) if m.contains("unusable")), "{later:?}");
+    assert!(db.durable().await.is_err(), "nothing is acknowledged after the loss");
+    assert_eq!(committed_rows(&path), 0);
+}
+
+#[tokio::test]
+async fn when_each_call_commits_under_full_or_normal_should_show_every_call_at_once() {
+    for durability in [Durability::Full, Durability::Normal] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let db = Db::open_with(&path, durability).unwrap();
+        for n in 0..3 {
+            insert(&db, n).await;
+            assert_eq!(committed_rows(&path), i64::from(n) + 1, "{durability:?}");
+        }
+    }
+}
