@@ -77,7 +77,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn db(&self) -> Result<&Path> {
+    pub(crate) fn db(&self) -> Result<&Path> {
         match self.db.as_deref() {
             Some(db) => Ok(db),
             None => usage!("--db PATH is required with --target embedded"),
@@ -185,6 +185,9 @@ enum Cmd {
     /// Rejected messages, parked with every reason.
     #[command(after_help = "Examples:\n  o2c rejections --db o2c.db\n  o2c rejections --db o2c.db --json")]
     Rejections(commands::rejections::Args),
+    /// Accepted events that matched no rule: counted and listed (archived, delivered nowhere).
+    #[command(after_help = "Examples:\n  o2c unrouted --db o2c.db\n  o2c unrouted --db o2c.db --limit 10 --json")]
+    Unrouted(commands::unrouted::Args),
     /// Dead-letter queues: inspect and redrive.
     #[command(
         after_help = "Examples:\n  o2c dlq list --db o2c.db\n  o2c dlq list --db o2c.db ProvisionDLQ --json\n  o2c dlq redrive --db o2c.db ProvisionDLQ"
@@ -296,7 +299,7 @@ pub fn load_reference(path: Option<&Path>) -> Result<ReferenceData> {
 }
 
 /// Opens an existing database for reading alongside a running `o2c serve`.
-fn open_existing(db: &Path) -> Result<Db> {
+pub(crate) fn open_existing(db: &Path) -> Result<Db> {
     if !db.exists() {
         bail!("no database at {} (run `o2c run` or `o2c serve` first)", db.display());
     }
@@ -355,6 +358,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Engagements(a) => commands::engagements::run(a).await,
         Cmd::Exceptions { cmd } => commands::exceptions::run(cmd).await,
         Cmd::Rejections(a) => commands::rejections::run(a).await,
+        Cmd::Unrouted(a) => commands::unrouted::run(a).await,
         Cmd::Dlq { cmd } => commands::dlq::run(cmd).await,
         Cmd::Replay(a) => commands::replay::run(a).await,
         Cmd::Reference { cmd } => commands::reference::run(cmd).await,

@@ -23,3 +23,4 @@ pub mod serve;
 pub mod sim;
 pub mod sim_run;
 pub mod status;
+pub mod unrouted;

@@ -5,7 +5,10 @@
 //!   `FailedEntryCount`. Accepted events are durable before the answer is sent and are
 //!   processed in the background.
 //! - `GET /v1/engagements[?status=&exceptions=true]`, `GET /v1/engagements/{id}`,
-//!   `GET /v1/rejections`, `GET /v1/queues`, `GET /healthz`.
+//!   `GET /v1/rejections`, `GET /v1/queues`, `GET /v1/unrouted[?limit=]` (events that
+//!   matched no rule: their count and the latest), `GET /healthz`.
+//! - Limits: headers within `--header-timeout` (else the connection is closed), the body
+//!   within `--body-timeout` (`408`) and at most `--max-body` bytes (`413`), as JSON errors.
 //! - The exception queue: `GET /v1/exceptions[?all=&status=&kind=&legal_entity=&engagement=
 //!   &older_than_hours=&assignee=&limit=]`, `GET /v1/exceptions/{id}`, and
 //!   `POST /v1/exceptions/{id}/actions` with `{"actor": "...", "action": {"type": "assign" |
@@ -30,6 +33,8 @@ use o2c_embedded::Runtime;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::info;
+
+mod limits;
 
 struct AppState {
     rt: Runtime,
@@ -158,6 +163,18 @@ async fn rejections(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+async fn unrouted(State(s): State<Arc<AppState>>, Query(q): Query<LimitQuery>) -> Response {
+    match o2c_embedded::unrouted::unrouted(s.rt.db(), q.limit.unwrap_or(50).min(1000)).await {
+        Ok(found) => Json(found).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 async fn queues(State(s): State<Arc<AppState>>) -> Response {
     let mut out = serde_json::Map::new();
     for q in s.rt.topology().queues.keys() {
@@ -204,6 +221,16 @@ pub struct Args {
     /// Embedded: reference data JSON (default: the bundled Northwind sample).
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// Embedded: seconds a client has to send a request's headers before it is disconnected.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    header_timeout: u64,
+    /// Embedded: seconds a client has to send a request's body once its headers arrived
+    /// (then `408`).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    body_timeout: u64,
+    /// Embedded: largest request body accepted, in bytes (then `413`).
+    #[arg(long, value_name = "BYTES", default_value_t = limits::Limits::default().max_body)]
+    max_body: usize,
     #[command(flatten)]
     connectors: crate::Connectors,
 }
@@ -215,12 +242,18 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         crate::TargetKind::Embedded => {
             let template = crate::template(args.target.template.as_deref())?;
             eprintln!("o2c serve: template {}", template.origin);
-            serve_embedded(args.target.db()?.to_owned(), args.addr, crate::load_reference(args.reference.as_deref())?, &template.text).await
+            let limits = limits::Limits {
+                header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+                body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
+                max_body: args.max_body,
+            };
+            let reference = crate::load_reference(args.reference.as_deref())?;
+            serve_embedded(args.target.db()?.to_owned(), args.addr, reference, &template.text, limits).await
         }
     }
 }
 
-async fn serve_embedded(db: PathBuf, addr: String, reference: ReferenceData, template: &str) -> Result<ExitCode> {
+async fn serve_embedded(db: PathBuf, addr: String, reference: ReferenceData, template: &str, limits: limits::Limits) -> Result<ExitCode> {
     let rt = Runtime::builder(&db, reference).template(template).open().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = rt.start(stop_rx);
@@ -234,14 +267,16 @@ async fn serve_embedded(db: PathBuf, addr: String, reference: ReferenceData, tem
         .route("/v1/exceptions/{id}", get(exception_case))
         .route("/v1/exceptions/{id}/actions", post(exception_action))
         .route("/v1/queues", get(queues))
+        .route("/v1/unrouted", get(unrouted))
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(state.clone(), committed))
+        .layer(axum::middleware::from_fn_with_state(limits, limits::bounded_body))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     outln!("o2c serve: listening on http://{local} (db {}); POST /v1/events", db.display());
     info!(addr = %local, db = %db.display(), "serving");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    limits::serve(listener, app, limits, shutdown_signal()).await?;
     // Let in-flight batches finish; anything unfinished is redelivered on the next start.
     let _ = stop_tx.send(true);
     while workers.join_next().await.is_some() {}

@@ -1,6 +1,7 @@
 //! The durable local database: one SQLite file in WAL mode with group commit (see
-//! [`Durability`]), so an acknowledged event, and every step, message and dead letter that
-//! follows from it, survives a crash or power loss.
+//! [`Durability`]): an acknowledged event survives a crash or power loss, and every step,
+//! message and dead letter that follows from it is either kept or, if a crash takes back the
+//! open batch, processed again.
 //! SQLite calls that do not wait for the disk run on the caller's thread; under group commit
 //! they share batch transactions, so a commit (one write of the WAL) covers many calls.
 
@@ -207,6 +208,10 @@ CREATE TABLE fifo_dedup (
 CREATE INDEX fifo_dedup_by_time ON fifo_dedup(sent_at);
 INSERT OR IGNORE INTO fifo_dedup (queue, dedup_id, sent_at) SELECT queue, dedup_id, MAX(sent_at) FROM messages WHERE dedup_id IS NOT NULL GROUP BY queue, dedup_id;
 "#,
+    // The events that matched no rule, for `o2c unrouted`: a partial index holds only them.
+    r#"
+CREATE INDEX bus_events_unrouted ON bus_events(seq) WHERE matched_rules = '[]';
+"#,
 ];
 
 /// Statements through the connection's statement cache, so the hot path parses each SQL
@@ -238,25 +243,30 @@ impl Cached for Connection {
     }
 }
 
-/// A savepoint over prepared statements (rusqlite's `Savepoint` parses its SQL on every
-/// use): what a call must do atomically inside the transaction it runs in. Released by
-/// [`Atomic::commit`]; rolled back when dropped without it.
+/// What a call must do atomically, over prepared statements (rusqlite's `Transaction` and
+/// `Savepoint` parse their SQL on every use). Inside a batch transaction it is a savepoint;
+/// outside one, an `IMMEDIATE` transaction of its own — the write lock taken up front, so a
+/// read-then-write never meets another process's commit in between. Kept by
+/// [`Atomic::commit`]; undone when dropped without it.
 pub struct Atomic<'c> {
     c: &'c Connection,
+    /// Its own transaction (else a savepoint in the caller's).
+    own: bool,
     done: bool,
 }
 
-/// Opens a savepoint on `c`.
+/// Starts an atomic unit on `c`.
 pub fn atomic(c: &Connection) -> Result<Atomic<'_>, O2cError> {
-    c.exec("SAVEPOINT o2c_call", []).map_err(sqlite_err)?;
-    Ok(Atomic { c, done: false })
+    let own = c.is_autocommit();
+    c.exec(if own { "BEGIN IMMEDIATE" } else { "SAVEPOINT o2c_call" }, []).map_err(sqlite_err)?;
+    Ok(Atomic { c, own, done: false })
 }
 
 impl Atomic<'_> {
-    /// Keeps what was done since the savepoint (`RELEASE`).
+    /// Keeps what was done (`COMMIT`, or `RELEASE` of the savepoint).
     pub fn commit(mut self) -> Result<(), O2cError> {
         self.done = true;
-        self.c.exec("RELEASE o2c_call", []).map(|_| ()).map_err(sqlite_err)
+        self.c.exec(if self.own { "COMMIT" } else { "RELEASE o2c_call" }, []).map(|_| ()).map_err(sqlite_err)
     }
 }
 
@@ -269,7 +279,12 @@ impl std::ops::Deref for Atomic<'_> {
 
 impl Drop for Atomic<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        if self.done {
+            return;
+        }
+        if self.own {
+            let _ = self.c.exec("ROLLBACK", []);
+        } else {
             let _ = self.c.exec("ROLLBACK TO o2c_call", []);
             let _ = self.c.exec("RELEASE o2c_call", []);
         }
@@ -397,29 +412,31 @@ struct Conn {
 }
 
 impl Conn {
-    /// Every call runs in an `IMMEDIATE` transaction: the write lock is taken up front, so a
-    /// read-then-write never meets another process's commit in between (`SQLITE_BUSY_SNAPSHOT`).
+    /// Under batching, a call joins the open batch, an `IMMEDIATE` transaction begun if none
+    /// is open. Otherwise a call runs as it is: single statements commit on their own, and
+    /// what must be atomic takes [`atomic`] (its own `IMMEDIATE` transaction) — so reads
+    /// never take the write lock from the process that writes.
     fn begin(&mut self) -> Result<(), O2cError> {
         self.usable()?;
-        if self.open.is_none() {
+        if self.batching && self.open.is_none() {
             self.c.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(sqlite_err)?;
             self.open = Some(Batch { since: Instant::now(), calls: 0, changes_before: self.c.total_changes() });
         }
         Ok(())
     }
 
-    /// After a call: commit, unless a batch still has room.
+    /// After a call: commit the batch once it is full or old enough.
     fn after_call(&mut self) -> Result<(), O2cError> {
         if self.open.is_some() && self.c.is_autocommit() {
             self.open = None;
             return Err(self.break_handle("SQLite rolled back the open transaction".into()));
         }
         let due = match &mut self.open {
-            Some(b) if self.batching => {
+            Some(b) => {
                 b.calls += 1;
                 b.calls >= BATCH_CALLS || b.since.elapsed() >= self.window
             }
-            _ => true,
+            None => false,
         };
         if due { self.commit() } else { Ok(()) }
     }
@@ -469,7 +486,7 @@ impl Drop for Conn {
 /// draw ids from (wall clock and random ids unless [`Db::with_time`] says otherwise).
 #[derive(Clone)]
 pub struct Db {
-    conn: Arc<Mutex<Conn>>,
+    shared: Arc<Shared>,
     /// Calls run on the caller's thread (their commits never fsync); under
     /// `Durability::Full` they go to the blocking pool.
     inline: bool,
@@ -493,11 +510,31 @@ pub fn row_err(e: serde_json::Error) -> O2cError {
     O2cError::Bug(format!("stored row does not parse: {e}"))
 }
 
-/// Commits a batch left open by an idle process; ends with the last handle.
-fn flusher(conn: std::sync::Weak<Mutex<Conn>>) {
+/// What the handles share. Dropping the last handle commits the open batch and fsyncs it
+/// right there, on the thread that drops it — never later on the flusher's thread, which
+/// could be after the process has exited.
+struct Shared {
+    conn: Arc<Mutex<Conn>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.conn.lock() {
+            let _ = c.commit();
+            if let Some(g) = &c.group {
+                let _ = g.sync(g.finished.load(Ordering::SeqCst));
+            }
+        }
+    }
+}
+
+/// Commits a batch left open by an idle process; ends once the last handle is gone.
+fn flusher(conn: Arc<Mutex<Conn>>, handles: std::sync::Weak<Shared>) {
     loop {
         std::thread::sleep(BATCH_WINDOW);
-        let Some(conn) = conn.upgrade() else { return };
+        if handles.strong_count() == 0 {
+            return;
+        }
         let Ok(mut c) = conn.lock() else { return };
         if c.open.as_ref().is_some_and(|b| b.since.elapsed() >= c.window)
             && let Err(e) = c.commit()
@@ -568,15 +605,16 @@ impl Db {
         };
         let batching = group.is_some() || durability == Durability::Memory;
         let conn = Arc::new(Mutex::new(Conn { c: conn, group, batching, window: BATCH_WINDOW, open: None, broken: None }));
+        let shared = Arc::new(Shared { conn: conn.clone() });
         if batching {
-            let weak = Arc::downgrade(&conn);
+            let handles = Arc::downgrade(&shared);
             std::thread::Builder::new()
                 .name("o2c-sqlite-flush".into())
-                .spawn(move || flusher(weak))
+                .spawn(move || flusher(conn, handles))
                 .map_err(|e| O2cError::dependency("sqlite", format!("cannot start the commit thread: {e}")))?;
         }
         Ok(Self {
-            conn,
+            shared,
             inline: durability != Durability::Full,
             path: path.to_owned(),
             clock: Arc::new(SystemClock),
@@ -628,12 +666,11 @@ impl Db {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Conn>, O2cError> {
-        self.conn.lock().map_err(|_| O2cError::Bug("sqlite connection mutex poisoned".into()))
+        self.shared.conn.lock().map_err(|_| O2cError::Bug("sqlite connection mutex poisoned".into()))
     }
 
-    /// Runs `f` synchronously (for callers already off the async executor). `f` runs inside
-    /// an `IMMEDIATE` transaction — its own, or under group commit the open batch; closures
-    /// that must be atomic take a savepoint.
+    /// Runs `f` synchronously (for callers already off the async executor): under group
+    /// commit inside the open batch; closures that must be atomic take [`atomic`].
     pub fn call_blocking<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, O2cError>) -> Result<T, O2cError> {
         let mut guard = self.lock()?;
         let conn = &mut *guard;

@@ -14,6 +14,7 @@
 //! - [`runtime`]: wiring, workers with event-source-mapping semantics, crash recovery;
 //! - [`simulation`]: the seeded deterministic simulation of the whole flow (`o2c sim run`):
 //!   duplicates, reordering, connector faults and crashes, then the invariants;
+//! - [`unrouted`]: the accepted events that matched no rule, counted and listed;
 //! - [`reference`]: the bundled sample reference data (a global consulting firm).
 
 pub mod bus;
@@ -24,6 +25,7 @@ pub mod sim_http;
 pub mod sim_tax;
 pub mod simulation;
 pub mod store;
+pub mod unrouted;
 
 /// Bundled sample reference data.
 pub mod reference {
