@@ -212,6 +212,19 @@ INSERT OR IGNORE INTO fifo_dedup (queue, dedup_id, sent_at) SELECT queue, dedup_
     r#"
 CREATE INDEX bus_events_unrouted ON bus_events(seq) WHERE matched_rules = '[]';
 "#,
+    // The simulators number what they create from sequences (a `COUNT(*)` per creation made
+    // the cost of each grow with how many there were), seeded with the counts so far.
+    r#"
+CREATE TABLE sim_sequences (
+    name    TEXT PRIMARY KEY,
+    value   INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO sim_sequences (name, value) SELECT 'project:' || system, COUNT(*) FROM sim_projects GROUP BY system;
+INSERT INTO sim_sequences (name, value) SELECT 'receipt', COUNT(*) FROM sim_receipts;
+INSERT INTO sim_sequences (name, value) SELECT 'journal', COUNT(*) FROM sim_journals;
+INSERT INTO sim_sequences (name, value) SELECT 'billing_schedule', COUNT(*) FROM sim_billing_schedules;
+INSERT INTO sim_sequences (name, value) SELECT 'invoice', COUNT(*) FROM sim_invoices;
+"#,
 ];
 
 /// Statements through the connection's statement cache, so the hot path parses each SQL

@@ -157,6 +157,17 @@ fn store_err(system: System, e: O2cError) -> ConnectorError {
     transient(system, 503, &format!("simulator storage: {e}"), None)
 }
 
+/// The next number (1, 2, …) of a simulator's sequence, drawn in the caller's transaction
+/// (undone with it), in O(log n) where a `COUNT(*)` of what exists grew with the history.
+pub(crate) fn next_number(c: &Connection, name: &str) -> Result<i64, O2cError> {
+    c.row(
+        "INSERT INTO sim_sequences (name, value) VALUES (?1, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+        params![name],
+        |r| r.get(0),
+    )
+    .map_err(db_err)
+}
+
 fn take_fault(tx: &Connection, system: System, op: &str) -> Result<Applied, O2cError> {
     let row: Option<(i64, String, Option<i64>)> = tx
         .row(
@@ -463,10 +474,10 @@ impl Simulators {
                 if let Err(e) = validation {
                     return Ok(Err(e));
                 }
-                let n: i64 = tx.row("SELECT COUNT(*) FROM sim_projects WHERE system = ?1", params![system.as_str()], |r| r.get(0)).map_err(db_err)?;
+                let n = next_number(tx, &format!("project:{}", system.as_str()))?;
                 let id = match system {
-                    System::Psa => format!("a0P{:012}", n + 1),
-                    _ => format!("PRJ{:06}", n + 1),
+                    System::Psa => format!("a0P{n:012}"),
+                    _ => format!("PRJ{n:06}"),
                 };
                 tx.exec(
                     "INSERT INTO sim_projects (system, external_key, project_id, status, spec, created_at) VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
@@ -596,8 +607,7 @@ impl Erp for Simulators {
             if fixed != schedule.fixed_total.amount {
                 return Ok(Err(permanent(System::Erp, 400, "INVALID_AMOUNT", format!("Schedule lines sum to {fixed}, header says {}", schedule.fixed_total.amount))));
             }
-            let n: i64 = tx.row("SELECT COUNT(*) FROM sim_billing_schedules", [], |r| r.get(0)).map_err(db_err)?;
-            let id = format!("BSCH{:06}", n + 1);
+            let id = format!("BSCH{:06}", next_number(tx, "billing_schedule")?);
             tx.exec(
                 "INSERT INTO sim_billing_schedules (external_key, schedule_id, erp_project_id, schedule, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![schedule.schedule_id, id, project, serde_json::to_string(&schedule).map_err(row_err)?, at],
@@ -679,8 +689,7 @@ impl Simulators {
                 Some(status) => return Ok(Err(permanent(System::Erp, 400, "INVALID_RCRD_STATE", format!("Project {} is {status}", inv.erp_project_id)))),
                 None => return Ok(Err(permanent(System::Erp, 404, "RCRD_DSNT_EXIST", format!("Project {} does not exist", inv.erp_project_id)))),
             }
-            let n: i64 = tx.row("SELECT COUNT(*) FROM sim_invoices", [], |r| r.get(0)).map_err(db_err)?;
-            let id = format!("INV{:07}", n + 1);
+            let id = format!("INV{:07}", next_number(tx, "invoice")?);
             tx.exec(
                 "INSERT INTO sim_invoices (number, invoice_id, erp_invoice_id, legal_entity_id, total, currency, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![number, inv.invoice_id, id, inv.legal_entity_id, inv.total.amount.to_string(), inv.currency.code(), serde_json::to_string(&inv).map_err(row_err)?, at],

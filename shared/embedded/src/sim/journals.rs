@@ -49,8 +49,7 @@ impl Simulators {
             if j.lines.is_empty() || j.lines.iter().any(|l| l.amount.currency != j.total.currency) || sum != j.total.amount {
                 return Ok(Err(permanent(System::Erp, 400, "UNBALANCED", format!("Journal lines sum to {sum}, total says {}", j.total))));
             }
-            let n: i64 = tx.row("SELECT COUNT(*) FROM sim_journals", [], |r| r.get(0)).map_err(db_err)?;
-            let id = format!("JE{:07}", n + 1);
+            let id = format!("JE{:07}", super::next_number(tx, "journal")?);
             tx.exec(
                 "INSERT INTO sim_journals (journal_id, erp_journal_id, legal_entity_id, period, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![j.journal_id, id, j.legal_entity_id, j.period.to_string(), serde_json::to_string(&j).map_err(row_err)?, at],

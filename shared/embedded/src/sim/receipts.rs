@@ -62,8 +62,7 @@ impl Simulators {
                 tx.exec("UPDATE sim_receipts SET reversed_by = ?1 WHERE payment_id = ?2", params![r.payment_id, original])
                     .map_err(db_err)?;
             }
-            let n: i64 = tx.row("SELECT COUNT(*) FROM sim_receipts", [], |row| row.get(0)).map_err(db_err)?;
-            let id = format!("RCPT{:07}", n + 1);
+            let id = format!("RCPT{:07}", super::next_number(tx, "receipt")?);
             tx.exec(
                 "INSERT INTO sim_receipts (payment_id, receipt_id, legal_entity_id, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![r.payment_id, id, r.legal_entity_id, serde_json::to_string(&r).map_err(row_err)?, at],
