@@ -27,6 +27,9 @@ step "template: cfn-lint (SAM), SAM → CloudFormation translation + cfn-lint, s
 .venv/bin/cfn-lint target/template.translated.json
 AWS_DEFAULT_REGION=eu-west-1 .venv/bin/sam validate --lint --template infra/template.yaml
 
+step "o2c serve's OpenAPI document (cli/openapi.yaml; its examples are tested against a server by cli/tests/openapi.rs)"
+.venv/bin/openapi-spec-validator cli/openapi.yaml
+
 step "AWS API emulator (moto_server, DynamoDB requests serialised like DynamoDB's item-level atomicity)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 .venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &

@@ -188,6 +188,21 @@ enum Cmd {
     /// Accepted events that matched no rule: counted and listed (archived, delivered nowhere).
     #[command(after_help = "Examples:\n  o2c unrouted --db o2c.db\n  o2c unrouted --db o2c.db --limit 10 --json")]
     Unrouted(commands::unrouted::Args),
+    /// What a vendor payload becomes under a mapping (`mappings/<vendor>/<object>.yaml`):
+    /// PutEvents entries as JSON Lines, or every failing path (exit 3); nothing is processed.
+    #[command(
+        after_help = "Examples:\n  o2c map --list\n  o2c map --mapping salesforce/opportunity mappings/salesforce/opportunity.example.json\n  o2c map --mapping stripe/payment_intent.succeeded event.json"
+    )]
+    Map(commands::map::Args),
+    /// API keys of `o2c serve` — one per source system (what it may publish) or operator —
+    /// and the requests it refused.
+    #[command(
+        after_help = "Examples:\n  o2c sources add crm --db o2c.db --source o2c.crm --detail-type OpportunityClosedWon --key-file crm.key\n  o2c sources add alice --db o2c.db --operator\n  o2c sources list --db o2c.db\n  o2c sources revoke crm --db o2c.db\n  o2c sources refusals --db o2c.db"
+    )]
+    Sources {
+        #[command(subcommand)]
+        cmd: commands::sources::Cmd,
+    },
     /// Dead-letter queues: inspect and redrive.
     #[command(
         after_help = "Examples:\n  o2c dlq list --db o2c.db\n  o2c dlq list --db o2c.db ProvisionDLQ --json\n  o2c dlq redrive --db o2c.db ProvisionDLQ"
@@ -360,6 +375,8 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Rejections(a) => commands::rejections::run(a).await,
         Cmd::Unrouted(a) => commands::unrouted::run(a).await,
         Cmd::Dlq { cmd } => commands::dlq::run(cmd).await,
+        Cmd::Sources { cmd } => commands::sources::run(cmd).await,
+        Cmd::Map(a) => commands::map::run(a).await,
         Cmd::Replay(a) => commands::replay::run(a).await,
         Cmd::Reference { cmd } => commands::reference::run(cmd).await,
         Cmd::Bootstrap(a) => commands::bootstrap::run(a).await,

@@ -12,17 +12,17 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Server, http, o2c, repo, run, text};
+use common::{Server, add_key, http_as, o2c, repo, run, text};
 
 fn entry(sample: &str) -> Value {
     let ev: Value = serde_json::from_str(&std::fs::read_to_string(repo(&format!("events/samples/{sample}.v1.json"))).unwrap()).unwrap();
     json!({"Source": ev["source"], "DetailType": ev["detail-type"], "Detail": ev["detail"].to_string()})
 }
 
-fn wait_for(addr: &str, engagement: &str, status: &str, within: Duration) -> Value {
+fn wait_for(server: &Server, engagement: &str, status: &str, within: Duration) -> Value {
     let start = Instant::now();
     loop {
-        let (code, body) = http(addr, "GET", &format!("/v1/engagements/{engagement}"), None);
+        let (code, body) = server.http("GET", &format!("/v1/engagements/{engagement}"), None);
         if code == 200 && body["engagement"]["status"] == status {
             return body;
         }
@@ -85,18 +85,18 @@ fn when_serve_receives_put_events_should_answer_per_entry_like_eventbridge() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("o2c.db"));
     let bad = json!({"Source": "o2c.crm", "DetailType": "OpportunityClosedWon", "Detail": "{not json"});
-    let (code, body) = http(&server.addr, "POST", "/v1/events", Some(&json!({"Entries": [entry("OpportunityClosedWon"), bad]})));
+    let (code, body) = server.http("POST", "/v1/events", Some(&json!({"Entries": [entry("OpportunityClosedWon"), bad]})));
     assert_eq!(code, 200);
     assert_eq!(body["FailedEntryCount"], 1);
     assert!(body["Entries"][0]["EventId"].is_string());
     assert_eq!(body["Entries"][1]["ErrorCode"], "MalformedDetail");
 
     let eleven: Vec<Value> = (0..11).map(|_| entry("ContractApproved")).collect();
-    let (code, body) = http(&server.addr, "POST", "/v1/events", Some(&json!({"Entries": eleven})));
+    let (code, body) = server.http("POST", "/v1/events", Some(&json!({"Entries": eleven})));
     assert_eq!(code, 400);
     assert_eq!(body["ErrorCode"], "ValidationException");
 
-    wait_for(&server.addr, "ENG-0068d00000GLBX01", "awaiting_approval", Duration::from_secs(20));
+    wait_for(&server, "ENG-0068d00000GLBX01", "awaiting_approval", Duration::from_secs(20));
 }
 
 #[test]
@@ -122,16 +122,16 @@ fn when_serve_is_killed_mid_flow_should_resume_and_finish_after_restart() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (code, body) =
-        http(&server.addr, "POST", "/v1/events", Some(&json!({"Entries": [entry("OpportunityClosedWon"), entry("ContractApproved")]})));
+        server.http("POST", "/v1/events", Some(&json!({"Entries": [entry("OpportunityClosedWon"), entry("ContractApproved")]})));
     assert_eq!((code, body["FailedEntryCount"].as_u64()), (200, Some(0)));
-    wait_for(&server.addr, "ENG-0068d00000GLBX01", "provisioning", Duration::from_secs(20));
+    wait_for(&server, "ENG-0068d00000GLBX01", "provisioning", Duration::from_secs(20));
     server.kill();
     let after_kill: Value =
         serde_json::from_slice(&run(&["status", "--db", db.to_str().unwrap(), "0068d00000GLBX01", "--json"]).stdout).unwrap();
     assert_eq!(after_kill["engagement"]["status"], "provisioning", "killed mid-flow");
 
     let server = Server::start(&db);
-    let done = wait_for(&server.addr, "ENG-0068d00000GLBX01", "active", Duration::from_secs(60));
+    let done = wait_for(&server, "ENG-0068d00000GLBX01", "active", Duration::from_secs(60));
     assert!(done["engagement"]["erp_billing_schedule_id"].is_string());
     drop(server);
 
@@ -387,18 +387,22 @@ fn when_an_operator_works_the_exception_queue_should_filter_refuse_the_causer_re
 
     // The same queue over HTTP.
     let server = Server::start(Path::new(db));
-    let (code, body) = http(&server.addr, "GET", "/v1/exceptions?all=true&kind=invoice_posting_failed", None);
+    let (code, body) = server.http("GET", "/v1/exceptions?all=true&kind=invoice_posting_failed", None);
     assert_eq!((code, body.as_array().map(Vec::len)), (200, Some(1)), "{body}");
-    let (code, _) = http(&server.addr, "GET", "/v1/exceptions?colour=red", None);
+    let (code, _) = server.http("GET", "/v1/exceptions?colour=red", None);
     assert_eq!(code, 400);
     let note = json!({"actor": "U-AR-01", "action": {"type": "comment", "text": "ERP period reopened by finance"}});
-    let (code, body) = http(&server.addr, "POST", &format!("/v1/exceptions/{id}/actions"), Some(&note));
+    // The actor is the key's holder: another operator's key cannot speak for U-AR-01.
+    let (code, body) = server.http("POST", &format!("/v1/exceptions/{id}/actions"), Some(&note));
+    assert_eq!((code, body["ErrorCode"].as_str()), (403, Some("AccessDeniedException")), "{body}");
+    let ar = add_key(Path::new(db), "U-AR-01", &["--operator"]);
+    let (code, body) = http_as(&server.addr, Some(&ar), "POST", &format!("/v1/exceptions/{id}/actions"), Some(&note));
     assert_eq!((code, body["FailedEntryCount"].as_u64()), (202, Some(0)), "{body}");
-    let (code, _) = http(&server.addr, "POST", "/v1/exceptions/EXC-nope/actions", Some(&note));
+    let (code, _) = http_as(&server.addr, Some(&ar), "POST", "/v1/exceptions/EXC-nope/actions", Some(&note));
     assert_eq!(code, 404);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, c) = http(&server.addr, "GET", &format!("/v1/exceptions/{id}"), None);
+        let (_, c) = server.http("GET", &format!("/v1/exceptions/{id}"), None);
         if c["history"].as_array().is_some_and(|h| h.iter().any(|e| e["note"] == "ERP period reopened by finance")) {
             break;
         }
@@ -547,7 +551,7 @@ fn when_serve_is_killed_during_a_burst_of_publishers_should_keep_every_acknowled
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let publishers: Vec<_> = (0..4)
         .map(|t| {
-            let (addr, stop) = (server.addr.clone(), stop.clone());
+            let (addr, key, stop) = (server.addr.clone(), server.key.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
                 // Bounded, so the drain after the restart stays short on a loaded machine.
@@ -561,7 +565,7 @@ fn when_serve_is_killed_during_a_burst_of_publishers_should_keep_every_acknowled
                     let Ok(mut s) = TcpStream::connect(&addr) else { break };
                     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                     let payload = body.to_string();
-                    if write!(s, "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}", payload.len()).is_err() {
+                    if write!(s, "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}", payload.len()).is_err() {
                         break;
                     }
                     let mut resp = String::new();

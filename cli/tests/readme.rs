@@ -199,7 +199,7 @@ fn when_the_readme_blocks_are_run_in_order_should_every_command_do_what_it_says(
     for block in &blocks {
         // Each block starts in a fresh directory that sees the repository's files.
         let dir = tempfile::tempdir().unwrap();
-        for entry in ["events", "shared", "infra", "scripts", "Makefile"] {
+        for entry in ["events", "shared", "infra", "scripts", "mappings", "Makefile"] {
             std::os::unix::fs::symlink(repo(entry), dir.path().join(entry)).unwrap();
         }
         let mut shell = Shell {

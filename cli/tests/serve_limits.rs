@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Server, http, repo};
+use common::{Server, repo};
 
 fn valid_entry() -> Value {
     let ev: Value = serde_json::from_str(&std::fs::read_to_string(repo("events/samples/OpportunityClosedWon.v1.json")).unwrap()).unwrap();
@@ -20,7 +20,7 @@ fn valid_entry() -> Value {
 }
 
 fn still_accepts(server: &Server) {
-    let (code, body) = http(&server.addr, "POST", "/v1/events", Some(&valid_entry()));
+    let (code, body) = server.http("POST", "/v1/events", Some(&valid_entry()));
     assert_eq!((code, body["FailedEntryCount"].as_u64()), (200, Some(0)), "{body}");
 }
 
@@ -70,7 +70,12 @@ fn when_a_body_stalls_should_answer_408_in_json_and_others_still_served() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(&dir.path().join("o2c.db"), &["--body-timeout", "1"]);
     let mut s = TcpStream::connect(&server.addr).unwrap();
-    write!(s, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"Entries\"").unwrap();
+    write!(
+        s,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"Entries\"",
+        server.key
+    )
+    .unwrap();
     let (status, body) = status_and_json(&read_until_closed(&mut s));
     assert_eq!((status, body["ErrorCode"].as_str()), (408, Some("RequestTimeout")), "{body}");
     still_accepts(&server);
@@ -84,7 +89,8 @@ fn when_a_body_is_over_the_limit_should_answer_413_in_json_declared_or_chunked()
     let mut s = TcpStream::connect(&server.addr).unwrap();
     write!(
         s,
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n"
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n",
+        server.key
     )
     .unwrap();
     let (status, body) = status_and_json(&read_until_closed(&mut s));
@@ -94,7 +100,8 @@ fn when_a_body_is_over_the_limit_should_answer_413_in_json_declared_or_chunked()
     let mut s = TcpStream::connect(&server.addr).unwrap();
     write!(
         s,
-        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        server.key
     )
     .unwrap();
     let chunk = vec![b' '; 16 * 1024];
@@ -108,7 +115,7 @@ fn when_a_body_is_over_the_limit_should_answer_413_in_json_declared_or_chunked()
     assert_eq!((status, body["ErrorCode"].as_str()), (413, Some("RequestEntityTooLarge")), "{body}");
 
     // Just under the limit is read (and refused for what it is, not for its size).
-    let (code, body) = http(&server.addr, "POST", "/v1/events", Some(&json!({"Entries": [], "pad": " ".repeat(60_000)})));
+    let (code, body) = server.http("POST", "/v1/events", Some(&json!({"Entries": [], "pad": " ".repeat(60_000)})));
     assert_eq!((code, body["ErrorCode"].as_str()), (400, Some("ValidationException")), "{body}");
     still_accepts(&server);
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Server, http, repo, run, text};
+use common::{Server, repo, run, text};
 
 #[test]
 fn when_an_event_matches_no_rule_should_be_counted_and_listed_over_http_and_by_the_cli() {
@@ -18,11 +18,11 @@ fn when_an_event_matches_no_rule_should_be_counted_and_listed_over_http_and_by_t
     // A source's typo in the detail-type, and a source no rule listens to.
     let typo = json!({"Source": "o2c.crm", "DetailType": "OpportunityClosedWonn", "Detail": ev["detail"].to_string()});
     let stranger = json!({"Source": "acme.crm", "DetailType": "OpportunityClosedWon", "Detail": "{}"});
-    let (code, resp) = http(&server.addr, "POST", "/v1/events", Some(&json!({"Entries": [routed, typo, stranger]})));
+    let (code, resp) = server.http("POST", "/v1/events", Some(&json!({"Entries": [routed, typo, stranger]})));
     assert_eq!((code, resp["FailedEntryCount"].as_u64()), (200, Some(0)), "{resp}");
     let ids: Vec<&str> = resp["Entries"].as_array().unwrap().iter().map(|e| e["EventId"].as_str().unwrap()).collect();
 
-    let (code, found) = http(&server.addr, "GET", "/v1/unrouted", None);
+    let (code, found) = server.http("GET", "/v1/unrouted", None);
     assert_eq!(code, 200, "{found}");
     assert_eq!(found["total"], 2, "{found}");
     let listed: Vec<&str> = found["latest"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();

@@ -2,7 +2,8 @@
 //! to the target, and on the embedded target process them to the end.
 //!
 //! - `--target aws`: `PutEvents` on the stage's bus (the stage's functions do the rest);
-//! - embedded with `--url`: to a running `o2c serve`;
+//! - embedded with `--url`: to a running `o2c serve`, with the key in `O2C_API_KEY` or the
+//!   file named by `O2C_API_KEY_FILE`;
 //! - embedded: the runtime opens `--db` (created if missing), publishes, processes until
 //!   every queue is empty, and reports.
 
@@ -19,7 +20,9 @@ use crate::{Target, TargetKind, load_reference, template};
 pub async fn publish(target: &Target, url: Option<&str>, entries: Vec<PutEventsEntry>) -> Result<(ExitCode, Option<Runtime>)> {
     match (target.target, url) {
         (TargetKind::Aws, _) => Ok((crate::backend::aws::send(target, &entries).await?, None)),
-        (TargetKind::Embedded, Some(url)) => Ok((super::serve::send(url, &entries).await?, None)),
+        (TargetKind::Embedded, Some(url)) => {
+            Ok((super::serve::send(url, &entries, super::serve::client_key(None)?.as_deref()).await?, None))
+        }
         (TargetKind::Embedded, None) => {
             let template = template(target.template.as_deref())?;
             let rt = Runtime::builder(target.db()?, load_reference(None)?)

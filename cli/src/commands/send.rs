@@ -17,6 +17,10 @@ pub struct Args {
     /// Embedded: the `o2c serve` base URL.
     #[arg(long, default_value = "http://127.0.0.1:4010")]
     url: String,
+    /// Embedded: a file holding the API key (`o2c sources add … --key-file`); else the key
+    /// in `O2C_API_KEY`, or the file named by `O2C_API_KEY_FILE`.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
     /// Event files.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -27,6 +31,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let entries = read_inputs(&args.files)?;
     match args.target.target {
         TargetKind::Aws => crate::backend::aws::send(&args.target, &entries).await,
-        TargetKind::Embedded => super::serve::send(&args.url, &entries).await,
+        TargetKind::Embedded => {
+            super::serve::send(&args.url, &entries, super::serve::client_key(args.key_file.as_deref())?.as_deref()).await
+        }
     }
 }

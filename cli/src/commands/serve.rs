@@ -6,20 +6,31 @@
 //!   processed in the background.
 //! - `GET /v1/engagements[?status=&exceptions=true]`, `GET /v1/engagements/{id}`,
 //!   `GET /v1/rejections`, `GET /v1/queues`, `GET /v1/unrouted[?limit=]` (events that
-//!   matched no rule: their count and the latest), `GET /healthz`.
+//!   matched no rule: their count and the latest), `GET /healthz`; the OpenAPI document at
+//!   `GET /openapi.json` and `/openapi.yaml` (`cli/openapi.yaml`).
+//! - Every route but `/healthz` needs an API key (`o2c sources add`): publishing keys post
+//!   the sources and detail-types they were granted, operator keys read and act; refusals
+//!   (`401`, `403`, `408`, `413`, `429`) are JSON errors, recorded and listed by
+//!   `GET /v1/access/refusals[?limit=]` and `o2c sources refusals` (see `serve/auth.rs`).
 //! - Limits: headers within `--header-timeout` (else the connection is closed), the body
-//!   within `--body-timeout` (`408`) and at most `--max-body` bytes (`413`), as JSON errors.
+//!   within `--body-timeout` (`408`) and at most `--max-body` bytes or the key's own limit
+//!   (`413`), at most the key's rate or `--rate-limit` requests per second (`429`).
+//! - `POST /v1/ingest/{vendor}/{object}`: a vendor payload (a Salesforce opportunity, a
+//!   Stripe event) mapped by `--mappings DIR` to canonical events and published; an
+//!   unmappable one refused (`422`) with every failing path and parked with its payload.
 //! - The exception queue: `GET /v1/exceptions[?all=&status=&kind=&legal_entity=&engagement=
 //!   &older_than_hours=&assignee=&limit=]`, `GET /v1/exceptions/{id}`, and
-//!   `POST /v1/exceptions/{id}/actions` with `{"actor": "...", "action": {"type": "assign" |
-//!   "comment" | "retry" | "resolve" | "waive", ...}}` — published as
-//!   `ExceptionActionRequested` and processed in the background (`202` with its `EventId`).
+//!   `POST /v1/exceptions/{id}/actions` with `{"action": {"type": "assign" | "comment" |
+//!   "retry" | "resolve" | "waive", ...}}` by the operator key's holder (an `actor`, if
+//!   given, must be the key's name) — published as `ExceptionActionRequested` and processed
+//!   in the background (`202` with its `EventId`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -34,10 +45,14 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::info;
 
+mod auth;
 mod limits;
 
 struct AppState {
     rt: Runtime,
+    gate: Arc<auth::Gate>,
+    /// Vendor payload mappings (`--mappings`), when the directory exists.
+    mappings: Option<o2c_mapping::Registry>,
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -60,7 +75,7 @@ async fn committed(State(s): State<Arc<AppState>>, req: axum::extract::Request, 
     }
 }
 
-async fn put_events(State(s): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+async fn put_events(State(s): State<Arc<AppState>>, Extension(caller): Extension<auth::Caller>, body: axum::body::Bytes) -> Response {
     let req: PutEventsRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -73,6 +88,18 @@ async fn put_events(State(s): State<Arc<AppState>>, body: axum::body::Bytes) -> 
             "ValidationException",
             format!("Entries must hold 1 to {MAX_ENTRIES_PER_PUT} items, got {}", req.entries.len()),
         );
+    }
+    let denied = caller.check_entries(&req.entries);
+    if !denied.is_empty() {
+        let reason = format!(
+            "{} of {} entries are outside {}'s grants: {}",
+            denied.len(),
+            req.entries.len(),
+            caller.credential.name,
+            denied.iter().map(|d| format!("[{}] {}", d.index, d.reason)).collect::<Vec<_>>().join("; ")
+        );
+        let extra = serde_json::to_value(&denied).ok();
+        return s.gate.refuse(auth::Who::caller(&caller), (StatusCode::FORBIDDEN, "AccessDeniedException", reason), extra).await;
     }
     match s.rt.put_events(req.entries).await {
         Ok(resp) => Json(resp).into_response(),
@@ -131,21 +158,32 @@ async fn exception_case(State(s): State<Arc<AppState>>, Path(id): Path<String>) 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ActionRequest {
-    actor: String,
+    /// The key's name when absent; refused when it is another.
+    actor: Option<String>,
     action: o2c_domain::events::ExceptionAction,
 }
 
-async fn exception_action(State(s): State<Arc<AppState>>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+async fn exception_action(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<auth::Caller>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let req: ActionRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "ValidationException", format!("body is not an action: {e}")),
     };
+    let actor = caller.credential.name.clone();
+    if let Some(claimed) = req.actor.as_deref().filter(|a| *a != actor) {
+        let reason = format!("{actor}'s key cannot act as `{claimed}`: the actor of an action is the key's name");
+        return s.gate.refuse(auth::Who::caller(&caller), (StatusCode::FORBIDDEN, "AccessDeniedException", reason), None).await;
+    }
     let c = match super::exceptions::case(s.rt.store(), &id).await {
         Ok(Some(c)) => c,
         Ok(None) => return error(StatusCode::NOT_FOUND, "ResourceNotFoundException", format!("no exception {id}")),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalException", format!("{e:#}")),
     };
-    let entry = match super::exceptions::action_entry(&c, &req.action, &req.actor) {
+    let entry = match super::exceptions::action_entry(&c, &req.action, &actor) {
         Ok(e) => e,
         Err(e) => return error(StatusCode::BAD_REQUEST, "ValidationException", format!("{e:#}")),
     };
@@ -154,6 +192,122 @@ async fn exception_action(State(s): State<Arc<AppState>>, Path(id): Path<String>
         Ok(resp) => (StatusCode::BAD_REQUEST, Json(resp)).into_response(),
         Err(e) => internal(e),
     }
+}
+
+/// `POST /v1/ingest/{vendor}/{object}`: a vendor payload, mapped by data to canonical
+/// events, then published as by `PutEvents` — or refused (`422`) with every failing path,
+/// and parked in the rejection store with the payload, like a schema violation.
+async fn ingest(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<auth::Caller>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(registry) = &s.mappings else {
+        return error(StatusCode::NOT_FOUND, "ResourceNotFoundException", "no mappings directory (serve --mappings DIR)");
+    };
+    // A changed file is read again; one that no longer loads leaves its last version in force.
+    registry.refresh();
+    let Some(mapping) = registry.get(&name) else {
+        return error(StatusCode::NOT_FOUND, "ResourceNotFoundException", format!("no mapping {name} (o2c map --list)"));
+    };
+    // Who may not publish what the mapping makes is refused before the payload is read
+    // (nothing parked on their behalf).
+    if let Err(reason) =
+        caller.credential.may_publish(&mapping.emit.source, mapping.emit.event_type.detail_type(), &serde_json::Value::Null)
+    {
+        let reason = format!("{reason}: {} makes {} events", mapping.name, mapping.emit.event_type.detail_type());
+        return s.gate.refuse(auth::Who::caller(&caller), (StatusCode::FORBIDDEN, "AccessDeniedException", reason), None).await;
+    }
+    let mapped = o2c_mapping::parse_input(mapping.format, &body).map_err(|i| vec![i]).and_then(|doc| mapping.apply(&doc));
+    let mapped = match mapped {
+        Ok(m) => m,
+        Err(issues) => {
+            use o2c_app::clock::Clock;
+            use o2c_app::ports::RejectionStore;
+            let step = format!("ingest:{}", mapping.name);
+            // Parked for repair without what the mapping marks secret (`redact`).
+            let text = match o2c_mapping::parse_input(mapping.format, &body) {
+                Ok(doc) if mapping.format == o2c_mapping::Format::Json => mapping.redacted(doc).to_string(),
+                _ => String::from_utf8_lossy(&body).into_owned(),
+            };
+            let reasons: Vec<o2c_domain::events::Issue> = issues
+                .iter()
+                .map(|i| o2c_domain::events::Issue::new(i.field.clone(), "unmappable", format!("{} (from {})", i.message, i.path)))
+                .collect();
+            let parked = o2c_app::ports::RejectedMessage {
+                rejection_id: o2c_app::ports::rejection_id_for(&step, &text),
+                step,
+                rejected_at: o2c_app::clock::SystemClock.now(),
+                last_rejected_at: None,
+                deliveries: 1,
+                message_ids: vec![s.rt.db().new_id()],
+                source: Some(mapping.emit.source.clone()),
+                detail_type: Some(mapping.emit.event_type.detail_type().to_owned()),
+                event_id: None,
+                correlation_id: None,
+                engagement_id: None,
+                error_type: "O2c.Validation".into(),
+                reasons,
+                body: text,
+            };
+            if let Err(e) = s.rt.store().park(&parked).await {
+                return internal(e);
+            }
+            let body = serde_json::json!({
+                "ErrorCode": "UnmappablePayload",
+                "ErrorMessage": format!("{} issue(s) mapping by {} v{}; parked as {}", issues.len(), mapping.name, mapping.version, parked.rejection_id),
+                "Issues": issues,
+            });
+            return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+        }
+    };
+    let entries: Vec<o2c_app::bus::PutEventsEntry> = mapped
+        .iter()
+        .map(|m| o2c_app::bus::PutEventsEntry {
+            source: Some(m.source.clone()),
+            detail_type: Some(m.detail_type.clone()),
+            detail: Some(m.detail.to_string()),
+            ..Default::default()
+        })
+        .collect();
+    let denied = caller.check_entries(&entries);
+    if !denied.is_empty() {
+        let reason = format!(
+            "{} may not publish what {} makes: {}",
+            caller.credential.name,
+            mapping.name,
+            denied.iter().map(|d| d.reason.clone()).collect::<Vec<_>>().join("; ")
+        );
+        return s.gate.refuse(auth::Who::caller(&caller), (StatusCode::FORBIDDEN, "AccessDeniedException", reason), None).await;
+    }
+    // One request token per PutEvents' worth of events: a document that becomes hundreds of
+    // events costs what as many PutEvents requests would.
+    let chunks = u32::try_from(entries.len().div_ceil(MAX_ENTRIES_PER_PUT)).unwrap_or(u32::MAX);
+    if chunks > 1
+        && let Err(wait) = s.gate.take(&caller.credential, chunks - 1)
+    {
+        let reason = format!(
+            "{} makes {} events: more than the key's rate allows now; retry after {} ms",
+            mapping.name,
+            entries.len(),
+            wait.as_millis()
+        );
+        return s.gate.refuse(auth::Who::caller(&caller), (StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", reason), None).await;
+    }
+    // Mapped events carry ids derived from the vendor's record, so a retry after a failure
+    // part-way is absorbed downstream by their idempotency keys.
+    let mut accepted = Vec::new();
+    for chunk in entries.chunks(MAX_ENTRIES_PER_PUT) {
+        match s.rt.put_events(chunk.to_vec()).await {
+            Ok(resp) => accepted.push(resp),
+            Err(e) => return internal(e),
+        }
+    }
+    let failed: usize = accepted.iter().map(|r| r.failed_entry_count).sum();
+    let results: Vec<_> = accepted.into_iter().flat_map(|r| r.entries).collect();
+    Json(serde_json::json!({"Mapping": mapping.name, "Version": mapping.version, "FailedEntryCount": failed, "Entries": results}))
+        .into_response()
 }
 
 async fn rejections(State(s): State<Arc<AppState>>) -> Response {
@@ -175,6 +329,13 @@ async fn unrouted(State(s): State<Arc<AppState>>, Query(q): Query<LimitQuery>) -
     }
 }
 
+async fn refusals(State(s): State<Arc<AppState>>, Query(q): Query<LimitQuery>) -> Response {
+    match o2c_embedded::access::refusals(s.rt.db(), q.limit.unwrap_or(50).min(1000)).await {
+        Ok(found) => Json(found).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 async fn queues(State(s): State<Arc<AppState>>) -> Response {
     let mut out = serde_json::Map::new();
     for q in s.rt.topology().queues.keys() {
@@ -189,6 +350,22 @@ async fn queues(State(s): State<Arc<AppState>>) -> Response {
         }
     }
     Json(out).into_response()
+}
+
+/// The API's OpenAPI document (checked in; its examples are tested against a server).
+pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+
+/// The document as JSON, converted once.
+fn openapi() -> &'static Result<serde_json::Value, String> {
+    static DOC: std::sync::OnceLock<Result<serde_json::Value, String>> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| serde_yaml_ng::from_str(OPENAPI_YAML).map_err(|e| e.to_string()))
+}
+
+async fn openapi_json() -> Response {
+    match openapi() {
+        Ok(doc) => Json(doc).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "InternalException", format!("openapi.yaml does not parse: {e}")),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -231,6 +408,14 @@ pub struct Args {
     /// Embedded: largest request body accepted, in bytes (then `413`).
     #[arg(long, value_name = "BYTES", default_value_t = limits::Limits::default().max_body)]
     max_body: usize,
+    /// Embedded: vendor payload mappings for `POST /v1/ingest/{vendor}/{object}` (read
+    /// again when a file changes).
+    #[arg(long, value_name = "DIR", default_value = "mappings")]
+    mappings: PathBuf,
+    /// Embedded: requests per second per key for keys created without `--rate`
+    /// (burst: one second's worth; then `429`).
+    #[arg(long, value_name = "PER_SEC", default_value_t = 100)]
+    rate_limit: u32,
     #[command(flatten)]
     connectors: crate::Connectors,
 }
@@ -248,18 +433,42 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 max_body: args.max_body,
             };
             let reference = crate::load_reference(args.reference.as_deref())?;
-            serve_embedded(args.target.db()?.to_owned(), args.addr, reference, &template.text, limits).await
+            let mappings = if args.mappings.is_dir() {
+                let r = o2c_mapping::Registry::open(&args.mappings).map_err(anyhow::Error::msg)?;
+                eprintln!("o2c serve: {} mapping(s) from {}", r.loaded().mappings.len(), args.mappings.display());
+                Some(r)
+            } else {
+                None
+            };
+            serve_embedded(args.target.db()?.to_owned(), args.addr, reference, &template.text, limits, args.rate_limit, mappings).await
         }
     }
 }
 
-async fn serve_embedded(db: PathBuf, addr: String, reference: ReferenceData, template: &str, limits: limits::Limits) -> Result<ExitCode> {
+async fn serve_embedded(
+    db: PathBuf,
+    addr: String,
+    reference: ReferenceData,
+    template: &str,
+    limits: limits::Limits,
+    rate_limit: u32,
+    mappings: Option<o2c_mapping::Registry>,
+) -> Result<ExitCode> {
     let rt = Runtime::builder(&db, reference).template(template).open().await?;
+    if o2c_embedded::access::active_keys(rt.db()).await? == 0 {
+        eprintln!(
+            "o2c serve: no API key is active, so every request but /healthz is refused (401): create one with \
+             `o2c sources add NAME --db {} --source SOURCE --detail-type TYPE` or `--operator`",
+            db.display()
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = rt.start(stop_rx);
-    let state = Arc::new(AppState { rt: rt.clone() });
+    let gate = Arc::new(auth::Gate::new(rt.db().clone(), limits, rate_limit));
+    let state = Arc::new(AppState { rt: rt.clone(), gate: gate.clone(), mappings });
     let app = Router::new()
         .route("/v1/events", post(put_events))
+        .route("/v1/ingest/{*mapping}", post(ingest))
         .route("/v1/engagements", get(engagements))
         .route("/v1/engagements/{id}", get(engagement))
         .route("/v1/rejections", get(rejections))
@@ -268,9 +477,13 @@ async fn serve_embedded(db: PathBuf, addr: String, reference: ReferenceData, tem
         .route("/v1/exceptions/{id}/actions", post(exception_action))
         .route("/v1/queues", get(queues))
         .route("/v1/unrouted", get(unrouted))
+        .route("/v1/access/refusals", get(refusals))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/openapi.json", get(openapi_json))
+        .route("/openapi.yaml", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML) }))
+        .layer(axum::middleware::from_fn_with_state(gate, auth::gate))
+        // Outermost: what the gate recorded is committed with the answer too.
         .layer(axum::middleware::from_fn_with_state(state.clone(), committed))
-        .layer(axum::middleware::from_fn_with_state(limits, limits::bounded_body))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
@@ -284,18 +497,35 @@ async fn serve_embedded(db: PathBuf, addr: String, reference: ReferenceData, tem
     Ok(ExitCode::SUCCESS)
 }
 
-/// Posts entries to a running `o2c serve` (10 per request, like `PutEvents`).
-pub async fn send(url: &str, entries: &[o2c_app::bus::PutEventsEntry]) -> Result<ExitCode> {
+/// The API key a client command presents to `o2c serve`: the file given, else
+/// `O2C_API_KEY`, else the file named by `O2C_API_KEY_FILE`.
+pub fn client_key(file: Option<&std::path::Path>) -> Result<Option<String>> {
+    let file = match file {
+        Some(f) => Some(f.to_owned()),
+        None => {
+            if let Ok(k) = std::env::var("O2C_API_KEY") {
+                return Ok(Some(k.trim().to_owned()));
+            }
+            std::env::var_os("O2C_API_KEY_FILE").map(PathBuf::from)
+        }
+    };
+    file.map(|f| {
+        std::fs::read_to_string(&f).map(|k| k.trim().to_owned()).with_context(|| format!("cannot read the key file {}", f.display()))
+    })
+    .transpose()
+}
+
+/// Posts entries to a running `o2c serve` (10 per request, like `PutEvents`) with `key`.
+pub async fn send(url: &str, entries: &[o2c_app::bus::PutEventsEntry], key: Option<&str>) -> Result<ExitCode> {
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
     let endpoint = format!("{}/v1/events", url.trim_end_matches('/'));
     let mut failed = 0;
     for chunk in entries.chunks(MAX_ENTRIES_PER_PUT) {
-        let resp = client
-            .post(&endpoint)
-            .json(&PutEventsRequest { entries: chunk.to_vec() })
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {endpoint}"))?;
+        let mut req = client.post(&endpoint).json(&PutEventsRequest { entries: chunk.to_vec() });
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach {endpoint}"))?;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         if !status.is_success() {

@@ -225,6 +225,23 @@ INSERT INTO sim_sequences (name, value) SELECT 'journal', COUNT(*) FROM sim_jour
 INSERT INTO sim_sequences (name, value) SELECT 'billing_schedule', COUNT(*) FROM sim_billing_schedules;
 INSERT INTO sim_sequences (name, value) SELECT 'invoice', COUNT(*) FROM sim_invoices;
 "#,
+    // `o2c serve`'s credentials (a SHA-256 of each key, never the key) and its refusals.
+    r#"
+CREATE TABLE access_keys (
+    key_id          TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    key_sha256      TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    revoked_at      TEXT
+) WITHOUT ROWID;
+CREATE INDEX access_keys_by_name ON access_keys(name);
+CREATE TABLE access_refusals (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    at              TEXT NOT NULL,
+    body            TEXT NOT NULL
+);
+"#,
 ];
 
 /// Statements through the connection's statement cache, so the hot path parses each SQL

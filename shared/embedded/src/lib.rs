@@ -15,8 +15,10 @@
 //! - [`simulation`]: the seeded deterministic simulation of the whole flow (`o2c sim run`):
 //!   duplicates, reordering, connector faults and crashes, then the invariants;
 //! - [`unrouted`]: the accepted events that matched no rule, counted and listed;
+//! - [`access`]: `o2c serve`'s API keys (hashed), their grants, and the refusals;
 //! - [`reference`]: the bundled sample reference data (a global consulting firm).
 
+pub mod access;
 pub mod bus;
 pub mod db;
 pub mod runtime;

@@ -1,7 +1,8 @@
-//! What `o2c serve` refuses before a handler runs: a client that never finishes its
+//! What `o2c serve` refuses whoever the caller is: a client that never finishes its
 //! headers (disconnected after [`Limits::header_timeout`]), a body that does not arrive
-//! within [`Limits::body_timeout`] (`408`), and a body over [`Limits::max_body`] (`413`) —
-//! every refusal a JSON error like the API's others.
+//! within [`Limits::body_timeout`] (`408`), and a body over [`Limits::max_body`] (`413`,
+//! or the key's own smaller limit) — every refusal a JSON error like the API's others,
+//! answered and recorded by the gate (`auth.rs`).
 //!
 //! `axum::serve` gives no deadline for headers (its hyper builder has no timer), so
 //! [`serve`] is its accept loop with hyper's `header_read_timeout` and the same graceful
@@ -13,10 +14,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::Response;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -42,37 +42,37 @@ impl Default for Limits {
     }
 }
 
-fn refuse(status: StatusCode, code: &str, message: String) -> Response {
-    super::error(status, code, message)
-}
+/// A request refused before its handler ran: status, error code, reason.
+pub type Refused = (StatusCode, &'static str, String);
 
-/// Middleware: buffers the body within the limits, or answers `408` / `413` / `400`.
-pub async fn bounded_body(State(limits): State<Limits>, req: Request, next: Next) -> Response {
+/// Buffers the body of `req` within `max` bytes and `timeout`, or says why not
+/// (`408`, `413`, `400`).
+pub async fn read_body(req: Request, max: usize, timeout: Duration) -> Result<Request, Refused> {
     let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_body as u64) {
-        return too_large(&limits);
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large(max));
     }
     let (parts, body) = req.into_parts();
-    let bytes = match tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limits.max_body)).await {
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
         Err(_) => {
-            return refuse(
+            return Err((
                 StatusCode::REQUEST_TIMEOUT,
                 "RequestTimeout",
-                format!("the request body did not arrive within {} s", limits.body_timeout.as_secs()),
-            );
+                format!("the request body did not arrive within {} s", timeout.as_secs()),
+            ));
         }
-        Ok(Err(e)) if is_length_limit(&e) => return too_large(&limits),
-        Ok(Err(e)) => return refuse(StatusCode::BAD_REQUEST, "ValidationException", format!("cannot read the request body: {e}")),
+        Ok(Err(e)) if is_length_limit(&e) => return Err(too_large(max)),
+        Ok(Err(e)) => return Err((StatusCode::BAD_REQUEST, "ValidationException", format!("cannot read the request body: {e}"))),
         Ok(Ok(b)) => b,
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
-fn too_large(limits: &Limits) -> Response {
-    refuse(
+fn too_large(max: usize) -> Refused {
+    (
         StatusCode::PAYLOAD_TOO_LARGE,
         "RequestEntityTooLarge",
-        format!("the request body exceeds {} bytes (a PutEvents request holds at most 256 KB of entries)", limits.max_body),
+        format!("the request body exceeds {max} bytes (a PutEvents request holds at most 256 KB of entries)"),
     )
 }
 
@@ -108,7 +108,14 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address, for the refusals the gate records.
+        let remote = stream.peer_addr().ok();
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(app.clone(), move |mut r: Request<Incoming>| {
+            if let Some(addr) = remote {
+                r.extensions_mut().insert(ConnectInfo(addr));
+            }
+            r
+        }));
         let mut stop = stop_rx.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {

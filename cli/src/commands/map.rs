@@ -1,0 +1,72 @@
+//! `o2c map`: what a vendor payload becomes under a mapping — the canonical event(s), or
+//! the refusal with every failing path — without processing anything, so an integrator
+//! tests a mapping before switching it on. `o2c map --list` names the mappings.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args as ClapArgs;
+use o2c_mapping::Registry;
+
+/// Arguments.
+#[derive(ClapArgs)]
+pub struct Args {
+    /// The mappings directory.
+    #[arg(long, default_value = "mappings", value_name = "DIR")]
+    mappings: PathBuf,
+    /// The mapping (`vendor/object`, e.g. `salesforce/opportunity`).
+    #[arg(long, required_unless_present = "list")]
+    mapping: Option<String>,
+    /// Name the mappings (with their version and what they map) and the files that do not load.
+    #[arg(long, conflicts_with = "mapping")]
+    list: bool,
+    /// Vendor payloads (JSON or XML, as the mapping reads).
+    files: Vec<PathBuf>,
+}
+
+/// Runs the command.
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let registry = Registry::open(&args.mappings).map_err(anyhow::Error::msg)?;
+    if args.list {
+        let loaded = registry.loaded();
+        for m in loaded.mappings.values() {
+            outln!("{:<36} v{:<3} {} / {}  {}", m.name, m.version, m.emit.source, m.emit.event_type.detail_type(), m.description);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let name = args.mapping.unwrap_or_default();
+    let Some(mapping) = registry.get(&name) else {
+        let known: Vec<String> = registry.loaded().mappings.keys().cloned().collect();
+        usage!("no mapping `{name}` in {} (known: {})", args.mappings.display(), known.join(", "));
+    };
+    if args.files.is_empty() {
+        usage!("name the vendor payload file(s) to map");
+    }
+    let mut refused = 0;
+    let mut events = Vec::new();
+    for f in &args.files {
+        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let result = o2c_mapping::parse_input(mapping.format, &bytes).map_err(|i| vec![i]).and_then(|doc| mapping.apply(&doc));
+        match result {
+            Ok(mapped) => events.extend(
+                mapped
+                    .into_iter()
+                    .map(|m| serde_json::json!({"Source": m.source, "DetailType": m.detail_type, "Detail": m.detail.to_string()})),
+            ),
+            Err(issues) => {
+                refused += 1;
+                eprintln!("o2c: {} cannot be mapped by {} v{}:", f.display(), mapping.name, mapping.version);
+                for i in issues {
+                    let from = if i.path.is_empty() { String::new() } else { format!(" (from {})", i.path) };
+                    eprintln!("  {}{from}: {}", if i.field.is_empty() { "$" } else { &i.field }, i.message);
+                }
+            }
+        }
+    }
+    // PutEvents entries, one per line: `o2c send` and `o2c run` read them as they are.
+    for e in &events {
+        outln!("{e}");
+    }
+    Ok(if refused > 0 { ExitCode::from(crate::exit::REFUSED) } else { ExitCode::SUCCESS })
+}
