@@ -155,3 +155,105 @@ fn when_an_integrator_tries_a_mapping_should_print_the_entries_or_every_failing_
     let out = run(&["map", "--mappings", repo("mappings").to_str().unwrap(), "--mapping", "nope/nope", bad_file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Posts `body` to `path` with only the vendor's signature header (no key).
+fn post_signed(addr: &str, path: &str, header: &str, signature: &str, body: &[u8]) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\n{header}: {signature}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn when_vendors_call_with_signed_webhooks_should_verify_each_signature_and_carry_the_engagement_to_active() {
+    use o2c_embedded::webhooks::sign;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let (stripe_secret, docusign_secret) = ("whsec_5f2b1c9e8d7a6b5c4d3e2f1a", "8f3e2d1c-docusign-connect-hmac-key");
+    for (vendor, secret, args) in [
+        ("docusign", docusign_secret, ["--source", "o2c.clm", "--detail-type", "ContractApproved"]),
+        ("stripe", stripe_secret, ["--source", "o2c.bank", "--detail-type", "PaymentReceived"]),
+    ] {
+        let f = dir.path().join(format!("{vendor}.secret"));
+        std::fs::write(&f, secret).unwrap();
+        add_key(&db, vendor, &[&args[..], &["--webhook", vendor, "--webhook-secret-file", f.to_str().unwrap()]].concat());
+    }
+    let crm = add_key(&db, "salesforce", &["--source", "o2c.crm", "--detail-type", "OpportunityClosedWon"]);
+    let server = Server::start_with(&db, &["--mappings", repo("mappings").to_str().unwrap()]);
+    let listed = text(&run(&["sources", "list", "--db", db.to_str().unwrap()]).stdout);
+    assert!(listed.contains("signed stripe webhooks") && !listed.contains(stripe_secret), "{listed}");
+
+    // Salesforce closes the deal (API key), DocuSign reports the signed SOW (signature).
+    let sf = example("salesforce/opportunity");
+    let (code, resp) = http_as(&server.addr, Some(&crm), "POST", "/v1/ingest/salesforce/opportunity", Some(&sf));
+    assert_eq!(code, 200, "{resp}");
+    let mut envelope = example("docusign/envelope-completed");
+    envelope["data"]["envelopeSummary"]["customFields"]["textCustomFields"][0]["value"] = json!("0068d00000SFDC01AAA");
+    let body = envelope.to_string().into_bytes();
+    let now = chrono::Utc::now().timestamp();
+    let good = sign("docusign", &body, docusign_secret, now).unwrap();
+    let path = "/v1/ingest/docusign/envelope-completed";
+    // Forged: signed with another secret; the body changed after signing.
+    let forged = sign("docusign", &body, "not-the-connect-key-at-all", now).unwrap();
+    let (code, resp) = post_signed(&server.addr, path, "X-DocuSign-Signature-1", &forged, &body);
+    assert_eq!((code, resp["ErrorCode"].as_str()), (401, Some("InvalidSignature")), "{resp}");
+    let mut tampered = body.clone();
+    let at = tampered.len() - 3;
+    tampered[at] = b' ';
+    assert_eq!(post_signed(&server.addr, path, "X-DocuSign-Signature-1", &good, &tampered).0, 401);
+    let (code, resp) = post_signed(&server.addr, path, "X-DocuSign-Signature-1", &good, &body);
+    assert_eq!((code, resp["FailedEntryCount"].as_u64()), (200, Some(0)), "{resp}");
+    wait_until("the engagement activates", || {
+        server.http("GET", "/v1/engagements/ENG-0068d00000SFDC01AAA", None).1["engagement"]["status"] == "active"
+    });
+
+    // Stripe: the signed timestamp bounds a replay.
+    let pay = example("stripe/payment_intent.succeeded").to_string().into_bytes();
+    let path = "/v1/ingest/stripe/payment_intent.succeeded";
+    let stale = sign("stripe", &pay, stripe_secret, now - 3600).unwrap();
+    let (code, resp) = post_signed(&server.addr, path, "Stripe-Signature", &stale, &pay);
+    assert_eq!(code, 401, "{resp}");
+    assert!(resp["ErrorMessage"].as_str().unwrap().contains("tolerance"), "{resp}");
+    // A Stripe signature is no DocuSign signature: each vendor's secrets only.
+    let wrong_vendor = sign("docusign", &pay, stripe_secret, now).unwrap();
+    assert_eq!(post_signed(&server.addr, path, "X-DocuSign-Signature-1", &wrong_vendor, &pay).0, 401);
+    let fresh = sign("stripe", &pay, stripe_secret, now).unwrap();
+    let (code, resp) = post_signed(&server.addr, path, "Stripe-Signature", &fresh, &pay);
+    assert_eq!((code, resp["FailedEntryCount"].as_u64()), (200, Some(0)), "{resp}");
+    // The signed webhook's key is the vendor's: it cannot ingest another vendor's object.
+    let sig = sign("stripe", &body, stripe_secret, now).unwrap();
+    let (code, _) = post_signed(&server.addr, "/v1/ingest/docusign/envelope-completed", "Stripe-Signature", &sig, &body);
+    assert_eq!(code, 401, "a Stripe signature on the DocuSign path is no DocuSign signature");
+    let refused = run(&["sources", "refusals", "--db", db.to_str().unwrap(), "--json"]);
+    let refused: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    // Forged, tampered and stale: bad signatures; the others carried no signature of their
+    // path's vendor, so they were requests without a key.
+    let codes: Vec<&str> = refused["latest"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    assert_eq!(codes.iter().filter(|c| **c == "InvalidSignature").count(), 3, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == "MissingAuthenticationToken").count(), 2, "{codes:?}");
+}
+
+#[test]
+fn when_a_certinia_timecard_is_mapped_should_record_the_approved_time_on_the_active_engagement() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let d = db.to_str().unwrap();
+    let samples = ["OpportunityClosedWon", "ContractApproved"].map(|s| repo(&format!("events/samples/{s}.v1.json")));
+    assert!(run(&["run", "--db", d, samples[0].to_str().unwrap(), samples[1].to_str().unwrap()]).status.success());
+    let tc = repo("mappings/certinia/timecard.example.json");
+    let out = run(&["map", "--mappings", repo("mappings").to_str().unwrap(), "--mapping", "certinia/timecard", tc.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let entries = dir.path().join("time.jsonl");
+    std::fs::write(&entries, &out.stdout).unwrap();
+    let ran = run(&["run", "--db", d, entries.to_str().unwrap()]);
+    assert_eq!(ran.status.code(), Some(0), "processed, nothing parked: {}", text(&ran.stderr));
+    let rejections = run(&["rejections", "--db", d, "--json"]);
+    assert_eq!(serde_json::from_slice::<Value>(&rejections.stdout).unwrap(), json!([]));
+    let status: Value = serde_json::from_slice(&run(&["status", "--db", d, "0068d00000GLBX01", "--json"]).stdout).unwrap();
+    assert!(status.to_string().contains("TC-2027-000981"), "the time entry is on the engagement: {status}");
+}

@@ -47,7 +47,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let mut events = Vec::new();
     for f in &args.files {
         let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-        let result = o2c_mapping::parse_input(mapping.format, &bytes).map_err(|i| vec![i]).and_then(|doc| mapping.apply(&doc));
+        let result = mapping.read(&bytes).map_err(|i| vec![i]).and_then(|doc| mapping.apply(&doc));
         match result {
             Ok(mapped) => events.extend(
                 mapped

@@ -219,7 +219,7 @@ async fn ingest(
         let reason = format!("{reason}: {} makes {} events", mapping.name, mapping.emit.event_type.detail_type());
         return s.gate.refuse(auth::Who::caller(&caller), (StatusCode::FORBIDDEN, "AccessDeniedException", reason), None).await;
     }
-    let mapped = o2c_mapping::parse_input(mapping.format, &body).map_err(|i| vec![i]).and_then(|doc| mapping.apply(&doc));
+    let mapped = mapping.read(&body).map_err(|i| vec![i]).and_then(|doc| mapping.apply(&doc));
     let mapped = match mapped {
         Ok(m) => m,
         Err(issues) => {
@@ -227,7 +227,7 @@ async fn ingest(
             use o2c_app::ports::RejectionStore;
             let step = format!("ingest:{}", mapping.name);
             // Parked for repair without what the mapping marks secret (`redact`).
-            let text = match o2c_mapping::parse_input(mapping.format, &body) {
+            let text = match mapping.read(&body) {
                 Ok(doc) if mapping.format == o2c_mapping::Format::Json => mapping.redacted(doc).to_string(),
                 _ => String::from_utf8_lossy(&body).into_owned(),
             };

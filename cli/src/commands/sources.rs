@@ -37,6 +37,14 @@ pub enum Cmd {
         /// Requests per second for this key (default: `serve --rate-limit`).
         #[arg(long, value_name = "PER_SEC")]
         rate: Option<u32>,
+        /// A vendor whose signed webhooks authenticate as this key (`stripe`, `docusign`):
+        /// `POST /v1/ingest/<vendor>/…` with the vendor's signature header and no key.
+        #[arg(long, value_name = "VENDOR", requires = "webhook_secret_file")]
+        webhook: Option<String>,
+        /// The vendor's webhook signing secret, read from this file (stored in the database:
+        /// a signature check needs the secret itself; never listed).
+        #[arg(long, value_name = "PATH", requires = "webhook")]
+        webhook_secret_file: Option<PathBuf>,
         /// Write the key to this new file (mode 0600) instead of printing it.
         #[arg(long, value_name = "PATH")]
         key_file: Option<PathBuf>,
@@ -88,12 +96,16 @@ fn embedded(target: &Target) -> Result<&Path> {
 /// Runs the command.
 pub async fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Add { target, name, sources, detail_types, operator, max_body, rate, key_file, json } => {
+        Cmd::Add { target, name, sources, detail_types, operator, max_body, rate, webhook, webhook_secret_file, key_file, json } => {
+            let webhook_secret = webhook_secret_file
+                .as_deref()
+                .map(|f| std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display())))
+                .transpose()?;
             let db = Db::open(embedded(&target)?)?;
-            let grants = Grants { sources, detail_types, operator, max_body, rate_per_second: rate };
+            let grants = Grants { sources, detail_types, operator, max_body, rate_per_second: rate, webhook };
             // The file first: a key is never created that could not be handed over.
             let mut file = key_file.as_deref().map(new_key_file).transpose()?;
-            let (cred, key) = match access::add(&db, NewCredential { name, grants }).await {
+            let (cred, key) = match access::add(&db, NewCredential { name, grants, webhook_secret }).await {
                 Ok(k) => k,
                 Err(e) => {
                     if let Some(path) = &key_file {
@@ -181,6 +193,9 @@ fn line(k: &Credential) -> String {
     }
     if g.operator {
         can.push("operator".into());
+    }
+    if let Some(v) = &g.webhook {
+        can.push(format!("signed {v} webhooks"));
     }
     let state = match k.revoked_at {
         Some(at) => format!("revoked {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),

@@ -49,6 +49,10 @@ pub struct Grants {
     pub max_body: Option<u64>,
     /// Requests per second (burst: one second's worth); `None`: serve's `--rate-limit`.
     pub rate_per_second: Option<u32>,
+    /// The vendor whose signed webhooks authenticate as this key (`stripe`, `docusign`);
+    /// the signing secret is kept apart and never listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 /// One key's record (never the key).
@@ -169,6 +173,8 @@ pub struct NewCredential {
     pub name: String,
     /// What it may do.
     pub grants: Grants,
+    /// The vendor's webhook signing secret, with `grants.webhook`.
+    pub webhook_secret: Option<String>,
 }
 
 fn issue(field: &str, message: impl Into<String>) -> Issue {
@@ -198,6 +204,21 @@ impl NewCredential {
         }
         if g.max_body == Some(0) {
             out.push(issue("max_body", "must be above 0"));
+        }
+        match (&g.webhook, &self.webhook_secret) {
+            (Some(v), Some(secret)) => {
+                if !crate::webhooks::SCHEMES.contains(&v.as_str()) {
+                    out.push(issue("webhook", format!("`{v}` is not a known scheme ({})", crate::webhooks::SCHEMES.join(", "))));
+                }
+                if secret.trim().len() < 16 {
+                    out.push(issue("webhook_secret", "at least 16 characters"));
+                }
+                if g.sources.is_empty() {
+                    out.push(issue("webhook", "a webhook source publishes: give it --source and --detail-type"));
+                }
+            }
+            (None, None) => {}
+            _ => out.push(issue("webhook", "--webhook and its secret go together")),
         }
         if g.rate_per_second == Some(0) {
             out.push(issue("rate_per_second", "must be above 0 (revoke the key to stop it)"));
@@ -251,15 +272,20 @@ pub async fn add(db: &Db, new: NewCredential) -> Result<(Credential, String), O2
     let key_id = random_hex(6)?;
     let key = format!("{KEY_PREFIX}{key_id}_{}", random_hex(32)?);
     let cred = Credential { key_id, name: new.name, grants: new.grants, created_at: db.clock().now(), revoked_at: None };
-    let (c, hash) = (cred.clone(), sha256_hex(&key));
+    let (c, hash, secret) = (cred.clone(), sha256_hex(&key), new.webhook_secret);
     db.call(move |conn| {
+        let tx = atomic(conn)?;
         let body = serde_json::to_string(&c.grants).map_err(row_err)?;
-        conn.exec(
+        tx.exec(
             "INSERT INTO access_keys (key_id, name, key_sha256, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![c.key_id, c.name, hash, body, c.created_at.to_rfc3339()],
         )
         .map_err(db_err)?;
-        Ok(())
+        if let (Some(vendor), Some(secret)) = (&c.grants.webhook, secret) {
+            tx.exec("INSERT INTO access_webhooks (key_id, vendor, secret) VALUES (?1, ?2, ?3)", params![c.key_id, vendor, secret.trim()])
+                .map_err(db_err)?;
+        }
+        tx.commit()
     })
     .await?;
     db.commit()?;
@@ -329,6 +355,26 @@ pub async fn authenticate(db: &Db, presented: Option<&str>) -> Result<Result<Cre
         Some(at) => Err(Denied::Revoked { credential: Box::new(cred), at }),
         None => Ok(cred),
     })
+}
+
+/// The active keys whose webhooks come from `vendor`, with their signing secrets.
+pub async fn webhook_keys(db: &Db, vendor: &str) -> Result<Vec<(Credential, String)>, O2cError> {
+    let vendor = vendor.to_owned();
+    db.call(move |c| {
+        let mut stmt = c
+            .prepare_cached(
+                "SELECT k.key_id, k.name, k.body, k.created_at, k.revoked_at, w.secret FROM access_webhooks w \
+                 JOIN access_keys k ON k.key_id = w.key_id WHERE w.vendor = ?1 AND k.revoked_at IS NULL",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![vendor], |r| Ok((credential(r)?, r.get::<_, String>(5)?)))
+            .map_err(db_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err)?;
+        rows.into_iter().map(|(row, secret)| Ok((to_credential(row)?, secret))).collect()
+    })
+    .await
 }
 
 /// One refused request.
@@ -419,6 +465,7 @@ mod tests {
             operator,
             max_body: None,
             rate_per_second: None,
+            webhook: None,
         }
     }
 
@@ -431,8 +478,12 @@ mod tests {
     #[tokio::test]
     async fn when_a_key_is_added_should_authenticate_only_that_key_and_store_only_its_hash() {
         let (_d, db) = db().await;
-        let (cred, key) =
-            add(&db, NewCredential { name: "crm".into(), grants: grants(&["o2c.crm"], &["OpportunityClosedWon"], false) }).await.unwrap();
+        let (cred, key) = add(
+            &db,
+            NewCredential { name: "crm".into(), grants: grants(&["o2c.crm"], &["OpportunityClosedWon"], false), webhook_secret: None },
+        )
+        .await
+        .unwrap();
         assert!(key.starts_with("o2c_") && key.len() == 4 + 12 + 1 + 64, "{key}");
         assert_eq!(authenticate(&db, Some(&key)).await.unwrap().unwrap(), cred);
         // Same id, another secret; a truncated key; garbage; nothing.
@@ -456,8 +507,8 @@ mod tests {
     async fn when_a_key_is_revoked_should_refuse_it_and_leave_the_other_key_of_the_name() {
         let (_d, db) = db().await;
         let g = grants(&["o2c.crm"], &["*"], false);
-        let (old, old_key) = add(&db, NewCredential { name: "crm".into(), grants: g.clone() }).await.unwrap();
-        let (_, new_key) = add(&db, NewCredential { name: "crm".into(), grants: g }).await.unwrap();
+        let (old, old_key) = add(&db, NewCredential { name: "crm".into(), grants: g.clone(), webhook_secret: None }).await.unwrap();
+        let (_, new_key) = add(&db, NewCredential { name: "crm".into(), grants: g, webhook_secret: None }).await.unwrap();
         let revoked = revoke(&db, "crm", Some(&old.key_id)).await.unwrap();
         assert_eq!(revoked.len(), 1);
         assert!(matches!(authenticate(&db, Some(&old_key)).await.unwrap(), Err(Denied::Revoked { .. })));
@@ -505,7 +556,7 @@ mod tests {
 
     #[test]
     fn when_a_new_key_is_malformed_should_list_every_reason() {
-        let bad = NewCredential { name: "a b".into(), grants: grants(&["o2c crm"], &[], false) };
+        let bad = NewCredential { name: "a b".into(), grants: grants(&["o2c crm"], &[], false), webhook_secret: None };
         let fields: Vec<_> = bad.check().into_iter().map(|i| i.field).collect();
         assert!(fields.contains(&"name".to_string()) && fields.iter().filter(|f| *f == "grants").count() >= 2, "{fields:?}");
     }

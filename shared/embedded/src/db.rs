@@ -242,6 +242,15 @@ CREATE TABLE access_refusals (
     body            TEXT NOT NULL
 );
 "#,
+    // Vendors' webhook signing secrets, per key: a signature check needs the secret itself.
+    r#"
+CREATE TABLE access_webhooks (
+    key_id          TEXT PRIMARY KEY REFERENCES access_keys(key_id),
+    vendor          TEXT NOT NULL,
+    secret          TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX access_webhooks_by_vendor ON access_webhooks(vendor);
+"#,
 ];
 
 /// Statements through the connection's statement cache, so the hot path parses each SQL

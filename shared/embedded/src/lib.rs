@@ -16,6 +16,7 @@
 //!   duplicates, reordering, connector faults and crashes, then the invariants;
 //! - [`unrouted`]: the accepted events that matched no rule, counted and listed;
 //! - [`access`]: `o2c serve`'s API keys (hashed), their grants, and the refusals;
+//! - [`webhooks`]: vendors' webhook signature schemes (Stripe, DocuSign Connect);
 //! - [`reference`]: the bundled sample reference data (a global consulting firm).
 
 pub mod access;
@@ -28,6 +29,7 @@ pub mod sim_tax;
 pub mod simulation;
 pub mod store;
 pub mod unrouted;
+pub mod webhooks;
 
 /// Bundled sample reference data.
 pub mod reference {

@@ -40,6 +40,8 @@ const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x4f0c_3e52_9b7d_4a61_8f0e_2
 
 struct Ctx<'a> {
     m: &'a Mapping,
+    /// The whole document (`from: document`).
+    root: &'a Value,
     issues: Vec<MapIssue>,
 }
 
@@ -204,8 +206,9 @@ impl Ctx<'_> {
     }
 
     fn op(&mut self, at: &str, op: &Op, doc: &Value) -> Option<Value> {
+        let at_node = if op.from_document { self.root } else { doc };
         let (raw, path) = match &op.source {
-            Source::Path(text, p) => match one(p, doc) {
+            Source::Path(text, p) => match one(p, at_node) {
                 Ok(v) => (v.cloned(), text.clone()),
                 Err(e) => {
                     self.issue(at, text, e);
@@ -308,7 +311,7 @@ impl Mapping {
     /// The events `doc` becomes, or every reason it cannot (guards, fields, then the
     /// event's own JSON Schema, each with its path).
     pub fn apply(&self, doc: &Value) -> Result<Vec<Mapped>, Vec<MapIssue>> {
-        let mut ctx = Ctx { m: self, issues: Vec::new() };
+        let mut ctx = Ctx { m: self, root: doc, issues: Vec::new() };
         for (i, g) in self.require.iter().enumerate() {
             let at = format!("require[{i}]");
             match one(&g.path.1, doc) {

@@ -28,7 +28,8 @@
 //! with one of `path`, `template` (`"corr-{$.Id}"`), `const`, `each` + `to`, `uuid_from` —
 //! refined by `as` (`string`, `integer`, `decimal` with `scale`, `date`, `datetime`,
 //! `minor_units` with `currency`), `map`, `case` (`lower` / `upper`), `default` and
-//! `optional` (the field is left out when the path selects nothing). `redact` lists input
+//! `optional` (the field is left out when the path selects nothing) and `from: document`
+//! (inside `each`, read the whole document: a bank account stated once for all entries). `redact` lists input
 //! paths holding secrets, replaced before an unmappable payload is parked.
 
 use std::collections::BTreeMap;
@@ -118,6 +119,8 @@ pub struct Op {
     pub default: Option<Value>,
     /// Left out when the path selects nothing.
     pub optional: bool,
+    /// The path reads the whole document, not the node `each` is at (`from: document`).
+    pub from_document: bool,
     /// For `minor_units`: exponents that differ from ISO 4217's for this vendor (Stripe
     /// counts ISK and UGX in hundredths).
     pub exponents: BTreeMap<String, u32>,
@@ -173,12 +176,26 @@ pub struct Mapping {
     pub emit: Emit,
     /// Value maps.
     pub maps: BTreeMap<String, BTreeMap<String, Value>>,
+    /// XML elements always read as arrays (`format: xml`).
+    pub xml_arrays: Vec<String>,
     /// Input paths whose values are secrets (a client secret, a token): replaced before
     /// an unmappable payload is parked.
     pub redact: Vec<(String, JsonPath)>,
 }
 
 impl Mapping {
+    /// Reads a payload in the mapping's format (XML with its `xml_arrays`).
+    pub fn read(&self, bytes: &[u8]) -> Result<Value, crate::MapIssue> {
+        match self.format {
+            Format::Json => crate::parse_input(Format::Json, bytes),
+            Format::Xml => crate::xml::to_json_with(bytes, &self.xml_arrays).map_err(|e| crate::MapIssue {
+                field: String::new(),
+                path: "$".into(),
+                message: format!("not XML: {e}"),
+            }),
+        }
+    }
+
     /// `doc` with every `redact` path's value replaced by `"[redacted]"`.
     pub fn redacted(&self, mut doc: Value) -> Value {
         for (_, p) in &self.redact {
@@ -194,7 +211,7 @@ impl Mapping {
 }
 
 const OPS: [&str; 5] = ["path", "template", "const", "each", "uuid_from"];
-const REFINEMENTS: [&str; 9] = ["as", "scale", "currency", "map", "case", "default", "optional", "to", "exponents"];
+const REFINEMENTS: [&str; 10] = ["as", "scale", "currency", "map", "case", "default", "optional", "to", "exponents", "from"];
 
 struct Parser<'a> {
     problems: Vec<String>,
@@ -325,6 +342,14 @@ impl Parser<'_> {
                 None => self.problems.push(format!("{at}: exponents.{code} must be 0 to 4")),
             }
         }
+        let from_document = match text("from").as_deref() {
+            None | Some("node") => false,
+            Some("document") => true,
+            Some(other) => {
+                self.problems.push(format!("{at}: `from` is node or document, not {other}"));
+                false
+            }
+        };
         let Some(source) = source else { return Field::Const(Value::Null) };
         Field::Op(Box::new(Op {
             source,
@@ -335,6 +360,7 @@ impl Parser<'_> {
             case,
             default: m.get("default").cloned(),
             optional: m.get("optional").and_then(Value::as_bool).unwrap_or(false),
+            from_document,
             exponents,
         }))
     }
@@ -351,6 +377,7 @@ impl Op {
             case: None,
             default: None,
             optional: false,
+            from_document: false,
             exponents: BTreeMap::new(),
         }
     }
@@ -364,7 +391,7 @@ impl Mapping {
         let Some(top) = doc.as_object() else { return Err(fail("not a mapping document".into())) };
         let mut problems = Vec::new();
         for k in top.keys() {
-            if !["mapping", "version", "description", "format", "require", "emit", "maps", "redact"].contains(&k.as_str()) {
+            if !["mapping", "version", "description", "format", "require", "emit", "maps", "redact", "xml_arrays"].contains(&k.as_str()) {
                 problems.push(format!("unknown key `{k}`"));
             }
         }
@@ -440,6 +467,11 @@ impl Mapping {
             require,
             emit: Emit { each, source, event_type, detail },
             maps,
+            xml_arrays: top
+                .get("xml_arrays")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default(),
             redact,
         })
     }

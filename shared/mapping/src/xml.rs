@@ -21,7 +21,11 @@ fn local(name: &[u8]) -> String {
     s.rsplit(':').next().unwrap_or_default().to_owned()
 }
 
-fn insert(fields: &mut Map<String, Value>, k: String, v: Value) {
+fn insert(fields: &mut Map<String, Value>, k: String, v: Value, arrays: &[String]) {
+    if arrays.contains(&k) && !fields.contains_key(&k) {
+        fields.insert(k, Value::Array(vec![v]));
+        return;
+    }
     match fields.get_mut(&k) {
         Some(Value::Array(a)) => a.push(v),
         Some(prev) => {
@@ -62,6 +66,12 @@ fn start(e: &quick_xml::events::BytesStart<'_>) -> Result<Node, String> {
 
 /// The document as JSON: `{"<root>": …}`.
 pub fn to_json(bytes: &[u8]) -> Result<Value, String> {
+    to_json_with(bytes, &[])
+}
+
+/// [`to_json`], with the elements named in `arrays` always read as arrays (a camt.054 with
+/// one entry has one `Ntry`: still a list of one).
+pub fn to_json_with(bytes: &[u8], arrays: &[String]) -> Result<Value, String> {
     let mut reader = Reader::from_reader(bytes);
     reader.config_mut().trim_text(false);
     let mut stack: Vec<Node> = Vec::new();
@@ -79,7 +89,7 @@ pub fn to_json(bytes: &[u8]) -> Result<Value, String> {
                 let name = n.name.clone();
                 let v = finish(n);
                 match stack.last_mut() {
-                    Some(parent) => insert(&mut parent.fields, name, v),
+                    Some(parent) => insert(&mut parent.fields, name, v, arrays),
                     None => return Ok(Value::Object(Map::from_iter([(name, v)]))),
                 }
             }
@@ -116,7 +126,7 @@ pub fn to_json(bytes: &[u8]) -> Result<Value, String> {
                 let name = n.name.clone();
                 let v = finish(n);
                 match stack.last_mut() {
-                    Some(parent) => insert(&mut parent.fields, name, v),
+                    Some(parent) => insert(&mut parent.fields, name, v, arrays),
                     None => return Ok(Value::Object(Map::from_iter([(name, v)]))),
                 }
             }

@@ -14,8 +14,12 @@ fn dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../mappings"))
 }
 
+/// A mapping's example payload (`.example.json` or `.example.xml`), read as the mapping reads.
 fn example(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir().join(format!("{name}.example.json"))).unwrap()).unwrap()
+    let r = Registry::open(&dir()).unwrap();
+    let m = r.get(name).unwrap();
+    let ext = if m.format == Format::Xml { "xml" } else { "json" };
+    m.read(&std::fs::read(dir().join(format!("{name}.example.{ext}"))).unwrap()).unwrap()
 }
 
 fn issues(name: &str, doc: &Value) -> Vec<(String, String)> {
@@ -88,6 +92,63 @@ fn when_a_stripe_payment_is_mapped_should_turn_minor_units_into_the_currencys_am
     let red = m.redacted(example("stripe/payment_intent.succeeded"));
     assert_eq!(red["data"]["object"]["client_secret"], "[redacted]");
     assert_eq!(red["data"]["object"]["id"], "pi_3QxLk2EYbKjD8h0q1a2B3c4D");
+}
+
+#[test]
+fn when_a_camt054_is_mapped_should_make_one_payment_per_booked_credit_with_the_accounts_legal_entity() {
+    let r = Registry::open(&dir()).unwrap();
+    let m = r.get("iso20022/camt.054").unwrap();
+    let out = m.apply(&example("iso20022/camt.054")).unwrap();
+    assert_eq!(out.len(), 1, "the debit entry is not a payment received");
+    let p = &out[0].detail["payload"];
+    assert_eq!(p["payment_id"], "2027041100017");
+    assert_eq!(p["legal_entity_id"], "LE-DE-01", "from the notification's account, stated once");
+    assert_eq!(p["amount"], json!({"amount": "50000.00", "currency": "EUR"}));
+    assert_eq!(p["payer"], json!({"name": "GLOBEX MANUFACTURING GMBH", "account": "DE44500105175407324931"}));
+    assert_eq!(p["references"], json!(["LE-DE-01-000001"]));
+    assert_eq!(out[0].detail["occurred_at"], "2027-04-11T06:00:00Z", "the bank's local time in UTC");
+    // An account the firm does not list: refused with the account's path, not guessed.
+    let xml = std::fs::read_to_string(dir().join("iso20022/camt.054.example.xml"))
+        .unwrap()
+        .replace("DE02100100100006820101", "FR7630006000011234567890189");
+    let doc = m.read(xml.as_bytes()).unwrap();
+    let issues = m.apply(&doc).unwrap_err();
+    assert!(issues.iter().any(|i| i.field == "[0].detail.payload.legal_entity_id" && i.message.contains("FR76")), "{issues:?}");
+    // Broken XML is refused as such.
+    assert!(m.read(b"<Document><BkToCstmrDbtCdtNtfctn>").unwrap_err().message.contains("not XML"));
+}
+
+#[test]
+fn when_a_docusign_envelope_completes_should_approve_the_contract_of_its_opportunity() {
+    let r = Registry::open(&dir()).unwrap();
+    let out = r.get("docusign/envelope-completed").unwrap().apply(&example("docusign/envelope-completed")).unwrap();
+    let d = &out[0].detail;
+    assert_eq!((out[0].source.as_str(), out[0].detail_type.as_str()), ("o2c.clm", "ContractApproved"));
+    assert_eq!(d["payload"]["opportunity_id"], "0068d00000GLBX01", "from the envelope's custom field");
+    assert_eq!(d["payload"]["approver_id"], "0058d000009LegAl", "the firm's signatory");
+    assert_eq!(d["payload"]["approved_at"], "2026-11-21T14:05:00Z");
+    assert_eq!(d["correlation_id"], "corr-0068d00000GLBX01", "the opportunity's flow");
+    let mut voided = example("docusign/envelope-completed");
+    voided["event"] = json!("envelope-voided");
+    assert!(r.get("docusign/envelope-completed").unwrap().apply(&voided).is_err());
+}
+
+#[test]
+fn when_a_certinia_timecard_is_approved_should_become_time_on_its_engagement_line() {
+    let r = Registry::open(&dir()).unwrap();
+    let m = r.get("certinia/timecard").unwrap();
+    let out = m.apply(&example("certinia/timecard")).unwrap();
+    let t = &out[0].detail["payload"]["time_entry"];
+    assert_eq!(t["engagement_id"], "ENG-0068d00000GLBX01");
+    assert_eq!((t["role"].as_str(), t["hours"].as_str(), t["line_id"].as_str()), (Some("MANAGER"), Some("7.5"), Some("L2")));
+    assert_eq!(t["billable"], true);
+    let mut submitted = example("certinia/timecard");
+    submitted["pse__Status__c"] = json!("Submitted");
+    assert!(m.apply(&submitted).is_err(), "only approved time");
+    let mut intern = example("certinia/timecard");
+    intern["pse__Assignment__r"]["pse__Role__c"] = json!("Intern");
+    let issues = m.apply(&intern).unwrap_err();
+    assert_eq!(issues[0].field, "detail.payload.time_entry.role", "{issues:?}");
 }
 
 #[test]

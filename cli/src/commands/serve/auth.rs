@@ -18,6 +18,10 @@
 //! per second per client address; beyond, they are answered `429` and not recorded, so a
 //! flood of bad requests neither fills the file nor holds the write lock.
 //!
+//! A vendor's webhook (`POST /v1/ingest/<vendor>/…` with no key and the vendor's signature
+//! header) is authenticated by its signature instead — against the secrets of the active
+//! keys added with `--webhook <vendor>` — before the payload is read as anything.
+//!
 //! The buckets live in this process (one `serve` per database).
 
 use std::collections::HashMap;
@@ -32,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use o2c_app::bus::PutEventsEntry;
 use o2c_embedded::access::{self, Credential, Denied, Refusal};
 use o2c_embedded::db::Db;
+use o2c_embedded::webhooks;
 use tracing::{error, warn};
 
 use super::limits::{self, Limits};
@@ -210,6 +215,60 @@ pub async fn gate(State(g): State<Arc<Gate>>, mut req: Request, next: Next) -> R
     let method = req.method().clone();
     let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let who = |credential, key_id| Who { credential, key_id, remote, method: &method, path: &path };
+    // A vendor's signed webhook: no key, the vendor's signature header on its ingest path.
+    let vendor = path.strip_prefix("/v1/ingest/").and_then(|r| r.split('/').next()).map(str::to_owned);
+    let signed = vendor
+        .as_deref()
+        .and_then(webhooks::header)
+        .filter(|h| presented(&req).is_none() && req.headers().contains_key(*h))
+        .zip(vendor.clone());
+    if let Some((header_name, vendor)) = signed {
+        let signatures: Vec<String> = (1..=5)
+            .filter_map(|n| {
+                let name = if n == 1 { header_name.to_owned() } else { header_name.replace("-1", &format!("-{n}")) };
+                req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+            })
+            .collect();
+        let req = match limits::read_body(req, g.limits.max_body, g.limits.body_timeout).await {
+            Ok(r) => r,
+            Err(refused) => return g.refuse(who(None, None), refused, None).await,
+        };
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+        let now = g.db.clock().now().timestamp();
+        let keys = match access::webhook_keys(&g.db, &vendor).await {
+            Ok(k) => k,
+            Err(e) => return super::internal(e),
+        };
+        let sigs: Vec<&str> = signatures.iter().map(String::as_str).collect();
+        let mut why = format!("no active {vendor} webhook source (o2c sources add … --webhook {vendor})");
+        let mut found = None;
+        for (cred, secret) in keys {
+            match webhooks::verify(&vendor, &sigs, &bytes, &secret, now) {
+                Ok(()) => {
+                    found = Some(cred);
+                    break;
+                }
+                Err(e) => why = e,
+            }
+        }
+        let Some(credential) = found else {
+            if !g.record_stranger(remote) {
+                return super::error(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", "too many unsigned requests from this address");
+            }
+            let refused = (StatusCode::UNAUTHORIZED, "InvalidSignature", format!("the {vendor} webhook signature does not verify: {why}"));
+            return g.refuse(who(None, None), refused, None).await;
+        };
+        if let Err(wait) = g.take(&credential, 1) {
+            let mut resp =
+                super::error(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", format!("retry after {} ms", wait.as_millis()));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+            return resp;
+        }
+        let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        req.extensions_mut().insert(Caller { credential, remote, method: method.clone(), path: path.clone() });
+        return next.run(req).await;
+    }
     let credential = match access::authenticate(&g.db, presented(&req)).await {
         Err(e) => return super::internal(e),
         Ok(Ok(c)) => c,
