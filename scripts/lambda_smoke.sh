@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # The real Lambda binaries, without Docker:
-#  1. builds the 13 `bootstrap` binaries with cargo-lambda for provided.al2023
+#  1. builds the 14 `bootstrap` binaries with cargo-lambda for provided.al2023
 #     (x86_64, glibc 2.34 via zig) and checks no symbol needs a newer glibc;
 #  2. creates a stage on the AWS-API emulator from the template (o2c bootstrap), serves
 #     the PSA/ERP/CRM/tax simulators over HTTP (o2c sim serve);
 #  3. runs `intake` and then `provision` under the Lambda Runtime Interface Emulator (the
 #     aws-lambda-rie binary shipped in the aws-sam-cli wheel) and invokes each with a
-#     shipped SQS test event, then checks the engagement in DynamoDB.
+#     shipped SQS test event, then checks the engagement in DynamoDB; runs `ingest` with the
+#     shipped HTTP API event (a DocuSign Connect webhook signed with the local key) and the
+#     same event tampered with: published, then refused 401.
 # Needs AWS_ENDPOINT_URL (scripts/test.sh starts moto_server and exports it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${AWS_ENDPOINT_URL:?AWS_ENDPOINT_URL must point at the AWS-API emulator}"
 export PATH="$PWD/.venv/bin:$PATH"
 functions=(intake provision billing-setup crm-writeback delivery-intake invoice-run invoice-approval invoice-posting cash-application revenue-recognition crm-invoice-sync exceptions reconciliation)
+# The HTTP API function (not behind a queue).
+http_functions=(ingest)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
@@ -25,9 +29,9 @@ trap cleanup EXIT
 # LTO 13 times. LAMBDA_PROFILE=release checks the shipped build (what `sam build` makes).
 profile=${LAMBDA_PROFILE:-smoke}
 started=$(date +%s)
-cargo lambda build --profile "$profile" --target x86_64-unknown-linux-gnu.2.34 $(printf -- '-p o2c-fn-%s ' "${functions[@]}")
+cargo lambda build --profile "$profile" --target x86_64-unknown-linux-gnu.2.34 $(printf -- '-p o2c-fn-%s ' "${functions[@]}" "${http_functions[@]}")
 echo "lambda build ($profile profile): $(( $(date +%s) - started ))s"
-for f in "${functions[@]}"; do
+for f in "${functions[@]}" "${http_functions[@]}"; do
   b="target/lambda/$f/bootstrap"
   glibc=$(objdump -T "$b" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
   if [ "$(printf '%s\n2.34\n' "$glibc" | sort -V | tail -1)" != "2.34" ]; then
@@ -54,6 +58,7 @@ invoke() { # function, event file → prints the response
   port=$(free_port)
   env EVENT_BUS_NAME="o2c-$stage" STATE_TABLE="o2c-$stage-state" IDEMPOTENCY_TABLE="o2c-$stage-idempotency" O2C_STAGE="$stage" \
     PSA_BASE_URL="http://127.0.0.1:$sim_port/psa" ERP_BASE_URL="http://127.0.0.1:$sim_port/erp" CRM_BASE_URL="http://127.0.0.1:$sim_port/crm" TAX_BASE_URL="http://127.0.0.1:$sim_port/tax" \
+    WEBHOOK_SECRETS='{"docusign": "o2c-local-connect-key"}' \
     RUST_LOG=info "$rie" --log-level error --runtime-interface-emulator-address "127.0.0.1:$port" "target/lambda/$fn/bootstrap" > "$tmp/$fn.log" 2>&1 &
   local pid=$!
   pids+=($pid)
@@ -88,3 +93,20 @@ echo "provision → $resp"
 [ "$resp" = '{"batchItemFailures":[]}' ] || { cat "$tmp/provision.log"; exit 1; }
 [ "$(status)" = "provisioned" ] || { echo "provision did not provision: $(status)"; cat "$tmp/provision.log"; exit 1; }
 echo "lambda smoke: intake and provision bootstraps ran under aws-lambda-rie against the emulator; engagement provisioned"
+
+# The ingestion function: the shipped DocuSign Connect webhook (signed with the local key of
+# infra/env.local.json) is published; the same body with one byte changed is refused.
+resp=$(invoke ingest events/apigw/ingest.docusign.envelope-completed.json)
+echo "ingest → $resp"
+python3 -c 'import json,sys; r=json.loads(sys.argv[1]); b=json.loads(r["body"]); assert r["statusCode"]==200 and b["FailedEntryCount"]==0 and b["Entries"][0]["EventId"], r' "$resp" \
+  || { cat "$tmp/ingest.log"; exit 1; }
+python3 - events/apigw/ingest.docusign.envelope-completed.json "$tmp/forged.json" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))
+e["body"] = e["body"].replace("completed", "Completed", 1)
+json.dump(e, open(sys.argv[2], "w"))
+PY
+resp=$(invoke ingest "$tmp/forged.json")
+python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["statusCode"]==401 and json.loads(r["body"])["ErrorCode"]=="InvalidSignature", r' "$resp" \
+  || { echo "a tampered webhook was not refused: $resp"; cat "$tmp/ingest.log"; exit 1; }
+echo "lambda smoke: the ingest bootstrap published a signed DocuSign webhook and refused it tampered (401)"

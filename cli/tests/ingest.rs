@@ -1,5 +1,6 @@
 //! Vendor payloads into `o2c serve` (`POST /v1/ingest/{vendor}/{object}`) and `o2c map`:
-//! a Salesforce opportunity becomes an engagement, a Stripe payment a receipt; the same
+//! a Salesforce opportunity (REST or a CDC change event) or a Dynamics 365 one becomes an
+//! engagement, a Stripe payment or paid invoice a receipt applied to its invoice; the same
 //! payload twice is one event; an unmappable one is refused with every path and parked
 //! with its payload; a key may ingest only what it may publish; and a mapping changed on
 //! disk is used from the next request, a broken one leaving the last good one in force.
@@ -52,7 +53,7 @@ fn when_vendor_payloads_are_ingested_should_move_the_flow_refuse_the_unmappable_
     // A Salesforce opportunity → an engagement waiting for its contract.
     let sf = example("salesforce/opportunity");
     let (code, resp) = post(&crm, "salesforce/opportunity", &sf);
-    assert_eq!((code, resp["FailedEntryCount"].as_u64(), resp["Version"].as_u64()), (200, Some(0), Some(1)), "{resp}");
+    assert_eq!((code, resp["FailedEntryCount"].as_u64(), resp["Version"].as_u64()), (200, Some(0), Some(2)), "{resp}");
     let engagement = "/v1/engagements/ENG-0068d00000SFDC01AAA";
     wait_until("the engagement awaits approval", || server.http("GET", engagement, None).1["engagement"]["status"] == "awaiting_approval");
     let (_, first) = server.http("GET", engagement, None);
@@ -82,7 +83,7 @@ fn when_vendor_payloads_are_ingested_should_move_the_flow_refuse_the_unmappable_
     let (code, resp) = post(&crm, "salesforce/opportunity", &broken);
     assert_eq!((code, resp["ErrorCode"].as_str()), (422, Some("UnmappablePayload")), "{resp}");
     let fields: Vec<&str> = resp["Issues"].as_array().unwrap().iter().map(|i| i["field"].as_str().unwrap()).collect();
-    assert_eq!(fields, vec!["detail.payload.amount", "detail.payload.delivery_region"], "{resp}");
+    assert_eq!(fields, vec!["detail.payload.delivery_region", "detail.payload.total_value.amount"], "{resp}");
     let (_, parked) = server.http("GET", "/v1/rejections", None);
     let parked = parked.as_array().unwrap().iter().find(|r| r["step"] == "ingest:salesforce/opportunity").expect("parked").clone();
     assert_eq!(parked["reasons"].as_array().unwrap().len(), 2);
@@ -105,7 +106,7 @@ fn when_vendor_payloads_are_ingested_should_move_the_flow_refuse_the_unmappable_
     let file = mappings.join("salesforce/opportunity.yaml");
     let original = std::fs::read_to_string(&file).unwrap();
     let edited = original
-        .replace("version: 1", "version: 2")
+        .replace("version: 2", "version: 3")
         .replace("delivery_regions: {DE: EMEA-DE,", "delivery_regions: {FR: EMEA-DE, DE: EMEA-DE,");
     assert_ne!(edited, original);
     std::fs::write(&file, &edited).unwrap();
@@ -113,13 +114,13 @@ fn when_vendor_payloads_are_ingested_should_move_the_flow_refuse_the_unmappable_
     french["Id"] = json!("0068d00000SFDC02AAA");
     french["o2c_Delivery_Country__c"] = json!("FR");
     let (code, resp) = post(&crm, "salesforce/opportunity", &french);
-    assert_eq!((code, resp["Version"].as_u64()), (200, Some(2)), "{resp}");
+    assert_eq!((code, resp["Version"].as_u64()), (200, Some(3)), "{resp}");
     // A broken edit: refused at reading, the last good version stays in force.
     std::fs::write(&file, edited.replace("mapping: salesforce/opportunity", "mapping: [")).unwrap();
     let mut third = french.clone();
     third["Id"] = json!("0068d00000SFDC03AAA");
     let (code, resp) = post(&crm, "salesforce/opportunity", &third);
-    assert_eq!((code, resp["Version"].as_u64()), (200, Some(2)), "{resp}");
+    assert_eq!((code, resp["Version"].as_u64()), (200, Some(3)), "{resp}");
     wait_until("both new engagements", || {
         ["02", "03"].iter().all(|n| server.http("GET", &format!("/v1/engagements/ENG-0068d00000SFDC{n}AAA"), None).0 == 200)
     });
@@ -256,4 +257,184 @@ fn when_a_certinia_timecard_is_mapped_should_record_the_approved_time_on_the_act
     assert_eq!(serde_json::from_slice::<Value>(&rejections.stdout).unwrap(), json!([]));
     let status: Value = serde_json::from_slice(&run(&["status", "--db", d, "0068d00000GLBX01", "--json"]).stdout).unwrap();
     assert!(status.to_string().contains("TC-2027-000981"), "the time entry is on the engagement: {status}");
+}
+
+/// Every queue of the served runtime empty (its DLQs aside): what was posted is processed.
+fn drained(server: &Server) -> bool {
+    let (_, q) = server.http("GET", "/v1/queues", None);
+    q.as_object().unwrap().values().filter(|d| d["dead_letter_queue"] == false).all(|d| d["visible"] == 0 && d["in_flight"] == 0)
+}
+
+fn json_out(args: &[&str]) -> Value {
+    let out = run(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn when_dynamics_and_salesforce_change_data_capture_close_deals_should_activate_each_engagement_in_the_psa_erp_and_crm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let crm = add_key(&db, "crm", &["--source", "o2c.crm", "--detail-type", "OpportunityClosedWon"]);
+    let server = Server::start_with(&db, &["--mappings", repo("mappings").to_str().unwrap()]);
+    let post = |name: &str, body: &Value| http_as(&server.addr, Some(&crm), "POST", &format!("/v1/ingest/{name}"), Some(body));
+
+    // Dynamics 365: a won opportunity read with its currency, account and products (a
+    // time-and-materials line with role estimates and a fixed fee in three installments).
+    let (code, resp) = post("dynamics365/opportunity", &example("dynamics365/opportunity"));
+    assert_eq!((code, resp["FailedEntryCount"].as_u64()), (200, Some(0)), "{resp}");
+    // Salesforce CDC: the close of a one-line milestone deal on the firm's enriched channel.
+    let cdc = example("salesforce/opportunity-change-event");
+    let (code, resp) = post("salesforce/opportunity-change-event", &cdc);
+    assert_eq!((code, resp["FailedEntryCount"].as_u64()), (200, Some(0)), "{resp}");
+    let (dynamics, salesforce) = ("ENG-5d2e7f10-3a4b-ef11-a81c-000d3a2b1c9f", "ENG-0068d00000HQPj2AAF");
+    for eng in [dynamics, salesforce] {
+        // Neither offering needs CLM approval: straight to active.
+        let path = format!("/v1/engagements/{eng}");
+        wait_until(&format!("{eng} active"), || server.http("GET", &path, None).1["engagement"]["status"] == "active");
+    }
+    wait_until("every queue drained", || drained(&server));
+    let sf_path = format!("/v1/engagements/{salesforce}");
+    let (_, before) = server.http("GET", &sf_path, None);
+
+    // A later edit of the won opportunity (its next step): the channel delivers the enriched
+    // fields again, under the same revision — the same closed-won, absorbed.
+    let mut edit = cdc.clone();
+    edit["payload"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| !["Probability", "ForecastCategoryName", "IsClosed", "IsWon"].contains(&k.as_str()));
+    edit["payload"]["NextStep"] = json!("Kick-off with Soylent finance on 11 January");
+    edit["payload"]["LastModifiedDate"] = json!("2026-12-09T08:05:44.000Z");
+    edit["payload"]["ChangeEventHeader"]["transactionKey"] = json!("0004c9e1-0a2b-3c4d-5e6f-708192a3b4c5");
+    edit["payload"]["ChangeEventHeader"]["commitTimestamp"] = json!(1796803544000_i64);
+    edit["payload"]["ChangeEventHeader"]["changedFields"] = json!(["NextStep", "LastModifiedDate"]);
+    let (code, resp) = post("salesforce/opportunity-change-event", &edit);
+    assert_eq!((code, resp["FailedEntryCount"].as_u64()), (200, Some(0)), "{resp}");
+    wait_until("the edit processed", || drained(&server));
+    assert_eq!(server.http("GET", &sf_path, None).1["version"], before["version"], "no new version of the engagement");
+
+    // A change event from a channel without the enrichment: refused with every missing path.
+    let mut bare = cdc.clone();
+    let keep = ["ChangeEventHeader", "StageName", "IsClosed", "IsWon", "LastModifiedDate", "o2c_Billing_Model__c"];
+    bare["payload"].as_object_mut().unwrap().retain(|k, _| keep.contains(&k.as_str()));
+    let (code, resp) = post("salesforce/opportunity-change-event", &bare);
+    assert_eq!((code, resp["ErrorCode"].as_str()), (422, Some("UnmappablePayload")), "{resp}");
+    let fields: Vec<&str> = resp["Issues"].as_array().unwrap().iter().map(|i| i["field"].as_str().unwrap()).collect();
+    for want in
+        ["detail.payload.revision", "detail.payload.amount", "detail.payload.account_id", "detail.payload.lines[0].service_offering_id"]
+    {
+        assert!(fields.contains(&want), "{want} not in {resp}");
+    }
+    let (_, parked) = server.http("GET", "/v1/rejections", None);
+    assert!(parked.as_array().unwrap().iter().any(|r| r["step"] == "ingest:salesforce/opportunity-change-event"), "{parked}");
+
+    // The systems: both projects in the PSA and the ERP, their billing schedules, the CRM synced.
+    let sim = json_out(&["sim", "show", "--db", db.to_str().unwrap(), "--json"]);
+    for system in ["psa_projects", "erp_projects"] {
+        let keys: Vec<&str> = sim[system].as_array().unwrap().iter().map(|p| p["external_key"].as_str().unwrap()).collect();
+        assert!(keys.contains(&dynamics) && keys.contains(&salesforce), "{system}: {keys:?}");
+    }
+    let erp_project = |eng: &str| sim["erp_projects"].as_array().unwrap().iter().find(|p| p["external_key"] == eng).unwrap().clone();
+    // The CDC deal's one line, split by the advisory template's milestone weights (40 / 60).
+    let milestones: Vec<(String, String)> = erp_project(salesforce)["spec"]["milestones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["phase_code"].as_str().unwrap().to_owned(), m["amount"]["amount"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(milestones, [("DIAGNOSE".to_owned(), "96000.00".to_owned()), ("RECOMMEND".to_owned(), "144000.00".to_owned())]);
+    assert_eq!(erp_project(dynamics)["spec"]["budget"], json!({"amount": "180000.00", "currency": "GBP"}));
+    let schedule = |eng: &str| {
+        sim["erp_billing_schedules"].as_array().unwrap().iter().find(|s| s["schedule"]["engagement_id"] == eng).unwrap()["schedule"].clone()
+    };
+    let d = schedule(dynamics);
+    let items = d["items"].as_array().unwrap();
+    let installments: Vec<&str> =
+        items.iter().filter(|i| i["kind"] == "installment").map(|i| i["amount"]["amount"].as_str().unwrap()).collect();
+    assert_eq!(installments, ["20000.00", "20000.00", "20000.00"], "{d}");
+    let tm = items.iter().find(|i| i["kind"] == "time_and_materials").unwrap();
+    assert_eq!(tm["not_to_exceed"], json!({"amount": "120000.00", "currency": "GBP"}), "{d}");
+    let rates: Vec<(&str, &str)> = tm["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["role"].as_str().unwrap(), r["hourly_rate"]["amount"].as_str().unwrap()))
+        .collect();
+    assert_eq!(rates, [("MANAGER", "197.00"), ("SENIOR_CONSULTANT", "154.00")], "the 2027 rate card, UK: {d}");
+    for opportunity in ["5d2e7f10-3a4b-ef11-a81c-000d3a2b1c9f", "0068d00000HQPj2AAF"] {
+        let o = sim["crm_opportunities"].as_array().unwrap().iter().find(|o| o["opportunity_id"] == opportunity).unwrap();
+        assert_eq!((o["engagement_status"].as_str(), o["sync_status"].as_str()), (Some("active"), Some("Synced")), "{o}");
+    }
+}
+
+#[test]
+fn when_stripe_reports_an_invoice_paid_should_apply_the_payment_to_the_posted_invoice_and_book_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let d = db.to_str().unwrap();
+    // The story up to the posting of LE-DE-01-000001 (EUR 139,286.88, due 2027-03-31).
+    let samples: Vec<String> = [
+        "OpportunityClosedWon",
+        "ContractApproved",
+        "ResourceAssigned",
+        "TimeApproved",
+        "ExpenseApproved",
+        "MilestoneCompleted",
+        "InvoiceRunRequested",
+        "InvoiceApproved",
+    ]
+    .iter()
+    .map(|s| repo(&format!("events/samples/{s}.v1.json")).to_str().unwrap().to_owned())
+    .collect();
+    let ran = run(&[&["run", "--db", d][..], &samples.iter().map(String::as_str).collect::<Vec<_>>()].concat());
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let receivables = || json_out(&["receivables", "--db", d, "--as-of", "2027-04-30", "--legal-entity", "LE-DE-01", "--json"]);
+    let invoice = |r: &Value| r["customers"][0]["receivables"]["invoices"]["INV-ENG-0068d00000GLBX01-1"].clone();
+    assert_eq!(invoice(&receivables())["total"], json!({"amount": "139286.88", "currency": "EUR"}));
+    assert_eq!(invoice(&receivables())["applied"]["amount"], "0");
+
+    let bank = add_key(&db, "stripe", &["--source", "o2c.bank", "--detail-type", "PaymentReceived"]);
+    let server = Server::start_with(&db, &["--mappings", repo("mappings").to_str().unwrap()]);
+    let post = |name: &str, body: &Value| http_as(&server.addr, Some(&bank), "POST", &format!("/v1/ingest/{name}"), Some(body));
+    // The customer pays the Stripe invoice that collects LE-DE-01-000001.
+    let (code, resp) = post("stripe/invoice.paid", &example("stripe/invoice.paid"));
+    assert_eq!((code, resp["FailedEntryCount"].as_u64()), (200, Some(0)), "{resp}");
+    wait_until("the invoice is paid", || invoice(&receivables())["applied"]["amount"] == "139286.88");
+    wait_until("every queue drained", || drained(&server));
+    let r = receivables();
+    let payment = &r["customers"][0]["receivables"]["payments"]["pi_3R2sVaEYbKjD8h0q1Qw2Er3T"];
+    assert_eq!(
+        (payment["status"].as_str(), payment["rule"].as_str(), payment["value_date"].as_str(), payment["unapplied"]["amount"].as_str()),
+        (Some("booked"), Some("remittance"), Some("2027-03-29"), Some("0.00")),
+        "{payment}"
+    );
+    assert_eq!(r["customers"][0]["open"], json!({"EUR": "0.00"}));
+
+    // Stripe also reports the PaymentIntent itself (payment_intent.succeeded), and the webhook
+    // again: the same payment, never booked twice.
+    let mut pi = example("stripe/payment_intent.succeeded");
+    pi["created"] = json!(1806313273);
+    pi["data"]["object"]["id"] = json!("pi_3R2sVaEYbKjD8h0q1Qw2Er3T");
+    pi["data"]["object"]["amount"] = json!(13928688);
+    pi["data"]["object"]["amount_received"] = json!(13928688);
+    for (name, body) in [("stripe/payment_intent.succeeded", pi), ("stripe/invoice.paid", example("stripe/invoice.paid"))] {
+        let (code, resp) = post(name, &body);
+        assert_eq!((code, resp["FailedEntryCount"].as_u64()), (200, Some(0)), "{name}: {resp}");
+    }
+    wait_until("the repeats processed", || drained(&server));
+    let calls = json_out(&["sim", "calls", "--db", d, "--json"]);
+    let calls: Vec<(&str, &str, &str)> = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["system"].as_str().unwrap(), c["operation"].as_str().unwrap(), c["outcome"].as_str().unwrap()))
+        .collect();
+    let receipts: Vec<_> = calls.iter().filter(|c| c.1 == "book_receipt").collect();
+    assert_eq!(receipts, [&("erp", "book_receipt", "created")], "one receipt in the ERP: {calls:?}");
+    // The CRM's invoice record: opened at posting, then paid.
+    let crm: Vec<_> = calls.iter().filter(|c| c.1 == "upsert_invoice" && c.2 == "upserted").collect();
+    assert_eq!(crm.len(), 2, "{calls:?}");
+    assert_eq!(json_out(&["rejections", "--db", d, "--json"]), json!([]), "nothing parked");
+    assert_eq!(json_out(&["exceptions", "list", "--db", d, "--json"]), json!([]), "no exception raised");
 }

@@ -218,16 +218,50 @@ fn decide(s: &Stack, principal: &str, identity_grant: bool, source: &str, detail
     if allowed || identity_grant { Ok(()) } else { Err("no statement allows it".into()) }
 }
 
-/// The roles whose own policy allows `events:PutEvents` (o2c's functions).
+/// The roles whose own policy allows `events:PutEvents` for any source (o2c's step
+/// functions); the ingestion function's is limited to the source systems' sources.
 fn publishing_roles(t: &Value) -> Vec<String> {
     t["Resources"]
         .as_mapping()
         .unwrap()
         .iter()
         .filter(|(_, r)| r["Type"].as_str() == Some("AWS::IAM::Role"))
-        .filter(|(_, r)| serde_yaml_ng::to_string(&r["Properties"]["Policies"]).unwrap().contains("events:PutEvents"))
+        .filter(|(_, r)| {
+            let policies = serde_yaml_ng::to_string(&r["Properties"]["Policies"]).unwrap();
+            policies.contains("events:PutEvents") && !policies.contains("events:source")
+        })
         .map(|(k, _)| k.as_str().unwrap().to_owned())
         .collect()
+}
+
+#[test]
+fn when_the_ingestion_function_publishes_should_reach_only_the_source_systems_sources_even_when_they_are_bound() {
+    let external = ["o2c.bank", "o2c.clm", "o2c.crm", "o2c.psa"];
+    let bound = Stack::new(&[
+        ("CrmPublisherPrincipals", &[CRM_BRIDGE]),
+        ("ClmPublisherPrincipals", &["arn:aws:iam::999900001111:role/docusign-bridge"]),
+        ("PsaPublisherPrincipals", &["arn:aws:iam::999900001111:role/certinia-bridge"]),
+        ("BankPublisherPrincipals", &["arn:aws:iam::999900001111:role/bank-bridge"]),
+    ]);
+    // Its own policy: PutEvents on the bus for the source systems' sources, nothing else.
+    let role = &bound.t["Resources"]["IngestRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+    let put = role.as_sequence().unwrap().iter().find(|st| st["Action"].as_str() == Some("events:PutEvents")).unwrap();
+    let allowed: BTreeSet<String> = bound.eval(&put["Condition"]["StringEquals"]["events:source"]).list().into_iter().collect();
+    assert_eq!(allowed, external.map(str::to_owned).into_iter().collect());
+    assert!(!publishing_roles(&bound.t).contains(&"IngestRole".to_owned()));
+    let catalogue = sources_of(EventType::ALL);
+    let ingest = role_arn("IngestRole");
+    for (source, types) in &catalogue {
+        for dt in types {
+            // The bus decides what the identity policy allowed; the identity policy allows
+            // only the external sources.
+            let identity = external.contains(source);
+            let got = decide(&bound, &ingest, identity, source, dt);
+            assert_eq!(got.is_ok(), identity, "{source}/{dt}: {got:?}");
+        }
+    }
+    // Bound sources stay closed to everyone else of the account.
+    assert!(decide(&bound, SAME_ACCOUNT_APP, true, "o2c.bank", "PaymentReceived").is_err());
 }
 
 fn sources_of(types: &[EventType]) -> BTreeMap<&'static str, BTreeSet<&'static str>> {

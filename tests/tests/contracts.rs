@@ -6,16 +6,26 @@ use std::collections::BTreeSet;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
-use o2c_domain::events::{BusinessEvent, EventType};
+use o2c_domain::events::{BusinessEvent, EventType, upcast};
 use o2c_tests::{Harness, closed_won, contract_approved, globex_payload, read_json, repo_root};
+use proptest::prelude::*;
 use serde_json::Value;
 
-fn schema_validator(t: EventType) -> jsonschema::Validator {
-    let schema = read_json(&format!("events/schemas/{}.v1.json", t.detail_type()));
+fn schema_validator_of(t: EventType, version: &str) -> jsonschema::Validator {
+    let schema = read_json(&format!("events/schemas/{}.v{version}.json", t.detail_type()));
     jsonschema::draft202012::options()
         .should_validate_formats(true)
         .build(&schema)
-        .unwrap_or_else(|e| panic!("schema {} compiles: {e}", t.detail_type()))
+        .unwrap_or_else(|e| panic!("schema {} v{version} compiles: {e}", t.detail_type()))
+}
+
+fn schema_validator(t: EventType) -> jsonschema::Validator {
+    schema_validator_of(t, "1")
+}
+
+/// `(type, version)` for every contract version this build reads.
+fn all_versions() -> Vec<(EventType, &'static str)> {
+    EventType::ALL.iter().flat_map(|t| t.versions().iter().map(move |v| (*t, *v))).collect()
 }
 
 fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
@@ -40,9 +50,10 @@ fn strip_nulls(v: Value) -> Value {
 
 #[test]
 fn when_listing_contracts_should_have_one_schema_and_one_sample_per_event_type() {
-    let expected: BTreeSet<String> = EventType::ALL.iter().map(|t| format!("{}.v1.json", t.detail_type())).collect();
-    assert_eq!(files("events/schemas"), expected, "schemas and Rust event types drifted");
-    let story: BTreeSet<String> = EventType::ALL.iter().filter(|t| t.in_story()).map(|t| format!("{}.v1.json", t.detail_type())).collect();
+    let expected: BTreeSet<String> = all_versions().iter().map(|(t, v)| format!("{}.v{v}.json", t.detail_type())).collect();
+    assert_eq!(files("events/schemas"), expected, "schemas and Rust event types (and their versions) drifted");
+    let story: BTreeSet<String> =
+        all_versions().iter().filter(|(t, _)| t.in_story()).map(|(t, v)| format!("{}.v{v}.json", t.detail_type())).collect();
     let catalog: BTreeSet<String> = expected.difference(&story).cloned().collect();
     assert_eq!(files("events/samples"), story, "the story's samples and Rust event types drifted");
     assert_eq!(files("events/catalog"), catalog, "the catalog's samples and Rust event types drifted");
@@ -64,30 +75,93 @@ fn when_a_sample_is_in_the_story_should_come_from_a_system_around_o2c() {
 
 #[test]
 fn when_schema_names_its_source_should_match_the_rust_type() {
-    for t in EventType::ALL {
-        let schema = read_json(&format!("events/schemas/{}.v1.json", t.detail_type()));
+    for (t, v) in all_versions() {
+        let schema = read_json(&format!("events/schemas/{}.v{v}.json", t.detail_type()));
         assert_eq!(schema["x-eventbridge"]["source"], t.source(), "{}", t.detail_type());
         assert_eq!(schema["x-eventbridge"]["detail-type"], t.detail_type());
+        assert_eq!(schema["properties"]["event_version"]["const"], v, "{} v{v} declares its version", t.detail_type());
+        assert_eq!(t.schema_text_of(v).map(|s| serde_json::from_str::<Value>(s).unwrap()), Some(schema), "compiled in as read");
     }
 }
 
 #[test]
 fn when_sample_is_validated_should_match_its_schema_and_round_trip_through_rust_types() {
     for t in EventType::ALL {
-        let sample = read_json(&t.sample_path());
-        // A real EventBridge envelope, as a rule delivers it.
-        let eb: EventBridgeEvent<Value> =
-            serde_json::from_value(sample.clone()).unwrap_or_else(|e| panic!("{} is an EventBridge event: {e}", t.detail_type()));
-        assert_eq!(eb.detail_type, t.detail_type());
-        assert_eq!(eb.source, t.source());
-        assert_eq!(serde_json::to_value(&eb).unwrap(), sample, "EventBridge envelope round-trips");
-        // The detail matches the schema …
-        let errs = errors(&schema_validator(*t), &eb.detail);
-        assert!(errs.is_empty(), "{} sample: {errs:?}", t.detail_type());
-        // … and the Rust types, losslessly.
-        let decoded = BusinessEvent::decode(&eb.detail_type, &eb.detail).unwrap_or_else(|e| panic!("{}: {e}", t.detail_type()));
-        assert_eq!(decoded.event_type(), *t);
-        assert_eq!(decoded.to_detail(), eb.detail, "{} round-trips through the Rust type", t.detail_type());
+        for (path, version) in t.sample_paths().iter().zip(t.versions()) {
+            let sample = read_json(path);
+            // A real EventBridge envelope, as a rule delivers it.
+            let eb: EventBridgeEvent<Value> =
+                serde_json::from_value(sample.clone()).unwrap_or_else(|e| panic!("{path} is an EventBridge event: {e}"));
+            assert_eq!(eb.detail_type, t.detail_type());
+            assert_eq!(eb.source, t.source());
+            assert_eq!(serde_json::to_value(&eb).unwrap(), sample, "EventBridge envelope round-trips");
+            // The detail matches the schema of its version …
+            let errs = errors(&schema_validator_of(*t, version), &eb.detail);
+            assert!(errs.is_empty(), "{path}: {errs:?}");
+            // … upcast, it matches the latest …
+            let latest = upcast::to_latest(*t, &eb.detail).into_owned();
+            let errs = errors(&schema_validator_of(*t, t.latest_version()), &latest);
+            assert!(errs.is_empty(), "{path} upcast: {errs:?}");
+            // … and it goes through the Rust types losslessly.
+            let decoded = BusinessEvent::decode(&eb.detail_type, &eb.detail).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(decoded.event_type(), *t);
+            assert_eq!(decoded.to_detail(), latest, "{path} round-trips through the Rust type");
+        }
+    }
+}
+
+#[test]
+fn when_the_same_closed_won_comes_in_both_versions_should_be_one_fact() {
+    let [v1, v2] = [1, 2].map(|v| read_json(&format!("events/samples/OpportunityClosedWon.v{v}.json"))["detail"].clone());
+    let [a, b] = [&v1, &v2].map(|d| BusinessEvent::decode("OpportunityClosedWon", d).unwrap());
+    assert_eq!(a.payload_json(), b.payload_json());
+    assert_eq!(a.meta().idempotency_key, b.meta().idempotency_key, "a duplicate, whatever version it came in");
+    assert_ne!(a.meta().event_id, b.meta().event_id);
+}
+
+proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// Any v1 the v1 schema accepts, upcast, is one the v2 schema accepts and decodes to the
+    /// same payload as the v2 a sender would have written; any v1 it refuses is refused as
+    /// a v1, before the upcaster sees it.
+    #[test]
+    fn when_any_v1_closed_won_is_upcast_should_be_a_valid_v2_with_the_same_facts(
+        keep in proptest::collection::vec(proptest::bool::ANY, 16),
+        amount in proptest::option::of(proptest::prop_oneof![
+            "[0-9]{1,7}(\\.[0-9]{2})?".prop_map(Value::from), (0i64..10_000).prop_map(Value::from)]),
+        currency in proptest::option::of(proptest::prop_oneof!["[A-Z]{3}".prop_map(Value::from), proptest::bool::ANY.prop_map(Value::from)]),
+    ) {
+        let sample = read_json("events/samples/OpportunityClosedWon.v1.json")["detail"].clone();
+        let mut d = sample.clone();
+        let payload = d["payload"].as_object_mut().unwrap();
+        let optional: Vec<String> = payload.keys().filter(|k| !["opportunity_id", "revision"].contains(&k.as_str())).cloned().collect();
+        for (k, keep) in optional.iter().zip(keep.iter().cycle()) {
+            if !keep {
+                payload.remove(k);
+            }
+        }
+        payload.remove("amount");
+        payload.remove("currency");
+        if let Some(a) = &amount { payload.insert("amount".into(), a.clone()); }
+        if let Some(c) = &currency { payload.insert("currency".into(), c.clone()); }
+        let v1_ok = errors(&schema_validator_of(EventType::OpportunityClosedWon, "1"), &d).is_empty();
+        let decoded = o2c_app::contracts::decode("OpportunityClosedWon", &d);
+        prop_assert_eq!(v1_ok, decoded.is_ok());
+        if v1_ok {
+            let up = upcast::to_latest(EventType::OpportunityClosedWon, &d).into_owned();
+            let errs = errors(&schema_validator_of(EventType::OpportunityClosedWon, "2"), &up);
+            prop_assert!(errs.is_empty(), "{:?}", errs);
+            // What a v2 sender would have written by hand.
+            let mut v2 = d.clone();
+            v2["event_version"] = "2".into();
+            let p = v2["payload"].as_object_mut().unwrap();
+            let mut total = serde_json::Map::new();
+            if let Some(a) = p.remove("amount") { total.insert("amount".into(), a); }
+            if let Some(c) = p.remove("currency") { total.insert("currency".into(), c); }
+            if !total.is_empty() { p.insert("total_value".into(), Value::Object(total)); }
+            let by_hand = o2c_app::contracts::decode("OpportunityClosedWon", &v2).unwrap();
+            prop_assert_eq!(decoded.unwrap().payload_json(), by_hand.payload_json());
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! its lock fails this test:
 //! - incompatibly (a field removed, newly required, its type, enum, pattern or format
 //!   changed, an object closed) — publish a new version (`<DetailType>.v2.json`) instead;
-//! - compatibly (an optional field added, a description changed) — accept it by
+//! - compatibly (an optional field added, a description changed, a value added to an enum
+//!   declared open with `"x-open-enum": true`) — accept it by
 //!   regenerating the lock: `O2C_UPDATE_SCHEMA_LOCK=1 cargo test -p o2c-tests --test schema_compat`.
 //!
 //! A new schema file is added to the lock the same way; a schema file removed is refused
@@ -36,6 +37,9 @@ fn walk(s: &Value, path: &str, required: bool, out: &mut Summary) {
     if s.get("additionalProperties") == Some(&json!(false)) {
         facts.insert("closed".into(), json!(true));
     }
+    if s.get("x-open-enum") == Some(&json!(true)) {
+        facts.insert("open_enum".into(), json!(true));
+    }
     out.insert(path.to_owned(), Value::Object(facts));
     let req: Vec<&str> = s.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
     for (name, sub) in s.get("properties").and_then(Value::as_object).into_iter().flatten() {
@@ -51,6 +55,16 @@ fn walk(s: &Value, path: &str, required: bool, out: &mut Summary) {
     }
 }
 
+/// An enum declared open (`"x-open-enum": true`: consumers must take a value they do not
+/// know, e.g. an exception kind added later) that only gained values, and stays open.
+fn widened_open_enum(was: &Value, now: &Value) -> bool {
+    let open = |f: &Value| f.get("open_enum") == Some(&json!(true));
+    let (Some(before), Some(after)) = (was.get("enum").and_then(Value::as_array), now.get("enum").and_then(Value::as_array)) else {
+        return false;
+    };
+    open(was) && open(now) && before.iter().all(|v| after.contains(v))
+}
+
 /// Every incompatible difference of `after` from `before`, and whether anything changed.
 fn compare(before: &Summary, after: &Summary) -> (Vec<String>, bool) {
     let mut breaking = Vec::new();
@@ -63,6 +77,9 @@ fn compare(before: &Summary, after: &Summary) -> (Vec<String>, bool) {
             breaking.push(format!("{path} became required"));
         }
         for k in ["type", "enum", "const", "pattern", "format", "minimum", "maximum", "minLength", "maxLength"] {
+            if k == "enum" && widened_open_enum(was, now) {
+                continue;
+            }
             if was.get(k) != now.get(k) {
                 breaking.push(format!("{path}: {k} {} → {}", was.get(k).unwrap_or(&Value::Null), now.get(k).unwrap_or(&Value::Null)));
             }
@@ -174,6 +191,19 @@ fn when_schemas_change_should_tell_compatible_from_incompatible() {
         let (breaking, _) = compare(&before, &summarize(&s));
         assert!(breaking.iter().any(|b| b.starts_with(want)), "{want}: {breaking:?}");
     }
+    // An open enum may gain values, never lose them; a closed one may do neither.
+    let mut open_enum = base.clone();
+    open_enum["properties"]["c"]["x-open-enum"] = json!(true);
+    let mut widened = open_enum.clone();
+    widened["properties"]["c"]["enum"] = json!(["x", "y", "z"]);
+    let (breaking, changed) = compare(&summarize(&open_enum), &summarize(&widened));
+    assert!(breaking.is_empty() && changed, "{breaking:?}");
+    let mut narrowed_open = open_enum.clone();
+    narrowed_open["properties"]["c"]["enum"] = json!(["x"]);
+    assert!(compare(&summarize(&open_enum), &summarize(&narrowed_open)).0.iter().any(|b| b.starts_with("$.c: enum")));
+    let mut widened_closed = base.clone();
+    widened_closed["properties"]["c"]["enum"] = json!(["x", "y", "z"]);
+    assert!(compare(&before, &summarize(&widened_closed)).0.iter().any(|b| b.starts_with("$.c: enum")), "not declared open");
     let open = json!({"type": "object", "properties": {"a": {"type": "string"}}});
     let closed = json!({"type": "object", "additionalProperties": false, "properties": {"a": {"type": "string"}}});
     assert!(compare(&summarize(&open), &summarize(&closed)).0.iter().any(|b| b.contains("closed")));

@@ -219,58 +219,21 @@ async fn ingest(
         let reason = format!("{reason}: {} makes {} events", mapping.name, mapping.emit.event_type.detail_type());
         return s.gate.refuse(auth::Who::caller(&caller), (StatusCode::FORBIDDEN, "AccessDeniedException", reason), None).await;
     }
-    let mapped = mapping.read(&body).map_err(|i| vec![i]).and_then(|doc| mapping.apply(&doc));
-    let mapped = match mapped {
+    let mapped = match o2c_mapping::ingest::map(&mapping, &body) {
         Ok(m) => m,
         Err(issues) => {
             use o2c_app::clock::Clock;
             use o2c_app::ports::RejectionStore;
-            let step = format!("ingest:{}", mapping.name);
             // Parked for repair without what the mapping marks secret (`redact`).
-            let text = match mapping.read(&body) {
-                Ok(doc) if mapping.format == o2c_mapping::Format::Json => mapping.redacted(doc).to_string(),
-                _ => String::from_utf8_lossy(&body).into_owned(),
-            };
-            let reasons: Vec<o2c_domain::events::Issue> = issues
-                .iter()
-                .map(|i| o2c_domain::events::Issue::new(i.field.clone(), "unmappable", format!("{} (from {})", i.message, i.path)))
-                .collect();
-            let parked = o2c_app::ports::RejectedMessage {
-                rejection_id: o2c_app::ports::rejection_id_for(&step, &text),
-                step,
-                rejected_at: o2c_app::clock::SystemClock.now(),
-                last_rejected_at: None,
-                deliveries: 1,
-                message_ids: vec![s.rt.db().new_id()],
-                source: Some(mapping.emit.source.clone()),
-                detail_type: Some(mapping.emit.event_type.detail_type().to_owned()),
-                event_id: None,
-                correlation_id: None,
-                engagement_id: None,
-                error_type: "O2c.Validation".into(),
-                reasons,
-                body: text,
-            };
+            let parked = o2c_mapping::ingest::rejection(&mapping, &body, &issues, o2c_app::clock::SystemClock.now(), s.rt.db().new_id());
             if let Err(e) = s.rt.store().park(&parked).await {
                 return internal(e);
             }
-            let body = serde_json::json!({
-                "ErrorCode": "UnmappablePayload",
-                "ErrorMessage": format!("{} issue(s) mapping by {} v{}; parked as {}", issues.len(), mapping.name, mapping.version, parked.rejection_id),
-                "Issues": issues,
-            });
+            let body = o2c_mapping::ingest::refused(&mapping, &issues, &parked.rejection_id);
             return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
         }
     };
-    let entries: Vec<o2c_app::bus::PutEventsEntry> = mapped
-        .iter()
-        .map(|m| o2c_app::bus::PutEventsEntry {
-            source: Some(m.source.clone()),
-            detail_type: Some(m.detail_type.clone()),
-            detail: Some(m.detail.to_string()),
-            ..Default::default()
-        })
-        .collect();
+    let entries = o2c_mapping::ingest::entries(&mapped);
     let denied = caller.check_entries(&entries);
     if !denied.is_empty() {
         let reason = format!(
@@ -306,8 +269,7 @@ async fn ingest(
     }
     let failed: usize = accepted.iter().map(|r| r.failed_entry_count).sum();
     let results: Vec<_> = accepted.into_iter().flat_map(|r| r.entries).collect();
-    Json(serde_json::json!({"Mapping": mapping.name, "Version": mapping.version, "FailedEntryCount": failed, "Entries": results}))
-        .into_response()
+    Json(o2c_mapping::ingest::accepted(&mapping, failed, &results)).into_response()
 }
 
 async fn rejections(State(s): State<Arc<AppState>>) -> Response {

@@ -1,8 +1,10 @@
 //! Runtime contract checks: every incoming `detail` is validated against the JSON Schema
-//! of its event type (`events/schemas/<DetailType>.v1.json`, compiled into the binary)
-//! before it is decoded, so a malformed message is rejected with **every** violation and
-//! its JSON path, not just the first one a deserializer trips on. Each schema is compiled
-//! once per process, when its first event arrives.
+//! of its event type **in the version it declares** (`events/schemas/<DetailType>.v<N>.json`,
+//! compiled into the binary) before it is decoded, so a malformed message is rejected with
+//! **every** violation and its JSON path, in the sender's own version, not just the first
+//! one a deserializer trips on. An older version is then upcast to the latest
+//! (`o2c_domain::events::upcast`). Each schema is compiled once per process, when its first
+//! event arrives.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, OnceLock};
@@ -12,20 +14,29 @@ use serde_json::Value;
 
 use crate::error::O2cError;
 
-/// The schema text of an event type, embedded at build time (see the event catalog).
+/// The latest schema text of an event type, embedded at build time (see the event catalog).
 pub fn schema_text(t: EventType) -> &'static str {
     t.schema_text()
 }
 
 type Compiled = Result<jsonschema::Validator, String>;
 
-/// One slot per event type, each compiled the first time an event of that type arrives: a
-/// function compiles only the schemas of what it consumes, once per process.
-static CONTRACTS: LazyLock<HashMap<EventType, OnceLock<Compiled>>> =
-    LazyLock::new(|| EventType::ALL.iter().map(|t| (*t, OnceLock::new())).collect());
+/// One slot per event type and version, each compiled the first time an event of that
+/// type and version arrives: a function compiles only the schemas of what it consumes,
+/// once per process.
+static CONTRACTS: LazyLock<HashMap<(EventType, &'static str), OnceLock<Compiled>>> =
+    LazyLock::new(|| EventType::ALL.iter().flat_map(|t| t.versions().iter().map(move |v| ((*t, *v), OnceLock::new()))).collect());
 
-fn compile(t: EventType) -> Compiled {
-    serde_json::from_str::<Value>(schema_text(t))
+/// The version whose schema checks `detail`: the one it declares when this build reads
+/// it, else the latest (whose `event_version` constant then reports the mismatch).
+fn version_of(t: EventType, detail: &Value) -> &'static str {
+    let declared = detail.get("event_version").and_then(Value::as_str);
+    t.versions().iter().copied().find(|v| Some(*v) == declared).unwrap_or_else(|| t.latest_version())
+}
+
+fn compile(t: EventType, version: &str) -> Compiled {
+    let text = t.schema_text_of(version).ok_or_else(|| format!("no schema for version {version}"))?;
+    serde_json::from_str::<Value>(text)
         .map_err(|e| e.to_string())
         .and_then(|s| jsonschema::draft202012::options().should_validate_formats(true).build(&s).map_err(|e| e.to_string()))
 }
@@ -46,18 +57,20 @@ fn dotted(pointer: &str) -> String {
     if out.is_empty() { "detail".into() } else { out }
 }
 
-/// Every schema violation of `detail` for `t`.
+/// Every schema violation of `detail` for `t`, against the schema of the version it declares.
 pub fn violations(t: EventType, detail: &Value) -> Result<Vec<Issue>, O2cError> {
-    match CONTRACTS.get(&t).map(|slot| slot.get_or_init(|| compile(t))) {
+    let version = version_of(t, detail);
+    match CONTRACTS.get(&(t, version)).map(|slot| slot.get_or_init(|| compile(t, version))) {
         Some(Ok(v)) => {
             Ok(v.iter_errors(detail).map(|e| Issue::new(dotted(e.instance_path().as_str()), "schema_violation", e.to_string())).collect())
         }
-        Some(Err(e)) => Err(O2cError::Bug(format!("schema of {} does not compile: {e}", t.detail_type()))),
+        Some(Err(e)) => Err(O2cError::Bug(format!("schema of {} v{version} does not compile: {e}", t.detail_type()))),
         None => Err(O2cError::Bug(format!("no schema for {}", t.detail_type()))),
     }
 }
 
-/// Validates against the schema, then decodes into the typed event.
+/// Validates against the schema of the declared version, then upcasts and decodes into the
+/// typed event.
 pub fn decode(detail_type: &str, detail: &Value) -> Result<BusinessEvent, O2cError> {
     let t =
         EventType::from_detail_type(detail_type).ok_or_else(|| O2cError::from(DecodeError::UnknownDetailType(detail_type.to_owned())))?;
@@ -75,8 +88,34 @@ mod tests {
     #[test]
     fn when_every_schema_is_compiled_should_succeed() {
         for t in EventType::ALL {
-            assert!(violations(*t, &serde_json::json!({})).is_ok_and(|v| !v.is_empty()), "{}", t.detail_type());
+            for v in t.versions() {
+                let d = serde_json::json!({"event_version": v});
+                assert!(violations(*t, &d).is_ok_and(|i| !i.is_empty()), "{} v{v}", t.detail_type());
+            }
         }
+    }
+
+    #[test]
+    fn when_a_v1_closed_won_breaks_its_contract_should_name_the_v1_paths_and_a_v2_the_v2_paths() {
+        let base = serde_json::json!({"event_id": "e", "correlation_id": "c", "occurred_at": "2026-11-20T09:30:00Z"});
+        let mut v1 = base.clone();
+        v1["event_version"] = "1".into();
+        v1["payload"] = serde_json::json!({"opportunity_id": "o", "revision": 1, "amount": 5, "total_value": {"amount": "5"}});
+        let Err(O2cError::Validation(issues)) = decode("OpportunityClosedWon", &v1) else { panic!("expected a validation error") };
+        let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
+        assert!(fields.contains(&"payload.amount") && fields.contains(&"payload"), "v1 has no total_value: {fields:?}");
+        let mut v2 = base;
+        v2["event_version"] = "2".into();
+        v2["payload"] = serde_json::json!({"opportunity_id": "o", "revision": 1, "amount": "5", "total_value": {"amount": 5}, "opportunity_type": "upsell"});
+        let Err(O2cError::Validation(issues)) = decode("OpportunityClosedWon", &v2) else { panic!("expected a validation error") };
+        let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
+        for f in ["payload", "payload.total_value.amount", "payload.opportunity_type"] {
+            assert!(fields.contains(&f), "{f}: {fields:?}");
+        }
+        let mut v3 = v2.clone();
+        v3["event_version"] = "3".into();
+        let Err(O2cError::Validation(issues)) = decode("OpportunityClosedWon", &v3) else { panic!("expected a validation error") };
+        assert!(issues.iter().any(|i| i.field == "event_version"), "{issues:?}");
     }
 
     #[test]

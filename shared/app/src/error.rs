@@ -96,9 +96,11 @@ impl From<DecodeError> for O2cError {
                 Issue::new("detail-type", "unknown_detail_type", format!("`{t}` is not an o2c event type"))
             }
             DecodeError::Invalid { path, message, .. } => Issue::new(path.clone(), "invalid_detail", message.clone()),
-            DecodeError::UnsupportedVersion(v) => {
-                Issue::new("detail.event_version", "unsupported_version", format!("event_version `{v}` is not supported"))
-            }
+            DecodeError::UnsupportedVersion { version, supported } => Issue::new(
+                "detail.event_version",
+                "unsupported_version",
+                format!("event_version `{version}` is not supported (this build reads {})", supported.join(", ")),
+            ),
         };
         Self::Validation(vec![issue])
     }

@@ -44,6 +44,14 @@ pub struct Config {
 #[error("invalid configuration: {}", .0.join("; "))]
 pub struct ConfigError(pub Vec<String>);
 
+/// The non-blank value of `key`, or an empty string with "`key` is not set" added to `errs`.
+pub(crate) fn required(get: &impl Fn(&str) -> Option<String>, errs: &mut Vec<String>, key: &str) -> String {
+    get(key).filter(|v| !v.trim().is_empty()).unwrap_or_else(|| {
+        errs.push(format!("{key} is not set"));
+        String::new()
+    })
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -53,13 +61,7 @@ impl Config {
     /// Reads from any lookup (tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut errs = Vec::new();
-        let mut req = |k: &str| match get(k).filter(|v| !v.trim().is_empty()) {
-            Some(v) => v,
-            None => {
-                errs.push(format!("{k} is not set"));
-                String::new()
-            }
-        };
+        let mut req = |k: &str| required(&get, &mut errs, k);
         let event_bus_name = req("EVENT_BUS_NAME");
         let state_table = req("STATE_TABLE");
         let idempotency_table = req("IDEMPOTENCY_TABLE");

@@ -14,6 +14,8 @@
 //! - [`emf`]: business metrics in CloudWatch's embedded metric format (standard output);
 //! - [`lambda`]: JSON logging, the SQS handler, the `Diagnostic` mapping, `run_step`;
 //! - [`visibility`]: `ChangeMessageVisibility` hints for records that should come back soon;
+//! - feature `ingest` (only `functions/ingest`): [`ingest`], vendors' signed webhooks from the
+//!   stack's HTTP API, mapped by the mapping files and published;
 //! - feature `tools` (the CLI and the tests; the Lambda functions build without it, so they
 //!   never link YAML parsing or the rule matcher): `resources` (create / locate the
 //!   template's tables, bus, queues and rules), `poller` (the event source mapping and
@@ -23,6 +25,8 @@ pub mod config;
 pub mod dynamo;
 pub mod emf;
 pub mod eventbridge;
+#[cfg(feature = "ingest")]
+pub mod ingest;
 pub mod lambda;
 #[cfg(feature = "tools")]
 pub mod ops;

@@ -158,6 +158,8 @@ pub enum Action {
     RevisionWithoutCommercialChange,
     /// Intake: a change after provisioning started.
     ChangeOrderRequired,
+    /// Intake: the CRM changed attributes it does not own (source-of-record rules); not applied.
+    AttributesNotApplied,
     /// Intake: the contract was amended before provisioning.
     ContractAmended,
     /// Intake: the contract was created.
@@ -288,6 +290,7 @@ impl Action {
             Self::Rejected => "rejected",
             Self::RevisionWithoutCommercialChange => "revision_without_commercial_change",
             Self::ChangeOrderRequired => "change_order_required",
+            Self::AttributesNotApplied => "attributes_not_applied",
             Self::ContractAmended => "contract_amended",
             Self::ContractCreated => "contract_created",
             Self::ApprovalRecorded => "approval_recorded",

@@ -145,6 +145,12 @@ impl ProjectKey {
 }
 
 impl ExceptionId {
+    /// `system` sent attributes of the engagement it does not own (one per system, refreshed
+    /// by each later update, closed by one that agrees with the owners).
+    pub fn stewardship(engagement: &EngagementId, system: &str) -> Self {
+        Self(format!("EXC-{engagement}-SOR-{system}"))
+    }
+
     /// A change order needed by opportunity revision `revision`.
     pub fn change_order(engagement: &EngagementId, revision: u64) -> Self {
         Self(format!("EXC-{engagement}-CO-r{revision}"))

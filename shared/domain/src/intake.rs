@@ -16,6 +16,10 @@ use crate::reference::{CustomerStatus, ReferenceData};
 
 /// The CRM stage value a closed-won must carry.
 pub const CLOSED_WON_STAGE: &str = "Closed Won";
+/// Where the contract currency is (payload v2; a v1 sender's `currency`).
+const CURRENCY: &str = "total_value.currency";
+/// Where the total contract value is (payload v2; a v1 sender's `amount`).
+const AMOUNT: &str = "total_value.amount";
 /// Longest name the PSA and ERP accept for a project (NetSuite: 83, Salesforce PSA: 80).
 pub const MAX_NAME_LEN: usize = 80;
 
@@ -107,14 +111,15 @@ pub fn validate_and_enrich(opp: &OpportunityClosedWon, reference: &ReferenceData
     }
 
     // Currency.
-    let currency = c.required("currency", &opp.currency).and_then(|code| match Currency::parse(code) {
+    let total = opp.total_value.clone().unwrap_or_default();
+    let currency = c.required(CURRENCY, &total.currency).and_then(|code| match Currency::parse(code) {
         Ok(cur) => Some(cur),
         Err(e) => {
-            c.push("currency", "invalid_currency", e.to_string());
+            c.push(CURRENCY, "invalid_currency", e.to_string());
             None
         }
     });
-    let amount = c.money("amount", &opp.amount, currency);
+    let amount = c.money(AMOUNT, &total.amount, currency);
 
     // Customer master.
     let customer = c.required("account_id", &opp.account_id).and_then(|id| match reference.customers.get(id) {
@@ -153,7 +158,7 @@ pub fn validate_and_enrich(opp: &OpportunityClosedWon, reference: &ReferenceData
         && !le.billing_currencies.contains(&cur)
     {
         c.push(
-            "currency",
+            CURRENCY,
             "currency_not_billable_by_entity",
             format!("{} cannot invoice in {cur} (allowed: {})", le.id, join(le.billing_currencies.iter())),
         );
@@ -232,7 +237,7 @@ pub fn validate_and_enrich(opp: &OpportunityClosedWon, reference: &ReferenceData
     {
         let sum: Decimal = lines.iter().map(|l| l.value.amount).sum();
         if sum != total {
-            c.push("amount", "lines_do_not_sum_to_amount", format!("lines sum to {sum} but amount is {total}"));
+            c.push(AMOUNT, "lines_do_not_sum_to_amount", format!("lines sum to {sum} but the total value is {total}"));
         }
     }
 
@@ -309,6 +314,7 @@ pub fn validate_and_enrich(opp: &OpportunityClosedWon, reference: &ReferenceData
         customer_po: opp.customer_po.clone().filter(|s| !s.trim().is_empty()),
         service_lines: service_lines.into_iter().collect(),
         approval_required,
+        opportunity_type: opp.opportunity_type,
         lines,
     })
 }

@@ -24,6 +24,8 @@
 //! - [`receivables`]: open items, payments and their applications, cash matching, ageing, DSO;
 //! - [`reconciliation`]: what each system holds against what o2c says it should;
 //! - [`revenue`]: revenue earned per contract line and method, accounting periods, journals;
+//! - [`source_of_record`]: which system owns which attribute (as data), what an update from
+//!   a system that does not own it leaves alone, what the CRM write-back may send;
 //! - [`tax`]: the tax-engine contract and the rounding rule every invoice follows;
 //! - [`workflow`]: the decisions of each step (intake, provision, billing setup, write-back,
 //!   delivery intake, invoice run, invoice approval, invoice posting).
@@ -44,5 +46,6 @@ pub mod receivables;
 pub mod reconciliation;
 pub mod reference;
 pub mod revenue;
+pub mod source_of_record;
 pub mod tax;
 pub mod workflow;

@@ -196,6 +196,9 @@ pub struct Contract {
     pub service_lines: Vec<String>,
     /// True when a workflow rule requires CLM approval before provisioning.
     pub approval_required: bool,
+    /// New business, expansion or renewal, when the CRM said (closed-won v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opportunity_type: Option<crate::events::OpportunityType>,
     /// Lines.
     pub lines: Vec<ContractLine>,
 }

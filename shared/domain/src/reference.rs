@@ -290,6 +290,10 @@ pub struct WorkflowRules {
     /// Accepted payment terms codes.
     #[serde(default)]
     pub payment_terms: Vec<String>,
+    /// Which system owns which attribute, and what the CRM write-back may send (the
+    /// standard rules of [`crate::source_of_record`] when absent).
+    #[serde(default)]
+    pub source_of_record: crate::source_of_record::SourceOfRecord,
 }
 
 /// A consistent snapshot of all reference data.
@@ -405,6 +409,7 @@ impl ReferenceData {
                 last = p.ends_at_fraction;
             }
         }
+        errs.extend(self.workflow.source_of_record.check().into_iter().map(|e| format!("source of record: {e}")));
         if errs.is_empty() { Ok(()) } else { Err(ReferenceDataError(errs)) }
     }
 

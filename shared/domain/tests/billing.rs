@@ -90,7 +90,7 @@ fn when_fixed_fee_does_not_divide_evenly_should_round_each_installment_and_sprea
     let refdata = reference();
     let mut opp = globex_closed_won();
     opp.lines[2].amount = Some("100000.01".into());
-    opp.amount = Some("1250000.01".into());
+    opp.total_value.as_mut().unwrap().amount = Some("1250000.01".into());
     opp.lines[2].installments = Some(3);
     let c = validate_and_enrich(&opp, &refdata).unwrap();
     let s = derive_schedule(&c, &derive_milestones(&c, &refdata.project_templates["TPL-TRANSFORMATION"]).unwrap()).unwrap();
@@ -111,7 +111,7 @@ fn when_currency_has_no_minor_unit_should_allocate_whole_yen() {
     let refdata = reference();
     let opp: o2c_domain::events::OpportunityClosedWon = serde_json::from_value(serde_json::json!({
         "opportunity_id": "0068d00000UMBR01", "revision": 1, "name": "Umbrella GxP audit readiness", "stage": "Closed Won",
-        "account_id": "CUST-3001", "close_date": "2026-11-02", "currency": "JPY", "amount": "10000001",
+        "account_id": "CUST-3001", "close_date": "2026-11-02", "total_value": {"amount": "10000001", "currency": "JPY"},
         "delivery_region": "APAC-JP", "start_date": "2027-01-11", "end_date": "2027-06-30",
         "lines": [{"line_id": "1", "service_offering_id": "SVC-AUDIT", "billing_model": "milestone", "amount": "10000001"}]
     }))

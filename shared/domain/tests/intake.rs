@@ -33,12 +33,22 @@ fn when_opportunity_is_complete_should_enrich_from_master_data() {
 }
 
 #[test]
+fn when_the_crm_says_what_kind_of_sale_it_is_should_carry_it_onto_the_contract() {
+    let mut opp = globex_closed_won();
+    assert_eq!(validate_and_enrich(&opp, &reference()).unwrap().opportunity_type, None, "v1 senders say nothing");
+    opp.opportunity_type = Some(o2c_domain::events::OpportunityType::Renewal);
+    let c = validate_and_enrich(&opp, &reference()).unwrap();
+    assert_eq!(c.opportunity_type, Some(o2c_domain::events::OpportunityType::Renewal));
+    assert!(!c.commercial_terms_equal(&validate_and_enrich(&globex_closed_won(), &reference()).unwrap()), "a changed type is a change");
+}
+
+#[test]
 fn when_many_attributes_are_missing_or_wrong_should_report_every_reason() {
     let mut opp = globex_closed_won();
     opp.name = None;
     opp.stage = Some("Negotiation".into());
     opp.close_date = Some("20-11-2026".into());
-    opp.currency = Some("EURO".into());
+    opp.total_value.as_mut().unwrap().currency = Some("EURO".into());
     opp.delivery_region = None;
     opp.lines[0].billing_model = Some("retainer".into());
     opp.lines[2].installments = None;
@@ -49,7 +59,7 @@ fn when_many_attributes_are_missing_or_wrong_should_report_every_reason() {
         ("name", "missing"),
         ("stage", "not_closed_won"),
         ("close_date", "invalid_date"),
-        ("currency", "invalid_currency"),
+        ("total_value.currency", "invalid_currency"),
         ("delivery_region", "missing"),
         ("lines[0].billing_model", "invalid_billing_model"),
         ("lines[2].installments", "missing"),
@@ -67,7 +77,7 @@ fn when_customer_is_on_credit_hold_should_reject_with_master_data_reason() {
     let got = codes(&issues);
     assert!(got.contains(&("account_id".into(), "customer_on_credit_hold".into())));
     // CUST-9001 contracts through the US entity, which cannot bill EUR.
-    assert!(got.contains(&("currency".into(), "currency_not_billable_by_entity".into())));
+    assert!(got.contains(&("total_value.currency".into(), "currency_not_billable_by_entity".into())));
 }
 
 #[test]
@@ -81,9 +91,9 @@ fn when_tax_registration_is_missing_should_reject() {
 #[test]
 fn when_lines_do_not_sum_to_amount_should_reject() {
     let mut opp = globex_closed_won();
-    opp.amount = Some("1250000.01".into());
+    opp.total_value.as_mut().unwrap().amount = Some("1250000.01".into());
     let got = codes(&validate_and_enrich(&opp, &reference()).unwrap_err());
-    assert_eq!(got, vec![("amount".to_string(), "lines_do_not_sum_to_amount".to_string())]);
+    assert_eq!(got, vec![("total_value.amount".to_string(), "lines_do_not_sum_to_amount".to_string())]);
 }
 
 #[test]

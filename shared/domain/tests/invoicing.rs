@@ -27,7 +27,7 @@ fn contract_with_caps(cap2: Decimal, cap4: Decimal) -> (Contract, BillingSchedul
     let mut l4 = cw.lines[1].clone();
     l4.line_id = Some("L4".into());
     cw.lines.push(l4);
-    cw.amount = Some("1500000.00".into());
+    cw.total_value.as_mut().unwrap().amount = Some("1500000.00".into());
     let contract = validate_and_enrich(&cw, &reference()).unwrap();
     let template = &reference().project_templates[&contract.project_template_id];
     let mut schedule = derive_schedule(&contract, &derive_milestones(&contract, template).unwrap()).unwrap();

@@ -7,6 +7,7 @@ use common::*;
 use o2c_domain::aggregate::{AggregateBody, Loaded, LoadedAggregate};
 use o2c_domain::engagement::{Action, Engagement, EngagementStatus};
 use o2c_domain::events::{ContractApproved, EventType, ExceptionKind};
+use o2c_domain::source_of_record::SourceOfRecord;
 use o2c_domain::workflow::crm_writeback::decide_writeback;
 use o2c_domain::workflow::provision::{COMPENSATION_DONE, COMPENSATION_PENDING, ProvisionTrigger, decide_provisioning};
 use o2c_domain::workflow::{
@@ -357,7 +358,7 @@ fn when_the_claiming_message_dead_letters_should_release_the_claim_for_a_take_ov
     assert!(ex.open && ex.message.contains("503") && ex.message.contains("ProvisionDLQ"), "{}", ex.message);
     assert_eq!(d.events[0].event_type, EventType::ExceptionRaised);
     assert!(dead_lettered(&abandoned, &GaveUp { last_error: "again", ..gave_up }, &c).is_none(), "raising again is idempotent");
-    let update = crm_update_for(&abandoned, 3);
+    let update = crm_update_for(&abandoned, 3, &SourceOfRecord::default());
     assert_eq!(update.sync_status, "Error");
 
     let other = meta("e9");
@@ -448,7 +449,14 @@ fn when_crm_already_shows_the_state_should_not_write_again() {
     let m = meta("e1");
     let c = ctx(&m, EventType::ContractCreated, Step::CrmWriteback);
     let mut e = decide_closed_won(None, &envelope(globex_closed_won(), "e1"), &reference(), &c).engagement.unwrap();
-    let plan = run(decide_writeback(Some(Snapshot { engagement: &e, version: 1 }), None, &e.engagement_id.clone(), &c).unwrap());
+    let plan = run(decide_writeback(
+        Some(Snapshot { engagement: &e, version: 1 }),
+        None,
+        &e.engagement_id.clone(),
+        &SourceOfRecord::default(),
+        &c,
+    )
+    .unwrap());
     let [Command::UpdateOpportunity(update)] = plan.commands.as_slice() else { panic!("one CRM update") };
     assert_eq!(update.sync_status, "In Progress");
     // The CRM accepted it: only the CRM sync state is written, not the engagement.
@@ -471,14 +479,24 @@ fn when_crm_already_shows_the_state_should_not_write_again() {
     let [AggregateBody::CrmSync(sync)] = d.others.as_slice() else { panic!("the sync state is written") };
     let loaded = Loaded { items: vec![LoadedAggregate { body: AggregateBody::CrmSync(sync.clone()), version: 1 }], asked: vec![] };
     // A later version with the same content is not written again.
-    let again =
-        decide_writeback(Some(Snapshot { engagement: &e, version: 2 }), loaded.crm_sync(&e.engagement_id), &e.engagement_id.clone(), &c)
-            .unwrap();
+    let again = decide_writeback(
+        Some(Snapshot { engagement: &e, version: 2 }),
+        loaded.crm_sync(&e.engagement_id),
+        &e.engagement_id.clone(),
+        &SourceOfRecord::default(),
+        &c,
+    )
+    .unwrap();
     assert!(matches!(again, Next::Done(_)));
     e.status = EngagementStatus::Active;
-    let changed =
-        decide_writeback(Some(Snapshot { engagement: &e, version: 3 }), loaded.crm_sync(&e.engagement_id), &e.engagement_id.clone(), &c)
-            .unwrap();
+    let changed = decide_writeback(
+        Some(Snapshot { engagement: &e, version: 3 }),
+        loaded.crm_sync(&e.engagement_id),
+        &e.engagement_id.clone(),
+        &SourceOfRecord::default(),
+        &c,
+    )
+    .unwrap();
     assert!(matches!(changed, Next::Run(_)), "a changed state is written");
 }
 
@@ -493,9 +511,9 @@ fn when_errors_exceed_the_crm_field_should_truncate_on_a_char_boundary() {
     opp.account_id = Some("CUST-ÜNKNOWN-ÄÖÜ".into());
     opp.start_date = None;
     opp.end_date = None;
-    opp.currency = None;
+    opp.total_value = None;
     let e = decide_closed_won(None, &envelope(opp, "e1"), &reference(), &c).engagement.unwrap();
-    let u = crm_update_for(&e, 1);
+    let u = crm_update_for(&e, 1, &SourceOfRecord::default());
     assert_eq!(u.sync_status, "Error");
     let err = u.last_error.unwrap();
     assert_eq!(err.chars().count(), 255);

@@ -16,7 +16,7 @@
 //!   duplicates, reordering, connector faults and crashes, then the invariants;
 //! - [`unrouted`]: the accepted events that matched no rule, counted and listed;
 //! - [`access`]: `o2c serve`'s API keys (hashed), their grants, and the refusals;
-//! - [`webhooks`]: vendors' webhook signature schemes (Stripe, DocuSign Connect);
+//! - [`webhooks`]: vendors' webhook signature schemes (Stripe, DocuSign Connect), re-exported from `o2c-mapping`;
 //! - [`reference`]: the bundled sample reference data (a global consulting firm).
 
 pub mod access;
@@ -29,7 +29,8 @@ pub mod sim_tax;
 pub mod simulation;
 pub mod store;
 pub mod unrouted;
-pub mod webhooks;
+/// Vendors' webhook signature schemes (in `o2c-mapping`, shared with the AWS ingestion function).
+pub use o2c_mapping::webhooks;
 
 /// Bundled sample reference data.
 pub mod reference {

@@ -95,6 +95,25 @@ fn strict_decimal(s: &str) -> Result<Decimal, String> {
     Decimal::from_str(t).map_err(|e| format!("`{s}`: {e}"))
 }
 
+/// OData V2's JSON date, as SAP Gateway services write `Edm.DateTime` and
+/// `Edm.DateTimeOffset` (`"\/Date(1700006400000)\/"`, read from JSON as `/Date(1700006400000)/`;
+/// with an offset `/Date(1700006400000+0060)/`): whole milliseconds since the epoch in UTC.
+/// The offset (minutes) only says where the value was entered — the milliseconds are
+/// already UTC, so it never moves the instant. `None` when `s` is not of that form.
+fn odata_v2_date(s: &str) -> Option<Result<DateTime<Utc>, String>> {
+    let inner = s.trim().strip_prefix("/Date(")?.strip_suffix(")/")?;
+    // The sign of the milliseconds is the first character; an offset starts at a later sign.
+    let split = inner.char_indices().skip(1).find(|(_, c)| *c == '+' || *c == '-').map_or(inner.len(), |(i, _)| i);
+    let (ms, offset) = inner.split_at(split);
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let ms_ok = digits(ms.strip_prefix('-').unwrap_or(ms));
+    let offset_ok = offset.is_empty() || digits(&offset[1..]);
+    if !ms_ok || !offset_ok {
+        return Some(Err(format!("`{s}` is not an OData date (/Date(milliseconds)/ or /Date(milliseconds+minutes)/)")));
+    }
+    Some(ms.parse::<i64>().ok().and_then(DateTime::<Utc>::from_timestamp_millis).ok_or_else(|| format!("`{s}` is out of range")))
+}
+
 fn text_of(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -160,16 +179,20 @@ fn convert(op: &Op, v: &Value, currency: Option<&str>) -> Result<Value, String> 
                     let secs = n.as_i64().ok_or_else(|| format!("{n} is not whole seconds since the epoch"))?;
                     DateTime::<Utc>::from_timestamp(secs, 0).ok_or_else(|| format!("{secs} is out of range"))?
                 }
-                Value::String(s) => match DateTime::parse_from_rfc3339(s.trim()) {
-                    Ok(t) => t.with_timezone(&Utc),
-                    // Salesforce writes `2026-11-20T09:30:00.000+0000`.
-                    Err(_) => match DateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S%.f%z") {
+                Value::String(s) => match odata_v2_date(s) {
+                    // SAP's OData V2 services (`/Date(1700006400000)/`).
+                    Some(t) => t?,
+                    None => match DateTime::parse_from_rfc3339(s.trim()) {
                         Ok(t) => t.with_timezone(&Utc),
-                        Err(_) if op.as_ == As::Date => {
-                            let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| format!("`{s}` is not a date"))?;
-                            return Ok(Value::String(d.format("%Y-%m-%d").to_string()));
-                        }
-                        Err(_) => return Err(format!("`{s}` is not a timestamp")),
+                        // Salesforce writes `2026-11-20T09:30:00.000+0000`.
+                        Err(_) => match DateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S%.f%z") {
+                            Ok(t) => t.with_timezone(&Utc),
+                            Err(_) if op.as_ == As::Date => {
+                                let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| format!("`{s}` is not a date"))?;
+                                return Ok(Value::String(d.format("%Y-%m-%d").to_string()));
+                            }
+                            Err(_) => return Err(format!("`{s}` is not a timestamp")),
+                        },
                     },
                 },
                 other => return Err(format!("{other} is not a time")),
@@ -363,5 +386,42 @@ impl Mapping {
             out.push(Mapped { source: self.emit.source.clone(), detail_type: self.emit.event_type.detail_type().to_owned(), detail });
         }
         if ctx.issues.is_empty() { Ok(out) } else { Err(ctx.issues) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    fn op(as_: As) -> Op {
+        let path = "$.d".to_owned();
+        let p = JsonPath::parse(&path).unwrap();
+        Op { as_, ..Op::plain(Source::Path(path, p)) }
+    }
+
+    #[test]
+    fn when_an_odata_v2_date_is_read_should_give_the_utc_instant_of_its_milliseconds() {
+        let (date, time) = (op(As::Date), op(As::DateTime));
+        // SAP's BillingDocumentDate: midnight UTC of the date.
+        assert_eq!(convert(&date, &json!("/Date(1700006400000)/"), None).unwrap(), json!("2023-11-15"));
+        assert_eq!(convert(&time, &json!("/Date(1700006400000)/"), None).unwrap(), json!("2023-11-15T00:00:00Z"));
+        // An Edm.DateTimeOffset's offset says where it was entered; the instant is the same.
+        assert_eq!(convert(&time, &json!("/Date(1700006400000+0060)/"), None).unwrap(), json!("2023-11-15T00:00:00Z"));
+        assert_eq!(convert(&time, &json!("/Date(1700006400000-0300)/"), None).unwrap(), json!("2023-11-15T00:00:00Z"));
+        // Before the epoch; a time of day keeps its UTC date.
+        assert_eq!(convert(&date, &json!("/Date(-86400000)/"), None).unwrap(), json!("1969-12-31"));
+        assert_eq!(convert(&date, &json!("/Date(1700089199000)/"), None).unwrap(), json!("2023-11-15"));
+        // Malformed or out of range: refused with the value, never guessed.
+        for bad in ["/Date()/", "/Date(17x)/", "/Date(1700006400000+)/", "/Date(+1700006400000)/", "/Date(1.5)/"] {
+            let e = convert(&date, &json!(bad), None).unwrap_err();
+            assert!(e.contains("not an OData date") && e.contains(bad), "{bad}: {e}");
+        }
+        assert!(convert(&time, &json!("/Date(99999999999999999)/"), None).unwrap_err().contains("out of range"));
+        // Other forms are read as before.
+        assert_eq!(odata_v2_date("2026-11-20"), None);
+        assert_eq!(convert(&date, &json!("2026-11-20"), None).unwrap(), json!("2026-11-20"));
     }
 }

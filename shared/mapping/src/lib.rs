@@ -15,11 +15,15 @@
 //! - [`spec`]: the mapping file format, read and checked when loaded;
 //! - [`engine`]: applying a mapping: events, or every failing path;
 //! - [`xml`]: XML documents (ISO 20022) read as JSON for the same paths;
-//! - [`registry`]: the mappings of a directory, listed, and reloaded when a file changes.
+//! - [`registry`]: the mappings of a directory, listed, and reloaded when a file changes;
+//! - [`webhooks`]: vendors' webhook signature schemes (Stripe, DocuSign Connect);
+//! - [`ingest`]: a mapped payload as `PutEvents` entries, or the rejection it is parked as.
 
 pub mod engine;
+pub mod ingest;
 pub mod registry;
 pub mod spec;
+pub mod webhooks;
 pub mod xml;
 
 pub use engine::{MapIssue, Mapped};

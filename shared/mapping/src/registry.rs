@@ -56,6 +56,34 @@ fn fingerprint(dir: &Path) -> std::io::Result<Fingerprint> {
         .collect()
 }
 
+/// One mapping file's text, which must be named by its path (`expected`).
+fn load_one(file: &str, expected: &str, text: &str) -> Result<Mapping, SpecError> {
+    let m = Mapping::from_yaml(file, text)?;
+    if m.name == expected {
+        Ok(m)
+    } else {
+        Err(SpecError { file: file.to_owned(), problems: vec![format!("`mapping: {}` must be its path, {expected}", m.name)] })
+    }
+}
+
+impl Loaded {
+    /// Mappings given as `(name, text)` — compiled into a binary (the AWS ingestion
+    /// function) — checked as a directory's are: each must load and be named `name`.
+    /// Fails with every problem (nothing is in force to fall back on).
+    pub fn from_sources<'a>(sources: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, String> {
+        let mut out = Self::default();
+        for (name, text) in sources {
+            match load_one(&format!("{name}.yaml"), name, text) {
+                Ok(m) => {
+                    out.mappings.insert(m.name.clone(), Arc::new(m));
+                }
+                Err(e) => out.problems.push(e),
+            }
+        }
+        if out.problems.is_empty() { Ok(out) } else { Err(out.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")) }
+    }
+}
+
 fn load_all(dir: &Path, previous: &Loaded) -> std::io::Result<Loaded> {
     let mut out = Loaded::default();
     for p in files(dir)? {
@@ -65,16 +93,7 @@ fn load_all(dir: &Path, previous: &Loaded) -> std::io::Result<Loaded> {
         // not of the directory.
         let text = std::fs::read_to_string(&p)
             .map_err(|e| SpecError { file: p.display().to_string(), problems: vec![format!("cannot read it: {e}")] });
-        let loaded = text.and_then(|text| Mapping::from_yaml(&p.display().to_string(), &text)).and_then(|m| {
-            if m.name == expected {
-                Ok(m)
-            } else {
-                Err(SpecError {
-                    file: p.display().to_string(),
-                    problems: vec![format!("`mapping: {}` must be its path, {expected}", m.name)],
-                })
-            }
-        });
+        let loaded = text.and_then(|text| load_one(&p.display().to_string(), &expected, &text));
         match loaded {
             Ok(m) => {
                 out.mappings.insert(m.name.clone(), Arc::new(m));

@@ -26,8 +26,8 @@
 //!
 //! A field is a JSONPath string, a constant, a nested object, or an operation — an object
 //! with one of `path`, `template` (`"corr-{$.Id}"`), `const`, `each` + `to`, `uuid_from` —
-//! refined by `as` (`string`, `integer`, `decimal` with `scale`, `date`, `datetime`,
-//! `minor_units` with `currency`), `map`, `case` (`lower` / `upper`), `default` and
+//! refined by `as` (`string`, `integer`, `decimal` with `scale`, `date`, `datetime` — both
+//! also read OData V2's `/Date(ms)/` —, `minor_units` with `currency`), `map`, `case` (`lower` / `upper`), `default` and
 //! `optional` (the field is left out when the path selects nothing) and `from: document`
 //! (inside `each`, read the whole document: a bank account stated once for all entries). `redact` lists input
 //! paths holding secrets, replaced before an unmappable payload is parked.
@@ -57,9 +57,11 @@ pub enum As {
     Integer,
     /// An exact decimal as a string (`"1250000.00"`); at most `scale` decimals.
     Decimal,
-    /// `YYYY-MM-DD` (from a date, a timestamp, or seconds since the epoch).
+    /// `YYYY-MM-DD` (from a date, a timestamp, seconds since the epoch, or OData V2's
+    /// `/Date(milliseconds)/`: the UTC date of that instant).
     Date,
-    /// RFC 3339 UTC (from a timestamp or seconds since the epoch).
+    /// RFC 3339 UTC (from a timestamp, seconds since the epoch, or OData V2's
+    /// `/Date(milliseconds[±minutes])/`, whose milliseconds are UTC whatever the offset).
     DateTime,
     /// An integer count of the currency's minor units → a decimal string.
     MinorUnits,
@@ -367,7 +369,8 @@ impl Parser<'_> {
 }
 
 impl Op {
-    fn plain(source: Source) -> Self {
+    /// A string field read from `source` with no options.
+    pub(crate) fn plain(source: Source) -> Self {
         Self {
             source,
             as_: As::String,

@@ -49,7 +49,13 @@ fn when_a_salesforce_opportunity_is_mapped_should_carry_every_field_exactly() {
     let p = &d["payload"];
     assert_eq!((out[0].source.as_str(), out[0].detail_type.as_str()), ("o2c.crm", "OpportunityClosedWon"));
     assert_eq!(p["opportunity_id"], "0068d00000SFDC01AAA");
-    assert_eq!(p["amount"], "1250000.00", "a JSON number read exactly, at the scale of the mapping");
+    assert_eq!(d["event_version"], "2", "the mapping writes the latest version");
+    assert_eq!(
+        p["total_value"],
+        json!({"amount": "1250000.00", "currency": "EUR"}),
+        "a JSON number read exactly, at the scale of the mapping"
+    );
+    assert_eq!(p["opportunity_type"], "new_business");
     assert_eq!(p["delivery_region"], "EMEA-DE");
     assert_eq!(p["lines"][1]["billing_model"], "time_and_materials");
     assert_eq!(p["lines"][1]["roles"], json!([{"role": "MANAGER", "hours": "400"}, {"role": "SENIOR_CONSULTANT", "hours": "600"}]));
@@ -170,7 +176,7 @@ fn when_a_payload_cannot_be_mapped_should_list_every_failing_path() {
     let got = issues("salesforce/opportunity", &bad);
     let fields: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
     for want in [
-        "detail.payload.amount",
+        "detail.payload.total_value.amount",
         "detail.payload.delivery_region",
         "detail.payload.lines[0].billing_model",
         "detail.payload.rate_card_id",
@@ -178,7 +184,7 @@ fn when_a_payload_cannot_be_mapped_should_list_every_failing_path() {
     ] {
         assert!(fields.contains(&want), "{want} not in {got:?}");
     }
-    let amount = &got.iter().find(|(f, _)| f == "detail.payload.amount").unwrap().1;
+    let amount = &got.iter().find(|(f, _)| f == "detail.payload.total_value.amount").unwrap().1;
     assert!(amount.contains("more than 2 decimals"), "{amount}");
     let region = &got.iter().find(|(f, _)| f == "detail.payload.delivery_region").unwrap().1;
     assert!(region.contains("`FR`") && region.contains("DE"), "the accepted values are listed: {region}");
@@ -190,7 +196,7 @@ fn when_a_payload_cannot_be_mapped_should_list_every_failing_path() {
         let mut s = example("salesforce/opportunity");
         s["Amount"] = json!(amount);
         let got = issues("salesforce/opportunity", &s);
-        assert!(got.iter().any(|(f, m)| f == "detail.payload.amount" && m.contains(why)), "{amount}: {got:?}");
+        assert!(got.iter().any(|(f, m)| f == "detail.payload.total_value.amount" && m.contains(why)), "{amount}: {got:?}");
     }
 
     // The event's own schema has the last word (a payer name must not be empty).
@@ -198,6 +204,284 @@ fn when_a_payload_cannot_be_mapped_should_list_every_failing_path() {
     stripe["data"]["object"]["metadata"]["o2c_payer_name"] = json!("");
     let got = issues("stripe/payment_intent.succeeded", &stripe);
     assert!(got.iter().any(|(f, _)| f == "detail.payload.payer.name"), "{got:?}");
+}
+
+#[test]
+fn when_a_salesforce_change_event_closes_an_opportunity_should_make_its_one_milestone_line_under_the_revisions_key() {
+    let r = Registry::open(&dir()).unwrap();
+    let m = r.get("salesforce/opportunity-change-event").unwrap();
+    let out = m.apply(&example("salesforce/opportunity-change-event")).unwrap();
+    assert_eq!(out.len(), 1);
+    let d = &out[0].detail;
+    assert_eq!((out[0].source.as_str(), out[0].detail_type.as_str()), ("o2c.crm", "OpportunityClosedWon"));
+    assert_eq!(
+        d["payload"],
+        json!({
+            "opportunity_id": "0068d00000HQPj2AAF",
+            "revision": 1,
+            "name": "Soylent audit readiness programme",
+            "stage": "Closed Won",
+            "account_id": "CUST-4001",
+            "close_date": "2026-12-04",
+            "currency": "EUR",
+            "amount": "240000.00",
+            "delivery_region": "EMEA-DE",
+            "start_date": "2027-01-11",
+            "end_date": "2027-06-25",
+            "lines": [{
+                "line_id": "L1",
+                "service_offering_id": "SVC-AUDIT",
+                "billing_model": "milestone",
+                "amount": "240000.00",
+                "description": "Soylent audit readiness programme"
+            }]
+        }),
+        "fields the event does not carry (owner, PO, terms) are left out, not guessed"
+    );
+    assert_eq!(d["event_version"], "1");
+    assert_eq!(d["correlation_id"], "corr-0068d00000HQPj2AAF");
+    assert_eq!(d["occurred_at"], "2026-12-04T15:21:07Z", "LastModifiedDate, in UTC");
+    // The key salesforce/opportunity gives the same revision: one business event either way.
+    assert_eq!(d["idempotency_key"], "crm:opportunity:0068d00000HQPj2AAF:closed-won:r1");
+    let rest = r.get("salesforce/opportunity").unwrap().apply(&example("salesforce/opportunity")).unwrap();
+    assert_eq!(rest[0].detail["idempotency_key"], "crm:opportunity:0068d00000SFDC01AAA:closed-won:r1");
+    // A CREATE carries every populated field: the same event's content.
+    let mut created = example("salesforce/opportunity-change-event");
+    created["payload"]["ChangeEventHeader"]["changeType"] = json!("CREATE");
+    created["payload"]["ChangeEventHeader"]["changedFields"] = json!([]);
+    created["payload"]["OwnerId"] = json!("0058d000001AbCdAAJ");
+    let c = m.apply(&created).unwrap();
+    assert_eq!(c[0].detail["payload"]["owner_id"], "0058d000001AbCdAAJ");
+    // The same change redelivered is the same event; another transaction is another event
+    // (of the same revision, so o2c absorbs it as a duplicate when nothing changed).
+    assert_eq!(m.apply(&example("salesforce/opportunity-change-event")).unwrap()[0].detail["event_id"], d["event_id"]);
+    let mut later = example("salesforce/opportunity-change-event");
+    later["payload"]["ChangeEventHeader"]["transactionKey"] = json!("0004c1d2-7e3f-8a9b-0c1d-2e3f4a5b6c7e");
+    let l = m.apply(&later).unwrap();
+    assert_ne!(l[0].detail["event_id"], d["event_id"]);
+    assert_eq!(l[0].detail["idempotency_key"], d["idempotency_key"]);
+}
+
+#[test]
+fn when_a_change_event_lacks_what_o2c_needs_should_list_every_missing_path() {
+    // The standard channel, no enrichment: only the fields the close changed.
+    let mut bare = example("salesforce/opportunity-change-event");
+    let keep = ["ChangeEventHeader", "StageName", "Probability", "ForecastCategoryName", "IsClosed", "IsWon", "LastModifiedDate"];
+    bare["payload"].as_object_mut().unwrap().retain(|k, _| keep.contains(&k.as_str()));
+    bare["payload"]["o2c_Billing_Model__c"] = json!("Milestone");
+    let got = issues("salesforce/opportunity-change-event", &bare);
+    let fields: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "detail.idempotency_key",
+            "detail.payload.account_id",
+            "detail.payload.amount",
+            "detail.payload.close_date",
+            "detail.payload.currency",
+            "detail.payload.delivery_region",
+            "detail.payload.end_date",
+            "detail.payload.lines[0].amount",
+            "detail.payload.lines[0].description",
+            "detail.payload.lines[0].service_offering_id",
+            "detail.payload.name",
+            "detail.payload.revision",
+            "detail.payload.start_date",
+        ],
+        "{got:?}"
+    );
+    assert!(got.iter().all(|(_, m)| m.starts_with("missing")), "{got:?}");
+    // A channel without the billing-model filter: a time-and-materials deal cannot be one line.
+    let mut tm = example("salesforce/opportunity-change-event");
+    tm["payload"]["o2c_Billing_Model__c"] = json!("Time and Materials");
+    let got = issues("salesforce/opportunity-change-event", &tm);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].0 == "detail.payload.lines[0].billing_model" && got[0].1.contains("Milestone"), "{got:?}");
+    // Another object, a lost deal, one change merged over two opportunities: the guards, all.
+    let mut other = example("salesforce/opportunity-change-event");
+    other["payload"]["ChangeEventHeader"]["entityName"] = json!("Account");
+    other["payload"]["ChangeEventHeader"]["changeType"] = json!("DELETE");
+    other["payload"]["ChangeEventHeader"]["recordIds"] = json!(["0068d00000HQPj2AAF", "0068d00000HQPj3AAF"]);
+    other["payload"]["StageName"] = json!("Closed Lost");
+    let got = issues("salesforce/opportunity-change-event", &other);
+    assert_eq!(
+        got.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+        vec!["require[0]", "require[1]", "require[2]", "require[3]"],
+        "{got:?}"
+    );
+    assert!(got[2].1.contains("selects 2 values"), "{got:?}");
+}
+
+#[test]
+fn when_a_dynamics_opportunity_is_won_should_carry_every_column_exactly_with_its_row_version_as_revision() {
+    let r = Registry::open(&dir()).unwrap();
+    let m = r.get("dynamics365/opportunity").unwrap();
+    let out = m.apply(&example("dynamics365/opportunity")).unwrap();
+    let d = &out[0].detail;
+    assert_eq!((out[0].source.as_str(), out[0].detail_type.as_str()), ("o2c.crm", "OpportunityClosedWon"));
+    assert_eq!(
+        d["payload"],
+        json!({
+            "opportunity_id": "5d2e7f10-3a4b-ef11-a81c-000d3a2b1c9f",
+            "revision": 4585932,
+            "name": "Globex UK operating model review",
+            "stage": "Closed Won",
+            "account_id": "CUST-1002",
+            "close_date": "2026-12-15",
+            "currency": "GBP",
+            "amount": "180000.00",
+            "delivery_region": "EMEA-UK",
+            "start_date": "2027-02-01",
+            "end_date": "2027-07-30",
+            "rate_card_id": "RC-GBP-2027",
+            "customer_po": "GUK-PO-77812",
+            "owner_id": "8c1d7a4e-2f3b-ef11-a81c-000d3a2b1c01",
+            "lines": [
+                {
+                    "line_id": "L1",
+                    "service_offering_id": "SVC-STRAT",
+                    "billing_model": "time_and_materials",
+                    "amount": "120000.00",
+                    "description": "Operating model diagnostic and target design",
+                    "roles": [{"role": "MANAGER", "hours": "240.0"}, {"role": "SENIOR_CONSULTANT", "hours": "420.0"}]
+                },
+                {
+                    "line_id": "L2",
+                    "service_offering_id": "SVC-AUDIT",
+                    "billing_model": "fixed_fee",
+                    "amount": "60000.00",
+                    "description": "Audit readiness review",
+                    "installments": 3,
+                    "installment_frequency": "monthly"
+                }
+            ]
+        }),
+        "choices read by value, null columns and an empty staffing list left out"
+    );
+    assert_eq!(d["event_version"], "1");
+    assert_eq!(d["correlation_id"], "corr-5d2e7f10-3a4b-ef11-a81c-000d3a2b1c9f");
+    assert_eq!(d["occurred_at"], "2026-12-15T16:42:10Z");
+    assert_eq!(d["idempotency_key"], "crm:opportunity:5d2e7f10-3a4b-ef11-a81c-000d3a2b1c9f:closed-won:r4585932");
+    // A later write to the row is a new revision and a new event.
+    let mut edited = example("dynamics365/opportunity");
+    edited["versionnumber"] = json!(4586210);
+    let e = m.apply(&edited).unwrap();
+    assert_eq!((e[0].detail["payload"]["revision"].as_u64(), e[0].detail["event_id"] == d["event_id"]), (Some(4586210), false));
+}
+
+#[test]
+fn when_a_dynamics_opportunity_cannot_be_mapped_should_list_every_failing_path() {
+    // Open (statecode 0, statuscode 1 In Progress): the guards only.
+    let mut open = example("dynamics365/opportunity");
+    open["statecode"] = json!(0);
+    open["statuscode"] = json!(1);
+    let got = issues("dynamics365/opportunity", &open);
+    assert_eq!(got.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), vec!["require[1]", "require[2]"], "{got:?}");
+    // Lost (statecode 2) with a won status is not won either.
+    let mut lost = example("dynamics365/opportunity");
+    lost["statecode"] = json!(2);
+    assert_eq!(issues("dynamics365/opportunity", &lost).iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), vec!["require[1]"]);
+    // Won, with faults in several columns: each with its output field.
+    let mut bad = example("dynamics365/opportunity");
+    bad["parentaccountid"].as_object_mut().unwrap().remove("accountnumber");
+    bad["actualvalue"] = json!(180000.005);
+    bad["o2c_deliverycountry"] = json!("FR");
+    bad["product_opportunities"][0]["o2c_billingmodel"] = json!(104570009);
+    bad["product_opportunities"][0]["o2c_opportunityproduct_o2c_staffing"][1]["o2c_role"] = json!(104570042);
+    bad["product_opportunities"][1]["productid"] = Value::Null;
+    bad.as_object_mut().unwrap().remove("transactioncurrencyid");
+    let got = issues("dynamics365/opportunity", &bad);
+    assert_eq!(
+        got.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+        vec![
+            "detail.payload.account_id",
+            "detail.payload.amount",
+            "detail.payload.currency",
+            "detail.payload.delivery_region",
+            "detail.payload.lines[0].billing_model",
+            "detail.payload.lines[0].roles[1].role",
+            "detail.payload.lines[1].service_offering_id",
+        ],
+        "{got:?}"
+    );
+    let model = &got.iter().find(|(f, _)| f == "detail.payload.lines[0].billing_model").unwrap().1;
+    assert!(model.contains("`104570009`") && model.contains("104570000"), "the choice values accepted are listed: {model}");
+    assert!(got.iter().any(|(f, m)| f == "detail.payload.amount" && m.contains("more than 2 decimals")), "{got:?}");
+}
+
+#[test]
+fn when_a_stripe_invoice_is_paid_should_receive_its_payment_intent_in_the_currencys_amount() {
+    let r = Registry::open(&dir()).unwrap();
+    let m = r.get("stripe/invoice.paid").unwrap();
+    let out = m.apply(&example("stripe/invoice.paid")).unwrap();
+    let d = &out[0].detail;
+    assert_eq!((out[0].source.as_str(), out[0].detail_type.as_str()), ("o2c.bank", "PaymentReceived"));
+    assert_eq!(
+        d["payload"],
+        json!({
+            "payment_id": "pi_3R2sVaEYbKjD8h0q1Qw2Er3T",
+            "legal_entity_id": "LE-DE-01",
+            "amount": {"amount": "139286.88", "currency": "EUR"},
+            "value_date": "2027-03-29",
+            "payer": {"name": "Globex Manufacturing GmbH", "account": "cus_R8mNp2QrStUvWx"},
+            "remittance": "Rechnung LE-DE-01-000001",
+            "references": ["LE-DE-01-000001"]
+        })
+    );
+    assert_eq!(d["event_version"], "1");
+    assert_eq!(d["occurred_at"], "2027-03-29T09:41:12Z", "paid_at, not the event's creation a second later");
+    assert_eq!(d["idempotency_key"], "stripe:invoice:in_1R0aB3EYbKjD8h0qZx9Yw8Vu:paid");
+    assert_eq!(d["correlation_id"], "corr-stripe-pi_3R2sVaEYbKjD8h0q1Qw2Er3T");
+    // The payment_intent.succeeded of the same PaymentIntent names the same payment, under
+    // another key (never one key with two payloads).
+    let mut pi = example("stripe/payment_intent.succeeded");
+    pi["data"]["object"]["id"] = json!("pi_3R2sVaEYbKjD8h0q1Qw2Er3T");
+    let p = r.get("stripe/payment_intent.succeeded").unwrap().apply(&pi).unwrap();
+    assert_eq!(p[0].detail["payload"]["payment_id"], d["payload"]["payment_id"]);
+    assert_ne!(p[0].detail["idempotency_key"], d["idempotency_key"]);
+    // Yen have no minor unit.
+    let mut yen = example("stripe/invoice.paid");
+    yen["data"]["object"]["currency"] = json!("jpy");
+    yen["data"]["object"]["amount_paid"] = json!(4_180_000);
+    assert_eq!(m.apply(&yen).unwrap()[0].detail["payload"]["amount"], json!({"amount": "4180000", "currency": "JPY"}));
+}
+
+#[test]
+fn when_a_stripe_invoice_payment_cannot_be_mapped_should_list_every_failing_path() {
+    // Marked paid out of band: the money arrived elsewhere (the bank reports it).
+    let mut oob = example("stripe/invoice.paid");
+    oob["data"]["object"]["paid_out_of_band"] = json!(true);
+    let got = issues("stripe/invoice.paid", &oob);
+    assert_eq!(got.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), vec!["require[4]"], "{got:?}");
+    // An invoice.payment_failed, or an open invoice: the guards that fail, all of them.
+    let mut failed = example("stripe/invoice.paid");
+    failed["type"] = json!("invoice.payment_failed");
+    failed["data"]["object"]["status"] = json!("open");
+    let got = issues("stripe/invoice.paid", &failed);
+    assert_eq!(got.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), vec!["require[1]", "require[3]"], "{got:?}");
+    // An endpoint on 2025-03-31.basil or later: no `paid_out_of_band` (nor `payment_intent`).
+    let mut basil = example("stripe/invoice.paid");
+    basil["data"]["object"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| !["paid", "paid_out_of_band", "payment_intent", "charge"].contains(&k.as_str()));
+    let got = issues("stripe/invoice.paid", &basil);
+    assert_eq!(got, vec![("require[4]".to_owned(), "missing".to_owned())], "{got:?}");
+    // Paid, but the firm's metadata is missing, the PaymentIntent too, the currency broken
+    // (refused where the amount needs its exponent; the event's schema is checked once every
+    // field maps).
+    let mut bad = example("stripe/invoice.paid");
+    let inv = bad["data"]["object"].as_object_mut().unwrap();
+    inv.remove("payment_intent");
+    inv["metadata"].as_object_mut().unwrap().remove("o2c_legal_entity_id");
+    inv.insert("currency".into(), json!("eu"));
+    let got = issues("stripe/invoice.paid", &bad);
+    assert_eq!(
+        got.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+        vec!["detail.correlation_id", "detail.payload.amount.amount", "detail.payload.legal_entity_id", "detail.payload.payment_id",],
+        "{got:?}"
+    );
+    assert!(got.iter().any(|(f, m)| f == "detail.payload.amount.amount" && m.contains("`EU`")), "{got:?}");
 }
 
 #[test]

@@ -222,13 +222,8 @@ pub async fn gate(State(g): State<Arc<Gate>>, mut req: Request, next: Next) -> R
         .and_then(webhooks::header)
         .filter(|h| presented(&req).is_none() && req.headers().contains_key(*h))
         .zip(vendor.clone());
-    if let Some((header_name, vendor)) = signed {
-        let signatures: Vec<String> = (1..=5)
-            .filter_map(|n| {
-                let name = if n == 1 { header_name.to_owned() } else { header_name.replace("-1", &format!("-{n}")) };
-                req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-            })
-            .collect();
+    if let Some((_, vendor)) = signed {
+        let signatures = webhooks::signatures(&vendor, |name| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned));
         let req = match limits::read_body(req, g.limits.max_body, g.limits.body_timeout).await {
             Ok(r) => r,
             Err(refused) => return g.refuse(who(None, None), refused, None).await,

@@ -1,6 +1,32 @@
-//! CRM: the closed-won opportunity.
+//! CRM: the closed-won opportunity (contract version 2; version 1 is upcast to it on
+//! decode, see [`super::upcast`]).
 
 use serde::{Deserialize, Serialize};
+
+/// An amount with its currency as the CRM sends it: both optional on the wire so intake
+/// reports every missing one at once; intake parses the decimal and the ISO 4217 code.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WireMoney {
+    /// Decimal string (`"1250000.00"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    /// ISO 4217 code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
+/// What kind of sale the opportunity is (v2). CRMs have more values; the integration
+/// reduces them to these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpportunityType {
+    /// A new customer or a new engagement.
+    NewBusiness,
+    /// More scope for an existing engagement's customer.
+    Expansion,
+    /// The renewal of a running service.
+    Renewal,
+}
 
 /// A quoted role estimate on a T&M line, as the CRM sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +69,7 @@ pub struct OpportunityLine {
     pub roles: Vec<OpportunityRole>,
 }
 
-/// `OpportunityClosedWon` payload: the opportunity as the CRM sends it.
+/// `OpportunityClosedWon` payload (v2): the opportunity as the CRM sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpportunityClosedWon {
     /// CRM opportunity id (required).
@@ -62,12 +88,12 @@ pub struct OpportunityClosedWon {
     /// Close date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_date: Option<String>,
-    /// ISO 4217 contract currency.
+    /// Total contract value and its ISO 4217 currency (v1: top-level `amount`, `currency`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<String>,
-    /// Total contract value (decimal string).
+    pub total_value: Option<WireMoney>,
+    /// New business, expansion or renewal (v2; absent in upcast v1 events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub amount: Option<String>,
+    pub opportunity_type: Option<OpportunityType>,
     /// Contracting legal entity (defaults to the customer's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contracting_entity_id: Option<String>,

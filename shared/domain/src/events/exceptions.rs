@@ -33,11 +33,14 @@ pub enum ExceptionKind {
     RevenuePostingFailed,
     /// A system holds something other than o2c says it should (reconciliation).
     ReconciliationMismatch,
+    /// A system sent an attribute it does not own (source-of-record rules): not applied,
+    /// its value conflicts with the owner's.
+    DataStewardship,
 }
 
 impl ExceptionKind {
     /// Every kind.
-    pub const ALL: [ExceptionKind; 11] = [
+    pub const ALL: [ExceptionKind; 12] = [
         Self::ProvisioningFailed,
         Self::BillingSetupFailed,
         Self::ChangeOrderRequired,
@@ -49,6 +52,7 @@ impl ExceptionKind {
         Self::InvoicePostingFailed,
         Self::RevenuePostingFailed,
         Self::ReconciliationMismatch,
+        Self::DataStewardship,
     ];
 
     /// Wire name (`tax_failed`).
@@ -65,6 +69,7 @@ impl ExceptionKind {
             Self::InvoicePostingFailed => "invoice_posting_failed",
             Self::RevenuePostingFailed => "revenue_posting_failed",
             Self::ReconciliationMismatch => "reconciliation_mismatch",
+            Self::DataStewardship => "data_stewardship",
         }
     }
 

@@ -2,7 +2,10 @@
 //! (`source` / `detail-type`) and their payloads.
 //!
 //! Every event type has a JSON Schema per version in `events/schemas/<DetailType>.v<N>.json`;
-//! tests prove there is no drift between these types and the schemas.
+//! tests prove there is no drift between these types and the schemas. A type may be read in
+//! several versions side by side ([`EventType::versions`]): the payload type is the latest,
+//! and an older `detail` is upcast to it before it is decoded ([`upcast`]), so the steps only
+//! ever see one shape.
 //!
 //! Idempotency: `idempotency_key` is the business identity of the event (e.g.
 //! `crm:opportunity:0061:closed-won:r3`). When a producer omits it, it is derived as the
@@ -15,7 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Version of the envelope and payload contracts this build emits.
+/// Version of the envelope and payload contracts o2c's own events carry (every type o2c
+/// emits is at version 1; see [`EventType::versions`] for what this build reads).
 pub const EVENT_VERSION: &str = "1";
 
 /// The envelope carried in EventBridge `detail`.
@@ -122,10 +126,11 @@ pub mod intake;
 pub mod provisioning;
 pub mod reconciliation;
 pub mod revenue;
+pub mod upcast;
 
 pub use billing::ProjectActivated;
 pub use clm::ContractApproved;
-pub use crm::{OpportunityClosedWon, OpportunityLine, OpportunityRole};
+pub use crm::{OpportunityClosedWon, OpportunityLine, OpportunityRole, OpportunityType, WireMoney};
 pub use delivery::{DeliveryRejected, ExpenseApproved, MilestoneCompleted, ResourceAssigned, TimeApproved};
 pub use exceptions::{
     COMMENT_MAX_CHARS, Compensation, ExceptionAction, ExceptionActionRequested, ExceptionKind, ExceptionRaised, ExceptionResolved,
@@ -171,9 +176,9 @@ macro_rules! event_catalog {
                 match s { $(stringify!($variant) => Some(EventType::$variant),)* _ => None }
             }
 
-            /// The JSON Schema of the `detail` (`events/schemas/<DetailType>.v1.json`),
+            /// The version 1 JSON Schema of the `detail` (`events/schemas/<DetailType>.v1.json`),
             /// compiled into the binary.
-            pub fn schema_text(self) -> &'static str {
+            fn schema_text_v1(self) -> &'static str {
                 match self { $(EventType::$variant => include_str!(concat!("../../../../events/schemas/", stringify!($variant), ".v1.json"))),* }
             }
 
@@ -199,7 +204,8 @@ macro_rules! event_catalog {
             /// Decodes an EventBridge `detail` given its `detail-type`.
             pub fn decode(detail_type: &str, detail: &serde_json::Value) -> Result<Self, DecodeError> {
                 let t = EventType::from_detail_type(detail_type).ok_or_else(|| DecodeError::UnknownDetailType(detail_type.to_owned()))?;
-                Ok(match t { $(EventType::$variant => Self::$variant(decode_as(detail_type, detail)?)),* })
+                let detail = upcast::to_latest(t, detail);
+                Ok(match t { $(EventType::$variant => Self::$variant(decode_as(t, &detail)?)),* })
             }
 
             /// The event's type.
@@ -323,19 +329,25 @@ pub enum DecodeError {
         /// Message.
         message: String,
     },
-    /// The envelope's `event_version` is not supported by this build.
-    #[error("unsupported event_version `{0}` (this build reads version {EVENT_VERSION})")]
-    UnsupportedVersion(String),
+    /// The envelope's `event_version` is not one this build reads for its type.
+    #[error("unsupported event_version `{version}` (this build reads {})", supported.join(", "))]
+    UnsupportedVersion {
+        /// The version the detail carries.
+        version: String,
+        /// The versions this build reads for the type, oldest first.
+        supported: &'static [&'static str],
+    },
 }
 
-fn decode_as<P: DeserializeOwned>(detail_type: &str, detail: &serde_json::Value) -> Result<Envelope<P>, DecodeError> {
-    let env: Envelope<P> = serde_json::from_value(detail.clone()).map_err(|e| DecodeError::Invalid {
-        detail_type: detail_type.to_owned(),
+/// Decodes an (already upcast) detail into the latest payload type of `t`.
+fn decode_as<P: DeserializeOwned>(t: EventType, detail: &serde_json::Value) -> Result<Envelope<P>, DecodeError> {
+    let env = Envelope::<P>::deserialize(detail).map_err(|e| DecodeError::Invalid {
+        detail_type: t.detail_type().to_owned(),
         path: String::from("detail"),
         message: e.to_string(),
     })?;
-    if env.event_version != EVENT_VERSION {
-        return Err(DecodeError::UnsupportedVersion(env.event_version));
+    if env.event_version != t.latest_version() {
+        return Err(DecodeError::UnsupportedVersion { version: env.event_version, supported: t.versions() });
     }
     Ok(env)
 }
@@ -426,6 +438,41 @@ impl OutgoingEvent {
 }
 
 impl EventType {
+    /// Every contract version this build reads for the type, oldest first. The last is the
+    /// one its payload type has; each older one has an upcaster ([`upcast`]).
+    pub fn versions(self) -> &'static [&'static str] {
+        match self {
+            Self::OpportunityClosedWon => &["1", "2"],
+            _ => &["1"],
+        }
+    }
+
+    /// The version the payload type has (what a decoded event is, whatever it was sent as).
+    pub fn latest_version(self) -> &'static str {
+        self.versions().last().copied().unwrap_or(EVENT_VERSION)
+    }
+
+    /// The JSON Schema of one version of the `detail` (`events/schemas/<DetailType>.v<N>.json`,
+    /// compiled into the binary), or `None` for a version this build does not read.
+    pub fn schema_text_of(self, version: &str) -> Option<&'static str> {
+        match (self, version) {
+            (Self::OpportunityClosedWon, "2") => Some(include_str!("../../../../events/schemas/OpportunityClosedWon.v2.json")),
+            (t, "1") => Some(t.schema_text_v1()),
+            _ => None,
+        }
+    }
+
+    /// The JSON Schema of the latest version.
+    pub fn schema_text(self) -> &'static str {
+        self.schema_text_of(self.latest_version()).unwrap_or_else(|| self.schema_text_v1())
+    }
+
+    /// Every sample of the type, one per version (see [`Self::sample_path`]).
+    pub fn sample_paths(self) -> Vec<String> {
+        let dir = if self.in_story() { "samples" } else { "catalog" };
+        self.versions().iter().map(|v| format!("events/{dir}/{}.v{v}.json", self.detail_type())).collect()
+    }
+
     /// Whether this type's sample belongs to the story in `events/samples/`: what the
     /// systems around o2c post for one engagement (Globex's programme), from closed-won to
     /// cash and revenue, which `o2c run events/samples/*.json` plays without a parked
@@ -476,7 +523,10 @@ mod tests {
             "event_id": "e1", "event_version": "9", "correlation_id": "c", "occurred_at": "2026-01-01T00:00:00Z",
             "payload": {"opportunity_id": "o", "clm_agreement_id": "a", "approved_at": "2026-01-01T00:00:00Z", "approver_id": "u"}
         });
-        assert_eq!(BusinessEvent::decode("ContractApproved", &detail), Err(DecodeError::UnsupportedVersion("9".into())));
+        assert_eq!(
+            BusinessEvent::decode("ContractApproved", &detail),
+            Err(DecodeError::UnsupportedVersion { version: "9".into(), supported: &["1"] })
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::aggregate::{AggregateBody, AggregateKey, CrmSyncState, Load};
 use crate::engagement::{Action, CrmOpportunityUpdate, CrmSync, CrmWriteResult, Engagement, EngagementStatus};
 use crate::events::{BusinessEvent, ExceptionKind};
 use crate::ids::{EngagementId, ExceptionId};
+use crate::source_of_record::SourceOfRecord;
 
 use super::{
     Command, CommandResult, CrmWrite, Decision, Input, Next, Outcome, Plan, Purpose, Sequence, Snapshot, Step, StepContext, StepError,
@@ -37,7 +38,8 @@ impl WorkflowStep for CrmWriteback {
         if !self.consumes().contains(&event.event_type()) {
             return Err(StepError::NotConsumed(Step::CrmWriteback, event.event_type().detail_type()));
         }
-        decide_writeback(current, input.others.crm_sync(&event.engagement_id()), &event.engagement_id(), ctx)
+        let rules = &input.reference.workflow.source_of_record;
+        decide_writeback(current, input.others.crm_sync(&event.engagement_id()), &event.engagement_id(), rules, ctx)
     }
 
     fn finalize(&self, done: &Outcome<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
@@ -61,8 +63,11 @@ fn reported(e: &crate::engagement::EngagementException) -> bool {
     e.open && e.kind != ExceptionKind::CrmWritebackFailed && !(e.kind == ExceptionKind::DeadLettered && e.step == Step::CrmWriteback.name())
 }
 
-/// The CRM fields for the engagement's current state.
-pub fn crm_update_for(eng: &Engagement, version: u64) -> CrmOpportunityUpdate {
+/// The CRM fields for the engagement's current state: only those the source-of-record
+/// rules let the write-back send (`workflow.source_of_record.crm_writeback`; the rules
+/// always allow the status and the engagement id).
+pub fn crm_update_for(eng: &Engagement, version: u64, rules: &SourceOfRecord) -> CrmOpportunityUpdate {
+    let allowed = |field: &str, v: Option<String>| v.filter(|_| rules.crm_may_receive(field));
     let mut errors: Vec<String> = Vec::new();
     if let Some(r) = &eng.rejection {
         errors.extend(r.reasons.iter().map(|i| format!("{}: {}", i.field, i.message)));
@@ -81,11 +86,11 @@ pub fn crm_update_for(eng: &Engagement, version: u64) -> CrmOpportunityUpdate {
         sync_status: sync_status.to_owned(),
         engagement_status: eng.status.as_str().to_owned(),
         engagement_id: eng.engagement_id.clone(),
-        contract_id: eng.contract.as_ref().map(|c| c.contract_id.clone()),
-        psa_project_id: eng.psa_project_id.clone(),
-        erp_project_id: eng.erp_project_id.clone(),
-        erp_billing_schedule_id: eng.erp_billing_schedule_id.clone(),
-        last_error: (!errors.is_empty()).then(|| truncate_chars(&errors.join("; "), CRM_ERROR_FIELD_LEN)),
+        contract_id: eng.contract.as_ref().map(|c| c.contract_id.clone()).filter(|_| rules.crm_may_receive("contract_id")),
+        psa_project_id: allowed("psa_project_id", eng.psa_project_id.clone()),
+        erp_project_id: allowed("erp_project_id", eng.erp_project_id.clone()),
+        erp_billing_schedule_id: allowed("erp_billing_schedule_id", eng.erp_billing_schedule_id.clone()),
+        last_error: allowed("last_error", (!errors.is_empty()).then(|| truncate_chars(&errors.join("; "), CRM_ERROR_FIELD_LEN))),
     }
 }
 
@@ -103,10 +108,11 @@ pub fn decide_writeback(
     current: Option<Snapshot<'_>>,
     last: Option<&CrmSyncState>,
     engagement_id: &EngagementId,
+    rules: &SourceOfRecord,
     ctx: &StepContext<'_>,
 ) -> Result<Next, StepError> {
     let s = current.ok_or_else(|| StepError::MissingEngagement(engagement_id.clone(), "write-back"))?;
-    let update = crm_update_for(s.engagement, s.version);
+    let update = crm_update_for(s.engagement, s.version, rules);
     if last.is_some_and(|c| c.last.result == CrmWriteResult::Ok && c.last.update.same_content(&update)) {
         return Ok(Next::Done(Decision::unchanged(
             ctx,

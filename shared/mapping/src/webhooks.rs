@@ -40,6 +40,18 @@ pub fn header(scheme: &str) -> Option<&'static str> {
     }
 }
 
+/// DocuSign Connect sends one `X-DocuSign-Signature-N` per active key; at most this many are read.
+pub const DOCUSIGN_MAX_SIGNATURES: usize = 5;
+
+/// The signature header values of a request under `scheme`, read with `get` (a
+/// case-insensitive header lookup): Stripe's one header, DocuSign's numbered ones.
+pub fn signatures(scheme: &str, get: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    match scheme {
+        "docusign" => (1..=DOCUSIGN_MAX_SIGNATURES).filter_map(|n| get(&format!("x-docusign-signature-{n}"))).collect(),
+        other => header(other).and_then(get).into_iter().collect(),
+    }
+}
+
 /// Verifies `body` under `scheme` with the signature header values given; `now` in unix
 /// seconds. `Err` says why not (without the secret or the expected value).
 pub fn verify(scheme: &str, signatures: &[&str], body: &[u8], secret: &str, now: i64) -> Result<(), String> {
@@ -85,6 +97,17 @@ pub fn sign(scheme: &str, body: &[u8], secret: &str, now: i64) -> Option<String>
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn when_signature_headers_are_read_should_take_stripe_once_and_each_docusign_key() {
+        let headers = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+        };
+        assert_eq!(signatures("stripe", headers(&[("stripe-signature", "t=1,v1=aa")])), vec!["t=1,v1=aa"]);
+        assert_eq!(signatures("docusign", headers(&[("x-docusign-signature-1", "a"), ("x-docusign-signature-2", "b")])), vec!["a", "b"]);
+        assert!(signatures("stripe", headers(&[])).is_empty());
+        assert!(signatures("hubspot", headers(&[("stripe-signature", "x")])).is_empty());
+    }
 
     #[test]
     fn when_a_stripe_signature_is_checked_should_accept_only_the_right_secret_body_and_time() {

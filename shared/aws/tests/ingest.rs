@@ -1,0 +1,277 @@
+//! The AWS ingestion function (`functions/ingest`) against moto_server: a stage created
+//! from the template, real SDK clients, HTTP API requests as API Gateway delivers them
+//! (payload format 2.0). A vendor's signed webhook is verified before its payload is read,
+//! mapped by the repository's mapping files and published — the event reaches its step's
+//! queue through the template's rule; everything else is refused with its status and
+//! reason and publishes nothing; an unmappable payload is parked in the state table with its
+//! secrets redacted.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use o2c_app::clock::{Clock, SystemClock};
+use o2c_app::ports::RejectionStore;
+use o2c_aws::dynamo::DynamoStore;
+use o2c_aws::eventbridge::EventBridgePublisher;
+use o2c_aws::ingest::{Ingest, IngestConfig};
+use o2c_aws::resources::{Deployed, create};
+use o2c_mapping::registry::Loaded;
+use o2c_mapping::webhooks::sign;
+use o2c_topology::topology::Topology;
+use serde_json::{Value, json};
+
+const TEMPLATE: &str = include_str!("../../../infra/template.yaml");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The repository's mappings, as `functions/ingest/build.rs` compiles them in.
+fn mappings() -> Loaded {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                out.push(p);
+            }
+        }
+    }
+    let root = repo().join("mappings");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    let texts: Vec<(String, String)> = files
+        .iter()
+        .map(|f| (f.strip_prefix(&root).unwrap().with_extension("").to_string_lossy().into_owned(), std::fs::read_to_string(f).unwrap()))
+        .collect();
+    Loaded::from_sources(texts.iter().map(|(n, t)| (n.as_str(), t.as_str()))).unwrap()
+}
+
+fn example(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join(format!("mappings/{name}.example.json"))).unwrap()
+}
+
+struct Stage {
+    sdk: aws_config::SdkConfig,
+    deployed: Deployed,
+}
+
+impl Stage {
+    async fn new() -> Self {
+        std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL must point at moto_server (scripts/test.sh)");
+        let sdk = o2c_aws::sdk_config().await;
+        let topo = Topology::from_sam_yaml(TEMPLATE).unwrap();
+        let stage = format!("i{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let deployed = create(&sdk, &topo, &stage, Some(2)).await.expect("resources created from the template");
+        Self { sdk, deployed }
+    }
+
+    fn function(&self, secrets: &str, sources: Option<&str>) -> Ingest {
+        let mut vars = vec![
+            ("EVENT_BUS_NAME", self.deployed.bus_name.clone()),
+            ("STATE_TABLE", self.deployed.tables.state.clone()),
+            ("WEBHOOK_SECRETS", secrets.to_owned()),
+            ("INGEST_MAX_BODY_BYTES", "65536".to_owned()),
+        ];
+        if let Some(s) = sources {
+            vars.push(("INGEST_SOURCES", s.to_owned()));
+        }
+        let config = IngestConfig::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).unwrap();
+        let publisher = EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&self.sdk), self.deployed.bus_name.clone());
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&self.sdk), self.deployed.tables.clone());
+        Ingest::new(mappings(), config, publisher, store, Arc::new(SystemClock))
+    }
+
+    fn store(&self) -> DynamoStore {
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&self.sdk), self.deployed.tables.clone())
+    }
+
+    /// The bodies of the events waiting in a step's queue (received and deleted).
+    async fn drain(&self, queue: &str) -> Vec<Value> {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let url = &self.deployed.queue_urls[queue];
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let r = sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(1).send().await.unwrap();
+            for m in r.messages() {
+                out.push(serde_json::from_str(m.body().unwrap()).unwrap());
+                sqs.delete_message().queue_url(url).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+            }
+        }
+        out
+    }
+}
+
+/// An HTTP API request (payload format 2.0) as API Gateway passes it for the route
+/// `POST /v1/webhooks/{vendor}/{object}`.
+fn request(vendor: &str, object: &str, body: &[u8], headers: &[(&str, String)], base64: bool) -> ApiGatewayV2httpRequest {
+    use base64::Engine as _;
+    let path = format!("/v1/webhooks/{vendor}/{object}");
+    let mut h = serde_json::Map::new();
+    h.insert("content-type".into(), json!("application/json"));
+    for (k, v) in headers {
+        h.insert((*k).to_owned(), json!(v));
+    }
+    let body = if base64 { base64::engine::general_purpose::STANDARD.encode(body) } else { String::from_utf8(body.to_vec()).unwrap() };
+    serde_json::from_value(json!({
+        "version": "2.0",
+        "routeKey": "POST /v1/webhooks/{vendor}/{object}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": h,
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "a1b2c3d4e5", "domainName": "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com",
+            "domainPrefix": "a1b2c3d4e5",
+            "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "54.187.174.169", "userAgent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"},
+            "requestId": format!("req-{}", uuid::Uuid::new_v4().simple()), "routeKey": "POST /v1/webhooks/{vendor}/{object}",
+            "stage": "$default", "time": "04/Dec/2026:05:30:00 +0000", "timeEpoch": 1_796_362_200_000_i64
+        },
+        "pathParameters": {"vendor": vendor, "object": object},
+        "body": body,
+        "isBase64Encoded": base64
+    }))
+    .unwrap()
+}
+
+fn json_of(r: &ApiGatewayV2httpResponse) -> Value {
+    match &r.body {
+        Some(Body::Text(t)) => serde_json::from_str(t).unwrap(),
+        other => panic!("a JSON text body, not {other:?}"),
+    }
+}
+
+fn stripe_signed(body: &[u8], secret: &str, at: i64) -> Vec<(&'static str, String)> {
+    vec![("stripe-signature", sign("stripe", body, secret, at).unwrap())]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_vendor_webhook_arrives_should_verify_its_signature_map_it_and_publish_it_to_its_step() {
+    let stage = Stage::new().await;
+    let f = stage.function(r#"{"stripe": ["whsec_old", "whsec_new"], "docusign": "ds-connect-key"}"#, None);
+    let now = SystemClock.now().timestamp();
+
+    // Stripe, signed with the newer of two rolling secrets, sent base64-encoded.
+    let body = example("stripe/payment_intent.succeeded");
+    let resp = f.handle(request("stripe", "payment_intent.succeeded", &body, &stripe_signed(&body, "whsec_new", now), true)).await;
+    let answer = json_of(&resp);
+    assert_eq!((resp.status_code, answer["FailedEntryCount"].as_u64()), (200, Some(0)), "{answer}");
+    assert_eq!(answer["Mapping"], "stripe/payment_intent.succeeded");
+    let delivered = stage.drain("CashApplicationQueue").await;
+    let payments: Vec<&Value> = delivered.iter().filter(|e| e["detail-type"] == "PaymentReceived").collect();
+    assert_eq!(payments.len(), 1, "{delivered:?}");
+    assert_eq!(payments[0]["source"], "o2c.bank");
+    assert_eq!(payments[0]["detail"]["payload"]["amount"], json!({"amount": "50000.00", "currency": "EUR"}));
+
+    // DocuSign Connect, its HMAC in X-DocuSign-Signature-2 (the second active key).
+    let body = example("docusign/envelope-completed");
+    let sig = sign("docusign", &body, "ds-connect-key", now).unwrap();
+    let headers = vec![("x-docusign-signature-1", "bm90IGl0".to_owned()), ("x-docusign-signature-2", sig)];
+    let resp = f.handle(request("docusign", "envelope-completed", &body, &headers, false)).await;
+    assert_eq!(resp.status_code, 200, "{}", json_of(&resp));
+    let delivered = stage.drain("ProvisionQueue").await;
+    assert!(delivered.iter().any(|e| e["detail-type"] == "ContractApproved" && e["source"] == "o2c.clm"), "{delivered:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_webhook_is_forged_replayed_oversized_or_unknown_should_refuse_it_with_its_status_and_publish_nothing() {
+    let stage = Stage::new().await;
+    let f = stage.function(r#"{"stripe": "whsec_live"}"#, None);
+    let now = SystemClock.now().timestamp();
+    let body = example("stripe/payment_intent.succeeded");
+    let status = |r: &ApiGatewayV2httpResponse| (r.status_code, json_of(r)["ErrorCode"].as_str().unwrap_or_default().to_owned());
+
+    let cases: Vec<(&str, ApiGatewayV2httpRequest, (i64, &str))> = vec![
+        ("no signature", request("stripe", "payment_intent.succeeded", &body, &[], false), (401, "InvalidSignature")),
+        (
+            "another secret",
+            request("stripe", "payment_intent.succeeded", &body, &stripe_signed(&body, "whsec_attacker", now), false),
+            (401, "InvalidSignature"),
+        ),
+        (
+            "a replay six minutes later",
+            request("stripe", "payment_intent.succeeded", &body, &stripe_signed(&body, "whsec_live", now - 360), false),
+            (401, "InvalidSignature"),
+        ),
+        (
+            "a body changed after signing",
+            request(
+                "stripe",
+                "payment_intent.succeeded",
+                &String::from_utf8(body.clone()).unwrap().replace("5000000", "9000000").into_bytes(),
+                &stripe_signed(&body, "whsec_live", now),
+                false,
+            ),
+            (401, "InvalidSignature"),
+        ),
+        (
+            "a vendor without a secret here",
+            request(
+                "docusign",
+                "envelope-completed",
+                &example("docusign/envelope-completed"),
+                &[("x-docusign-signature-1", "AAAA".into())],
+                false,
+            ),
+            (401, "InvalidSignature"),
+        ),
+        (
+            "no such mapping",
+            request("stripe", "charge.refunded", &body, &stripe_signed(&body, "whsec_live", now), false),
+            (404, "ResourceNotFoundException"),
+        ),
+        (
+            "a vendor that signs nothing",
+            request("salesforce", "opportunity", &example("salesforce/opportunity"), &[], false),
+            (404, "ResourceNotFoundException"),
+        ),
+        (
+            "oversize",
+            {
+                let big = vec![b' '; 70_000];
+                request("stripe", "payment_intent.succeeded", &big, &stripe_signed(&big, "whsec_live", now), false)
+            },
+            (413, "RequestEntityTooLarge"),
+        ),
+    ];
+    for (what, req, want) in cases {
+        let resp = f.handle(req).await;
+        assert_eq!(status(&resp), (want.0, want.1.to_owned()), "{what}: {}", json_of(&resp));
+        assert!(!json_of(&resp)["ErrorMessage"].as_str().unwrap().contains("whsec_live"), "{what}: never the secret");
+    }
+    // A function whose sources exclude the bank's may not publish a payment.
+    let narrow = stage.function(r#"{"stripe": "whsec_live"}"#, Some("o2c.clm"));
+    let resp = narrow.handle(request("stripe", "payment_intent.succeeded", &body, &stripe_signed(&body, "whsec_live", now), false)).await;
+    assert_eq!(status(&resp), (403, "AccessDeniedException".to_owned()));
+    assert!(stage.drain("CashApplicationQueue").await.is_empty(), "nothing was published");
+
+    // And right after, a valid one is accepted.
+    let resp = f.handle(request("stripe", "payment_intent.succeeded", &body, &stripe_signed(&body, "whsec_live", now), false)).await;
+    assert_eq!(resp.status_code, 200);
+    assert_eq!(stage.drain("CashApplicationQueue").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_signed_webhook_cannot_be_mapped_should_answer_every_path_and_park_it_without_its_secrets() {
+    let stage = Stage::new().await;
+    let f = stage.function(r#"{"stripe": "whsec_live"}"#, None);
+    let now = SystemClock.now().timestamp();
+    let mut doc: Value = serde_json::from_slice(&example("stripe/payment_intent.succeeded")).unwrap();
+    doc["data"]["object"]["status"] = json!("requires_payment_method");
+    doc["data"]["object"]["metadata"].as_object_mut().unwrap().remove("o2c_legal_entity_id");
+    doc["data"]["object"]["client_secret"] = json!("pi_3Q_secret_do_not_keep");
+    let body = serde_json::to_vec(&doc).unwrap();
+    let resp = f.handle(request("stripe", "payment_intent.succeeded", &body, &stripe_signed(&body, "whsec_live", now), false)).await;
+    let answer = json_of(&resp);
+    assert_eq!((resp.status_code, answer["ErrorCode"].as_str()), (422, Some("UnmappablePayload")), "{answer}");
+    let fields: Vec<&str> = answer["Issues"].as_array().unwrap().iter().map(|i| i["field"].as_str().unwrap()).collect();
+    assert!(fields.iter().any(|f| f.starts_with("require")), "{fields:?}");
+    let parked = stage.store().rejections(50).await.unwrap();
+    let row = parked.iter().find(|r| r.step == "ingest:stripe/payment_intent.succeeded").expect("parked in the state table");
+    assert!(!row.body.contains("pi_3Q_secret_do_not_keep"), "the client secret is redacted");
+    assert!(row.reasons.iter().all(|r| r.code == "unmappable"));
+    assert!(stage.drain("CashApplicationQueue").await.is_empty());
+}
