@@ -172,7 +172,7 @@ impl Ingest {
         let request_id = req.request_context.request_id.clone().unwrap_or_default();
         let span = tracing::info_span!("ingest", mapping = %name, request_id = %request_id);
         let _entered = span.enter();
-        let Some(mapping) = self.mappings.mappings.get(&name).cloned() else {
+        let Some(mapping) = self.mappings.mappings.get(&name) else {
             return refuse(404, "ResourceNotFoundException", format!("no mapping {name}"));
         };
         if webhooks::header(&vendor).is_none() {
@@ -219,16 +219,16 @@ impl Ingest {
         if !self.config.sources.iter().any(|s| *s == mapping.emit.source) {
             return refuse(403, "AccessDeniedException", format!("{name} publishes {}, which this function may not", mapping.emit.source));
         }
-        let mapped = match ingest::map(&mapping, &body) {
+        let mapped = match ingest::map(mapping, &body) {
             Ok(m) => m,
             Err(issues) => {
-                let parked = ingest::rejection(&mapping, &body, &issues, self.clock.now(), request_id.clone());
+                let parked = ingest::rejection(mapping, &body, &issues, self.clock.now(), request_id.clone());
                 if let Err(e) = self.store.park(&parked).await {
                     warn!(error = %e, "could not park an unmappable payload");
                     return refuse(500, "InternalFailure", format!("could not park the unmappable payload: {e}"));
                 }
                 info!(rejection_id = %parked.rejection_id, issues = issues.len(), "unmappable payload parked");
-                return answer(422, &ingest::refused(&mapping, &issues, &parked.rejection_id));
+                return answer(422, &ingest::refused(mapping, &issues, &parked.rejection_id));
             }
         };
         let mut entries = ingest::entries(&mapped);
@@ -239,7 +239,7 @@ impl Ingest {
             Ok(ids) => {
                 info!(events = ids.len(), "published");
                 let results: Vec<Value> = ids.iter().map(|id| json!({"EventId": id})).collect();
-                answer(200, &ingest::accepted(&mapping, 0, &results))
+                answer(200, &ingest::accepted(mapping, 0, &results))
             }
             Err(e) => {
                 warn!(error = %e, "publish failed; the vendor will retry");

@@ -12,9 +12,20 @@ use serde_json::{Value, json};
 use crate::spec::{Format, Mapping};
 use crate::{MapIssue, Mapped};
 
-/// Reads `body` as the mapping's format and maps it: its events, or every failing path.
+/// Reads `body` as the mapping's format and maps it: its events, or every failing path —
+/// including an event `PutEvents` would refuse (over its 256 KB entry limit), which would
+/// otherwise fail every retry of the vendor's and end nowhere.
 pub fn map(mapping: &Mapping, body: &[u8]) -> Result<Vec<Mapped>, Vec<MapIssue>> {
-    mapping.read(body).map_err(|i| vec![i]).and_then(|doc| mapping.apply(&doc))
+    let mapped = mapping.read(body).map_err(|i| vec![i]).and_then(|doc| mapping.apply(&doc))?;
+    let at = |i: usize| if mapped.len() > 1 { format!("[{i}].detail") } else { "detail".to_owned() };
+    let issues: Vec<MapIssue> = entries(&mapped)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            o2c_app::bus::validate_entry(e).err().map(|err| MapIssue { field: at(i), path: String::new(), message: err.message })
+        })
+        .collect();
+    if issues.is_empty() { Ok(mapped) } else { Err(issues) }
 }
 
 /// The `PutEvents` entries of mapped events (on the stage's bus).
@@ -76,4 +87,26 @@ pub fn refused(mapping: &Mapping, issues: &[MapIssue], rejection_id: &str) -> Va
 /// The `200` answer: as `PutEvents` answers, with the mapping and its version.
 pub fn accepted<E: serde::Serialize>(mapping: &Mapping, failed: usize, entries: &[E]) -> Value {
     json!({"Mapping": mapping.name, "Version": mapping.version, "FailedEntryCount": failed, "Entries": entries})
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const STRIPE: &str = include_str!("../../../mappings/stripe/payment_intent.succeeded.yaml");
+    const EXAMPLE: &str = include_str!("../../../mappings/stripe/payment_intent.succeeded.example.json");
+
+    #[test]
+    fn when_a_mapped_event_exceeds_the_putevents_entry_limit_should_refuse_it_with_its_path() {
+        let mapping = Mapping::from_yaml("stripe/payment_intent.succeeded.yaml", STRIPE).unwrap();
+        let mut doc: Value = serde_json::from_str(EXAMPLE).unwrap();
+        assert_eq!(map(&mapping, doc.to_string().as_bytes()).map(|m| m.len()), Ok(1), "the example maps");
+        // The remittance text is copied into the event: 300,000 characters of it cannot be published.
+        doc["data"]["object"]["description"] = Value::String("x".repeat(300_000));
+        let issues = map(&mapping, doc.to_string().as_bytes()).unwrap_err();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].field, "detail");
+        assert!(issues[0].message.contains("256 KB"), "{}", issues[0].message);
+    }
 }
