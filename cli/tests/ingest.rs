@@ -438,3 +438,62 @@ fn when_stripe_reports_an_invoice_paid_should_apply_the_payment_to_the_posted_in
     assert_eq!(json_out(&["rejections", "--db", d, "--json"]), json!([]), "nothing parked");
     assert_eq!(json_out(&["exceptions", "list", "--db", d, "--json"]), json!([]), "no exception raised");
 }
+
+#[test]
+fn when_the_erp_reports_invoices_should_reconcile_the_engagement_against_what_the_erp_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let d = db.to_str().unwrap();
+    // The story up to the posting of LE-DE-01-000001 in the ERP.
+    let samples: Vec<String> = [
+        "OpportunityClosedWon",
+        "ContractApproved",
+        "ResourceAssigned",
+        "TimeApproved",
+        "ExpenseApproved",
+        "MilestoneCompleted",
+        "InvoiceRunRequested",
+        "InvoiceApproved",
+    ]
+    .iter()
+    .map(|s| repo(&format!("events/samples/{s}.v1.json")).to_str().unwrap().to_owned())
+    .collect();
+    let ran = run(&[&["run", "--db", d][..], &samples.iter().map(String::as_str).collect::<Vec<_>>()].concat());
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let erp = add_key(&db, "s4hana", &["--source", "o2c.erp", "--detail-type", "ErpInvoicePosted"]);
+    let crm = add_key(&db, "salesforce", &["--source", "o2c.crm", "--detail-type", "OpportunityClosedWon"]);
+    let server = Server::start_with(&db, &["--mappings", repo("mappings").to_str().unwrap()]);
+    let post = |key: &str, name: &str, body: &Value| http_as(&server.addr, Some(key), "POST", &format!("/v1/ingest/{name}"), Some(body));
+    let report = || {
+        let out = run(&["reconcile", "--db", d, "--engagement", "ENG-0068d00000GLBX01", "--report-only", "--json"]);
+        let reports: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), reports[0].clone())
+    };
+
+    // The CRM may not speak for the ERP.
+    let billing = example("s4hana/billing-document");
+    assert_eq!(post(&crm, "s4hana/billing-document", &billing).0, 403);
+    // S/4HANA reports o2c's invoice (its number in the FI reference): read back, it agrees.
+    let (code, resp) = post(&erp, "s4hana/billing-document", &billing);
+    assert_eq!((code, resp["FailedEntryCount"].as_u64()), (200, Some(0)), "{resp}");
+    wait_until("the ERP's report reconciled", || report().1["run_id"] == "erp:sap_s4hana:90000123");
+    wait_until("every queue drained", || drained(&server));
+    let (code, r) = report();
+    assert_eq!(code, Some(0), "every system agrees: {r}");
+    assert!(r["checked"].as_array().unwrap().iter().any(|c| c == "erp invoice LE-DE-01-000001"), "{r}");
+    // NetSuite names an invoice the ERP does not hold (a stale or misdirected notice): read,
+    // not found, nothing kept — the ERP's word is a hint, its records the fact.
+    let (code, resp) = post(&erp, "netsuite/invoice", &example("netsuite/invoice"));
+    assert_eq!((code, resp["FailedEntryCount"].as_u64()), (200, Some(0)), "{resp}");
+    wait_until("the notice reconciled", || report().1["run_id"] == "erp:netsuite:4471");
+    let (code, r) = report();
+    assert_eq!((code, r.get("foreign_invoices")), (Some(0), None), "{r}");
+    // A billing document that is not an invoice is refused with its path, and parked.
+    let mut memo = billing.clone();
+    memo["d"]["SDDocumentCategory"] = json!("O");
+    let (code, resp) = post(&erp, "s4hana/billing-document", &memo);
+    assert_eq!((code, resp["ErrorCode"].as_str()), (422, Some("UnmappablePayload")), "{resp}");
+    assert!(resp["Issues"][0]["path"] == "$.d.SDDocumentCategory", "{resp}");
+    wait_until("every queue drained", || drained(&server));
+    assert_eq!(json_out(&["exceptions", "list", "--db", d, "--json"]), json!([]), "no exception raised");
+}

@@ -236,12 +236,13 @@ fn publishing_roles(t: &Value) -> Vec<String> {
 
 #[test]
 fn when_the_ingestion_function_publishes_should_reach_only_the_source_systems_sources_even_when_they_are_bound() {
-    let external = ["o2c.bank", "o2c.clm", "o2c.crm", "o2c.psa"];
+    let external = ["o2c.bank", "o2c.clm", "o2c.crm", "o2c.erp", "o2c.psa"];
     let bound = Stack::new(&[
         ("CrmPublisherPrincipals", &[CRM_BRIDGE]),
         ("ClmPublisherPrincipals", &["arn:aws:iam::999900001111:role/docusign-bridge"]),
         ("PsaPublisherPrincipals", &["arn:aws:iam::999900001111:role/certinia-bridge"]),
         ("BankPublisherPrincipals", &["arn:aws:iam::999900001111:role/bank-bridge"]),
+        ("ErpPublisherPrincipals", &["arn:aws:iam::999900001111:role/netsuite-bridge"]),
     ]);
     // Its own policy: PutEvents on the bus for the source systems' sources, nothing else.
     let role = &bound.t["Resources"]["IngestRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
@@ -347,6 +348,7 @@ fn when_the_rules_route_a_source_should_the_policy_classify_it_and_grant_the_cat
         ("ClmPublisherPrincipals", &[CRM_BRIDGE]),
         ("PsaPublisherPrincipals", &[CRM_BRIDGE]),
         ("BankPublisherPrincipals", &[CRM_BRIDGE]),
+        ("ErpPublisherPrincipals", &[CRM_BRIDGE]),
     ]);
     let catalogue = sources_of(EventType::ALL);
     let statements: BTreeMap<String, Value> = s.statements().into_iter().collect();
@@ -372,7 +374,7 @@ fn when_the_rules_route_a_source_should_the_policy_classify_it_and_grant_the_cat
         assert_eq!(classes.iter().filter(|c| **c).count(), 1, "{source} is in {classes:?} (internal, external, operator)");
     }
     // The internal sources are exactly what o2c's functions produce: not a source system's.
-    assert_eq!(external, ["o2c.bank", "o2c.clm", "o2c.crm", "o2c.psa"].map(str::to_owned).into_iter().collect());
+    assert_eq!(external, ["o2c.bank", "o2c.clm", "o2c.crm", "o2c.erp", "o2c.psa"].map(str::to_owned).into_iter().collect());
     // Exempt from each Deny: every publishing role and the operators' pattern, nobody else.
     let mut roles: BTreeSet<String> = publishing_roles(&s.t).iter().map(|r| role_arn(r)).collect();
     roles.insert("arn:aws:iam::111122223333:role/o2c-operators-*".into());

@@ -1,16 +1,19 @@
 //! Reconciliation through the embedded runtime: each system's record is changed behind
 //! o2c's back (as a user editing the PSA, the ERP or the CRM would), and the run finds every
 //! change — read through the connectors, both sides' values reported — raises one
-//! exception, and clears it once the systems agree again.
+//! exception, and clears it once the systems agree again. An invoice the ERP reports
+//! (NetSuite's record, mapped by `mappings/netsuite/invoice.yaml`) that o2c did not issue is
+//! a break until the ERP voids it.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use o2c_app::ports::EngagementStore;
+use o2c_app::ports::{EngagementStore, RejectionStore};
 use o2c_domain::aggregate::{AggregateKey, AggregateKind};
 use o2c_domain::events::ExceptionKind;
 use o2c_domain::exception_case::CaseStatus;
 use o2c_domain::reconciliation::{Mismatch, ReconciliationReport};
 use o2c_domain::workflow::System;
 use o2c_embedded::sim::{Fault, Record};
+use o2c_mapping::Registry;
 use o2c_tests::delivery::{invoice_run, week};
 use o2c_tests::{Harness, active_asia, envelope};
 use serde_json::{Value, json};
@@ -24,9 +27,16 @@ fn request(run: &str, eng: Option<&str>) -> (&'static str, &'static str, Value) 
     ("o2c.scheduler", "ReconciliationRequested", envelope(&key, run, Some(&key), payload))
 }
 
-/// How many `ExceptionRaised` of kind `reconciliation_mismatch` the bus carried.
+/// How many `ExceptionRaised` of kind `reconciliation_mismatch` the bus carried (distinct
+/// events: a redelivered input publishes its recorded outcome again, under the same id).
 async fn raised(h: &Harness) -> usize {
-    h.bus_events().await.iter().filter(|(t, d)| t == "ExceptionRaised" && d["payload"]["kind"] == "reconciliation_mismatch").count()
+    let events = h.bus_events().await;
+    let ids: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter(|(t, d)| t == "ExceptionRaised" && d["payload"]["kind"] == "reconciliation_mismatch")
+        .map(|(_, d)| d["event_id"].to_string())
+        .collect();
+    ids.len()
 }
 
 async fn report(h: &Harness, eng: &str) -> ReconciliationReport {
@@ -175,4 +185,100 @@ async fn when_the_schedule_asks_for_every_engagement_should_reconcile_each_and_r
     assert!(refused[0].system_value.contains("INSUFFICIENT_ACCESS"), "{}", refused[0].system_value);
     assert!(!ra.is_clean() || !rb.is_clean());
     assert_eq!(raised(&h).await, 0);
+}
+
+/// NetSuite's record of invoice `tran_id` (internal id `id`) on `eng` in Singapore, as its
+/// user event script sends it, mapped to the canonical event.
+fn netsuite_invoice(eng: &str, id: &str, tran_id: &str, status: &str, modified: &str) -> (&'static str, &'static str, Value) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../mappings");
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/netsuite/invoice.example.json")).unwrap()).unwrap();
+    doc["id"] = json!(id);
+    doc["tranId"] = json!(tran_id);
+    doc["custbody_o2c_engagement_id"] = json!(eng);
+    doc["subsidiary"] = json!({"id": "5", "refName": "Northwind Partners : Northwind Partners Pte. Ltd."});
+    doc["currency"] = json!({"id": "6", "refName": "Singapore Dollar"});
+    doc["status"] = json!({"id": "X", "refName": status});
+    doc["lastModifiedDate"] = json!(modified);
+    let registry = Registry::open(std::path::Path::new(dir)).unwrap();
+    let mut out = registry.get("netsuite/invoice").unwrap().apply(&doc).unwrap();
+    assert_eq!(out.len(), 1);
+    let e = out.remove(0);
+    assert_eq!((e.source.as_str(), e.detail_type.as_str()), ("o2c.erp", "ErpInvoicePosted"));
+    ("o2c.erp", "ErpInvoicePosted", e.detail)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_erp_reports_an_invoice_o2c_did_not_issue_should_hold_it_as_a_break_until_the_erp_voids_it() {
+    let h = Harness::new().await;
+    let opp = "0068d00000REC004";
+    let (eng, number) = billed(&h, opp).await;
+    let sims = h.rt.sims();
+
+    // The ERP reports o2c's own invoice (its number, o2c's id as external id): read back,
+    // it agrees — nothing to flag.
+    let mut own = netsuite_invoice(&eng, "4470", &number, "Open", "2027-02-01T08:00:00Z");
+    own.2["payload"]["invoice_id"] = json!(format!("INV-{eng}-1"));
+    h.send(vec![own]).await;
+    h.settle().await;
+    let r = report(&h, &eng).await;
+    assert!(r.is_clean() && r.foreign_invoices.is_empty(), "{:#?}", r.mismatches);
+    assert_eq!(r.run_id, "erp:netsuite:4470");
+
+    // A billing clerk keys a second invoice for the same work in NetSuite.
+    let loaded = h.rt.store().load_all(AggregateKind::Invoice, &eng).await.unwrap();
+    let mut manual = (*loaded.invoices()[0]).clone();
+    manual.number = Some("INV-MAN-0917".into());
+    manual.invoice_id = "keyed-by-AR".into();
+    assert!(sims.key_in_invoice("4471", &manual).await.unwrap());
+    let reported = netsuite_invoice(&eng, "4471", "INV-MAN-0917", "Open", "2027-02-03T09:00:00Z");
+    // Delivered twice (at least once): one run's worth of effect.
+    h.send(vec![reported.clone(), reported]).await;
+    h.settle().await;
+    let r = report(&h, &eng).await;
+    let m = find(&r, System::Erp, "issued_by_o2c");
+    assert_eq!(m.object, "invoice INV-MAN-0917");
+    assert_eq!(m.o2c, "yes");
+    assert!(m.system_value.starts_with("no (ERP id 4471, total SGD "), "{}", m.system_value);
+    assert_eq!(r.mismatches.len(), 1, "{:#?}", r.mismatches);
+    assert_eq!(r.foreign_invoices, ["INV-MAN-0917"]);
+    assert_eq!(raised(&h).await, 1, "one exception for the double billing");
+    let x = h.engagement(&eng).await.exceptions.into_iter().find(|x| x.kind == ExceptionKind::ReconciliationMismatch).unwrap();
+    assert!(x.open && x.message.contains("INV-MAN-0917"), "{}", x.message);
+
+    // The daily run, with no word from the ERP, reads it again: still there, still a break.
+    h.send(vec![request("REC-D1", Some(&eng))]).await;
+    h.settle().await;
+    let r = report(&h, &eng).await;
+    assert_eq!((r.run_id.as_str(), r.foreign_invoices.clone()), ("REC-D1", vec!["INV-MAN-0917".to_owned()]));
+    assert_eq!(find(&r, System::Erp, "issued_by_o2c").object, "invoice INV-MAN-0917");
+    // A run whose read of it is refused proves nothing: the number is kept for the next one.
+    let refusal = Fault::Rejected { status: 403, code: "INSUFFICIENT_PERMISSION".into(), message: "role lost Invoice view".into() };
+    sims.inject(System::Erp, "get_invoice", refusal, Some(2)).await.unwrap();
+    h.send(vec![request("REC-D2", Some(&eng))]).await;
+    h.settle().await;
+    let r = report(&h, &eng).await;
+    assert_eq!(r.foreign_invoices, ["INV-MAN-0917"], "{r:#?}");
+    assert!(r.unreadable.iter().any(|u| u.object.contains("INV-MAN-0917")), "{:#?}", r.unreadable);
+    assert!(h.engagement(&eng).await.has_open_exception(), "a refused read clears nothing");
+    sims.clear_faults().await.unwrap();
+
+    // NetSuite voids it and says so: the run finds it gone and the exception clears itself.
+    assert!(sims.void_invoice("INV-MAN-0917").await.unwrap());
+    h.send(vec![netsuite_invoice(&eng, "4471", "INV-MAN-0917", "Voided", "2027-02-04T10:00:00Z")]).await;
+    h.settle().await;
+    let r = report(&h, &eng).await;
+    assert!(r.is_clean() && r.foreign_invoices.is_empty(), "{r:#?}");
+    let e = h.engagement(&eng).await;
+    assert!(!e.has_open_exception(), "{:?}", e.exceptions);
+    let case = h.rt.store().load_aggregates(&[AggregateKey::exception_case(x.exception_id.as_str())]).await.unwrap();
+    assert_eq!(case.exception_case(x.exception_id.as_str()).map(|c| c.status), Some(CaseStatus::Cleared));
+    // o2c's own invoice is untouched in the ERP.
+    assert!(sims.invoices().await.unwrap().iter().any(|i| i.number == number));
+
+    // An ERP invoice filed under an engagement o2c does not know is refused with its path.
+    h.send(vec![netsuite_invoice("ENG-0068d00000NOPE", "4472", "INV-MAN-0918", "Open", "2027-02-05T10:00:00Z")]).await;
+    h.settle().await;
+    let rejected = h.rt.store().rejections(10).await.unwrap();
+    let unknown = rejected.iter().find(|r| r.detail_type.as_deref() == Some("ErpInvoicePosted")).expect("rejected");
+    assert!(unknown.reasons.iter().any(|i| i.field == "payload.engagement_id" && i.code == "unknown_engagement"), "{unknown:?}");
 }

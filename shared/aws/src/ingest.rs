@@ -48,7 +48,7 @@ use crate::eventbridge::EventBridgePublisher;
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
 
 /// The sources a mapped payload may publish by default: the source systems', never o2c's own.
-pub const DEFAULT_SOURCES: [&str; 4] = ["o2c.crm", "o2c.clm", "o2c.psa", "o2c.bank"];
+pub const DEFAULT_SOURCES: [&str; 5] = ["o2c.crm", "o2c.clm", "o2c.psa", "o2c.bank", "o2c.erp"];
 
 /// The ingestion function's configuration.
 #[derive(Clone, PartialEq, Eq)]

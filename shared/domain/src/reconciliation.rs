@@ -7,6 +7,7 @@
 //! | ERP | project (same key) | the same, with the ERP's customer id |
 //! | ERP | billing schedule (its external key on the ERP project) | exists, currency, fixed total, cap, each item (by id) with its amount and date |
 //! | ERP | each posted invoice (its number) | exists, o2c invoice id, customer, currency, total, tax, due date |
+//! | ERP | an invoice the ERP reported (`ErpInvoicePosted`) that o2c did not issue | flagged while the ERP holds it (double billing) |
 //! | CRM | opportunity's o2c fields | against what the write-back last sent it: engagement status, sync status, contract, PSA / ERP project and schedule ids |
 //!
 //! Pure: [`compare`] takes the engagement, its posted invoices, what the CRM was last sent
@@ -127,6 +128,10 @@ pub struct ReconciliationReport {
     /// Reads a system refused (not compared).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<Mismatch>,
+    /// Numbers of invoices the ERP files under the engagement that o2c did not issue, still
+    /// there at this run: read again by every later run until the ERP voids them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_invoices: Vec<String>,
 }
 
 impl ReconciliationReport {
@@ -152,6 +157,21 @@ pub enum Read {
     Invoice(String),
     /// The CRM opportunity.
     Opportunity(String),
+}
+
+/// The numbers among `seen` the ERP holds that o2c did not post (see
+/// [`ReconciliationReport::foreign_invoices`]).
+pub fn foreign_invoices(invoices: &[&InvoiceDoc], seen: &Observed) -> Vec<String> {
+    seen.invoices
+        .iter()
+        .filter(|(n, r)| r.is_some() && !posted(invoices).any(|i| i.number.as_deref() == Some(n.as_str())))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// Whether o2c posted an invoice numbered `number`.
+pub fn issued_by_o2c(invoices: &[&InvoiceDoc], number: &str) -> bool {
+    posted(invoices).any(|i| i.number.as_deref() == Some(number))
 }
 
 /// What to read for `eng` and its posted `invoices`.
@@ -267,7 +287,16 @@ pub fn compare(
         }
     }
     for (number, record) in &seen.invoices {
-        let Some(ours) = posted(invoices).find(|i| i.number.as_deref() == Some(number.as_str())) else { continue };
+        let Some(ours) = posted(invoices).find(|i| i.number.as_deref() == Some(number.as_str())) else {
+            // An invoice the ERP files under the engagement that o2c never issued (keyed in
+            // by hand, or by another integration): the customer may be billed twice.
+            if let Some(r) = record {
+                checked.push(format!("erp invoice {number} (not issued by o2c)"));
+                let mut c = Cmp { system: System::Erp, object: format!("invoice {number}"), out: &mut out };
+                c.eq("issued_by_o2c", "yes".to_owned(), format!("no (ERP id {}, total {}, due {})", r.erp_invoice_id, r.total, r.due_date));
+            }
+            continue;
+        };
         checked.push(format!("erp invoice {number}"));
         let mut c = Cmp { system: System::Erp, object: format!("invoice {number}"), out: &mut out };
         let Some(r) = record else {

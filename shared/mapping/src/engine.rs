@@ -238,6 +238,26 @@ impl Ctx<'_> {
                     return None;
                 }
             },
+            Source::FirstOf(paths) => {
+                let mut found = None;
+                for (text, p) in paths {
+                    match one(p, at_node) {
+                        Ok(Some(v)) if !v.as_str().is_some_and(|s| s.trim().is_empty()) => {
+                            found = Some((v.clone(), text.clone()));
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.issue(at, text, e);
+                            return None;
+                        }
+                    }
+                }
+                match found {
+                    Some((v, text)) => (Some(v), text),
+                    None => (None, paths.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(" | ")),
+                }
+            }
             Source::Template(parts) => {
                 let mut out = String::new();
                 for part in parts {
@@ -423,5 +443,14 @@ mod tests {
         // Other forms are read as before.
         assert_eq!(odata_v2_date("2026-11-20"), None);
         assert_eq!(convert(&date, &json!("2026-11-20"), None).unwrap(), json!("2026-11-20"));
+    }
+
+    #[test]
+    fn when_first_of_is_not_a_list_of_paths_should_refuse_to_load_the_mapping() {
+        let yaml = "mapping: v/o\nversion: 1\nemit:\n  source: o2c.erp\n  detail_type: ErpInvoicePosted\n  detail:\n    n: {first_of: X}\n";
+        for bad in ["[$.a]", "$.a", "[$.a, 3]", "[$.a, '$.[']"] {
+            let e = crate::Mapping::from_yaml("v/o.yaml", &yaml.replace('X', bad)).unwrap_err();
+            assert!(e.problems.iter().any(|p| p.contains("first_of") || p.contains("not a JSONPath")), "{bad}: {e}");
+        }
     }
 }

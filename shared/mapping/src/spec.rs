@@ -25,7 +25,8 @@
 //! ```
 //!
 //! A field is a JSONPath string, a constant, a nested object, or an operation — an object
-//! with one of `path`, `template` (`"corr-{$.Id}"`), `const`, `each` + `to`, `uuid_from` —
+//! with one of `path`, `first_of` (a list of paths: the first that selects a value neither
+//! null nor blank), `template` (`"corr-{$.Id}"`), `const`, `each` + `to`, `uuid_from` —
 //! refined by `as` (`string`, `integer`, `decimal` with `scale`, `date`, `datetime` — both
 //! also read OData V2's `/Date(ms)/` —, `minor_units` with `currency`), `map`, `case` (`lower` / `upper`), `default` and
 //! `optional` (the field is left out when the path selects nothing) and `from: document`
@@ -91,6 +92,9 @@ pub enum Source {
     Each(String, JsonPath, Field),
     /// A UUID v5 of the values (a stable id for a vendor record's version).
     UuidFrom(Vec<Field>),
+    /// The first of these JSONPaths that selects a value neither null nor blank text (a
+    /// vendor that leaves a field empty rather than out: SAP's OData).
+    FirstOf(Vec<(String, JsonPath)>),
 }
 
 /// A piece of a template.
@@ -212,7 +216,7 @@ impl Mapping {
     }
 }
 
-const OPS: [&str; 5] = ["path", "template", "const", "each", "uuid_from"];
+const OPS: [&str; 6] = ["path", "first_of", "template", "const", "each", "uuid_from"];
 const REFINEMENTS: [&str; 10] = ["as", "scale", "currency", "map", "case", "default", "optional", "to", "exponents", "from"];
 
 struct Parser<'a> {
@@ -279,6 +283,19 @@ impl Parser<'_> {
         // A bad path is recorded and the refinements are still checked: every problem at once.
         let source = match ops.first().copied() {
             Some("path") => text("path").and_then(|t| self.path(at, &t)).map(|(t, p)| Source::Path(t, p)),
+            Some("first_of") => {
+                let texts: Option<Vec<&str>> = m["first_of"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect());
+                match texts.filter(|t| t.len() >= 2 && Some(t.len()) == m["first_of"].as_array().map(Vec::len)) {
+                    Some(texts) => {
+                        let paths: Vec<_> = texts.iter().filter_map(|t| self.path(at, t)).collect();
+                        (paths.len() == texts.len()).then_some(Source::FirstOf(paths))
+                    }
+                    None => {
+                        self.problems.push(format!("{at}: `first_of` takes a list of two or more JSONPaths"));
+                        None
+                    }
+                }
+            }
             Some("template") => Some(Source::Template(self.template(at, &text("template").unwrap_or_default()))),
             Some("const") => return Field::Const(m["const"].clone()),
             Some("each") => {

@@ -485,6 +485,117 @@ fn when_a_stripe_invoice_payment_cannot_be_mapped_should_list_every_failing_path
 }
 
 #[test]
+fn when_netsuite_reports_a_hand_keyed_invoice_should_name_its_engagement_number_and_amounts_exactly() {
+    let r = Registry::open(&dir()).unwrap();
+    let m = r.get("netsuite/invoice").unwrap();
+    let out = m.apply(&example("netsuite/invoice")).unwrap();
+    let d = &out[0].detail;
+    assert_eq!((out[0].source.as_str(), out[0].detail_type.as_str()), ("o2c.erp", "ErpInvoicePosted"));
+    assert_eq!(
+        d["payload"],
+        json!({
+            "engagement_id": "ENG-0068d00000GLBX01",
+            "erp": "netsuite",
+            "erp_invoice_id": "4471",
+            "number": "INV-MAN-0917",
+            "legal_entity_id": "LE-DE-01",
+            "customer_id": "10001",
+            "total": {"amount": "11900.00", "currency": "EUR"},
+            "tax_total": {"amount": "1900.00", "currency": "EUR"},
+            "posted_on": "2027-03-04",
+            "due_date": "2027-04-03"
+        }),
+        "no externalId: not o2c's invoice"
+    );
+    assert_eq!(d["idempotency_key"], "erp:netsuite:invoice:4471:2027-03-04T09:00:00Z");
+    // o2c's own invoice carries its id as the external id; a later edit is another event.
+    let mut ours = example("netsuite/invoice");
+    ours["externalId"] = json!("INV-ENG-0068d00000GLBX01-1");
+    ours["tranId"] = json!("LE-DE-01-000001");
+    let o = m.apply(&ours).unwrap();
+    assert_eq!(o[0].detail["payload"]["invoice_id"], "INV-ENG-0068d00000GLBX01-1");
+    let mut edited = ours.clone();
+    edited["lastModifiedDate"] = json!("2027-03-05T10:00:00Z");
+    assert_ne!(m.apply(&edited).unwrap()[0].detail["event_id"], o[0].detail["event_id"]);
+    // Voided: still reported (reconciliation re-reads it); pending approval: not posted.
+    let mut voided = ours.clone();
+    voided["status"] = json!({"id": "V", "refName": "Voided"});
+    assert!(m.apply(&voided).is_ok());
+    let mut pending = ours;
+    pending["status"] = json!({"id": "E", "refName": "Pending Approval"});
+    assert_eq!(issues("netsuite/invoice", &pending).len(), 1);
+}
+
+#[test]
+fn when_a_netsuite_invoice_cannot_be_mapped_should_list_every_failing_path() {
+    let mut bad = example("netsuite/invoice");
+    let o = bad.as_object_mut().unwrap();
+    o.remove("custbody_o2c_engagement_id");
+    o.insert("subsidiary".into(), json!({"id": "9", "refName": "Elsewhere"}));
+    o.insert("currency".into(), json!({"id": "7", "refName": "Yen"}));
+    o.insert("total".into(), json!(11900.005));
+    let mut got: Vec<String> = issues("netsuite/invoice", &bad).into_iter().map(|(f, _)| f).collect();
+    got.dedup();
+    for want in [
+        "detail.correlation_id",
+        "detail.payload.engagement_id",
+        "detail.payload.legal_entity_id",
+        "detail.payload.total.amount",
+        "detail.payload.total.currency",
+        "detail.payload.tax_total.currency",
+    ] {
+        assert!(got.iter().any(|f| f == want), "{want} not in {got:?}");
+    }
+}
+
+#[test]
+fn when_s4hana_reports_a_billing_document_should_know_o2cs_number_from_its_reference_and_a_hand_made_one_by_its_own() {
+    let r = Registry::open(&dir()).unwrap();
+    let m = r.get("s4hana/billing-document").unwrap();
+    let out = m.apply(&example("s4hana/billing-document")).unwrap();
+    let d = &out[0].detail;
+    assert_eq!((out[0].source.as_str(), out[0].detail_type.as_str()), ("o2c.erp", "ErpInvoicePosted"));
+    assert_eq!(
+        d["payload"],
+        json!({
+            "engagement_id": "ENG-0068d00000GLBX01",
+            "erp": "sap_s4hana",
+            "erp_invoice_id": "90000123",
+            "number": "LE-DE-01-000001",
+            "legal_entity_id": "LE-DE-01",
+            "customer_id": "C-10001",
+            "total": {"amount": "139286.88", "currency": "EUR"},
+            "tax_total": {"amount": "22239.08", "currency": "EUR"},
+            "posted_on": "2027-03-02"
+        }),
+        "no due date: the header has payment terms"
+    );
+    assert_eq!(d["occurred_at"], "2027-03-02T09:12:40Z", "LastChangeDateTime, UTC");
+    // A document billed in S/4HANA by hand: no FI reference → its own number. Never changed:
+    // its creation date is when it happened.
+    let mut manual = example("s4hana/billing-document");
+    manual["d"]["DocumentReferenceID"] = json!("");
+    manual["d"]["LastChangeDateTime"] = json!(null);
+    let o = m.apply(&manual).unwrap();
+    assert_eq!(o[0].detail["payload"]["number"], "90000123");
+    assert_eq!(o[0].detail["occurred_at"], "2027-03-02T00:00:00Z");
+    assert_ne!(o[0].detail["event_id"], d["event_id"]);
+    assert_ne!(o[0].detail["idempotency_key"], d["idempotency_key"]);
+    // Neither: every path tried is named.
+    manual["d"].as_object_mut().unwrap().remove("BillingDocument");
+    let got = issues("s4hana/billing-document", &manual);
+    assert!(got.iter().any(|(f, _)| f == "detail.payload.number"), "{got:?}");
+    let m2 = r.get("s4hana/billing-document").unwrap().apply(&manual).unwrap_err();
+    assert!(m2.iter().any(|i| i.path == "$.d.DocumentReferenceID | $.d.BillingDocument" && i.message == "missing"), "{m2:?}");
+    // A credit memo, or a document not yet transferred to accounting: not a posted invoice.
+    for (field, value) in [("SDDocumentCategory", "O"), ("AccountingTransferStatus", "B")] {
+        let mut other = example("s4hana/billing-document");
+        other["d"][field] = json!(value);
+        assert_eq!(issues("s4hana/billing-document", &other).len(), 1, "{field}");
+    }
+}
+
+#[test]
 fn when_a_mapping_file_is_wrong_should_refuse_to_load_it_with_every_problem() {
     let bad = "mapping: x\nversion: 0\nemit:\n  source: o2c.crm\n  detail_type: OpportunityWon\n  detail:\n    a: {path: '$.[', as: money}\n    b: {path: $.x, map: nope}\n";
     let e = o2c_mapping::Mapping::from_yaml("bad.yaml", bad).unwrap_err();

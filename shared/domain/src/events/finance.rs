@@ -136,6 +136,40 @@ pub struct InvoicePosted {
     pub due_date: NaiveDate,
 }
 
+/// `ErpInvoicePosted` payload: the ERP reports an invoice posted (or changed) against an
+/// engagement — one o2c posted, or one keyed in by hand. A hint, not a fact o2c takes over:
+/// the ERP owns invoices, so reconciliation reads the ERP again and compares; an invoice o2c
+/// did not issue stays a reconciliation break (double billing) until the ERP voids it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErpInvoicePosted {
+    /// Engagement the ERP files the invoice under (its project or a custom field).
+    pub engagement_id: EngagementId,
+    /// Which ERP reported it (`netsuite`, `sap_s4hana`, …).
+    pub erp: String,
+    /// The ERP's document id.
+    pub erp_invoice_id: String,
+    /// Invoice number (o2c's number for an invoice o2c posted; the ERP's otherwise).
+    pub number: String,
+    /// o2c's invoice id when the ERP holds one (its external id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_id: Option<String>,
+    /// Issuing legal entity.
+    pub legal_entity_id: String,
+    /// ERP customer.
+    pub customer_id: String,
+    /// Total including tax.
+    pub total: Money,
+    /// Tax total.
+    pub tax_total: Money,
+    /// Posting date.
+    pub posted_on: NaiveDate,
+    /// Due date, when the ERP's document carries it (an S/4HANA billing document has payment
+    /// terms; its due date is on the accounting document).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_date: Option<NaiveDate>,
+}
+
 /// `PaymentReceived` payload: what a bank statement line or a payment platform reports
 /// (camt.054 / MT940 / Stripe-like). The invoices it pays are found by matching, not given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

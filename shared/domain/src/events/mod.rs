@@ -137,8 +137,8 @@ pub use exceptions::{
     ResolutionOutcome, SOURCE_EVENT_MAX_BYTES, SourceEvent,
 };
 pub use finance::{
-    AppliedLine, InvoiceApprovalRefused, InvoiceApprovalRequested, InvoiceDecision, InvoicePosted, InvoiceReleased, InvoiceRunRequested,
-    Payer, PaymentApplied, PaymentReceived, PaymentReversed, PaymentUnapplied,
+    AppliedLine, ErpInvoicePosted, InvoiceApprovalRefused, InvoiceApprovalRequested, InvoiceDecision, InvoicePosted, InvoiceReleased,
+    InvoiceRunRequested, Payer, PaymentApplied, PaymentReceived, PaymentReversed, PaymentUnapplied,
 };
 pub use intake::{ContractCreated, EngagementRejected};
 pub use provisioning::ProjectProvisioned;
@@ -273,6 +273,8 @@ event_catalog! {
         "o2c: an invoice is approved (or needs no approval) and goes to posting.";
     InvoicePosted => "o2c.invoicing", InvoicePosted, |p| p.engagement_id.clone(),
         "o2c: an invoice was numbered and posted in the ERP.";
+    ErpInvoicePosted => "o2c.erp", ErpInvoicePosted, |p| p.engagement_id.clone(),
+        "ERP: an invoice was posted (or changed) against an engagement — reconciled against what o2c issued.";
     PaymentReceived => "o2c.bank", PaymentReceived, |p| EngagementId::new(receivables_owner(&p.legal_entity_id)),
         "Bank / payment platform: a payment was credited (or returned) on a legal entity's account.";
     PaymentApplied => "o2c.cash", PaymentApplied, |p| EngagementId::new(receivables_owner(&p.legal_entity_id)),

@@ -5,6 +5,12 @@
 //! `reconciliation_mismatch` exception listing every difference with both sides' values.
 //! A request without an engagement fans out to every active one (daily schedule).
 //!
+//! The ERP's own report of an invoice (`ErpInvoicePosted`) runs the same reconciliation for
+//! its engagement, and also reads that invoice when o2c did not issue it: an invoice keyed in
+//! the ERP by hand is a break (the customer may be billed twice), read again by every later
+//! run (the report keeps its number) until the ERP voids it. The ERP's word is a hint — what
+//! is compared is what the ERP answers when read.
+//!
 //! Read-only towards the systems: a redelivery reads again and compares again; the report
 //! and the exception converge on what the systems hold now.
 
@@ -13,7 +19,7 @@ use crate::engagement::Action;
 use crate::events::{BusinessEvent, EventType, ExceptionKind, ReconciliationRequested};
 use crate::ids::{EngagementId, ExceptionId};
 use crate::metrics::{Metric, MetricUnit};
-use crate::reconciliation::{Mismatch, Observation, Observed, Read, ReconciliationReport, compare, reads};
+use crate::reconciliation::{Mismatch, Observation, Observed, Read, ReconciliationReport, compare, foreign_invoices, issued_by_o2c, reads};
 
 use super::{
     Command, CommandResult, Input, Next, Outcome, Plan, Purpose, Sequence, Stake, StepContext, StepError, WorkflowStep, close_exception,
@@ -27,7 +33,7 @@ pub struct Reconciliation;
 const LISTED: usize = 8;
 
 impl WorkflowStep for Reconciliation {
-    step_meta!(Reconciliation, [ReconciliationRequested]);
+    step_meta!(Reconciliation, [ReconciliationRequested, ErpInvoicePosted]);
 
     fn loads(&self, event: &BusinessEvent) -> Vec<Load> {
         let id = event.engagement_id();
@@ -39,25 +45,39 @@ impl WorkflowStep for Reconciliation {
     }
 
     fn decide(&self, input: &Input<'_>, _: &StepContext<'_>) -> Result<Next, StepError> {
-        let BusinessEvent::ReconciliationRequested(_) = input.event else {
-            return Err(StepError::NotConsumed(self.step(), input.event.event_type().detail_type()));
+        let reported = match input.event {
+            BusinessEvent::ReconciliationRequested(_) => None,
+            BusinessEvent::ErpInvoicePosted(e) => Some(e.payload.number.as_str()),
+            other => return Err(StepError::NotConsumed(self.step(), other.event_type().detail_type())),
         };
         let id = input.event.engagement_id();
         let Some(s) = input.current else {
+            let path = if reported.is_some() { "payload.engagement_id" } else { "engagement_id" };
             return Err(StepError::Rejected(vec![crate::events::Issue::new(
-                "engagement_id",
+                path,
                 "unknown_engagement",
                 format!("no engagement {id} to reconcile"),
             )]));
         };
         let invoices = input.others.invoices();
-        let commands: Vec<Command> = reads(s.engagement, &invoices).into_iter().map(command).collect();
+        let mut reads = reads(s.engagement, &invoices);
+        // Invoices the ERP holds that o2c did not issue: the ones the last run found still
+        // there, and the one the ERP reports now.
+        let previous = input.others.reconciliation(&id).map(|r| r.foreign_invoices.clone()).unwrap_or_default();
+        for number in previous.into_iter().chain(reported.map(str::to_owned)) {
+            if !issued_by_o2c(&invoices, &number) && !reads.contains(&Read::Invoice(number.clone())) {
+                reads.push(Read::Invoice(number));
+            }
+        }
+        let commands: Vec<Command> = reads.into_iter().map(command).collect();
         Ok(Next::Run(Plan::new(Purpose::Reconcile, commands, Sequence::All)))
     }
 
     fn finalize(&self, done: &Outcome<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
-        let BusinessEvent::ReconciliationRequested(req) = done.event else {
-            return Err(StepError::NotConsumed(self.step(), done.event.event_type().detail_type()));
+        let run_id = match done.event {
+            BusinessEvent::ReconciliationRequested(req) => req.payload.run_id.clone(),
+            BusinessEvent::ErpInvoicePosted(e) => format!("erp:{}:{}", e.payload.erp, e.payload.erp_invoice_id),
+            other => return Err(StepError::NotConsumed(self.step(), other.event_type().detail_type())),
         };
         let eng = planned_on(done, self.step())?;
         let mut seen = Observed::default();
@@ -96,11 +116,24 @@ impl WorkflowStep for Reconciliation {
         let (checked, mismatches) = compare(eng, &invoices, last_sent, &seen);
         let report = ReconciliationReport {
             engagement_id: eng.engagement_id.clone(),
-            run_id: req.payload.run_id.clone(),
+            run_id,
             at: ctx.now,
             checked,
             mismatches,
             unreadable,
+            foreign_invoices: {
+                // A refused read proves nothing: the number stays to be read next time.
+                let mut numbers = foreign_invoices(&invoices, &seen);
+                for cmd in &done.plan.commands {
+                    if let Command::Read(Read::Invoice(n)) = cmd
+                        && !issued_by_o2c(&invoices, n)
+                        && !seen.invoices.iter().any(|(m, _)| m == n)
+                    {
+                        numbers.push(n.clone());
+                    }
+                }
+                numbers
+            },
         };
         let exception_id = ExceptionId::reconciliation(&eng.engagement_id);
         let mut events = Vec::new();

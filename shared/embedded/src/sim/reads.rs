@@ -1,6 +1,7 @@
 //! The simulators' read API (what reconciliation reads through the connectors) and the
-//! test hook that changes a record behind o2c's back — what a user editing the PSA, the
-//! ERP or the CRM directly does, and reconciliation must find.
+//! test hooks that change records behind o2c's back — what a user editing the PSA, the
+//! ERP or the CRM directly does (or a clerk keying or voiding an invoice in the ERP), and
+//! reconciliation must find.
 
 use o2c_app::O2cError;
 use o2c_app::ports::{ConnectorError, ObjectStatus, System};
@@ -155,6 +156,50 @@ impl Simulators {
                 tx.exec(update, params![key[0], key[1], v.to_string()]).map_err(db_err)?;
                 tx.commit()?;
                 Ok(true)
+            })
+            .await
+    }
+
+    /// An invoice keyed in the ERP by hand under `erp_invoice_id` (not through o2c): what a
+    /// billing clerk does, and reconciliation must find. Not logged as a call; `false` when
+    /// its number is taken.
+    pub async fn key_in_invoice(&self, erp_invoice_id: &str, invoice: &InvoiceDoc) -> Result<bool, O2cError> {
+        let (id, inv, at) = (erp_invoice_id.to_owned(), invoice.clone(), self.db.clock().now().to_rfc3339());
+        self.db
+            .call(move |c| {
+                let tx = crate::db::atomic(c)?;
+                let n = tx
+                    .exec(
+                        "INSERT INTO sim_invoices (number, invoice_id, erp_invoice_id, legal_entity_id, total, currency, body, created_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                        params![
+                            inv.number.clone().unwrap_or_default(),
+                            inv.invoice_id,
+                            id,
+                            inv.legal_entity_id,
+                            inv.total.amount.to_string(),
+                            inv.currency.code(),
+                            serde_json::to_string(&inv).map_err(row_err)?,
+                            at
+                        ],
+                    )
+                    .map_err(db_err)?;
+                tx.commit()?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    /// The ERP voids invoice `number`: it holds it no longer as an invoice (reads find
+    /// nothing). Not logged as a call; `false` when there is no such invoice.
+    pub async fn void_invoice(&self, number: &str) -> Result<bool, O2cError> {
+        let n = number.to_owned();
+        self.db
+            .call(move |c| {
+                let tx = crate::db::atomic(c)?;
+                let gone = tx.exec("DELETE FROM sim_invoices WHERE number = ?1", params![n]).map_err(db_err)?;
+                tx.commit()?;
+                Ok(gone == 1)
             })
             .await
     }
