@@ -260,6 +260,26 @@ fn when_a_certinia_timecard_is_mapped_should_record_the_approved_time_on_the_act
 }
 
 /// Every queue of the served runtime empty (its DLQs aside): what was posted is processed.
+/// Globex's story from the sample events up to the posting of its first invoice,
+/// LE-DE-01-000001 (EUR 139,286.88, due 2027-03-31), into database `d`.
+fn run_story_to_first_posting(d: &str) {
+    let samples: Vec<String> = [
+        "OpportunityClosedWon",
+        "ContractApproved",
+        "ResourceAssigned",
+        "TimeApproved",
+        "ExpenseApproved",
+        "MilestoneCompleted",
+        "InvoiceRunRequested",
+        "InvoiceApproved",
+    ]
+    .iter()
+    .map(|s| repo(&format!("events/samples/{s}.v1.json")).to_str().unwrap().to_owned())
+    .collect();
+    let ran = run(&[&["run", "--db", d][..], &samples.iter().map(String::as_str).collect::<Vec<_>>()].concat());
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+}
+
 fn drained(server: &Server) -> bool {
     let (_, q) = server.http("GET", "/v1/queues", None);
     q.as_object().unwrap().values().filter(|d| d["dead_letter_queue"] == false).all(|d| d["visible"] == 0 && d["in_flight"] == 0)
@@ -374,21 +394,7 @@ fn when_stripe_reports_an_invoice_paid_should_apply_the_payment_to_the_posted_in
     let db = dir.path().join("o2c.db");
     let d = db.to_str().unwrap();
     // The story up to the posting of LE-DE-01-000001 (EUR 139,286.88, due 2027-03-31).
-    let samples: Vec<String> = [
-        "OpportunityClosedWon",
-        "ContractApproved",
-        "ResourceAssigned",
-        "TimeApproved",
-        "ExpenseApproved",
-        "MilestoneCompleted",
-        "InvoiceRunRequested",
-        "InvoiceApproved",
-    ]
-    .iter()
-    .map(|s| repo(&format!("events/samples/{s}.v1.json")).to_str().unwrap().to_owned())
-    .collect();
-    let ran = run(&[&["run", "--db", d][..], &samples.iter().map(String::as_str).collect::<Vec<_>>()].concat());
-    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    run_story_to_first_posting(d);
     let receivables = || json_out(&["receivables", "--db", d, "--as-of", "2027-04-30", "--legal-entity", "LE-DE-01", "--json"]);
     let invoice = |r: &Value| r["customers"][0]["receivables"]["invoices"]["INV-ENG-0068d00000GLBX01-1"].clone();
     assert_eq!(invoice(&receivables())["total"], json!({"amount": "139286.88", "currency": "EUR"}));
@@ -445,21 +451,7 @@ fn when_the_erp_reports_invoices_should_reconcile_the_engagement_against_what_th
     let db = dir.path().join("o2c.db");
     let d = db.to_str().unwrap();
     // The story up to the posting of LE-DE-01-000001 in the ERP.
-    let samples: Vec<String> = [
-        "OpportunityClosedWon",
-        "ContractApproved",
-        "ResourceAssigned",
-        "TimeApproved",
-        "ExpenseApproved",
-        "MilestoneCompleted",
-        "InvoiceRunRequested",
-        "InvoiceApproved",
-    ]
-    .iter()
-    .map(|s| repo(&format!("events/samples/{s}.v1.json")).to_str().unwrap().to_owned())
-    .collect();
-    let ran = run(&[&["run", "--db", d][..], &samples.iter().map(String::as_str).collect::<Vec<_>>()].concat());
-    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    run_story_to_first_posting(d);
     let erp = add_key(&db, "s4hana", &["--source", "o2c.erp", "--detail-type", "ErpInvoicePosted"]);
     let crm = add_key(&db, "salesforce", &["--source", "o2c.crm", "--detail-type", "OpportunityClosedWon"]);
     let server = Server::start_with(&db, &["--mappings", repo("mappings").to_str().unwrap()]);

@@ -10,7 +10,8 @@ use o2c_app::ports::{EngagementStore, RejectionStore};
 use o2c_domain::aggregate::{AggregateKey, AggregateKind};
 use o2c_domain::events::ExceptionKind;
 use o2c_domain::exception_case::CaseStatus;
-use o2c_domain::reconciliation::{Mismatch, ReconciliationReport};
+use o2c_domain::invoicing::InvoiceStatus;
+use o2c_domain::reconciliation::{ErpInvoiceRecord, Mismatch, Observed, ReconciliationReport, carry_foreign, compare, foreign_invoices};
 use o2c_domain::workflow::System;
 use o2c_embedded::sim::{Fault, Record};
 use o2c_mapping::Registry;
@@ -196,7 +197,7 @@ fn netsuite_invoice(eng: &str, id: &str, tran_id: &str, status: &str, modified: 
     doc["tranId"] = json!(tran_id);
     doc["custbody_o2c_engagement_id"] = json!(eng);
     doc["subsidiary"] = json!({"id": "5", "refName": "Northwind Partners : Northwind Partners Pte. Ltd."});
-    doc["currency"] = json!({"id": "6", "refName": "Singapore Dollar"});
+    doc["currency"] = json!({"id": "6", "refName": "SGD"});
     doc["status"] = json!({"id": "X", "refName": status});
     doc["lastModifiedDate"] = json!(modified);
     let registry = Registry::open(std::path::Path::new(dir)).unwrap();
@@ -216,9 +217,7 @@ async fn when_the_erp_reports_an_invoice_o2c_did_not_issue_should_hold_it_as_a_b
 
     // The ERP reports o2c's own invoice (its number, o2c's id as external id): read back,
     // it agrees — nothing to flag.
-    let mut own = netsuite_invoice(&eng, "4470", &number, "Open", "2027-02-01T08:00:00Z");
-    own.2["payload"]["invoice_id"] = json!(format!("INV-{eng}-1"));
-    h.send(vec![own]).await;
+    h.send(vec![netsuite_invoice(&eng, "4470", &number, "Open", "2027-02-01T08:00:00Z")]).await;
     h.settle().await;
     let r = report(&h, &eng).await;
     assert!(r.is_clean() && r.foreign_invoices.is_empty(), "{:#?}", r.mismatches);
@@ -281,4 +280,37 @@ async fn when_the_erp_reports_an_invoice_o2c_did_not_issue_should_hold_it_as_a_b
     let rejected = h.rt.store().rejections(10).await.unwrap();
     let unknown = rejected.iter().find(|r| r.detail_type.as_deref() == Some("ErpInvoicePosted")).expect("rejected");
     assert!(unknown.reasons.iter().any(|i| i.field == "payload.engagement_id" && i.code == "unknown_engagement"), "{unknown:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_erp_reports_o2cs_invoice_before_o2c_records_the_posting_or_two_runs_race_should_lose_no_foreign_invoice() {
+    let h = Harness::new().await;
+    let (eng, number) = billed(&h, "0068d00000REC005").await;
+    let e = h.engagement(&eng).await;
+    let loaded = h.rt.store().load_all(AggregateKind::Invoice, &eng).await.unwrap();
+    // The number is claimed before the ERP call; NetSuite's afterSubmit script reports the
+    // invoice while o2c still waits for the answer: o2c's, not a second billing.
+    let mut posting = (*loaded.invoices()[0]).clone();
+    posting.status = InvoiceStatus::Approved;
+    let held = ErpInvoiceRecord {
+        number: number.clone(),
+        erp_invoice_id: "4470".into(),
+        invoice_id: posting.invoice_id.clone(),
+        customer_id: posting.erp_customer_id.clone(),
+        total: posting.total,
+        tax_total: posting.tax_total,
+        due_date: posting.due_date,
+    };
+    let seen = Observed { invoices: vec![(number.clone(), Some(held.clone()))], ..Observed::default() };
+    let (_, mismatches) = compare(&e, &[&posting], None, &seen);
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+    assert!(foreign_invoices(&[&posting], &seen).is_empty());
+    // Someone else's number is foreign.
+    let other = Observed { invoices: vec![("INV-MAN-1".into(), Some(ErpInvoiceRecord { number: "INV-MAN-1".into(), ..held }))], ..seen };
+    assert_eq!(foreign_invoices(&[&posting], &other), ["INV-MAN-1"]);
+    // Two runs race: the later-stored report names an invoice this run never read → carried
+    // (and this run may not say every system agrees); o2c's own number and what it read are not.
+    let stored = ["INV-MAN-2".to_owned(), number.clone(), "INV-MAN-3".to_owned()];
+    assert_eq!(carry_foreign(vec![], &stored, &["INV-MAN-3"], &[&posting]), (vec!["INV-MAN-2".to_owned()], true));
+    assert_eq!(carry_foreign(vec!["INV-MAN-2".into()], &stored, &["INV-MAN-3"], &[&posting]), (vec!["INV-MAN-2".to_owned()], false));
 }

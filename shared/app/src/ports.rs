@@ -533,7 +533,9 @@ pub trait Erp: Send + Sync {
         erp_project_id: &str,
         schedule_id: &str,
     ) -> impl Future<Output = Result<Option<BillingSchedule>, ConnectorError>> + Send;
-    /// The invoice posted under `number` (reconciliation).
+    /// The invoice posted under `number` (reconciliation): `None` when the ERP holds none, or
+    /// holds it voided or cancelled (an adapter maps NetSuite's `Voided`, S/4HANA's
+    /// `BillingDocumentIsCancelled` to `None`: no longer a claim on the customer).
     fn get_invoice(&self, number: &str) -> impl Future<Output = Result<Option<ErpInvoiceRecord>, ConnectorError>> + Send;
     /// Creates the billing schedule on a project, or returns the one with `schedule.schedule_id`.
     fn create_or_get_billing_schedule(

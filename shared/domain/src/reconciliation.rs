@@ -159,19 +159,33 @@ pub enum Read {
     Opportunity(String),
 }
 
-/// The numbers among `seen` the ERP holds that o2c did not post (see
+/// The numbers among `seen` the ERP holds that o2c did not issue (see
 /// [`ReconciliationReport::foreign_invoices`]).
 pub fn foreign_invoices(invoices: &[&InvoiceDoc], seen: &Observed) -> Vec<String> {
-    seen.invoices
-        .iter()
-        .filter(|(n, r)| r.is_some() && !posted(invoices).any(|i| i.number.as_deref() == Some(n.as_str())))
-        .map(|(n, _)| n.clone())
-        .collect()
+    seen.invoices.iter().filter(|(n, r)| r.is_some() && !issued_by_o2c(invoices, n)).map(|(n, _)| n.clone()).collect()
 }
 
-/// Whether o2c posted an invoice numbered `number`.
+/// Whether o2c gave an invoice the number `number`, whatever became of it since: posted,
+/// being posted (the number is claimed before the ERP call, and an ERP may report the
+/// invoice before o2c records the posting), or refused and voided after an ambiguous call.
 pub fn issued_by_o2c(invoices: &[&InvoiceDoc], number: &str) -> bool {
-    posted(invoices).any(|i| i.number.as_deref() == Some(number))
+    invoices.iter().any(|i| i.number.as_deref() == Some(number))
+}
+
+/// The foreign invoice numbers a run keeps: the ones it found the ERP holding or could not
+/// read (`kept`), and those a report stored meanwhile (`stored`) names that this run did
+/// not read (`read`) — a run that began before the ERP reported them proves nothing about
+/// them. Returns the numbers and whether any were carried unread.
+pub fn carry_foreign(kept: Vec<String>, stored: &[String], read: &[&str], invoices: &[&InvoiceDoc]) -> (Vec<String>, bool) {
+    let mut numbers = kept;
+    let mut carried = false;
+    for n in stored {
+        if !read.contains(&n.as_str()) && !issued_by_o2c(invoices, n) && !numbers.contains(n) {
+            numbers.push(n.clone());
+            carried = true;
+        }
+    }
+    (numbers, carried)
 }
 
 /// What to read for `eng` and its posted `invoices`.
@@ -289,8 +303,11 @@ pub fn compare(
     for (number, record) in &seen.invoices {
         let Some(ours) = posted(invoices).find(|i| i.number.as_deref() == Some(number.as_str())) else {
             // An invoice the ERP files under the engagement that o2c never issued (keyed in
-            // by hand, or by another integration): the customer may be billed twice.
-            if let Some(r) = record {
+            // by hand, or by another integration): the customer may be billed twice. One o2c
+            // is still posting is compared once posted.
+            if let Some(r) = record
+                && !issued_by_o2c(invoices, number)
+            {
                 checked.push(format!("erp invoice {number} (not issued by o2c)"));
                 let mut c = Cmp { system: System::Erp, object: format!("invoice {number}"), out: &mut out };
                 c.eq("issued_by_o2c", "yes".to_owned(), format!("no (ERP id {}, total {}, due {})", r.erp_invoice_id, r.total, r.due_date));

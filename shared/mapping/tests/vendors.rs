@@ -22,6 +22,15 @@ fn example(name: &str) -> Value {
     m.read(&std::fs::read(dir().join(format!("{name}.example.{ext}"))).unwrap()).unwrap()
 }
 
+/// The one event a shipped mapping makes of its example: `detail_type` from `source`.
+fn one_event(name: &str, source: &str, detail_type: &str) -> Value {
+    let r = Registry::open(&dir()).unwrap();
+    let mut out = r.get(name).unwrap().apply(&example(name)).unwrap();
+    assert_eq!(out.len(), 1, "{name}");
+    assert_eq!((out[0].source.as_str(), out[0].detail_type.as_str()), (source, detail_type));
+    out.remove(0).detail
+}
+
 fn issues(name: &str, doc: &Value) -> Vec<(String, String)> {
     let r = Registry::open(&dir()).unwrap();
     r.get(name).unwrap().apply(doc).unwrap_err().into_iter().map(|i| (i.field, i.message)).collect()
@@ -486,11 +495,7 @@ fn when_a_stripe_invoice_payment_cannot_be_mapped_should_list_every_failing_path
 
 #[test]
 fn when_netsuite_reports_a_hand_keyed_invoice_should_name_its_engagement_number_and_amounts_exactly() {
-    let r = Registry::open(&dir()).unwrap();
-    let m = r.get("netsuite/invoice").unwrap();
-    let out = m.apply(&example("netsuite/invoice")).unwrap();
-    let d = &out[0].detail;
-    assert_eq!((out[0].source.as_str(), out[0].detail_type.as_str()), ("o2c.erp", "ErpInvoicePosted"));
+    let d = &one_event("netsuite/invoice", "o2c.erp", "ErpInvoicePosted");
     assert_eq!(
         d["payload"],
         json!({
@@ -508,6 +513,8 @@ fn when_netsuite_reports_a_hand_keyed_invoice_should_name_its_engagement_number_
         "no externalId: not o2c's invoice"
     );
     assert_eq!(d["idempotency_key"], "erp:netsuite:invoice:4471:2027-03-04T09:00:00Z");
+    let r = Registry::open(&dir()).unwrap();
+    let m = r.get("netsuite/invoice").unwrap();
     // o2c's own invoice carries its id as the external id; a later edit is another event.
     let mut ours = example("netsuite/invoice");
     ours["externalId"] = json!("INV-ENG-0068d00000GLBX01-1");
@@ -550,11 +557,7 @@ fn when_a_netsuite_invoice_cannot_be_mapped_should_list_every_failing_path() {
 
 #[test]
 fn when_s4hana_reports_a_billing_document_should_know_o2cs_number_from_its_reference_and_a_hand_made_one_by_its_own() {
-    let r = Registry::open(&dir()).unwrap();
-    let m = r.get("s4hana/billing-document").unwrap();
-    let out = m.apply(&example("s4hana/billing-document")).unwrap();
-    let d = &out[0].detail;
-    assert_eq!((out[0].source.as_str(), out[0].detail_type.as_str()), ("o2c.erp", "ErpInvoicePosted"));
+    let d = &one_event("s4hana/billing-document", "o2c.erp", "ErpInvoicePosted");
     assert_eq!(
         d["payload"],
         json!({
@@ -571,10 +574,13 @@ fn when_s4hana_reports_a_billing_document_should_know_o2cs_number_from_its_refer
         "no due date: the header has payment terms"
     );
     assert_eq!(d["occurred_at"], "2027-03-02T09:12:40Z", "LastChangeDateTime, UTC");
-    // A document billed in S/4HANA by hand: no FI reference → its own number. Never changed:
-    // its creation date is when it happened.
+    let r = Registry::open(&dir()).unwrap();
+    let m = r.get("s4hana/billing-document").unwrap();
+    // A document billed in S/4HANA by hand: no o2c number (its FI reference holds the
+    // customer's PO, as copy control fills it) → its own number. Never changed: its
+    // creation date is when it happened.
     let mut manual = example("s4hana/billing-document");
-    manual["d"]["DocumentReferenceID"] = json!("");
+    manual["d"]["YY1_O2CInvoiceNumber_BDH"] = json!("");
     manual["d"]["LastChangeDateTime"] = json!(null);
     let o = m.apply(&manual).unwrap();
     assert_eq!(o[0].detail["payload"]["number"], "90000123");
@@ -585,10 +591,13 @@ fn when_s4hana_reports_a_billing_document_should_know_o2cs_number_from_its_refer
     manual["d"].as_object_mut().unwrap().remove("BillingDocument");
     let got = issues("s4hana/billing-document", &manual);
     assert!(got.iter().any(|(f, _)| f == "detail.payload.number"), "{got:?}");
-    let m2 = r.get("s4hana/billing-document").unwrap().apply(&manual).unwrap_err();
-    assert!(m2.iter().any(|i| i.path == "$.d.DocumentReferenceID | $.d.BillingDocument" && i.message == "missing"), "{m2:?}");
+    let m2 = m.apply(&manual).unwrap_err();
+    assert!(m2.iter().any(|i| i.path == "$.d.YY1_O2CInvoiceNumber_BDH | $.d.BillingDocument" && i.message == "missing"), "{m2:?}");
     // A credit memo, or a document not yet transferred to accounting: not a posted invoice.
-    for (field, value) in [("SDDocumentCategory", "O"), ("AccountingTransferStatus", "B")] {
+    let mut listed = example("s4hana/billing-document");
+    listed["d"]["AccountingTransferStatus"] = json!("H");
+    assert!(m.apply(&listed).is_ok(), "posted through an invoice list");
+    for (field, value) in [("SDDocumentCategory", "O"), ("SDDocumentCategory", "N"), ("AccountingTransferStatus", "B")] {
         let mut other = example("s4hana/billing-document");
         other["d"][field] = json!(value);
         assert_eq!(issues("s4hana/billing-document", &other).len(), 1, "{field}");

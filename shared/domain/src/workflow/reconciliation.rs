@@ -19,7 +19,9 @@ use crate::engagement::Action;
 use crate::events::{BusinessEvent, EventType, ExceptionKind, ReconciliationRequested};
 use crate::ids::{EngagementId, ExceptionId};
 use crate::metrics::{Metric, MetricUnit};
-use crate::reconciliation::{Mismatch, Observation, Observed, Read, ReconciliationReport, compare, foreign_invoices, issued_by_o2c, reads};
+use crate::reconciliation::{
+    Mismatch, Observation, Observed, Read, ReconciliationReport, carry_foreign, compare, foreign_invoices, issued_by_o2c, reads,
+};
 
 use super::{
     Command, CommandResult, Input, Next, Outcome, Plan, Purpose, Sequence, Stake, StepContext, StepError, WorkflowStep, close_exception,
@@ -114,6 +116,28 @@ impl WorkflowStep for Reconciliation {
         // now: a write-back still in flight is not a break; a CRM edited behind o2c's back is.
         let last_sent = done.others.crm_sync(&eng.engagement_id).map(|s| &s.last.update);
         let (checked, mismatches) = compare(eng, &invoices, last_sent, &seen);
+        // Foreign invoices kept: found still there, or unread — a refused read proves nothing.
+        let mut kept = foreign_invoices(&invoices, &seen);
+        let read: Vec<&str> = done
+            .plan
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Read(Read::Invoice(n)) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        for n in &read {
+            if !issued_by_o2c(&invoices, n) && !seen.invoices.iter().any(|(m, _)| m == n) {
+                kept.push((*n).to_owned());
+            }
+        }
+        // A report stored since this run decided (an ERP's report of an invoice, a run that
+        // started later) may name invoices this run never read: they are carried, and this
+        // run cannot say every system agrees.
+        let stored = done.others.reconciliation(&eng.engagement_id);
+        let (foreign, carried) = carry_foreign(kept, stored.map_or(&[][..], |r| &r.foreign_invoices), &read, &invoices);
+        let newer = stored.is_some_and(|r| r.at > ctx.now);
         let report = ReconciliationReport {
             engagement_id: eng.engagement_id.clone(),
             run_id,
@@ -121,19 +145,7 @@ impl WorkflowStep for Reconciliation {
             checked,
             mismatches,
             unreadable,
-            foreign_invoices: {
-                // A refused read proves nothing: the number stays to be read next time.
-                let mut numbers = foreign_invoices(&invoices, &seen);
-                for cmd in &done.plan.commands {
-                    if let Command::Read(Read::Invoice(n)) = cmd
-                        && !issued_by_o2c(&invoices, n)
-                        && !seen.invoices.iter().any(|(m, _)| m == n)
-                    {
-                        numbers.push(n.clone());
-                    }
-                }
-                numbers
-            },
+            foreign_invoices: foreign,
         };
         let exception_id = ExceptionId::reconciliation(&eng.engagement_id);
         let mut events = Vec::new();
@@ -143,9 +155,14 @@ impl WorkflowStep for Reconciliation {
             } else {
                 format!("{} object(s) agree; {} read(s) refused", report.checked.len(), report.unreadable.len())
             };
-            // Closed only when every system answered: a refused read proves nothing.
+            // Closed only when every system answered about everything known (a refused read,
+            // an invoice reported meanwhile and not read, prove nothing) and no later run
+            // has spoken since.
             let changed = with_engagement(Some(eng), |e| {
-                report.unreadable.is_empty() && close_exception(e, &exception_id, ctx.now, "every system agrees again")
+                report.unreadable.is_empty()
+                    && !carried
+                    && !newer
+                    && close_exception(e, &exception_id, ctx.now, "every system agrees again")
             });
             (Action::Reconciled, summary, changed)
         } else {
@@ -183,9 +200,16 @@ impl WorkflowStep for Reconciliation {
             }
         }
         let mut d = decision(ctx, &eng.engagement_id, changed, events, action, summary);
-        // A run that started later already wrote its report: keep the newer one.
-        if done.others.reconciliation(&eng.engagement_id).is_none_or(|r| r.at <= ctx.now) {
-            d = d.with(AggregateBody::Reconciliation(report));
+        // A run that started later already wrote its report: keep the newer one, with any
+        // foreign invoice this run found that it does not name.
+        match stored {
+            Some(r) if newer => {
+                let (foreign, added) = carry_foreign(r.foreign_invoices.clone(), &report.foreign_invoices, &[], &invoices);
+                if added {
+                    d = d.with(AggregateBody::Reconciliation(ReconciliationReport { foreign_invoices: foreign, ..r.clone() }));
+                }
+            }
+            _ => d = d.with(AggregateBody::Reconciliation(report)),
         }
         d.metrics = metrics;
         Ok(Next::Done(d))
