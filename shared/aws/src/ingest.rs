@@ -287,7 +287,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.secrets["stripe"], vec!["whsec_old", "whsec_new"]);
         assert_eq!(c.secrets["docusign"], vec!["dshmac"]);
-        assert_eq!((c.max_body, c.sources.len()), (DEFAULT_MAX_BODY, 4));
+        assert_eq!((c.max_body, c.sources.len()), (DEFAULT_MAX_BODY, DEFAULT_SOURCES.len()));
+        assert!(c.sources.iter().any(|s| s == "o2c.erp"), "ERPs report their invoices");
         assert!(!format!("{c:?}").contains("whsec"), "secrets never in a debug print");
         let err =
             IngestConfig::from_lookup(env(&[("WEBHOOK_SECRETS", r#"{"hubspot": "x", "stripe": ""}"#), ("INGEST_MAX_BODY_BYTES", "lots")]))
