@@ -110,3 +110,21 @@ resp=$(invoke ingest "$tmp/forged.json")
 python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["statusCode"]==401 and json.loads(r["body"])["ErrorCode"]=="InvalidSignature", r' "$resp" \
   || { echo "a tampered webhook was not refused: $resp"; cat "$tmp/ingest.log"; exit 1; }
 echo "lambda smoke: the ingest bootstrap published a signed DocuSign webhook and refused it tampered (401)"
+
+# The IAM route: NetSuite's invoice record from an integration flow with AWS credentials
+# (the identity API Gateway passes after checking SigV4) is published as ErpInvoicePosted;
+# without that identity it is refused.
+resp=$(invoke ingest events/apigw/ingest.netsuite.invoice.json)
+echo "ingest (IAM) → $resp"
+python3 -c 'import json,sys; r=json.loads(sys.argv[1]); b=json.loads(r["body"]); assert r["statusCode"]==200 and b["FailedEntryCount"]==0 and b["Mapping"]=="netsuite/invoice", r' "$resp" \
+  || { cat "$tmp/ingest.log"; exit 1; }
+python3 - events/apigw/ingest.netsuite.invoice.json "$tmp/anonymous.json" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))
+del e["requestContext"]["authorizer"]
+json.dump(e, open(sys.argv[2], "w"))
+PY
+resp=$(invoke ingest "$tmp/anonymous.json")
+python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["statusCode"]==401 and json.loads(r["body"])["ErrorCode"]=="MissingAuthenticationToken", r' "$resp" \
+  || { echo "a request without an IAM identity was not refused: $resp"; cat "$tmp/ingest.log"; exit 1; }
+echo "lambda smoke: the ingest bootstrap published an IAM-signed NetSuite invoice and refused it without an identity (401)"

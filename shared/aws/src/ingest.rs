@@ -1,15 +1,24 @@
-//! The AWS ingestion function (feature `ingest`): vendors that call a webhook — payment
-//! platforms, e-signature services — enter through the stack's HTTP API at
-//! `POST /v1/webhooks/{vendor}/{object}`, where the vendor's own signature is verified
-//! **before** the payload is read as anything; the payload is then mapped by the mapping
-//! `{vendor}/{object}` (the same files and engine as `o2c serve`'s `POST /v1/ingest/…`,
-//! compiled into the function) and published on the stage's bus. A payload that cannot be
-//! mapped is parked in the state table with every failing path (secrets redacted), as
-//! `o2c serve` parks it, and answered `422`.
+//! The AWS ingestion function (feature `ingest`), behind the stack's HTTP API on two routes:
+//! - `POST /v1/webhooks/{vendor}/{object}`: vendors that call a webhook — payment platforms,
+//!   e-signature services — where the vendor's own signature is verified **before** the
+//!   payload is read as anything;
+//! - `POST /v1/ingest/{vendor}/{object}` (`AWS_IAM` authorization): systems that sign
+//!   nothing of their own — an ERP's integration flow, a CRM's middleware — call with AWS
+//!   credentials (SigV4). API Gateway verifies the signature and the caller's
+//!   `execute-api:Invoke` on the route's path before the function runs, so a principal's
+//!   IAM policy names the vendors it may speak for (`…/POST/v1/ingest/netsuite/*`); the
+//!   function fails closed without an IAM identity and logs the caller's ARN.
+//!
+//! Either way the payload is then mapped by the mapping `{vendor}/{object}` (the same files
+//! and engine as `o2c serve`'s `POST /v1/ingest/…`, compiled into the function) and published
+//! on the stage's bus. A payload that cannot be mapped is parked in the state table with
+//! every failing path (secrets redacted), as `o2c serve` parks it, and answered `422`.
 //!
 //! Answers (JSON, `ErrorCode` / `ErrorMessage` like `o2c serve`'s):
-//! - `404` no such mapping, or its vendor has no signature scheme (only signing vendors
-//!   may call without AWS credentials);
+//! - `404` no such mapping, or on the webhook route a vendor with no signature scheme (only
+//!   signing vendors may call without AWS credentials);
+//! - `401` on the IAM route, a request without an IAM identity (the route is not
+//!   IAM-authorized: misconfigured, refused);
 //! - `413` a body over `INGEST_MAX_BODY_BYTES` (default 256 KB; the HTTP API itself takes at
 //!   most 10 MB);
 //! - `401` no signature, a wrong one, a Stripe timestamp outside its 300 s tolerance, or no
@@ -42,6 +51,12 @@ use tracing::{info, warn};
 use crate::config::ConfigError;
 use crate::dynamo::{DynamoStore, Tables};
 use crate::eventbridge::EventBridgePublisher;
+
+/// The route vendors' webhooks arrive on (authenticated by the vendor's signature).
+pub const WEBHOOK_ROUTE: &str = "POST /v1/webhooks/{vendor}/{object}";
+
+/// The route systems with AWS credentials post vendor payloads on (`AWS_IAM` authorization).
+pub const IAM_ROUTE: &str = "POST /v1/ingest/{vendor}/{object}";
 
 /// The largest body taken by default: EventBridge's entry limit (256 KB); a vendor's
 /// webhook is far smaller.
@@ -164,18 +179,53 @@ impl Ingest {
         &self.mappings
     }
 
+    /// The vendor's webhook signature over `body`, checked before anything reads the payload;
+    /// the reason it is refused (`401`).
+    fn verify_signature(&self, vendor: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+        let signatures = webhooks::signatures(vendor, |h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned));
+        let sigs: Vec<&str> = signatures.iter().map(String::as_str).collect();
+        let now = self.clock.now().timestamp();
+        let Some(secrets) = self.config.secrets.get(vendor) else {
+            warn!(vendor = %vendor, "webhook refused: no signing secret configured (WEBHOOK_SECRETS)");
+            return Err(format!("no {vendor} signing secret is configured"));
+        };
+        let mut why = String::new();
+        let verified = secrets.iter().any(|secret| match webhooks::verify(vendor, &sigs, body, secret, now) {
+            Ok(()) => true,
+            Err(e) => {
+                why = e;
+                false
+            }
+        });
+        if !verified {
+            warn!(vendor = %vendor, reason = %why, "webhook signature refused");
+            return Err(format!("the {vendor} webhook signature does not verify: {why}"));
+        }
+        Ok(())
+    }
+
     /// Answers one HTTP API request (payload format 2.0).
     pub async fn handle(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         let vendor = req.path_parameters.get("vendor").cloned().unwrap_or_default();
         let object = req.path_parameters.get("object").cloned().unwrap_or_default();
         let name = format!("{vendor}/{object}");
         let request_id = req.request_context.request_id.clone().unwrap_or_default();
-        let span = tracing::info_span!("ingest", mapping = %name, request_id = %request_id);
+        let iam_route = req.route_key.as_deref() == Some(IAM_ROUTE);
+        let span = tracing::info_span!("ingest", mapping = %name, request_id = %request_id, iam = iam_route);
         let _entered = span.enter();
         let Some(mapping) = self.mappings.mappings.get(&name) else {
             return refuse(404, "ResourceNotFoundException", format!("no mapping {name}"));
         };
-        if webhooks::header(&vendor).is_none() {
+        if iam_route {
+            // API Gateway checked the SigV4 signature and the caller's execute-api:Invoke on
+            // this path; without the identity it passes, the route is not IAM-authorized.
+            let caller = req.request_context.authorizer.as_ref().and_then(|a| a.iam.as_ref()).and_then(|i| i.user_arn.as_deref());
+            let Some(caller) = caller else {
+                warn!("ingest refused: no IAM identity (is the route's authorizer AWS_IAM?)");
+                return refuse(401, "MissingAuthenticationToken", "this route takes AWS credentials (SigV4)");
+            };
+            info!(caller = %caller, "caller authenticated by IAM");
+        } else if webhooks::header(&vendor).is_none() {
             return refuse(
                 404,
                 "ResourceNotFoundException",
@@ -195,26 +245,8 @@ impl Ingest {
         if body.len() > self.config.max_body {
             return refuse(413, "RequestEntityTooLarge", format!("the body is {} bytes, more than {}", body.len(), self.config.max_body));
         }
-        // The signature, before anything reads the payload.
-        let headers = &req.headers;
-        let signatures = webhooks::signatures(&vendor, |h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned));
-        let sigs: Vec<&str> = signatures.iter().map(String::as_str).collect();
-        let now = self.clock.now().timestamp();
-        let Some(secrets) = self.config.secrets.get(&vendor) else {
-            warn!(vendor = %vendor, "webhook refused: no signing secret configured (WEBHOOK_SECRETS)");
-            return refuse(401, "InvalidSignature", format!("no {vendor} signing secret is configured"));
-        };
-        let mut why = String::new();
-        let verified = secrets.iter().any(|secret| match webhooks::verify(&vendor, &sigs, &body, secret, now) {
-            Ok(()) => true,
-            Err(e) => {
-                why = e;
-                false
-            }
-        });
-        if !verified {
-            warn!(vendor = %vendor, reason = %why, "webhook signature refused");
-            return refuse(401, "InvalidSignature", format!("the {vendor} webhook signature does not verify: {why}"));
+        if !iam_route && let Err(why) = self.verify_signature(&vendor, &req.headers, &body) {
+            return refuse(401, "InvalidSignature", why);
         }
         if !self.config.sources.iter().any(|s| *s == mapping.emit.source) {
             return refuse(403, "AccessDeniedException", format!("{name} publishes {}, which this function may not", mapping.emit.source));

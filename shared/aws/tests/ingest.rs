@@ -1,6 +1,7 @@
 //! The AWS ingestion function (`functions/ingest`) against moto_server: a stage created
 //! from the template, real SDK clients, HTTP API requests as API Gateway delivers them
-//! (payload format 2.0). A vendor's signed webhook is verified before its payload is read,
+//! (payload format 2.0). A vendor payload posted with AWS credentials (the IAM route) needs
+//! the identity API Gateway passes, and no vendor signature. A vendor's signed webhook is verified before its payload is read,
 //! mapped by the repository's mapping files and published — the event reaches its step's
 //! queue through the template's rule; everything else is refused with its status and
 //! reason and publishes nothing; an unmappable payload is parked in the state table with its
@@ -109,8 +110,27 @@ impl Stage {
 /// An HTTP API request (payload format 2.0) as API Gateway passes it for the route
 /// `POST /v1/webhooks/{vendor}/{object}`.
 fn request(vendor: &str, object: &str, body: &[u8], headers: &[(&str, String)], base64: bool) -> ApiGatewayV2httpRequest {
+    request_on("webhooks", vendor, object, body, headers, base64)
+}
+
+/// The same for the `AWS_IAM`-authorized route `POST /v1/ingest/{vendor}/{object}`, with the
+/// identity API Gateway passes once it has verified the caller's SigV4 signature (`None`:
+/// the route was deployed without the authorizer).
+fn iam_request(vendor: &str, object: &str, body: &[u8], caller: Option<&str>) -> ApiGatewayV2httpRequest {
+    let mut v = serde_json::to_value(request_on("ingest", vendor, object, body, &[], false)).unwrap();
+    if let Some(arn) = caller {
+        v["requestContext"]["authorizer"] = json!({"iam": {
+            "accessKey": "ASIAEXAMPLEKEY000001", "accountId": "123456789012", "callerId": "AROAEXAMPLEROLE:flow-7",
+            "principalOrgId": null, "userArn": arn, "userId": "AROAEXAMPLEROLE:flow-7"
+        }});
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn request_on(route: &str, vendor: &str, object: &str, body: &[u8], headers: &[(&str, String)], base64: bool) -> ApiGatewayV2httpRequest {
     use base64::Engine as _;
-    let path = format!("/v1/webhooks/{vendor}/{object}");
+    let path = format!("/v1/{route}/{vendor}/{object}");
+    let route_key = format!("POST /v1/{route}/{{vendor}}/{{object}}");
     let mut h = serde_json::Map::new();
     h.insert("content-type".into(), json!("application/json"));
     for (k, v) in headers {
@@ -119,7 +139,7 @@ fn request(vendor: &str, object: &str, body: &[u8], headers: &[(&str, String)], 
     let body = if base64 { base64::engine::general_purpose::STANDARD.encode(body) } else { String::from_utf8(body.to_vec()).unwrap() };
     serde_json::from_value(json!({
         "version": "2.0",
-        "routeKey": "POST /v1/webhooks/{vendor}/{object}",
+        "routeKey": route_key,
         "rawPath": path,
         "rawQueryString": "",
         "headers": h,
@@ -127,7 +147,7 @@ fn request(vendor: &str, object: &str, body: &[u8], headers: &[(&str, String)], 
             "accountId": "123456789012", "apiId": "a1b2c3d4e5", "domainName": "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com",
             "domainPrefix": "a1b2c3d4e5",
             "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "54.187.174.169", "userAgent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"},
-            "requestId": format!("req-{}", uuid::Uuid::new_v4().simple()), "routeKey": "POST /v1/webhooks/{vendor}/{object}",
+            "requestId": format!("req-{}", uuid::Uuid::new_v4().simple()), "routeKey": route_key,
             "stage": "$default", "time": "04/Dec/2026:05:30:00 +0000", "timeEpoch": 1_796_362_200_000_i64
         },
         "pathParameters": {"vendor": vendor, "object": object},
@@ -274,4 +294,57 @@ async fn when_a_signed_webhook_cannot_be_mapped_should_answer_every_path_and_par
     assert!(!row.body.contains("pi_3Q_secret_do_not_keep"), "the client secret is redacted");
     assert!(row.reasons.iter().all(|r| r.code == "unmappable"));
     assert!(stage.drain("CashApplicationQueue").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_system_posts_a_vendor_payload_with_aws_credentials_should_map_it_without_a_vendor_signature_and_fail_closed_without_an_identity()
+ {
+    let stage = Stage::new().await;
+    // No webhook secret at all: the IAM route needs none.
+    let f = stage.function("", None);
+    let flow = "arn:aws:sts::123456789012:assumed-role/o2c-netsuite-flow/flow-7";
+
+    // NetSuite's invoice record from the firm's integration flow → ErpInvoicePosted on the
+    // reconciliation queue.
+    let body = example("netsuite/invoice");
+    let resp = f.handle(iam_request("netsuite", "invoice", &body, Some(flow))).await;
+    let answer = json_of(&resp);
+    assert_eq!((resp.status_code, answer["FailedEntryCount"].as_u64()), (200, Some(0)), "{answer}");
+    let delivered = stage.drain("ReconciliationQueue").await;
+    let reported: Vec<&Value> = delivered.iter().filter(|e| e["detail-type"] == "ErpInvoicePosted").collect();
+    assert_eq!(reported.len(), 1, "{delivered:?}");
+    assert_eq!(
+        (reported[0]["source"].as_str(), reported[0]["detail"]["payload"]["number"].as_str()),
+        (Some("o2c.erp"), Some("INV-MAN-0917"))
+    );
+    // The shipped sample of that request (what `scripts/lambda_smoke.sh` sends the bootstrap).
+    let shipped: ApiGatewayV2httpRequest =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("events/apigw/ingest.netsuite.invoice.json")).unwrap()).unwrap();
+    let resp = f.handle(shipped).await;
+    assert_eq!(resp.status_code, 200, "{}", json_of(&resp));
+    assert_eq!(stage.drain("ReconciliationQueue").await.iter().filter(|e| e["detail-type"] == "ErpInvoicePosted").count(), 1);
+    // S/4HANA's billing document, the same way.
+    let resp = f.handle(iam_request("s4hana", "billing-document", &example("s4hana/billing-document"), Some(flow))).await;
+    assert_eq!(resp.status_code, 200, "{}", json_of(&resp));
+    assert_eq!(stage.drain("ReconciliationQueue").await.iter().filter(|e| e["detail-type"] == "ErpInvoicePosted").count(), 1);
+
+    // Without the identity API Gateway adds (the route deployed without its authorizer):
+    // refused, nothing published.
+    let resp = f.handle(iam_request("netsuite", "invoice", &body, None)).await;
+    assert_eq!((resp.status_code, json_of(&resp)["ErrorCode"].as_str()), (401, Some("MissingAuthenticationToken")));
+    // The webhook route still takes only signing vendors: NetSuite cannot come in unsigned.
+    let resp = f.handle(request("netsuite", "invoice", &body, &[], false)).await;
+    assert_eq!(resp.status_code, 404, "{}", json_of(&resp));
+    // A function that may not publish ERP events refuses them on this route too.
+    let crm_only = stage.function("", Some("o2c.crm"));
+    let resp = crm_only.handle(iam_request("netsuite", "invoice", &body, Some(flow))).await;
+    assert_eq!((resp.status_code, json_of(&resp)["ErrorCode"].as_str()), (403, Some("AccessDeniedException")));
+    // Unmappable: 422 with its paths, parked, as on the webhook route.
+    let mut bad: Value = serde_json::from_slice(&body).unwrap();
+    bad.as_object_mut().unwrap().remove("custbody_o2c_engagement_id");
+    let resp = f.handle(iam_request("netsuite", "invoice", bad.to_string().as_bytes(), Some(flow))).await;
+    assert_eq!(resp.status_code, 422, "{}", json_of(&resp));
+    let parked = stage.store().rejections(10).await.unwrap();
+    assert!(parked.iter().any(|r| r.step == "ingest:netsuite/invoice"), "{parked:?}");
+    assert!(stage.drain("ReconciliationQueue").await.is_empty(), "nothing published by the refusals");
 }
