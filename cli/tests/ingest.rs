@@ -155,6 +155,18 @@ fn when_an_integrator_tries_a_mapping_should_print_the_entries_or_every_failing_
     assert!(text(&out.stderr).contains("require[1] (from $.StageName)") && out.stdout.is_empty(), "{}", text(&out.stderr));
     let out = run(&["map", "--mappings", repo("mappings").to_str().unwrap(), "--mapping", "nope/nope", bad_file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
+
+    // Publishing goes to an AWS stage only, and only a directory whose every file loads:
+    // refused before any AWS call (no credentials or endpoint needed to see it).
+    let out = run(&["map", "--mappings", repo("mappings").to_str().unwrap(), "--publish"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--target aws"), "{}", text(&out.stderr));
+    let broken = dir.path().join("mappings");
+    std::fs::create_dir_all(broken.join("netsuite")).unwrap();
+    std::fs::write(broken.join("netsuite/invoice.yaml"), "mapping: [").unwrap();
+    let out = run(&["map", "--mappings", broken.to_str().unwrap(), "--publish", "--target", "aws", "--stage", "nowhere"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("netsuite/invoice.yaml") && !text(&out.stdout).contains("published"), "{}", text(&out.stderr));
 }
 
 /// Posts `body` to `path` with only the vendor's signature header (no key).

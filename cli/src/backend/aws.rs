@@ -236,6 +236,20 @@ pub async fn load_reference_data(target: &Target, data: &ReferenceData) -> Resul
     Ok(ExitCode::SUCCESS)
 }
 
+/// Publishes mapping files (`(name, yaml)`, each already loaded) to a stage's state table.
+pub async fn publish_mappings(target: &Target, files: &[(String, String)]) -> Result<ExitCode> {
+    use o2c_app::clock::Clock as _;
+    let by = format!("o2c map --publish ({})", std::env::var("USER").unwrap_or_else(|_| "unknown user".into()));
+    let n = crate::progress::during("publishing mappings", async {
+        let aws = Aws::connect(target).await?;
+        Ok::<_, anyhow::Error>(aws.store.put_mappings(files, &by, o2c_app::clock::SystemClock.now()).await?)
+    })
+    .await?;
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    outln!("published {n} mapping(s) to stage {}: {}", target.stage, names.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Creates the template's resources for a stage and loads reference data.
 pub async fn bootstrap(target: &Target, data: &ReferenceData) -> Result<ExitCode> {
     let aws = Aws::connect(target).await?;

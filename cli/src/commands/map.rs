@@ -1,6 +1,8 @@
 //! `o2c map`: what a vendor payload becomes under a mapping — the canonical event(s), or
 //! the refusal with every failing path — without processing anything, so an integrator
-//! tests a mapping before switching it on. `o2c map --list` names the mappings.
+//! tests a mapping before switching it on. `o2c map --list` names the mappings;
+//! `o2c map --publish --target aws` switches them on in a stage without a rebuild (the
+//! ingestion function reads them within `MAPPINGS_REFRESH_SECONDS`), once every file loads.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,11 +18,18 @@ pub struct Args {
     #[arg(long, default_value = "mappings", value_name = "DIR")]
     mappings: PathBuf,
     /// The mapping (`vendor/object`, e.g. `salesforce/opportunity`).
-    #[arg(long, required_unless_present = "list")]
+    #[arg(long, required_unless_present_any = ["list", "publish"])]
     mapping: Option<String>,
     /// Name the mappings (with their version and what they map) and the files that do not load.
     #[arg(long, conflicts_with = "mapping")]
     list: bool,
+    /// Publish the mappings (every file, or `--mapping`'s) to an AWS stage (`--target aws`):
+    /// its ingestion function takes them without a rebuild. Nothing is published unless
+    /// every file loads.
+    #[arg(long, conflicts_with = "list")]
+    publish: bool,
+    #[command(flatten)]
+    target: crate::Target,
     /// Vendor payloads (JSON or XML, as the mapping reads).
     files: Vec<PathBuf>,
 }
@@ -34,6 +43,22 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             outln!("{:<36} v{:<3} {} / {}  {}", m.name, m.version, m.emit.source, m.emit.event_type.detail_type(), m.description);
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.publish {
+        if args.target.target != crate::TargetKind::Aws {
+            usage!("--publish writes to an AWS stage: add --target aws --stage NAME (`o2c serve` reads --mappings itself)");
+        }
+        let names: Vec<String> = match &args.mapping {
+            Some(n) if registry.get(n).is_none() => usage!("no mapping `{n}` in {}", args.mappings.display()),
+            Some(n) => vec![n.clone()],
+            None => registry.loaded().mappings.keys().cloned().collect(),
+        };
+        let mut files = Vec::with_capacity(names.len());
+        for n in names {
+            let path = args.mappings.join(format!("{n}.yaml"));
+            files.push((n, std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?));
+        }
+        return crate::backend::aws::publish_mappings(&args.target, &files).await;
     }
     let name = args.mapping.unwrap_or_default();
     let Some(mapping) = registry.get(&name) else {

@@ -32,7 +32,12 @@
 //! Configuration, read once at cold start: `EVENT_BUS_NAME`, `STATE_TABLE`,
 //! `WEBHOOK_SECRETS` (a JSON object, vendor → secret or list of secrets while one rolls;
 //! the template resolves it from Secrets Manager at deploy time), `INGEST_MAX_BODY_BYTES`,
-//! `INGEST_SOURCES`.
+//! `INGEST_SOURCES`, `MAPPINGS_REFRESH_SECONDS`.
+//!
+//! Mappings change without a rebuild: `o2c map --publish` writes checked mapping files to
+//! the stage's state table, and the function reads them at most every
+//! `MAPPINGS_REFRESH_SECONDS` (default 60), each replacing the compiled-in file of its name;
+//! a published set that does not load leaves the last good set in force.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,6 +67,9 @@ pub const IAM_ROUTE: &str = "POST /v1/ingest/{vendor}/{object}";
 /// webhook is far smaller.
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
 
+/// How often, by default, the mappings published to the stage are read (seconds).
+pub const DEFAULT_MAPPINGS_REFRESH_SECONDS: u64 = 60;
+
 /// The sources a mapped payload may publish by default: the source systems', never o2c's own.
 pub const DEFAULT_SOURCES: [&str; 5] = ["o2c.crm", "o2c.clm", "o2c.psa", "o2c.bank", "o2c.erp"];
 
@@ -78,6 +86,9 @@ pub struct IngestConfig {
     pub max_body: usize,
     /// `INGEST_SOURCES`.
     pub sources: Vec<String>,
+    /// `MAPPINGS_REFRESH_SECONDS`: how often the mappings published to the stage are read
+    /// (default 60; `off`: only the compiled-in set).
+    pub mappings_refresh: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -89,6 +100,7 @@ impl std::fmt::Debug for IngestConfig {
             .field("secrets_for", &self.secrets.keys().collect::<Vec<_>>())
             .field("max_body", &self.max_body)
             .field("sources", &self.sources)
+            .field("mappings_refresh", &self.mappings_refresh)
             .finish()
     }
 }
@@ -139,17 +151,49 @@ impl IngestConfig {
         let sources = get("INGEST_SOURCES")
             .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
             .unwrap_or_else(|| DEFAULT_SOURCES.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
-        if errs.is_empty() { Ok(Self { event_bus_name, state_table, secrets, max_body, sources }) } else { Err(ConfigError(errs)) }
+        let mappings_refresh = match get("MAPPINGS_REFRESH_SECONDS").as_deref().map(str::trim) {
+            None | Some("") => Some(std::time::Duration::from_secs(DEFAULT_MAPPINGS_REFRESH_SECONDS)),
+            Some("off") => None,
+            Some(v) => match v.parse() {
+                Ok(n) => Some(std::time::Duration::from_secs(n)),
+                Err(_) => {
+                    errs.push(format!("MAPPINGS_REFRESH_SECONDS=`{v}` is neither a whole number of seconds nor `off`"));
+                    None
+                }
+            },
+        };
+        if errs.is_empty() {
+            Ok(Self { event_bus_name, state_table, secrets, max_body, sources, mappings_refresh })
+        } else {
+            Err(ConfigError(errs))
+        }
     }
 }
 
 /// The function: mappings, configuration and clients, built once per execution environment.
 pub struct Ingest {
-    mappings: Loaded,
+    mappings: tokio::sync::Mutex<Mappings>,
     config: IngestConfig,
     publisher: EventBridgePublisher,
     store: DynamoStore,
     clock: Arc<dyn Clock>,
+}
+
+/// The mappings in force, and where newer ones come from.
+struct Mappings {
+    loaded: Arc<Loaded>,
+    /// Set by [`Ingest::with_published_mappings`].
+    live: Option<Live>,
+}
+
+/// Mapping files published to the stage's table (`o2c map --publish`) take over the
+/// compiled-in set without a rebuild: read at most every `every`, a set that does not load
+/// leaves the last good one in force.
+struct Live {
+    compiled: Vec<(String, String)>,
+    every: chrono::Duration,
+    checked_at: Option<chrono::DateTime<chrono::Utc>>,
+    published: Option<Vec<(String, String)>>,
 }
 
 /// A JSON answer.
@@ -171,12 +215,55 @@ fn refuse(status: u16, code: &str, message: impl Into<String>) -> ApiGatewayV2ht
 impl Ingest {
     /// The function over `mappings`, publishing with `publisher`, parking in `store`.
     pub fn new(mappings: Loaded, config: IngestConfig, publisher: EventBridgePublisher, store: DynamoStore, clock: Arc<dyn Clock>) -> Self {
+        let mappings = tokio::sync::Mutex::new(Mappings { loaded: Arc::new(mappings), live: None });
         Self { mappings, config, publisher, store, clock }
     }
 
-    /// The mappings in force.
-    pub fn mappings(&self) -> &Loaded {
-        &self.mappings
+    /// Also takes the mapping files published to the stage (`o2c map --publish`), read at
+    /// most every `every` (zero: on every request): a published file replaces the
+    /// compiled-in one of its name (`compiled`, `(name, yaml)`) or adds a mapping; a set that
+    /// does not load, or a table that cannot be read, leaves the last good set in force.
+    #[must_use]
+    pub fn with_published_mappings(self, compiled: Vec<(String, String)>, every: std::time::Duration) -> Self {
+        let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+        let live = Live { compiled, every, checked_at: None, published: None };
+        let loaded = self.mappings.into_inner().loaded;
+        Self { mappings: tokio::sync::Mutex::new(Mappings { loaded, live: Some(live) }), ..self }
+    }
+
+    /// The mappings in force (reading the published ones first when they are due).
+    pub async fn mappings(&self) -> Arc<Loaded> {
+        let mut m = self.mappings.lock().await;
+        let now = self.clock.now();
+        let Some(live) = m.live.as_mut() else { return m.loaded.clone() };
+        if live.checked_at.is_some_and(|t| now - t < live.every) {
+            return m.loaded.clone();
+        }
+        live.checked_at = Some(now);
+        let published = match self.store.mapping_files().await {
+            Ok(files) => files,
+            Err(e) => {
+                warn!(error = %e, "the published mappings cannot be read; the ones in force stay");
+                return m.loaded.clone();
+            }
+        };
+        if live.published.as_ref() == Some(&published) {
+            return m.loaded.clone();
+        }
+        let mut set: BTreeMap<&str, &str> = live.compiled.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        set.extend(published.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+        match Loaded::from_sources(set) {
+            Ok(loaded) => {
+                info!(published = published.len(), mappings = loaded.mappings.len(), "published mappings in force");
+                live.published = Some(published);
+                m.loaded = Arc::new(loaded);
+            }
+            Err(problems) => {
+                warn!(problems = %problems, "the published mappings do not load; the last good set stays in force");
+                live.published = Some(published);
+            }
+        }
+        m.loaded.clone()
     }
 
     /// The vendor's webhook signature over `body`, checked before anything reads the payload;
@@ -213,7 +300,8 @@ impl Ingest {
         let iam_route = req.route_key.as_deref() == Some(IAM_ROUTE);
         let span = tracing::info_span!("ingest", mapping = %name, request_id = %request_id, iam = iam_route);
         let _entered = span.enter();
-        let Some(mapping) = self.mappings.mappings.get(&name) else {
+        let mappings = self.mappings().await;
+        let Some(mapping) = mappings.mappings.get(&name) else {
             return refuse(404, "ResourceNotFoundException", format!("no mapping {name}"));
         };
         if iam_route {
@@ -292,7 +380,13 @@ pub async fn run(mappings: &[(&str, &str)]) -> Result<(), lambda_runtime::Error>
     let publisher = EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&sdk), config.event_bus_name.clone());
     let tables = Tables { state: config.state_table.clone(), idempotency: String::new() };
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables);
-    let ingest = Arc::new(Ingest::new(loaded, config, publisher, store, Arc::new(o2c_app::clock::SystemClock)));
+    let refresh = config.mappings_refresh;
+    let mut ingest = Ingest::new(loaded, config, publisher, store, Arc::new(o2c_app::clock::SystemClock));
+    if let Some(every) = refresh {
+        let compiled = mappings.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
+        ingest = ingest.with_published_mappings(compiled, every);
+    }
+    let ingest = Arc::new(ingest);
     lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<ApiGatewayV2httpRequest>| {
         let ingest = ingest.clone();
         async move { Ok::<_, std::convert::Infallible>(ingest.handle(event.payload).await) }
@@ -320,14 +414,27 @@ mod tests {
         assert_eq!(c.secrets["stripe"], vec!["whsec_old", "whsec_new"]);
         assert_eq!(c.secrets["docusign"], vec!["dshmac"]);
         assert_eq!((c.max_body, c.sources.len()), (DEFAULT_MAX_BODY, DEFAULT_SOURCES.len()));
+        assert_eq!(c.mappings_refresh, Some(std::time::Duration::from_secs(DEFAULT_MAPPINGS_REFRESH_SECONDS)));
+        let off =
+            IngestConfig::from_lookup(env(&[("EVENT_BUS_NAME", "b"), ("STATE_TABLE", "t"), ("MAPPINGS_REFRESH_SECONDS", "off")])).unwrap();
+        assert_eq!(off.mappings_refresh, None);
         assert!(c.sources.iter().any(|s| s == "o2c.erp"), "ERPs report their invoices");
         assert!(!format!("{c:?}").contains("whsec"), "secrets never in a debug print");
-        let err =
-            IngestConfig::from_lookup(env(&[("WEBHOOK_SECRETS", r#"{"hubspot": "x", "stripe": ""}"#), ("INGEST_MAX_BODY_BYTES", "lots")]))
-                .unwrap_err();
+        let err = IngestConfig::from_lookup(env(&[
+            ("WEBHOOK_SECRETS", r#"{"hubspot": "x", "stripe": ""}"#),
+            ("INGEST_MAX_BODY_BYTES", "lots"),
+            ("MAPPINGS_REFRESH_SECONDS", "hourly"),
+        ]))
+        .unwrap_err();
         let text = err.to_string();
-        for want in ["EVENT_BUS_NAME is not set", "STATE_TABLE is not set", "`hubspot`", "WEBHOOK_SECRETS[stripe]", "INGEST_MAX_BODY_BYTES"]
-        {
+        for want in [
+            "EVENT_BUS_NAME is not set",
+            "STATE_TABLE is not set",
+            "`hubspot`",
+            "WEBHOOK_SECRETS[stripe]",
+            "INGEST_MAX_BODY_BYTES",
+            "`hourly`",
+        ] {
             assert!(text.contains(want), "{want} not in {text}");
         }
         assert!(!text.contains("whsec"));

@@ -32,6 +32,12 @@ fn repo() -> PathBuf {
 
 /// The repository's mappings, as `functions/ingest/build.rs` compiles them in.
 fn mappings() -> Loaded {
+    let texts = mapping_files();
+    Loaded::from_sources(texts.iter().map(|(n, t)| (n.as_str(), t.as_str()))).unwrap()
+}
+
+/// The repository's mapping files, `(name, yaml)`.
+fn mapping_files() -> Vec<(String, String)> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
@@ -45,11 +51,10 @@ fn mappings() -> Loaded {
     let root = repo().join("mappings");
     let mut files = Vec::new();
     walk(&root, &mut files);
-    let texts: Vec<(String, String)> = files
+    files
         .iter()
         .map(|f| (f.strip_prefix(&root).unwrap().with_extension("").to_string_lossy().into_owned(), std::fs::read_to_string(f).unwrap()))
-        .collect();
-    Loaded::from_sources(texts.iter().map(|(n, t)| (n.as_str(), t.as_str()))).unwrap()
+        .collect()
 }
 
 fn example(name: &str) -> Vec<u8> {
@@ -347,4 +352,55 @@ async fn when_a_system_posts_a_vendor_payload_with_aws_credentials_should_map_it
     let parked = stage.store().rejections(10).await.unwrap();
     assert!(parked.iter().any(|r| r.step == "ingest:netsuite/invoice"), "{parked:?}");
     assert!(stage.drain("ReconciliationQueue").await.is_empty(), "nothing published by the refusals");
+}
+
+async fn post_to(f: &Ingest, body: &str, caller: &str) -> ApiGatewayV2httpResponse {
+    f.handle(iam_request("netsuite", "invoice", body.as_bytes(), Some(caller))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_mapping_is_published_to_the_stage_should_take_over_without_a_rebuild_and_a_broken_one_should_leave_the_last_good_in_force()
+{
+    let stage = Stage::new().await;
+    let compiled = mapping_files();
+    let live = stage.function("", None).with_published_mappings(compiled.clone(), std::time::Duration::ZERO);
+    let flow = "arn:aws:sts::123456789012:assumed-role/o2c-netsuite-flow/flow-7";
+    // A new French subsidiary (internal id 9): the compiled-in value map does not know it.
+    let mut doc: Value = serde_json::from_slice(&example("netsuite/invoice")).unwrap();
+    doc["subsidiary"] = json!({"id": "9", "refName": "Northwind Partners SAS"});
+    let body = doc.to_string();
+    let resp = post_to(&live, &body, flow).await;
+    assert_eq!(resp.status_code, 422, "{}", json_of(&resp));
+
+    // The integrator publishes version 2 with the subsidiary: in force from the next request.
+    let original = &compiled.iter().find(|(n, _)| n == "netsuite/invoice").unwrap().1;
+    let v2 = original.replace("version: 1", "version: 2").replace("    \"5\": LE-SG-01\n", "    \"5\": LE-SG-01\n    \"9\": LE-DE-01\n");
+    assert_ne!(&v2, original);
+    let store = stage.store();
+    store.put_mappings(&[("netsuite/invoice".to_owned(), v2)], "U-INT-01", SystemClock.now()).await.unwrap();
+    let resp = post_to(&live, &body, flow).await;
+    let answer = json_of(&resp);
+    assert_eq!((resp.status_code, answer["Version"].as_u64()), (200, Some(2)), "{answer}");
+    assert_eq!(live.mappings().await.mappings["netsuite/invoice"].version, 2);
+    // Every other mapping is still the compiled-in one.
+    assert_eq!(live.mappings().await.mappings.len(), compiled.len());
+
+    // A broken publication (not YAML; a file named for another mapping) leaves version 2 in force.
+    store.put_mappings(&[("netsuite/invoice".to_owned(), "mapping: [".to_owned())], "U-INT-01", SystemClock.now()).await.unwrap();
+    let resp = post_to(&live, &body, flow).await;
+    assert_eq!((resp.status_code, json_of(&resp)["Version"].as_u64()), (200, Some(2)), "the last good set stays");
+    store
+        .put_mappings(
+            &[("netsuite/invoice".to_owned(), original.replace("mapping: netsuite/invoice", "mapping: sap/invoice"))],
+            "U-INT-01",
+            SystemClock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(json_of(&post_to(&live, &body, flow).await)["Version"].as_u64(), Some(2));
+
+    // A function with only its compiled-in set never sees the table.
+    let compiled_only = stage.function("", None);
+    assert_eq!(post_to(&compiled_only, &body, flow).await.status_code, 422);
+    stage.drain("ReconciliationQueue").await;
 }

@@ -290,6 +290,7 @@ impl DynamoStore {
 }
 
 mod idempotency;
+mod mappings;
 mod reference;
 mod rejections;
 mod state;
