@@ -48,16 +48,22 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         if args.target.target != crate::TargetKind::Aws {
             usage!("--publish writes to an AWS stage: add --target aws --stage NAME (`o2c serve` reads --mappings itself)");
         }
+        if !args.files.is_empty() {
+            usage!("--publish takes no payload files (map them without --publish first)");
+        }
         let names: Vec<String> = match &args.mapping {
             Some(n) if registry.get(n).is_none() => usage!("no mapping `{n}` in {}", args.mappings.display()),
             Some(n) => vec![n.clone()],
             None => registry.loaded().mappings.keys().cloned().collect(),
         };
+        // Each file read once, and exactly that text checked and published.
         let mut files = Vec::with_capacity(names.len());
         for n in names {
-            let path = args.mappings.join(format!("{n}.yaml"));
+            let path = ["yaml", "yml"].iter().map(|ext| args.mappings.join(format!("{n}.{ext}"))).find(|p| p.is_file());
+            let Some(path) = path else { anyhow::bail!("{n}: its file is gone from {}", args.mappings.display()) };
             files.push((n, std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?));
         }
+        o2c_mapping::registry::Loaded::from_sources(files.iter().map(|(n, t)| (n.as_str(), t.as_str()))).map_err(anyhow::Error::msg)?;
         return crate::backend::aws::publish_mappings(&args.target, &files).await;
     }
     let name = args.mapping.unwrap_or_default();

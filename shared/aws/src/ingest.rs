@@ -36,8 +36,9 @@
 //!
 //! Mappings change without a rebuild: `o2c map --publish` writes checked mapping files to
 //! the stage's state table, and the function reads them at most every
-//! `MAPPINGS_REFRESH_SECONDS` (default 60), each replacing the compiled-in file of its name;
-//! a published set that does not load leaves the last good set in force.
+//! `MAPPINGS_REFRESH_SECONDS` (default 60), each replacing the compiled-in file of its name
+//! when its `version` is higher (a deployment that bumps the version takes over again); a
+//! published file that does not load leaves that name's last good version in force.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -187,14 +188,20 @@ struct Mappings {
 }
 
 /// Mapping files published to the stage's table (`o2c map --publish`) take over the
-/// compiled-in set without a rebuild: read at most every `every`, a set that does not load
-/// leaves the last good one in force.
+/// compiled-in set without a rebuild: read at most every `every`; a published file is taken
+/// when its `version` is above the compiled file's of that name (so a deployment with a newer
+/// version wins again), and one that does not load leaves that name's last good in force.
 struct Live {
-    compiled: Vec<(String, String)>,
+    compiled: Arc<Loaded>,
     every: chrono::Duration,
     checked_at: Option<chrono::DateTime<chrono::Utc>>,
     published: Option<Vec<(String, String)>>,
+    /// The last good published mapping of each name.
+    good: BTreeMap<String, Arc<o2c_mapping::Mapping>>,
 }
+
+/// How long a request waits for the published mappings before going on with those in force.
+const PUBLISHED_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A JSON answer.
 fn answer(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
@@ -220,14 +227,15 @@ impl Ingest {
     }
 
     /// Also takes the mapping files published to the stage (`o2c map --publish`), read at
-    /// most every `every` (zero: on every request): a published file replaces the
-    /// compiled-in one of its name (`compiled`, `(name, yaml)`) or adds a mapping; a set that
-    /// does not load, or a table that cannot be read, leaves the last good set in force.
+    /// most every `every` (zero: on every request): a published file replaces the compiled-in
+    /// one of its name when its version is higher, or adds a mapping; a file that does not
+    /// load keeps that name's last good version, and a table that cannot be read (within
+    /// a second) leaves the mappings in force.
     #[must_use]
-    pub fn with_published_mappings(self, compiled: Vec<(String, String)>, every: std::time::Duration) -> Self {
+    pub fn with_published_mappings(self, every: std::time::Duration) -> Self {
         let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
-        let live = Live { compiled, every, checked_at: None, published: None };
         let loaded = self.mappings.into_inner().loaded;
+        let live = Live { compiled: loaded.clone(), every, checked_at: None, published: None, good: BTreeMap::new() };
         Self { mappings: tokio::sync::Mutex::new(Mappings { loaded, live: Some(live) }), ..self }
     }
 
@@ -240,29 +248,47 @@ impl Ingest {
             return m.loaded.clone();
         }
         live.checked_at = Some(now);
-        let published = match self.store.mapping_files().await {
-            Ok(files) => files,
-            Err(e) => {
+        let published = match tokio::time::timeout(PUBLISHED_READ_TIMEOUT, self.store.mapping_files()).await {
+            Ok(Ok(files)) => files,
+            Ok(Err(e)) => {
                 warn!(error = %e, "the published mappings cannot be read; the ones in force stay");
+                return m.loaded.clone();
+            }
+            Err(_) => {
+                warn!("the published mappings took over a second to read; the ones in force stay");
                 return m.loaded.clone();
             }
         };
         if live.published.as_ref() == Some(&published) {
             return m.loaded.clone();
         }
-        let mut set: BTreeMap<&str, &str> = live.compiled.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
-        set.extend(published.iter().map(|(n, t)| (n.as_str(), t.as_str())));
-        match Loaded::from_sources(set) {
-            Ok(loaded) => {
-                info!(published = published.len(), mappings = loaded.mappings.len(), "published mappings in force");
-                live.published = Some(published);
-                m.loaded = Arc::new(loaded);
+        let mut set = live.compiled.mappings.clone();
+        let mut taken = Vec::new();
+        for (name, text) in &published {
+            match Loaded::from_sources([(name.as_str(), text.as_str())]) {
+                Ok(one) => {
+                    if let Some(mapping) = one.mappings.get(name) {
+                        live.good.insert(name.clone(), mapping.clone());
+                    }
+                }
+                Err(problems) => {
+                    warn!(mapping = %name, problems = %problems, "a published mapping does not load; its last good version stays")
+                }
             }
-            Err(problems) => {
-                warn!(problems = %problems, "the published mappings do not load; the last good set stays in force");
-                live.published = Some(published);
+            let Some(good) = live.good.get(name) else { continue };
+            match live.compiled.mappings.get(name) {
+                Some(c) if c.version >= good.version => {
+                    info!(mapping = %name, published = good.version, deployed = c.version, "the deployed mapping is as new: the published one is not taken");
+                }
+                _ => {
+                    taken.push(format!("{name} v{}", good.version));
+                    set.insert(name.clone(), good.clone());
+                }
             }
         }
+        info!(taken = %taken.join(", "), "published mappings read");
+        live.published = Some(published);
+        m.loaded = Arc::new(Loaded { mappings: set, problems: Vec::new() });
         m.loaded.clone()
     }
 
@@ -383,8 +409,7 @@ pub async fn run(mappings: &[(&str, &str)]) -> Result<(), lambda_runtime::Error>
     let refresh = config.mappings_refresh;
     let mut ingest = Ingest::new(loaded, config, publisher, store, Arc::new(o2c_app::clock::SystemClock));
     if let Some(every) = refresh {
-        let compiled = mappings.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
-        ingest = ingest.with_published_mappings(compiled, every);
+        ingest = ingest.with_published_mappings(every);
     }
     let ingest = Arc::new(ingest);
     lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<ApiGatewayV2httpRequest>| {

@@ -165,11 +165,13 @@ pub fn foreign_invoices(invoices: &[&InvoiceDoc], seen: &Observed) -> Vec<String
     seen.invoices.iter().filter(|(n, r)| r.is_some() && !issued_by_o2c(invoices, n)).map(|(n, _)| n.clone()).collect()
 }
 
-/// Whether o2c gave an invoice the number `number`, whatever became of it since: posted,
-/// being posted (the number is claimed before the ERP call, and an ERP may report the
-/// invoice before o2c records the posting), or refused and voided after an ambiguous call.
+/// Whether `number` is o2c's invoice, posted or being posted (the number is claimed before
+/// the ERP call, and an ERP may report the invoice before o2c records the posting). A number
+/// o2c voided, or whose posting failed, is not: the ERP holding it open is a break (an
+/// ambiguous call that did post, then rebilled under a new number).
 pub fn issued_by_o2c(invoices: &[&InvoiceDoc], number: &str) -> bool {
-    invoices.iter().any(|i| i.number.as_deref() == Some(number))
+    use crate::invoicing::InvoiceStatus::{Approved, Posted};
+    invoices.iter().any(|i| i.number.as_deref() == Some(number) && matches!(i.status, Posted | Approved))
 }
 
 /// The foreign invoice numbers a run keeps: the ones it found the ERP holding or could not
@@ -308,9 +310,22 @@ pub fn compare(
             if let Some(r) = record
                 && !issued_by_o2c(invoices, number)
             {
-                checked.push(format!("erp invoice {number} (not issued by o2c)"));
                 let mut c = Cmp { system: System::Erp, object: format!("invoice {number}"), out: &mut out };
-                c.eq("issued_by_o2c", "yes".to_owned(), format!("no (ERP id {}, total {}, due {})", r.erp_invoice_id, r.total, r.due_date));
+                match invoices.iter().find(|i| i.number.as_deref() == Some(number.as_str())) {
+                    // o2c gave up this number (voided, or its posting failed) yet the ERP holds it.
+                    Some(i) => {
+                        checked.push(format!("erp invoice {number} ({} in o2c)", i.status.as_str()));
+                        c.eq("status", i.status.as_str().to_owned(), format!("open (ERP id {}, total {})", r.erp_invoice_id, r.total));
+                    }
+                    None => {
+                        checked.push(format!("erp invoice {number} (not issued by o2c)"));
+                        c.eq(
+                            "issued_by_o2c",
+                            "yes".to_owned(),
+                            format!("no (ERP id {}, total {}, due {})", r.erp_invoice_id, r.total, r.due_date),
+                        );
+                    }
+                }
             }
             continue;
         };

@@ -8,24 +8,43 @@ use super::*;
 /// The partition the published mappings share.
 const PK: &str = "MAPPINGS";
 
+/// DynamoDB's limit of items in one `TransactWriteItems`.
+const MAX_TRANSACT_ITEMS: usize = 100;
+
 impl DynamoStore {
     /// Publishes mapping files (`(name, yaml)`), each replacing the stage's version of that
-    /// name; `by` and `at` are recorded with it. The caller checked that they load.
+    /// name; `by` and `at` are recorded with it. The caller checked that they load. All or
+    /// nothing in one transaction (`TransactWriteItems` takes at most 100 items: more files
+    /// are refused rather than published in parts).
     pub async fn put_mappings(&self, files: &[(String, String)], by: &str, at: chrono::DateTime<chrono::Utc>) -> Result<usize, O2cError> {
-        for (name, text) in files {
-            self.counts.write();
-            self.client
-                .put_item()
-                .table_name(&self.tables.state)
-                .item("PK", s(PK))
-                .item("SK", s(name.clone()))
-                .item("text", s(text.clone()))
-                .item("published_by", s(by))
-                .item("published_at", s(at.to_rfc3339()))
-                .send()
-                .await
-                .map_err(dep)?;
+        if files.len() > MAX_TRANSACT_ITEMS {
+            return Err(O2cError::Validation(vec![o2c_domain::events::Issue::new(
+                "files",
+                "too_many",
+                format!(
+                    "{} mapping files: one publication takes at most {MAX_TRANSACT_ITEMS} (publish them with --mapping in groups)",
+                    files.len()
+                ),
+            )]));
         }
+        let mut puts = Vec::with_capacity(files.len());
+        for (name, text) in files {
+            let item = HashMap::from([
+                ("PK".to_owned(), s(PK)),
+                ("SK".to_owned(), s(name.clone())),
+                ("text".to_owned(), s(text.clone())),
+                ("published_by".to_owned(), s(by)),
+                ("published_at".to_owned(), s(at.to_rfc3339())),
+            ]);
+            let put =
+                Put::builder().table_name(&self.tables.state).set_item(Some(item)).build().map_err(|e| O2cError::Bug(e.to_string()))?;
+            puts.push(TransactWriteItem::builder().put(put).build());
+        }
+        if puts.is_empty() {
+            return Ok(0);
+        }
+        self.counts.write();
+        self.client.transact_write_items().set_transact_items(Some(puts)).send().await.map_err(dep)?;
         Ok(files.len())
     }
 

@@ -138,6 +138,12 @@ impl WorkflowStep for Reconciliation {
         let stored = done.others.reconciliation(&eng.engagement_id);
         let (foreign, carried) = carry_foreign(kept, stored.map_or(&[][..], |r| &r.foreign_invoices), &read, &invoices);
         let newer = stored.is_some_and(|r| r.at > ctx.now);
+        // A run that started later already wrote its report: it stands, with any foreign
+        // invoice this run found that it does not name.
+        let merged = stored.filter(|_| newer).and_then(|r| {
+            let (numbers, added) = carry_foreign(r.foreign_invoices.clone(), &foreign, &[], &invoices);
+            added.then(|| ReconciliationReport { foreign_invoices: numbers, ..r.clone() })
+        });
         let report = ReconciliationReport {
             engagement_id: eng.engagement_id.clone(),
             run_id,
@@ -175,8 +181,10 @@ impl WorkflowStep for Reconciliation {
             // An operator who waived (or resolved) these very differences keeps them closed;
             // a different set of differences raises it again.
             let settled = eng.exceptions.iter().any(|x| x.exception_id == exception_id && !x.open && x.message == message);
+            // A stale run speaks only for a foreign invoice the newer report did not name.
+            let stale = newer && merged.is_none();
             let changed = with_engagement(Some(eng), |e| {
-                if !settled {
+                if !settled && !stale {
                     events.extend(raise_or_refresh(
                         e,
                         ctx,
@@ -200,16 +208,10 @@ impl WorkflowStep for Reconciliation {
             }
         }
         let mut d = decision(ctx, &eng.engagement_id, changed, events, action, summary);
-        // A run that started later already wrote its report: keep the newer one, with any
-        // foreign invoice this run found that it does not name.
-        match stored {
-            Some(r) if newer => {
-                let (foreign, added) = carry_foreign(r.foreign_invoices.clone(), &report.foreign_invoices, &[], &invoices);
-                if added {
-                    d = d.with(AggregateBody::Reconciliation(ReconciliationReport { foreign_invoices: foreign, ..r.clone() }));
-                }
-            }
-            _ => d = d.with(AggregateBody::Reconciliation(report)),
+        if let Some(m) = merged {
+            d = d.with(AggregateBody::Reconciliation(m));
+        } else if !newer {
+            d = d.with(AggregateBody::Reconciliation(report));
         }
         d.metrics = metrics;
         Ok(Next::Done(d))
