@@ -273,8 +273,11 @@ fn when_a_certinia_timecard_is_mapped_should_record_the_approved_time_on_the_act
 
 /// Every queue of the served runtime empty (its DLQs aside): what was posted is processed.
 /// Globex's story from the sample events up to the posting of its first invoice,
-/// LE-DE-01-000001 (EUR 139,286.88, due 2027-03-31), into database `d`.
-fn run_story_to_first_posting(d: &str) {
+/// LE-DE-01-000001 (EUR 139,286.88, due 2027-03-31), in a new database (with its directory).
+fn story_to_first_posting() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o2c.db");
+    let d = db.to_str().unwrap();
     let samples: Vec<String> = [
         "OpportunityClosedWon",
         "ContractApproved",
@@ -290,6 +293,7 @@ fn run_story_to_first_posting(d: &str) {
     .collect();
     let ran = run(&[&["run", "--db", d][..], &samples.iter().map(String::as_str).collect::<Vec<_>>()].concat());
     assert!(ran.status.success(), "{}", text(&ran.stderr));
+    (dir, db)
 }
 
 fn drained(server: &Server) -> bool {
@@ -402,11 +406,9 @@ fn when_dynamics_and_salesforce_change_data_capture_close_deals_should_activate_
 
 #[test]
 fn when_stripe_reports_an_invoice_paid_should_apply_the_payment_to_the_posted_invoice_and_book_it_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("o2c.db");
-    let d = db.to_str().unwrap();
     // The story up to the posting of LE-DE-01-000001 (EUR 139,286.88, due 2027-03-31).
-    run_story_to_first_posting(d);
+    let (_dir, db) = story_to_first_posting();
+    let d = db.to_str().unwrap();
     let receivables = || json_out(&["receivables", "--db", d, "--as-of", "2027-04-30", "--legal-entity", "LE-DE-01", "--json"]);
     let invoice = |r: &Value| r["customers"][0]["receivables"]["invoices"]["INV-ENG-0068d00000GLBX01-1"].clone();
     assert_eq!(invoice(&receivables())["total"], json!({"amount": "139286.88", "currency": "EUR"}));
@@ -459,11 +461,9 @@ fn when_stripe_reports_an_invoice_paid_should_apply_the_payment_to_the_posted_in
 
 #[test]
 fn when_the_erp_reports_invoices_should_reconcile_the_engagement_against_what_the_erp_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("o2c.db");
+    // The story up to the posting of LE-DE-01-000001 (EUR 139,286.88, due 2027-03-31).
+    let (_dir, db) = story_to_first_posting();
     let d = db.to_str().unwrap();
-    // The story up to the posting of LE-DE-01-000001 in the ERP.
-    run_story_to_first_posting(d);
     let erp = add_key(&db, "s4hana", &["--source", "o2c.erp", "--detail-type", "ErpInvoicePosted"]);
     let crm = add_key(&db, "salesforce", &["--source", "o2c.crm", "--detail-type", "OpportunityClosedWon"]);
     let server = Server::start_with(&db, &["--mappings", repo("mappings").to_str().unwrap()]);

@@ -17,7 +17,7 @@ use o2c_app::clock::{Clock, SystemClock};
 use o2c_app::ports::RejectionStore;
 use o2c_aws::dynamo::DynamoStore;
 use o2c_aws::eventbridge::EventBridgePublisher;
-use o2c_aws::ingest::{Ingest, IngestConfig};
+use o2c_aws::ingest::{IAM_ROUTE, Ingest, IngestConfig, WEBHOOK_ROUTE};
 use o2c_aws::resources::{Deployed, create};
 use o2c_mapping::registry::Loaded;
 use o2c_mapping::webhooks::sign;
@@ -115,14 +115,14 @@ impl Stage {
 /// An HTTP API request (payload format 2.0) as API Gateway passes it for the route
 /// `POST /v1/webhooks/{vendor}/{object}`.
 fn request(vendor: &str, object: &str, body: &[u8], headers: &[(&str, String)], base64: bool) -> ApiGatewayV2httpRequest {
-    request_on("webhooks", vendor, object, body, headers, base64)
+    request_on(WEBHOOK_ROUTE, vendor, object, body, headers, base64)
 }
 
 /// The same for the `AWS_IAM`-authorized route `POST /v1/ingest/{vendor}/{object}`, with the
 /// identity API Gateway passes once it has verified the caller's SigV4 signature (`None`:
 /// the route was deployed without the authorizer).
 fn iam_request(vendor: &str, object: &str, body: &[u8], caller: Option<&str>) -> ApiGatewayV2httpRequest {
-    let mut v = serde_json::to_value(request_on("ingest", vendor, object, body, &[], false)).unwrap();
+    let mut v = serde_json::to_value(request_on(IAM_ROUTE, vendor, object, body, &[], false)).unwrap();
     if let Some(arn) = caller {
         v["requestContext"]["authorizer"] = json!({"iam": {
             "accessKey": "ASIAEXAMPLEKEY000001", "accountId": "123456789012", "callerId": "AROAEXAMPLEROLE:flow-7",
@@ -132,10 +132,17 @@ fn iam_request(vendor: &str, object: &str, body: &[u8], caller: Option<&str>) ->
     serde_json::from_value(v).unwrap()
 }
 
-fn request_on(route: &str, vendor: &str, object: &str, body: &[u8], headers: &[(&str, String)], base64: bool) -> ApiGatewayV2httpRequest {
+/// A request on `route_key` (`POST /v1/…/{vendor}/{object}`), its path filled in.
+fn request_on(
+    route_key: &str,
+    vendor: &str,
+    object: &str,
+    body: &[u8],
+    headers: &[(&str, String)],
+    base64: bool,
+) -> ApiGatewayV2httpRequest {
     use base64::Engine as _;
-    let path = format!("/v1/{route}/{vendor}/{object}");
-    let route_key = format!("POST /v1/{route}/{{vendor}}/{{object}}");
+    let path = route_key.trim_start_matches("POST ").replace("{vendor}", vendor).replace("{object}", object);
     let mut h = serde_json::Map::new();
     h.insert("content-type".into(), json!("application/json"));
     for (k, v) in headers {

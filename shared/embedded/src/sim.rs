@@ -632,6 +632,16 @@ impl Erp for Simulators {
 }
 
 /// What the ERP checks on an invoice before posting it.
+/// Stores `inv` in the ERP simulator under `number` and ERP document id `id`.
+pub(crate) fn insert_invoice(tx: &Connection, number: &str, id: &str, inv: &InvoiceDoc, at: &str) -> Result<(), O2cError> {
+    tx.exec(
+        "INSERT INTO sim_invoices (number, invoice_id, erp_invoice_id, legal_entity_id, total, currency, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![number, inv.invoice_id, id, inv.legal_entity_id, inv.total.amount.to_string(), inv.currency.code(), serde_json::to_string(inv).map_err(row_err)?, at],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
 fn validate_invoice(inv: &InvoiceDoc, customers: &BTreeSet<String>) -> Result<(), ConnectorError> {
     let bad = |code: &str, m: String| Err(permanent(System::Erp, 400, code, m));
     if !customers.contains(&inv.erp_customer_id) {
@@ -668,12 +678,19 @@ impl Simulators {
                 return Ok(Err(permanent(System::Erp, 400, "USER_ERROR", format!("Invoice {} has no number", inv.invoice_id))));
             }
             if let Some((id, existing)) = tx
-                .row("SELECT erp_invoice_id, invoice_id FROM sim_invoices WHERE number = ?1", params![number], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .row("SELECT erp_invoice_id, invoice_id FROM sim_invoices WHERE number = ?1", params![number], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
                 .optional()
                 .map_err(db_err)?
             {
                 if existing != inv.invoice_id {
-                    return Ok(Err(permanent(System::Erp, 409, "DUP_TRAN_ID", format!("Invoice number {number} is already used by {existing}"))));
+                    return Ok(Err(permanent(
+                        System::Erp,
+                        409,
+                        "DUP_TRAN_ID",
+                        format!("Invoice number {number} is already used by {existing}"),
+                    )));
                 }
                 return Ok(Ok((ExternalObject { id, created: false, status: ObjectStatus::Active }, "existing")));
             }
@@ -686,15 +703,25 @@ impl Simulators {
                 .map_err(db_err)?;
             match project.as_deref() {
                 Some("active") => {}
-                Some(status) => return Ok(Err(permanent(System::Erp, 400, "INVALID_RCRD_STATE", format!("Project {} is {status}", inv.erp_project_id)))),
-                None => return Ok(Err(permanent(System::Erp, 404, "RCRD_DSNT_EXIST", format!("Project {} does not exist", inv.erp_project_id)))),
+                Some(status) => {
+                    return Ok(Err(permanent(
+                        System::Erp,
+                        400,
+                        "INVALID_RCRD_STATE",
+                        format!("Project {} is {status}", inv.erp_project_id),
+                    )));
+                }
+                None => {
+                    return Ok(Err(permanent(
+                        System::Erp,
+                        404,
+                        "RCRD_DSNT_EXIST",
+                        format!("Project {} does not exist", inv.erp_project_id),
+                    )));
+                }
             }
             let id = format!("INV{:07}", next_number(tx, "invoice")?);
-            tx.exec(
-                "INSERT INTO sim_invoices (number, invoice_id, erp_invoice_id, legal_entity_id, total, currency, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![number, inv.invoice_id, id, inv.legal_entity_id, inv.total.amount.to_string(), inv.currency.code(), serde_json::to_string(&inv).map_err(row_err)?, at],
-            )
-            .map_err(db_err)?;
+            insert_invoice(tx, &number, &id, &inv, at)?;
             Ok(Ok((ExternalObject { id, created: true, status: ObjectStatus::Active }, "created")))
         })
         .await

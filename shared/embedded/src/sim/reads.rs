@@ -168,24 +168,17 @@ impl Simulators {
         self.db
             .call(move |c| {
                 let tx = crate::db::atomic(c)?;
-                let n = tx
-                    .exec(
-                        "INSERT INTO sim_invoices (number, invoice_id, erp_invoice_id, legal_entity_id, total, currency, body, created_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
-                        params![
-                            inv.number.clone().unwrap_or_default(),
-                            inv.invoice_id,
-                            id,
-                            inv.legal_entity_id,
-                            inv.total.amount.to_string(),
-                            inv.currency.code(),
-                            serde_json::to_string(&inv).map_err(row_err)?,
-                            at
-                        ],
-                    )
+                let number = inv.number.clone().unwrap_or_default();
+                let taken: Option<String> = tx
+                    .row("SELECT number FROM sim_invoices WHERE number = ?1", params![number], |r| r.get(0))
+                    .optional()
                     .map_err(db_err)?;
+                if taken.is_some() {
+                    return Ok(false);
+                }
+                super::insert_invoice(&tx, &number, &id, &inv, &at)?;
                 tx.commit()?;
-                Ok(n == 1)
+                Ok(true)
             })
             .await
     }
