@@ -47,6 +47,16 @@ disk
 step "sam local invoke of every shipped SQS event (skips, saying so, without Docker)"
 scripts/sam_local.sh
 
+step "headless browser for the console tests (Debian's chromium and chromedriver)"
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+chromium --version
+# The console's browser test fails rather than skips when they are missing here.
+export O2C_REQUIRE_BROWSER=1
+
 step "tests (unit, contract, embedded flows, CLI, emulator-backed AWS adapters)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast

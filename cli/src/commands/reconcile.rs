@@ -104,7 +104,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 
 /// The latest report of `one` engagement, or of every one; with `run`, only that run's
 /// reports count — the engagements without one are returned apart.
-async fn reports<S: EngagementStore>(store: &S, one: Option<&str>, run: Option<&str>) -> Result<(Vec<ReconciliationReport>, Vec<String>)> {
+pub async fn reports<S: EngagementStore>(
+    store: &S,
+    one: Option<&str>,
+    run: Option<&str>,
+) -> Result<(Vec<ReconciliationReport>, Vec<String>)> {
     let ids: Vec<String> = match one {
         Some(e) => vec![e.to_owned()],
         None => {

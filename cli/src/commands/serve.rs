@@ -46,6 +46,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 mod auth;
+mod console;
 mod limits;
 
 struct AppState {
@@ -53,6 +54,8 @@ struct AppState {
     gate: Arc<auth::Gate>,
     /// Vendor payload mappings (`--mappings`), when the directory exists.
     mappings: Option<o2c_mapping::Registry>,
+    /// Reference data (the console's legal entities).
+    reference: ReferenceData,
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -416,7 +419,7 @@ async fn serve_embedded(
     rate_limit: u32,
     mappings: Option<o2c_mapping::Registry>,
 ) -> Result<ExitCode> {
-    let rt = Runtime::builder(&db, reference).template(template).open().await?;
+    let rt = Runtime::builder(&db, reference.clone()).template(template).open().await?;
     if o2c_embedded::access::active_keys(rt.db()).await? == 0 {
         eprintln!(
             "o2c serve: no API key is active, so every request but /healthz is refused (401): create one with \
@@ -427,7 +430,7 @@ async fn serve_embedded(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = rt.start(stop_rx);
     let gate = Arc::new(auth::Gate::new(rt.db().clone(), limits, rate_limit));
-    let state = Arc::new(AppState { rt: rt.clone(), gate: gate.clone(), mappings });
+    let state = Arc::new(AppState { rt: rt.clone(), gate: gate.clone(), mappings, reference });
     let app = Router::new()
         .route("/v1/events", post(put_events))
         .route("/v1/ingest/{*mapping}", post(ingest))
@@ -443,13 +446,14 @@ async fn serve_embedded(
         .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.json", get(openapi_json))
         .route("/openapi.yaml", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML) }))
+        .merge(console::routes())
         .layer(axum::middleware::from_fn_with_state(gate, auth::gate))
         // Outermost: what the gate recorded is committed with the answer too.
         .layer(axum::middleware::from_fn_with_state(state.clone(), committed))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    outln!("o2c serve: listening on http://{local} (db {}); POST /v1/events", db.display());
+    outln!("o2c serve: listening on http://{local} (db {}); POST /v1/events; console http://{local}/console", db.display());
     info!(addr = %local, db = %db.display(), "serving");
     limits::serve(listener, app, limits, shutdown_signal()).await?;
     // Let in-flight batches finish; anything unfinished is redelivered on the next start.

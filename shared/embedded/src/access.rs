@@ -444,6 +444,55 @@ pub async fn refusals(db: &Db, limit: usize) -> Result<Refusals, O2cError> {
     .await
 }
 
+/// One thing an operator did through the console, by whom (the key's name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorAction {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The operator: the key's name.
+    pub actor: String,
+    /// The key's id.
+    pub key_id: String,
+    /// `login`, `logout`, `exception.resolve`, `dlq.redrive`, …
+    pub action: String,
+    /// What it acted on (an exception id, a queue), when anything.
+    pub object: Option<String>,
+    /// What came of it (the event id published, messages moved, a refusal).
+    pub outcome: String,
+    /// The client's address.
+    pub remote: Option<String>,
+}
+
+/// How many operator actions are kept (the oldest beyond go; the count covers all).
+pub const ACTIONS_KEPT: i64 = 100_000;
+
+/// Records an operator action.
+pub async fn record_action(db: &Db, mut a: OperatorAction) -> Result<(), O2cError> {
+    a.action = shown(&a.action, 64);
+    a.object = a.object.map(|o| shown(&o, 128));
+    a.outcome = shown(&a.outcome, 1024);
+    db.call(move |c| {
+        let body = serde_json::to_string(&a).map_err(row_err)?;
+        c.exec("INSERT INTO access_actions (at, body) VALUES (?1, ?2)", params![a.at.to_rfc3339(), body]).map_err(db_err)?;
+        let seq = c.last_insert_rowid();
+        c.exec("DELETE FROM access_actions WHERE seq <= ?1", params![seq - ACTIONS_KEPT]).map_err(db_err)?;
+        Ok(())
+    })
+    .await
+}
+
+/// The latest `limit` operator actions, newest first.
+pub async fn actions(db: &Db, limit: usize) -> Result<Vec<OperatorAction>, O2cError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    db.call(move |c| {
+        let mut stmt = c.prepare_cached("SELECT body FROM access_actions ORDER BY seq DESC LIMIT ?1").map_err(db_err)?;
+        let bodies =
+            stmt.query_map(params![limit], |r| r.get::<_, String>(0)).map_err(db_err)?.collect::<Result<Vec<_>, _>>().map_err(db_err)?;
+        bodies.iter().map(|b| serde_json::from_str(b).map_err(row_err)).collect()
+    })
+    .await
+}
+
 /// How many keys are active (`serve` warns at start when none is).
 pub async fn active_keys(db: &Db) -> Result<u64, O2cError> {
     db.call(|c| {

@@ -251,6 +251,14 @@ CREATE TABLE access_webhooks (
 ) WITHOUT ROWID;
 CREATE INDEX access_webhooks_by_vendor ON access_webhooks(vendor);
 "#,
+    // What operators did through the console (`o2c serve`'s `/console`), by whom.
+    r#"
+CREATE TABLE access_actions (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    at              TEXT NOT NULL,
+    body            TEXT NOT NULL
+);
+"#,
 ];
 
 /// Statements through the connection's statement cache, so the hot path parses each SQL

@@ -39,6 +39,7 @@ use o2c_embedded::db::Db;
 use o2c_embedded::webhooks;
 use tracing::{error, warn};
 
+use super::console::session::Sessions;
 use super::limits::{self, Limits};
 
 /// What the gate knows and keeps.
@@ -50,6 +51,8 @@ pub struct Gate {
     buckets: Mutex<HashMap<String, Bucket>>,
     /// Refusals of requests without a valid key, per client address.
     strangers: Mutex<HashMap<std::net::IpAddr, Bucket>>,
+    /// The console's signed-in browsers.
+    pub sessions: Sessions,
 }
 
 /// Refusals recorded per second per address before a key is known.
@@ -66,7 +69,8 @@ struct Bucket {
 pub struct Caller {
     /// The key's record.
     pub credential: Credential,
-    remote: Option<SocketAddr>,
+    /// The client's address.
+    pub remote: Option<SocketAddr>,
     method: Method,
     path: String,
 }
@@ -81,6 +85,11 @@ pub struct DeniedEntry {
 }
 
 impl Caller {
+    /// The caller of a console sign-in, before its session exists.
+    pub fn console(credential: Credential, remote: Option<SocketAddr>, method: Method, path: &str) -> Self {
+        Self { credential, remote, method, path: path.to_owned() }
+    }
+
     /// Every entry outside the caller's grants (EventBridge's `events:source` condition
     /// refuses the whole request likewise).
     pub fn check_entries(&self, entries: &[PutEventsEntry]) -> Vec<DeniedEntry> {
@@ -100,7 +109,14 @@ impl Caller {
 impl Gate {
     /// A gate over `db`'s keys.
     pub fn new(db: Db, limits: Limits, default_rate: u32) -> Self {
-        Self { db, limits, default_rate: default_rate.max(1), buckets: Mutex::new(HashMap::new()), strangers: Mutex::new(HashMap::new()) }
+        Self {
+            db,
+            limits,
+            default_rate: default_rate.max(1),
+            buckets: Mutex::new(HashMap::new()),
+            strangers: Mutex::new(HashMap::new()),
+            sessions: Sessions::default(),
+        }
     }
 
     /// Takes `n` tokens from the key's bucket, or says how long until there are.
@@ -111,7 +127,7 @@ impl Gate {
     }
 
     /// Whether a refusal of a request without a valid key from `remote` is recorded.
-    fn record_stranger(&self, remote: Option<SocketAddr>) -> bool {
+    pub fn record_stranger(&self, remote: Option<SocketAddr>) -> bool {
         // (Also the budget for recording rate refusals of known keys.)
         let Some(ip) = remote.map(|r| r.ip()) else { return true };
         let Ok(mut strangers) = self.strangers.lock() else { return true };
@@ -188,6 +204,17 @@ pub struct Who<'a> {
 }
 
 impl<'a> Who<'a> {
+    /// A request with a valid key that is refused anyway (a console sign-in with a
+    /// publishing key).
+    pub fn known(c: &'a Credential, remote: Option<SocketAddr>, method: &'a Method, path: &'a str) -> Self {
+        Self { credential: Some(c), key_id: None, remote, method, path }
+    }
+
+    /// A request whose caller is not known (yet): a console sign-in.
+    pub fn stranger(remote: Option<SocketAddr>, key_id: Option<String>, method: &'a Method, path: &'a str) -> Self {
+        Self { credential: None, key_id, remote, method, path }
+    }
+
     /// The authenticated caller.
     pub fn caller(c: &'a Caller) -> Self {
         Self { credential: Some(&c.credential), key_id: None, remote: c.remote, method: &c.method, path: &c.path }
@@ -264,9 +291,44 @@ pub async fn gate(State(g): State<Arc<Gate>>, mut req: Request, next: Next) -> R
         req.extensions_mut().insert(Caller { credential, remote, method: method.clone(), path: path.clone() });
         return next.run(req).await;
     }
-    let credential = match access::authenticate(&g.db, presented(&req)).await {
+    // The console: its sign-in page and stylesheet are public; every other page presents
+    // the key its session signed in with, to the same checks as the API's.
+    let console = path == "/console" || path.starts_with("/console/");
+    if console && super::console::public(&path) {
+        // The sign-in form is small, and a slow one is cut off like any body.
+        return match limits::read_body(req, super::console::PUBLIC_MAX_BODY, g.limits.body_timeout).await {
+            Ok(req) => next.run(req).await,
+            Err(refused) => g.refuse(who(None, None), refused, None).await,
+        };
+    }
+    let session = if console {
+        match g.sessions.find(req.headers()) {
+            Some(s) => Some(s),
+            None => return super::console::to_login(),
+        }
+    } else {
+        None
+    };
+    let key = match &session {
+        Some(s) => Some(s.key.clone()),
+        None => presented(&req).map(str::to_owned),
+    };
+    let credential = match access::authenticate(&g.db, key.as_deref()).await {
         Err(e) => return super::internal(e),
         Ok(Ok(c)) => c,
+        Ok(Err(denied)) if console => {
+            // The key was revoked since sign-in: the session ends, the refusal is recorded.
+            if let Some(s) = &session {
+                g.sessions.remove(&s.token);
+            }
+            let credential = match &denied {
+                Denied::Revoked { credential, .. } => Some(credential.as_ref().clone()),
+                _ => None,
+            };
+            let refused = (StatusCode::UNAUTHORIZED, denied.code(), format!("console session ended: {denied}"));
+            let _ = g.refuse(who(credential.as_ref(), None), refused, None).await;
+            return super::console::to_login();
+        }
         Ok(Err(denied)) => {
             let (credential, key_id) = match &denied {
                 Denied::Revoked { credential, .. } => (Some(credential.as_ref().clone()), None),
@@ -314,6 +376,9 @@ pub async fn gate(State(g): State<Arc<Gate>>, mut req: Request, next: Next) -> R
     }
     let max = credential.grants.max_body.map_or(g.limits.max_body, |m| usize::try_from(m).unwrap_or(usize::MAX).min(g.limits.max_body));
     req.extensions_mut().insert(Caller { credential: credential.clone(), remote, method: method.clone(), path: path.clone() });
+    if let Some(s) = session {
+        req.extensions_mut().insert(s);
+    }
     match limits::read_body(req, max, g.limits.body_timeout).await {
         Ok(req) => next.run(req).await,
         // An unreadable body is the client's error, not a refusal of the caller.

@@ -1,0 +1,161 @@
+//! What did not go through: parked messages (rejected with every reason, kept for repair),
+//! each queue's depth, and the dead letters with the failure recorded on each — with a
+//! redrive per dead-letter queue.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::{Extension, Form};
+use maud::{Markup, html};
+use o2c_app::ports::{RejectedMessage, RejectionStore};
+use o2c_embedded::bus::QueueMessage;
+use serde::Deserialize;
+
+use super::layout::{at, badge, csrf};
+use super::session::{Flash, Session};
+use super::{AppState, Viewer, after, audit, check_csrf, failed, render};
+use crate::commands::serve::auth::Caller;
+
+const SECTION: &str = "/console/queues";
+
+/// One queue and, for a dead-letter queue, its messages.
+struct QueueView {
+    name: String,
+    visible: u64,
+    in_flight: u64,
+    dead_letter: bool,
+    source: Option<String>,
+    messages: Vec<QueueMessage>,
+}
+
+/// `GET /console/queues`.
+pub async fn page(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    let v = Viewer::from(caller, session);
+    let title = "Parked messages and dead letters";
+    let parked = match s.rt.store().rejections(200).await {
+        Ok(p) => p,
+        Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    let topo = s.rt.topology();
+    let mut queues = Vec::new();
+    for name in topo.queues.keys() {
+        let d = match s.rt.bus().depth(name).await {
+            Ok(d) => d,
+            Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
+        };
+        let dead_letter = topo.is_dlq(name);
+        let messages = if dead_letter && d.visible + d.in_flight > 0 {
+            match s.rt.bus().list(name, 100).await {
+                Ok(m) => m,
+                Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
+            }
+        } else {
+            Vec::new()
+        };
+        let source = topo.source_of_dlq(name).map(|q| q.logical_id.clone());
+        queues.push(QueueView { name: name.clone(), visible: d.visible, in_flight: d.in_flight, dead_letter, source, messages });
+    }
+    render(&s, &v, title, SECTION, view(&parked, &queues, &v.session))
+}
+
+fn view(parked: &[RejectedMessage], queues: &[QueueView], session: &Session) -> Markup {
+    html! {
+        h2 { "Parked (rejected with their reasons)" }
+        @if parked.is_empty() {
+            p #no-parked { "Nothing parked." }
+        } @else {
+            table #parked {
+                caption { (parked.len()) " parked message(s), latest first; repair and resend with " code { "o2c resubmit" } }
+                thead { tr { th scope="col" { "Rejected" } th scope="col" { "Step" } th scope="col" { "Event" } th scope="col" { "Engagement" } th scope="col" { "Deliveries" } th scope="col" { "Every reason" } } }
+                tbody {
+                    @for p in parked {
+                        tr {
+                            td { (at(p.last_rejected_at.unwrap_or(p.rejected_at))) }
+                            td { (p.step) }
+                            td { (p.detail_type.as_deref().unwrap_or("—")) " " code { (p.event_id.as_deref().unwrap_or("")) } }
+                            td { @if let Some(e) = &p.engagement_id { a href={ "/console/engagements/" (e) } { (e) } } @else { "—" } }
+                            td.num { (p.deliveries) }
+                            td { ul { @for i in &p.reasons { li { code { (i.field) } " [" (i.code) "] " (i.message) } } } }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Queues" }
+        table #queues {
+            thead { tr { th scope="col" { "Queue" } th.num scope="col" { "Visible" } th.num scope="col" { "In flight" } th scope="col" { "Kind" } th scope="col" { "" } } }
+            tbody {
+                @for q in queues {
+                    tr {
+                        td { (q.name) }
+                        td.num { (q.visible) }
+                        td.num { (q.in_flight) }
+                        td { @if q.dead_letter { (badge("dead-letter")) } @else { "work" } }
+                        td {
+                            @if q.dead_letter && q.visible > 0 {
+                                form method="post" action={ (SECTION) "/" (q.name) "/redrive" } aria-label={ "Redrive " (q.name) } {
+                                    (csrf(session))
+                                    button type="submit" { "Redrive " (q.visible) " to " (q.source.as_deref().unwrap_or("the bus")) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @for q in queues.iter().filter(|q| !q.messages.is_empty()) {
+            h2 { "Dead letters in " (q.name) }
+            table.dead-letters {
+                thead { tr { th scope="col" { "Sent" } th scope="col" { "Event" } th.num scope="col" { "Receives" } th scope="col" { "Last failure" } } }
+                tbody {
+                    @for m in &q.messages {
+                        tr {
+                            td { (at(m.sent_at)) }
+                            td { (m.detail_type.as_deref().unwrap_or("—")) " " code { (m.event_id.as_deref().unwrap_or("")) } }
+                            td.num { (m.receive_count) }
+                            td { (m.last_error.as_deref().unwrap_or("—")) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The redrive form.
+#[derive(Deserialize)]
+pub struct RedriveForm {
+    csrf: String,
+}
+
+/// How many messages one redrive moves at most.
+const REDRIVE_AT_MOST: usize = 1000;
+
+/// `POST /console/queues/{queue}/redrive`.
+pub async fn redrive(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+    Path(queue): Path<String>,
+    Form(f): Form<RedriveForm>,
+) -> Response {
+    let v = Viewer::from(caller, session);
+    if let Err(r) = check_csrf(&s, &v, &f.csrf).await {
+        return r;
+    }
+    if !s.rt.topology().is_dlq(&queue) {
+        return after(&s, &v, SECTION, Flash { error: true, text: format!("{queue} is not a dead-letter queue") });
+    }
+    let flash = match s.rt.bus().redrive(&queue, REDRIVE_AT_MOST).await {
+        Ok(n) => Flash { error: false, text: format!("Redrove {n} message(s) from {queue}") },
+        Err(e) => Flash { error: true, text: format!("Cannot redrive {queue}: {e}") },
+    };
+    audit(&s, &v, "dlq.redrive", Some(&queue), &flash.text).await;
+    after(&s, &v, SECTION, flash)
+}

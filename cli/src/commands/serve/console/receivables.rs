@@ -1,0 +1,125 @@
+//! Receivables: each customer's open balance, unapplied cash, ageing and overdue
+//! invoices; DSO per legal entity and firm-wide (the count-back method of
+//! `o2c receivables`); the ageing buckets as a chart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::NaiveDate;
+use maud::{Markup, html};
+use o2c_app::ports::EngagementStore;
+use o2c_domain::aggregate::AggregateKind;
+use o2c_domain::receivables::{AGEING_BUCKETS, Receivables};
+use rust_decimal::Decimal;
+
+use super::charts::{Bar, bars};
+use super::session::Session;
+use super::{AppState, Viewer, failed, render};
+use crate::commands::serve::auth::Caller;
+
+const SECTION: &str = "/console/receivables";
+
+/// Every customer's receivables in the legal entities of the reference data.
+pub async fn all<S: EngagementStore>(store: &S, entities: impl Iterator<Item = String>) -> Result<Vec<Receivables>, o2c_app::O2cError> {
+    let mut all = Vec::new();
+    for le in entities {
+        all.extend(store.load_all(AggregateKind::Receivables, &le).await?.all_receivables().into_iter().cloned());
+    }
+    all.sort_by(|a, b| (&a.legal_entity_id, &a.customer_id).cmp(&(&b.legal_entity_id, &b.customer_id)));
+    Ok(all)
+}
+
+/// `GET /console/receivables`.
+pub async fn page(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    let v = Viewer::from(caller, session);
+    let title = "Receivables";
+    let as_of = s.rt.db().clock().now().date_naive();
+    match all(s.rt.store(), s.reference.legal_entities.keys().cloned()).await {
+        Ok(rs) => render(&s, &v, title, SECTION, view(&rs, as_of)),
+        Err(e) => failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+fn amounts(m: &BTreeMap<&'static str, Decimal>) -> String {
+    let parts: Vec<String> = m.iter().filter(|(_, v)| !v.is_zero()).map(|(c, v)| format!("{c} {v}")).collect();
+    if parts.is_empty() { "0".into() } else { parts.join(", ") }
+}
+
+fn days(m: &BTreeMap<&'static str, Decimal>) -> String {
+    if m.is_empty() {
+        return "—".into();
+    }
+    m.iter().map(|(c, v)| format!("{v} days ({c})")).collect::<Vec<_>>().join(", ")
+}
+
+/// The ageing buckets summed over customers, one series per currency.
+pub fn ageing_bars(rs: &[Receivables], as_of: NaiveDate) -> Vec<Bar> {
+    let mut sums: BTreeMap<&'static str, [Decimal; 5]> = BTreeMap::new();
+    for r in rs {
+        for (cur, b) in r.ageing(as_of) {
+            let e = sums.entry(cur).or_default();
+            for (i, v) in b.iter().enumerate() {
+                e[i] += *v;
+            }
+        }
+    }
+    AGEING_BUCKETS
+        .iter()
+        .enumerate()
+        .map(|(i, label)| Bar { label: (*label).to_owned(), parts: sums.iter().map(|(c, b)| ((*c).to_owned(), b[i])).collect() })
+        .collect()
+}
+
+fn view(rs: &[Receivables], as_of: NaiveDate) -> Markup {
+    let mut by_entity: BTreeMap<&str, Vec<&Receivables>> = BTreeMap::new();
+    for r in rs {
+        by_entity.entry(r.legal_entity_id.as_str()).or_default().push(r);
+    }
+    let firm = Receivables::dso_of(&rs.iter().collect::<Vec<_>>(), as_of);
+    html! {
+        p { "As of " (as_of) "." }
+        @if rs.is_empty() {
+            p #empty { "No receivables (nothing posted, no payment received)." }
+        } @else {
+            dl.facts #dso {
+                dt { "DSO firm-wide" } dd { (days(&firm)) }
+                @for (le, group) in &by_entity {
+                    dt { "DSO " (le) } dd { (days(&Receivables::dso_of(group, as_of))) }
+                }
+            }
+            (bars("ageing-chart", "Open receivables by age", "Open receivables summed per ageing bucket, per currency", "open", &ageing_bars(rs, as_of)))
+            table #receivables {
+                caption { "Per customer" }
+                thead { tr {
+                    th scope="col" { "Legal entity" } th scope="col" { "Customer" } th.num scope="col" { "Open" } th.num scope="col" { "Unapplied cash" }
+                    @for b in AGEING_BUCKETS { th.num scope="col" { (b) } }
+                    th scope="col" { "DSO" } th scope="col" { "Overdue invoices" }
+                } }
+                tbody {
+                    @for r in rs {
+                        @let ageing = r.ageing(as_of);
+                        tr {
+                            td { (r.legal_entity_id) }
+                            td { (r.customer_id) }
+                            td.num { (amounts(&r.balance())) }
+                            td.num { (amounts(&r.unapplied())) }
+                            @for i in 0..AGEING_BUCKETS.len() {
+                                td.num { (amounts(&ageing.iter().map(|(c, b)| (*c, b[i])).collect())) }
+                            }
+                            td { (days(&Receivables::dso_of(&[r], as_of))) }
+                            td { (r.overdue(as_of).iter().map(|i| i.number.as_str()).collect::<Vec<_>>().join(", ")) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
