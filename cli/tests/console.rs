@@ -56,6 +56,36 @@ impl Drop for Driver {
     }
 }
 
+/// `chromedriver` and `chromium`, or `None` (the test skips, saying so) unless
+/// `O2C_REQUIRE_BROWSER=1`.
+fn tools() -> Option<(PathBuf, PathBuf)> {
+    let found = which("chromedriver").zip(which("chromium").or_else(|| which("chromium-browser")));
+    if found.is_none() {
+        assert!(
+            std::env::var("O2C_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "O2C_REQUIRE_BROWSER=1 but chromedriver or chromium is missing"
+        );
+        eprintln!("SKIPPED: chromedriver and chromium are not installed (scripts/test.sh installs them)");
+    }
+    found
+}
+
+/// A headless Chromium session.
+async fn browser(driver: &Path, chromium: &Path) -> (Driver, Client) {
+    let driver = Driver::start(driver);
+    let caps = serde_json::json!({"goog:chromeOptions": {
+        "binary": chromium,
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1100"],
+    }});
+    let caps = caps.as_object().unwrap().clone();
+    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a browser session");
+    (driver, c)
+}
+
 /// `o2c serve` on a free port; its address.
 struct Serve {
     child: Child,
@@ -142,6 +172,17 @@ async fn accessible(c: &Client) {
     assert!(!c.source().await.unwrap().contains("<script"), "pages carry no script");
 }
 
+/// A `GET` outside the browser naming `host`; the status.
+fn get_as_host(base: &str, path: &str, host: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
 /// A form posted outside the browser with the session's cookie.
 fn post_form(base: &str, path: &str, cookie: &str, body: &str) -> u16 {
     use std::io::{Read, Write};
@@ -182,14 +223,7 @@ fn crm_line(db: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_an_operator_works_a_planted_failure_in_the_console_should_refuse_the_causer_then_resolve_and_sync_the_crm() {
-    let (Some(driver), Some(chromium)) = (which("chromedriver"), which("chromium").or_else(|| which("chromium-browser"))) else {
-        assert!(
-            std::env::var("O2C_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "O2C_REQUIRE_BROWSER=1 but chromedriver or chromium is missing"
-        );
-        eprintln!("SKIPPED: chromedriver and chromium are not installed (scripts/test.sh installs them)");
-        return;
-    };
+    let Some((driver, chromium)) = tools() else { return };
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("o2c.db");
     let db = db_path.to_str().unwrap();
@@ -200,17 +234,7 @@ async fn when_an_operator_works_a_planted_failure_in_the_console_should_refuse_t
     let publisher = add_key(&db_path, "crm-prod", &["--source", "o2c.crm", "--detail-type", "OpportunityClosedWon"]);
     let server = Serve::start(&db_path);
     let base = server.base.clone();
-    let driver = Driver::start(&driver);
-    let caps = serde_json::json!({"goog:chromeOptions": {
-        "binary": chromium,
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1100"],
-    }});
-    let caps = caps.as_object().unwrap().clone();
-    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a browser session");
+    let (_driver, c) = browser(&driver, &chromium).await;
 
     // No session: every page leads to the sign-in form; bad and non-operator keys are refused on it.
     c.goto(&format!("{base}/console/exceptions")).await.unwrap();
@@ -304,4 +328,136 @@ async fn when_an_operator_works_a_planted_failure_in_the_console_should_refuse_t
     assert!(c.current_url().await.unwrap().path().ends_with("/console/login"), "a revoked key's session ends");
     c.close().await.unwrap();
     drop(server);
+}
+
+/// A background `o2c` process, killed when dropped.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `o2c ARGS` in the background; the first line of its output holding `marker`.
+fn background(args: &[&str], marker: &str) -> (Background, String) {
+    use std::io::BufRead;
+    let mut child = o2c().args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("o2c starts");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "o2c {args:?} ended before printing {marker}");
+        if line.contains(marker) {
+            break;
+        }
+    }
+    // Keep draining what it prints, so a full pipe never blocks it.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (Background(child), line.trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_console_serves_a_stage_should_show_its_tables_and_act_as_the_callers_aws_identity_on_loopback_only() {
+    let Some((driver, chromium)) = tools() else { return };
+    std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL must point at moto_server (scripts/test.sh)");
+    let stage = format!("console{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let sims = dir.path().join("sims.db");
+    let sims = sims.to_str().unwrap();
+    let out = run(&["bootstrap", "--stage", &stage]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (_sim, line) = background(&["sim", "serve", "--db", sims, "--addr", "127.0.0.1:0"], "PSA http://");
+    let sim = line.split("PSA ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().trim_end_matches("/psa").to_owned();
+    // The ERP refuses the project: provisioning fails and raises an exception on the stage.
+    let fault = ["sim", "fault", "--db", sims, "--system", "erp", "--operation", "create_project", "--kind", "rejected"];
+    assert!(run(&[&fault[..], &["--code", "INVALID_KEY_OR_REF", "--message", "Invalid customer reference"]].concat()).status.success());
+    let urls = [format!("{sim}/psa"), format!("{sim}/erp"), format!("{sim}/crm"), format!("{sim}/tax")];
+    let serve = [
+        "serve",
+        "--target",
+        "aws",
+        "--stage",
+        &stage,
+        "--addr",
+        "127.0.0.1:0",
+        "--psa-url",
+        &urls[0],
+        "--erp-url",
+        &urls[1],
+        "--crm-url",
+        &urls[2],
+        "--tax-url",
+        &urls[3],
+    ];
+    let (_serve, line) = background(&serve, "/console/login?token=");
+    assert!(line.contains(" as moto (arn:aws:sts::"), "the console acts as the caller's AWS identity: {line}");
+    let link = line.split_whitespace().last().unwrap().to_owned();
+    let base = link.split("/console").next().unwrap().to_owned();
+    let samples = ["OpportunityClosedWon", "ContractApproved"].map(|s| repo(&format!("events/samples/{s}.v1.json")));
+    let out = run(&["send", "--target", "aws", "--stage", &stage, samples[0].to_str().unwrap(), samples[1].to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let case = loop {
+        let out = run(&["exceptions", "list", "--target", "aws", "--stage", &stage, "--json"]);
+        let cases: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(id) = cases[0]["exception_id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no exception on the stage: {}", text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(500));
+    };
+
+    // Only the printed link signs in, and only under a loopback host name.
+    assert_eq!(get_as_host(&base, "/console/login?token=0000", "127.0.0.1"), 401);
+    let path = link.trim_start_matches(&base);
+    assert_eq!(get_as_host(&base, path, "evil.example:80"), 421, "a rebinding page's Host is refused");
+    let (_driver, c) = browser(&driver, &chromium).await;
+    c.goto(&format!("{base}/console/exceptions")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/console/login"));
+    c.goto(&link).await.unwrap();
+    assert_eq!(text_of(&c, "#operator").await, "moto");
+    assert!(text_of(&c, "footer").await.contains(&format!("stage {stage} on AWS")));
+    c.goto(&format!("{base}/console/exceptions")).await.unwrap();
+    let row = text_of(&c, "#cases tbody tr").await;
+    assert!(row.contains("provisioning_failed") && row.contains(&case), "{row}");
+    accessible(&c).await;
+    shot(&c, "aws-exception-queue").await;
+    follow(&c, "#cases tbody tr td a").await;
+    c.find(Locator::Css("form[aria-label=Comment] textarea"))
+        .await
+        .unwrap()
+        .send_keys("Customer reference corrected in the ERP")
+        .await
+        .unwrap();
+    follow(&c, "form[aria-label=Comment] button").await;
+    let flash = text_of(&c, "#flash").await;
+    assert!(flash.contains("comment: done"), "{flash}");
+    c.find(Locator::Css("#resolve-reason")).await.unwrap().send_keys("Project created by hand in the ERP").await.unwrap();
+    follow(&c, "#resolve").await;
+    let flash = text_of(&c, "#flash").await;
+    assert!(flash.contains("the case is resolved"), "{flash}");
+    c.goto(&format!("{base}/console/exceptions")).await.unwrap();
+    assert_eq!(text_of(&c, "#empty").await, "No exception matches.");
+    for page in ["", "/engagements", "/queues", "/reconciliation", "/receivables"] {
+        c.goto(&format!("{base}/console{page}")).await.unwrap();
+        assert!(c.find(Locator::Css("main h1")).await.is_ok(), "{page} renders over the stage");
+        accessible(&c).await;
+    }
+    c.close().await.unwrap();
+
+    // What the stage's table holds: the actions, by the AWS identity.
+    let out = run(&["exceptions", "show", &case, "--target", "aws", "--stage", &stage, "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["status"], "resolved", "{shown}");
+    let by_moto: Vec<&str> =
+        shown["history"].as_array().unwrap().iter().filter(|h| h["actor"] == "moto").filter_map(|h| h["action"].as_str()).collect();
+    assert!(by_moto.contains(&"commented") && by_moto.contains(&"resolved"), "{shown}");
+
+    // The console alone, for a stage whose functions run in Lambda: no pollers, same link.
+    let (_alone, line) = background(&["serve", "--target", "aws", "--stage", &stage, "--addr", "127.0.0.1:0", "--console-only"], "token=");
+    let link = line.split_whitespace().last().unwrap().to_owned();
+    let base = link.split("/console").next().unwrap().to_owned();
+    assert_eq!(get_as_host(&base, link.trim_start_matches(&base), "localhost"), 303, "the link opens a session");
 }

@@ -112,7 +112,7 @@ struct Substitutions(Vec<(String, String)>);
 impl Substitutions {
     fn new(stage: &str) -> Self {
         let mut s = vec![("--stage dev".to_owned(), format!("--stage {stage}")), ("--stage local".to_owned(), format!("--stage {stage}l"))];
-        for port in ["4010", "4020", "5000"] {
+        for port in ["4010", "4011", "4020", "5000"] {
             s.push((format!("127.0.0.1:{port}"), format!("127.0.0.1:{}", free_port())));
         }
         Self(s)

@@ -49,7 +49,18 @@ impl Aws {
         Ok(Self { stage: target.stage.clone(), sdk, topo, store })
     }
 
-    async fn deployed(&self) -> Result<Deployed> {
+    /// The SDK configuration (the operator's credentials and region).
+    pub fn sdk(&self) -> &aws_config::SdkConfig {
+        &self.sdk
+    }
+
+    /// The template's topology.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    /// The stage's deployed resources (bus, queue URLs).
+    pub async fn deployed(&self) -> Result<Deployed> {
         resources::locate(&self.sdk, &self.topo, &self.stage)
             .await
             .with_context(|| format!("stage {} is not deployed (sam deploy, or o2c bootstrap)", self.stage))
@@ -144,8 +155,26 @@ impl Backend for Aws {
     }
 }
 
-/// Runs every function of the template locally against the stage's queues.
-pub async fn serve(target: &Target, c: &Connectors) -> Result<ExitCode> {
+/// Runs every function of the template locally against the stage's queues, the operator
+/// console beside them when `console` is given — or, with `console_only`, the console alone
+/// (the functions run in Lambda).
+pub async fn serve(
+    target: &Target,
+    c: &Connectors,
+    console: Option<crate::commands::serve::AwsConsole>,
+    console_only: bool,
+) -> Result<ExitCode> {
+    if console_only {
+        let Some(opts) = console else { usage!("--console-only and --no-console leave nothing to serve") };
+        let (tx, rx) = watch::channel(false);
+        let console = crate::commands::serve::aws_console(target, opts, rx).await?;
+        outln!("o2c serve --target aws: stage {}, the console only (the functions run in Lambda); Ctrl-C to stop", target.stage);
+        crate::commands::serve::shutdown_signal().await;
+        let _ = tx.send(true);
+        let _ = console.await;
+        outln!("o2c serve: stopped");
+        return Ok(ExitCode::SUCCESS);
+    }
     let aws = Aws::connect(target).await?;
     let (stage, topo) = (&aws.stage, aws.topo.clone());
     let deployed = Arc::new(aws.deployed().await?);
@@ -171,6 +200,10 @@ pub async fn serve(target: &Target, c: &Connectors) -> Result<ExitCode> {
         PollerOptions::default(),
     ));
     let (tx, rx) = watch::channel(false);
+    let console = match console {
+        Some(opts) => Some(crate::commands::serve::aws_console(target, opts, rx.clone()).await?),
+        None => None,
+    };
     let mut tasks = poller.start(rx);
     outln!(
         "o2c serve --target aws: stage {stage}, bus {}, {} functions and {} pipe(s) polling; Ctrl-C to stop",
@@ -181,6 +214,9 @@ pub async fn serve(target: &Target, c: &Connectors) -> Result<ExitCode> {
     crate::commands::serve::shutdown_signal().await;
     let _ = tx.send(true);
     while tasks.join_next().await.is_some() {}
+    if let Some(console) = console {
+        let _ = console.await;
+    }
     let stats = poller.stats();
     outln!(
         "o2c serve: stopped after {} batch(es), {} record failure(s), {} piped message(s)",

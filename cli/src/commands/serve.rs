@@ -54,8 +54,6 @@ struct AppState {
     gate: Arc<auth::Gate>,
     /// Vendor payload mappings (`--mappings`), when the directory exists.
     mappings: Option<o2c_mapping::Registry>,
-    /// Reference data (the console's legal entities).
-    reference: ReferenceData,
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -357,10 +355,16 @@ pub async fn shutdown_signal() {
 pub struct Args {
     #[command(flatten)]
     target: crate::Target,
-    /// Embedded: listen address.
+    /// Listen address (on AWS, of the operator console; keep it on loopback).
     #[arg(long, default_value = "127.0.0.1:4010")]
     addr: String,
-    /// Embedded: reference data JSON (default: the bundled Northwind sample).
+    /// AWS: poll the functions only, without the operator console.
+    #[arg(long, conflicts_with = "console_only")]
+    no_console: bool,
+    /// AWS: the operator console only, for a stage whose functions run in Lambda.
+    #[arg(long)]
+    console_only: bool,
+    /// Reference data JSON (default: the bundled Northwind sample).
     #[arg(long)]
     reference: Option<PathBuf>,
     /// Embedded: seconds a client has to send a request's headers before it is disconnected.
@@ -388,7 +392,15 @@ pub struct Args {
 /// Runs the command: embedded HTTP API, or every function polled against a stage.
 pub async fn run(args: Args) -> Result<ExitCode> {
     match args.target.target {
-        crate::TargetKind::Aws => crate::backend::aws::serve(&args.target, &args.connectors).await,
+        crate::TargetKind::Aws => {
+            let limits = limits::Limits {
+                header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+                body_timeout: std::time::Duration::from_secs(args.body_timeout.max(1)),
+                max_body: args.max_body,
+            };
+            let console = (!args.no_console).then(|| AwsConsole { addr: args.addr.clone(), limits, reference: args.reference.clone() });
+            crate::backend::aws::serve(&args.target, &args.connectors, console, args.console_only).await
+        }
         crate::TargetKind::Embedded => {
             let template = crate::template(args.target.template.as_deref())?;
             eprintln!("o2c serve: template {}", template.origin);
@@ -430,7 +442,13 @@ async fn serve_embedded(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = rt.start(stop_rx);
     let gate = Arc::new(auth::Gate::new(rt.db().clone(), limits, rate_limit));
-    let state = Arc::new(AppState { rt: rt.clone(), gate: gate.clone(), mappings, reference });
+    let console = Arc::new(console::Console {
+        source: console::source::Source::Embedded(rt.clone()),
+        sessions: gate.sessions.clone(),
+        reference,
+        guard: console::Guard::Keys(gate.clone()),
+    });
+    let state = Arc::new(AppState { rt: rt.clone(), gate: gate.clone(), mappings });
     let app = Router::new()
         .route("/v1/events", post(put_events))
         .route("/v1/ingest/{*mapping}", post(ingest))
@@ -446,11 +464,11 @@ async fn serve_embedded(
         .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.json", get(openapi_json))
         .route("/openapi.yaml", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML) }))
-        .merge(console::routes())
+        .with_state(state.clone())
+        .merge(console::routes().with_state(console))
         .layer(axum::middleware::from_fn_with_state(gate, auth::gate))
         // Outermost: what the gate recorded is committed with the answer too.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), committed))
-        .with_state(state);
+        .layer(axum::middleware::from_fn_with_state(state, committed));
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     outln!("o2c serve: listening on http://{local} (db {}); POST /v1/events; console http://{local}/console", db.display());
@@ -461,6 +479,64 @@ async fn serve_embedded(
     while workers.join_next().await.is_some() {}
     outln!("o2c serve: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The operator console of `o2c serve --target aws`: where it listens, its limits, its
+/// reference data.
+pub struct AwsConsole {
+    /// Listen address.
+    pub addr: String,
+    /// Request limits (as the embedded API's).
+    pub limits: limits::Limits,
+    /// Reference data JSON (default: the bundled sample).
+    pub reference: Option<PathBuf>,
+}
+
+/// Starts the operator console over a stage, as the caller's AWS identity: on `addr`, its
+/// pages behind a sign-in link printed on standard output (a random token: whoever opens
+/// it acts as that identity, so it goes to the operator's terminal only). Stops when `stop`
+/// turns true.
+pub async fn aws_console(target: &crate::Target, opts: AwsConsole, mut stop: watch::Receiver<bool>) -> Result<tokio::task::JoinHandle<()>> {
+    let reference = crate::load_reference(opts.reference.as_deref())?;
+    let aws = crate::backend::aws::Aws::connect(target).await?;
+    let identity = aws_sdk_sts::Client::new(aws.sdk())
+        .get_caller_identity()
+        .send()
+        .await
+        .context("cannot tell who you are on AWS (sts:GetCallerIdentity): the console acts as that identity")?;
+    let arn = identity.arn().unwrap_or_default().to_owned();
+    let operator = console::operator_of(&arn);
+    let deployed = aws.deployed().await?;
+    let bus = o2c_aws::eventbridge::EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(aws.sdk()), deployed.bus_name.clone());
+    let mut token = [0u8; 32];
+    getrandom::fill(&mut token).map_err(|e| anyhow::anyhow!("no random source for the sign-in link: {e}"))?;
+    let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+    let state = Arc::new(console::Console {
+        source: console::source::Source::Aws(Box::new(console::source::Stage { aws, bus, bus_name: deployed.bus_name.clone() })),
+        sessions: Arc::new(console::session::Sessions::default()),
+        reference,
+        guard: console::Guard::Link { token: token.clone(), operator: operator.clone() },
+    });
+    let app = console::routes().with_state(state.clone()).layer(axum::middleware::from_fn_with_state(state, console::link_guard));
+    let listener = tokio::net::TcpListener::bind(&opts.addr).await.with_context(|| format!("cannot listen on {}", opts.addr))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() {
+        eprintln!("o2c serve: the console listens on {local}, beyond loopback: put TLS in front, the sign-in link is a bearer secret");
+    }
+    outln!("o2c serve: console for stage {} as {} ({arn}): http://{local}/console/login?token={token}", target.stage, operator.name);
+    info!(addr = %local, operator = %operator.name, "console serving");
+    Ok(tokio::spawn(async move {
+        let stopped = async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        if let Err(e) = limits::serve(listener, app, opts.limits, stopped).await {
+            tracing::error!(error = %e, "the console stopped");
+        }
+    }))
 }
 
 /// The API key a client command presents to `o2c serve`: the file given, else

@@ -52,7 +52,7 @@ pub struct Gate {
     /// Refusals of requests without a valid key, per client address.
     strangers: Mutex<HashMap<std::net::IpAddr, Bucket>>,
     /// The console's signed-in browsers.
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
 }
 
 /// Refusals recorded per second per address before a key is known.
@@ -115,7 +115,7 @@ impl Gate {
             default_rate: default_rate.max(1),
             buckets: Mutex::new(HashMap::new()),
             strangers: Mutex::new(HashMap::new()),
-            sessions: Sessions::default(),
+            sessions: Arc::new(Sessions::default()),
         }
     }
 

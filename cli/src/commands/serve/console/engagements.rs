@@ -20,7 +20,8 @@ use serde::Deserialize;
 
 use super::layout::{age, at, badge};
 use super::session::Session;
-use super::{AppState, Viewer, failed, render};
+use super::source::with_store;
+use super::{Console, Viewer, failed, render};
 use crate::commands::serve::auth::Caller;
 
 const SECTION: &str = "/console/engagements";
@@ -45,7 +46,7 @@ const READ_AT_MOST: usize = 500;
 
 /// `GET /console/engagements`.
 pub async fn list(
-    State(s): State<Arc<AppState>>,
+    State(s): State<Arc<Console>>,
     Extension(caller): Extension<Caller>,
     Extension(session): Extension<Session>,
     Query(q): Query<ListQuery>,
@@ -57,32 +58,12 @@ pub async fn list(
         Some(Err(_)) => return failed(&s, &v, title, SECTION, StatusCode::BAD_REQUEST, "Older than: a whole number of days."),
         None => None,
     };
-    let store = s.rt.store();
-    let ids: Vec<String> = match some(&q.q) {
-        // A search names one engagement: by its id or its opportunity's.
-        Some(term) => vec![crate::engagement_id(term)],
-        None => {
-            let filter = EngagementFilter {
-                status: some(&q.status).map(str::to_owned),
-                open_exceptions: q.exceptions.is_some(),
-                limit: READ_AT_MOST,
-                after: None,
-            };
-            match store.list(&filter).await {
-                Ok(rows) => rows.into_iter().map(|r| r.engagement_id).collect(),
-                Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
-            }
-        }
+    let rows = with_store!(s.source, store => load_list(store, &q).await);
+    let mut rows = match rows {
+        Ok(r) => r,
+        Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
     };
-    let now = s.rt.db().clock().now();
-    let mut rows = Vec::new();
-    for id in ids {
-        match store.load(&id).await {
-            Ok(Some(e)) => rows.push(e.value),
-            Ok(None) => {}
-            Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
-        }
-    }
+    let now = s.source.now();
     let le = some(&q.legal_entity);
     let customer = some(&q.customer);
     rows.retain(|e| {
@@ -93,6 +74,31 @@ pub async fn list(
             && some(&q.status).is_none_or(|st| e.status.as_str() == st)
     });
     render(&s, &v, title, SECTION, list_view(&q, &rows, now))
+}
+
+/// The engagements a search names, or the latest [`READ_AT_MOST`] with the status and
+/// open-exception filters the store applies.
+async fn load_list<S: EngagementStore>(store: &S, q: &ListQuery) -> Result<Vec<Engagement>, o2c_app::O2cError> {
+    let ids: Vec<String> = match some(&q.q) {
+        // A search names one engagement: by its id or its opportunity's.
+        Some(term) => vec![crate::engagement_id(term)],
+        None => {
+            let filter = EngagementFilter {
+                status: some(&q.status).map(str::to_owned),
+                open_exceptions: q.exceptions.is_some(),
+                limit: READ_AT_MOST,
+                after: None,
+            };
+            store.list(&filter).await?.into_iter().map(|r| r.engagement_id).collect()
+        }
+    };
+    let mut rows = Vec::new();
+    for id in ids {
+        if let Some(e) = store.load(&id).await? {
+            rows.push(e.value);
+        }
+    }
+    Ok(rows)
 }
 
 fn list_view(q: &ListQuery, rows: &[Engagement], now: DateTime<Utc>) -> Markup {
@@ -193,14 +199,14 @@ async fn detail<S: EngagementStore>(store: &S, id: &str) -> Result<Option<Detail
 
 /// `GET /console/engagements/{id}`.
 pub async fn one(
-    State(s): State<Arc<AppState>>,
+    State(s): State<Arc<Console>>,
     Extension(caller): Extension<Caller>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
 ) -> Response {
     let v = Viewer::from(caller, session);
     let id = crate::engagement_id(&id);
-    match detail(s.rt.store(), &id).await {
+    match with_store!(s.source, store => detail(store, &id).await) {
         Ok(Some(d)) => {
             let title = format!("Engagement {}", d.engagement.engagement_id.as_str());
             render(&s, &v, &title, SECTION, detail_view(&d))

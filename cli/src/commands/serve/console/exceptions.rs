@@ -17,7 +17,8 @@ use serde::Deserialize;
 
 use super::layout::{age, at, badge, csrf};
 use super::session::{Flash, Session};
-use super::{AppState, Viewer, after, audit, check_csrf, failed, render};
+use super::source::with_store;
+use super::{Console, Viewer, after, audit, check_csrf, failed, render};
 use crate::commands::exceptions::{Filter, action_entry, case as load_case};
 use crate::commands::serve::auth::Caller;
 
@@ -60,7 +61,7 @@ impl QueueQuery {
 
 /// `GET /console/exceptions`.
 pub async fn queue(
-    State(s): State<Arc<AppState>>,
+    State(s): State<Arc<Console>>,
     Extension(caller): Extension<Caller>,
     Extension(session): Extension<Session>,
     Query(q): Query<QueueQuery>,
@@ -71,8 +72,8 @@ pub async fn queue(
         Ok(f) => f,
         Err(e) => return failed(&s, &v, title, SECTION, StatusCode::BAD_REQUEST, e),
     };
-    let now = s.rt.db().clock().now();
-    match filter.apply(s.rt.store(), now).await {
+    let now = s.source.now();
+    match with_store!(s.source, store => filter.apply(store, now).await) {
         Ok(cases) => render(&s, &v, title, SECTION, queue_view(&q, &cases, now)),
         Err(e) => failed(&s, &v, title, SECTION, StatusCode::BAD_REQUEST, format!("{e:#}")),
     }
@@ -137,15 +138,15 @@ fn queue_view(q: &QueueQuery, cases: &[ExceptionCase], now: DateTime<Utc>) -> Ma
 
 /// `GET /console/exceptions/{id}`.
 pub async fn case(
-    State(s): State<Arc<AppState>>,
+    State(s): State<Arc<Console>>,
     Extension(caller): Extension<Caller>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
 ) -> Response {
     let v = Viewer::from(caller, session);
-    match load_case(s.rt.store(), &id).await {
+    match with_store!(s.source, store => load_case(store, &id).await) {
         Ok(Some(c)) => {
-            let now = s.rt.db().clock().now();
+            let now = s.source.now();
             let content = case_view(&c, &v.session, v.name(), now);
             render(&s, &v, &format!("Exception {}", c.exception_id.as_str()), SECTION, content)
         }
@@ -249,13 +250,10 @@ impl ActForm {
     }
 }
 
-/// How long an action waits to be processed before the page is shown anyway.
-const PROCESSED_WITHIN: Duration = Duration::from_secs(10);
-
 /// `POST /console/exceptions/{id}/actions`: published as the operator, then — once the
 /// workflow has processed it — back to the case with what came of it.
 pub async fn act(
-    State(s): State<Arc<AppState>>,
+    State(s): State<Arc<Console>>,
     Extension(caller): Extension<Caller>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
@@ -271,22 +269,17 @@ pub async fn act(
         Ok(a) => a,
         Err(e) => return after(&s, &v, &back, Flash { error: true, text: e }),
     };
-    let before = match load_case(s.rt.store(), &id).await {
+    let before = match with_store!(s.source, store => load_case(store, &id).await) {
         Ok(Some(c)) => c,
         Ok(None) => return failed(&s, &v, "Exception", SECTION, StatusCode::NOT_FOUND, format!("No exception {id}.")),
         Err(e) => return failed(&s, &v, "Exception", SECTION, StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
     };
     let published = match action_entry(&before, &action, v.name()) {
-        Ok(entry) => s.rt.put_events(vec![entry]).await.map_err(|e| e.to_string()),
+        Ok(entry) => s.source.publish(entry).await,
         Err(e) => Err(format!("{e:#}")),
     };
     let event_id = match published {
-        Ok(resp) if resp.failed_entry_count == 0 => resp.entries.first().and_then(|e| e.event_id.clone()).unwrap_or_default(),
-        Ok(resp) => {
-            let why = resp.entries.first().and_then(|e| e.error_message.clone()).unwrap_or_default();
-            audit(&s, &v, &verb, Some(&id), &format!("not published: {why}")).await;
-            return after(&s, &v, &back, Flash { error: true, text: format!("The bus refused the action: {why}") });
-        }
+        Ok(id) => id,
         Err(e) => {
             audit(&s, &v, &verb, Some(&id), &format!("not published: {e}")).await;
             return after(&s, &v, &back, Flash { error: true, text: format!("Cannot publish the action now: {e}") });
@@ -300,11 +293,11 @@ pub async fn act(
     after(&s, &v, &back, flash)
 }
 
-/// The case once the workflow changed it, within [`PROCESSED_WITHIN`].
-async fn processed(s: &AppState, id: &str, before: &ExceptionCase) -> Option<ExceptionCase> {
-    let deadline = tokio::time::Instant::now() + PROCESSED_WITHIN;
+/// The case once the workflow changed it, within the source's `processed_within`.
+async fn processed(s: &Console, id: &str, before: &ExceptionCase) -> Option<ExceptionCase> {
+    let deadline = tokio::time::Instant::now() + s.source.processed_within();
     loop {
-        if let Ok(Some(c)) = load_case(s.rt.store(), id).await
+        if let Ok(Some(c)) = with_store!(s.source, store => load_case(store, id).await)
             && (c.updated_at > before.updated_at || c.history.len() != before.history.len())
         {
             return Some(c);

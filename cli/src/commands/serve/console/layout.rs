@@ -114,6 +114,30 @@ pub fn login(error: Option<&str>) -> Markup {
     }
 }
 
+/// The sign-in page of the AWS console: it opens from the link `serve` printed.
+pub fn link_login(error: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Sign in · o2c console" }
+                link rel="stylesheet" href="/console/style.css";
+            }
+            body {
+                main #main.login {
+                    h1 { "o2c operator console" }
+                    @if let Some(e) = error {
+                        p.flash.error role="alert" #flash { (e) }
+                    }
+                    p { "Open the sign-in link " code { "o2c serve --target aws" } " printed in its terminal. You act as the AWS identity that started it." }
+                }
+            }
+        }
+    }
+}
+
 /// A timestamp as operators read it.
 pub fn at(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()

@@ -11,20 +11,22 @@ use o2c_embedded::access::{self, OperatorAction, Refusals};
 
 use super::layout::at;
 use super::session::Session;
-use super::{AppState, Viewer, failed, render};
+use super::source::Source;
+use super::{Console, Viewer, failed, render};
 use crate::commands::serve::auth::Caller;
 
 const SECTION: &str = "/console/log";
 
 /// `GET /console/log`.
-pub async fn page(
-    State(s): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-) -> Response {
+pub async fn page(State(s): State<Arc<Console>>, Extension(caller): Extension<Caller>, Extension(session): Extension<Session>) -> Response {
     let v = Viewer::from(caller, session);
     let title = "Operator log";
-    let (actions, refusals) = match (access::actions(s.rt.db(), 200).await, access::refusals(s.rt.db(), 100).await) {
+    let Source::Embedded(rt) = &s.source else {
+        let why = "On AWS the console's actions are log lines of this process (`console action`), the AWS calls it made are \
+                   in CloudTrail under your identity, and each exception action is on its case's history.";
+        return failed(&s, &v, title, SECTION, StatusCode::NOT_FOUND, why);
+    };
+    let (actions, refusals) = match (access::actions(rt.db(), 200).await, access::refusals(rt.db(), 100).await) {
         (Ok(a), Ok(r)) => (a, r),
         (Err(e), _) | (_, Err(e)) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
     };

@@ -2,8 +2,12 @@
 //! same store, bus and exception workflow as the API and the CLI.
 //!
 //! Layout:
-//! - `session.rs` — sign-in sessions (cookie + CSRF token); the gate (`serve/auth.rs`)
-//!   checks a session's key on every request exactly as it checks an API key;
+//! - `source.rs` — where the pages read and act: the embedded runtime, or a deployed stage
+//!   with the operator's own AWS credentials (`o2c serve --target aws`);
+//! - `session.rs` — sign-in sessions (cookie + CSRF token); embedded, the gate
+//!   (`serve/auth.rs`) checks a session's key on every request exactly as it checks an API
+//!   key; on AWS, [`link_guard`] admits the browser that opened the sign-in link `serve`
+//!   printed, as the caller's AWS identity;
 //! - `layout.rs` — the page shell, the stylesheet, formatting helpers;
 //! - `charts.rs` — SVG bar charts with a text alternative and their numbers;
 //! - one file per section: `overview.rs`, `engagements.rs` (list and one engagement),
@@ -18,6 +22,7 @@
 //! the workflow's rules (segregation of duties, reasons, closed cases) apply unchanged.
 
 pub mod session;
+pub mod source;
 
 mod charts;
 mod engagements;
@@ -32,20 +37,70 @@ mod reconciliation;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequest, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequest, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use maud::Markup;
-use o2c_embedded::access::{self, Denied, OperatorAction};
+use o2c_domain::reference::ReferenceData;
+use o2c_embedded::access::{self, Credential, Denied, OperatorAction};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
-use super::AppState;
-use super::auth::{Caller, Who};
-use session::{Flash, Session};
+use super::auth::{Caller, Gate, Who};
+use super::limits;
+use session::{Flash, Session, Sessions};
+use source::Source;
 
-/// Paths the gate lets through without a session: the sign-in page and the stylesheet.
+/// The console's state.
+pub struct Console {
+    /// Where it reads and acts.
+    pub source: Source,
+    /// Signed-in browsers (shared with the gate, embedded).
+    pub sessions: Arc<Sessions>,
+    /// Reference data (legal entities for receivables).
+    pub reference: ReferenceData,
+    /// Who may sign in.
+    pub guard: Guard,
+}
+
+/// Who may sign in, and how they are known.
+pub enum Guard {
+    /// Operator API keys, checked by `o2c serve`'s gate on every request.
+    Keys(Arc<Gate>),
+    /// The sign-in link `o2c serve --target aws` printed (a secret token), for the caller's
+    /// own AWS identity — the console binds to loopback and makes no public endpoint.
+    Link {
+        /// The token in the link.
+        token: String,
+        /// The AWS caller, as an operator credential (its name is the actor of actions).
+        operator: Credential,
+    },
+}
+
+/// The AWS caller as the console's operator: named by the last part of its ARN (a user's
+/// name, an assumed role's session name — with SSO, the person's), its ARN as the key id.
+pub fn operator_of(arn: &str) -> Credential {
+    let name = arn.rsplit(['/', ':']).next().filter(|n| !n.is_empty()).unwrap_or("aws-operator").to_owned();
+    Credential {
+        key_id: arn.to_owned(),
+        name,
+        grants: access::Grants {
+            sources: Vec::new(),
+            detail_types: Vec::new(),
+            operator: true,
+            max_body: None,
+            rate_per_second: None,
+            webhook: None,
+        },
+        created_at: o2c_app::clock::Clock::now(&o2c_app::clock::SystemClock),
+        revoked_at: None,
+    }
+}
+
+/// Paths the guard lets through without a session: the sign-in page and the stylesheet.
 pub fn public(path: &str) -> bool {
     path == "/console/login" || path == "/console/style.css"
 }
@@ -53,13 +108,16 @@ pub fn public(path: &str) -> bool {
 /// The largest body a public console path takes (the sign-in form).
 pub const PUBLIC_MAX_BODY: usize = 4096;
 
+/// The largest form the console takes from a signed-in browser.
+const FORM_MAX_BODY: usize = 64 * 1024;
+
 /// Where a request without a (live) session goes.
 pub fn to_login() -> Response {
     Redirect::to("/console/login").into_response()
 }
 
-/// The console's routes (the gate in front of them is the API's).
-pub fn routes() -> Router<Arc<AppState>> {
+/// The console's routes.
+pub fn routes() -> Router<Arc<Console>> {
     Router::new()
         .route("/console", get(overview::page))
         .route("/console/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], layout::STYLE) }))
@@ -77,7 +135,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/console/log", get(log::page))
 }
 
-/// Who is looking, from the gate.
+/// Who is looking, from the guard.
 pub struct Viewer {
     caller: Caller,
     session: Session,
@@ -88,32 +146,47 @@ impl Viewer {
         Self { caller, session }
     }
 
-    /// The operator's name (the key's).
+    /// The operator's name (the key's, or the AWS caller's).
     fn name(&self) -> &str {
         &self.caller.credential.name
     }
 }
 
+impl Console {
+    /// Answers a refusal: recorded with the API's refusals (embedded), logged (AWS).
+    async fn refuse(&self, who: Who<'_>, refused: limits::Refused) -> Response {
+        match &self.guard {
+            Guard::Keys(gate) => gate.refuse(who, refused, None).await,
+            Guard::Link { .. } => {
+                tracing::warn!(status = refused.0.as_u16(), code = refused.1, reason = %refused.2, "console request refused");
+                (refused.0, axum::Json(serde_json::json!({"ErrorCode": refused.1, "ErrorMessage": refused.2}))).into_response()
+            }
+        }
+    }
+}
+
 /// A page in the shell, with the message the last action left.
-fn render(s: &AppState, v: &Viewer, title: &str, section: &str, content: Markup) -> Response {
-    let flash = s.gate.sessions.take_flash(&v.session.token);
-    let origin = format!("db {}", s.rt.db_path().display());
+fn render(s: &Console, v: &Viewer, title: &str, section: &str, content: Markup) -> Response {
+    let flash = s.sessions.take_flash(&v.session.token);
+    let origin = s.source.label();
     let shell = layout::Shell { title, section, operator: v.name(), session: &v.session, flash, origin: &origin };
     layout::page(shell, content).into_response()
 }
 
 /// A page that could not be built: the reason, in the shell.
-fn failed(s: &AppState, v: &Viewer, title: &str, section: &str, status: StatusCode, why: impl std::fmt::Display) -> Response {
+fn failed(s: &Console, v: &Viewer, title: &str, section: &str, status: StatusCode, why: impl std::fmt::Display) -> Response {
     let content = maud::html! { p.flash.error role="alert" { (why) } };
     let mut r = render(s, v, title, section, content);
     *r.status_mut() = status;
     r
 }
 
-/// Records what an operator did; a failure to record is logged (the action stands).
-async fn audit(s: &AppState, v: &Viewer, action: &str, object: Option<&str>, outcome: &str) {
+/// Records what an operator did: in the database's operator log (embedded); on AWS, as a
+/// structured log line — the AWS calls it made are CloudTrail's, under the operator's own
+/// identity, and an exception action is on its case and its engagement's timeline.
+async fn audit(s: &Console, v: &Viewer, action: &str, object: Option<&str>, outcome: &str) {
     let a = OperatorAction {
-        at: s.rt.db().clock().now(),
+        at: s.source.now(),
         actor: v.name().to_owned(),
         key_id: v.caller.credential.key_id.clone(),
         action: action.to_owned(),
@@ -121,30 +194,67 @@ async fn audit(s: &AppState, v: &Viewer, action: &str, object: Option<&str>, out
         outcome: outcome.to_owned(),
         remote: v.caller.remote.map(|r| r.to_string()),
     };
-    tracing::info!(actor = %a.actor, action = %a.action, object = a.object.as_deref().unwrap_or("-"), "console action");
-    if let Err(e) = access::record_action(s.rt.db(), a).await {
+    tracing::info!(actor = %a.actor, action = %a.action, object = a.object.as_deref().unwrap_or("-"), outcome = %a.outcome, "console action");
+    if let Source::Embedded(rt) = &s.source
+        && let Err(e) = access::record_action(rt.db(), a).await
+    {
         tracing::error!(error = %e, "cannot record a console action");
     }
 }
 
 /// Refuses a form whose CSRF token is not the session's (`403`, recorded).
-async fn check_csrf(s: &AppState, v: &Viewer, presented: &str) -> Result<(), Response> {
+async fn check_csrf(s: &Console, v: &Viewer, presented: &str) -> Result<(), Response> {
     if v.session.csrf_ok(presented) {
         return Ok(());
     }
-    let refused =
-        (StatusCode::FORBIDDEN, "InvalidCsrfToken", "the form's token is not this session's: reload the page and try again".to_owned());
-    Err(s.gate.refuse(Who::caller(&v.caller), refused, None).await)
+    let reason = "the form's token is not this session's: reload the page and try again".to_owned();
+    Err(s.refuse(Who::caller(&v.caller), (StatusCode::FORBIDDEN, "InvalidCsrfToken", reason)).await)
 }
 
 /// Back to `to` with a message for the page.
-fn after(s: &AppState, v: &Viewer, to: &str, flash: Flash) -> Response {
-    s.gate.sessions.flash(&v.session.token, flash);
+fn after(s: &Console, v: &Viewer, to: &str, flash: Flash) -> Response {
+    s.sessions.flash(&v.session.token, flash);
     Redirect::to(to).into_response()
 }
 
-async fn login_page() -> Response {
-    layout::login(None).into_response()
+/// A new session's cookie on a redirect to the overview.
+fn signed_in(session: &Session) -> Response {
+    let mut r = Redirect::to("/console").into_response();
+    if let Ok(c) = HeaderValue::from_str(&session::set_cookie(&session.token)) {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+struct LinkQuery {
+    token: Option<String>,
+}
+
+/// `GET /console/login`: the key form (embedded); on AWS, the printed link's target.
+async fn login_page(State(s): State<Arc<Console>>, Query(q): Query<LinkQuery>, req: Request) -> Response {
+    let Guard::Link { token, operator } = &s.guard else { return layout::login(None).into_response() };
+    let Some(presented) = q.token.as_deref() else {
+        return (StatusCode::UNAUTHORIZED, layout::link_login(None)).into_response();
+    };
+    let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    if !bool::from(token.as_bytes().ct_eq(presented.as_bytes())) {
+        let method = Method::GET;
+        let _ = s
+            .refuse(
+                Who::stranger(remote, None, &method, "/console/login"),
+                (StatusCode::UNAUTHORIZED, "InvalidSignInLink", "not the sign-in link serve printed".into()),
+            )
+            .await;
+        return (StatusCode::UNAUTHORIZED, layout::link_login(Some("That is not the sign-in link o2c serve printed."))).into_response();
+    }
+    let Some(session) = s.sessions.create(String::new()) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, layout::link_login(Some("Cannot open a session now (no random source).")))
+            .into_response();
+    };
+    let v = Viewer::from(Caller::console(operator.clone(), remote, Method::GET, "/console/login"), session.clone());
+    audit(&s, &v, "login", None, "session opened (sign-in link)").await;
+    signed_in(&session)
 }
 
 #[derive(Deserialize)]
@@ -152,9 +262,12 @@ struct LoginForm {
     key: String,
 }
 
-/// Sign-in: an active operator key opens a session; anything else is refused, recorded
-/// like the API's refusals, and shown.
-async fn login(State(s): State<Arc<AppState>>, req: Request) -> Response {
+/// Sign-in with a key (embedded): an active operator key opens a session; anything else
+/// is refused, recorded like the API's refusals, and shown.
+async fn login(State(s): State<Arc<Console>>, req: Request) -> Response {
+    let (Guard::Keys(gate), Source::Embedded(rt)) = (&s.guard, &s.source) else {
+        return (StatusCode::METHOD_NOT_ALLOWED, layout::link_login(Some("Sign in with the link o2c serve printed."))).into_response();
+    };
     let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let method = req.method().clone();
     let Ok(Form(form)) = Form::<LoginForm>::from_request(req, &s).await else {
@@ -162,30 +275,24 @@ async fn login(State(s): State<Arc<AppState>>, req: Request) -> Response {
     };
     let path = "/console/login";
     let denied = |status: StatusCode, text: &str| (status, layout::login(Some(text))).into_response();
-    match access::authenticate(s.rt.db(), Some(&form.key)).await {
+    match access::authenticate(rt.db(), Some(&form.key)).await {
         Err(e) => denied(StatusCode::SERVICE_UNAVAILABLE, &format!("Cannot check the key now: {e}")),
         Ok(Ok(cred)) if cred.grants.operator => {
-            let Some(session) = s.gate.sessions.create(form.key) else {
+            let Some(session) = s.sessions.create(form.key) else {
                 return denied(StatusCode::SERVICE_UNAVAILABLE, "Cannot open a session now (no random source).");
             };
             let v = Viewer::from(Caller::console(cred, remote, method, path), session.clone());
             audit(&s, &v, "login", None, "session opened").await;
-            let mut r = Redirect::to("/console").into_response();
-            if let Ok(c) = header::HeaderValue::from_str(&session::set_cookie(&session.token)) {
-                r.headers_mut().insert(header::SET_COOKIE, c);
-            }
-            r
+            signed_in(&session)
         }
         Ok(Ok(cred)) => {
             let reason = format!("{} is not an operator: the console needs an operator key", cred.name);
-            let _ = s
-                .gate
-                .refuse(Who::known(&cred, remote, &method, path), (StatusCode::FORBIDDEN, "AccessDeniedException", reason.clone()), None)
-                .await;
+            let refused = (StatusCode::FORBIDDEN, "AccessDeniedException", reason.clone());
+            let _ = gate.refuse(Who::known(&cred, remote, &method, path), refused, None).await;
             denied(StatusCode::FORBIDDEN, &reason)
         }
         Ok(Err(d)) => {
-            if !s.gate.record_stranger(remote) {
+            if !gate.record_stranger(remote) {
                 return denied(StatusCode::TOO_MANY_REQUESTS, "Too many failed sign-ins from this address; wait a moment.");
             }
             let (cred, key_id) = match &d {
@@ -197,7 +304,7 @@ async fn login(State(s): State<Arc<AppState>>, req: Request) -> Response {
                 Some(c) => Who::known(c, remote, &method, path),
                 None => Who::stranger(remote, key_id, &method, path),
             };
-            let _ = s.gate.refuse(who, (StatusCode::UNAUTHORIZED, d.code(), format!("console sign-in: {d}")), None).await;
+            let _ = gate.refuse(who, (StatusCode::UNAUTHORIZED, d.code(), format!("console sign-in: {d}")), None).await;
             denied(StatusCode::UNAUTHORIZED, &format!("Not signed in: {d}."))
         }
     }
@@ -209,7 +316,7 @@ struct CsrfForm {
 }
 
 async fn logout(
-    State(s): State<Arc<AppState>>,
+    State(s): State<Arc<Console>>,
     Extension(caller): Extension<Caller>,
     Extension(session): Extension<Session>,
     Form(f): Form<CsrfForm>,
@@ -218,11 +325,75 @@ async fn logout(
     if let Err(r) = check_csrf(&s, &v, &f.csrf).await {
         return r;
     }
-    s.gate.sessions.remove(&v.session.token);
+    s.sessions.remove(&v.session.token);
     audit(&s, &v, "logout", None, "session closed").await;
     let mut r = Redirect::to("/console/login").into_response();
-    if let Ok(c) = header::HeaderValue::from_str(&session::clear_cookie()) {
+    if let Ok(c) = HeaderValue::from_str(&session::clear_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, c);
     }
     r
+}
+
+/// Whether a `Host` header names the loopback interface (`localhost`, `127.0.0.1`, `[::1]`,
+/// with or without a port).
+fn loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Middleware of the AWS console: requests must name the loopback host (a page on another
+/// site cannot reach it through DNS rebinding), public paths pass with a small body, every
+/// other path needs a session opened by the sign-in link; forms are read within limits.
+pub async fn link_guard(State(s): State<Arc<Console>>, mut req: Request, next: Next) -> Response {
+    let Guard::Link { operator, .. } = &s.guard else { return next.run(req).await };
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if !loopback_host(host) {
+        return (StatusCode::MISDIRECTED_REQUEST, "the console answers on the loopback interface only").into_response();
+    }
+    let path = req.uri().path().to_owned();
+    let timeout = std::time::Duration::from_secs(30);
+    if public(&path) {
+        return match limits::read_body(req, PUBLIC_MAX_BODY, timeout).await {
+            Ok(req) => next.run(req).await,
+            Err((status, code, reason)) => {
+                (status, axum::Json(serde_json::json!({"ErrorCode": code, "ErrorMessage": reason}))).into_response()
+            }
+        };
+    }
+    let Some(session) = s.sessions.find(req.headers()) else { return to_login() };
+    let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let caller = Caller::console(operator.clone(), remote, req.method().clone(), &path);
+    req.extensions_mut().insert(caller);
+    req.extensions_mut().insert(session);
+    match limits::read_body(req, FORM_MAX_BODY, timeout).await {
+        Ok(req) => next.run(req).await,
+        Err((status, code, reason)) => (status, axum::Json(serde_json::json!({"ErrorCode": code, "ErrorMessage": reason}))).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_the_caller_is_an_assumed_role_should_act_as_its_session_name() {
+        assert_eq!(operator_of("arn:aws:sts::123456789012:assumed-role/o2c-operators-finance/U-CTRL-01").name, "U-CTRL-01");
+        assert_eq!(operator_of("arn:aws:iam::123456789012:user/ops/alice").name, "alice");
+        assert_eq!(operator_of("arn:aws:iam::123456789012:root").name, "root");
+        assert_eq!(operator_of("").name, "aws-operator");
+    }
+
+    #[test]
+    fn when_a_host_header_names_another_site_should_not_pass_for_loopback() {
+        for ok in ["127.0.0.1:4010", "localhost:4010", "LOCALHOST", "[::1]:4010", "127.0.0.2"] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in ["evil.example:4010", "127.0.0.1.evil.example", "", "10.0.0.1:4010", "[fe80::1]:80"] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+    }
 }

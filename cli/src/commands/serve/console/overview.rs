@@ -18,7 +18,8 @@ use rust_decimal::Decimal;
 
 use super::charts::{Bar, bars};
 use super::session::Session;
-use super::{AppState, Viewer, failed, render};
+use super::source::with_store;
+use super::{Console, Viewer, failed, render};
 use crate::commands::serve::auth::Caller;
 
 const SECTION: &str = "/console";
@@ -44,11 +45,7 @@ struct Counts {
 }
 
 /// `GET /console`.
-pub async fn page(
-    State(s): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-) -> Response {
+pub async fn page(State(s): State<Arc<Console>>, Extension(caller): Extension<Caller>, Extension(session): Extension<Session>) -> Response {
     let v = Viewer::from(caller, session);
     let title = "Overview";
     match gather(&s).await {
@@ -59,9 +56,18 @@ pub async fn page(
 
 type Gathered = (Counts, Vec<i64>, Vec<ExceptionCase>, Vec<Bar>, DateTime<Utc>);
 
-async fn gather(s: &AppState) -> anyhow::Result<Gathered> {
-    let store = s.rt.store();
-    let now = s.rt.db().clock().now();
+async fn gather(s: &Console) -> anyhow::Result<Gathered> {
+    let now = s.source.now();
+    let dead_letters = s.source.dead_letters().await?;
+    with_store!(s.source, store => gather_from(store, s.reference.legal_entities.keys().cloned(), dead_letters, now).await)
+}
+
+async fn gather_from<S: EngagementStore + RejectionStore>(
+    store: &S,
+    entities: impl Iterator<Item = String>,
+    dead_letters: u64,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Gathered> {
     let rows = store.list(&EngagementFilter { status: None, open_exceptions: false, limit: ENGAGEMENTS_READ, after: None }).await?;
     let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
     for r in &rows {
@@ -79,10 +85,9 @@ async fn gather(s: &AppState) -> anyhow::Result<Gathered> {
     let cases = store.exception_cases(&CaseFilter { open_only: false, status: None, limit: 1000 }).await?;
     let open_cases = cases.iter().filter(|c| c.status.is_open()).count();
     let parked = store.rejections(1000).await?.len();
-    let dead_letters = s.rt.dead_letters().await?;
     let (reports, _) = crate::commands::reconcile::reports(store, None, None).await?;
     let breaks = reports.iter().filter(|r| !r.is_clean()).count();
-    let receivables = super::receivables::all(store, s.reference.legal_entities.keys().cloned()).await?;
+    let receivables = super::receivables::all(store, entities).await?;
     let today = now.date_naive();
     let overdue = receivables.iter().map(|r| r.overdue(today).len()).sum();
     let ageing = super::receivables::ageing_bars(&receivables, today);

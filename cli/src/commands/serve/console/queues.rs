@@ -10,57 +10,29 @@ use axum::response::Response;
 use axum::{Extension, Form};
 use maud::{Markup, html};
 use o2c_app::ports::{RejectedMessage, RejectionStore};
-use o2c_embedded::bus::QueueMessage;
+
+use super::source::{QueueView, with_store};
 use serde::Deserialize;
 
 use super::layout::{at, badge, csrf};
 use super::session::{Flash, Session};
-use super::{AppState, Viewer, after, audit, check_csrf, failed, render};
+use super::{Console, Viewer, after, audit, check_csrf, failed, render};
 use crate::commands::serve::auth::Caller;
 
 const SECTION: &str = "/console/queues";
 
-/// One queue and, for a dead-letter queue, its messages.
-struct QueueView {
-    name: String,
-    visible: u64,
-    in_flight: u64,
-    dead_letter: bool,
-    source: Option<String>,
-    messages: Vec<QueueMessage>,
-}
-
 /// `GET /console/queues`.
-pub async fn page(
-    State(s): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-) -> Response {
+pub async fn page(State(s): State<Arc<Console>>, Extension(caller): Extension<Caller>, Extension(session): Extension<Session>) -> Response {
     let v = Viewer::from(caller, session);
     let title = "Parked messages and dead letters";
-    let parked = match s.rt.store().rejections(200).await {
+    let parked = match with_store!(s.source, store => store.rejections(200).await) {
         Ok(p) => p,
         Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
     };
-    let topo = s.rt.topology();
-    let mut queues = Vec::new();
-    for name in topo.queues.keys() {
-        let d = match s.rt.bus().depth(name).await {
-            Ok(d) => d,
-            Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
-        };
-        let dead_letter = topo.is_dlq(name);
-        let messages = if dead_letter && d.visible + d.in_flight > 0 {
-            match s.rt.bus().list(name, 100).await {
-                Ok(m) => m,
-                Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
-            }
-        } else {
-            Vec::new()
-        };
-        let source = topo.source_of_dlq(name).map(|q| q.logical_id.clone());
-        queues.push(QueueView { name: name.clone(), visible: d.visible, in_flight: d.in_flight, dead_letter, source, messages });
-    }
+    let queues = match s.source.queues(100).await {
+        Ok(q) => q,
+        Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    };
     render(&s, &v, title, SECTION, view(&parked, &queues, &v.session))
 }
 
@@ -116,10 +88,10 @@ fn view(parked: &[RejectedMessage], queues: &[QueueView], session: &Session) -> 
                 tbody {
                     @for m in &q.messages {
                         tr {
-                            td { (at(m.sent_at)) }
+                            td { @if let Some(t) = m.sent_at { (at(t)) } @else { "—" } }
                             td { (m.detail_type.as_deref().unwrap_or("—")) " " code { (m.event_id.as_deref().unwrap_or("")) } }
-                            td.num { (m.receive_count) }
-                            td { (m.last_error.as_deref().unwrap_or("—")) }
+                            td.num { @if let Some(n) = m.receive_count { (n) } @else { "—" } }
+                            td { (m.reason.as_deref().unwrap_or("—")) }
                         }
                     }
                 }
@@ -139,7 +111,7 @@ const REDRIVE_AT_MOST: usize = 1000;
 
 /// `POST /console/queues/{queue}/redrive`.
 pub async fn redrive(
-    State(s): State<Arc<AppState>>,
+    State(s): State<Arc<Console>>,
     Extension(caller): Extension<Caller>,
     Extension(session): Extension<Session>,
     Path(queue): Path<String>,
@@ -149,12 +121,12 @@ pub async fn redrive(
     if let Err(r) = check_csrf(&s, &v, &f.csrf).await {
         return r;
     }
-    if !s.rt.topology().is_dlq(&queue) {
+    if !s.source.is_dlq(&queue) {
         return after(&s, &v, SECTION, Flash { error: true, text: format!("{queue} is not a dead-letter queue") });
     }
-    let flash = match s.rt.bus().redrive(&queue, REDRIVE_AT_MOST).await {
-        Ok(n) => Flash { error: false, text: format!("Redrove {n} message(s) from {queue}") },
-        Err(e) => Flash { error: true, text: format!("Cannot redrive {queue}: {e}") },
+    let flash = match s.source.redrive(&queue, REDRIVE_AT_MOST).await {
+        Ok((n, to)) => Flash { error: false, text: format!("Redrove {n} message(s) from {queue} to {to}") },
+        Err(e) => Flash { error: true, text: format!("Cannot redrive {queue}: {e:#}") },
     };
     audit(&s, &v, "dlq.redrive", Some(&queue), &flash.text).await;
     after(&s, &v, SECTION, flash)

@@ -18,7 +18,8 @@ use rust_decimal::Decimal;
 
 use super::charts::{Bar, bars};
 use super::session::Session;
-use super::{AppState, Viewer, failed, render};
+use super::source::with_store;
+use super::{Console, Viewer, failed, render};
 use crate::commands::serve::auth::Caller;
 
 const SECTION: &str = "/console/receivables";
@@ -34,15 +35,11 @@ pub async fn all<S: EngagementStore>(store: &S, entities: impl Iterator<Item = S
 }
 
 /// `GET /console/receivables`.
-pub async fn page(
-    State(s): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-) -> Response {
+pub async fn page(State(s): State<Arc<Console>>, Extension(caller): Extension<Caller>, Extension(session): Extension<Session>) -> Response {
     let v = Viewer::from(caller, session);
     let title = "Receivables";
-    let as_of = s.rt.db().clock().now().date_naive();
-    match all(s.rt.store(), s.reference.legal_entities.keys().cloned()).await {
+    let as_of = s.source.now().date_naive();
+    match with_store!(s.source, store => all(store, s.reference.legal_entities.keys().cloned()).await) {
         Ok(rs) => render(&s, &v, title, SECTION, view(&rs, as_of)),
         Err(e) => failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
     }

@@ -12,20 +12,17 @@ use o2c_domain::reconciliation::{Mismatch, ReconciliationReport};
 
 use super::layout::{at, badge};
 use super::session::Session;
-use super::{AppState, Viewer, failed, render};
+use super::source::with_store;
+use super::{Console, Viewer, failed, render};
 use crate::commands::serve::auth::Caller;
 
 const SECTION: &str = "/console/reconciliation";
 
 /// `GET /console/reconciliation`.
-pub async fn page(
-    State(s): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Extension(session): Extension<Session>,
-) -> Response {
+pub async fn page(State(s): State<Arc<Console>>, Extension(caller): Extension<Caller>, Extension(session): Extension<Session>) -> Response {
     let v = Viewer::from(caller, session);
     let title = "Reconciliation";
-    match crate::commands::reconcile::reports(s.rt.store(), None, None).await {
+    match with_store!(s.source, store => crate::commands::reconcile::reports(store, None, None).await) {
         Ok((mut reports, _)) => {
             // Breaks first, then the latest.
             reports.sort_by(|a, b| a.is_clean().cmp(&b.is_clean()).then(b.at.cmp(&a.at)));
