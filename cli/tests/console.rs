@@ -461,3 +461,96 @@ async fn when_the_console_serves_a_stage_should_show_its_tables_and_act_as_the_c
     let base = link.split("/console").next().unwrap().to_owned();
     assert_eq!(get_as_host(&base, link.trim_start_matches(&base), "localhost"), 303, "the link opens a session");
 }
+
+/// Signs in to a fresh `serve` of `db` with a new operator key named `name`.
+async fn serve_signed_in(c: &Client, db: &Path, name: &str) -> Serve {
+    let key = add_key(db, name, &["--operator"]);
+    let server = Serve::start(db);
+    sign_in(c, &server.base, &key).await;
+    assert_eq!(text_of(c, "#operator").await, name);
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_books_hold_a_break_receivables_and_a_dead_letter_should_show_them_side_by_side_and_redrive_it() {
+    let Some((driver, chromium)) = tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The whole story to cash, then an ERP user moves the project's end date behind o2c's back.
+    let story = dir.path().join("story.db");
+    let s = story.to_str().unwrap();
+    let mut samples: Vec<PathBuf> = std::fs::read_dir(repo("events/samples")).unwrap().map(|e| e.unwrap().path()).collect();
+    samples.sort();
+    let out = o2c().args(["run", "--db", s]).args(&samples).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let conn = rusqlite::Connection::open(&story).unwrap();
+    let n = conn.execute("UPDATE sim_projects SET spec = json_set(spec, '$.end_date', '2099-12-31') WHERE system = 'erp'", []).unwrap();
+    assert_eq!(n, 1);
+    drop(conn);
+    assert_eq!(run(&["reconcile", "--db", s]).status.code(), Some(4), "a break");
+    let (_driver, c) = browser(&driver, &chromium).await;
+    let server = serve_signed_in(&c, &story, "U-AR-01").await;
+    let base = server.base.clone();
+    assert_eq!(text_of(&c, "#breaks .n").await, "1");
+    c.goto(&format!("{base}/console/reconciliation")).await.unwrap();
+    assert!(text_of(&c, "#summary").await.contains("1 with a break"));
+    let side = text_of(&c, "table.mismatches").await;
+    let row = side.lines().find(|l| l.contains("2099-12-31")).unwrap_or_else(|| panic!("no end-date row: {side}"));
+    assert!(row.contains("2027-12-17"), "o2c's value beside the ERP's: {row}");
+    shot(&c, "reconciliation-break").await;
+    // The story's invoices fall in 2027: the page as of mid-2027, through its form.
+    c.goto(&format!("{base}/console/receivables")).await.unwrap();
+    c.execute("document.querySelector('input[name=as_of]').value = '2027-06-30'", vec![]).await.unwrap();
+    follow(&c, "form[aria-label='Receivables as of'] button").await;
+    assert_eq!(text_of(&c, "#as-of").await, "As of 2027-06-30.");
+    let table = text_of(&c, "#receivables").await;
+    assert!(table.contains("LE-DE-01") && table.contains("CUST-1001") && table.contains("EUR"), "{table}");
+    assert!(text_of(&c, "#dso").await.contains("days (EUR)"));
+    assert!(c.find(Locator::Css("#ageing-chart svg rect")).await.is_ok(), "the ageing chart draws a bar");
+    accessible(&c).await;
+    shot(&c, "receivables").await;
+    c.goto(&format!("{base}/console/engagements/0068d00000GLBX01")).await.unwrap();
+    let invoices = text_of(&c, "#invoices").await;
+    // The bank's credit applied: total − applied = open, to the cent.
+    assert!(
+        invoices.contains("posted")
+            && invoices.contains("EUR 139286.88")
+            && invoices.contains("DE-CAMT-2027041100017 2027-04-11: EUR 50000.00")
+            && invoices.contains("EUR 89286.88"),
+        "invoices with their payments: {invoices}"
+    );
+    drop(server);
+
+    // A provisioning the ERP keeps failing: dead-lettered with its reason, redriven from the page.
+    let dl = dir.path().join("dl.db");
+    let d = dl.to_str().unwrap();
+    let approval = repo("events/samples/ContractApproved.v1.json");
+    assert!(run(&["run", "--db", d, approval.to_str().unwrap()]).status.success());
+    assert!(
+        run(&["sim", "fault", "--db", d, "--system", "erp", "--operation", "create_project", "--kind", "server-error"]).status.success()
+    );
+    let won = repo("events/samples/OpportunityClosedWon.v1.json");
+    assert_eq!(run(&["run", "--db", d, won.to_str().unwrap()]).status.code(), Some(4), "dead-lettered");
+    let server = serve_signed_in(&c, &dl, "U-OPS-01").await;
+    let base = server.base.clone();
+    c.goto(&format!("{base}/console/queues")).await.unwrap();
+    let dead = text_of(&c, "table.dead-letters").await;
+    assert!(dead.contains("ContractCreated") && dead.contains("503"), "the message with its last failure: {dead}");
+    shot(&c, "dead-letters").await;
+    assert!(run(&["sim", "clear", "--db", d]).status.success());
+    follow(&c, "form[aria-label='Redrive ProvisionDLQ'] button").await;
+    let flash = text_of(&c, "#flash").await;
+    assert!(flash.contains("Redrove 1 message(s) from ProvisionDLQ to ProvisionQueue"), "{flash}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.goto(&format!("{base}/console/engagements/0068d00000GLBX01")).await.unwrap();
+        if text_of(&c, "#status").await.contains("active") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the redriven provisioning never activated");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.goto(&format!("{base}/console/log")).await.unwrap();
+    let log = text_of(&c, "#actions").await;
+    assert!(log.lines().any(|l| l.contains("U-OPS-01") && l.contains("dlq.redrive") && l.contains("Redrove 1")), "{log}");
+    c.close().await.unwrap();
+}

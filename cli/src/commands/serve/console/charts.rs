@@ -25,7 +25,7 @@ const PALETTE: [&str; 8] = ["#1f5f99", "#d17a00", "#2e8540", "#b8336a", "#6a4c93
 
 const WIDTH: i64 = 640;
 const HEIGHT: i64 = 180;
-const LEFT: i64 = 56;
+const LEFT: i64 = 96;
 const BOTTOM: i64 = 36;
 
 /// A stacked bar chart: `title` as its caption, `summary` as its text alternative, `unit`

@@ -36,8 +36,47 @@ pub async fn page(State(s): State<Arc<Console>>, Extension(caller): Extension<Ca
     render(&s, &v, title, SECTION, view(&parked, &queues, &v.session))
 }
 
-fn view(parked: &[RejectedMessage], queues: &[QueueView], session: &Session) -> Markup {
+fn queue_rows(queues: &[&QueueView]) -> Markup {
     html! {
+        @for q in queues {
+            tr {
+                td { (q.name) }
+                td.num { (q.visible) }
+                td.num { (q.in_flight) }
+                td { @if q.dead_letter { (badge("dead-letter")) " of " (q.source.as_deref().unwrap_or("the bus")) } @else { "work" } }
+            }
+        }
+    }
+}
+
+fn view(parked: &[RejectedMessage], queues: &[QueueView], session: &Session) -> Markup {
+    let busy: Vec<&QueueView> = queues.iter().filter(|q| q.visible + q.in_flight > 0).collect();
+    let head = html! { thead { tr { th scope="col" { "Queue" } th.num scope="col" { "Visible" } th.num scope="col" { "In flight" } th scope="col" { "Kind" } } } };
+    html! {
+        h2 { "Dead letters" }
+        @if queues.iter().all(|q| q.messages.is_empty()) {
+            p #no-dead-letters { "No dead letter." }
+        }
+        @for q in queues.iter().filter(|q| !q.messages.is_empty()) {
+            h3 { (q.name) " (" (q.visible) ")" }
+            form method="post" action={ (SECTION) "/" (q.name) "/redrive" } aria-label={ "Redrive " (q.name) } {
+                (csrf(session))
+                button type="submit" { "Redrive " (q.visible) " to " (q.source.as_deref().unwrap_or("the bus")) }
+            }
+            table.dead-letters {
+                thead { tr { th scope="col" { "Sent" } th scope="col" { "Event" } th.num scope="col" { "Receives" } th scope="col" { "Last failure" } } }
+                tbody {
+                    @for m in &q.messages {
+                        tr {
+                            td { @if let Some(t) = m.sent_at { (at(t)) } @else { "—" } }
+                            td { (m.detail_type.as_deref().unwrap_or("—")) " " code { (m.event_id.as_deref().unwrap_or("")) } }
+                            td.num { @if let Some(n) = m.receive_count { (n) } @else { "—" } }
+                            td { (m.reason.as_deref().unwrap_or("—")) }
+                        }
+                    }
+                }
+            }
+        }
         h2 { "Parked (rejected with their reasons)" }
         @if parked.is_empty() {
             p #no-parked { "Nothing parked." }
@@ -60,42 +99,14 @@ fn view(parked: &[RejectedMessage], queues: &[QueueView], session: &Session) -> 
             }
         }
         h2 { "Queues" }
-        table #queues {
-            thead { tr { th scope="col" { "Queue" } th.num scope="col" { "Visible" } th.num scope="col" { "In flight" } th scope="col" { "Kind" } th scope="col" { "" } } }
-            tbody {
-                @for q in queues {
-                    tr {
-                        td { (q.name) }
-                        td.num { (q.visible) }
-                        td.num { (q.in_flight) }
-                        td { @if q.dead_letter { (badge("dead-letter")) } @else { "work" } }
-                        td {
-                            @if q.dead_letter && q.visible > 0 {
-                                form method="post" action={ (SECTION) "/" (q.name) "/redrive" } aria-label={ "Redrive " (q.name) } {
-                                    (csrf(session))
-                                    button type="submit" { "Redrive " (q.visible) " to " (q.source.as_deref().unwrap_or("the bus")) }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+        @if busy.is_empty() {
+            p #queues-idle { "All " (queues.len()) " queues are empty." }
+        } @else {
+            table #queues { caption { "Queues holding messages" } (head) tbody { (queue_rows(&busy)) } }
         }
-        @for q in queues.iter().filter(|q| !q.messages.is_empty()) {
-            h2 { "Dead letters in " (q.name) }
-            table.dead-letters {
-                thead { tr { th scope="col" { "Sent" } th scope="col" { "Event" } th.num scope="col" { "Receives" } th scope="col" { "Last failure" } } }
-                tbody {
-                    @for m in &q.messages {
-                        tr {
-                            td { @if let Some(t) = m.sent_at { (at(t)) } @else { "—" } }
-                            td { (m.detail_type.as_deref().unwrap_or("—")) " " code { (m.event_id.as_deref().unwrap_or("")) } }
-                            td.num { @if let Some(n) = m.receive_count { (n) } @else { "—" } }
-                            td { (m.reason.as_deref().unwrap_or("—")) }
-                        }
-                    }
-                }
-            }
+        details {
+            summary { "Every queue (" (queues.len()) ")" }
+            table #all-queues { (head) tbody { (queue_rows(&queues.iter().collect::<Vec<_>>())) } }
         }
     }
 }

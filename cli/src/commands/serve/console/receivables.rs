@@ -34,13 +34,37 @@ pub async fn all<S: EngagementStore>(store: &S, entities: impl Iterator<Item = S
     Ok(all)
 }
 
-/// `GET /console/receivables`.
-pub async fn page(State(s): State<Arc<Console>>, Extension(caller): Extension<Caller>, Extension(session): Extension<Session>) -> Response {
+/// The page's query: the date it is as of, one legal entity.
+#[derive(serde::Deserialize, Default)]
+pub struct ReceivablesQuery {
+    as_of: Option<String>,
+    legal_entity: Option<String>,
+}
+
+/// `GET /console/receivables[?as_of=YYYY-MM-DD&legal_entity=]`.
+pub async fn page(
+    State(s): State<Arc<Console>>,
+    Extension(caller): Extension<Caller>,
+    Extension(session): Extension<Session>,
+    axum::extract::Query(q): axum::extract::Query<ReceivablesQuery>,
+) -> Response {
     let v = Viewer::from(caller, session);
     let title = "Receivables";
-    let as_of = s.source.now().date_naive();
-    match with_store!(s.source, store => all(store, s.reference.legal_entities.keys().cloned()).await) {
-        Ok(rs) => render(&s, &v, title, SECTION, view(&rs, as_of)),
+    let as_of = match q.as_of.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        Some(d) => match NaiveDate::parse_from_str(d, "%Y-%m-%d") {
+            Ok(d) => d,
+            Err(_) => return failed(&s, &v, title, SECTION, StatusCode::BAD_REQUEST, format!("`{d}` is not a date (YYYY-MM-DD).")),
+        },
+        None => s.source.now().date_naive(),
+    };
+    let le = q.legal_entity.as_deref().map(str::trim).filter(|l| !l.is_empty());
+    if let Some(le) = le.filter(|le| !s.reference.legal_entities.contains_key(*le)) {
+        return failed(&s, &v, title, SECTION, StatusCode::BAD_REQUEST, format!("No legal entity {le} in the reference data."));
+    }
+    let entities: Vec<String> = s.reference.legal_entities.keys().filter(|k| le.is_none_or(|le| le == k.as_str())).cloned().collect();
+    let all_entities: Vec<&str> = s.reference.legal_entities.keys().map(String::as_str).collect();
+    match with_store!(s.source, store => all(store, entities.into_iter()).await) {
+        Ok(rs) => render(&s, &v, title, SECTION, view(&rs, as_of, le, &all_entities)),
         Err(e) => failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
@@ -75,14 +99,24 @@ pub fn ageing_bars(rs: &[Receivables], as_of: NaiveDate) -> Vec<Bar> {
         .collect()
 }
 
-fn view(rs: &[Receivables], as_of: NaiveDate) -> Markup {
+fn view(rs: &[Receivables], as_of: NaiveDate, le: Option<&str>, entities: &[&str]) -> Markup {
     let mut by_entity: BTreeMap<&str, Vec<&Receivables>> = BTreeMap::new();
     for r in rs {
         by_entity.entry(r.legal_entity_id.as_str()).or_default().push(r);
     }
     let firm = Receivables::dso_of(&rs.iter().collect::<Vec<_>>(), as_of);
     html! {
-        p { "As of " (as_of) "." }
+        form.filters method="get" action=(SECTION) aria-label="Receivables as of" {
+            label { "As of" input type="date" name="as_of" value=(as_of); }
+            label { "Legal entity"
+                select name="legal_entity" {
+                    option value="" { "all" }
+                    @for e in entities { option value=(e) selected[le == Some(*e)] { (e) } }
+                }
+            }
+            button type="submit" { "Show" }
+        }
+        p #as-of { "As of " (as_of) "." }
         @if rs.is_empty() {
             p #empty { "No receivables (nothing posted, no payment received)." }
         } @else {
