@@ -30,6 +30,18 @@ impl Embedded {
     }
 }
 
+/// A queued message as operators see it: its last failure is its reason.
+pub fn message_row(m: o2c_embedded::bus::QueueMessage) -> MessageRow {
+    MessageRow {
+        message_id: m.message_id,
+        sent_at: Some(m.sent_at),
+        receive_count: Some(m.receive_count),
+        detail_type: m.detail_type,
+        event_id: m.event_id,
+        reason: m.last_error,
+    }
+}
+
 impl Backend for Embedded {
     type Store = SqliteStore;
 
@@ -59,20 +71,7 @@ impl Backend for Embedded {
         if !self.bus.topology().queues.contains_key(queue) {
             usage!("no queue {queue}; queues: {}", self.bus.topology().queues.keys().cloned().collect::<Vec<_>>().join(", "));
         }
-        Ok(self
-            .bus
-            .list(queue, 1000)
-            .await?
-            .into_iter()
-            .map(|m| MessageRow {
-                message_id: m.message_id,
-                sent_at: Some(m.sent_at),
-                receive_count: Some(m.receive_count),
-                detail_type: m.detail_type,
-                event_id: m.event_id,
-                reason: m.last_error,
-            })
-            .collect())
+        Ok(self.bus.list(queue, 1000).await?.into_iter().map(message_row).collect())
     }
 
     async fn redrive(&self, dlq: &str, limit: usize, progress: &(dyn Fn(usize) + Sync)) -> Result<(usize, String)> {

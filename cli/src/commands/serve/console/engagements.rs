@@ -18,7 +18,7 @@ use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::receivables::Receivables;
 use serde::Deserialize;
 
-use super::layout::{age, at, badge};
+use super::layout::{age, at, badge, thead};
 use super::session::Session;
 use super::source::with_store;
 use super::{Console, Viewer, failed, render};
@@ -133,11 +133,7 @@ fn list_view(q: &ListQuery, rows: &[Engagement], now: DateTime<Utc>) -> Markup {
         } @else {
             table #engagements {
                 caption { (rows.len()) " engagement(s), most recently changed first" }
-                thead { tr {
-                    th scope="col" { "Engagement" } th scope="col" { "Opportunity" } th scope="col" { "Customer" }
-                    th scope="col" { "Legal entity" } th scope="col" { "Status" } th.num scope="col" { "Contract value" }
-                    th scope="col" { "Open exceptions" } th scope="col" { "Age" } th scope="col" { "Last change" }
-                } }
+                (thead(&["Engagement", "Opportunity", "Customer", "Legal entity", "Status", "Contract value#", "Open exceptions", "Age", "Last change"]))
                 tbody {
                     @for e in rows {
                         @let c = e.contract.as_ref();
@@ -240,7 +236,7 @@ fn detail_view(d: &Detail) -> Markup {
         }
         h2 { "In every system" }
         table #systems {
-            thead { tr { th scope="col" { "System" } th scope="col" { "Object" } th scope="col" { "Id" } th scope="col" { "State" } } }
+            (thead(&["System", "Object", "Id", "State"]))
             tbody {
                 tr { td { "CRM" } td { "Opportunity" } td { (e.opportunity_id) }
                     td #crm { @if let Some(s) = crm { (badge(&s.update.sync_status)) " " (s.update.engagement_status) " (sync v" (s.update.sync_version) ", " (s.result) ")" } @else { "not written yet" } } }
@@ -256,7 +252,7 @@ fn detail_view(d: &Detail) -> Markup {
             h2 { "Billing schedule" }
             p { (sch.items.len()) " item(s); fixed " (sch.fixed_total) ", time and materials cap " (sch.time_and_materials_cap) }
             table #schedule {
-                thead { tr { th scope="col" { "Item" } th scope="col" { "Kind" } th scope="col" { "Line" } th scope="col" { "Date" } th.num scope="col" { "Amount" } } }
+                (thead(&["Item", "Kind", "Line", "Date", "Amount#"]))
                 tbody {
                     @for item in &sch.items {
                         // Read through its serialised form: one row shape for every kind.
@@ -281,7 +277,7 @@ fn detail_view(d: &Detail) -> Markup {
             p { "No invoice yet." }
         } @else {
             table #invoices {
-                thead { tr { th scope="col" { "Invoice" } th scope="col" { "Number" } th scope="col" { "Status" } th scope="col" { "Issued" } th scope="col" { "Due" } th.num scope="col" { "Total" } th.num scope="col" { "Open" } th scope="col" { "Payments" } } }
+                (thead(&["Invoice", "Number", "Status", "Issued", "Due", "Total#", "Open#", "Payments"]))
                 tbody {
                     @for i in &d.invoices {
                         @let item = d.receivables.iter().find(|r| r.legal_entity_id == i.legal_entity_id && r.customer_id == i.customer_id).and_then(|r| r.invoices.get(&i.invoice_id).map(|it| (r, it)));
@@ -320,7 +316,7 @@ fn detail_view(d: &Detail) -> Markup {
         h2 { "Timeline" }
         table #timeline {
             caption { "Oldest first; every step's decision with the event and correlation id it came from" }
-            thead { tr { th scope="col" { "At" } th scope="col" { "Step" } th scope="col" { "Event" } th scope="col" { "Action" } th scope="col" { "Summary" } th scope="col" { "Correlation id" } } }
+            (thead(&["At", "Step", "Event", "Action", "Summary", "Correlation id"]))
             tbody {
                 @for a in &d.timeline {
                     tr { td { (at(a.at)) } td { (a.step) } td { (a.event_type) } td { (a.action.to_string()) } td { (a.summary) } td { code { (a.correlation_id) } } }

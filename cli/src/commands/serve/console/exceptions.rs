@@ -15,7 +15,7 @@ use o2c_domain::events::{ExceptionAction, ExceptionKind};
 use o2c_domain::exception_case::{CaseStatus, ExceptionCase};
 use serde::Deserialize;
 
-use super::layout::{age, at, badge, csrf};
+use super::layout::{age, at, badge, csrf, thead};
 use super::session::{Flash, Session};
 use super::source::with_store;
 use super::{Console, Viewer, after, audit, check_csrf, failed, render};
@@ -111,11 +111,7 @@ fn queue_view(q: &QueueQuery, cases: &[ExceptionCase], now: DateTime<Utc>) -> Ma
         } @else {
             table #cases {
                 caption { (cases.len()) " case(s), newest first" }
-                thead { tr {
-                    th scope="col" { "Exception" } th scope="col" { "Kind" } th scope="col" { "Status" }
-                    th scope="col" { "Engagement" } th scope="col" { "Legal entity" } th.num scope="col" { "At stake" }
-                    th scope="col" { "Assignee" } th scope="col" { "Age" } th scope="col" { "Reason" }
-                } }
+                (thead(&["Exception", "Kind", "Status", "Engagement", "Legal entity", "At stake#", "Assignee", "Age", "Reason"]))
                 tbody {
                     @for c in cases {
                         tr data-exception=(c.exception_id.as_str()) {
@@ -216,7 +212,7 @@ fn case_view(c: &ExceptionCase, session: &Session, me: &str, now: DateTime<Utc>)
         h2 { "History" }
         table #history {
             caption { "Oldest first" @if c.history_dropped > 0 { " (" (c.history_dropped) " earlier entries dropped)" } }
-            thead { tr { th scope="col" { "At" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "Note" } } }
+            (thead(&["At", "Who", "What", "Note"]))
             tbody {
                 @for h in &c.history {
                     tr { td { (at(h.at)) } td { (h.actor) } td { (badge(&h.action)) } td { (h.note) } }

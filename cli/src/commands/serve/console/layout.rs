@@ -85,8 +85,8 @@ pub fn page(shell: Shell<'_>, content: Markup) -> Markup {
     }
 }
 
-/// The sign-in page (no session yet).
-pub fn login(error: Option<&str>) -> Markup {
+/// A sign-in page: the shell without navigation, an error if any, then `body`.
+fn sign_in_page(error: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -102,39 +102,46 @@ pub fn login(error: Option<&str>) -> Markup {
                     @if let Some(e) = error {
                         p.flash.error role="alert" #flash { (e) }
                     }
-                    form method="post" action="/console/login" {
-                        label for="key" { "Operator API key" }
-                        input #key type="password" name="key" autocomplete="off" required;
-                        p.hint { "An operator key from " code { "o2c sources add NAME --operator" } ". It stays on the server; the browser gets a session cookie." }
-                        button type="submit" { "Sign in" }
-                    }
+                    (body)
                 }
             }
         }
     }
 }
 
+/// The sign-in page (no session yet).
+pub fn login(error: Option<&str>) -> Markup {
+    sign_in_page(
+        error,
+        html! {
+            form method="post" action="/console/login" {
+                label for="key" { "Operator API key" }
+                input #key type="password" name="key" autocomplete="off" required;
+                p.hint { "An operator key from " code { "o2c sources add NAME --operator" } ". It stays on the server; the browser gets a session cookie." }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
 /// The sign-in page of the AWS console: it opens from the link `serve` printed.
 pub fn link_login(error: Option<&str>) -> Markup {
+    sign_in_page(
+        error,
+        html! {
+            p { "Open the sign-in link " code { "o2c serve --target aws" } " printed in its terminal. You act as the AWS identity that started it." }
+        },
+    )
+}
+
+/// A table head; a column named with a trailing `#` holds numbers (right-aligned).
+pub fn thead(columns: &[&str]) -> Markup {
     html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Sign in · o2c console" }
-                link rel="stylesheet" href="/console/style.css";
+        thead { tr {
+            @for c in columns {
+                @if let Some(name) = c.strip_suffix('#') { th.num scope="col" { (name) } } @else { th scope="col" { (c) } }
             }
-            body {
-                main #main.login {
-                    h1 { "o2c operator console" }
-                    @if let Some(e) = error {
-                        p.flash.error role="alert" #flash { (e) }
-                    }
-                    p { "Open the sign-in link " code { "o2c serve --target aws" } " printed in its terminal. You act as the AWS identity that started it." }
-                }
-            }
-        }
+        } }
     }
 }
 

@@ -9,7 +9,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use o2c_embedded::access::{self, OperatorAction, Refusals};
 
-use super::layout::at;
+use super::layout::{at, thead};
 use super::session::Session;
 use super::source::Source;
 use super::{Console, Viewer, failed, render};
@@ -38,7 +38,7 @@ fn view(actions: &[OperatorAction], refusals: &Refusals) -> Markup {
         h2 { "Console actions" }
         table #actions {
             caption { "Latest first (exception actions are also on each case's history and its engagement's timeline)" }
-            thead { tr { th scope="col" { "At" } th scope="col" { "Operator" } th scope="col" { "Action" } th scope="col" { "On" } th scope="col" { "Outcome" } th scope="col" { "From" } } }
+            (thead(&["At", "Operator", "Action", "On", "Outcome", "From"]))
             tbody {
                 @for a in actions {
                     tr { td { (at(a.at)) } td { (a.actor) } td { (a.action) } td { (a.object.as_deref().unwrap_or("—")) } td { (a.outcome) } td { (a.remote.as_deref().unwrap_or("—")) } }
@@ -48,7 +48,7 @@ fn view(actions: &[OperatorAction], refusals: &Refusals) -> Markup {
         h2 { "Refused requests" }
         p { (refusals.total) " refused since the database began; the latest:" }
         table #refusals {
-            thead { tr { th scope="col" { "At" } th.num scope="col" { "Status" } th scope="col" { "Code" } th scope="col" { "Key" } th scope="col" { "Request" } th scope="col" { "Reason" } } }
+            (thead(&["At", "Status#", "Code", "Key", "Request", "Reason"]))
             tbody {
                 @for r in &refusals.latest {
                     tr {

@@ -17,6 +17,7 @@ use o2c_domain::exception_case::ExceptionCase;
 use rust_decimal::Decimal;
 
 use super::charts::{Bar, bars};
+use super::layout::thead;
 use super::session::Session;
 use super::source::with_store;
 use super::{Console, Viewer, failed, render};
@@ -141,7 +142,7 @@ fn view(c: &Counts, leads: &[i64], cases: &[ExceptionCase], ageing: Vec<Bar>, no
         }
         h2 { "Engagements by status" }
         table #by-status {
-            thead { tr { th scope="col" { "Status" } th.num scope="col" { "Engagements" } } }
+            (thead(&["Status", "Engagements#"]))
             tbody {
                 @for (st, n) in &c.by_status {
                     tr { td { a href={ "/console/engagements?status=" (st) } { (st) } } td.num { (n) } }

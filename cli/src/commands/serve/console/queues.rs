@@ -14,7 +14,7 @@ use o2c_app::ports::{RejectedMessage, RejectionStore};
 use super::source::{QueueView, with_store};
 use serde::Deserialize;
 
-use super::layout::{at, badge, csrf};
+use super::layout::{at, badge, csrf, thead};
 use super::session::{Flash, Session};
 use super::{Console, Viewer, after, audit, check_csrf, failed, render};
 use crate::commands::serve::auth::Caller;
@@ -51,7 +51,7 @@ fn queue_rows(queues: &[&QueueView]) -> Markup {
 
 fn view(parked: &[RejectedMessage], queues: &[QueueView], session: &Session) -> Markup {
     let busy: Vec<&QueueView> = queues.iter().filter(|q| q.visible + q.in_flight > 0).collect();
-    let head = html! { thead { tr { th scope="col" { "Queue" } th.num scope="col" { "Visible" } th.num scope="col" { "In flight" } th scope="col" { "Kind" } } } };
+    let head = html! { (thead(&["Queue", "Visible#", "In flight#", "Kind"])) };
     html! {
         h2 { "Dead letters" }
         @if queues.iter().all(|q| q.messages.is_empty()) {
@@ -64,7 +64,7 @@ fn view(parked: &[RejectedMessage], queues: &[QueueView], session: &Session) -> 
                 button type="submit" { "Redrive " (q.visible) " to " (q.source.as_deref().unwrap_or("the bus")) }
             }
             table.dead-letters {
-                thead { tr { th scope="col" { "Sent" } th scope="col" { "Event" } th.num scope="col" { "Receives" } th scope="col" { "Last failure" } } }
+                (thead(&["Sent", "Event", "Receives#", "Last failure"]))
                 tbody {
                     @for m in &q.messages {
                         tr {
@@ -83,7 +83,7 @@ fn view(parked: &[RejectedMessage], queues: &[QueueView], session: &Session) -> 
         } @else {
             table #parked {
                 caption { (parked.len()) " parked message(s), latest first; repair and resend with " code { "o2c resubmit" } }
-                thead { tr { th scope="col" { "Rejected" } th scope="col" { "Step" } th scope="col" { "Event" } th scope="col" { "Engagement" } th scope="col" { "Deliveries" } th scope="col" { "Every reason" } } }
+                (thead(&["Rejected", "Step", "Event", "Engagement", "Deliveries", "Every reason"]))
                 tbody {
                     @for p in parked {
                         tr {

@@ -10,7 +10,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use o2c_domain::reconciliation::{Mismatch, ReconciliationReport};
 
-use super::layout::{at, badge};
+use super::layout::{at, badge, thead};
 use super::session::Session;
 use super::source::with_store;
 use super::{Console, Viewer, failed, render};
@@ -52,7 +52,7 @@ fn view(reports: &[ReconciliationReport]) -> Markup {
         p #summary { (reports.len()) " engagement(s) reconciled; " strong { (breaks) } " with a break. Run one with " code { "o2c reconcile" } "." }
         @if !reports.is_empty() {
             table #reports {
-                thead { tr { th scope="col" { "Engagement" } th scope="col" { "Result" } th.num scope="col" { "Checked" } th.num scope="col" { "Mismatches" } th scope="col" { "Run" } th scope="col" { "At" } } }
+                (thead(&["Engagement", "Result", "Checked#", "Mismatches#", "Run", "At"]))
                 tbody {
                     @for r in reports {
                         tr {
@@ -71,7 +71,7 @@ fn view(reports: &[ReconciliationReport]) -> Markup {
             h2 { "Break: " (r.engagement_id.as_str()) }
             table.mismatches {
                 caption { "o2c's record beside the system's" }
-                thead { tr { th scope="col" { "System" } th scope="col" { "Object" } th scope="col" { "Field" } th scope="col" { "o2c" } th scope="col" { "The system" } } }
+                (thead(&["System", "Object", "Field", "o2c", "The system"]))
                 tbody { (mismatch_rows(&r.mismatches)) (mismatch_rows(&r.unreadable)) }
             }
             @if !r.foreign_invoices.is_empty() {

@@ -108,19 +108,7 @@ impl Source {
                     let d = rt.bus().depth(name).await?;
                     let dead_letter = topo.is_dlq(name);
                     let messages = if dead_letter && d.visible + d.in_flight > 0 {
-                        rt.bus()
-                            .list(name, peek)
-                            .await?
-                            .into_iter()
-                            .map(|m| MessageRow {
-                                message_id: m.message_id,
-                                sent_at: Some(m.sent_at),
-                                receive_count: Some(m.receive_count),
-                                detail_type: m.detail_type,
-                                event_id: m.event_id,
-                                reason: m.last_error,
-                            })
-                            .collect()
+                        rt.bus().list(name, peek).await?.into_iter().map(crate::backend::embedded::message_row).collect()
                     } else {
                         Vec::new()
                     };
