@@ -172,32 +172,40 @@ async fn accessible(c: &Client) {
     assert!(!c.source().await.unwrap().contains("<script"), "pages carry no script");
 }
 
-/// A `GET` outside the browser naming `host`; the status.
-fn get_as_host(base: &str, path: &str, host: &str) -> u16 {
+/// A raw HTTP/1.1 exchange outside the browser; the status and the head (lower-case).
+fn raw(base: &str, request: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(base.trim_start_matches("http://")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(request.as_bytes()).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    let head = resp.split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
+    (resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), head)
 }
 
-/// A form posted outside the browser with the session's cookie.
-fn post_form(base: &str, path: &str, cookie: &str, body: &str) -> u16 {
-    use std::io::{Read, Write};
+/// A `GET` outside the browser naming `host`; the status.
+fn get_as_host(base: &str, path: &str, host: &str) -> u16 {
+    raw(base, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")).0
+}
+
+/// A form posted outside the browser with `cookie` (`name=value`) and `extra` header lines.
+fn post_form(base: &str, path: &str, cookie: &str, extra: &str, body: &str) -> u16 {
     let addr = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: o2c_console={cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n{extra}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    );
+    raw(base, &request).0
+}
+
+/// The console's session cookie in the browser, as `name=value`.
+async fn session_cookie(c: &Client) -> String {
+    let all = c.get_all_cookies().await.unwrap();
+    let cookie = all.iter().find(|k| k.name().starts_with("o2c_console_")).expect("a console session cookie");
+    assert!(cookie.http_only() == Some(true), "HttpOnly");
+    assert_eq!(cookie.path(), Some("/console"));
+    format!("{}={}", cookie.name(), cookie.value())
 }
 
 /// An engagement whose invoice the ERP refused to post: an open `invoice_posting_failed`
@@ -246,7 +254,15 @@ async fn when_an_operator_works_a_planted_failure_in_the_console_should_refuse_t
     assert!(text_of(&c, "#flash").await.contains("crm-prod is not an operator"));
     shot(&c, "login-refused").await;
     let huge = format!("key={}", "A".repeat(10_000));
-    assert_eq!(post_form(&base, "/console/login", "", &huge), 413, "an oversize sign-in form is refused before it is read");
+    assert_eq!(post_form(&base, "/console/login", "", "", &huge), 413, "an oversize sign-in form is refused before it is read");
+    let (_, head) = raw(&base, "GET /console/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    for h in ["content-security-policy: default-src 'none';", "frame-ancestors 'none'", "x-frame-options: deny", "cache-control: no-store"]
+    {
+        assert!(head.contains(h), "{h} missing: {head}");
+    }
+    // A sign-in form posted from another site (login CSRF) is refused before the key is read.
+    let forged = post_form(&base, "/console/login", "", "Origin: http://evil.example\r\n", &format!("key={approver}"));
+    assert_eq!(forged, 403);
 
     // The approver who caused the failure: the queue shows it; resolving it is refused on the page.
     sign_in(&c, &base, &approver).await;
@@ -271,12 +287,16 @@ async fn when_an_operator_works_a_planted_failure_in_the_console_should_refuse_t
     shot(&c, "sod-refusal").await;
 
     // A form posted with the session's cookie but without its token is refused (403).
-    let cookie = c.get_named_cookie("o2c_console").await.unwrap().value().to_owned();
+    let cookie = session_cookie(&c).await;
     let path = case_url.trim_start_matches(&base).to_owned() + "/actions";
-    assert_eq!(post_form(&base, &path, &cookie, "csrf=forged&action=waive&reason=not+material"), 403);
+    assert_eq!(post_form(&base, &path, &cookie, "", "csrf=forged&action=waive&reason=not+material"), 403);
+    // The right token from another origin of this host (another port is the same site).
+    let csrf = c.find(Locator::Css("input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
+    let other_port = "Sec-Fetch-Site: same-site\r\nOrigin: http://127.0.0.1:9\r\n";
+    assert_eq!(post_form(&base, &path, &cookie, other_port, &format!("csrf={csrf}&action=waive&reason=not+material")), 403);
     follow(&c, "form.signout button").await;
     assert!(c.current_url().await.unwrap().path().ends_with("/console/login"));
-    assert_eq!(post_form(&base, &path, &cookie, "csrf=x&action=waive&reason=x"), 303, "a signed-out cookie goes to sign-in");
+    assert_eq!(post_form(&base, &path, &cookie, "", "csrf=x&action=waive&reason=x"), 303, "a signed-out cookie goes to sign-in");
 
     // Another operator resolves it: it leaves the queue, the engagement and the CRM are Synced.
     sign_in(&c, &base, &controller).await;
@@ -418,6 +438,7 @@ async fn when_the_console_serves_a_stage_should_show_its_tables_and_act_as_the_c
     assert!(c.current_url().await.unwrap().path().ends_with("/console/login"));
     c.goto(&link).await.unwrap();
     assert_eq!(text_of(&c, "#operator").await, "moto");
+    assert_eq!(get_as_host(&base, path, "127.0.0.1"), 401, "a sign-in link works once");
     assert!(text_of(&c, "footer").await.contains(&format!("stage {stage} on AWS")));
     c.goto(&format!("{base}/console/exceptions")).await.unwrap();
     let row = text_of(&c, "#cases tbody tr").await;
@@ -505,7 +526,7 @@ async fn when_the_books_hold_a_break_receivables_and_a_dead_letter_should_show_t
     let table = text_of(&c, "#receivables").await;
     assert!(table.contains("LE-DE-01") && table.contains("CUST-1001") && table.contains("EUR"), "{table}");
     assert!(text_of(&c, "#dso").await.contains("days (EUR)"));
-    assert!(c.find(Locator::Css("#ageing-chart svg rect")).await.is_ok(), "the ageing chart draws a bar");
+    assert!(c.find(Locator::Css("#ageing-chart-EUR svg rect")).await.is_ok(), "the EUR ageing chart draws a bar");
     accessible(&c).await;
     shot(&c, "receivables").await;
     c.goto(&format!("{base}/console/engagements/0068d00000GLBX01")).await.unwrap();
@@ -523,6 +544,9 @@ async fn when_the_books_hold_a_break_receivables_and_a_dead_letter_should_show_t
     // A provisioning the ERP keeps failing: dead-lettered with its reason, redriven from the page.
     let dl = dir.path().join("dl.db");
     let d = dl.to_str().unwrap();
+    // The PSA reports a milestone before the deal exists: retried, then parked with its reasons.
+    let milestone = repo("events/samples/MilestoneCompleted.v1.json");
+    assert_eq!(run(&["run", "--db", d, milestone.to_str().unwrap()]).status.code(), Some(4), "parked");
     let approval = repo("events/samples/ContractApproved.v1.json");
     assert!(run(&["run", "--db", d, approval.to_str().unwrap()]).status.success());
     assert!(
@@ -533,7 +557,7 @@ async fn when_the_books_hold_a_break_receivables_and_a_dead_letter_should_show_t
     let server = serve_signed_in(&c, &dl, "U-OPS-01").await;
     let base = server.base.clone();
     c.goto(&format!("{base}/console/queues")).await.unwrap();
-    let dead = text_of(&c, "table.dead-letters").await;
+    let dead = text_of(&c, "#dl-ProvisionDLQ").await;
     assert!(dead.contains("ContractCreated") && dead.contains("503"), "the message with its last failure: {dead}");
     shot(&c, "dead-letters").await;
     assert!(run(&["sim", "clear", "--db", d]).status.success());
@@ -549,8 +573,25 @@ async fn when_the_books_hold_a_break_receivables_and_a_dead_letter_should_show_t
         assert!(Instant::now() < deadline, "the redriven provisioning never activated");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Now active, the parked milestone is resubmitted from the page and recorded.
+    c.goto(&format!("{base}/console/queues")).await.unwrap();
+    let parked = text_of(&c, "#parked").await;
+    assert!(parked.contains("MilestoneCompleted"), "{parked}");
+    follow(&c, "#parked form button").await;
+    let flash = text_of(&c, "#flash").await;
+    assert!(flash.contains("Resubmitted 1 event(s)"), "{flash}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.goto(&format!("{base}/console/engagements/0068d00000GLBX01")).await.unwrap();
+        if text_of(&c, "#timeline").await.contains("milestone_recorded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the resubmitted milestone was never recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     c.goto(&format!("{base}/console/log")).await.unwrap();
     let log = text_of(&c, "#actions").await;
     assert!(log.lines().any(|l| l.contains("U-OPS-01") && l.contains("dlq.redrive") && l.contains("Redrove 1")), "{log}");
+    assert!(log.lines().any(|l| l.contains("U-OPS-01") && l.contains("parked.resubmit") && l.contains("Resubmitted 1")), "{log}");
     c.close().await.unwrap();
 }

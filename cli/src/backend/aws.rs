@@ -200,8 +200,18 @@ pub async fn serve(
         PollerOptions::default(),
     ));
     let (tx, rx) = watch::channel(false);
+    // The console beside the pollers: if it cannot start (its port taken), the pollers run
+    // on without it, and the reason is said.
     let console = match console {
-        Some(opts) => Some(crate::commands::serve::aws_console(target, opts, rx.clone()).await?),
+        Some(opts) => match crate::commands::serve::aws_console(target, opts, rx.clone()).await {
+            Ok(task) => Some(task),
+            Err(e) => {
+                eprintln!(
+                    "o2c serve: no console ({e:#}); the functions poll without it (--addr for another port, --no-console to silence this)"
+                );
+                None
+            }
+        },
         None => None,
     };
     let mut tasks = poller.start(rx);

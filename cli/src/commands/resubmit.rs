@@ -148,9 +148,14 @@ async fn recorded<B: Backend>(b: &B) -> Result<BTreeMap<String, PutEventsEntry>>
 
 /// The event under a fresh key and id, caused by the original; same payload, same
 /// correlation id.
-fn fresh(mut e: PutEventsEntry) -> PutEventsEntry {
+pub fn fresh(e: PutEventsEntry) -> PutEventsEntry {
+    fresh_as(e, &RandomIds.new_id())
+}
+
+/// [`fresh`] with the new event id given: the same id gives the same key, so sending the
+/// result twice is absorbed downstream like any duplicate.
+pub fn fresh_as(mut e: PutEventsEntry, id: &str) -> PutEventsEntry {
     let Some(mut d) = detail(&e) else { return e };
-    let id = RandomIds.new_id();
     let key = d["idempotency_key"]
         .as_str()
         .map(str::to_owned)

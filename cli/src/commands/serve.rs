@@ -508,22 +508,23 @@ pub async fn aws_console(target: &crate::Target, opts: AwsConsole, mut stop: wat
     let operator = console::operator_of(&arn);
     let deployed = aws.deployed().await?;
     let bus = o2c_aws::eventbridge::EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(aws.sdk()), deployed.bus_name.clone());
-    let mut token = [0u8; 32];
-    getrandom::fill(&mut token).map_err(|e| anyhow::anyhow!("no random source for the sign-in link: {e}"))?;
-    let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+    let listener = tokio::net::TcpListener::bind(&opts.addr).await.with_context(|| format!("cannot listen on {}", opts.addr))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() {
+        eprintln!(
+            "o2c serve: the console listens on {local}, beyond loopback, and answers only requests naming a loopback host: \
+             reach it through an SSH tunnel"
+        );
+    }
+    let link = console::SignInLink::new(format!("http://{local}")).context("no random source for the sign-in link")?;
+    outln!("o2c serve: console for stage {} as {} ({arn}), sign in once with: {}", target.stage, operator.name, link.url());
     let state = Arc::new(console::Console {
         source: console::source::Source::Aws(Box::new(console::source::Stage { aws, bus, bus_name: deployed.bus_name.clone() })),
         sessions: Arc::new(console::session::Sessions::default()),
         reference,
-        guard: console::Guard::Link { token: token.clone(), operator: operator.clone() },
+        guard: console::Guard::Link { link, operator: operator.clone(), limits: opts.limits },
     });
     let app = console::routes().with_state(state.clone()).layer(axum::middleware::from_fn_with_state(state, console::link_guard));
-    let listener = tokio::net::TcpListener::bind(&opts.addr).await.with_context(|| format!("cannot listen on {}", opts.addr))?;
-    let local = listener.local_addr()?;
-    if !local.ip().is_loopback() {
-        eprintln!("o2c serve: the console listens on {local}, beyond loopback: put TLS in front, the sign-in link is a bearer secret");
-    }
-    outln!("o2c serve: console for stage {} as {} ({arn}): http://{local}/console/login?token={token}", target.stage, operator.name);
     info!(addr = %local, operator = %operator.name, "console serving");
     Ok(tokio::spawn(async move {
         let stopped = async move {

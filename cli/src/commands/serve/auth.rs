@@ -294,10 +294,23 @@ pub async fn gate(State(g): State<Arc<Gate>>, mut req: Request, next: Next) -> R
     // The console: its sign-in page and stylesheet are public; every other page presents
     // the key its session signed in with, to the same checks as the API's.
     let console = path == "/console" || path.starts_with("/console/");
+    // A console form must come from the console's own pages (login CSRF, and other
+    // origins of this host, which `SameSite` counts as the same site).
+    if console && method == Method::POST && !super::console::session::same_origin(req.headers()) {
+        if !g.record_stranger(remote) {
+            return super::error(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", "too many refused requests from this address");
+        }
+        let refused = (StatusCode::FORBIDDEN, "CrossOriginForm", "a console form posted from another origin".to_owned());
+        return g.refuse(who(None, None), refused, None).await;
+    }
     if console && super::console::public(&path) {
-        // The sign-in form is small, and a slow one is cut off like any body.
+        // The sign-in form is small, and a slow one is cut off like any body; refusals of
+        // callers not known yet are recorded within the address's budget.
         return match limits::read_body(req, super::console::PUBLIC_MAX_BODY, g.limits.body_timeout).await {
             Ok(req) => next.run(req).await,
+            Err(_) if !g.record_stranger(remote) => {
+                super::error(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", "too many refused requests from this address")
+            }
             Err(refused) => g.refuse(who(None, None), refused, None).await,
         };
     }

@@ -20,8 +20,21 @@ impl Bar {
 }
 
 /// Fill colours for series, in order (distinguishable with the common colour-vision
-/// deficiencies; the legend and the table carry the names).
-const PALETTE: [&str; 8] = ["#1f5f99", "#d17a00", "#2e8540", "#b8336a", "#6a4c93", "#00838f", "#8d6e00", "#5d6d7e"];
+/// deficiencies; the legend and the table carry the names). The legend's swatches are the
+/// stylesheet's `.swatch.c0` … `.c7`, the same colours ([`legend_css`]).
+pub const PALETTE: [&str; 8] = ["#1f5f99", "#d17a00", "#2e8540", "#b8336a", "#6a4c93", "#00838f", "#8d6e00", "#5d6d7e"];
+
+/// The legend's stylesheet rules (no inline styles: the console's CSP allows none).
+pub fn legend_css() -> String {
+    let mut css = String::from(
+        ".legend{list-style:none;display:flex;flex-wrap:wrap;gap:12px;padding:0;margin:2px 0}\
+         .swatch{display:inline-block;width:10px;height:10px;margin-right:4px}",
+    );
+    for (i, c) in PALETTE.iter().enumerate() {
+        css.push_str(&format!(".swatch.c{i}{{background:{c}}}"));
+    }
+    css
+}
 
 const WIDTH: i64 = 640;
 const HEIGHT: i64 = 180;
@@ -39,7 +52,8 @@ pub fn bars(id: &str, title: &str, summary: &str, unit: &str, bars: &[Bar]) -> M
             }
         }
     }
-    let colour = |s: &str| PALETTE[series.iter().position(|x| x == s).unwrap_or(0) % PALETTE.len()];
+    let index = |s: &str| series.iter().position(|x| x == s).unwrap_or(0) % PALETTE.len();
+    let colour = |s: &str| PALETTE[index(s)];
     let max = bars.iter().map(Bar::total).max().unwrap_or_default();
     let n = i64::try_from(bars.len()).unwrap_or(1).max(1);
     let slot = (WIDTH - LEFT) / n;
@@ -62,24 +76,26 @@ pub fn bars(id: &str, title: &str, summary: &str, unit: &str, bars: &[Bar]) -> M
                 text x=(LEFT - 6) y=(HEIGHT + 4) text-anchor="end" font-size="11" { "0" }
                 @for (i, b) in bars.iter().enumerate() {
                     @let x = LEFT + i64::try_from(i).unwrap_or(0) * slot + (slot - bar_w) / 2;
-                    @let mut base = HEIGHT + 4;
+                    // Each part from the rounded running totals, so the parts add up to
+                    // the bar and the tallest bar is exactly the axis.
+                    @let mut sum = Decimal::ZERO;
                     @for (s, v) in &b.parts {
-                        @let h = px((*v).max(Decimal::ZERO));
+                        @let below = px(sum);
+                        ({ sum += (*v).max(Decimal::ZERO); "" })
+                        @let h = px(sum) - below;
                         @if h > 0 {
-                            @let y = base - h;
-                            rect x=(x) y=(y) width=(bar_w) height=(h) fill=(colour(s)) {
+                            rect x=(x) y=(HEIGHT + 4 - below - h) width=(bar_w) height=(h) fill=(colour(s)) {
                                 title { (b.label) " · " (s) ": " (v.normalize()) }
                             }
-                            ({ base = y; "" })
                         }
                     }
                     text x=(x + bar_w / 2) y=(HEIGHT + 18) text-anchor="middle" font-size="11" { (b.label) }
                 }
             }
             @if series.len() > 1 || series.first().is_some_and(|s| !s.is_empty()) {
-                ul.legend aria-hidden="true" style="list-style:none;display:flex;flex-wrap:wrap;gap:12px;padding:0;margin:2px 0" {
+                ul.legend aria-hidden="true" {
                     @for s in &series {
-                        li { span style={ "display:inline-block;width:10px;height:10px;margin-right:4px;background:" (colour(s)) } {} (s) }
+                        li { span class={ "swatch c" (index(s)) } {} (s) }
                     }
                 }
             }
@@ -121,5 +137,16 @@ mod tests {
         assert!(svg.contains("height=\"45\""), "250.50 of 1000 is 45 of 180 pixels (rounded): {svg}");
         assert_eq!(svg.matches("<rect").count(), 2, "a zero bar draws nothing");
         assert!(svg.contains("<td class=\"num\">250.5</td>") && svg.contains("aria-label=\"Open receivables by age\""));
+    }
+
+    #[test]
+    fn when_a_bar_stacks_parts_that_each_round_up_should_not_overflow_the_axis() {
+        // Three thirds of the tallest bar: rounded each on its own they would make 181 px.
+        let third = dec!(1) / dec!(3);
+        let b = vec![Bar { label: "d".into(), parts: vec![("a".into(), third), ("b".into(), third), ("c".into(), third)] }];
+        let svg = bars("x", "X", "x", "n", &b).into_string();
+        let heights: i64 =
+            svg.split("<rect ").skip(1).filter_map(|r| r.split("height=\"").nth(1)?.split('"').next()?.parse::<i64>().ok()).sum();
+        assert_eq!(heights, HEIGHT, "{svg}");
     }
 }

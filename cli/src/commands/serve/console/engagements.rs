@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
-use o2c_app::ports::{CaseFilter, EngagementFilter, EngagementStore};
+use o2c_app::ports::{EngagementFilter, EngagementStore};
 use o2c_domain::aggregate::{AggregateKey, AggregateKind, CrmSyncState};
 use o2c_domain::engagement::{AuditEntry, Engagement};
 use o2c_domain::exception_case::ExceptionCase;
@@ -18,7 +18,7 @@ use o2c_domain::invoicing::InvoiceDoc;
 use o2c_domain::receivables::Receivables;
 use serde::Deserialize;
 
-use super::layout::{age, at, badge, thead};
+use super::layout::{age, at, badge, seg, thead};
 use super::session::Session;
 use super::source::with_store;
 use super::{Console, Viewer, failed, render};
@@ -138,7 +138,7 @@ fn list_view(q: &ListQuery, rows: &[Engagement], now: DateTime<Utc>) -> Markup {
                     @for e in rows {
                         @let c = e.contract.as_ref();
                         tr {
-                            td { a href={ (SECTION) "/" (e.engagement_id.as_str()) } { (e.engagement_id.as_str()) } }
+                            td { a href={ (SECTION) "/" (seg(e.engagement_id.as_str())) } { (e.engagement_id.as_str()) } }
                             td { (e.opportunity_id) }
                             td { (c.map_or("—", |c| c.customer.name.as_str())) }
                             td { (c.map_or("—", |c| c.legal_entity.id.as_str())) }
@@ -184,12 +184,11 @@ async fn detail<S: EngagementStore>(store: &S, id: &str) -> Result<Option<Detail
             receivables.push(r.clone());
         }
     }
-    let cases = store
-        .exception_cases(&CaseFilter { open_only: false, status: None, limit: 1000 })
-        .await?
-        .into_iter()
-        .filter(|c| c.engagement_id.as_str() == id)
-        .collect();
+    // The engagement names its exceptions; each case is read by its id.
+    let case_keys: Vec<AggregateKey> =
+        state.value.exceptions.iter().map(|x| AggregateKey::exception_case(x.exception_id.as_str())).collect();
+    let loaded_cases = store.load_aggregates(&case_keys).await?;
+    let cases = state.value.exceptions.iter().filter_map(|x| loaded_cases.exception_case(x.exception_id.as_str()).cloned()).collect();
     Ok(Some(Detail { version: state.version, engagement: state.value, crm, invoices, receivables, cases, timeline }))
 }
 
@@ -309,7 +308,7 @@ fn detail_view(d: &Detail) -> Markup {
         } @else {
             ul #exceptions {
                 @for x in &d.cases {
-                    li { a href={ "/console/exceptions/" (x.exception_id.as_str()) } { (x.exception_id.as_str()) } " " (x.kind.as_str()) " " (badge(x.status.as_str())) " — " (x.message) }
+                    li { a href={ "/console/exceptions/" (seg(x.exception_id.as_str())) } { (x.exception_id.as_str()) } " " (x.kind.as_str()) " " (badge(x.status.as_str())) " — " (x.message) }
                 }
             }
         }

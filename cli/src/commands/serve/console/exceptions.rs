@@ -12,10 +12,10 @@ use axum::{Extension, Form};
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use o2c_domain::events::{ExceptionAction, ExceptionKind};
-use o2c_domain::exception_case::{CaseStatus, ExceptionCase};
+use o2c_domain::exception_case::{CaseEntry, CaseStatus, ExceptionCase};
 use serde::Deserialize;
 
-use super::layout::{age, at, badge, csrf, thead};
+use super::layout::{age, at, badge, csrf, seg, thead};
 use super::session::{Flash, Session};
 use super::source::with_store;
 use super::{Console, Viewer, after, audit, check_csrf, failed, render};
@@ -115,10 +115,10 @@ fn queue_view(q: &QueueQuery, cases: &[ExceptionCase], now: DateTime<Utc>) -> Ma
                 tbody {
                     @for c in cases {
                         tr data-exception=(c.exception_id.as_str()) {
-                            td { a href={ "/console/exceptions/" (c.exception_id.as_str()) } { (c.exception_id.as_str()) } }
+                            td { a href={ "/console/exceptions/" (seg(c.exception_id.as_str())) } { (c.exception_id.as_str()) } }
                             td { (c.kind.as_str()) }
                             td { (badge(c.status.as_str())) }
-                            td { a href={ "/console/engagements/" (c.engagement_id.as_str()) } { (c.engagement_id.as_str()) } }
+                            td { a href={ "/console/engagements/" (seg(c.engagement_id.as_str())) } { (c.engagement_id.as_str()) } }
                             td { (c.legal_entity_id.as_deref().unwrap_or("—")) }
                             td.num { @if let Some(m) = &c.amount_at_stake { (m) } @else { "—" } }
                             td { (c.assignee.as_deref().unwrap_or("—")) }
@@ -153,13 +153,13 @@ pub async fn case(
 
 fn case_view(c: &ExceptionCase, session: &Session, me: &str, now: DateTime<Utc>) -> Markup {
     let id = c.exception_id.as_str();
-    let action = format!("/console/exceptions/{id}/actions");
+    let action = format!("/console/exceptions/{}/actions", seg(id));
     let closed = matches!(c.status, CaseStatus::Resolved | CaseStatus::Waived | CaseStatus::Cleared);
     html! {
         dl.facts {
             dt { "Status" } dd #status { (badge(c.status.as_str())) }
             dt { "Kind" } dd { (c.kind.as_str()) @if c.kind.is_financial() { " (financial: whoever caused it may not resolve or waive it)" } }
-            dt { "Engagement" } dd { a href={ "/console/engagements/" (c.engagement_id.as_str()) } { (c.engagement_id.as_str()) } }
+            dt { "Engagement" } dd { a href={ "/console/engagements/" (seg(c.engagement_id.as_str())) } { (c.engagement_id.as_str()) } }
             dt { "Raised by step" } dd { (c.step) }
             dt { "Reason" } dd { (c.message) }
             dt { "Legal entity" } dd { (c.legal_entity_id.as_deref().unwrap_or("—")) }
@@ -259,7 +259,7 @@ pub async fn act(
     if let Err(r) = check_csrf(&s, &v, &f.csrf).await {
         return r;
     }
-    let back = format!("/console/exceptions/{id}");
+    let back = format!("/console/exceptions/{}", seg(&id));
     let verb = format!("exception.{}", f.action);
     let action = match f.action() {
         Ok(a) => a,
@@ -281,37 +281,58 @@ pub async fn act(
             return after(&s, &v, &back, Flash { error: true, text: format!("Cannot publish the action now: {e}") });
         }
     };
-    let flash = match processed(&s, &id, &before).await {
-        Some(c) => outcome(&before, &c, &f.action),
+    let flash = match processed(&s, &id, &before, v.name(), &f.action).await {
+        Some(c) => outcome(&before, &c, v.name(), &f.action),
         None => Flash { error: false, text: format!("Submitted ({event_id}); not processed yet — reload in a moment.") },
     };
     audit(&s, &v, &verb, Some(&id), &format!("{} (event {event_id})", flash.text)).await;
     after(&s, &v, &back, flash)
 }
 
-/// The case once the workflow changed it, within the source's `processed_within`.
-async fn processed(s: &Console, id: &str, before: &ExceptionCase) -> Option<ExceptionCase> {
+/// The history entry an action by `me` adds: its own (`resolved` for `resolve`, …) or its
+/// refusal.
+fn mine<'c>(c: &'c ExceptionCase, before: &ExceptionCase, me: &str, verb: &str) -> Option<&'c CaseEntry> {
+    let done = match verb {
+        "assign" => "assigned",
+        "comment" => "commented",
+        "retry" => "retried",
+        "resolve" => "resolved",
+        "waive" => "waived",
+        _ => return None,
+    };
+    let refused = format!("{verb} refused");
+    c.history
+        .iter()
+        .rev()
+        .take_while(|h| h.at > before.updated_at)
+        .find(|h| h.actor == me && (h.action == done || (h.action == "refused" && h.note.starts_with(&refused))))
+}
+
+/// The case once the workflow recorded this operator's action, within the source's
+/// `processed_within` (another operator's change to the case meanwhile is not taken for it).
+async fn processed(s: &Console, id: &str, before: &ExceptionCase, me: &str, verb: &str) -> Option<ExceptionCase> {
     let deadline = tokio::time::Instant::now() + s.source.processed_within();
+    let mut pause = Duration::from_millis(25);
     loop {
         if let Ok(Some(c)) = with_store!(s.source, store => load_case(store, id).await)
-            && (c.updated_at > before.updated_at || c.history.len() != before.history.len())
+            && mine(&c, before, me, verb).is_some()
         {
             return Some(c);
         }
         if tokio::time::Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
-/// What the action did, from the history it added.
-fn outcome(before: &ExceptionCase, after: &ExceptionCase, verb: &str) -> Flash {
-    let added = after.history.iter().filter(|h| h.at > before.updated_at);
-    if let Some(r) = added.clone().find(|h| h.action == "refused") {
-        return Flash { error: true, text: format!("Refused: {}", r.note) };
+/// What the action did, from the entry it added.
+fn outcome(before: &ExceptionCase, after: &ExceptionCase, me: &str, verb: &str) -> Flash {
+    match mine(after, before, me, verb) {
+        Some(h) if h.action == "refused" => Flash { error: true, text: format!("Refused: {}", h.note) },
+        _ => Flash { error: false, text: format!("{verb}: done — the case is {}", after.status.as_str()) },
     }
-    Flash { error: false, text: format!("{verb}: done — the case is {}", after.status.as_str()) }
 }
 
 #[cfg(test)]
@@ -335,5 +356,25 @@ mod tests {
         assert!(f.all && f.older_than_hours.is_none());
         let q = QueueQuery { older_than_hours: Some("x".into()), ..Default::default() };
         assert!(q.filter().is_err());
+    }
+
+    #[test]
+    fn when_another_operator_changes_the_case_meanwhile_should_not_take_it_for_my_action() {
+        use o2c_domain::events::{ExceptionKind, ExceptionRaised};
+        let t = |m: i64| chrono::DateTime::<chrono::Utc>::from_timestamp(1_800_000_000 + m * 60, 0).expect("time");
+        let raised: ExceptionRaised = serde_json::from_value(serde_json::json!({
+            "exception_id": "EXC-1", "engagement_id": "ENG-1", "kind": ExceptionKind::InvoicePostingFailed.as_str(), "step": "invoice-posting",
+            "message": "ERP refused", "caused_by": ["U-FIN-DE-01"]
+        }))
+        .expect("raised");
+        let before = ExceptionCase::raised(&raised, "corr", t(0));
+        let mut after = before.clone();
+        // Someone else's refused resolve lands first: not mine.
+        after.act(&ExceptionAction::Resolve { reason: "x".into() }, "U-FIN-DE-01", t(1));
+        assert!(mine(&after, &before, "U-CTRL-01", "resolve").is_none());
+        after.act(&ExceptionAction::Resolve { reason: "period reopened".into() }, "U-CTRL-01", t(2));
+        assert_eq!(mine(&after, &before, "U-CTRL-01", "resolve").map(|h| h.action.as_str()), Some("resolved"));
+        assert!(!outcome(&before, &after, "U-CTRL-01", "resolve").error);
+        assert!(outcome(&before, &after, "U-FIN-DE-01", "resolve").error, "the causer's own refusal is theirs");
     }
 }

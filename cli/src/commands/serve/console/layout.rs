@@ -145,6 +145,26 @@ pub fn thead(columns: &[&str]) -> Markup {
     }
 }
 
+/// The whole stylesheet served at `/console/style.css`.
+pub fn stylesheet() -> &'static str {
+    static CSS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSS.get_or_init(|| format!("{STYLE}{}\n", super::charts::legend_css()))
+}
+
+/// `s` as one URL path segment: everything but RFC 3986's unreserved characters
+/// percent-encoded (an id holding `#`, `/` or `?` would otherwise cut the link short).
+pub fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A timestamp as operators read it.
 pub fn at(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
@@ -186,7 +206,8 @@ pub fn csrf(session: &Session) -> Markup {
 }
 
 /// The console's stylesheet: system fonts, WCAG AA contrast (text #1a1a1a on white,
-/// links #0b4f9c, badges dark on light), a visible focus ring, no scripts.
+/// links #0b4f9c, badges dark on light), a visible focus ring, no scripts; then the
+/// charts' legend rules ([`stylesheet`]).
 pub const STYLE: &str = r#"
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1a1a1a;background:#fff}
@@ -232,3 +253,16 @@ main.login{max-width:420px;margin:60px auto}main.login form{display:flex;flex-di
 footer{padding:8px 20px;color:#3d4a57;font-size:13px}
 code{font-size:13px}
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_an_id_holds_url_delimiters_should_stay_one_path_segment() {
+        assert_eq!(seg("delivery-intake#a5cb"), "delivery-intake%23a5cb");
+        assert_eq!(seg("EXC-1:ENG-2:r1/x?y"), "EXC-1%3AENG-2%3Ar1%2Fx%3Fy");
+        assert_eq!(seg("ENG-0068d00000GLBX01"), "ENG-0068d00000GLBX01");
+        assert_eq!(seg("é"), "%C3%A9");
+    }
+}

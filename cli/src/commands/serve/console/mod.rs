@@ -67,16 +67,20 @@ pub struct Console {
 }
 
 /// Who may sign in, and how they are known.
+// One per process, never moved about: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Guard {
     /// Operator API keys, checked by `o2c serve`'s gate on every request.
     Keys(Arc<Gate>),
     /// The sign-in link `o2c serve --target aws` printed (a secret token), for the caller's
     /// own AWS identity — the console binds to loopback and makes no public endpoint.
     Link {
-        /// The token in the link.
-        token: String,
+        /// The link's token: used once, and at most [`LINK_TTL`] after it was printed.
+        link: SignInLink,
         /// The AWS caller, as an operator credential (its name is the actor of actions).
         operator: Credential,
+        /// Request limits (serve's `--body-timeout`, `--max-body`).
+        limits: limits::Limits,
     },
 }
 
@@ -100,6 +104,64 @@ pub fn operator_of(arn: &str) -> Credential {
     }
 }
 
+/// How long a printed sign-in link stays valid.
+pub const LINK_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The AWS console's sign-in link: a random token, used once (each use prints the next
+/// link), expiring after [`LINK_TTL`] (a late use prints a fresh one instead). A link that
+/// leaked from a terminal's log is worth nothing once its operator signed in.
+pub struct SignInLink {
+    /// `http://host:port` the console answers on.
+    base: String,
+    current: std::sync::Mutex<(String, std::time::Instant)>,
+}
+
+impl SignInLink {
+    /// A first link for the console at `base`.
+    pub fn new(base: String) -> Option<Self> {
+        Some(Self { base, current: std::sync::Mutex::new((session::random_token()?, std::time::Instant::now())) })
+    }
+
+    /// The current link.
+    pub fn url(&self) -> String {
+        let token = self.current.lock().map(|c| c.0.clone()).unwrap_or_default();
+        format!("{}/console/login?token={token}", self.base)
+    }
+
+    fn print(&self, what: &str) {
+        outln!("o2c serve: console {what}: {}", self.url());
+    }
+
+    /// Whether `presented` is the current, unexpired token; a match or an expired token
+    /// replaces it (and prints the next link).
+    fn redeem(&self, presented: &str) -> Redeemed {
+        let Ok(mut c) = self.current.lock() else { return Redeemed::Wrong };
+        if !bool::from(c.0.as_bytes().ct_eq(presented.as_bytes())) {
+            return Redeemed::Wrong;
+        }
+        let expired = c.1.elapsed() > LINK_TTL;
+        match session::random_token() {
+            Some(next) => *c = (next, std::time::Instant::now()),
+            None => return Redeemed::Wrong,
+        }
+        drop(c);
+        if expired {
+            self.print("sign-in link expired; the next one");
+            Redeemed::Expired
+        } else {
+            self.print("sign-in link used; the next one");
+            Redeemed::Ok
+        }
+    }
+}
+
+/// What a presented link token was.
+enum Redeemed {
+    Ok,
+    Expired,
+    Wrong,
+}
+
 /// Paths the guard lets through without a session: the sign-in page and the stylesheet.
 pub fn public(path: &str) -> bool {
     path == "/console/login" || path == "/console/style.css"
@@ -120,7 +182,7 @@ pub fn to_login() -> Response {
 pub fn routes() -> Router<Arc<Console>> {
     Router::new()
         .route("/console", get(overview::page))
-        .route("/console/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], layout::STYLE) }))
+        .route("/console/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], layout::stylesheet()) }))
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
         .route("/console/engagements", get(engagements::list))
@@ -130,9 +192,11 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/console/exceptions/{id}/actions", post(exceptions::act))
         .route("/console/queues", get(queues::page))
         .route("/console/queues/{queue}/redrive", post(queues::redrive))
+        .route("/console/queues/parked/{rejection_id}/resubmit", post(queues::resubmit))
         .route("/console/reconciliation", get(reconciliation::page))
         .route("/console/receivables", get(receivables::page))
         .route("/console/log", get(log::page))
+        .layer(axum::middleware::from_fn(security_headers))
 }
 
 /// Who is looking, from the guard.
@@ -218,9 +282,9 @@ fn after(s: &Console, v: &Viewer, to: &str, flash: Flash) -> Response {
 }
 
 /// A new session's cookie on a redirect to the overview.
-fn signed_in(session: &Session) -> Response {
+fn signed_in(sessions: &Sessions, session: &Session) -> Response {
     let mut r = Redirect::to("/console").into_response();
-    if let Ok(c) = HeaderValue::from_str(&session::set_cookie(&session.token)) {
+    if let Ok(c) = HeaderValue::from_str(&sessions.set_cookie(&session.token)) {
         r.headers_mut().insert(header::SET_COOKIE, c);
     }
     r
@@ -233,28 +297,35 @@ struct LinkQuery {
 
 /// `GET /console/login`: the key form (embedded); on AWS, the printed link's target.
 async fn login_page(State(s): State<Arc<Console>>, Query(q): Query<LinkQuery>, req: Request) -> Response {
-    let Guard::Link { token, operator } = &s.guard else { return layout::login(None).into_response() };
+    let Guard::Link { link, operator, .. } = &s.guard else { return layout::login(None).into_response() };
     let Some(presented) = q.token.as_deref() else {
         return (StatusCode::UNAUTHORIZED, layout::link_login(None)).into_response();
     };
     let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    if !bool::from(token.as_bytes().ct_eq(presented.as_bytes())) {
-        let method = Method::GET;
-        let _ = s
-            .refuse(
-                Who::stranger(remote, None, &method, "/console/login"),
-                (StatusCode::UNAUTHORIZED, "InvalidSignInLink", "not the sign-in link serve printed".into()),
-            )
-            .await;
-        return (StatusCode::UNAUTHORIZED, layout::link_login(Some("That is not the sign-in link o2c serve printed."))).into_response();
+    let method = Method::GET;
+    let path = "/console/login";
+    match link.redeem(presented) {
+        Redeemed::Ok => {}
+        Redeemed::Expired => {
+            let refused = (StatusCode::UNAUTHORIZED, "ExpiredSignInLink", "a sign-in link older than its 15 minutes".to_owned());
+            let _ = s.refuse(Who::stranger(remote, None, &method, path), refused).await;
+            let text = "That link expired; o2c serve printed a new one in its terminal.";
+            return (StatusCode::UNAUTHORIZED, layout::link_login(Some(text))).into_response();
+        }
+        Redeemed::Wrong => {
+            let refused = (StatusCode::UNAUTHORIZED, "InvalidSignInLink", "not the current sign-in link".to_owned());
+            let _ = s.refuse(Who::stranger(remote, None, &method, path), refused).await;
+            let text = "That is not the current sign-in link: each link signs in once; use the latest o2c serve printed.";
+            return (StatusCode::UNAUTHORIZED, layout::link_login(Some(text))).into_response();
+        }
     }
     let Some(session) = s.sessions.create(String::new()) else {
         return (StatusCode::SERVICE_UNAVAILABLE, layout::link_login(Some("Cannot open a session now (no random source).")))
             .into_response();
     };
-    let v = Viewer::from(Caller::console(operator.clone(), remote, Method::GET, "/console/login"), session.clone());
+    let v = Viewer::from(Caller::console(operator.clone(), remote, method, path), session.clone());
     audit(&s, &v, "login", None, "session opened (sign-in link)").await;
-    signed_in(&session)
+    signed_in(&s.sessions, &session)
 }
 
 #[derive(Deserialize)]
@@ -276,14 +347,17 @@ async fn login(State(s): State<Arc<Console>>, req: Request) -> Response {
     let path = "/console/login";
     let denied = |status: StatusCode, text: &str| (status, layout::login(Some(text))).into_response();
     match access::authenticate(rt.db(), Some(&form.key)).await {
-        Err(e) => denied(StatusCode::SERVICE_UNAVAILABLE, &format!("Cannot check the key now: {e}")),
+        Err(e) => {
+            tracing::error!(error = %e, "console sign-in: cannot check the key");
+            denied(StatusCode::SERVICE_UNAVAILABLE, "Cannot check the key now; try again in a moment.")
+        }
         Ok(Ok(cred)) if cred.grants.operator => {
             let Some(session) = s.sessions.create(form.key) else {
                 return denied(StatusCode::SERVICE_UNAVAILABLE, "Cannot open a session now (no random source).");
             };
             let v = Viewer::from(Caller::console(cred, remote, method, path), session.clone());
             audit(&s, &v, "login", None, "session opened").await;
-            signed_in(&session)
+            signed_in(&s.sessions, &session)
         }
         Ok(Ok(cred)) => {
             let reason = format!("{} is not an operator: the console needs an operator key", cred.name);
@@ -328,7 +402,7 @@ async fn logout(
     s.sessions.remove(&v.session.token);
     audit(&s, &v, "logout", None, "session closed").await;
     let mut r = Redirect::to("/console/login").into_response();
-    if let Ok(c) = HeaderValue::from_str(&session::clear_cookie()) {
+    if let Ok(c) = HeaderValue::from_str(&s.sessions.clear_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, c);
     }
     r
@@ -346,33 +420,57 @@ fn loopback_host(host: &str) -> bool {
 }
 
 /// Middleware of the AWS console: requests must name the loopback host (a page on another
-/// site cannot reach it through DNS rebinding), public paths pass with a small body, every
-/// other path needs a session opened by the sign-in link; forms are read within limits.
+/// site cannot reach it through DNS rebinding), forms must come from this origin, public
+/// paths pass with a small body, every other path needs a session opened by the sign-in
+/// link; bodies are read within serve's limits.
 pub async fn link_guard(State(s): State<Arc<Console>>, mut req: Request, next: Next) -> Response {
-    let Guard::Link { operator, .. } = &s.guard else { return next.run(req).await };
+    let Guard::Link { operator, limits: lim, .. } = &s.guard else { return next.run(req).await };
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
     if !loopback_host(host) {
         return (StatusCode::MISDIRECTED_REQUEST, "the console answers on the loopback interface only").into_response();
     }
     let path = req.uri().path().to_owned();
-    let timeout = std::time::Duration::from_secs(30);
+    let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let method = req.method().clone();
+    if method == Method::POST && !session::same_origin(req.headers()) {
+        let refused = (StatusCode::FORBIDDEN, "CrossOriginForm", "a form posted from another origin".to_owned());
+        return s.refuse(Who::stranger(remote, None, &method, &path), refused).await;
+    }
     if public(&path) {
-        return match limits::read_body(req, PUBLIC_MAX_BODY, timeout).await {
+        return match limits::read_body(req, PUBLIC_MAX_BODY, lim.body_timeout).await {
             Ok(req) => next.run(req).await,
-            Err((status, code, reason)) => {
-                (status, axum::Json(serde_json::json!({"ErrorCode": code, "ErrorMessage": reason}))).into_response()
-            }
+            Err(refused) => s.refuse(Who::stranger(remote, None, &method, &path), refused).await,
         };
     }
     let Some(session) = s.sessions.find(req.headers()) else { return to_login() };
-    let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let caller = Caller::console(operator.clone(), remote, req.method().clone(), &path);
+    let caller = Caller::console(operator.clone(), remote, method.clone(), &path);
     req.extensions_mut().insert(caller);
     req.extensions_mut().insert(session);
-    match limits::read_body(req, FORM_MAX_BODY, timeout).await {
+    match limits::read_body(req, lim.max_body.min(FORM_MAX_BODY), lim.body_timeout).await {
         Ok(req) => next.run(req).await,
-        Err((status, code, reason)) => (status, axum::Json(serde_json::json!({"ErrorCode": code, "ErrorMessage": reason}))).into_response(),
+        Err(refused) => s.refuse(Who::stranger(remote, None, &method, &path), refused).await,
     }
+}
+
+/// What every console answer carries: no framing (clickjacking of one-click forms), no
+/// caching (financial pages after sign-out), no scripts, styles only from the stylesheet,
+/// forms only to this origin, no referrer.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        ("x-frame-options", "DENY"),
+        ("cache-control", "no-store"),
+        ("referrer-policy", "no-referrer"),
+        ("x-content-type-options", "nosniff"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    resp
 }
 
 #[cfg(test)]

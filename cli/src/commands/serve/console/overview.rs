@@ -17,7 +17,7 @@ use o2c_domain::exception_case::ExceptionCase;
 use rust_decimal::Decimal;
 
 use super::charts::{Bar, bars};
-use super::layout::thead;
+use super::layout::{seg, thead};
 use super::session::Session;
 use super::source::with_store;
 use super::{Console, Viewer, failed, render};
@@ -29,6 +29,9 @@ const SECTION: &str = "/console";
 const ENGAGEMENTS_READ: usize = 1000;
 /// How many active engagements' timelines the lead-time chart reads.
 const LEAD_TIMES_READ: usize = 200;
+/// How many cases the overview reads (newest first): the open ones for the count, every
+/// status for the chart of the last [`DAYS`] days.
+const CASES_READ: usize = 5000;
 /// Days of exceptions charted.
 const DAYS: i64 = 14;
 
@@ -55,7 +58,7 @@ pub async fn page(State(s): State<Arc<Console>>, Extension(caller): Extension<Ca
     }
 }
 
-type Gathered = (Counts, Vec<i64>, Vec<ExceptionCase>, Vec<Bar>, DateTime<Utc>);
+type Gathered = (Counts, Vec<i64>, Vec<ExceptionCase>, BTreeMap<&'static str, Vec<Bar>>, DateTime<Utc>);
 
 async fn gather(s: &Console) -> anyhow::Result<Gathered> {
     let now = s.source.now();
@@ -83,8 +86,10 @@ async fn gather_from<S: EngagementStore + RejectionStore>(
             leads.push((b - a).num_seconds().max(0));
         }
     }
-    let cases = store.exception_cases(&CaseFilter { open_only: false, status: None, limit: 1000 }).await?;
-    let open_cases = cases.iter().filter(|c| c.status.is_open()).count();
+    // The open cases read on their own: the newest thousand of every status could leave
+    // out the oldest open ones, the ones most in need of an operator.
+    let open_cases = store.exception_cases(&CaseFilter { open_only: true, status: None, limit: CASES_READ }).await?.len();
+    let cases = store.exception_cases(&CaseFilter { open_only: false, status: None, limit: CASES_READ }).await?;
     let parked = store.rejections(1000).await?.len();
     let (reports, _) = crate::commands::reconcile::reports(store, None, None).await?;
     let breaks = reports.iter().filter(|r| !r.is_clean()).count();
@@ -130,7 +135,7 @@ fn card(id: &str, n: impl std::fmt::Display, label: &str, href: &str) -> Markup 
     html! { a.card #(id) href=(href) { div.n { (n) } div { (label) } } }
 }
 
-fn view(c: &Counts, leads: &[i64], cases: &[ExceptionCase], ageing: Vec<Bar>, now: DateTime<Utc>) -> Markup {
+fn view(c: &Counts, leads: &[i64], cases: &[ExceptionCase], ageing: BTreeMap<&'static str, Vec<Bar>>, now: DateTime<Utc>) -> Markup {
     html! {
         h2 { "Needs an operator" }
         div.cards {
@@ -145,13 +150,13 @@ fn view(c: &Counts, leads: &[i64], cases: &[ExceptionCase], ageing: Vec<Bar>, no
             (thead(&["Status", "Engagements#"]))
             tbody {
                 @for (st, n) in &c.by_status {
-                    tr { td { a href={ "/console/engagements?status=" (st) } { (st) } } td.num { (n) } }
+                    tr { td { a href={ "/console/engagements?status=" (seg(st)) } { (st) } } td.num { (n) } }
                 }
             }
         }
         (bars("lead-time-chart", "Activation lead time", &format!("Time from the first event to activation, {} active engagement(s)", leads.len()), "engagements", &lead_bars(leads)))
         (bars("exceptions-chart", "Exceptions raised per day, by kind", "Exceptions first raised on each of the last fourteen days, stacked by kind", "cases", &exception_bars(cases, now.date_naive())))
-        (bars("overview-ageing-chart", "Open receivables by age", "Open receivables summed per ageing bucket, per currency", "open", &ageing))
+        (super::receivables::ageing_charts("overview-ageing-chart", &ageing))
     }
 }
 

@@ -81,8 +81,9 @@ fn days(m: &BTreeMap<&'static str, Decimal>) -> String {
     m.iter().map(|(c, v)| format!("{v} days ({c})")).collect::<Vec<_>>().join(", ")
 }
 
-/// The ageing buckets summed over customers, one series per currency.
-pub fn ageing_bars(rs: &[Receivables], as_of: NaiveDate) -> Vec<Bar> {
+/// The ageing buckets summed over customers, per currency: one chart each (amounts in
+/// different currencies never share an axis).
+pub fn ageing_bars(rs: &[Receivables], as_of: NaiveDate) -> BTreeMap<&'static str, Vec<Bar>> {
     let mut sums: BTreeMap<&'static str, [Decimal; 5]> = BTreeMap::new();
     for r in rs {
         for (cur, b) in r.ageing(as_of) {
@@ -92,11 +93,21 @@ pub fn ageing_bars(rs: &[Receivables], as_of: NaiveDate) -> Vec<Bar> {
             }
         }
     }
-    AGEING_BUCKETS
-        .iter()
-        .enumerate()
-        .map(|(i, label)| Bar { label: (*label).to_owned(), parts: sums.iter().map(|(c, b)| ((*c).to_owned(), b[i])).collect() })
+    sums.into_iter()
+        .map(|(cur, b)| {
+            let bars = AGEING_BUCKETS.iter().zip(b).map(|(label, v)| Bar { label: (*label).to_owned(), parts: vec![(cur.to_owned(), v)] });
+            (cur, bars.collect())
+        })
         .collect()
+}
+
+/// One ageing chart per currency.
+pub fn ageing_charts(id: &str, charts: &BTreeMap<&'static str, Vec<Bar>>) -> Markup {
+    html! {
+        @for (cur, b) in charts {
+            (bars(&format!("{id}-{cur}"), &format!("Open receivables by age, {cur}"), &format!("Open receivables in {cur} summed per ageing bucket"), cur, b))
+        }
+    }
 }
 
 fn view(rs: &[Receivables], as_of: NaiveDate, le: Option<&str>, entities: &[&str]) -> Markup {
@@ -117,6 +128,7 @@ fn view(rs: &[Receivables], as_of: NaiveDate, le: Option<&str>, entities: &[&str
             button type="submit" { "Show" }
         }
         p #as-of { "As of " (as_of) "." }
+        p.hint { "Open items as they stand now, aged and counted back (DSO) as at that date." }
         @if rs.is_empty() {
             p #empty { "No receivables (nothing posted, no payment received)." }
         } @else {
@@ -126,7 +138,7 @@ fn view(rs: &[Receivables], as_of: NaiveDate, le: Option<&str>, entities: &[&str
                     dt { "DSO " (le) } dd { (days(&Receivables::dso_of(group, as_of))) }
                 }
             }
-            (bars("ageing-chart", "Open receivables by age", "Open receivables summed per ageing bucket, per currency", "open", &ageing_bars(rs, as_of)))
+            (ageing_charts("ageing-chart", &ageing_bars(rs, as_of)))
             table #receivables {
                 caption { "Per customer" }
                 thead { tr {

@@ -10,7 +10,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use o2c_domain::reconciliation::{Mismatch, ReconciliationReport};
 
-use super::layout::{at, badge, thead};
+use super::layout::{at, badge, seg, thead};
 use super::session::Session;
 use super::source::with_store;
 use super::{Console, Viewer, failed, render};
@@ -56,7 +56,7 @@ fn view(reports: &[ReconciliationReport]) -> Markup {
                 tbody {
                     @for r in reports {
                         tr {
-                            td { a href={ "/console/engagements/" (r.engagement_id.as_str()) } { (r.engagement_id.as_str()) } }
+                            td { a href={ "/console/engagements/" (seg(r.engagement_id.as_str())) } { (r.engagement_id.as_str()) } }
                             td { (badge(if r.is_clean() { "agrees" } else { "break" })) }
                             td.num { (r.checked.len()) }
                             td.num { (r.mismatches.len() + r.unreadable.len()) }
