@@ -487,6 +487,8 @@ async fn when_the_console_serves_a_stage_should_show_its_tables_and_act_as_the_c
 async fn serve_signed_in(c: &Client, db: &Path, name: &str) -> Serve {
     let key = add_key(db, name, &["--operator"]);
     let server = Serve::start(db);
+    // Cookies ignore ports: an earlier console's cookie would still be sent (and found).
+    c.delete_all_cookies().await.unwrap();
     sign_in(c, &server.base, &key).await;
     assert_eq!(text_of(c, "#operator").await, name);
     server
@@ -577,9 +579,18 @@ async fn when_the_books_hold_a_break_receivables_and_a_dead_letter_should_show_t
     c.goto(&format!("{base}/console/queues")).await.unwrap();
     let parked = text_of(&c, "#parked").await;
     assert!(parked.contains("MilestoneCompleted"), "{parked}");
+    let form = c.find(Locator::Css("#parked form")).await.unwrap();
+    let resubmit = form.attr("action").await.unwrap().unwrap();
+    let csrf = c.find(Locator::Css("#parked form input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
+    let cookie = session_cookie(&c).await;
     follow(&c, "#parked form button").await;
     let flash = text_of(&c, "#flash").await;
     assert!(flash.contains("Resubmitted 1 event(s)"), "{flash}");
+    // A second click (another tab, another operator) sends the same event: absorbed.
+    assert_eq!(post_form(&base, &resubmit, &cookie, "", &format!("csrf={csrf}")), 303);
+    c.goto(&format!("{base}/console/queues")).await.unwrap();
+    let again = text_of(&c, "#flash").await;
+    assert!(again.contains("Resubmitted 1 event(s)"), "{again}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         c.goto(&format!("{base}/console/engagements/0068d00000GLBX01")).await.unwrap();
@@ -589,6 +600,22 @@ async fn when_the_books_hold_a_break_receivables_and_a_dead_letter_should_show_t
         assert!(Instant::now() < deadline, "the resubmitted milestone was never recorded");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The copy has gone through the delivery queue before the count.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queues = text(&run(&["dlq", "list", "--db", d]).stdout);
+        let row = queues.lines().find(|l| l.starts_with("DeliveryIntakeQueue ")).unwrap_or_default().to_owned();
+        if row.split_whitespace().nth(1) == Some("0") && row.split_whitespace().nth(2) == Some("0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second resubmit never left the queue: {queues}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status: serde_json::Value = serde_json::from_slice(&run(&["status", "--db", d, OPP, "--json"]).stdout).unwrap();
+    let recorded = status["timeline"].as_array().unwrap().iter().filter(|a| a["action"] == "milestone_recorded").count();
+    assert_eq!(recorded, 1, "the milestone once, whatever the clicks: {}", status["timeline"]);
+    // Absorbed as a duplicate delivery (same event id and key), not decided again.
+    assert!(!status["timeline"].to_string().contains("milestone_already_recorded"), "{}", status["timeline"]);
     c.goto(&format!("{base}/console/log")).await.unwrap();
     let log = text_of(&c, "#actions").await;
     assert!(log.lines().any(|l| l.contains("U-OPS-01") && l.contains("dlq.redrive") && l.contains("Redrove 1")), "{log}");
