@@ -466,6 +466,13 @@ async fn when_the_console_serves_a_stage_should_show_its_tables_and_act_as_the_c
         assert!(c.find(Locator::Css("main h1")).await.is_ok(), "{page} renders over the stage");
         accessible(&c).await;
     }
+    // The operator log is the stage's (its table), by the AWS identity.
+    c.goto(&format!("{base}/console/log")).await.unwrap();
+    let log = text_of(&c, "#actions").await;
+    for what in ["login", "exception.comment", "exception.resolve"] {
+        assert!(log.lines().any(|l| l.contains("moto") && l.contains(what)), "{what} by moto: {log}");
+    }
+    shot(&c, "aws-log").await;
     c.close().await.unwrap();
 
     // What the stage's table holds: the actions, by the AWS identity.

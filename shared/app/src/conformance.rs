@@ -553,6 +553,32 @@ pub async fn failures<S: Store>(store: &S, id: &str) {
     assert!(store.failure(&format!("msg-{id}-none")).await.unwrap().is_none());
 }
 
+/// The operator log: actions come back newest first, whole, at most `limit`; `prefix` names
+/// this run's operator so other runs on a shared table are left out.
+pub async fn operator_log<L: crate::ports::OperatorLog>(log: &L, prefix: &str) {
+    use crate::ports::OperatorAction;
+    let actor = format!("{prefix}-op");
+    let t0 = now();
+    let at = |s: i64| t0 + Duration::seconds(s);
+    let action = |n: i64, what: &str| OperatorAction {
+        at: at(n),
+        actor: actor.clone(),
+        key_id: "k1".into(),
+        action: what.into(),
+        object: (n > 0).then(|| format!("EXC-{n}")),
+        outcome: format!("done {n}"),
+        remote: Some("127.0.0.1:5000".into()),
+    };
+    for (n, what) in [(0, "login"), (1, "exception.resolve"), (2, "dlq.redrive")] {
+        log.record_action(&action(n, what)).await.expect("record");
+    }
+    let mine = |all: Vec<OperatorAction>| all.into_iter().filter(|a| a.actor == actor).collect::<Vec<_>>();
+    let latest = mine(log.operator_actions(1000).await.expect("read"));
+    assert_eq!(latest, vec![action(2, "dlq.redrive"), action(1, "exception.resolve"), action(0, "login")], "newest first, whole");
+    let two = log.operator_actions(2).await.expect("read");
+    assert!(two.len() <= 2, "at most the limit");
+}
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]

@@ -406,6 +406,34 @@ pub struct DeliveryFailure {
     pub at: DateTime<Utc>,
 }
 
+/// One thing an operator did through the console, by whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorAction {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The operator: an API key's name, or the AWS caller's.
+    pub actor: String,
+    /// The key's id, or the AWS caller's ARN.
+    pub key_id: String,
+    /// `login`, `logout`, `exception.resolve`, `dlq.redrive`, …
+    pub action: String,
+    /// What it acted on (an exception id, a queue), when anything.
+    pub object: Option<String>,
+    /// What came of it (the event id published, messages moved, a refusal).
+    pub outcome: String,
+    /// The client's address.
+    pub remote: Option<String>,
+}
+
+/// The operators' own audit log: what each did through the console (exception actions
+/// are on their case and engagement as well; this adds sign-ins, redrives, resubmits).
+pub trait OperatorLog: Send + Sync {
+    /// Records an action.
+    fn record_action(&self, action: &OperatorAction) -> impl Future<Output = Result<(), O2cError>> + Send;
+    /// The latest `limit` actions, newest first.
+    fn operator_actions(&self, limit: usize) -> impl Future<Output = Result<Vec<OperatorAction>, O2cError>> + Send;
+}
+
 /// Storage for rejected (parked) messages and delivery failures.
 pub trait RejectionStore: Send + Sync {
     /// Stores a rejected message; the same `rejection_id` again adds the message id (and

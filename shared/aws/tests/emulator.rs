@@ -657,6 +657,7 @@ async fn when_the_dynamodb_store_runs_the_conformance_suite_should_pass_every_ca
     let st = Stage::new().await;
     o2c_app::conformance::run_all(&st.platform().store, &format!("ddb-{}", st.deployed.bus_name)).await;
     o2c_app::conformance::size_budgets(&st.platform().store, &format!("ddb-size-{}", st.deployed.bus_name)).await;
+    o2c_app::conformance::operator_log(&st.platform().store, &format!("ddb-oplog-{}", st.deployed.bus_name)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

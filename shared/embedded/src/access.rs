@@ -444,24 +444,7 @@ pub async fn refusals(db: &Db, limit: usize) -> Result<Refusals, O2cError> {
     .await
 }
 
-/// One thing an operator did through the console, by whom (the key's name).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OperatorAction {
-    /// When.
-    pub at: DateTime<Utc>,
-    /// The operator: the key's name.
-    pub actor: String,
-    /// The key's id.
-    pub key_id: String,
-    /// `login`, `logout`, `exception.resolve`, `dlq.redrive`, …
-    pub action: String,
-    /// What it acted on (an exception id, a queue), when anything.
-    pub object: Option<String>,
-    /// What came of it (the event id published, messages moved, a refusal).
-    pub outcome: String,
-    /// The client's address.
-    pub remote: Option<String>,
-}
+pub use o2c_app::ports::OperatorAction;
 
 /// How many operator actions are kept (the oldest beyond go; the count covers all).
 pub const ACTIONS_KEPT: i64 = 100_000;
@@ -491,6 +474,16 @@ pub async fn actions(db: &Db, limit: usize) -> Result<Vec<OperatorAction>, O2cEr
         bodies.iter().map(|b| serde_json::from_str(b).map_err(row_err)).collect()
     })
     .await
+}
+
+impl o2c_app::ports::OperatorLog for crate::store::SqliteStore {
+    async fn record_action(&self, action: &OperatorAction) -> Result<(), O2cError> {
+        record_action(self.db(), action.clone()).await
+    }
+
+    async fn operator_actions(&self, limit: usize) -> Result<Vec<OperatorAction>, O2cError> {
+        actions(self.db(), limit).await
+    }
 }
 
 /// How many keys are active (`serve` warns at start when none is).

@@ -114,6 +114,7 @@ async fn when_the_sqlite_store_runs_the_conformance_suite_should_pass_every_case
     let store = o2c_embedded::store::SqliteStore::new(o2c_embedded::db::Db::open(&dir.path().join("c.db")).unwrap());
     o2c_app::conformance::run_all(&store, "sqlite").await;
     o2c_app::conformance::size_budgets(&store, "sqlite-size").await;
+    o2c_app::conformance::operator_log(&store, "sqlite-oplog").await;
 }
 
 #[tokio::test]

@@ -291,6 +291,7 @@ impl DynamoStore {
 
 mod idempotency;
 mod mappings;
+mod operator_log;
 mod reference;
 mod rejections;
 mod state;

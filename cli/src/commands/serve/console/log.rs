@@ -7,11 +7,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
-use o2c_embedded::access::{self, OperatorAction, Refusals};
+use o2c_app::ports::{OperatorAction, OperatorLog};
+use o2c_embedded::access::{self, Refusals};
 
 use super::layout::{at, thead};
 use super::session::Session;
-use super::source::Source;
+use super::source::{Source, with_store};
 use super::{Console, Viewer, failed, render};
 use crate::commands::serve::auth::Caller;
 
@@ -21,19 +22,22 @@ const SECTION: &str = "/console/log";
 pub async fn page(State(s): State<Arc<Console>>, Extension(caller): Extension<Caller>, Extension(session): Extension<Session>) -> Response {
     let v = Viewer::from(caller, session);
     let title = "Operator log";
-    let Source::Embedded(rt) = &s.source else {
-        let why = "On AWS the console's actions are log lines of this process (`console action`), the AWS calls it made are \
-                   in CloudTrail under your identity, and each exception action is on its case's history.";
-        return failed(&s, &v, title, SECTION, StatusCode::NOT_FOUND, why);
+    let actions = match with_store!(s.source, st => st.operator_actions(200).await) {
+        Ok(a) => a,
+        Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
     };
-    let (actions, refusals) = match (access::actions(rt.db(), 200).await, access::refusals(rt.db(), 100).await) {
-        (Ok(a), Ok(r)) => (a, r),
-        (Err(e), _) | (_, Err(e)) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
+    // Refused requests are the embedded gate's; on AWS they are the API's own (CloudTrail).
+    let refusals = match &s.source {
+        Source::Embedded(rt) => match access::refusals(rt.db(), 100).await {
+            Ok(r) => Some(r),
+            Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
+        },
+        Source::Aws(_) => None,
     };
-    render(&s, &v, title, SECTION, view(&actions, &refusals))
+    render(&s, &v, title, SECTION, view(&actions, refusals.as_ref()))
 }
 
-fn view(actions: &[OperatorAction], refusals: &Refusals) -> Markup {
+fn view(actions: &[OperatorAction], refusals: Option<&Refusals>) -> Markup {
     html! {
         h2 { "Console actions" }
         table #actions {
@@ -45,16 +49,18 @@ fn view(actions: &[OperatorAction], refusals: &Refusals) -> Markup {
                 }
             }
         }
-        h2 { "Refused requests" }
-        p { (refusals.total) " refused since the database began; the latest:" }
-        table #refusals {
-            (thead(&["At", "Status#", "Code", "Key", "Request", "Reason"]))
-            tbody {
-                @for r in &refusals.latest {
-                    tr {
-                        td { (at(r.at)) } td.num { (r.status) } td { (r.code) }
-                        td { (r.name.as_deref().or(r.key_id.as_deref()).unwrap_or("—")) }
-                        td { (r.method) " " (r.path) } td { (r.reason) }
+        @if let Some(refusals) = refusals {
+            h2 { "Refused requests" }
+            p { (refusals.total) " refused since the database began; the latest:" }
+            table #refusals {
+                (thead(&["At", "Status#", "Code", "Key", "Request", "Reason"]))
+                tbody {
+                    @for r in &refusals.latest {
+                        tr {
+                            td { (at(r.at)) } td.num { (r.status) } td { (r.code) }
+                            td { (r.name.as_deref().or(r.key_id.as_deref()).unwrap_or("—")) }
+                            td { (r.method) " " (r.path) } td { (r.reason) }
+                        }
                     }
                 }
             }

@@ -44,15 +44,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use maud::Markup;
+use o2c_app::ports::{OperatorAction, OperatorLog};
 use o2c_domain::reference::ReferenceData;
-use o2c_embedded::access::{self, Credential, Denied, OperatorAction};
+use o2c_embedded::access::{self, Credential, Denied};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::auth::{Caller, Gate, Who};
 use super::limits;
 use session::{Flash, Session, Sessions};
-use source::Source;
+use source::{Source, with_store};
 
 /// The console's state.
 pub struct Console {
@@ -245,23 +246,20 @@ fn failed(s: &Console, v: &Viewer, title: &str, section: &str, status: StatusCod
     r
 }
 
-/// Records what an operator did: in the database's operator log (embedded); on AWS, as a
-/// structured log line — the AWS calls it made are CloudTrail's, under the operator's own
-/// identity, and an exception action is on its case and its engagement's timeline.
+/// Records what an operator did in the operator log of the source (the database's, or
+/// the stage's table), and as a log line; a failure to record is logged (the action stands).
 async fn audit(s: &Console, v: &Viewer, action: &str, object: Option<&str>, outcome: &str) {
     let a = OperatorAction {
         at: s.source.now(),
         actor: v.name().to_owned(),
         key_id: v.caller.credential.key_id.clone(),
-        action: action.to_owned(),
-        object: object.map(str::to_owned),
-        outcome: outcome.to_owned(),
+        action: access::shown(action, 64),
+        object: object.map(|o| access::shown(o, 128)),
+        outcome: access::shown(outcome, 1024),
         remote: v.caller.remote.map(|r| r.to_string()),
     };
     tracing::info!(actor = %a.actor, action = %a.action, object = a.object.as_deref().unwrap_or("-"), outcome = %a.outcome, "console action");
-    if let Source::Embedded(rt) = &s.source
-        && let Err(e) = access::record_action(rt.db(), a).await
-    {
+    if let Err(e) = with_store!(s.source, st => st.record_action(&a).await) {
         tracing::error!(error = %e, "cannot record a console action");
     }
 }
