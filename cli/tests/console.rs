@@ -151,6 +151,21 @@ async fn follow(c: &Client, css: &str) {
     }
 }
 
+/// Reloads `url` until the text of `css` holds `wanted` (the workers process in the
+/// background), within 30 seconds.
+async fn until_page_shows(c: &Client, url: &str, css: &str, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.goto(url).await.unwrap();
+        let text = text_of(c, css).await;
+        if text.contains(wanted) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} never showed {wanted:?} in {css}: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn sign_in(c: &Client, base: &str, key: &str) {
     c.goto(&format!("{base}/console/login")).await.unwrap();
     c.find(Locator::Css("#key")).await.unwrap().send_keys(key).await.unwrap();
@@ -573,15 +588,7 @@ async fn when_the_books_hold_a_break_receivables_and_a_dead_letter_should_show_t
     follow(&c, "form[aria-label='Redrive ProvisionDLQ'] button").await;
     let flash = text_of(&c, "#flash").await;
     assert!(flash.contains("Redrove 1 message(s) from ProvisionDLQ to ProvisionQueue"), "{flash}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        c.goto(&format!("{base}/console/engagements/0068d00000GLBX01")).await.unwrap();
-        if text_of(&c, "#status").await.contains("active") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the redriven provisioning never activated");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_page_shows(&c, &format!("{base}/console/engagements/0068d00000GLBX01"), "#status", "active").await;
     // Now active, the parked milestone is resubmitted from the page and recorded.
     c.goto(&format!("{base}/console/queues")).await.unwrap();
     let parked = text_of(&c, "#parked").await;
@@ -598,15 +605,7 @@ async fn when_the_books_hold_a_break_receivables_and_a_dead_letter_should_show_t
     c.goto(&format!("{base}/console/queues")).await.unwrap();
     let again = text_of(&c, "#flash").await;
     assert!(again.contains("Resubmitted 1 event(s)"), "{again}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        c.goto(&format!("{base}/console/engagements/0068d00000GLBX01")).await.unwrap();
-        if text_of(&c, "#timeline").await.contains("milestone_recorded") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the resubmitted milestone was never recorded");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_page_shows(&c, &format!("{base}/console/engagements/0068d00000GLBX01"), "#timeline", "milestone_recorded").await;
     // The copy has gone through the delivery queue before the count.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -33,17 +33,24 @@ pub struct Shell<'a> {
     pub origin: &'a str,
 }
 
+/// A page's `head`: its title and the stylesheet (the only resource a page loads).
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · o2c console" }
+            link rel="stylesheet" href="/console/style.css";
+        }
+    }
+}
+
 /// A whole page.
 pub fn page(shell: Shell<'_>, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (shell.title) " · o2c console" }
-                link rel="stylesheet" href="/console/style.css";
-            }
+            (head(shell.title))
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
@@ -90,12 +97,7 @@ fn sign_in_page(error: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Sign in · o2c console" }
-                link rel="stylesheet" href="/console/style.css";
-            }
+            (head("Sign in"))
             body {
                 main #main.login {
                     h1 { "o2c operator console" }
