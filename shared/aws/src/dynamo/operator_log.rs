@@ -36,6 +36,7 @@ impl OperatorLog for DynamoStore {
                 .client
                 .query()
                 .table_name(&self.tables.state)
+                .consistent_read(true)
                 .key_condition_expression("PK = :pk")
                 .expression_attribute_values(":pk", s(PK))
                 .scan_index_forward(false)

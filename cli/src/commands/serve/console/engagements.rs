@@ -303,12 +303,21 @@ fn detail_view(d: &Detail) -> Markup {
             }
         }
         h2 { "Exceptions" }
-        @if d.cases.is_empty() {
+        @if e.exceptions.is_empty() {
             p { "None." }
         } @else {
             ul #exceptions {
-                @for x in &d.cases {
-                    li { a href={ "/console/exceptions/" (seg(x.exception_id.as_str())) } { (x.exception_id.as_str()) } " " (x.kind.as_str()) " " (badge(x.status.as_str())) " — " (x.message) }
+                @for x in &e.exceptions {
+                    @let case = d.cases.iter().find(|c| c.exception_id == x.exception_id);
+                    li {
+                        @if let Some(c) = case {
+                            a href={ "/console/exceptions/" (seg(c.exception_id.as_str())) } { (c.exception_id.as_str()) } " " (c.kind.as_str()) " " (badge(c.status.as_str())) " — " (c.message)
+                        } @else {
+                            // Recorded on the engagement without a case (yet): its raising is
+                            // on its way, or the step that failed raises none.
+                            (x.exception_id.as_str()) " " (x.kind.as_str()) " " (badge(if x.open { "open" } else { "closed" })) " — " (x.message) " (no case in the queue)"
+                        }
+                    }
                 }
             }
         }

@@ -49,6 +49,9 @@ fn view(actions: &[OperatorAction], refusals: Option<&Refusals>) -> Markup {
                 }
             }
         }
+        @if refusals.is_none() {
+            p.hint { "Refused requests: on AWS the stage's APIs refuse them, and CloudTrail records them under the caller." }
+        }
         @if let Some(refusals) = refusals {
             h2 { "Refused requests" }
             p { (refusals.total) " refused since the database began; the latest:" }

@@ -358,6 +358,9 @@ async fn login(State(s): State<Arc<Console>>, req: Request) -> Response {
             signed_in(&s.sessions, &session)
         }
         Ok(Ok(cred)) => {
+            if !gate.record_stranger(remote) {
+                return denied(StatusCode::TOO_MANY_REQUESTS, "Too many refused sign-ins from this address; wait a moment.");
+            }
             let reason = format!("{} is not an operator: the console needs an operator key", cred.name);
             let refused = (StatusCode::FORBIDDEN, "AccessDeniedException", reason.clone());
             let _ = gate.refuse(Who::known(&cred, remote, &method, path), refused, None).await;
@@ -452,7 +455,7 @@ pub async fn link_guard(State(s): State<Arc<Console>>, mut req: Request, next: N
 
 /// What every console answer carries: no framing (clickjacking of one-click forms), no
 /// caching (financial pages after sign-out), no scripts, styles only from the stylesheet,
-/// forms only to this origin, no referrer.
+/// forms only to this origin, no referrer to other origins.
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
@@ -463,7 +466,10 @@ async fn security_headers(req: Request, next: Next) -> Response {
         ),
         ("x-frame-options", "DENY"),
         ("cache-control", "no-store"),
-        ("referrer-policy", "no-referrer"),
+        // Same-origin requests keep their referrer and a real `Origin` (with `no-referrer`
+        // browsers send `Origin: null` on form posts, and those without Fetch Metadata could
+        // not prove a form same-origin); other origins get none.
+        ("referrer-policy", "same-origin"),
         ("x-content-type-options", "nosniff"),
     ] {
         h.insert(name, HeaderValue::from_static(value));

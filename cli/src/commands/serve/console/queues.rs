@@ -26,7 +26,7 @@ const SECTION: &str = "/console/queues";
 pub async fn page(State(s): State<Arc<Console>>, Extension(caller): Extension<Caller>, Extension(session): Extension<Session>) -> Response {
     let v = Viewer::from(caller, session);
     let title = "Parked messages and dead letters";
-    let parked = match with_store!(s.source, store => store.rejections(200).await) {
+    let parked = match with_store!(s.source, store => store.rejections(PARKED_LISTED).await) {
         Ok(p) => p,
         Err(e) => return failed(&s, &v, title, SECTION, StatusCode::SERVICE_UNAVAILABLE, e),
     };
@@ -155,6 +155,9 @@ pub async fn redrive(
     after(&s, &v, SECTION, flash)
 }
 
+/// How many parked messages the page lists.
+const PARKED_LISTED: usize = 200;
+
 /// `POST /console/queues/parked/{rejection_id}/resubmit`: the parked message's events
 /// again, each under a fresh event id and idempotency key, caused by the original, same
 /// payload and correlation id (what `o2c resubmit` sends).
@@ -182,8 +185,9 @@ pub async fn resubmit(
         return after(&s, &v, SECTION, Flash { error: true, text });
     }
     // Ids derived from the parked record and how often it was delivered: a double click or a
-    // second operator sends the same events again, and the steps absorb the copies; once
-    // the record is parked again, a new resubmit is a new event.
+    // second operator sends the same events again, and the steps absorb the copies. (A copy
+    // rejected again is parked under a record of its own — its body differs — and is
+    // resubmitted from there.)
     let mut sent = Vec::new();
     for (n, e) in entries.into_iter().enumerate() {
         let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("resubmit|{rejection_id}|{}|{n}", parked.deliveries).as_bytes());
@@ -201,5 +205,6 @@ pub async fn resubmit(
     after(&s, &v, SECTION, Flash { error: false, text })
 }
 
-/// How many parked messages a resubmit searches for its id (newest first).
-const PARKED_SEARCHED: usize = 10_000;
+/// How many parked messages the page lists and a resubmit searches for its id (newest
+/// first): a resubmit acts on what the page showed (each is a read on DynamoDB).
+const PARKED_SEARCHED: usize = PARKED_LISTED;
