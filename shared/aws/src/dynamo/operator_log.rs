@@ -1,4 +1,4 @@
-//! The operators' audit log on the stage (`PK = OPLOG`, `SK = <time>#<uuid>`): what each
+//! The operators' audit log on the stage (`PK = OPLOG`, `SK = <time>#<uuid v5 of the action>`): what each
 //! did through the console of `o2c serve --target aws`, as their AWS identity. One small
 //! item per action (an action is at most a few KB, far under DynamoDB's 400 KB item limit);
 //! one partition, as human actions come at human rates (well under a partition's 1,000
@@ -13,8 +13,11 @@ const PK: &str = "OPLOG";
 impl OperatorLog for DynamoStore {
     async fn record_action(&self, action: &OperatorAction) -> Result<(), O2cError> {
         let body = serde_json::to_string(action).map_err(|e| O2cError::Bug(e.to_string()))?;
-        // Sortable by time (fixed-width UTC), unique by the uuid.
-        let sk = format!("{}#{}", action.at.format("%Y-%m-%dT%H:%M:%S%.9fZ"), uuid::Uuid::new_v4());
+        // Sortable by time (fixed-width UTC); the suffix is derived from the whole action
+        // (ids come from the IdGenerator port only): two records differ unless they are the
+        // same action at the same nanosecond, which one record stands for anyway.
+        let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, body.as_bytes());
+        let sk = format!("{}#{digest}", action.at.format("%Y-%m-%dT%H:%M:%S%.9fZ"));
         let item = HashMap::from([
             ("PK".to_owned(), s(PK)),
             ("SK".to_owned(), s(sk)),
