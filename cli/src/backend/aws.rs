@@ -38,6 +38,10 @@ pub struct Aws {
     sdk: aws_config::SdkConfig,
     topo: Arc<Topology>,
     store: DynamoStore,
+    /// One SQS client for every queue call (depths, peeks, redrives).
+    sqs: aws_sdk_sqs::Client,
+    /// The stage's resources, located once (a console reads them on every page).
+    deployed: tokio::sync::OnceCell<Deployed>,
 }
 
 impl Aws {
@@ -46,7 +50,8 @@ impl Aws {
         let sdk = o2c_aws::sdk_config().await;
         let topo = topology(target)?;
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables(&topo, &target.stage));
-        Ok(Self { stage: target.stage.clone(), sdk, topo, store })
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        Ok(Self { stage: target.stage.clone(), sdk, topo, store, sqs, deployed: tokio::sync::OnceCell::new() })
     }
 
     /// The SDK configuration (the operator's credentials and region).
@@ -59,11 +64,17 @@ impl Aws {
         &self.topo
     }
 
-    /// The stage's deployed resources (bus, queue URLs).
+    /// The stage's deployed resources (bus, queue URLs), located on first use (a failure is
+    /// not kept: the next call tries again).
     pub async fn deployed(&self) -> Result<Deployed> {
-        resources::locate(&self.sdk, &self.topo, &self.stage)
+        self.deployed
+            .get_or_try_init(|| async {
+                resources::locate(&self.sdk, &self.topo, &self.stage)
+                    .await
+                    .with_context(|| format!("stage {} is not deployed (sam deploy, or o2c bootstrap)", self.stage))
+            })
             .await
-            .with_context(|| format!("stage {} is not deployed (sam deploy, or o2c bootstrap)", self.stage))
+            .cloned()
     }
 }
 
@@ -80,10 +91,9 @@ impl Backend for Aws {
 
     async fn queues(&self) -> Result<Vec<QueueRow>> {
         let deployed = self.deployed().await?;
-        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
         let mut rows = Vec::new();
         for q in self.topo.queues.keys() {
-            let (visible, in_flight) = ops::depth(&sqs, &deployed.queue_urls[q]).await?;
+            let (visible, in_flight) = ops::depth(&self.sqs, &deployed.queue_urls[q]).await?;
             rows.push(QueueRow { queue: q.clone(), visible, in_flight, dead_letter: self.topo.is_dlq(q) });
         }
         Ok(rows)
@@ -94,9 +104,8 @@ impl Backend for Aws {
         let Some(url) = deployed.queue_urls.get(queue) else {
             usage!("no queue {queue}; queues: {}", deployed.queue_urls.keys().cloned().collect::<Vec<_>>().join(", "))
         };
-        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
         let mut rows = Vec::new();
-        for m in ops::peek(&sqs, url, 100).await? {
+        for m in ops::peek(&self.sqs, url, 100).await? {
             let reason = self
                 .store
                 .failure(&m.message_id)
@@ -121,19 +130,17 @@ impl Backend for Aws {
             }
             // A rule target's delivery DLQ: its messages are events, published again.
             let deployed = self.deployed().await?;
-            let sqs = aws_sdk_sqs::Client::new(&self.sdk);
             let bus =
                 o2c_aws::eventbridge::EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&self.sdk), deployed.bus_name.clone());
-            let (moved, kept) = ops::redrive_to_bus(&sqs, &deployed.queue_urls[dlq], &bus, limit, progress).await?;
+            let (moved, kept) = ops::redrive_to_bus(&self.sqs, &deployed.queue_urls[dlq], &bus, limit, progress).await?;
             if kept > 0 {
                 eprintln!("o2c: {kept} message(s) in {dlq} are not events and stay there");
             }
             return Ok((moved, format!("the bus {}", deployed.bus_name)));
         };
         let deployed = self.deployed().await?;
-        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
         let (dlq_url, src_url) = (&deployed.queue_urls[dlq], &deployed.queue_urls[&source.logical_id]);
-        let moved = ops::redrive(&sqs, dlq_url, src_url, limit, progress).await?;
+        let moved = ops::redrive(&self.sqs, dlq_url, src_url, limit, progress).await?;
         Ok((moved, source.logical_id.clone()))
     }
 
