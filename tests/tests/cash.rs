@@ -369,3 +369,53 @@ async fn when_the_erp_refuses_a_receipt_or_loses_its_answer_should_keep_the_cash
     assert_books_agree(&h, &rec).await;
     assert_eq!(h.rt.dead_letters().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_crm_refuses_an_invoice_record_should_park_the_sync_and_let_go_of_its_key() {
+    use o2c_app::ports::IdempotencyStore;
+    let h = Harness::new().await;
+    let inv = two_posted_invoices(&h, "0068d00000CASH07").await;
+    let refusal = Fault::Rejected { status: 400, code: "ENTITY_IS_LOCKED".into(), message: "Invoice record is locked".into() };
+    h.rt.sims().inject(System::Crm, "upsert_invoice", refusal, Some(1)).await.unwrap();
+    h.send(vec![Payment::new("BANK-70", LE, "1000.00", "SGD").from(ACCOUNT).quoting(&[number(&inv[0])]).event()]).await;
+    h.settle().await;
+    let parked = h.rt.store().rejections(20).await.unwrap();
+    assert!(
+        parked.iter().any(|r| r.step == "crm-invoice-sync" && r.reasons.iter().any(|i| i.code == "crm_refused")),
+        "the refusal is parked for an operator: {parked:?}"
+    );
+    // The refused step let go of the event's key: a copy of the event (or a redelivery) runs
+    // at once rather than waiting for a reservation nobody holds any more.
+    let key = "crm-invoice-sync#payment-applied:BANK-70";
+    assert!(h.rt.store().get(key).await.unwrap().is_none(), "{:?}", h.rt.store().get(key).await.unwrap());
+    // The same key of a payment the CRM takes is completed (the key is the one the step uses).
+    h.send(vec![Payment::new("BANK-71", LE, "1000.00", "SGD").from(ACCOUNT).quoting(&[number(&inv[0])]).event()]).await;
+    h.settle().await;
+    let done = h.rt.store().get("crm-invoice-sync#payment-applied:BANK-71").await.unwrap().expect("completed");
+    assert_eq!(done.status, o2c_app::ports::IdempotencyStatus::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_consumer_stops_during_the_last_delivery_of_a_payment_should_park_it_as_it_dead_letters() {
+    let h = Harness::new().await;
+    h.send(vec![Payment::new("BANK-80", LE, "250.00", "SGD").from(ACCOUNT).event()]).await;
+    // Five deliveries (the template's maxReceiveCount), each to a consumer that stopped before
+    // it answered: the next receive moves the message to the DLQ, and no handler ran.
+    for n in 1..=5 {
+        let got = h.rt.bus().receive("CashApplicationQueue", 10, std::time::Duration::ZERO).await.unwrap();
+        assert_eq!(got.iter().map(|m| m.receive_count).collect::<Vec<_>>(), [n]);
+    }
+    h.settle().await;
+    let dlq = h.rt.bus().list("CashApplicationDLQ", 10).await.unwrap();
+    assert_eq!(dlq.len(), 1);
+    // A payment has no engagement to raise the dead-letter exception on: it is parked,
+    // naming the message, why and where it went.
+    let parked = h.rt.store().rejections(20).await.unwrap();
+    let p = parked.iter().find(|p| p.message_ids.contains(&dlq[0].message_id)).unwrap_or_else(|| panic!("not parked: {parked:?}"));
+    assert_eq!(p.step, "cash-application");
+    assert_eq!(p.reasons[0].code, "dead_lettered");
+    assert!(p.reasons[0].message.contains("CashApplicationDLQ"), "{:?}", p.reasons);
+    assert!(p.reasons.iter().any(|r| r.message.contains("the consumer stopped during the delivery")), "{:?}", p.reasons);
+    let loaded = h.rt.store().load_aggregates(&[AggregateKey::receivables(LE, CUSTOMER)]).await.unwrap();
+    assert!(loaded.receivables(LE, CUSTOMER).is_none_or(|r| r.payments.is_empty()), "nothing was applied");
+}

@@ -387,3 +387,26 @@ async fn when_events_are_handled_should_report_each_outcome_its_age_and_every_co
     assert_eq!(count("ConnectorErrors", &[("System", "erp"), ("Kind", "refused")]), 1);
     assert_eq!(count("ConnectorErrors", &[]), 1, "the refusal only");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn when_a_one_step_service_gets_another_steps_event_should_refuse_it_as_not_consumed() {
+    // What a Lambda function runs: the service of the one step its `main.rs` names.
+    let dir = tempfile::tempdir().unwrap();
+    let sims = Simulators::new(Db::open(&dir.path().join("sims.db")).unwrap(), &o2c_embedded::reference::northwind().unwrap());
+    let platform = o2c_app::memory::platform(o2c_embedded::reference::northwind().unwrap(), sims.clone(), sims.clone(), sims.clone(), sims);
+    let svc = StepService::single(platform, o2c_tests::fast_service(), &o2c_app::steps::Intake);
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(15);
+    let handled =
+        svc.handle(Step::Intake, &decode(closed_won(globex_payload("OPP-ONE-STEP", 1))), &o2c_app::Delivery::once(deadline)).await.unwrap();
+    assert_eq!(handled.action, "contract_created");
+
+    let approval = decode(contract_approved("OPP-ONE-STEP"));
+    for step in [Step::Provision, Step::Intake] {
+        let err = svc.handle(step, &approval, &o2c_app::Delivery::once(deadline)).await.unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert_eq!(err.reasons().iter().map(|i| i.code.as_str()).collect::<Vec<_>>(), ["not_handled_by_step"], "{step}: {err}");
+    }
+    // Nothing moved: the contract is as intake left it, and no step ran on the approval.
+    let engagement = svc.platform().store.load(&approval.engagement_id()).await.unwrap().unwrap().value;
+    assert_eq!(engagement.status, EngagementStatus::ContractCreated);
+}

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    o2c_aws::lambda::run_step(o2c_app::Step::BillingSetup).await
+    o2c_aws::lambda::run_step(&o2c_app::steps::BillingSetup).await
 }

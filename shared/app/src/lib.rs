@@ -43,5 +43,7 @@ pub mod service;
 pub mod sqs;
 
 pub use error::O2cError;
-pub use o2c_domain::workflow::Step;
+/// Each step's logic, for a function's `main.rs` to name its own statically.
+pub use o2c_domain::workflow as steps;
+pub use o2c_domain::workflow::{Step, WorkflowStep};
 pub use service::{DeadLetterOutcome, Delivery, Handled, ServiceConfig, StepService};

@@ -21,8 +21,9 @@
 //!    how a failure is made durable before its compensation runs.
 //! 6. **Publish** the committed decision's events.
 //!
-//! A retryable failure after the key was reserved releases the reservation, so the
-//! redelivery re-executes at once; create-or-get by external key makes that safe.
+//! Any failure after the key was reserved releases the reservation (unless another
+//! invocation took it over), so a redelivery, or the resubmission of a parked message,
+//! re-executes at once; create-or-get by external key makes that safe.
 
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ use o2c_domain::aggregate::{AggregateBody, Load, Loaded};
 use o2c_domain::engagement::Action;
 use o2c_domain::engagement::Engagement;
 use o2c_domain::events::{BusinessEvent, Issue, payload_hash};
-use o2c_domain::workflow::{Decision, GaveUp, Input, Next, Outcome, Snapshot, Step, StepContext, dead_lettered};
+use o2c_domain::workflow::{Decision, GaveUp, Input, Next, Outcome, Snapshot, Step, StepContext, WorkflowStep, dead_lettered};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::O2cError;
@@ -120,6 +121,18 @@ pub enum DeadLetterOutcome {
 pub struct StepService<P: Platform> {
     platform: P,
     config: ServiceConfig,
+    steps: Steps,
+}
+
+/// Which steps' logic a service runs. A Lambda function runs one, named statically in its
+/// `main.rs`, so its binary links that step's code only: [`Step::logic`], which names
+/// every step, is reached through a function pointer set by [`StepService::new`] alone.
+#[derive(Clone, Copy)]
+enum Steps {
+    /// Every step (the embedded runtime, tools, tests).
+    All(fn(Step) -> &'static dyn WorkflowStep),
+    /// One step (a Lambda function).
+    One(&'static dyn WorkflowStep),
 }
 
 /// What a step reads: the engagement and its other aggregates, with versions.
@@ -133,6 +146,8 @@ struct Run<'a> {
     hash: String,
     engagement_id: o2c_domain::ids::EngagementId,
     delivery: &'a Delivery,
+    /// Set when the reservation expired and another invocation took the key over.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 enum Committed {
@@ -143,9 +158,23 @@ enum Committed {
 }
 
 impl<P: Platform> StepService<P> {
-    /// Services over `platform`.
+    /// Services of every step over `platform`.
     pub fn new(platform: P, config: ServiceConfig) -> Self {
-        Self { platform, config }
+        Self { platform, config, steps: Steps::All(Step::logic) }
+    }
+
+    /// The service of one step over `platform` (a Lambda function): events of other steps
+    /// are refused as not consumed.
+    pub fn single(platform: P, config: ServiceConfig, logic: &'static dyn WorkflowStep) -> Self {
+        Self { platform, config, steps: Steps::One(logic) }
+    }
+
+    /// The logic of `step`, if this service runs it.
+    fn logic(&self, step: Step) -> Option<&'static dyn WorkflowStep> {
+        match self.steps {
+            Steps::All(of) => Some(of(step)),
+            Steps::One(logic) => (logic.step() == step).then_some(logic),
+        }
     }
 
     /// The platform (adapters).
@@ -174,7 +203,7 @@ impl<P: Platform> StepService<P> {
             receive_count = delivery.receive_count,
         );
         async move {
-            if !step.consumes().contains(&event_type) {
+            if !self.logic(step).is_some_and(|logic| logic.consumes().contains(&event_type)) {
                 return Err(O2cError::Validation(vec![Issue::new(
                     "detail-type",
                     "not_handled_by_step",
@@ -191,16 +220,26 @@ impl<P: Platform> StepService<P> {
                 let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now(), event: Some(event) };
                 return self.fan_out_runs(event, &ctx).await;
             }
-            let run = Run { key: key_of(step, &meta), hash: payload_hash(event_type, &event.payload_json()), engagement_id, delivery };
+            let run = Run {
+                key: key_of(step, &meta),
+                hash: payload_hash(event_type, &event.payload_json()),
+                engagement_id,
+                delivery,
+                lost: std::sync::atomic::AtomicBool::new(false),
+            };
             let ctx = StepContext { step, event_type, meta: &meta, now: self.platform.clock().now(), event: Some(event) };
             let mut reserved = false;
             let result = self.protocol(&run, &ctx, event, &mut reserved).await;
-            if let Err(e) = &result
+            // Any failure with the key still ours releases it: a retry (or, after a permanent
+            // refusal, the parked message's resubmission) runs at once instead of waiting for
+            // the reservation to expire. A reservation lost to a takeover is the other
+            // invocation's now, and stays.
+            if result.is_err()
                 && reserved
-                && e.is_retryable()
+                && !run.lost.load(std::sync::atomic::Ordering::Relaxed)
                 && let Err(release) = self.platform.store().release(&run.key).await
             {
-                warn!(error = %release, "could not release the reservation; the retry waits for its expiry");
+                warn!(error = %release, "could not release the reservation; a retry waits for its expiry");
             }
             self.platform.metrics().emit(&handling_metrics(step, &meta, &result, ctx.now));
             let handled = result?;
@@ -219,7 +258,7 @@ impl<P: Platform> StepService<P> {
         reserved: &mut bool,
     ) -> Result<Handled, O2cError> {
         let store = self.platform.store();
-        let logic = ctx.step.logic();
+        let logic = self.logic(ctx.step).ok_or_else(|| O2cError::Bug(format!("this service does not run {}", ctx.step)))?;
         if let Some(rec) = store.get(&run.key).await?
             && rec.is_live(ctx.now)
         {
@@ -625,6 +664,7 @@ fn advance(state: &mut Option<Versioned<Engagement>>, written: Option<Engagement
 }
 
 fn lost(run: &Run<'_>) -> O2cError {
+    run.lost.store(true, std::sync::atomic::Ordering::Relaxed);
     O2cError::dependency("idempotency", format!("reservation {} was lost (expired and taken over) before commit", run.key))
 }
 

@@ -269,26 +269,50 @@ async fn exhausted<P: Platform>(svc: &StepService<P>, step: Step, record: &SqsMe
     match outcome {
         Ok(DeadLetterOutcome::Raised | DeadLetterOutcome::AlreadyOpen) => {}
         Ok(DeadLetterOutcome::NoEngagement) => {
-            let mut parked =
-                rejected_message(step, record.message_id.as_deref().unwrap_or_default(), body, &e, svc.platform().clock().now());
-            parked.reasons.insert(
-                0,
-                Issue::new(
-                    "",
-                    "dead_lettered",
-                    format!(
-                        "gave up after {receives} deliveries{}; no engagement to raise an exception on",
-                        batch.dead_letter_queue.as_deref().map(|q| format!(" (message in {q})")).unwrap_or_default()
-                    ),
-                ),
-            );
-            if let Err(park_err) = svc.platform().store().park(&parked).await {
-                error!(error = %park_err, "could not record a message that is about to dead-letter");
-            }
+            park_dead_letter(
+                svc,
+                step,
+                record.message_id.as_deref().unwrap_or_default(),
+                body,
+                &e,
+                receives,
+                batch.dead_letter_queue.as_deref(),
+            )
+            .await;
         }
         Err(raise_err) => error!(error = %raise_err, "could not raise the dead-letter exception; the DLQ alarm still fires"),
     }
     e
+}
+
+/// Parks a message that dead-letters with no engagement to raise its exception on (a
+/// payment before its customer is known, a body that does not decode): the operators'
+/// parked list names it, its last failure and its DLQ. Used on the last receive, and by a
+/// runtime that moved a message whose consumer stopped during its last delivery.
+pub async fn park_dead_letter<P: Platform>(
+    svc: &StepService<P>,
+    step: Step,
+    message_id: &str,
+    body: &str,
+    error: &O2cError,
+    receives: u32,
+    dead_letter_queue: Option<&str>,
+) {
+    let mut parked = rejected_message(step, message_id, body, error, svc.platform().clock().now());
+    parked.reasons.insert(
+        0,
+        Issue::new(
+            "",
+            "dead_lettered",
+            format!(
+                "gave up after {receives} deliveries{}; no engagement to raise an exception on",
+                dead_letter_queue.map(|q| format!(" (message in {q})")).unwrap_or_default()
+            ),
+        ),
+    );
+    if let Err(park_err) = svc.platform().store().park(&parked).await {
+        error!(error = %park_err, "could not record a message that is about to dead-letter");
+    }
 }
 
 /// Builds the parked record, reading what it can from a possibly malformed body.

@@ -8,7 +8,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use o2c_app::ports::Platform;
 use o2c_app::sqs::{BatchContext, BatchResult};
-use o2c_app::{O2cError, Step, StepService};
+use o2c_app::{O2cError, Step, StepService, WorkflowStep};
 use tracing::{Instrument, info_span};
 
 use crate::Config;
@@ -144,18 +144,19 @@ impl<P: Platform> Shell<P> {
     }
 }
 
-/// Runs the function of `step`: tracing, typed configuration and every client built once
-/// at cold start, then the Lambda runtime loop. What each `main.rs` calls.
-pub async fn run_step(step: Step) -> Result<(), lambda_runtime::Error> {
+/// Runs the function of the step `logic`: tracing, typed configuration and every client
+/// built once at cold start, then the Lambda runtime loop. What each `main.rs` calls with
+/// its own step (`&o2c_app::steps::Intake`), so the binary links that step's code alone.
+pub async fn run_step(logic: &'static dyn WorkflowStep) -> Result<(), lambda_runtime::Error> {
     init_tracing();
     // Fail fast at cold start: every configuration problem is reported at once.
     let config = Config::from_env()?;
     // Clients are built once per execution environment, never per event.
-    let sdk = crate::sdk_config().await;
+    let sdk = crate::platform::lambda_sdk_config()?;
     let platform = crate::platform::lambda_platform(&sdk, &config)?;
     let shell = Arc::new(Shell::new(
-        step,
-        StepService::new(platform, config.service()),
+        logic.step(),
+        StepService::single(platform, config.service(), logic),
         aws_sdk_sqs::Client::new(&sdk),
         config.max_receive_count,
         config.dead_letter_queue.clone(),

@@ -38,7 +38,7 @@ pub mod resources;
 pub mod visibility;
 
 pub use config::Config;
-pub use platform::{AwsPlatform, LambdaPlatform, sdk_config};
+pub use platform::{AwsPlatform, LambdaPlatform, lambda_sdk_config, sdk_config};
 
 /// A failed SDK call as a dependency error: the error and its sources on one line
 /// ("dispatch failure: io error: … Connection refused"), never the SDK's debug dump (which

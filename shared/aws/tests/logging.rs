@@ -46,7 +46,8 @@ async fn when_a_function_handles_a_record_should_log_json_lines_carrying_every_c
     let sqs = aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::Config::builder().behavior_version_latest().region(aws_sdk_sqs::config::Region::new("eu-west-1")).build(),
     );
-    let shell = Shell::new(Step::Intake, StepService::new(platform, ServiceConfig::default()), sqs, Some(5), None);
+    let shell =
+        Shell::new(Step::Intake, StepService::single(platform, ServiceConfig::default(), &o2c_app::steps::Intake), sqs, Some(5), None);
 
     let capture = Capture::default();
     let settings = LogSettings::from(|k| if k == "AWS_LAMBDA_LOG_FORMAT" { Some("JSON".into()) } else { None });

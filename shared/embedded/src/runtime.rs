@@ -22,7 +22,7 @@ use o2c_app::Step;
 use o2c_app::bus::{PutEventsEntry, PutEventsResponse};
 use o2c_app::esm::{self, FunctionQueue, QueueOps};
 use o2c_app::ports::{Adapters, Clock, IdGenerator, Platform, RandomIds, SeededIds, SimClock, StaticReferenceData, SystemClock};
-use o2c_app::service::{ServiceConfig, StepService};
+use o2c_app::service::{DeadLetterOutcome, ServiceConfig, StepService};
 use o2c_domain::reference::ReferenceData;
 use o2c_topology::topology::{FunctionDef, PipeDef, Topology};
 use rusqlite::params;
@@ -436,10 +436,20 @@ impl Runtime {
     /// handler's failure on the last receive usually raised it already; this covers a
     /// crash during that receive).
     pub(crate) async fn dead_lettered(&self, step: Step, d: DeadLettered) {
-        let Ok(event) = o2c_app::sqs::decode_body(&d.body) else { return };
         let error = d.last_error.unwrap_or_else(|| "no failure was recorded (the consumer stopped during the delivery)".into());
-        if let Err(e) = self.inner.services.dead_lettered(step, &event, &error, d.receive_count, Some(&d.dead_letter_queue), false).await {
-            warn!(message_id = %d.message_id, error = %e, "could not raise the dead-letter exception");
+        let svc = &self.inner.services;
+        let outcome = match o2c_app::sqs::decode_body(&d.body) {
+            Ok(event) => svc.dead_lettered(step, &event, &error, d.receive_count, Some(&d.dead_letter_queue), false).await,
+            Err(_) => Ok(DeadLetterOutcome::NoEngagement),
+        };
+        match outcome {
+            Ok(DeadLetterOutcome::Raised | DeadLetterOutcome::AlreadyOpen) => {}
+            // No engagement to raise it on: parked, as the consumer's last receive would have.
+            Ok(DeadLetterOutcome::NoEngagement) => {
+                let last = O2cError::dependency("runtime", error);
+                o2c_app::sqs::park_dead_letter(svc, step, &d.message_id, &d.body, &last, d.receive_count, Some(&d.dead_letter_queue)).await;
+            }
+            Err(e) => warn!(message_id = %d.message_id, error = %e, "could not raise the dead-letter exception"),
         }
     }
 
