@@ -396,7 +396,7 @@ async fn when_the_crm_refuses_an_invoice_record_should_park_the_sync_and_let_go_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_the_consumer_stops_during_the_last_delivery_of_a_payment_should_park_it_as_it_dead_letters() {
+async fn when_the_consumer_stops_during_the_last_delivery_of_a_payment_should_park_it_as_it_dead_letters_unless_it_was_processed() {
     let h = Harness::new().await;
     h.send(vec![Payment::new("BANK-80", LE, "250.00", "SGD").from(ACCOUNT).event()]).await;
     // Five deliveries (the template's maxReceiveCount), each to a consumer that stopped before
@@ -418,4 +418,20 @@ async fn when_the_consumer_stops_during_the_last_delivery_of_a_payment_should_pa
     assert!(p.reasons.iter().any(|r| r.message.contains("the consumer stopped during the delivery")), "{:?}", p.reasons);
     let loaded = h.rt.store().load_aggregates(&[AggregateKey::receivables(LE, CUSTOMER)]).await.unwrap();
     assert!(loaded.receivables(LE, CUSTOMER).is_none_or(|r| r.payments.is_empty()), "nothing was applied");
+
+    // A copy of a payment the step had completed (its batch crashed after the record was
+    // processed) dead-letters the same way: nothing to park, nothing to resubmit.
+    let done = Payment::new("BANK-81", LE, "100.00", "SGD").from(ACCOUNT);
+    h.send(vec![done.event()]).await;
+    h.settle().await;
+    h.send(vec![done.event()]).await;
+    for _ in 1..=5 {
+        assert_eq!(h.rt.bus().receive("CashApplicationQueue", 10, std::time::Duration::ZERO).await.unwrap().len(), 1);
+    }
+    h.settle().await;
+    let dlq = h.rt.bus().list("CashApplicationDLQ", 10).await.unwrap();
+    assert_eq!(dlq.len(), 2);
+    let parked = h.rt.store().rejections(20).await.unwrap();
+    assert!(!parked.iter().any(|p| p.message_ids.contains(&dlq[1].message_id)), "{parked:?}");
+    assert_eq!(parked.iter().filter(|p| p.step == "cash-application").count(), 1, "only BANK-80: {parked:?}");
 }

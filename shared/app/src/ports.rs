@@ -311,8 +311,9 @@ pub trait IdempotencyStore: Send + Sync {
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<IdempotencyRecord>, O2cError>> + Send;
     /// Reserves a key (and optionally claims state) atomically.
     fn reserve(&self, reservation: Reservation) -> impl Future<Output = Result<ReserveOutcome, O2cError>> + Send;
-    /// Deletes our `InProgress` record after a retryable failure so the retry re-executes
-    /// at once (Powertools deletes the record when the handler raises).
+    /// Deletes the `InProgress` record after a failure so a retry (or the resubmission of a
+    /// parked message) re-executes at once (Powertools deletes the record when the handler
+    /// raises). It does not check who holds the record: see `StepService::handle`.
     fn release(&self, key: &str) -> impl Future<Output = Result<(), O2cError>> + Send;
 }
 

@@ -146,7 +146,10 @@ struct Run<'a> {
     hash: String,
     engagement_id: o2c_domain::ids::EngagementId,
     delivery: &'a Delivery,
-    /// Set when the reservation expired and another invocation took the key over.
+    /// Set when a commit found the reservation gone: expired and taken over for another
+    /// payload, or completed. (The stores recognise a reservation by its payload hash, so a
+    /// takeover by a redelivery of the same event still looks like ours; on Lambda the
+    /// reservation lasts until the invocation's deadline, so the two never overlap.)
     lost: std::sync::atomic::AtomicBool,
 }
 
@@ -566,6 +569,13 @@ impl<P: Platform> StepService<P> {
             }
         }
         Err(O2cError::dependency("state-store", format!("engagement {} kept changing while settling a redelivery", run.engagement_id)))
+    }
+
+    /// Whether `step` completed `event` (its idempotency key holds a completed record): a
+    /// message that dead-letters after all (its batch was never acknowledged) needs nothing.
+    pub async fn processed(&self, step: Step, event: &BusinessEvent) -> Result<bool, O2cError> {
+        let key = key_of(step, &event.meta());
+        Ok(self.platform.store().get(&key).await?.is_some_and(|r| r.status == crate::ports::IdempotencyStatus::Completed))
     }
 
     /// A message of `step` exhausted its receives: raises (or reopens, with

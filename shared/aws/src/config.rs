@@ -44,6 +44,15 @@ pub struct Config {
 #[error("invalid configuration: {}", .0.join("; "))]
 pub struct ConfigError(pub Vec<String>);
 
+/// Both results, or every problem of both (a function reports its whole configuration at
+/// cold start: its own variables and the SDK's).
+pub fn both<A, B>(a: Result<A, ConfigError>, b: Result<B, ConfigError>) -> Result<(A, B), ConfigError> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(ConfigError(a.err().into_iter().chain(b.err()).flat_map(|e| e.0).collect())),
+    }
+}
+
 /// The non-blank value of `key`, or an empty string with "`key` is not set" added to `errs`.
 pub(crate) fn required(get: &impl Fn(&str) -> Option<String>, errs: &mut Vec<String>, key: &str) -> String {
     get(key).filter(|v| !v.trim().is_empty()).unwrap_or_else(|| {
@@ -122,6 +131,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn when_both_configurations_have_problems_should_report_every_one_of_them() {
+        let bad = |m: &str| Err::<(), _>(ConfigError(vec![m.to_owned()]));
+        assert_eq!(
+            both(bad("STATE_TABLE is not set"), bad("AWS_REGION is not set")).unwrap_err().0,
+            ["STATE_TABLE is not set", "AWS_REGION is not set"]
+        );
+        assert_eq!(both(Ok::<_, ConfigError>(1), bad("AWS_REGION is not set")).unwrap_err().0, ["AWS_REGION is not set"]);
+        assert_eq!(both(Ok::<_, ConfigError>(1), Ok::<_, ConfigError>(2)).unwrap(), (1, 2));
+    }
 
     #[test]
     fn when_variables_are_missing_should_report_every_one() {

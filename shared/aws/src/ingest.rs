@@ -399,10 +399,9 @@ impl Ingest {
 /// `mappings`, and serves invocations.
 pub async fn run(mappings: &[(&str, &str)]) -> Result<(), lambda_runtime::Error> {
     crate::lambda::init_tracing();
-    let config = IngestConfig::from_env()?;
+    let (config, sdk) = crate::config::both(IngestConfig::from_env(), crate::platform::lambda_sdk_config())?;
     // A mapping that does not load fails the cold start loudly (it was checked by `make test`).
     let loaded = Loaded::from_sources(mappings.iter().copied()).map_err(|e| lambda_runtime::Error::from(e.to_string()))?;
-    let sdk = crate::platform::lambda_sdk_config()?;
     let publisher = EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&sdk), config.event_bus_name.clone());
     let tables = Tables { state: config.state_table.clone(), idempotency: String::new() };
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables);

@@ -149,10 +149,9 @@ impl<P: Platform> Shell<P> {
 /// its own step (`&o2c_app::steps::Intake`), so the binary links that step's code alone.
 pub async fn run_step(logic: &'static dyn WorkflowStep) -> Result<(), lambda_runtime::Error> {
     init_tracing();
-    // Fail fast at cold start: every configuration problem is reported at once.
-    let config = Config::from_env()?;
-    // Clients are built once per execution environment, never per event.
-    let sdk = crate::platform::lambda_sdk_config()?;
+    // Fail fast at cold start: every configuration problem is reported at once. Clients are
+    // built once per execution environment, never per event.
+    let (config, sdk) = crate::config::both(Config::from_env(), crate::platform::lambda_sdk_config())?;
     let platform = crate::platform::lambda_platform(&sdk, &config)?;
     let shell = Arc::new(Shell::new(
         logic.step(),

@@ -22,7 +22,7 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
-/// The standard retry mode with 3 attempts and explicit timeouts, for every SDK client.
+/// The explicit timeouts every SDK client shares (connect 2 s, attempt 3 s, operation 10 s).
 fn shared_timeouts() -> aws_config::timeout::TimeoutConfig {
     aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(2))
@@ -33,42 +33,80 @@ fn shared_timeouts() -> aws_config::timeout::TimeoutConfig {
 
 /// The SDK configuration of a Lambda function, from what Lambda puts in its environment:
 /// `AWS_REGION` and the execution role's `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
-/// `AWS_SESSION_TOKEN` (read by the environment provider on each resolution), plus
-/// `AWS_ENDPOINT_URL` when set (the runtime emulator and moto). The same retry and timeout
-/// settings as [`sdk_config`], without aws-config's provider chains: the profile files,
-/// SSO, web identity and STS, IMDS and ECS credentials are not linked into the functions
-/// (a smaller bootstrap, a shorter cold start). Every problem is reported at once.
+/// `AWS_SESSION_TOKEN` (fixed for the life of an execution environment), with the same retry
+/// and timeout settings as [`sdk_config`] but without aws-config's provider chains: the
+/// profile files, SSO, web identity and STS, IMDS and ECS providers are not linked into the
+/// functions (a smaller bootstrap, a shorter cold start). The shared-configuration variables a
+/// function may be given are honoured: `AWS_ENDPOINT_URL` (unless
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`), `AWS_USE_FIPS_ENDPOINT`,
+/// `AWS_USE_DUALSTACK_ENDPOINT`, `AWS_SDK_UA_APP_ID`; a service-specific
+/// `AWS_ENDPOINT_URL_<SERVICE>` is refused rather than ignored. Every problem of these
+/// variables is reported at once.
 pub fn lambda_sdk_config() -> Result<aws_config::SdkConfig, crate::config::ConfigError> {
-    lambda_sdk_config_from(|k| std::env::var(k).ok())
+    lambda_sdk_config_from(&std::env::vars().collect())
 }
 
-/// [`lambda_sdk_config`] over the variables of `get`.
-pub fn lambda_sdk_config_from(get: impl Fn(&str) -> Option<String>) -> Result<aws_config::SdkConfig, crate::config::ConfigError> {
+/// [`lambda_sdk_config`] over the variables `env` (the process environment there).
+pub fn lambda_sdk_config_from(
+    env: &std::collections::HashMap<String, String>,
+) -> Result<aws_config::SdkConfig, crate::config::ConfigError> {
+    let get = |k: &str| env.get(k).filter(|v| !v.trim().is_empty()).cloned();
     let mut errs = Vec::new();
-    let region = get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")).filter(|r| !r.trim().is_empty());
+    let region = get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION"));
     if region.is_none() {
         errs.push("AWS_REGION is not set".to_owned());
     }
-    for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-        crate::config::required(&get, &mut errs, key);
+    let (key, secret) = (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY"));
+    for (name, value) in [("AWS_ACCESS_KEY_ID", &key), ("AWS_SECRET_ACCESS_KEY", &secret)] {
+        if value.is_none() {
+            errs.push(format!("{name} is not set"));
+        }
     }
-    if !errs.is_empty() {
+    let flag = |name: &str, errs: &mut Vec<String>| match get(name).map(|v| v.to_ascii_lowercase()) {
+        None => None,
+        Some(v) if v == "true" => Some(true),
+        Some(v) if v == "false" => Some(false),
+        Some(v) => {
+            errs.push(format!("{name} must be true or false, not {v:?}"));
+            None
+        }
+    };
+    let use_fips = flag("AWS_USE_FIPS_ENDPOINT", &mut errs);
+    let use_dual_stack = flag("AWS_USE_DUALSTACK_ENDPOINT", &mut errs);
+    let ignore_endpoints = flag("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", &mut errs).unwrap_or(false);
+    let mut per_service: Vec<&String> = env.keys().filter(|k| k.starts_with("AWS_ENDPOINT_URL_")).collect();
+    per_service.sort();
+    for name in per_service {
+        errs.push(format!("{name} is not supported by the functions: set AWS_ENDPOINT_URL (one endpoint for every service)"));
+    }
+    let app_name = match get("AWS_SDK_UA_APP_ID").map(aws_config::AppName::new) {
+        None => None,
+        Some(Ok(name)) => Some(name),
+        Some(Err(e)) => {
+            errs.push(format!("AWS_SDK_UA_APP_ID: {e}"));
+            None
+        }
+    };
+    let (Some(region), Some(key), Some(secret), true) = (region, key, secret, errs.is_empty()) else {
         // Lambda sets them from the execution role; on a workstation (cargo lambda watch,
         // aws-lambda-rie) they must be exported, e.g. `aws configure export-credentials --format env`.
         errs.push("the functions read the region and credentials from the environment only, as Lambda sets them".to_owned());
         return Err(crate::config::ConfigError(errs));
-    }
-    let credentials = aws_config::environment::EnvironmentVariableCredentialsProvider::new();
+    };
+    let credentials = aws_credential_types::Credentials::new(key, secret, get("AWS_SESSION_TOKEN"), None, "lambda-environment");
     let mut builder = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(region.map(aws_config::Region::new))
+        .region(aws_config::Region::new(region))
         .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(credentials))
         .identity_cache(aws_config::identity::IdentityCache::lazy().build())
         .sleep_impl(aws_smithy_async::rt::sleep::SharedAsyncSleep::new(aws_smithy_async::rt::sleep::TokioSleep::new()))
         .time_source(aws_smithy_async::time::SharedTimeSource::new(aws_smithy_async::time::SystemTimeSource::new()))
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
         .timeout_config(shared_timeouts());
-    if let Some(url) = get("AWS_ENDPOINT_URL").filter(|u| !u.trim().is_empty()) {
+    builder.set_use_fips(use_fips);
+    builder.set_use_dual_stack(use_dual_stack);
+    builder.set_app_name(app_name);
+    if let Some(url) = get("AWS_ENDPOINT_URL").filter(|_| !ignore_endpoints) {
         builder = builder.endpoint_url(url);
     }
     Ok(builder.build())
@@ -149,34 +187,57 @@ pub fn lambda_platform(sdk: &aws_config::SdkConfig, c: &Config) -> Result<Lambda
 mod tests {
     use super::*;
 
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+    fn env(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
-    #[test]
-    fn when_lambda_environment_is_incomplete_should_name_every_missing_variable() {
-        let err = lambda_sdk_config_from(env(&[("AWS_SECRET_ACCESS_KEY", "s")])).unwrap_err();
-        assert_eq!(err.0[..2], ["AWS_REGION is not set".to_owned(), "AWS_ACCESS_KEY_ID is not set".to_owned()]);
-        assert!(err.0[2].contains("environment only"), "{err}");
-    }
+    const BASE: [(&str, &str); 3] = [("AWS_REGION", "eu-west-1"), ("AWS_ACCESS_KEY_ID", "AKID"), ("AWS_SECRET_ACCESS_KEY", "secret")];
 
     #[test]
-    fn when_lambda_environment_is_complete_should_configure_region_endpoint_retries_and_timeouts() {
-        let vars = &[
-            ("AWS_REGION", "eu-west-1"),
-            ("AWS_ACCESS_KEY_ID", "AKID"),
-            ("AWS_SECRET_ACCESS_KEY", "secret"),
+    fn when_lambda_environment_is_incomplete_or_unsupported_should_name_every_problem() {
+        let err = lambda_sdk_config_from(&env(&[
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_USE_FIPS_ENDPOINT", "yes"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.0[..4],
+            [
+                "AWS_REGION is not set".to_owned(),
+                "AWS_ACCESS_KEY_ID is not set".to_owned(),
+                "AWS_USE_FIPS_ENDPOINT must be true or false, not \"yes\"".to_owned(),
+                "AWS_ENDPOINT_URL_DYNAMODB is not supported by the functions: set AWS_ENDPOINT_URL (one endpoint for every service)"
+                    .to_owned(),
+            ]
+        );
+        assert!(err.0[4].contains("environment only"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn when_lambda_environment_is_complete_should_configure_region_credentials_endpoint_retries_and_timeouts() {
+        use aws_credential_types::provider::ProvideCredentials;
+        let mut vars = env(&BASE);
+        vars.extend(env(&[
+            ("AWS_SESSION_TOKEN", "token"),
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
-        ];
-        let sdk = lambda_sdk_config_from(env(vars)).unwrap();
+            ("AWS_USE_FIPS_ENDPOINT", "true"),
+        ]));
+        let sdk = lambda_sdk_config_from(&vars).unwrap();
         assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-west-1"));
         assert_eq!(sdk.endpoint_url(), Some("http://127.0.0.1:4566"));
+        assert_eq!((sdk.use_fips(), sdk.use_dual_stack()), (Some(true), None));
         assert_eq!(sdk.retry_config().map(|r| r.max_attempts()), Some(3));
         assert_eq!(sdk.timeout_config().and_then(|t| t.operation_attempt_timeout()), Some(Duration::from_secs(3)));
-        assert!(sdk.credentials_provider().is_some() && sdk.sleep_impl().is_some() && sdk.identity_cache().is_some());
-        // Without an endpoint override the SDK resolves the Region's public endpoints.
-        let sdk = lambda_sdk_config_from(env(&[("AWS_REGION", "eu-west-1"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "s")]))
-            .unwrap();
-        assert_eq!(sdk.endpoint_url(), None);
+        assert!(sdk.sleep_impl().is_some() && sdk.identity_cache().is_some());
+        // The credentials are the variables given, not whatever the test process has.
+        let creds = sdk.credentials_provider().unwrap().provide_credentials().await.unwrap();
+        assert_eq!((creds.access_key_id(), creds.secret_access_key(), creds.session_token()), ("AKID", "secret", Some("token")));
+
+        // Without an endpoint override, or with overrides ignored, the SDK resolves the
+        // Region's public endpoints.
+        assert_eq!(lambda_sdk_config_from(&env(&BASE)).unwrap().endpoint_url(), None);
+        vars.insert("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS".into(), "true".into());
+        assert_eq!(lambda_sdk_config_from(&vars).unwrap().endpoint_url(), None);
     }
 }

@@ -28,7 +28,7 @@ use o2c_topology::topology::{FunctionDef, PipeDef, Topology};
 use rusqlite::params;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::bus::{DeadLettered, LOCAL_ACCOUNT, LOCAL_REGION, LocalBus, ReceivedMessage};
 use crate::db::{Cached, Db, db_err};
@@ -434,7 +434,9 @@ impl Runtime {
 
     /// A message the queue moved to its DLQ: its dead-letter exception (idempotent: the
     /// handler's failure on the last receive usually raised it already; this covers a
-    /// crash during that receive).
+    /// crash during that receive), or — with no engagement to raise it on — the message
+    /// parked with its reasons, unless the step had completed it (a batch that crashed after
+    /// this record was processed).
     pub(crate) async fn dead_lettered(&self, step: Step, d: DeadLettered) {
         let error = d.last_error.unwrap_or_else(|| "no failure was recorded (the consumer stopped during the delivery)".into());
         let svc = &self.inner.services;
@@ -446,11 +448,22 @@ impl Runtime {
             Ok(DeadLetterOutcome::Raised | DeadLetterOutcome::AlreadyOpen) => {}
             // No engagement to raise it on: parked, as the consumer's last receive would have.
             Ok(DeadLetterOutcome::NoEngagement) => {
+                if let Ok(event) = o2c_app::sqs::decode_body(&d.body)
+                    && svc.processed(step, &event).await.unwrap_or(false)
+                {
+                    debug!(message_id = %d.message_id, "dead-lettered after it was processed: nothing to park");
+                    return;
+                }
                 let last = O2cError::dependency("runtime", error);
                 o2c_app::sqs::park_dead_letter(svc, step, &d.message_id, &d.body, &last, d.receive_count, Some(&d.dead_letter_queue)).await;
             }
             Err(e) => warn!(message_id = %d.message_id, error = %e, "could not raise the dead-letter exception"),
         }
+    }
+
+    /// Whether `step` completed `event` (see [`StepService::processed`]).
+    pub async fn processed(&self, step: Step, event: &o2c_domain::events::BusinessEvent) -> Result<bool, O2cError> {
+        self.inner.services.processed(step, event).await
     }
 
     /// Runs a pipe: source queue → (group / dedup ids from the body) → target queue.

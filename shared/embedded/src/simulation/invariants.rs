@@ -6,7 +6,8 @@
 //! - `nothing_stuck`: no message left in a function or pipe queue, no reservation still held;
 //! - `dead_letters_raised`: every dead-lettered message has its dead-letter exception on its
 //!   engagement (open, or closed because a later delivery of the same work succeeded), or —
-//!   a message of no engagement, such as a payment — a parked rejection naming it;
+//!   a message of no engagement, such as a payment — a parked rejection naming it (none when
+//!   its step had completed it before its batch crashed);
 //! - `no_duplicate_external_objects`: at most one live project per engagement in the PSA and
 //!   in the ERP, one billing schedule per ERP project, and the ids o2c holds are the ones the
 //!   systems hold;
@@ -19,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use o2c_app::O2cError;
+use o2c_app::Step;
 use o2c_app::ports::{EngagementStore, RejectionStore};
 use o2c_domain::engagement::{Engagement, EngagementStatus};
 use o2c_domain::events::ExceptionKind;
@@ -165,14 +167,31 @@ pub async fn check(rt: &Runtime, generated: &[EngagementInput]) -> Result<(Outco
         rt.store().rejections(usize::MAX).await?.into_iter().flat_map(|r| r.message_ids).collect();
     for q in topo.queues.values().filter(|q| topo.is_dlq(&q.logical_id)) {
         for m in rt.bus().list(&q.logical_id, usize::MAX).await? {
-            let engagement = o2c_app::sqs::decode_body(&m.body).ok().map(|ev| ev.engagement_id());
+            let event = o2c_app::sqs::decode_body(&m.body).ok();
+            let engagement = event.as_ref().map(|ev| ev.engagement_id());
+            // A message of no engagement is parked, unless its step had completed it (a batch
+            // that crashed after the record was processed dead-letters it all the same).
+            let step = m
+                .dead_lettered_from
+                .as_ref()
+                .and_then(|from| topo.functions.iter().find(|f| &f.queue == from))
+                .and_then(|f| Step::from_name(&f.binary));
+            let parked_or_processed = async {
+                Ok::<_, O2cError>(
+                    parked_ids.contains(&m.message_id)
+                        || match (step, &event) {
+                            (Some(step), Some(ev)) => rt.processed(step, ev).await?,
+                            _ => false,
+                        },
+                )
+            };
             // Open, or closed because a later delivery of the same work succeeded.
             let raised = match &engagement {
                 Some(id) => match rt.store().load(id).await? {
                     Some(v) => v.value.exceptions.iter().any(|x| x.kind == ExceptionKind::DeadLettered),
-                    None => parked_ids.contains(&m.message_id),
+                    None => parked_or_processed.await?,
                 },
-                None => parked_ids.contains(&m.message_id),
+                None => parked_or_processed.await?,
             };
             dead.expect(raised, || {
                 format!(
