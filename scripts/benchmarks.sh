@@ -114,17 +114,18 @@ fi
 if want lambda; then
   echo "== release bootstraps (cargo lambda build --release)"
   export PATH="$PWD/.venv/bin:$PATH"
-  functions=(intake provision billing-setup crm-writeback delivery-intake invoice-run invoice-approval invoice-posting cash-application revenue-recognition crm-invoice-sync exceptions reconciliation)
+  functions=(intake provision billing-setup crm-writeback delivery-intake invoice-run invoice-approval invoice-posting cash-application revenue-recognition crm-invoice-sync exceptions reconciliation ingest)
   start=$(date +%s)
   cargo lambda build --release --target x86_64-unknown-linux-gnu.2.34 $(printf -- '-p o2c-fn-%s ' "${functions[@]}")
   took=$(( $(date +%s) - start ))
   {
-    echo "Release build of the 13 functions: ${took} s (\`cargo lambda build --release\`: opt-level s, fat LTO, 1 codegen unit, panic abort)."
+    echo "Release build of the 14 functions: ${took} s (\`cargo lambda build --release\`: opt-level s, fat LTO, 1 codegen unit, panic abort)."
     echo
-    echo "| Function | Stripped bootstrap |"
-    echo "|---|---|"
+    echo "| Function | Stripped bootstrap | Bytes |"
+    echo "|---|---|---|"
     for f in "${functions[@]}"; do
-      printf '| %s | %.1f MiB |\n' "$f" "$(python3 -c "import os,sys; print(os.path.getsize(sys.argv[1])/1048576)" "target/lambda/$f/bootstrap")"
+      b=$(stat -c %s "target/lambda/$f/bootstrap")
+      python3 -c "import sys; b = int(sys.argv[2]); print(f'| {sys.argv[1]} | {b / 1048576:.2f} MiB | {b:,} |')" "$f" "$b"
     done
   } | tee "$out/lambda.md"
   section lambda "$out/lambda.md"
