@@ -440,16 +440,17 @@ impl Runtime {
     pub(crate) async fn dead_lettered(&self, step: Step, d: DeadLettered) {
         let error = d.last_error.unwrap_or_else(|| "no failure was recorded (the consumer stopped during the delivery)".into());
         let svc = &self.inner.services;
-        let outcome = match o2c_app::sqs::decode_body(&d.body) {
-            Ok(event) => svc.dead_lettered(step, &event, &error, d.receive_count, Some(&d.dead_letter_queue), false).await,
-            Err(_) => Ok(DeadLetterOutcome::NoEngagement),
+        let event = o2c_app::sqs::decode_body(&d.body).ok();
+        let outcome = match &event {
+            Some(event) => svc.dead_lettered(step, event, &error, d.receive_count, Some(&d.dead_letter_queue), false).await,
+            None => Ok(DeadLetterOutcome::NoEngagement),
         };
         match outcome {
             Ok(DeadLetterOutcome::Raised | DeadLetterOutcome::AlreadyOpen) => {}
             // No engagement to raise it on: parked, as the consumer's last receive would have.
             Ok(DeadLetterOutcome::NoEngagement) => {
-                if let Ok(event) = o2c_app::sqs::decode_body(&d.body)
-                    && svc.processed(step, &event).await.unwrap_or(false)
+                if let Some(event) = &event
+                    && svc.processed(step, event).await.unwrap_or(false)
                 {
                     debug!(message_id = %d.message_id, "dead-lettered after it was processed: nothing to park");
                     return;
