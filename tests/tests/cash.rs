@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use o2c_app::ports::{EngagementStore, RejectionStore};
-use o2c_domain::aggregate::{AggregateKey, AggregateKind};
+use o2c_domain::aggregate::{AggregateKey, AggregateKind, InvoiceRef, PaymentRef};
 use o2c_domain::invoicing::{InvoiceDoc, InvoiceStatus};
 use o2c_domain::receivables::{MatchRule, PaymentStatus, Receivables, SUSPENSE};
 use o2c_embedded::sim::{Fault, System};
@@ -50,14 +50,25 @@ async fn two_posted_invoices(h: &Harness, opp: &str) -> Vec<InvoiceDoc> {
     v
 }
 
-async fn receivables(h: &Harness, customer: &str) -> Receivables {
+/// `customer`'s receivables as stored: open items only.
+async fn open_items(h: &Harness, customer: &str) -> Receivables {
     let key = AggregateKey::receivables(LE, customer);
-    h.rt.store()
-        .load_aggregates(&[key])
+    h.rt.store().load_aggregates(&[key]).await.unwrap().receivables(LE, customer).cloned().unwrap()
+}
+
+/// The references of invoice `number` and payment `payment_id`, as stored.
+async fn refs(h: &Harness, number: &str, payment_id: &str) -> (InvoiceRef, PaymentRef) {
+    let keys = [AggregateKey::invoice_ref(LE, number), AggregateKey::payment_ref(LE, payment_id)];
+    let loaded = h.rt.store().load_aggregates(&keys).await.unwrap();
+    (loaded.invoice_ref(LE, number).cloned().unwrap(), loaded.payment_ref(LE, payment_id).cloned().unwrap())
+}
+
+/// `customer`'s receivables with what settled out of them (paid invoices, closed payments).
+async fn receivables(h: &Harness, customer: &str) -> Receivables {
+    o2c_app::receivables::history(h.rt.store(), LE, Some(customer))
         .await
         .unwrap()
-        .receivables(LE, customer)
-        .cloned()
+        .pop()
         .unwrap_or_else(|| panic!("no receivables for {customer}"))
 }
 
@@ -267,6 +278,12 @@ async fn when_a_payment_is_returned_should_reopen_what_it_paid_once_even_when_th
     h.send(vec![pay.event()]).await;
     h.settle().await;
     assert!(receivables(&h, CUSTOMER).await.invoices[&inv[0].invoice_id].open().amount.is_zero());
+    // Paid and booked: the invoice and the payment settled out of the open items.
+    let open = open_items(&h, CUSTOMER).await;
+    assert!(!open.invoices.contains_key(&inv[0].invoice_id) && !open.payments.contains_key("BANK-30"), "{open:?}");
+    let (invoice_ref, payment_ref) = refs(&h, number(&inv[0]), "BANK-30").await;
+    assert_eq!(invoice_ref.settled.map(|i| i.status()), Some("paid"));
+    assert_eq!(payment_ref.settled.map(|p| p.applications.len()), Some(1));
 
     // Returned, notified twice; and a partial return that is not automatic.
     let back = Payment::new("BANK-31", LE, &total(&inv[0]).to_string(), "SGD").reversing("BANK-30");
@@ -277,6 +294,11 @@ async fn when_a_payment_is_returned_should_reopen_what_it_paid_once_even_when_th
     assert_eq!(rec.invoices[&inv[0].invoice_id].open().amount, total(&inv[0]), "open again");
     assert_eq!(rec.payments["BANK-30"].reversed_by.as_deref(), Some("BANK-31"));
     assert!(rec.open_issues().any(|i| i.payment_id == "BANK-31"), "a chargeback needs an operator");
+    // The invoice came back into the open items; the reversed payment rests on its reference.
+    assert!(open_items(&h, CUSTOMER).await.invoices.contains_key(&inv[0].invoice_id));
+    let (invoice_ref, payment_ref) = refs(&h, number(&inv[0]), "BANK-30").await;
+    assert_eq!(invoice_ref.settled, None, "open again, no longer settled");
+    assert_eq!(payment_ref.settled.and_then(|p| p.reversed_by).as_deref(), Some("BANK-31"));
     let reversed = published(&h, "PaymentReversed").await;
     assert_eq!(reversed.len(), 1, "once, though notified twice");
     assert_eq!(reversed[0]["reopened"][0]["open_after"]["amount"], total(&inv[0]).to_string());

@@ -18,6 +18,7 @@ fn config(seed: u64, engagements: usize) -> SimulationConfig {
         crash_rate: 0.05,
         planted_bug: None,
         billing: true,
+        customers: None,
     }
 }
 

@@ -13,7 +13,6 @@ use anyhow::Result;
 use chrono::NaiveDate;
 use clap::Args as ClapArgs;
 use o2c_app::ports::EngagementStore;
-use o2c_domain::aggregate::AggregateKind;
 use o2c_domain::receivables::{AGEING_BUCKETS, Receivables};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -87,8 +86,7 @@ pub async fn report<S: EngagementStore>(
 ) -> Result<ExitCode> {
     let mut all = Vec::new();
     for le in entities {
-        let loaded = store.load_all(AggregateKind::Receivables, le).await?;
-        all.extend(loaded.all_receivables().into_iter().filter(|r| customer.is_none_or(|c| r.customer_id == c)).cloned());
+        all.extend(o2c_app::receivables::history(store, le, customer).await?);
     }
     all.sort_by(|a, b| (&a.legal_entity_id, &a.customer_id).cmp(&(&b.legal_entity_id, &b.customer_id)));
     let summaries: Vec<Summary<'_>> = all.iter().map(|r| summary(r, as_of)).collect();

@@ -63,6 +63,10 @@ pub enum Cmd {
         /// Plant a defect, to see the invariants catch it.
         #[arg(long, value_enum)]
         plant_bug: Option<PlantBug>,
+        /// Customers the engagements are sold to, copies of the three reference customers
+        /// (default: one per 25 engagements, at least 3; `3` concentrates the receivables).
+        #[arg(long)]
+        customers: Option<usize>,
         /// Stop after the sale (closed-won to active): no delivery, invoices or payments.
         #[arg(long)]
         no_billing: bool,
@@ -152,7 +156,7 @@ fn sims(db: &Path) -> Result<Simulators> {
 /// Runs the command.
 pub async fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Run { seed, engagements, duplicates, reorder, fault_rate, crash_rate, plant_bug, no_billing, db, json } => {
+        Cmd::Run { seed, engagements, duplicates, reorder, fault_rate, crash_rate, plant_bug, customers, no_billing, db, json } => {
             for (name, rate) in [("--fault-rate", fault_rate), ("--crash-rate", crash_rate)] {
                 if !(0.0..=1.0).contains(&rate) {
                     usage!("{name} {rate} is not a probability (0 to 1)");
@@ -167,6 +171,7 @@ pub async fn run(cmd: Cmd) -> Result<ExitCode> {
                 crash_rate,
                 planted_bug: plant_bug.map(|PlantBug::AckBeforeProcessing| o2c_embedded::simulation::PlantedBug::AckBeforeProcessing),
                 billing: !no_billing,
+                customers,
             };
             super::sim_run::run(config, db, json).await
         }

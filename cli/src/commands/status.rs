@@ -94,13 +94,17 @@ async fn show<B: Backend>(b: &B, engagement: &str, json: bool) -> Result<ExitCod
     let mut invoices = invoices.invoices();
     invoices.sort_by_key(|i| (i.issue_date, i.invoice_id.clone()));
     // Posted invoices live on in their customer's receivables: open balance and payments.
-    let mut keys: Vec<AggregateKey> = invoices.iter().map(|i| AggregateKey::receivables(&i.legal_entity_id, &i.customer_id)).collect();
-    keys.dedup();
-    let receivables = store.load_aggregates(&keys).await?;
+    // With what settled out of them (paid invoices, closed payments).
+    let mut receivables: Vec<o2c_domain::receivables::Receivables> = Vec::new();
+    for i in &invoices {
+        if !receivables.iter().any(|x| x.legal_entity_id == i.legal_entity_id && x.customer_id == i.customer_id) {
+            receivables.extend(o2c_app::receivables::history(store, &i.legal_entity_id, Some(&i.customer_id)).await?);
+        }
+    }
     let cash: Vec<serde_json::Value> = invoices
         .iter()
         .filter_map(|i| {
-            let r = receivables.receivables(&i.legal_entity_id, &i.customer_id)?;
+            let r = receivables.iter().find(|r| r.legal_entity_id == i.legal_entity_id && r.customer_id == i.customer_id)?;
             let item = r.invoices.get(&i.invoice_id)?;
             let payments: Vec<_> = r
                 .payments

@@ -198,6 +198,8 @@ pub async fn size_budgets<S: Store>(store: &S, id: &str) {
             invoices,
             payments: Default::default(),
             issues: vec![],
+            credits: Default::default(),
+            invoiced: Default::default(),
         })
     };
     let budget = AggregateKind::Receivables.budget_bytes();

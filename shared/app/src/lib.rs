@@ -23,7 +23,8 @@
 //!   shared by the embedded runtime and the AWS poller;
 //! - [`sqs`]: the SQS batch entrypoint (`SqsEvent` → `SqsBatchResponse`) used by Lambda
 //!   handlers and the embedded runtime alike;
-//! - [`bus`]: `PutEvents` entries, their limits and the delivered event envelope.
+//! - [`bus`]: `PutEvents` entries, their limits and the delivered event envelope;
+//! - [`receivables`]: a legal entity's receivables with what settled out of them, for reports.
 
 pub mod bus;
 pub mod clock;
@@ -38,6 +39,7 @@ pub mod idempotency;
 pub mod memory;
 pub mod metrics;
 pub mod ports;
+pub mod receivables;
 pub mod retry;
 pub mod service;
 pub mod sqs;

@@ -420,8 +420,8 @@ async fn when_each_step_processes_an_event_should_stay_within_the_dynamodb_write
         decode(&s)
     };
     assert_eq!(measure("same payment notified again (pure)", Step::CashApplication, &renotified).await, 1);
-    let key = o2c_domain::aggregate::AggregateKey::receivables("LE-DE-01", "CUST-1001");
-    let rec = st.platform().store.load_aggregates(&[key]).await.unwrap().receivables("LE-DE-01", "CUST-1001").cloned().unwrap();
+    // The payment, applied in full and booked, settled out onto its reference.
+    let rec = o2c_app::receivables::history(&st.platform().store, "LE-DE-01", Some("CUST-1001")).await.unwrap().pop().unwrap();
     let open = rec.invoices[&invoice.invoice_id].open();
     let applied = rec.payments["DE-CAMT-2027041100017"].applications[0].amount;
     assert_eq!(applied.amount.to_string(), "1000.00");
@@ -756,9 +756,15 @@ async fn when_connectors_speak_http_should_tax_and_post_invoices_through_the_sys
     let receipts = st.sims.receipts().await.unwrap();
     assert_eq!(receipts.len(), 1);
     assert_eq!(receipts[0].receipt.applications[0].number, "LE-DE-01-000001");
+    // Paid in full: the open items hold nothing; the invoice settled onto its reference in
+    // DynamoDB, paid.
     let key = o2c_domain::aggregate::AggregateKey::receivables("LE-DE-01", &invoice.customer_id);
     let rec = st.platform().store.load_aggregates(&[key]).await.unwrap().receivables("LE-DE-01", &invoice.customer_id).cloned().unwrap();
-    assert!(rec.balance().values().all(|v| v.is_zero()), "paid in full: {:?}", rec.balance());
+    assert!(rec.invoices.is_empty() && rec.balance().values().all(|v| v.is_zero()), "paid in full: {rec:?}");
+    let number = o2c_domain::aggregate::AggregateKey::invoice_ref("LE-DE-01", "LE-DE-01-000001");
+    let settled =
+        st.platform().store.load_aggregates(&[number]).await.unwrap().invoice_ref("LE-DE-01", "LE-DE-01-000001").cloned().unwrap();
+    assert_eq!(settled.settled.map(|i| i.status()), Some("paid"), "the paid invoice rests on its reference");
 
     // The paid invoice onto the CRM over HTTP (upsert by number, version guard), and
     // March's revenue journal into the ERP over HTTP.

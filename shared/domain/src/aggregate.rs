@@ -14,10 +14,10 @@
 //! | invoice | engagement / invoice id | `ENG#<eng>` / `INV#<id>` | invoice run, approval, posting | 256 KB |
 //! | resource day | resource / date | `RES#<resource>` / `DAY#<date>` | delivery intake | 16 KB |
 //! | invoice counter | legal entity | `LE#<entity>` / `INVOICE_COUNTER` | posting | 1 KB |
-//! | receivables | legal entity / customer | `LE#<entity>` / `RCV#<customer>` | posting, cash application | 350 KB |
-//! | invoice reference | legal entity / number | `LE#<entity>` / `NUM#<number>` | posting | 1 KB |
+//! | receivables (open items) | legal entity / customer | `LE#<entity>` / `RCV#<customer>` | posting, cash application | 350 KB |
+//! | invoice reference (+ settled item) | legal entity / number | `LE#<entity>` / `NUM#<number>` | posting, cash application | 4 KB |
 //! | revenue ledger | engagement | `ENG#<eng>` / `REVENUE` | revenue recognition | 256 KB |
-//! | payment reference | legal entity / payment | `LE#<entity>` / `PMT#<payment id>` | cash application | 64 KB |
+//! | payment reference (+ settled record) | legal entity / payment | `LE#<entity>` / `PMT#<payment id>` | cash application | 64 KB |
 //! | exception case | exception | `EXC#<exception id>` / `CASE` | exceptions | 350 KB |
 //! | reconciliation report | engagement | `ENG#<eng>` / `RECON` | reconciliation | 128 KB |
 
@@ -140,7 +140,9 @@ impl AggregateKind {
             Self::Assignments | Self::Ledger | Self::Reconciliation => 128 * 1024,
             Self::Invoice | Self::RevenueLedger => 256 * 1024,
             Self::WipShard | Self::Receivables | Self::ExceptionCase => 350 * 1024,
-            Self::InvoiceCounter | Self::InvoiceRef => 1024,
+            Self::InvoiceCounter => 1024,
+            // The reference and, once paid, its settled open item.
+            Self::InvoiceRef => 4 * 1024,
             Self::PaymentRef => 64 * 1024,
         }
     }
@@ -286,6 +288,10 @@ pub struct InvoiceRef {
     pub customer_id: String,
     /// o2c invoice id.
     pub invoice_id: String,
+    /// The invoice's open item once paid in full and settled out of the receivables
+    /// (`None` while it is open there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<crate::receivables::OpenItem>,
 }
 
 /// Where a payment was recorded (so its reversal finds the customer).
@@ -301,6 +307,10 @@ pub struct PaymentRef {
     pub status: crate::receivables::PaymentStatus,
     /// The receipt booked (or being booked) in the ERP — a redelivery books exactly this.
     pub receipt: crate::receivables::CashReceipt,
+    /// The payment's record once closed and settled out of the receivables (`None` while
+    /// it is there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<crate::receivables::PaymentRecord>,
 }
 
 /// An aggregate's state, typed.

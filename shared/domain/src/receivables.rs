@@ -2,6 +2,16 @@
 //! each was applied, unapplied cash; cash application (matching a payment to invoices);
 //! ageing and DSO.
 //!
+//! **Open items only.** The aggregate is rewritten by every posting, payment and CRM sync of
+//! the customer, so it holds what is still open: invoices with something open, payments
+//! still being booked, the unapplied cash of the others (one amount per payment), the
+//! operator's issues, and what DSO needs (the totals invoiced per issue date). A paid
+//! invoice settles out onto its [`InvoiceRef`](crate::aggregate::InvoiceRef), a booked (or
+//! refused) payment onto its [`PaymentRef`](crate::aggregate::PaymentRef), in the write that
+//! closes it — so the aggregate's size and the cost of each write follow what is open, not
+//! the customer's history. A reversal brings what it re-opens back. [`Receivables::with_settled`]
+//! puts the history together again for reports.
+//!
 //! Matching, in order — the first rule that explains the payment wins:
 //! 1. **remittance references**: invoice numbers found in the structured references or the
 //!    remittance text, applied in the order given, each up to its open balance;
@@ -187,6 +197,14 @@ pub struct Receivables {
     /// What an operator must look at (unidentified payers, currency mismatches, reversals).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub issues: Vec<ReceivableIssue>,
+    /// Unapplied cash of payments settled out (booked or refused, not reversed), by payment
+    /// id: the customer's credit, counted by [`Receivables::unapplied`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub credits: BTreeMap<String, Money>,
+    /// Totals invoiced per currency code and issue date, settled invoices included (DSO's
+    /// count-back walks them): one entry per day invoiced, whatever the number of invoices.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub invoiced: BTreeMap<String, BTreeMap<NaiveDate, Decimal>>,
 }
 
 /// Something about a customer's cash an operator must look at.
@@ -207,6 +225,15 @@ impl ReceivableIssue {
     pub fn new(payment_id: &str, message: String, at: chrono::DateTime<chrono::Utc>) -> Self {
         Self { payment_id: payment_id.to_owned(), message, raised_at: at, open: true }
     }
+}
+
+/// Something closed that [`Receivables::settle`] would take out.
+#[derive(Debug, Clone, Copy)]
+pub enum Settled<'a> {
+    /// A paid invoice.
+    Invoice(&'a OpenItem),
+    /// A closed payment.
+    Payment(&'a PaymentRecord),
 }
 
 /// The customer id that holds payments no customer could be found for.
@@ -241,6 +268,28 @@ impl Receivables {
             invoices: BTreeMap::new(),
             payments: BTreeMap::new(),
             issues: Vec::new(),
+            credits: BTreeMap::new(),
+            invoiced: BTreeMap::new(),
+        }
+    }
+
+    /// `invoiced`, or for receivables stored before it existed (they held every invoice)
+    /// the same counted from their invoices.
+    fn invoiced_by_day(&self) -> std::borrow::Cow<'_, BTreeMap<String, BTreeMap<NaiveDate, Decimal>>> {
+        if !self.invoiced.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.invoiced);
+        }
+        let mut out: BTreeMap<String, BTreeMap<NaiveDate, Decimal>> = BTreeMap::new();
+        for i in self.invoices.values() {
+            *out.entry(i.total.currency.code().to_owned()).or_default().entry(i.issue_date).or_default() += i.total.amount;
+        }
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// Receivables stored before `invoiced` existed held every invoice: count them once.
+    fn backfill_invoiced(&mut self) {
+        if self.invoiced.is_empty() {
+            self.invoiced = self.invoiced_by_day().into_owned();
         }
     }
 
@@ -251,9 +300,78 @@ impl Receivables {
         }
     }
 
-    /// Records a posted invoice (idempotent by invoice id).
+    /// Records a posted invoice (idempotent by invoice id while it is open; posting settles
+    /// nothing, so a posting is never counted twice).
     pub fn post(&mut self, item: OpenItem) {
+        self.backfill_invoiced();
+        if let std::collections::btree_map::Entry::Vacant(v) = self.invoices.entry(item.invoice_id.clone()) {
+            *self.invoiced.entry(item.total.currency.code().to_owned()).or_default().entry(item.issue_date).or_default() +=
+                item.total.amount;
+            v.insert(item);
+        }
+    }
+
+    /// True when `item` is closed: nothing open on it.
+    pub fn is_settled(item: &OpenItem) -> bool {
+        item.open().amount.is_zero()
+    }
+
+    /// True when `payment` is closed: booked or refused (what it leaves unapplied stays as a
+    /// credit).
+    pub fn is_closed(payment: &PaymentRecord) -> bool {
+        payment.status != PaymentStatus::Pending
+    }
+
+    /// Takes out what is closed and `may` keep elsewhere (its reference was loaded, so the
+    /// caller can write it there): paid invoices and closed payments. An invoice that a
+    /// payment still being booked applies to stays: if the ERP refuses that payment, its
+    /// applications come off the invoice here.
+    pub fn settle(&mut self, may: impl FnMut(Settled<'_>) -> bool) -> (Vec<OpenItem>, Vec<PaymentRecord>) {
+        let mut may = may;
+        self.backfill_invoiced();
+        let pending: std::collections::BTreeSet<&str> = self
+            .payments
+            .values()
+            .filter(|p| p.status == PaymentStatus::Pending)
+            .flat_map(|p| p.applications.iter().map(|a| a.invoice_id.as_str()))
+            .collect();
+        let invoices: Vec<String> = self
+            .invoices
+            .values()
+            .filter(|i| Self::is_settled(i) && !pending.contains(i.invoice_id.as_str()) && may(Settled::Invoice(i)))
+            .map(|i| i.invoice_id.clone())
+            .collect();
+        let payments: Vec<String> =
+            self.payments.values().filter(|p| Self::is_closed(p) && may(Settled::Payment(p))).map(|p| p.payment_id.clone()).collect();
+        let payments: Vec<PaymentRecord> = payments.iter().filter_map(|id| self.payments.remove(id)).collect();
+        for p in payments.iter().filter(|p| p.reversed_by.is_none() && !p.unapplied.amount.is_zero()) {
+            self.credits.insert(p.payment_id.clone(), p.unapplied);
+        }
+        (invoices.iter().filter_map(|id| self.invoices.remove(id)).collect(), payments)
+    }
+
+    /// Brings a settled invoice back (a reversal re-opens it); one still here stays as it is.
+    pub fn reopen(&mut self, item: OpenItem) {
         self.invoices.entry(item.invoice_id.clone()).or_insert(item);
+    }
+
+    /// Brings a settled payment back (to be reversed), its credit with it; one still here
+    /// stays as it is.
+    pub fn restore(&mut self, payment: PaymentRecord) {
+        self.credits.remove(&payment.payment_id);
+        self.payments.entry(payment.payment_id.clone()).or_insert(payment);
+    }
+
+    /// The whole history for reports: these open items with the settled ones put back.
+    pub fn with_settled(mut self, invoices: impl IntoIterator<Item = OpenItem>, payments: impl IntoIterator<Item = PaymentRecord>) -> Self {
+        self.backfill_invoiced();
+        for i in invoices {
+            self.reopen(i);
+        }
+        for p in payments {
+            self.restore(p);
+        }
+        self
     }
 
     /// Open invoices in the order unreferenced cash pays them (due date, then number).
@@ -269,17 +387,23 @@ impl Receivables {
         for p in self.payments.values().filter(|p| p.reversed_by.is_none()) {
             *out.entry(p.unapplied.currency.code()).or_default() += p.unapplied.amount;
         }
+        for c in self.credits.values() {
+            *out.entry(c.currency.code()).or_default() += c.amount;
+        }
         out
     }
 
     /// Decides how `payment_id` of `amount` applies (see the module rules) — pure; call
-    /// [`Receivables::record`] to keep it.
+    /// [`Receivables::record`] to keep it. `settled` are quoted invoices already paid and
+    /// settled out: a remittance quoting one still matches by remittance (nothing is open
+    /// on it, so the cash stays unapplied rather than paying other invoices).
     pub fn apply(
         &self,
         payment_id: &str,
         amount: Money,
         value_date: NaiveDate,
         references: &[String],
+        settled: &[&OpenItem],
         rule: CashRule,
     ) -> Result<Applied, MoneyError> {
         let mut left = amount;
@@ -297,7 +421,9 @@ impl Receivables {
         let currencies: Vec<Currency> = open.iter().map(|i| i.total.currency).collect();
         // Each quoted invoice once (a remittance may quote a number twice), in quoted order.
         let mut referenced: Vec<&OpenItem> = Vec::new();
-        for item in references.iter().filter_map(|r| self.invoices.values().find(|i| &i.number == r)) {
+        let find =
+            |r: &String| self.invoices.values().find(|i| &i.number == r).or_else(|| settled.iter().copied().find(|i| &i.number == r));
+        for item in references.iter().filter_map(find) {
             if !referenced.iter().any(|seen| seen.invoice_id == item.invoice_id) {
                 referenced.push(item);
             }
@@ -422,10 +548,15 @@ impl Receivables {
         let mut invoiced: BTreeMap<&'static str, BTreeMap<NaiveDate, Decimal>> = BTreeMap::new();
         for r in all {
             for i in r.invoices.values().filter(|i| i.issue_date <= as_of) {
-                let cur = i.total.currency.code();
-                *balance.entry(cur).or_default() += i.open().amount;
-                let month = i.issue_date.with_day(1).unwrap_or(i.issue_date);
-                *invoiced.entry(cur).or_default().entry(month).or_default() += i.total.amount;
+                *balance.entry(i.total.currency.code()).or_default() += i.open().amount;
+            }
+            for (code, days) in r.invoiced_by_day().iter() {
+                let Ok(cur) = Currency::parse(code).map(Currency::code) else { continue };
+                for (day, amount) in days.range(..=as_of) {
+                    balance.entry(cur).or_default();
+                    let month = day.with_day(1).unwrap_or(*day);
+                    *invoiced.entry(cur).or_default().entry(month).or_default() += *amount;
+                }
             }
         }
         balance.into_iter().map(|(cur, open)| (cur, dso_count_back(open, as_of, invoiced.get(cur).unwrap_or(&BTreeMap::new())))).collect()
@@ -625,10 +756,109 @@ mod tests {
         let mut r = Receivables::new("LE-SG-01", "CUST-1");
         r.post(item("I1", "LE-SG-01-000001", "2027-02-01", dec!(100.00)));
         let refs = vec!["LE-SG-01-000001".to_owned(), "LE-SG-01-000001".to_owned()];
-        let a = r.apply("P1", sgd(dec!(250.00)), d("2027-02-02"), &refs, CashRule::OldestFirst).unwrap();
+        let a = r.apply("P1", sgd(dec!(250.00)), d("2027-02-02"), &refs, &[], CashRule::OldestFirst).unwrap();
         assert_eq!(a.record.applications.len(), 1);
         assert_eq!(a.record.applications[0].amount, sgd(dec!(100.00)));
         assert_eq!(a.record.unapplied, sgd(dec!(150.00)));
+    }
+
+    /// Three invoices, one paid in full and one in part by booked payments.
+    fn paid_in_part() -> Receivables {
+        let mut r = Receivables::new("LE-SG-01", "CUST-1");
+        r.post(item("I1", "LE-SG-01-000001", "2027-02-01", dec!(100.00)));
+        r.post(item("I2", "LE-SG-01-000002", "2027-03-01", dec!(200.00)));
+        r.post(item("I3", "LE-SG-01-000003", "2027-03-15", dec!(300.00)));
+        for (id, amount) in [("P1", dec!(100.00)), ("P2", dec!(50.00))] {
+            let a = r.apply(id, sgd(amount), d("2027-03-20"), &[], &[], CashRule::OldestFirst).unwrap();
+            r.record(&a).unwrap();
+            r.payments.get_mut(id).unwrap().status = PaymentStatus::Booked;
+        }
+        r
+    }
+
+    #[test]
+    fn when_what_is_closed_settles_out_should_keep_balance_ageing_dso_and_history_the_same() {
+        let whole = paid_in_part();
+        let mut open = whole.clone();
+        let (invoices, payments) = open.settle(|_| true);
+        assert_eq!(invoices.iter().map(|i| i.number.as_str()).collect::<Vec<_>>(), ["LE-SG-01-000001"]);
+        assert_eq!(payments.iter().map(|p| p.payment_id.as_str()).collect::<Vec<_>>(), ["P1", "P2"], "both applied in full");
+        assert_eq!(open.invoices.len(), 2);
+        assert!(open.payments.is_empty());
+        let as_of = d("2027-04-30");
+        assert_eq!(open.balance(), whole.balance());
+        assert_eq!(open.ageing(as_of), whole.ageing(as_of));
+        assert_eq!(Receivables::dso_of(&[&open], as_of), Receivables::dso_of(&[&whole], as_of));
+        assert_eq!(Receivables::dso_of(&[&open], d("2027-02-10")), Receivables::dso_of(&[&whole], d("2027-02-10")));
+        assert_eq!(open.clone().with_settled(invoices, payments), whole);
+        // Only what `may` allows moves; the rest waits for a later write.
+        let mut partly = whole.clone();
+        let (invoices, payments) = partly.settle(|s| matches!(s, Settled::Payment(p) if p.payment_id == "P2"));
+        assert!(invoices.is_empty() && payments.len() == 1 && partly.invoices.len() == 3 && partly.payments.contains_key("P1"));
+    }
+
+    #[test]
+    fn when_a_payment_is_pending_should_stay_and_when_booked_with_cash_left_should_leave_only_its_credit() {
+        let mut r = paid_in_part();
+        let a = r.apply("P3", sgd(dec!(1000.00)), d("2027-03-21"), &[], &[], CashRule::OldestFirst).unwrap();
+        r.record(&a).unwrap();
+        let (_, payments) = r.clone().settle(|_| true);
+        assert!(!payments.iter().any(|p| p.payment_id == "P3"), "pending: still being booked");
+        r.payments.get_mut("P3").unwrap().status = PaymentStatus::Booked;
+        let whole = r.clone();
+        let (invoices, payments) = r.settle(|_| true);
+        assert_eq!(invoices.len(), 3, "every invoice paid now");
+        assert!(payments.iter().any(|p| p.payment_id == "P3") && r.payments.is_empty());
+        assert_eq!(r.credits.get("P3"), Some(&sgd(dec!(550.00))), "P3's unapplied cash stays as the customer's credit");
+        assert_eq!(r.unapplied(), whole.unapplied());
+        // Put back (a report, or a reversal), the payment carries its credit again: counted once.
+        let back = r.with_settled(invoices, payments);
+        assert!(back.credits.is_empty());
+        assert_eq!(back.unapplied(), whole.unapplied());
+    }
+
+    #[test]
+    fn when_a_payment_still_being_booked_applies_to_a_paid_invoice_should_keep_the_invoice_until_it_is_booked() {
+        let mut r = Receivables::new("LE-SG-01", "CUST-1");
+        r.post(item("I1", "LE-SG-01-000001", "2027-02-01", dec!(100.00)));
+        for (id, amount) in [("P1", dec!(60.00)), ("P2", dec!(40.00))] {
+            let a = r.apply(id, sgd(amount), d("2027-02-02"), &[], &[], CashRule::OldestFirst).unwrap();
+            r.record(&a).unwrap();
+        }
+        // P1 is booked, P2 still pending: I1 is paid but stays, so a refusal of P2 re-opens it.
+        r.payments.get_mut("P1").unwrap().status = PaymentStatus::Booked;
+        let (invoices, payments) = r.settle(|_| true);
+        assert!(invoices.is_empty() && payments.len() == 1, "{invoices:?}");
+        r.unbook("P2").unwrap();
+        assert_eq!(r.invoices["I1"].open(), sgd(dec!(40.00)), "P2's 40 came off again");
+        assert_eq!(r.balance()["SGD"] + r.unapplied()["SGD"], dec!(80.00), "100 invoiced - 60 applied + 40 unapplied");
+    }
+
+    #[test]
+    fn when_a_remittance_quotes_a_settled_invoice_should_match_by_remittance_and_leave_the_cash_unapplied() {
+        let mut r = paid_in_part();
+        let (invoices, _) = r.settle(|_| true);
+        let refs = vec!["LE-SG-01-000001".to_owned()];
+        let settled: Vec<&OpenItem> = invoices.iter().collect();
+        let a = r.apply("P9", sgd(dec!(100.00)), d("2027-04-01"), &refs, &settled, CashRule::OldestFirst).unwrap();
+        assert_eq!((a.record.rule, a.record.applications.len(), a.record.unapplied), (MatchRule::Remittance, 0, sgd(dec!(100.00))));
+        // Without it the cash would have paid the oldest open invoice instead.
+        let b = r.apply("P9", sgd(dec!(100.00)), d("2027-04-01"), &refs, &[], CashRule::OldestFirst).unwrap();
+        assert_eq!(b.record.rule, MatchRule::OldestFirst);
+    }
+
+    #[test]
+    fn when_receivables_were_stored_before_invoiced_existed_should_count_dso_from_their_invoices() {
+        let whole = paid_in_part();
+        let mut stored = serde_json::to_value(&whole).unwrap();
+        stored.as_object_mut().unwrap().remove("invoiced");
+        let mut legacy: Receivables = serde_json::from_value(stored).unwrap();
+        assert!(legacy.invoiced.is_empty());
+        let as_of = d("2027-04-30");
+        assert_eq!(Receivables::dso_of(&[&legacy], as_of), Receivables::dso_of(&[&whole], as_of));
+        legacy.settle(|_| true);
+        assert_eq!(legacy.invoiced, whole.invoiced, "counted once before anything settles out");
+        assert_eq!(Receivables::dso_of(&[&legacy], as_of), Receivables::dso_of(&[&whole], as_of));
     }
 
     #[test]

@@ -259,6 +259,28 @@ CREATE TABLE access_actions (
     body            TEXT NOT NULL
 );
 "#,
+    // The ERP simulator's receipt applications by invoice number: checking that a receipt
+    // does not apply an invoice above its total read every live receipt, so each booking
+    // cost more than the last. Filled from the receipts booked so far (reversals apply nothing).
+    r#"
+CREATE TABLE sim_receipt_applications (
+    payment_id      TEXT NOT NULL REFERENCES sim_receipts(payment_id),
+    line            INTEGER NOT NULL,
+    number          TEXT NOT NULL,
+    amount          TEXT NOT NULL,
+    PRIMARY KEY (payment_id, line)
+) WITHOUT ROWID;
+CREATE INDEX sim_receipt_applications_by_number ON sim_receipt_applications(number);
+INSERT INTO sim_receipt_applications (payment_id, line, number, amount)
+    SELECT r.payment_id, a.key, json_extract(a.value, '$.number'), json_extract(a.value, '$.amount.amount')
+    FROM sim_receipts r, json_each(r.body, '$.applications') a
+    WHERE json_extract(r.body, '$.reverses') IS NULL;
+"#,
+    // Reservations still in progress, for the release after a crash (`Runtime::recover`):
+    // without it that release read every idempotency record ever written, once per restart.
+    r#"
+CREATE INDEX idempotency_in_progress ON idempotency(in_progress_until) WHERE status = 'INPROGRESS';
+"#,
 ];
 
 /// Statements through the connection's statement cache, so the hot path parses each SQL
@@ -760,5 +782,63 @@ impl Db {
     /// fsyncs group commit has done so far (benchmarks: commits per fsync).
     pub fn group_fsyncs(&self) -> u64 {
         self.lock().ok().and_then(|c| c.group.as_ref().map(|g| g.fsyncs.load(Ordering::Relaxed))).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rusqlite::params;
+
+    #[test]
+    fn when_reservations_are_released_after_a_crash_should_read_only_those_in_progress() {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+        }
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", crate::runtime::release_reservations_sql()))
+            .unwrap()
+            .query_map(params![0], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().any(|p| p.contains("idempotency_in_progress")), "{plan:?}");
+    }
+
+    #[test]
+    fn when_receipts_were_booked_before_their_applications_were_indexed_should_fill_the_index_from_them() {
+        let conn = Connection::open_in_memory().unwrap();
+        let at = MIGRATIONS.iter().position(|m| m.contains("CREATE TABLE sim_receipt_applications")).unwrap();
+        for sql in &MIGRATIONS[..at] {
+            conn.execute_batch(sql).unwrap();
+        }
+        let receipt = |id: &str, reverses: Option<&str>| {
+            serde_json::json!({"payment_id": id, "reverses": reverses, "applications": [
+                {"invoice_id": "I1", "number": "LE-X-000001", "amount": {"amount": "10.50", "currency": "EUR"}},
+                {"invoice_id": "I2", "number": "LE-X-000002", "amount": {"amount": "4.00", "currency": "EUR"}},
+            ]})
+            .to_string()
+        };
+        for (id, reverses) in [("P1", None), ("P2", Some("P1"))] {
+            conn.execute(
+                "INSERT INTO sim_receipts (payment_id, receipt_id, legal_entity_id, body, created_at) VALUES (?1, ?1, 'LE-X', ?2, '')",
+                params![id, receipt(id, reverses)],
+            )
+            .unwrap();
+        }
+        for sql in &MIGRATIONS[at..] {
+            conn.execute_batch(sql).unwrap();
+        }
+        let mut s =
+            conn.prepare("SELECT payment_id, line, number, amount FROM sim_receipt_applications ORDER BY payment_id, line").unwrap();
+        let rows: Vec<(String, i64, String, String)> =
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
+        assert_eq!(
+            rows,
+            [("P1".into(), 0, "LE-X-000001".into(), "10.50".into()), ("P1".into(), 1, "LE-X-000002".into(), "4.00".into())],
+            "the receipt's applications, not the reversal's"
+        );
     }
 }

@@ -276,17 +276,8 @@ impl Runtime {
     async fn recover(&self) -> Result<(), O2cError> {
         let reclaimed = self.inner.bus.reclaim_in_flight().await?;
         let now = self.inner.db.now_ms();
-        let released = self
-            .inner
-            .db
-            .call(move |c| {
-                c.exec(
-                    "UPDATE idempotency SET in_progress_until = ?1 WHERE status = ?2 AND in_progress_until > ?1",
-                    params![now, o2c_app::idempotency::IdempotencyStatus::InProgress.as_str()],
-                )
-                .map_err(db_err)
-            })
-            .await?;
+        let sql = release_reservations_sql();
+        let released = self.inner.db.call(move |c| c.exec(&sql, params![now]).map_err(db_err)).await?;
         if reclaimed + released > 0 {
             info!(reclaimed, released, "recovered from an earlier run: in-flight messages and reservations released");
         }
@@ -645,4 +636,14 @@ impl Runtime {
         report.dead_letters = self.dead_letters().await?;
         Ok(report)
     }
+}
+
+/// Releases every reservation in progress as of `?1` (after a crash). The status is spelled
+/// in the SQL, not bound, so the partial index of reservations in progress applies: the
+/// cost follows what is in flight, not every idempotency record ever written.
+pub(crate) fn release_reservations_sql() -> String {
+    format!(
+        "UPDATE idempotency SET in_progress_until = ?1 WHERE status = '{}' AND in_progress_until > ?1",
+        o2c_app::idempotency::IdempotencyStatus::InProgress.as_str()
+    )
 }

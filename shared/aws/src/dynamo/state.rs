@@ -209,8 +209,10 @@ impl EngagementStore for DynamoStore {
     }
 
     async fn commit(&self, c: Commit) -> Result<CommitOutcome, O2cError> {
-        // One transaction (≤ 100 items; we write at most 3): the idempotency record (or a
-        // condition check that our reservation still holds), the state, the audit entry.
+        // One transaction (≤ 100 items): the idempotency record (or a condition check that our
+        // reservation still holds), the state, the audit entry and the aggregates the step
+        // changed — at most 32 WIP shards in an invoice run, at most 64 settled invoice
+        // references in a cash application (`MAX_SETTLED_PER_WRITE`).
         let mut items: Vec<TransactWriteItem> = Vec::with_capacity(3);
         match &c.key {
             KeyWrite::Complete(comp) => items.push(TransactWriteItem::builder().put(self.completion_put(comp)?).build()),

@@ -21,17 +21,25 @@
 //! redelivery after a crash finds the payment reference still pending and books exactly the
 //! receipt it holds (the ERP answers with the one it already has).
 //!
+//! What the payment closes settles out of the receivables in the write that books it: an
+//! invoice paid in full onto its invoice reference, the payment (fully applied, or reversed)
+//! onto its payment reference — the references of the invoices a receipt applies to are
+//! loaded before it is claimed. A reversal brings back the payment and the invoices it
+//! re-opens.
+//!
 //! A duplicate bank notification (same payment id) changes nothing. A payment in another
 //! currency than the invoices it would pay is never converted: it stays unapplied with an
 //! issue on the receivables. A reversal (returned payment, chargeback) takes its
 //! applications back: the invoices re-open.
 
-use crate::aggregate::{AggregateBody, AggregateKey, Load, PaymentRef};
+use crate::aggregate::{AggregateBody, AggregateKey, InvoiceRef, Load, Loaded, PaymentRef};
 use crate::engagement::Action;
 use crate::events::{AppliedLine, BusinessEvent, EventType, Issue, PaymentApplied, PaymentReceived, PaymentReversed, PaymentUnapplied};
 use crate::ids::EngagementId;
 use crate::metrics::{Metric, MetricUnit};
-use crate::receivables::{CashReceipt, CashRule, PaymentStatus, ReceivableIssue, Receivables, SUSPENSE, references_in};
+use crate::receivables::{
+    Application, CashReceipt, CashRule, OpenItem, PaymentStatus, ReceivableIssue, Receivables, SUSPENSE, Settled, references_in,
+};
 use crate::reference::ReferenceData;
 
 use super::{
@@ -92,9 +100,13 @@ impl WorkflowStep for CashApplication {
                 )));
             }
             // Claimed by an earlier delivery that did not finish: book exactly that receipt.
+            let mut need = unasked(input.others, &p.legal_entity_id, &r.receipt.applications);
             let key = AggregateKey::receivables(&p.legal_entity_id, &r.customer_id);
             if !input.others.asked(&key) {
-                return Ok(Next::Need(vec![Load::Key(key)]));
+                need.push(Load::Key(key));
+            }
+            if !need.is_empty() {
+                return Ok(Next::Need(need));
             }
             return Ok(Next::Run(Plan::new(Purpose::BookReceipt, vec![Command::BookReceipt(r.receipt.clone())], Sequence::StopOnFailure)));
         }
@@ -117,8 +129,15 @@ impl WorkflowStep for CashApplication {
             .cloned()
             .unwrap_or_else(|| Receivables::new(&p.legal_entity_id, &customer));
         let erp_customer_id = input.reference.customers.get(&customer).map(|c| c.erp_customer_id.clone());
+        // References brought back with what they held (written in the claim).
+        let mut returned: Vec<AggregateBody> = Vec::new();
         let receipt = match &p.reversal_of {
             Some(original) => {
+                let original_ref = input.others.payment_ref(&p.legal_entity_id, original);
+                if let Some(settled) = original_ref.and_then(|r| r.settled.clone()).filter(|_| !rec.payments.contains_key(original)) {
+                    rec.restore(settled);
+                    returned.extend(original_ref.map(|r| AggregateBody::PaymentRef(PaymentRef { settled: None, ..r.clone() })));
+                }
                 let Some(orig) = rec.payments.get(original).cloned() else {
                     return Err(StepError::NotYet(format!("payment {original} is not in {customer}'s receivables yet")));
                 };
@@ -140,7 +159,20 @@ impl WorkflowStep for CashApplication {
                         ),
                     )]));
                 }
-                let refused = input.others.payment_ref(&p.legal_entity_id, original).is_some_and(|r| r.status == PaymentStatus::Refused);
+                // The invoices it paid in full settled out: bring them back to re-open them.
+                let settled: Vec<&Application> = orig.applications.iter().filter(|a| !rec.invoices.contains_key(&a.invoice_id)).collect();
+                let need = unasked(input.others, &p.legal_entity_id, settled.iter().copied());
+                if !need.is_empty() {
+                    return Ok(Next::Need(need));
+                }
+                for a in settled {
+                    let held = input.others.invoice_ref(&p.legal_entity_id, &a.number).and_then(|r| Some((r, r.settled.clone()?)));
+                    if let Some((r, item)) = held {
+                        rec.reopen(item);
+                        returned.push(AggregateBody::InvoiceRef(InvoiceRef { settled: None, ..r.clone() }));
+                    }
+                }
+                let refused = original_ref.is_some_and(|r| r.status == PaymentStatus::Refused);
                 rec.reverse(original, &p.payment_id)?;
                 if refused {
                     // The ERP never booked the original: nothing to reverse there. The cash
@@ -165,16 +197,19 @@ impl WorkflowStep for CashApplication {
                             unapplied: p.amount,
                             reverses: Some(original.clone()),
                         },
+                        settled: None,
                     };
-                    let d = Decision::unchanged(
+                    let mut d = Decision::unchanged(
                         ctx,
                         &owner,
                         Action::PaymentApplied,
                         format!("{} returns {original}, which the ERP had refused", p.payment_id),
-                    )
-                    .with(AggregateBody::Receivables(rec))
-                    .with(AggregateBody::PaymentRef(reference));
-                    return Ok(Next::Done(d));
+                    );
+                    // The original, reversed now, settles out again onto its reference.
+                    for body in settle(&mut rec, input.others, returned, vec![reference]) {
+                        d = d.with(body);
+                    }
+                    return Ok(Next::Done(d.with(AggregateBody::Receivables(rec))));
                 }
                 rec.raise(ReceivableIssue::new(
                     &p.payment_id,
@@ -197,7 +232,17 @@ impl WorkflowStep for CashApplication {
                 }
             }
             None => {
-                let applied = rec.apply(&p.payment_id, p.amount, p.value_date, &quoted(p), rule_of(input.reference, &customer))?;
+                // Quoted invoices of this customer already paid and settled out.
+                let refs: Vec<&InvoiceRef> = quoted(p).iter().filter_map(|n| input.others.invoice_ref(&p.legal_entity_id, n)).collect();
+                let settled: Vec<&OpenItem> =
+                    refs.iter().filter(|r| r.customer_id == customer).filter_map(|r| r.settled.as_ref()).collect();
+                let applied =
+                    rec.apply(&p.payment_id, p.amount, p.value_date, &quoted(p), &settled, rule_of(input.reference, &customer))?;
+                // The invoices it applies to settle out when it is booked: their references first.
+                let need = unasked(input.others, &p.legal_entity_id, &applied.record.applications);
+                if !need.is_empty() {
+                    return Ok(Next::Need(need));
+                }
                 rec.record(&applied)?;
                 if let Some(why) = &applied.exception {
                     rec.raise(ReceivableIssue::new(&p.payment_id, why.clone(), ctx.now));
@@ -220,9 +265,11 @@ impl WorkflowStep for CashApplication {
             customer_id: customer,
             status: PaymentStatus::Pending,
             receipt: receipt.clone(),
+            settled: None,
         };
         let mut plan = Plan::new(Purpose::BookReceipt, vec![Command::BookReceipt(receipt)], Sequence::StopOnFailure);
         plan.claim_others = vec![AggregateBody::Receivables(rec), AggregateBody::PaymentRef(reference)];
+        plan.claim_others.extend(returned);
         Ok(Next::Run(plan))
     }
 
@@ -256,8 +303,11 @@ impl WorkflowStep for CashApplication {
             return Err(StepError::UnexpectedResults(self.step(), format!("{customer}'s receivables vanished after the claim")));
         };
         let mut reference = reference.clone();
+        let le = p.legal_entity_id.as_str();
+        // An invoice another payment's booking settled out meanwhile is read on its reference.
         let line = |rec: &Receivables, invoice_id: &str, number: &str, amount| -> AppliedLine {
-            let item = rec.invoices.get(invoice_id);
+            let settled = done.others.invoice_ref(le, number).and_then(|r| r.settled.as_ref()).filter(|i| i.invoice_id == invoice_id);
+            let item = rec.invoices.get(invoice_id).or(settled);
             AppliedLine {
                 invoice_id: invoice_id.to_owned(),
                 number: number.to_owned(),
@@ -267,6 +317,7 @@ impl WorkflowStep for CashApplication {
             }
         };
         let mut events = Vec::new();
+        let mut reopened: Vec<AggregateBody> = Vec::new();
         let summary = match (done.results, &booked.reverses) {
             ([CommandResult::Object(o)], Some(original)) => {
                 reference.status = PaymentStatus::Booked;
@@ -343,6 +394,15 @@ impl WorkflowStep for CashApplication {
                         format!("the ERP refused reversing receipt {} of {original}: {}; book it there by hand", p.payment_id, r.reason())
                     }
                     None => {
+                        // Its invoices stayed while it was pending (see `Receivables::settle`);
+                        // one settled out all the same (stored before that rule) comes back.
+                        for a in rec.payments.get(&p.payment_id).map(|r| r.applications.clone()).unwrap_or_default() {
+                            let held = done.others.invoice_ref(le, &a.number).and_then(|r| Some((r, r.settled.clone()?)));
+                            if let Some((r, item)) = held.filter(|_| !rec.invoices.contains_key(&a.invoice_id)) {
+                                rec.reopen(item);
+                                reopened.push(AggregateBody::InvoiceRef(InvoiceRef { settled: None, ..r.clone() }));
+                            }
+                        }
                         rec.unbook(&p.payment_id)?;
                         events.push(unapplied(ctx, p, &customer, p.amount, format!("the ERP refused the receipt: {}", r.reason())));
                         format!("the ERP refused cash receipt {} of {}: {}; the cash stays unapplied", p.payment_id, p.amount, r.reason())
@@ -369,13 +429,86 @@ impl WorkflowStep for CashApplication {
                 &[("LegalEntity", &p.legal_entity_id), ("Customer", &customer), ("Currency", currency)],
             ));
         }
-        let mut d = Decision::unchanged(ctx, &owner, Action::PaymentApplied, summary)
-            .with(AggregateBody::Receivables(rec))
-            .with(AggregateBody::PaymentRef(reference));
+        let mut d = Decision::unchanged(ctx, &owner, Action::PaymentApplied, summary);
+        // What the booking closed settles out onto its references (loaded before the claim).
+        for body in settle(&mut rec, done.others, reopened, vec![reference]) {
+            d = d.with(body);
+        }
+        d = d.with(AggregateBody::Receivables(rec));
         d.events = events;
         d.metrics = metrics;
         Ok(Next::Done(d))
     }
+}
+
+/// Loads of the invoice references of `applications` not asked for yet (deduplicated).
+fn unasked<'a>(others: &Loaded, legal_entity_id: &str, applications: impl IntoIterator<Item = &'a Application>) -> Vec<Load> {
+    let mut need: Vec<Load> = Vec::new();
+    for a in applications {
+        let key = Load::Key(AggregateKey::invoice_ref(legal_entity_id, &a.number));
+        if !matches!(&key, Load::Key(k) if others.asked(k)) && !need.contains(&key) {
+            need.push(key);
+        }
+    }
+    need
+}
+
+/// At most this many invoice references settle in one write: with the key record, the
+/// audit entry, the receivables and the payment references, a commit stays well inside
+/// DynamoDB's 100 items per transaction; the rest settles in a later write.
+const MAX_SETTLED_PER_WRITE: usize = 64;
+
+/// Settles what is closed in `rec` onto its references (see the module docs): those the
+/// decision writes anyway (`invoices`, `payments`, which take what settles onto them) and
+/// those `others` loaded; what has no loaded reference stays until a later write. Returns
+/// every reference to write.
+fn settle(rec: &mut Receivables, others: &Loaded, invoices: Vec<AggregateBody>, mut payments: Vec<PaymentRef>) -> Vec<AggregateBody> {
+    let le = rec.legal_entity_id.clone();
+    let mut refs: Vec<InvoiceRef> = Vec::new();
+    let mut rest: Vec<AggregateBody> = Vec::new();
+    for body in invoices {
+        match body {
+            AggregateBody::InvoiceRef(r) => refs.push(r),
+            AggregateBody::PaymentRef(r) => payments.push(r),
+            other => rest.push(other),
+        }
+    }
+    let mut room = MAX_SETTLED_PER_WRITE.saturating_sub(refs.len());
+    let (paid, closed) = rec.settle(|s| match s {
+        Settled::Invoice(i) if refs.iter().any(|r| r.number == i.number) => true,
+        Settled::Invoice(i) => {
+            let fits = room > 0 && others.asked(&AggregateKey::invoice_ref(&le, &i.number));
+            room -= usize::from(fits);
+            fits
+        }
+        Settled::Payment(p) => payments.iter().any(|r| r.payment_id == p.payment_id) || others.payment_ref(&le, &p.payment_id).is_some(),
+    });
+    for item in paid {
+        if let Some(r) = refs.iter_mut().find(|r| r.number == item.number) {
+            r.settled = Some(item);
+            continue;
+        }
+        let mut r = others.invoice_ref(&le, &item.number).cloned().unwrap_or_else(|| InvoiceRef {
+            legal_entity_id: le.clone(),
+            number: item.number.clone(),
+            customer_id: rec.customer_id.clone(),
+            invoice_id: item.invoice_id.clone(),
+            settled: None,
+        });
+        r.settled = Some(item);
+        refs.push(r);
+    }
+    for record in closed {
+        if let Some(r) = payments.iter_mut().find(|r| r.payment_id == record.payment_id) {
+            r.settled = Some(record);
+        } else if let Some(mut r) = others.payment_ref(&le, &record.payment_id).cloned() {
+            r.settled = Some(record);
+            payments.push(r);
+        }
+    }
+    rest.extend(refs.into_iter().map(AggregateBody::InvoiceRef));
+    rest.extend(payments.into_iter().map(AggregateBody::PaymentRef));
+    rest
 }
 
 /// `PaymentUnapplied` for `amount` of payment `p` left on `customer`'s account.
@@ -456,5 +589,47 @@ fn outcome(reference: &PaymentRef, rec: &Receivables, payment_id: &str) -> Strin
         (PaymentStatus::Refused, _) => "refused".to_owned(),
         (_, Some(_)) => "returned".to_owned(),
         _ => rec.payments.get(payment_id).map_or("unmatched", |p| p.rule.as_str()).to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::money::{Currency, Money};
+    use crate::receivables::{CashRule, OpenItem};
+    use rust_decimal::Decimal;
+
+    #[test]
+    fn when_one_payment_pays_more_invoices_than_a_transaction_holds_should_settle_them_over_several_writes() {
+        let eur = Currency::parse("EUR").unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+        let mut rec = Receivables::new("LE-X", "CUST-1");
+        let n = MAX_SETTLED_PER_WRITE + 10;
+        for i in 0..n {
+            rec.post(OpenItem {
+                invoice_id: format!("I{i}"),
+                number: format!("LE-X-{i:06}"),
+                engagement_id: EngagementId::new("ENG-1"),
+                issue_date: day,
+                due_date: day,
+                total: Money::new(Decimal::ONE, eur),
+                applied: Money::zero(eur),
+                version: 1,
+            });
+        }
+        let a = rec.apply("P1", Money::new(Decimal::from(n), eur), day, &[], &[], CashRule::OldestFirst).unwrap();
+        rec.record(&a).unwrap();
+        rec.payments.get_mut("P1").unwrap().status = PaymentStatus::Booked;
+        let asked = Loaded {
+            items: Vec::new(),
+            asked: (0..n).map(|i| Load::Key(AggregateKey::invoice_ref("LE-X", &format!("LE-X-{i:06}")))).collect(),
+        };
+        let first = settle(&mut rec, &asked, Vec::new(), Vec::new());
+        let refs = |bodies: &[AggregateBody]| bodies.iter().filter(|b| matches!(b, AggregateBody::InvoiceRef(_))).count();
+        assert_eq!(refs(&first), MAX_SETTLED_PER_WRITE);
+        assert_eq!(rec.invoices.len(), 10, "the rest waits for the next write");
+        assert_eq!(refs(&settle(&mut rec, &asked, Vec::new(), Vec::new())), 10);
+        assert!(rec.invoices.is_empty());
     }
 }

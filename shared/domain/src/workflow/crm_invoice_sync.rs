@@ -6,7 +6,9 @@
 //! and the CRM keeps the newest: events may arrive in any order and more than once, and the
 //! CRM still ends with the latest state. The record is built from the receivables as they
 //! are when the event is handled, not from the event, so a late event never writes an older
-//! balance. The account's open balance is the CRM's roll-up of its invoice records.
+//! balance. The account's open balance is the CRM's roll-up of its invoice records. An
+//! invoice paid in full may have settled out of the receivables onto its invoice reference
+//! (loaded with them): it is read there.
 
 use crate::aggregate::{AggregateKey, Load};
 use crate::engagement::Action;
@@ -21,20 +23,23 @@ use super::{
 /// The CRM invoice-sync step.
 pub struct CrmInvoiceSync;
 
+/// Legal entity, customer, and the invoices (id, number) an event concerns.
+type Concerned<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+
 /// The receivables an event concerns and the invoices in them.
-fn concerned(event: &BusinessEvent) -> Option<(&str, &str, Vec<&str>)> {
+fn concerned(event: &BusinessEvent) -> Option<Concerned<'_>> {
     match event {
         BusinessEvent::InvoicePosted(e) => {
             let p = &e.payload;
-            Some((&p.legal_entity_id, &p.customer_id, vec![p.invoice_id.as_str()]))
+            Some((&p.legal_entity_id, &p.customer_id, vec![(p.invoice_id.as_str(), p.number.as_str())]))
         }
         BusinessEvent::PaymentApplied(e) => {
             let p = &e.payload;
-            Some((&p.legal_entity_id, &p.customer_id, p.applications.iter().map(|a| a.invoice_id.as_str()).collect()))
+            Some((&p.legal_entity_id, &p.customer_id, p.applications.iter().map(|a| (a.invoice_id.as_str(), a.number.as_str())).collect()))
         }
         BusinessEvent::PaymentReversed(e) => {
             let p = &e.payload;
-            Some((&p.legal_entity_id, &p.customer_id, p.reopened.iter().map(|a| a.invoice_id.as_str()).collect()))
+            Some((&p.legal_entity_id, &p.customer_id, p.reopened.iter().map(|a| (a.invoice_id.as_str(), a.number.as_str())).collect()))
         }
         _ => None,
     }
@@ -44,7 +49,15 @@ impl WorkflowStep for CrmInvoiceSync {
     step_meta!(CrmInvoiceSync, [InvoicePosted, PaymentApplied, PaymentReversed]);
 
     fn loads(&self, event: &BusinessEvent) -> Vec<Load> {
-        concerned(event).map(|(le, customer, _)| vec![Load::Key(AggregateKey::receivables(le, customer))]).unwrap_or_default()
+        let Some((le, customer, invoices)) = concerned(event) else { return Vec::new() };
+        let mut loads = vec![Load::Key(AggregateKey::receivables(le, customer))];
+        for (_, number) in invoices {
+            let key = Load::Key(AggregateKey::invoice_ref(le, number));
+            if !loads.contains(&key) {
+                loads.push(key);
+            }
+        }
+        loads
     }
 
     fn decide(&self, input: &Input<'_>, ctx: &StepContext<'_>) -> Result<Next, StepError> {
@@ -64,8 +77,9 @@ impl WorkflowStep for CrmInvoiceSync {
             return Err(StepError::NotYet(format!("{customer}'s receivables at {le} are not there yet")));
         };
         let mut commands = Vec::new();
-        for id in invoices {
-            let Some(item) = rec.invoices.get(id) else {
+        for (id, number) in invoices {
+            let settled = input.others.invoice_ref(le, number).and_then(|r| r.settled.as_ref()).filter(|i| i.invoice_id == id);
+            let Some(item) = rec.invoices.get(id).or(settled) else {
                 return Err(StepError::NotYet(format!("invoice {id} is not in {customer}'s receivables yet")));
             };
             let record = Command::UpsertCrmInvoice(CrmInvoice::of(item, le, customer));

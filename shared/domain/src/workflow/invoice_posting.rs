@@ -165,6 +165,7 @@ impl WorkflowStep for InvoicePosting {
                     number: number.clone(),
                     customer_id: invoice.customer_id.clone(),
                     invoice_id: invoice.invoice_id.clone(),
+                    settled: None,
                 };
                 let mut d = decision(ctx, &eng_id, base, vec![event], Action::InvoicePosted, summary);
                 d = d

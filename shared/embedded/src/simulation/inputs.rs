@@ -10,7 +10,9 @@
 //!
 //! Event ids and idempotency keys are stable per input, so a duplicate is a true replay.
 
+use o2c_app::O2cError;
 use o2c_app::bus::PutEventsEntry;
+use o2c_domain::reference::ReferenceData;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -19,9 +21,40 @@ const CONTRACT_APPROVED: &str = include_str!("../../../../events/samples/Contrac
 
 /// The EUR customers of LE-DE-01 an engagement is sold to (monthly, semi-monthly and
 /// on-milestone cycles; NET45 and NET30; German buyers and a French one under reverse
-/// charge): each customer's receivables are one aggregate holding its whole history, so
-/// the run spreads engagements over them.
-const CUSTOMERS: [&str; 3] = ["CUST-1000", "CUST-1001", "CUST-4001"];
+/// charge). More customers are copies of these (see [`customers`]).
+pub const TEMPLATES: [&str; 3] = ["CUST-1000", "CUST-1001", "CUST-4001"];
+
+/// Engagements per customer by default: a firm's customers buy a few dozen engagements a
+/// year. Fewer customers (`--customers 3`) concentrate the receivables: each payment and
+/// posting rewrites its customer's open items, so the cost per event grows with them.
+pub const ENGAGEMENTS_PER_CUSTOMER: usize = 25;
+
+/// `count` customers the engagements are sold to: the three templates, then copies of them
+/// in turn (`CUST-1000-S0001`, …) with their own ERP customer number, name and bank
+/// accounts, added to `reference` — the same terms, cycles, tax and legal entity.
+pub fn customers(mut reference: ReferenceData, count: usize) -> Result<(ReferenceData, Vec<String>), O2cError> {
+    let mut ids = Vec::with_capacity(count);
+    for k in 0..count {
+        let template = TEMPLATES[k % TEMPLATES.len()];
+        let copy = k / TEMPLATES.len();
+        if copy == 0 {
+            ids.push(template.to_owned());
+            continue;
+        }
+        let Some(t) = reference.customers.get(template) else {
+            return Err(O2cError::Bug(format!("the simulation's reference data has no customer {template}")));
+        };
+        let mut c = t.clone();
+        let suffix = format!("S{copy:04}");
+        c.id = format!("{template}-{suffix}");
+        c.name = format!("{} {suffix}", t.name);
+        c.erp_customer_id = format!("{}-{suffix}", t.erp_customer_id);
+        c.bank_accounts = t.bank_accounts.iter().map(|a| format!("{a}{suffix}")).collect();
+        ids.push(c.id.clone());
+        reference.customers.insert(c.id.clone(), c);
+    }
+    Ok((reference, ids))
+}
 
 /// The shape of one engagement's inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +94,7 @@ fn entry(source: &str, detail_type: &str, detail: &Value) -> PutEventsEntry {
 }
 
 /// `n` engagements' inputs for `seed`'s run.
-pub fn generate(rng: &mut fastrand::Rng, seed: u64, n: usize) -> Vec<EngagementInput> {
+pub fn generate(rng: &mut fastrand::Rng, seed: u64, n: usize, customers: &[String]) -> Vec<EngagementInput> {
     let (closed_won, approved) = (sample(CLOSED_WON)["detail"].clone(), sample(CONTRACT_APPROVED)["detail"].clone());
     (0..n)
         .map(|i| {
@@ -96,7 +129,7 @@ pub fn generate(rng: &mut fastrand::Rng, seed: u64, n: usize) -> Vec<EngagementI
                 }
             }
             if kind != Kind::Invalid {
-                cw["payload"]["account_id"] = json!(CUSTOMERS[rng.usize(..CUSTOMERS.len())]);
+                cw["payload"]["account_id"] = json!(customers[rng.usize(..customers.len())]);
             }
             let mut entries = vec![entry("o2c.crm", "OpportunityClosedWon", &cw)];
             if kind == Kind::ClmGated {

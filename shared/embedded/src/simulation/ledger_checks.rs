@@ -303,7 +303,8 @@ pub async fn check(
         .chain(engagements.iter().filter_map(|e| e.contract.as_ref().map(|c| c.legal_entity.id.as_str())))
         .collect();
     for le in entities {
-        for r in rt.store().load_all(AggregateKind::Receivables, le).await?.all_receivables() {
+        // With what settled out of them onto their references (paid invoices, closed payments).
+        for r in &o2c_app::receivables::history(rt.store(), le, None).await? {
             for (id, p) in &r.payments {
                 payments.insert(id.clone(), p.clone());
             }

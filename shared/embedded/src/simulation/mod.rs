@@ -90,9 +90,17 @@ pub struct SimulationConfig {
     pub planted_bug: Option<PlantedBug>,
     /// After the sale, run delivery, two invoice runs, approvals and payments.
     pub billing: bool,
+    /// Customers the engagements are sold to (`None`: one per
+    /// [`ENGAGEMENTS_PER_CUSTOMER`](inputs::ENGAGEMENTS_PER_CUSTOMER), at least three).
+    pub customers: Option<usize>,
 }
 
 impl SimulationConfig {
+    /// How many customers the engagements are sold to.
+    pub fn customer_count(&self) -> usize {
+        self.customers.unwrap_or(self.engagements / inputs::ENGAGEMENTS_PER_CUSTOMER).max(inputs::TEMPLATES.len())
+    }
+
     /// The `o2c` command line that replays this run.
     pub fn command(&self) -> String {
         let mut c = format!("o2c sim run --seed {} --engagements {}", self.seed, self.engagements);
@@ -107,6 +115,9 @@ impl SimulationConfig {
         }
         if self.crash_rate > 0.0 {
             c.push_str(&format!(" --crash-rate {}", self.crash_rate));
+        }
+        if let Some(n) = self.customers {
+            c.push_str(&format!(" --customers {n}"));
         }
         if !self.billing {
             c.push_str(" --no-billing");
@@ -321,7 +332,8 @@ pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -
     let clock = Arc::new(SimClock::starting_at(start));
     let ids: Arc<dyn IdGenerator> = Arc::new(SeededIds::new(cfg.seed));
     let mut rng = fastrand::Rng::with_seed(cfg.seed);
-    let generated = inputs::generate(&mut rng, cfg.seed, cfg.engagements);
+    let (reference, customers) = inputs::customers(reference, cfg.customer_count())?;
+    let generated = inputs::generate(&mut rng, cfg.seed, cfg.engagements, &customers);
     let rt = open(&db, &reference, &clock, &ids, &cfg).await?;
     let topology = Arc::new(rt.topology().clone());
     let queues: Vec<String> =

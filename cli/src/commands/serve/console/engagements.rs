@@ -173,15 +173,11 @@ async fn detail<S: EngagementStore>(store: &S, id: &str) -> Result<Option<Detail
     let crm = others.crm_sync(id).cloned();
     let mut invoices = store.load_all(AggregateKind::Invoice, id).await?.invoices().into_iter().cloned().collect::<Vec<_>>();
     invoices.sort_by(|a, b| (a.issue_date, &a.invoice_id).cmp(&(b.issue_date, &b.invoice_id)));
-    let mut keys: Vec<AggregateKey> = invoices.iter().map(|i| AggregateKey::receivables(&i.legal_entity_id, &i.customer_id)).collect();
-    keys.dedup();
-    let loaded = store.load_aggregates(&keys).await?;
+    // Its customers' receivables with what settled out of them (paid invoices, closed payments).
     let mut receivables: Vec<Receivables> = Vec::new();
     for i in &invoices {
-        if let Some(r) = loaded.receivables(&i.legal_entity_id, &i.customer_id)
-            && !receivables.iter().any(|x| x.legal_entity_id == r.legal_entity_id && x.customer_id == r.customer_id)
-        {
-            receivables.push(r.clone());
+        if !receivables.iter().any(|x| x.legal_entity_id == i.legal_entity_id && x.customer_id == i.customer_id) {
+            receivables.extend(o2c_app::receivables::history(store, &i.legal_entity_id, Some(&i.customer_id)).await?);
         }
     }
     // The engagement names its exceptions; each case is read by its id.

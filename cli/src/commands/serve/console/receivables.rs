@@ -12,7 +12,6 @@ use axum::response::Response;
 use chrono::NaiveDate;
 use maud::{Markup, html};
 use o2c_app::ports::EngagementStore;
-use o2c_domain::aggregate::AggregateKind;
 use o2c_domain::receivables::{AGEING_BUCKETS, Receivables};
 use rust_decimal::Decimal;
 
@@ -28,7 +27,7 @@ const SECTION: &str = "/console/receivables";
 pub async fn all<S: EngagementStore>(store: &S, entities: impl Iterator<Item = String>) -> Result<Vec<Receivables>, o2c_app::O2cError> {
     let mut all = Vec::new();
     for le in entities {
-        all.extend(store.load_all(AggregateKind::Receivables, &le).await?.all_receivables().into_iter().cloned());
+        all.extend(o2c_app::receivables::history(store, &le, None).await?);
     }
     all.sort_by(|a, b| (&a.legal_entity_id, &a.customer_id).cmp(&(&b.legal_entity_id, &b.customer_id)));
     Ok(all)
