@@ -326,8 +326,7 @@ impl Receivables {
     /// caller can write it there): paid invoices and closed payments. An invoice that a
     /// payment still being booked applies to stays: if the ERP refuses that payment, its
     /// applications come off the invoice here.
-    pub fn settle(&mut self, may: impl FnMut(Settled<'_>) -> bool) -> (Vec<OpenItem>, Vec<PaymentRecord>) {
-        let mut may = may;
+    pub fn settle(&mut self, mut may: impl FnMut(Settled<'_>) -> bool) -> (Vec<OpenItem>, Vec<PaymentRecord>) {
         self.backfill_invoiced();
         let pending: std::collections::BTreeSet<&str> = self
             .payments

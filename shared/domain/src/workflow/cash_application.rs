@@ -22,8 +22,9 @@
 //! receipt it holds (the ERP answers with the one it already has).
 //!
 //! What the payment closes settles out of the receivables in the write that books it: an
-//! invoice paid in full onto its invoice reference, the payment (fully applied, or reversed)
-//! onto its payment reference — the references of the invoices a receipt applies to are
+//! invoice paid in full onto its invoice reference, the payment (booked or refused; its
+//! unapplied cash stays as a credit) onto its payment reference — the references of the
+//! invoices a receipt applies to, and of paid invoices an earlier write left behind, are
 //! loaded before it is claimed. A reversal brings back the payment and the invoices it
 //! re-opens.
 //!
@@ -100,7 +101,7 @@ impl WorkflowStep for CashApplication {
                 )));
             }
             // Claimed by an earlier delivery that did not finish: book exactly that receipt.
-            let mut need = unasked(input.others, &p.legal_entity_id, &r.receipt.applications);
+            let mut need = unasked(input.others, &p.legal_entity_id, r.receipt.applications.iter().map(|a| a.number.as_str()));
             let key = AggregateKey::receivables(&p.legal_entity_id, &r.customer_id);
             if !input.others.asked(&key) {
                 need.push(Load::Key(key));
@@ -161,7 +162,7 @@ impl WorkflowStep for CashApplication {
                 }
                 // The invoices it paid in full settled out: bring them back to re-open them.
                 let settled: Vec<&Application> = orig.applications.iter().filter(|a| !rec.invoices.contains_key(&a.invoice_id)).collect();
-                let need = unasked(input.others, &p.legal_entity_id, settled.iter().copied());
+                let need = unasked(input.others, &p.legal_entity_id, settled.iter().map(|a| a.number.as_str()));
                 if !need.is_empty() {
                     return Ok(Next::Need(need));
                 }
@@ -238,8 +239,11 @@ impl WorkflowStep for CashApplication {
                     refs.iter().filter(|r| r.customer_id == customer).filter_map(|r| r.settled.as_ref()).collect();
                 let applied =
                     rec.apply(&p.payment_id, p.amount, p.value_date, &quoted(p), &settled, rule_of(input.reference, &customer))?;
-                // The invoices it applies to settle out when it is booked: their references first.
-                let need = unasked(input.others, &p.legal_entity_id, &applied.record.applications);
+                // The invoices it applies to settle out when it is booked, with paid ones an
+                // earlier write left behind (over its cap): their references first.
+                let left_behind = rec.invoices.values().filter(|i| Receivables::is_settled(i)).take(MAX_SETTLED_PER_WRITE);
+                let numbers = applied.record.applications.iter().map(|a| a.number.as_str()).chain(left_behind.map(|i| i.number.as_str()));
+                let need = unasked(input.others, &p.legal_entity_id, numbers);
                 if !need.is_empty() {
                     return Ok(Next::Need(need));
                 }
@@ -441,13 +445,13 @@ impl WorkflowStep for CashApplication {
     }
 }
 
-/// Loads of the invoice references of `applications` not asked for yet (deduplicated).
-fn unasked<'a>(others: &Loaded, legal_entity_id: &str, applications: impl IntoIterator<Item = &'a Application>) -> Vec<Load> {
+/// Loads of the references of invoice `numbers` not asked for yet (deduplicated).
+fn unasked<'a>(others: &Loaded, legal_entity_id: &str, numbers: impl IntoIterator<Item = &'a str>) -> Vec<Load> {
     let mut need: Vec<Load> = Vec::new();
-    for a in applications {
-        let key = Load::Key(AggregateKey::invoice_ref(legal_entity_id, &a.number));
-        if !matches!(&key, Load::Key(k) if others.asked(k)) && !need.contains(&key) {
-            need.push(key);
+    for number in numbers {
+        let key = AggregateKey::invoice_ref(legal_entity_id, number);
+        if !others.asked(&key) && !need.contains(&Load::Key(key.clone())) {
+            need.push(Load::Key(key));
         }
     }
     need
@@ -455,7 +459,8 @@ fn unasked<'a>(others: &Loaded, legal_entity_id: &str, applications: impl IntoIt
 
 /// At most this many invoice references settle in one write: with the key record, the
 /// audit entry, the receivables and the payment references, a commit stays well inside
-/// DynamoDB's 100 items per transaction; the rest settles in a later write.
+/// DynamoDB's 100 items per transaction; the rest settles with the customer's next payment
+/// (it loads the references of paid invoices left behind).
 const MAX_SETTLED_PER_WRITE: usize = 64;
 
 /// Settles what is closed in `rec` onto its references (see the module docs): those the
