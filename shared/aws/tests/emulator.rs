@@ -167,11 +167,14 @@ async fn when_events_are_delivered_again_should_be_absorbed_by_the_idempotency_t
     st.publish(std::slice::from_ref(&cw)).await;
     let waiting = || async { st.status(GLOBEX).await == Some(EngagementStatus::AwaitingApproval) };
     st.run_until(Duration::from_secs(30), waiting).await;
+    // Everything the first delivery caused (the CRM write-back of its status) finishes before
+    // the count starts: only the duplicates are measured, whatever the interleaving.
+    let drained = || async { o2c_aws::poller::pending(&aws_sdk_sqs::Client::new(&st.sdk), &st.topo, &st.deployed).await.unwrap() == 0 };
+    st.run_until(Duration::from_secs(30), drained).await;
     let (_, writes_before) = st.platform().store.counts().snapshot();
 
     // The CRM re-sends the same closed-won three times.
     st.publish(&[cw.clone(), cw.clone(), cw]).await;
-    let drained = || async { o2c_aws::poller::pending(&aws_sdk_sqs::Client::new(&st.sdk), &st.topo, &st.deployed).await.unwrap() == 0 };
     tokio::time::sleep(Duration::from_millis(300)).await;
     st.run_until(Duration::from_secs(30), drained).await;
 
