@@ -9,7 +9,15 @@ export CARGO_INCREMENTAL=0
 mkdir -p target
 disk() { printf 'disk: %s free; target/ %s\n' "$(df -h --output=avail . | tail -1 | tr -d ' ')" "$(du -sh target 2>/dev/null | cut -f1)"; }
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step prints how long the one before it took (and the total so far), so a slow
+# `make test` says where its time went.
+started=$(date +%s); last=$started; previous=""
+step() {
+  local now; now=$(date +%s)
+  [ -z "$previous" ] || printf -- '-- %s: %ss (total %ss)\n' "$previous" "$((now - last))" "$((now - started))"
+  last=$now; previous=${1%%:*}; previous=${previous%% (*}
+  [ "$1" = "done" ] || printf '\n== %s\n' "$*"
+}
 
 disk
 step "format"
@@ -64,3 +72,4 @@ else
   cargo test --workspace --no-fail-fast
 fi
 disk
+step done

@@ -165,6 +165,82 @@ proptest! {
     }
 }
 
+/// Every JSON pointer inside `v` (members and elements), the root excluded.
+fn pointers(v: &Value, at: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, c) in m {
+                let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                out.push(p.clone());
+                pointers(c, &p, out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, c) in a.iter().enumerate() {
+                let p = format!("{at}/{i}");
+                out.push(p.clone());
+                pointers(c, &p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Values a sender could put anywhere: every JSON type, and strings near the schemas'
+/// formats and patterns (dates, date-times, decimals, currencies, engagement ids).
+fn any_json() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        proptest::bool::ANY.prop_map(Value::from),
+        (-1_000i64..1_000_000).prop_map(Value::from),
+        (-1.0e6f64..1.0e6).prop_map(Value::from),
+        "[A-Za-z0-9 _.:-]{0,12}".prop_map(Value::from),
+        "[A-Z]{2,4}".prop_map(Value::from),
+        "-?[0-9]{1,6}(\\.[0-9]{0,3})?".prop_map(Value::from),
+        "20[0-9]{2}-[0-1][0-9]-[0-3][0-9]".prop_map(Value::from),
+        "20[0-9]{2}-[0-1][0-9]-[0-3][0-9][Tt ][0-2][0-9]:[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,3})?(Z|z|[+-][0-2][0-9]:[0-5][0-9])?"
+            .prop_map(Value::from),
+        "(ENG-)?[A-Z0-9]{0,5}".prop_map(Value::from),
+        Just(serde_json::json!({})),
+        Just(serde_json::json!([])),
+        Just(serde_json::json!([1, "a"])),
+    ]
+}
+
+proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+    /// The functions check contracts with `boon` (`o2c_app::contracts`); the catalog is
+    /// checked here with the `jsonschema` crate. Two implementations of draft 2020-12 must
+    /// agree on every detail: the sample of every type and version, mutated at any path —
+    /// a value replaced, a member removed, an unknown member added.
+    #[test]
+    fn when_any_detail_is_mutated_should_the_functions_validator_agree_with_the_reference_one(
+        which in any::<proptest::sample::Index>(),
+        at in any::<proptest::sample::Index>(),
+        op in 0u8..3,
+        value in any_json(),
+    ) {
+        let versions = all_versions();
+        let (t, version) = versions[which.index(versions.len())];
+        let mut d = read_json(&t.sample_paths()[t.versions().iter().position(|v| *v == version).unwrap()])["detail"].clone();
+        let mut paths = Vec::new();
+        pointers(&d, "", &mut paths);
+        let path = paths[at.index(paths.len())].clone();
+        let (parent, last) = path.rsplit_once('/').unwrap();
+        match (op, d.pointer_mut(parent).unwrap()) {
+            (1, Value::Object(m)) => { m.remove(&last.replace("~1", "/").replace("~0", "~")); }
+            (2, Value::Object(m)) => { m.insert("x_unknown".into(), value.clone()); }
+            _ => *d.pointer_mut(&path).unwrap() = value.clone(),
+        }
+        // The version the functions check against: the declared one when known, else the latest.
+        let declared = d.get("event_version").and_then(Value::as_str);
+        let checked = t.versions().iter().copied().find(|v| Some(*v) == declared).unwrap_or_else(|| t.latest_version());
+        let reference = errors(&schema_validator_of(t, checked), &d);
+        let ours = o2c_app::contracts::violations(t, &d).unwrap();
+        prop_assert_eq!(reference.is_empty(), ours.is_empty(), "{} v{}: {} {} → reference {:?}, functions {:?}", t.detail_type(), checked, ["replaced", "removed", "extra"][op as usize], path, reference, ours);
+    }
+}
+
 #[test]
 fn when_detail_breaks_the_contract_should_fail_schema_and_decode_alike() {
     let sample = read_json("events/catalog/ContractCreated.v1.json");

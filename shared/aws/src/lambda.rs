@@ -10,6 +10,7 @@ use o2c_app::ports::Platform;
 use o2c_app::sqs::{BatchContext, BatchResult};
 use o2c_app::{O2cError, Step, StepService, WorkflowStep};
 use tracing::{Instrument, info_span};
+use tracing_subscriber::filter::Targets;
 
 use crate::Config;
 use crate::visibility::QueueUrls;
@@ -22,7 +23,8 @@ use crate::visibility::QueueUrls;
 pub struct LogSettings {
     /// JSON lines (else plain text).
     pub json: bool,
-    /// The `EnvFilter` directives.
+    /// The filter directives (`tracing_subscriber::filter::Targets` syntax: `level` or
+    /// `target=level`, comma-separated; no span or field filters, which need a regex engine).
     pub filter: String,
 }
 
@@ -47,12 +49,13 @@ pub fn subscriber<W>(settings: &LogSettings, writer: W) -> Box<dyn tracing::Subs
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(false).with_target(false);
+    use tracing_subscriber::layer::SubscriberExt;
+    let filter = settings.filter.parse::<Targets>().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
+    let b = tracing_subscriber::fmt().with_writer(writer).with_ansi(false).with_target(false);
     if settings.json {
-        Box::new(b.json().with_current_span(true).with_span_list(true).flatten_event(true).finish())
+        Box::new(b.json().with_current_span(true).with_span_list(true).flatten_event(true).finish().with(filter))
     } else {
-        Box::new(b.finish())
+        Box::new(b.finish().with(filter))
     }
 }
 

@@ -186,7 +186,10 @@ impl HttpConnector {
         idempotency_key: Option<&str>,
         body: &B,
     ) -> Result<(StatusCode, R), ConnectorError> {
-        self.send(self.request(method, segments, idempotency_key)?.json(body)).await
+        // Through `Value`, like every mapping of a domain type in a function: its serde code is
+        // compiled once, for `Value`, not once more per (de)serializer (bootstrap size).
+        let body = serde_json::to_value(body).map_err(|e| self.permanent(0, "UNSERIALIZABLE_BODY", format!("request body: {e}")))?;
+        self.send(self.request(method, segments, idempotency_key)?.json(&body)).await
     }
 
     /// Reads a record: `None` when the system answers `404 NOT_FOUND` (any other 404 — an
@@ -217,7 +220,8 @@ impl HttpConnector {
             .map(|secs| Duration::from_secs(secs.min(12 * 3600)));
         let bytes = resp.bytes().await.map_err(|e| self.transient(status.as_u16(), format!("reading the response failed: {e}"), None))?;
         if status.is_success() {
-            let parsed = serde_json::from_slice(&bytes)
+            let parsed = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .and_then(|v| R::deserialize(&v))
                 .map_err(|e| self.permanent(status.as_u16(), "BAD_RESPONSE", format!("unexpected response body: {e}")))?;
             return Ok((status, parsed));
         }

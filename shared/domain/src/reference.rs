@@ -337,7 +337,14 @@ pub struct ReferenceDataError(pub Vec<String>);
 impl ReferenceData {
     /// Parses a JSON snapshot and checks its internal consistency.
     pub fn from_json(text: &str) -> Result<Self, ReferenceDataError> {
-        let data: ReferenceData = serde_json::from_str(text).map_err(|e| ReferenceDataError(vec![format!("not valid JSON: {e}")]))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ReferenceDataError(vec![format!("not valid JSON: {e}")]))?;
+        Self::from_value(&value)
+    }
+
+    /// Reads a snapshot from its JSON value and checks its internal consistency. (Through
+    /// `&Value`, the one deserializer a function compiles the domain's types for.)
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, ReferenceDataError> {
+        let data = ReferenceData::deserialize(value).map_err(|e| ReferenceDataError(vec![format!("not valid reference data: {e}")]))?;
         data.check()?;
         Ok(data)
     }

@@ -23,10 +23,8 @@ fn key_is_free_values(now: DateTime<Utc>) -> HashMap<String, AttributeValue> {
 /// Powertools-compatible attribute names: `id`, `status`, `expiration` (TTL, epoch seconds),
 /// `in_progress_expiration` (epoch millis), `validation` (payload hash), `data` (result).
 pub(super) fn record_from_item(item: &Item) -> Result<IdempotencyRecord, O2cError> {
-    let result = get_s(item, "data")
-        .map(serde_json::from_str::<StoredResult>)
-        .transpose()
-        .map_err(|e| O2cError::Bug(format!("idempotency data: {e}")))?;
+    let result =
+        get_s(item, "data").map(from_json::<StoredResult>).transpose().map_err(|e| O2cError::Bug(format!("idempotency data: {e}")))?;
     Ok(IdempotencyRecord {
         key: get_s(item, "id").unwrap_or_default().to_owned(),
         status: get_s(item, "status")
@@ -41,7 +39,7 @@ pub(super) fn record_from_item(item: &Item) -> Result<IdempotencyRecord, O2cErro
 
 impl DynamoStore {
     pub(super) fn completion_put(&self, comp: &Completion) -> Result<Put, O2cError> {
-        let data = serde_json::to_string(&comp.result).map_err(|e| O2cError::Bug(e.to_string()))?;
+        let data = to_json(&comp.result).map_err(|e| O2cError::Bug(e.to_string()))?;
         let record = HashMap::from([
             ("id".to_owned(), s(comp.key.clone())),
             ("status".to_owned(), s(COMPLETED)),

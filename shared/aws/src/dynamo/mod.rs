@@ -150,8 +150,16 @@ fn get_n(item: &Item, k: &str) -> Option<i64> {
     item.get(k).and_then(|v| v.as_n().ok()).and_then(|x| x.parse().ok())
 }
 
+// Every mapping between a domain value and an item goes through `serde_json::Value`, the
+// one data model the domain's types are (de)serialized with elsewhere in a function (events are
+// decoded from `&Value`). Mapping them with serde_dynamo's own (de)serializer compiled every
+// domain type's serde code once more per function (about 0.5 MiB of each bootstrap, see
+// BENCHMARKS.md); through `Value`, serde_dynamo only maps `Value`. Numbers stay exact: the
+// domain keeps money as decimal strings and counts as integers, never floats.
+
 fn to_item<T: Serialize>(v: &T) -> Result<Item, O2cError> {
-    serde_dynamo::to_item(v).map_err(|e| O2cError::Bug(format!("cannot map to a DynamoDB item: {e}")))
+    let value = serde_json::to_value(v).map_err(|e| O2cError::Bug(format!("cannot map to a DynamoDB item: {e}")))?;
+    serde_dynamo::to_item(value).map_err(|e| O2cError::Bug(format!("cannot map to a DynamoDB item: {e}")))
 }
 
 /// Maps an item back to a value after dropping the key / index attributes the adapter added.
@@ -163,7 +171,18 @@ fn from_stored_item<T: DeserializeOwned>(mut item: Item, added: &[&str]) -> Resu
 }
 
 fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, O2cError> {
-    serde_dynamo::from_item(item).map_err(|e| O2cError::Bug(format!("stored item does not parse: {e}")))
+    let value: serde_json::Value = serde_dynamo::from_item(item).map_err(|e| O2cError::Bug(format!("stored item does not parse: {e}")))?;
+    T::deserialize(&value).map_err(|e| O2cError::Bug(format!("stored item does not parse: {e}")))
+}
+
+/// A value as JSON text for an attribute, through `Value` like every item (above).
+fn to_json<T: Serialize>(v: &T) -> serde_json::Result<String> {
+    serde_json::to_value(v).and_then(|v| serde_json::to_string(&v))
+}
+
+/// A value from JSON text stored in an attribute, through `Value` like every item (above).
+fn from_json<T: DeserializeOwned>(text: &str) -> serde_json::Result<T> {
+    serde_json::from_str::<serde_json::Value>(text).and_then(|v| T::deserialize(&v))
 }
 
 fn item_size(item: &Item) -> usize {

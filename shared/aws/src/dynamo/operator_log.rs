@@ -12,7 +12,7 @@ const PK: &str = "OPLOG";
 
 impl OperatorLog for DynamoStore {
     async fn record_action(&self, action: &OperatorAction) -> Result<(), O2cError> {
-        let body = serde_json::to_string(action).map_err(|e| O2cError::Bug(e.to_string()))?;
+        let body = to_json(action).map_err(|e| O2cError::Bug(e.to_string()))?;
         // Sortable by time (fixed-width UTC); the suffix is derived from the whole action
         // (ids come from the IdGenerator port only): two records differ unless they are the
         // same action at the same nanosecond, which one record stands for anyway.
@@ -50,7 +50,7 @@ impl OperatorLog for DynamoStore {
                 .map_err(dep)?;
             for i in page.items() {
                 let body = get_s(i, "body").ok_or_else(|| O2cError::Bug("an operator log item without its body".into()))?;
-                out.push(serde_json::from_str(body).map_err(|e| O2cError::Bug(format!("an operator log item that does not read: {e}")))?);
+                out.push(from_json(body).map_err(|e| O2cError::Bug(format!("an operator log item that does not read: {e}")))?);
             }
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),

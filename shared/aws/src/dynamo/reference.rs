@@ -11,15 +11,14 @@ impl DynamoStore {
             for item in self.query_all(&format!("REF#{kind}"), None).await? {
                 let id = get_s(&item, "SK").unwrap_or_default().to_owned();
                 let body = get_s(&item, "body").unwrap_or("null");
-                map.insert(id, serde_json::from_str(body).map_err(|e| O2cError::Bug(format!("reference {kind}: {e}")))?);
+                map.insert(id, from_json(body).map_err(|e| O2cError::Bug(format!("reference {kind}: {e}")))?);
             }
             data.insert(kind.into(), serde_json::Value::Object(map));
         }
         let workflow = self.query_all("REF#workflow", None).await?;
         let wf = workflow.first().and_then(|i| get_s(i, "body")).unwrap_or("{}");
-        data.insert("workflow".into(), serde_json::from_str(wf).map_err(|e| O2cError::Bug(format!("reference workflow: {e}")))?);
-        let text = serde_json::Value::Object(data).to_string();
-        ReferenceData::from_json(&text).map_err(|e| O2cError::dependency("reference-data", e.to_string()))
+        data.insert("workflow".into(), from_json(wf).map_err(|e| O2cError::Bug(format!("reference workflow: {e}")))?);
+        ReferenceData::from_value(&serde_json::Value::Object(data)).map_err(|e| O2cError::dependency("reference-data", e.to_string()))
     }
 
     /// Writes a reference-data snapshot (one item per entity, `BatchWriteItem` in 25s).

@@ -61,7 +61,7 @@ fn aggregate_item(body: &AggregateBody) -> Result<Item, O2cError> {
         return to_item(body);
     }
     use std::io::Write;
-    let json = serde_json::to_vec(body).map_err(|e| O2cError::Bug(e.to_string()))?;
+    let json = serde_json::to_value(body).and_then(|v| serde_json::to_vec(&v)).map_err(|e| O2cError::Bug(e.to_string()))?;
     let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(json.len() / 4), flate2::Compression::fast());
     gz.write_all(&json).map_err(|e| O2cError::Bug(format!("gzip: {e}")))?;
     let z = gz.finish().map_err(|e| O2cError::Bug(format!("gzip: {e}")))?;
@@ -75,7 +75,9 @@ pub(super) fn aggregate_from_item(item: Item) -> Result<AggregateBody, O2cError>
             use std::io::Read;
             let mut json = Vec::new();
             flate2::read::GzDecoder::new(z.as_ref()).read_to_end(&mut json).map_err(|e| O2cError::Bug(format!("gunzip: {e}")))?;
-            serde_json::from_slice(&json).map_err(|e| O2cError::Bug(format!("stored aggregate: {e}")))
+            serde_json::from_slice::<serde_json::Value>(&json)
+                .and_then(|v| <AggregateBody as serde::Deserialize>::deserialize(&v))
+                .map_err(|e| O2cError::Bug(format!("stored aggregate: {e}")))
         }
         _ => from_stored_item(item, &["PK", "SK", "version", "GSI1PK", "GSI1SK"]),
     }

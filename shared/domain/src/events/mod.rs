@@ -342,16 +342,22 @@ pub enum DecodeError {
 }
 
 /// Decodes an (already upcast) detail into the latest payload type of `t`.
+///
+/// The envelope is read untyped and then its payload typed: the envelope's decoding is
+/// compiled once, not once per payload type (about 9 KiB of each function per event type).
 fn decode_as<P: DeserializeOwned>(t: EventType, detail: &serde_json::Value) -> Result<Envelope<P>, DecodeError> {
-    let env = Envelope::<P>::deserialize(detail).map_err(|e| DecodeError::Invalid {
+    let invalid = |e: serde_json::Error| DecodeError::Invalid {
         detail_type: t.detail_type().to_owned(),
         path: String::from("detail"),
         message: e.to_string(),
-    })?;
+    };
+    let env = Envelope::<serde_json::Value>::deserialize(detail).map_err(invalid)?;
+    let payload = P::deserialize(&env.payload).map_err(invalid)?;
     if env.event_version != t.latest_version() {
         return Err(DecodeError::UnsupportedVersion { version: env.event_version, supported: t.versions() });
     }
-    Ok(env)
+    let Envelope { event_id, event_version, correlation_id, causation_id, occurred_at, idempotency_key, payload: _ } = env;
+    Ok(Envelope { event_id, event_version, correlation_id, causation_id, occurred_at, idempotency_key, payload })
 }
 
 /// The id cash events of a legal entity are handled and audited under (`RCV-<entity>`): a
