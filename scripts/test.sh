@@ -23,20 +23,27 @@ disk
 step "format"
 cargo fmt --all -- --check
 
-step "clippy"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
-
 step "tools"
 scripts/venv.sh
 
-step "template: cfn-lint (SAM), SAM → CloudFormation translation + cfn-lint, sam validate --lint"
-.venv/bin/cfn-lint infra/template.yaml
-.venv/bin/python scripts/check_template.py infra/template.yaml target/template.translated.json
-.venv/bin/cfn-lint target/template.translated.json
-AWS_DEFAULT_REGION=eu-west-1 .venv/bin/sam validate --lint --template infra/template.yaml
+# The template and OpenAPI checks are single-threaded Python: they run beside clippy and
+# report at their own step.
+template_checks() {
+  .venv/bin/cfn-lint infra/template.yaml
+  .venv/bin/python scripts/check_template.py infra/template.yaml target/template.translated.json
+  .venv/bin/cfn-lint target/template.translated.json
+  AWS_DEFAULT_REGION=eu-west-1 .venv/bin/sam validate --lint --template infra/template.yaml
+  .venv/bin/openapi-spec-validator cli/openapi.yaml
+}
+template_checks > target/template-checks.log 2>&1 &
+template_pid=$!
 
-step "o2c serve's OpenAPI document (cli/openapi.yaml; its examples are tested against a server by cli/tests/openapi.rs)"
-.venv/bin/openapi-spec-validator cli/openapi.yaml
+step "clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "template: cfn-lint (SAM), SAM → CloudFormation translation + cfn-lint, sam validate --lint; o2c serve's OpenAPI document (cli/openapi.yaml; its examples are tested against a server by cli/tests/openapi.rs)"
+if ! wait "$template_pid"; then cat target/template-checks.log; echo "template or OpenAPI check failed" >&2; exit 1; fi
+cat target/template-checks.log
 
 step "AWS API emulator (moto_server, DynamoDB requests serialised like DynamoDB's item-level atomicity)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -114,6 +114,8 @@ pub struct RuntimeBuilder {
     db_path: PathBuf,
     reference: ReferenceData,
     template: String,
+    /// The template already parsed (a simulated restart reuses its process's parse).
+    parsed: Option<Arc<Topology>>,
     options: RuntimeOptions,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
@@ -124,6 +126,14 @@ impl RuntimeBuilder {
     /// Uses a template other than the shipped one.
     pub fn template(mut self, template: &str) -> Self {
         self.template = template.to_owned();
+        self.parsed = None;
+        self
+    }
+
+    /// Uses a topology already parsed from the template (the simulation's restarts: the
+    /// same template, not parsed again for each simulated process).
+    pub fn topology(mut self, topology: Arc<Topology>) -> Self {
+        self.parsed = Some(topology);
         self
     }
     /// Sets options.
@@ -159,7 +169,10 @@ impl RuntimeBuilder {
 
     /// Opens the database, takes the consumer lock and recovers a crashed run.
     pub async fn open(self) -> Result<Runtime, O2cError> {
-        let topology = Arc::new(Topology::from_sam_yaml(&self.template).map_err(|e| O2cError::Bug(e.to_string()))?);
+        let topology = match self.parsed {
+            Some(t) => t,
+            None => Arc::new(Topology::from_sam_yaml(&self.template).map_err(|e| O2cError::Bug(e.to_string()))?),
+        };
         for f in &topology.functions {
             if Step::from_name(&f.binary).is_none() {
                 return Err(O2cError::Bug(format!("template function {} names unknown binary {}", f.logical_id, f.binary)));
@@ -266,6 +279,7 @@ impl Runtime {
             db_path: db_path.into(),
             reference,
             template: o2c_topology::topology::TEMPLATE.to_owned(),
+            parsed: None,
             options: RuntimeOptions::default(),
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
@@ -299,6 +313,11 @@ impl Runtime {
     /// The topology.
     pub fn topology(&self) -> &Topology {
         &self.inner.topology
+    }
+
+    /// The topology, shared (for a builder of the next process over the same template).
+    pub fn shared_topology(&self) -> Arc<Topology> {
+        self.inner.topology.clone()
     }
     /// The step services.
     pub fn services(&self) -> &StepService<EmbeddedPlatform> {

@@ -182,11 +182,18 @@ async fn open(
     clock: &Arc<SimClock>,
     ids: &Arc<dyn IdGenerator>,
     cfg: &SimulationConfig,
+    topology: Option<&Arc<o2c_topology::topology::Topology>>,
 ) -> Result<Runtime, O2cError> {
     // The crashes simulated are process crashes: what was written survives them without an
     // fsync (the page cache outlives the process), so the run spends none.
     let options = RuntimeOptions { planted_bug: cfg.planted_bug, durability: crate::db::Durability::Normal, ..RuntimeOptions::default() };
-    Runtime::builder(db, reference.clone()).options(options).resume(clock.clone(), ids.clone()).open().await
+    let mut builder = Runtime::builder(db, reference.clone()).options(options).resume(clock.clone(), ids.clone());
+    // A restart reuses the first process's parse of the template (the same text): parsing
+    // it again for each of a run's hundreds of crashes was a fifth of a debug run's CPU.
+    if let Some(t) = topology {
+        builder = builder.topology(t.clone());
+    }
+    builder.open().await
 }
 
 /// The scheduler over one runtime: what it needs across phases and crashes.
@@ -312,7 +319,7 @@ impl Driver {
             // The process dies with the batch in flight; a new one opens the file.
             self.crashes += 1;
             self.rt = None;
-            self.rt = Some(open(&self.db, &self.reference, &self.clock, &self.ids, &self.cfg).await?);
+            self.rt = Some(open(&self.db, &self.reference, &self.clock, &self.ids, &self.cfg, Some(&self.topology)).await?);
         }
         Ok(())
     }
@@ -334,8 +341,8 @@ pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -
     let mut rng = fastrand::Rng::with_seed(cfg.seed);
     let (reference, customers) = inputs::customers(reference, cfg.customer_count())?;
     let generated = inputs::generate(&mut rng, cfg.seed, cfg.engagements, &customers);
-    let rt = open(&db, &reference, &clock, &ids, &cfg).await?;
-    let topology = Arc::new(rt.topology().clone());
+    let rt = open(&db, &reference, &clock, &ids, &cfg, None).await?;
+    let topology = rt.shared_topology();
     let queues: Vec<String> =
         topology.functions.iter().map(|f| f.queue.clone()).chain(topology.pipes.iter().map(|p| p.source.clone())).collect();
     let mut d = Driver {
