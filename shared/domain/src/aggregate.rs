@@ -313,8 +313,9 @@ pub struct PaymentRef {
     pub settled: Option<crate::receivables::PaymentRecord>,
 }
 
-/// An aggregate's state, typed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An aggregate's state, typed: `{"kind": "<snake_case variant>", "state": {…}}` (its
+/// `Deserialize` is written out below).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", content = "state", rename_all = "snake_case")]
 // Short-lived values passed by move; boxing the larger variants would only add allocations.
 #[allow(clippy::large_enum_variant)]
@@ -365,6 +366,94 @@ impl AggregateBody {
             Self::ExceptionCase(c) => AggregateKey::exception_case(c.exception_id.as_str()),
             Self::Reconciliation(r) => AggregateKey::reconciliation(&r.engagement_id),
         }
+    }
+}
+
+/// Reads `{"kind", "state"}` in either order, like serde's adjacently tagged derive, without
+/// its buffered path: when `kind` comes first (as every writer here puts it, and as
+/// `serde_json::Value` orders it) the state is decoded straight into its type; when `state`
+/// comes first it is read as a `serde_json::Value` and typed from there. The derive buffered
+/// into serde's private `Content` instead, one more instance of every aggregate type's
+/// decoding in each binary (~0.1 MiB of a Lambda bootstrap).
+impl<'de> Deserialize<'de> for AggregateBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+
+        const KINDS: &[&str] = &[
+            "crm_sync",
+            "assignments",
+            "wip_shard",
+            "ledger",
+            "invoice",
+            "resource_day",
+            "invoice_counter",
+            "receivables",
+            "invoice_ref",
+            "payment_ref",
+            "revenue_ledger",
+            "exception_case",
+            "reconciliation",
+        ];
+
+        /// Calls `$read::<T>()` for the variant named `$kind` and wraps it.
+        macro_rules! typed {
+            ($kind:expr, $read:expr, $err:ty) => {
+                match $kind {
+                    "crm_sync" => $read.map(AggregateBody::CrmSync),
+                    "assignments" => $read.map(AggregateBody::Assignments),
+                    "wip_shard" => $read.map(AggregateBody::WipShard),
+                    "ledger" => $read.map(AggregateBody::Ledger),
+                    "invoice" => $read.map(AggregateBody::Invoice),
+                    "resource_day" => $read.map(AggregateBody::ResourceDay),
+                    "invoice_counter" => $read.map(AggregateBody::InvoiceCounter),
+                    "receivables" => $read.map(AggregateBody::Receivables),
+                    "invoice_ref" => $read.map(AggregateBody::InvoiceRef),
+                    "payment_ref" => $read.map(AggregateBody::PaymentRef),
+                    "revenue_ledger" => $read.map(AggregateBody::RevenueLedger),
+                    "exception_case" => $read.map(AggregateBody::ExceptionCase),
+                    "reconciliation" => $read.map(AggregateBody::Reconciliation),
+                    other => Err(<$err as de::Error>::unknown_variant(other, KINDS)),
+                }
+            };
+        }
+
+        struct Body;
+        impl<'de> Visitor<'de> for Body {
+            type Value = AggregateBody;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an aggregate: {\"kind\", \"state\"}")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AggregateBody, A::Error> {
+                let mut kind: Option<String> = None;
+                let mut buffered: Option<serde_json::Value> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "kind" if kind.is_some() => return Err(de::Error::duplicate_field("kind")),
+                        "kind" => kind = Some(map.next_value()?),
+                        "state" if buffered.is_some() => return Err(de::Error::duplicate_field("state")),
+                        "state" => match kind.as_deref() {
+                            // The kind is known: decode the state straight into its type.
+                            Some(k) => {
+                                let body = typed!(k, map.next_value(), A::Error)?;
+                                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                                return Ok(body);
+                            }
+                            None => buffered = Some(map.next_value()?),
+                        },
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                let kind = kind.ok_or_else(|| de::Error::missing_field("kind"))?;
+                let state = buffered.ok_or_else(|| de::Error::missing_field("state"))?;
+                typed!(kind.as_str(), Deserialize::deserialize(&state).map_err(de::Error::custom), A::Error)
+            }
+        }
+
+        d.deserialize_map(Body)
     }
 }
 
@@ -548,5 +637,32 @@ mod tests {
         let c = AggregateKey::invoice_counter("LE-DE-01");
         assert_eq!((c.partition_key(), c.sort_key()), ("LE#LE-DE-01".to_owned(), "INVOICE_COUNTER".to_owned()));
         assert_eq!(AggregateKey::crm_sync("ENG-1").sort_key(), "CRM");
+    }
+
+    #[test]
+    fn when_an_aggregate_is_read_in_either_member_order_should_be_the_same_body() {
+        let body = AggregateBody::InvoiceCounter(crate::invoicing::InvoiceCounter { legal_entity_id: "LE-DE-01".into(), last: 41 });
+        let written = serde_json::to_string(&body).unwrap();
+        assert_eq!(written, r#"{"kind":"invoice_counter","state":{"legal_entity_id":"LE-DE-01","last":41}}"#);
+        for text in [
+            written.as_str(),
+            r#"{"state":{"legal_entity_id":"LE-DE-01","last":41},"kind":"invoice_counter"}"#,
+            r#"{"note":[1,2],"kind":"invoice_counter","state":{"legal_entity_id":"LE-DE-01","last":41},"after":null}"#,
+        ] {
+            assert_eq!(serde_json::from_str::<AggregateBody>(text).unwrap(), body, "{text}");
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(AggregateBody::deserialize(&value).unwrap(), body, "{text} from a Value");
+        }
+        for (text, error) in [
+            (r#"{"kind":"invoice_tally","state":{}}"#, "unknown variant `invoice_tally`"),
+            (r#"{"kind":"invoice_counter"}"#, "missing field `state`"),
+            (r#"{"state":{"legal_entity_id":"LE-DE-01","last":41}}"#, "missing field `kind`"),
+            (r#"{"kind":"invoice_counter","kind":"ledger","state":{}}"#, "duplicate field `kind`"),
+            (r#"{"kind":"invoice_counter","state":{"legal_entity_id":"LE-DE-01"}}"#, "missing field `last`"),
+            (r#"{"state":{"legal_entity_id":"LE-DE-01"},"kind":"invoice_counter"}"#, "missing field `last`"),
+        ] {
+            let e = serde_json::from_str::<AggregateBody>(text).unwrap_err().to_string();
+            assert!(e.contains(error), "{text}: {e}");
+        }
     }
 }
