@@ -37,6 +37,7 @@ template_checks() {
 }
 template_checks > target/template-checks.log 2>&1 &
 template_pid=$!
+trap 'kill "$template_pid" 2>/dev/null || true' EXIT
 
 step "clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -49,7 +50,7 @@ step "AWS API emulator (moto_server, DynamoDB requests serialised like DynamoDB'
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 .venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
 moto_pid=$!
-trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+trap 'kill "$moto_pid" "$template_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=eu-west-1 AWS_DEFAULT_REGION=eu-west-1
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true

@@ -46,10 +46,54 @@ fn compile(t: EventType, version: &str) -> Compiled {
     let mut compiler = boon::Compiler::new();
     compiler.set_default_draft(boon::Draft::V2020_12);
     compiler.enable_format_assertions();
+    compiler.register_format(boon::Format { name: "date", func: strict_date });
+    compiler.register_format(boon::Format { name: "date-time", func: strict_date_time });
     compiler.add_resource(&url, schema).map_err(|e| e.to_string())?;
     let mut schemas = boon::Schemas::new();
     let index = compiler.compile(&url, &mut schemas).map_err(|e| e.to_string())?;
     Ok((schemas, index))
+}
+
+/// boon's own `date` and `date-time` checks, compiled once without the overrides below.
+static BUILTIN_FORMATS: LazyLock<Result<(boon::Schemas, boon::SchemaIndex, boon::SchemaIndex), String>> = LazyLock::new(|| {
+    let mut compiler = boon::Compiler::new();
+    compiler.enable_format_assertions();
+    let mut schemas = boon::Schemas::new();
+    let mut compile = |format: &str| {
+        let url = format!("urn:o2c:format:{format}");
+        compiler.add_resource(&url, serde_json::json!({ "format": format })).map_err(|e| e.to_string())?;
+        compiler.compile(&url, &mut schemas).map_err(|e| e.to_string())
+    };
+    let (date, date_time) = (compile("date")?, compile("date-time")?);
+    Ok((schemas, date, date_time))
+});
+
+/// boon's check of `v` against one of [`BUILTIN_FORMATS`].
+fn builtin_format(v: &Value, date_time: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let (schemas, date, dt) = BUILTIN_FORMATS.as_ref().map_err(|e| e.clone())?;
+    let Err(e) = schemas.validate(v, if date_time { *dt } else { *date }) else { return Ok(()) };
+    let mut issues = Vec::new();
+    leaves(&e, &mut issues);
+    Err(issues.into_iter().map(|i| i.message).collect::<Vec<_>>().join("; ").into())
+}
+
+/// RFC 3339's `full-date`: boon reads its numbers with `usize::parse`, which also takes a
+/// leading `+` (`"+026-11-20"` passed), so a `+` is refused before boon's own check.
+fn strict_date(v: &Value) -> Result<(), Box<dyn std::error::Error>> {
+    match v {
+        Value::String(s) if s.contains('+') => Err("a date has only digits and hyphens".into()),
+        _ => builtin_format(v, false),
+    }
+}
+
+/// RFC 3339's `date-time`: a `+` only as the offset's sign (`…+05:30`), then boon's check.
+fn strict_date_time(v: &Value) -> Result<(), Box<dyn std::error::Error>> {
+    match v {
+        Value::String(s) if s.match_indices('+').any(|(i, _)| i + 6 != s.len()) => {
+            Err("a date-time has a `+` only as its offset's sign".into())
+        }
+        _ => builtin_format(v, true),
+    }
 }
 
 /// `/payload/lines/0/amount` → `payload.lines[0].amount`.
@@ -145,6 +189,33 @@ mod tests {
         v3["event_version"] = "3".into();
         let Err(O2cError::Validation(issues)) = decode("OpportunityClosedWon", &v3) else { panic!("expected a validation error") };
         assert!(issues.iter().any(|i| i.field == "event_version"), "{issues:?}");
+    }
+
+    #[test]
+    fn when_a_date_or_date_time_has_a_plus_sign_for_a_digit_should_be_a_violation() {
+        let base = serde_json::json!({"event_id": "e", "event_version": "1", "correlation_id": "c", "occurred_at": "2026-11-20T09:30:00Z",
+            "payload": {"opportunity_id": "o", "revision": 1}});
+        let fields = |at: &str| {
+            let mut d = base.clone();
+            d["occurred_at"] = at.into();
+            violations(EventType::OpportunityClosedWon, &d).unwrap().into_iter().map(|i| i.field).collect::<Vec<_>>()
+        };
+        for bad in [
+            "+026-11-20T09:30:00Z",
+            "2026-+1-20T09:30:00Z",
+            "2026-11-20T+9:30:00Z",
+            "2026-11-20T09:30:00-+5:30",
+            "2026-11-20T09:30:00+5:300",
+        ] {
+            assert!(fields(bad).contains(&"occurred_at".to_owned()), "{bad} accepted");
+        }
+        for good in ["2026-11-20T09:30:00Z", "2026-11-20T09:30:00+05:30", "2026-11-20T09:30:00.5-01:00", "2024-02-29t23:59:60z"] {
+            assert!(!fields(good).contains(&"occurred_at".to_owned()), "{good} refused");
+        }
+        for (bad, good) in [("+026-11-20", "2026-11-20"), ("2026-+1-20", "2026-01-20")] {
+            assert!(strict_date(&Value::from(bad)).is_err() && strict_date(&Value::from(good)).is_ok(), "{bad} / {good}");
+        }
+        assert!(strict_date(&Value::from("2026-02-30")).is_err(), "boon's own check still runs");
     }
 
     #[test]

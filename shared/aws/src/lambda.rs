@@ -50,8 +50,16 @@ where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     use tracing_subscriber::layer::SubscriberExt;
-    let filter = settings.filter.parse::<Targets>().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
-    let b = tracing_subscriber::fmt().with_writer(writer).with_ansi(false).with_target(false);
+    // Empty directives (`info,`) are dropped: `Targets` would read one as "errors only".
+    let directives: Vec<&str> = settings.filter.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    let filter = directives.join(",").parse::<Targets>().unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
+    // The builder's own cap (INFO by default) is lifted: `Targets` alone decides, so a
+    // DEBUG or TRACE level reaches the log.
+    let b = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_target(false);
     if settings.json {
         Box::new(b.json().with_current_span(true).with_span_list(true).flatten_event(true).finish().with(filter))
     } else {

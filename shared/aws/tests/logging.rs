@@ -86,3 +86,33 @@ async fn when_a_function_handles_a_record_should_log_json_lines_carrying_every_c
         assert!(line["timestamp"].is_string());
     }
 }
+
+/// What a filter lets through, with the shell's subscriber.
+fn logged(filter: &str) -> String {
+    let out = Capture::default();
+    let settings = LogSettings { json: true, filter: filter.into() };
+    tracing::subscriber::with_default(subscriber(&settings, out.clone()), || {
+        tracing::trace!(target: "o2c_probe", "probe trace");
+        tracing::debug!(target: "o2c_probe", "probe debug");
+        tracing::info!(target: "other", "other info");
+        tracing::warn!(target: "other", "other warn");
+    });
+    String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn when_the_level_is_debug_or_trace_should_those_lines_reach_the_log_and_nothing_the_filter_holds_back() {
+    // AWS_LAMBDA_LOG_LEVEL=DEBUG / TRACE, lower-cased by LogSettings.
+    let debug = logged("debug");
+    assert!(debug.contains("probe debug") && debug.contains("other info") && !debug.contains("probe trace"), "{debug}");
+    assert!(logged("trace").contains("probe trace"));
+    // RUST_LOG with per-target directives.
+    let per_target = logged("warn,o2c_probe=debug");
+    assert!(per_target.contains("probe debug") && per_target.contains("other warn"), "{per_target}");
+    assert!(!per_target.contains("probe trace") && !per_target.contains("other info"), "{per_target}");
+    // An empty directive is not "errors only".
+    assert!(logged("info,").contains("other info"));
+    // Nonsense falls back to info.
+    let fallback = logged("o2c_probe=verbose");
+    assert!(fallback.contains("other info") && !fallback.contains("probe debug"), "{fallback}");
+}

@@ -337,8 +337,10 @@ pub struct ReferenceDataError(pub Vec<String>);
 impl ReferenceData {
     /// Parses a JSON snapshot and checks its internal consistency.
     pub fn from_json(text: &str) -> Result<Self, ReferenceDataError> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ReferenceDataError(vec![format!("not valid JSON: {e}")]))?;
-        Self::from_value(&value)
+        // Straight from the text, so an error names its line and column (files the CLI reads).
+        let data: ReferenceData = serde_json::from_str(text).map_err(|e| ReferenceDataError(vec![format!("not valid JSON: {e}")]))?;
+        data.check()?;
+        Ok(data)
     }
 
     /// Reads a snapshot from its JSON value and checks its internal consistency. (Through
