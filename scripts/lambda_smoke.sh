@@ -41,8 +41,11 @@ for f in "${functions[@]}" "${http_functions[@]}"; do
   printf 'bootstrap %-17s %6s KiB, highest glibc symbol %s\n' "$f" "$(( $(stat -c %s "$b") / 1024 ))" "$glibc"
 done
 
-cargo build --quiet -p o2c-cli
-o2c=target/debug/o2c
+# The CLI: `make test` passes the one its test build made (O2C_BIN), built with the
+# workspace's features; `cargo build -p o2c-cli` would compile every shared crate again
+# with the CLI's own feature set.
+o2c=${O2C_BIN:-}
+if [ -z "$o2c" ]; then cargo build --quiet -p o2c-cli; o2c=target/debug/o2c; fi
 stage="smoke$(date +%s | tail -c 6)"
 tmp=$(mktemp -d)
 $o2c bootstrap --stage "$stage"

@@ -64,10 +64,10 @@ async fn when_seed_13_runs_1000_engagements_with_every_hazard_should_hold_every_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_same_seed_runs_twice_should_replay_the_same_run() {
-    let (a, b) = (simulate(config(21, 150)).await, simulate(config(21, 150)).await);
+    let (a, b) = (simulate(config(21, 100)).await, simulate(config(21, 100)).await);
     let (a, b) = (serde_json::to_value(&a).unwrap(), serde_json::to_value(&b).unwrap());
     assert_eq!(a, b, "same seed, same options: same steps, faults, crashes, outcomes and verdicts");
-    let c = serde_json::to_value(simulate(config(22, 150)).await).unwrap();
+    let c = serde_json::to_value(simulate(config(22, 100)).await).unwrap();
     assert_ne!(a["steps"], c["steps"], "another seed takes another path");
 }
 
@@ -75,7 +75,7 @@ async fn when_the_same_seed_runs_twice_should_replay_the_same_run() {
 async fn when_the_runtime_acknowledges_before_processing_should_fail_the_seed_on_lost_inputs() {
     // The planted defect deletes a batch before its step runs: a crash after the step's
     // external call then loses the input, and the engagement is left half-provisioned.
-    let mut cfg = config(11, 300);
+    let mut cfg = config(11, 200);
     cfg.planted_bug = Some(PlantedBug::AckBeforeProcessing);
     let r = simulate(cfg).await;
     assert!(!r.passed(), "the planted bug went unnoticed: {r:?}");
@@ -89,7 +89,7 @@ async fn when_the_runtime_acknowledges_before_processing_should_fail_the_seed_on
     }
     assert!(r.config.command().ends_with("--plant-bug ack-before-processing"), "{}", r.config.command());
     // The same seed without the defect holds.
-    let mut clean = config(11, 300);
+    let mut clean = config(11, 200);
     clean.planted_bug = None;
     assert!(simulate(clean).await.passed());
 }

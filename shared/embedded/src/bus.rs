@@ -36,6 +36,17 @@ const FIFO_DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
 pub const RECEIVE_SQL: &str = "SELECT message_id, body, receive_count, group_id, sent_at, first_received_at, last_error \
      FROM messages INDEXED BY messages_by_queue_seq WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3";
 
+/// The groups of a FIFO queue with a message in flight (a receive skips their messages).
+pub const BLOCKED_GROUPS_SQL: &str = "SELECT DISTINCT group_id FROM messages WHERE queue = ?1 AND visible_at > ?2 AND group_id IS NOT NULL";
+
+/// Whether a receive on a FIFO queue now would get a message: one visible in a group with
+/// nothing in flight. The in-flight groups are collected once (an uncorrelated `NOT IN` is
+/// materialised as one temporary index), and both sides read only the
+/// `(queue, visible_at, group_id)` index, never the rows and their bodies.
+pub const FIFO_VISIBLE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM messages m WHERE m.queue = ?1 AND m.visible_at <= ?2 AND \
+     (m.group_id IS NULL OR m.group_id NOT IN (SELECT b.group_id FROM messages b WHERE b.queue = ?1 AND b.visible_at > ?2 \
+     AND b.group_id IS NOT NULL)))";
+
 /// A message handed to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
@@ -269,7 +280,7 @@ impl LocalBus {
                     // `(queue, visible_at)` index range above now).
                     let blocked: std::collections::HashSet<String> = if q.fifo {
                         let mut s = tx
-                            .prepare_cached("SELECT DISTINCT group_id FROM messages WHERE queue = ?1 AND visible_at > ?2 AND group_id IS NOT NULL")
+                            .prepare_cached(BLOCKED_GROUPS_SQL)
                             .map_err(db_err)?;
                         s.query_map(params![queue, now], |r| r.get(0)).map_err(db_err)?.collect::<Result<_, _>>().map_err(db_err)?
                     } else {
@@ -448,8 +459,7 @@ impl LocalBus {
                     .zip(fifo)
                     .map(|(q, fifo)| {
                         let sql = if fifo {
-                            "SELECT EXISTS (SELECT 1 FROM messages m WHERE m.queue = ?1 AND m.visible_at <= ?2 AND NOT EXISTS \
-                             (SELECT 1 FROM messages b WHERE b.queue = ?1 AND b.visible_at > ?2 AND b.group_id = m.group_id))"
+                            FIFO_VISIBLE_SQL
                         } else {
                             "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)"
                         };

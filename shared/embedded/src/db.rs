@@ -281,6 +281,14 @@ INSERT INTO sim_receipt_applications (payment_id, line, number, amount)
     r#"
 CREATE INDEX idempotency_in_progress ON idempotency(in_progress_until) WHERE status = 'INPROGRESS';
 "#,
+    // FIFO group checks from the index alone: which groups have a message in flight, and
+    // whether a visible message is in a free group. The group id is stored after the body,
+    // so reading it from the row walked the body's overflow pages, once per message per
+    // check (a tenth of a simulation's CPU). Standard queues' entries hold a NULL there.
+    r#"
+DROP INDEX messages_by_queue;
+CREATE INDEX messages_by_queue_visible ON messages(queue, visible_at, group_id);
+"#,
 ];
 
 /// Statements through the connection's statement cache, so the hot path parses each SQL

@@ -90,6 +90,30 @@ async fn when_fifo_group_has_a_message_in_flight_should_hold_the_rest_of_the_gro
 }
 
 #[tokio::test]
+async fn when_every_visible_fifo_message_is_behind_one_in_flight_should_report_the_queue_not_visible() {
+    let (bus, _d) = bus().await;
+    let queues = || vec!["Fifo".to_string(), "Q".to_string()];
+    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![false, false], "empty queues");
+    for (i, g) in ["a", "a"].iter().enumerate() {
+        bus.forward(format!("src-{i}"), "Fifo".into(), format!("m{i}"), Some((*g).into()), Some(format!("d{i}"))).await.unwrap();
+    }
+    bus.put_events(vec![entry(1)]).await.unwrap();
+    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![true, true]);
+    // m0 in flight, m1 visible behind it in group a: a receive would get nothing.
+    let got = bus.receive("Fifo", 1, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![false, true], "group a is held by m0");
+    // A message of another group is free.
+    bus.forward("src-2".into(), "Fifo".into(), "m2".into(), Some("b".into()), Some("d2".into())).await.unwrap();
+    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![true, true], "group b is free");
+    assert_eq!(bus.receive("Fifo", 10, Duration::from_secs(60)).await.unwrap()[0].body, "m2");
+    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![false, true], "both groups in flight");
+    // m0 deleted: m1 is free again.
+    bus.delete(vec![got[0].message_id.clone()]).await.unwrap();
+    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![true, true], "group a is free again");
+}
+
+#[tokio::test]
 async fn when_fifo_deduplication_id_repeats_within_five_minutes_should_keep_one_copy() {
     let (bus, _d) = bus().await;
     bus.forward("s1".into(), "Fifo".into(), "m".into(), Some("g".into()), Some("same".into())).await.unwrap();
@@ -153,6 +177,32 @@ async fn when_a_queue_is_deep_should_receive_by_walking_the_send_order_index_wit
     // B-tree to order every visible message.
     assert!(plan.iter().any(|p| p.contains("messages_by_queue_seq")), "{plan:?}");
     assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+}
+
+#[tokio::test]
+async fn when_fifo_groups_are_checked_should_read_only_the_index_never_the_bodies() {
+    let (bus, _d) = bus().await;
+    let plans: Vec<Vec<String>> = bus
+        .db()
+        .call(|c| {
+            Ok([o2c_embedded::bus::FIFO_VISIBLE_SQL, o2c_embedded::bus::BLOCKED_GROUPS_SQL]
+                .iter()
+                .map(|sql| {
+                    let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+                    let rows = s.query_map(rusqlite::params!["Fifo", 0], |r| r.get::<_, String>(3)).unwrap();
+                    rows.map(Result::unwrap).collect()
+                })
+                .collect())
+        })
+        .await
+        .unwrap();
+    // Every access to `messages` is a covering index search: the group id is read from
+    // `(queue, visible_at, group_id)`, not from a row whose body may span overflow pages.
+    for plan in &plans {
+        let reads: Vec<&String> = plan.iter().filter(|p| p.contains("messages")).collect();
+        assert!(!reads.is_empty(), "{plan:?}");
+        assert!(reads.iter().all(|p| p.contains("USING COVERING INDEX messages_by_queue_visible")), "{plan:?}");
+    }
 }
 
 #[tokio::test]
