@@ -38,8 +38,9 @@ wait_port "$moto_port"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_REGION="${AWS_REGION:-eu-west-1}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 
-cargo build --quiet -p o2c-cli
-o2c=target/debug/o2c
+# `make test` passes the CLI its test build made (O2C_BIN); see scripts/lambda_smoke.sh.
+o2c=${O2C_BIN:-}
+if [ -z "$o2c" ]; then cargo build --quiet -p o2c-cli; o2c=target/debug/o2c; fi
 $o2c bootstrap --stage local
 sim_port=$(free_port)
 $o2c sim serve --db "$logs/sims.db" --addr "0.0.0.0:$sim_port" > "$logs/sims.log" 2>&1 &

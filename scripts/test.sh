@@ -6,13 +6,25 @@ cd "$(dirname "$0")/.."
 export SAM_CLI_TELEMETRY=0
 # Incremental compilation: off for a clean clone, which builds once (its caches would only
 # add gigabytes to the disk); on in a working copy that has built before, where a change to
-# a shared crate then rebuilds the tests in about half the time. CARGO_INCREMENTAL set by the
-# caller wins.
+# a shared crate then rebuilds the tests in about half the time. The variable overrides the
+# profiles, so the `smoke` Lambda build is incremental there too (a few more GB of caches,
+# a faster relink). CARGO_INCREMENTAL set by the caller wins.
 if [ -z "${CARGO_INCREMENTAL:-}" ]; then
   if [ -d target/debug/deps ]; then export CARGO_INCREMENTAL=1; else export CARGO_INCREMENTAL=0; fi
 fi
 echo "incremental compilation: $([ "$CARGO_INCREMENTAL" = 1 ] && echo on || echo off)"
 mkdir -p target
+# The cores this run may use: nproc (the affinity mask), capped by a cgroup v2 CPU quota
+# (a container limited with --cpus on a larger host).
+cores() {
+  local n quota period
+  n=$(nproc)
+  if [ -r /sys/fs/cgroup/cpu.max ] && read -r quota period < /sys/fs/cgroup/cpu.max && [ "$quota" != "max" ]; then
+    quota=$(( (quota + period - 1) / period ))
+    [ "$quota" -ge 1 ] && [ "$quota" -lt "$n" ] && n=$quota
+  fi
+  echo "$n"
+}
 disk() { printf 'disk: %s free; target/ %s\n' "$(df -h --output=avail . | tail -1 | tr -d ' ')" "$(du -sh target 2>/dev/null | cut -f1)"; }
 
 # Each step prints how long the one before it took (and the total so far), so a slow
@@ -47,6 +59,10 @@ trap 'kill "$template_pid" 2>/dev/null || true' EXIT
 
 step "clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# What `cargo build -p o2c-cli` and `make demo` compile: the shared crates with the CLI's
+# features alone. Clippy and the test build unify them with the tests' (conformance,
+# ingest), and the Lambda build never has the CLI's, so only this checks their gates.
+cargo check --quiet -p o2c-cli
 
 step "template: cfn-lint (SAM), SAM → CloudFormation translation + cfn-lint, sam validate --lint; o2c serve's OpenAPI document (cli/openapi.yaml; its examples are tested against a server by cli/tests/openapi.rs)"
 if ! wait "$template_pid"; then cat target/template-checks.log; echo "template or OpenAPI check failed" >&2; exit 1; fi
@@ -71,7 +87,7 @@ O2C_BIN=target/debug/o2c scripts/lambda_smoke.sh
 disk
 
 step "sam local invoke of every shipped SQS event (skips, saying so, without Docker)"
-scripts/sam_local.sh
+O2C_BIN=target/debug/o2c scripts/sam_local.sh
 
 step "headless browser for the console tests (Debian's chromium and chromedriver)"
 if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
@@ -87,7 +103,7 @@ step "tests (unit, contract, embedded flows, CLI, emulator-backed AWS adapters)"
 if [ -n "$nextest" ]; then
   # One test more than the machine has cores: many tests spend part of their time waiting
   # on the AWS-API emulator, child processes or a browser.
-  cargo nextest run --workspace --no-fail-fast --test-threads "$(( $(nproc) + 1 ))"
+  cargo nextest run --workspace --no-fail-fast --test-threads "$(( $(cores) + 1 ))"
 else
   cargo test --workspace --no-fail-fast
 fi

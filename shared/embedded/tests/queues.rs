@@ -108,6 +108,11 @@ async fn when_every_visible_fifo_message_is_behind_one_in_flight_should_report_t
     assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![true, true], "group b is free");
     assert_eq!(bus.receive("Fifo", 10, Duration::from_secs(60)).await.unwrap()[0].body, "m2");
     assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![false, true], "both groups in flight");
+    // A message without a group (what `send_to` puts on any queue) is held by no group.
+    bus.send_to("Fifo", "loose").await.unwrap();
+    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![true, true], "a message without a group is free");
+    assert_eq!(bus.receive("Fifo", 10, Duration::from_secs(60)).await.unwrap()[0].body, "loose");
+    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![false, true], "every group in flight again");
     // m0 deleted: m1 is free again.
     bus.delete(vec![got[0].message_id.clone()]).await.unwrap();
     assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![true, true], "group a is free again");
