@@ -77,8 +77,41 @@ pub enum Owner {
 }
 
 impl AggregateKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [AggregateKind; 13] = [
+        Self::CrmSync,
+        Self::Assignments,
+        Self::WipShard,
+        Self::Ledger,
+        Self::Invoice,
+        Self::ResourceDay,
+        Self::InvoiceCounter,
+        Self::Receivables,
+        Self::InvoiceRef,
+        Self::PaymentRef,
+        Self::RevenueLedger,
+        Self::ExceptionCase,
+        Self::Reconciliation,
+    ];
+
+    /// Every kind's wire name, in the order of [`Self::ALL`].
+    pub const NAMES: &'static [&'static str] = &{
+        let mut names = [""; Self::ALL.len()];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
+    /// The kind with wire name `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// Wire / storage name.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::CrmSync => "crm_sync",
             Self::Assignments => "assignments",
@@ -379,40 +412,25 @@ impl<'de> Deserialize<'de> for AggregateBody {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 
-        const KINDS: &[&str] = &[
-            "crm_sync",
-            "assignments",
-            "wip_shard",
-            "ledger",
-            "invoice",
-            "resource_day",
-            "invoice_counter",
-            "receivables",
-            "invoice_ref",
-            "payment_ref",
-            "revenue_ledger",
-            "exception_case",
-            "reconciliation",
-        ];
-
-        /// Calls `$read::<T>()` for the variant named `$kind` and wraps it.
+        /// Calls `$read::<T>()` for the variant named `$kind` and wraps it. The match over
+        /// [`AggregateKind`] is exhaustive: a new kind does not compile until it is read here.
         macro_rules! typed {
             ($kind:expr, $read:expr, $err:ty) => {
-                match $kind {
-                    "crm_sync" => $read.map(AggregateBody::CrmSync),
-                    "assignments" => $read.map(AggregateBody::Assignments),
-                    "wip_shard" => $read.map(AggregateBody::WipShard),
-                    "ledger" => $read.map(AggregateBody::Ledger),
-                    "invoice" => $read.map(AggregateBody::Invoice),
-                    "resource_day" => $read.map(AggregateBody::ResourceDay),
-                    "invoice_counter" => $read.map(AggregateBody::InvoiceCounter),
-                    "receivables" => $read.map(AggregateBody::Receivables),
-                    "invoice_ref" => $read.map(AggregateBody::InvoiceRef),
-                    "payment_ref" => $read.map(AggregateBody::PaymentRef),
-                    "revenue_ledger" => $read.map(AggregateBody::RevenueLedger),
-                    "exception_case" => $read.map(AggregateBody::ExceptionCase),
-                    "reconciliation" => $read.map(AggregateBody::Reconciliation),
-                    other => Err(<$err as de::Error>::unknown_variant(other, KINDS)),
+                match AggregateKind::from_name($kind) {
+                    Some(AggregateKind::CrmSync) => $read.map(AggregateBody::CrmSync),
+                    Some(AggregateKind::Assignments) => $read.map(AggregateBody::Assignments),
+                    Some(AggregateKind::WipShard) => $read.map(AggregateBody::WipShard),
+                    Some(AggregateKind::Ledger) => $read.map(AggregateBody::Ledger),
+                    Some(AggregateKind::Invoice) => $read.map(AggregateBody::Invoice),
+                    Some(AggregateKind::ResourceDay) => $read.map(AggregateBody::ResourceDay),
+                    Some(AggregateKind::InvoiceCounter) => $read.map(AggregateBody::InvoiceCounter),
+                    Some(AggregateKind::Receivables) => $read.map(AggregateBody::Receivables),
+                    Some(AggregateKind::InvoiceRef) => $read.map(AggregateBody::InvoiceRef),
+                    Some(AggregateKind::PaymentRef) => $read.map(AggregateBody::PaymentRef),
+                    Some(AggregateKind::RevenueLedger) => $read.map(AggregateBody::RevenueLedger),
+                    Some(AggregateKind::ExceptionCase) => $read.map(AggregateBody::ExceptionCase),
+                    Some(AggregateKind::Reconciliation) => $read.map(AggregateBody::Reconciliation),
+                    None => Err(<$err as de::Error>::unknown_variant($kind, AggregateKind::NAMES)),
                 }
             };
         }
@@ -664,5 +682,18 @@ mod tests {
             let e = serde_json::from_str::<AggregateBody>(text).unwrap_err().to_string();
             assert!(e.contains(error), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn when_kinds_are_named_should_every_name_be_the_serde_name_and_read_back_to_its_kind() {
+        let unique: std::collections::BTreeSet<AggregateKind> = AggregateKind::ALL.into_iter().collect();
+        assert_eq!(unique.len(), AggregateKind::ALL.len(), "a kind listed twice");
+        for (kind, name) in AggregateKind::ALL.into_iter().zip(AggregateKind::NAMES) {
+            assert_eq!(serde_json::to_value(kind).unwrap(), serde_json::Value::from(*name));
+            assert_eq!(AggregateKind::from_name(name), Some(kind));
+        }
+        assert_eq!(AggregateKind::from_name("invoice_tally"), None);
+        let e = serde_json::from_str::<AggregateBody>(r#"{"kind":"invoice_tally","state":{}}"#).unwrap_err().to_string();
+        assert!(e.contains("expected one of `crm_sync`") && e.contains("`reconciliation`"), "{e}");
     }
 }
