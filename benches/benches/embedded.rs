@@ -13,6 +13,10 @@
 //! `scripts/benchmarks.sh` for every benchmark of BENCHMARKS.md.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+/// The allocator of the `o2c` binary, which hosts the embedded runtime.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use o2c_app::bus::PutEventsEntry;
