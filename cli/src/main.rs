@@ -18,18 +18,20 @@ mod progress;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// The embedded runtime allocates per message (JSON bodies, rows, envelopes): mimalloc
-/// took 5–10 % off its CPU per engagement against glibc's malloc (BENCHMARKS.md). The
-/// Lambdas keep the system allocator (their size budget, one event at a time).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use o2c_app::bus::{PutEventsEntry, entries_from_text};
 use o2c_domain::reference::ReferenceData;
 use o2c_embedded::db::Db;
 use o2c_topology::Template;
+
+/// The embedded runtime allocates per message (JSON bodies, rows, envelopes): mimalloc took
+/// 5–10 % off its CPU per engagement against glibc's malloc (BENCHMARKS.md). The deployed
+/// Lambdas keep the system allocator (their size budget, one event at a time); so
+/// `o2c serve --target aws`, which runs the same handlers in this process, allocates
+/// differently from them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(

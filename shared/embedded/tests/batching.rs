@@ -87,6 +87,40 @@ async fn when_a_process_goes_idle_with_a_batch_open_should_commit_it_in_the_back
     drop(db);
 }
 
+/// Whether another process can take the write lock now (no waiting).
+fn lock_free(path: &Path) -> bool {
+    let other = rusqlite::Connection::open(path).unwrap();
+    other.busy_timeout(Duration::ZERO).unwrap();
+    match other.execute_batch("BEGIN IMMEDIATE; ROLLBACK;") {
+        Ok(()) => true,
+        Err(e) if e.to_string().contains("locked") => false,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn when_a_call_changes_nothing_should_not_keep_the_write_lock_for_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let db = open(&path, Duration::from_secs(3600));
+    insert(&db, 1).await;
+    db.commit().unwrap();
+    assert!(lock_free(&path));
+    // An idle worker's poll: a read in a batch of its own, committed by the call itself.
+    for _ in 0..3 {
+        let n: i64 = db.call(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).map_err(db_err)).await.unwrap();
+        assert_eq!(n, 1);
+        assert!(lock_free(&path), "a read held the write lock");
+    }
+    // A write keeps its batch (and the lock) open for the window; so does a read after it.
+    insert(&db, 2).await;
+    assert!(!lock_free(&path), "the write's batch is open");
+    let n: i64 = db.call(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).map_err(db_err)).await.unwrap();
+    assert_eq!((n, committed_rows(&path)), (2, 1), "the read joined the open batch");
+    drop(db);
+    assert_eq!(committed_rows(&path), 2);
+}
+
 #[tokio::test]
 async fn when_sqlite_undoes_the_open_batch_should_refuse_this_and_every_later_call() {
     let dir = tempfile::tempdir().unwrap();
