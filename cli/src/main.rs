@@ -47,6 +47,12 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `o2c_app=debug`.
     #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
     log: String,
+    /// Worker threads of the async runtime (1: every task on the main thread).
+    ///
+    /// The embedded runtime's calls serialise on one SQLite connection: in the release
+    /// bench, one thread took 35–40 % less CPU per engagement than two (BENCHMARKS.md).
+    #[arg(long, global = true, env = "O2C_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -293,7 +299,14 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_tracing(cli.log_format, &cli.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = if cli.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(usize::from(cli.threads));
+        b
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("o2c: cannot start the async runtime: {e}");
