@@ -47,12 +47,15 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `o2c_app=debug`.
     #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
     log: String,
-    /// Worker threads of the async runtime (1: every task on the main thread).
+    /// Worker threads of the async runtime [default: 1, `serve`: one per core].
     ///
-    /// The embedded runtime's calls serialise on one SQLite connection: in the release
-    /// bench, one thread took 35–40 % less CPU per engagement than two (BENCHMARKS.md).
-    #[arg(long, global = true, env = "O2C_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
+    /// 1 is a current-thread runtime: async tasks on the main thread (fsyncs and the SQLite
+    /// flusher keep their own threads). The embedded runtime's calls serialise on one SQLite
+    /// connection, so one thread took 35–40 % less CPU per engagement than two in the
+    /// release bench (BENCHMARKS.md); `serve` keeps one per core so that accepting and
+    /// reading requests never waits behind the workers' batches and checkpoints.
+    #[arg(long, global = true, env = "O2C_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -299,12 +302,14 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_tracing(cli.log_format, &cli.log);
-    let mut builder = if cli.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(usize::from(cli.threads));
-        b
+    let mut builder = match cli.threads {
+        None if matches!(cli.cmd, Cmd::Serve(_)) => tokio::runtime::Builder::new_multi_thread(),
+        None | Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
     };
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,

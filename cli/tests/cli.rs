@@ -55,6 +55,31 @@ fn when_input_is_unreadable_should_exit_non_zero_with_a_clear_message() {
 }
 
 #[test]
+fn when_run_on_one_thread_or_several_should_reach_the_same_state_and_refuse_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let cw = repo("events/samples/OpportunityClosedWon.v1.json");
+    let clm = repo("events/samples/ContractApproved.v1.json");
+    let mut states = Vec::new();
+    // The default (a current-thread runtime), one explicitly, and a multi-thread runtime.
+    for threads in [None, Some("1"), Some("3")] {
+        let db = dir.path().join(format!("o2c-{}.db", threads.unwrap_or("default")));
+        let mut args = Vec::new();
+        if let Some(t) = threads {
+            args.extend(["--threads", t]);
+        }
+        args.extend(["run", "--db", db.to_str().unwrap(), cw.to_str().unwrap(), clm.to_str().unwrap()]);
+        let out = run(&args);
+        assert!(out.status.success(), "{threads:?}: {}", text(&out.stderr));
+        let out = run(&["status", "--db", db.to_str().unwrap(), "0068d00000GLBX01", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        states.push((v["engagement"]["status"].clone(), v["engagement"]["erp_billing_schedule_id"].is_string()));
+    }
+    assert!(states.iter().all(|s| *s == (json!("active"), true)), "{states:?}");
+    let out = run(&["--threads", "0", "run", "--db", dir.path().join("zero.db").to_str().unwrap(), cw.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
 fn when_sample_files_are_run_should_process_to_quiescence_and_show_status() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("o2c.db");

@@ -532,12 +532,12 @@ impl Runtime {
         let mut set = self.start(rx);
         let started = Instant::now();
         let mut idle_checks = 0;
-        let mut ticks: u64 = 0;
+        let mut reported: Option<Instant> = None;
         let outcome = loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            ticks += 1;
             // Whether anything is left costs an index probe per queue; counting it costs the
-            // backlog, so it is done only for the progress line (every 0.5 s) and the error.
+            // backlog, so it is done only for the progress line (every 0.5 s, by the clock: on
+            // one busy thread a loop takes longer than its 20 ms sleep) and the error.
             match self.has_pending().await {
                 Ok(false) => {
                     idle_checks += 1;
@@ -548,7 +548,9 @@ impl Runtime {
                 Ok(true) => {
                     idle_checks = 0;
                     let overdue = started.elapsed() > max;
-                    if ticks % 25 == 1 || overdue {
+                    let due = reported.is_none_or(|at| at.elapsed() >= Duration::from_millis(500));
+                    if due || overdue {
+                        reported = Some(Instant::now());
                         match self.pending().await {
                             Ok(n) if overdue => {
                                 break Err(O2cError::dependency("runtime", format!("{n} message(s) still pending after {max:?}")));
