@@ -47,15 +47,14 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `o2c_app=debug`.
     #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
     log: String,
-    /// Worker threads of the async runtime [default: 1, `serve`: one per core].
+    /// Worker threads of the async runtime (1: async tasks on the main thread).
     ///
-    /// 1 is a current-thread runtime: async tasks on the main thread (fsyncs and the SQLite
-    /// flusher keep their own threads). The embedded runtime's calls serialise on one SQLite
-    /// connection, so one thread took 35–40 % less CPU per engagement than two in the
-    /// release bench (BENCHMARKS.md); `serve` keeps one per core so that accepting and
-    /// reading requests never waits behind the workers' batches and checkpoints.
-    #[arg(long, global = true, env = "O2C_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: Option<u16>,
+    /// 1 is a current-thread runtime (fsyncs and the SQLite flusher keep their own threads).
+    /// The embedded runtime's calls serialise on one SQLite connection: with one thread,
+    /// `o2c serve` under 8 clients activated 35–55 % more engagements a second for about
+    /// 40 % less CPU, with shorter median acknowledgements, than with two (BENCHMARKS.md).
+    #[arg(long, global = true, env = "O2C_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -302,14 +301,12 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_tracing(cli.log_format, &cli.log);
-    let mut builder = match cli.threads {
-        None if matches!(cli.cmd, Cmd::Serve(_)) => tokio::runtime::Builder::new_multi_thread(),
-        None | Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(usize::from(n));
-            b
-        }
+    let mut builder = if cli.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(usize::from(cli.threads));
+        b
     };
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
