@@ -229,7 +229,9 @@ impl LocalBus {
             let now = self.db.now_ms();
             self.db
                 .call(move |c| {
-                    let tx = crate::db::atomic(c)?;
+                    // `checked`: a FIFO duplicate is skipped, never undone; past the first insert only
+                    // SQLite or a bug can fail.
+                    let tx = crate::db::checked(c)?;
                     prune_fifo_dedup(&tx, now)?;
                     for (id, source, dt, text, targets) in accepted {
                         let rules: Vec<&str> = targets.iter().map(|t| t.0.as_str()).collect();
@@ -271,7 +273,8 @@ impl LocalBus {
         let now = self.db.now_ms();
         self.db
             .call(move |c| {
-                let tx = crate::db::atomic(c)?;
+                // `checked`: every read precedes the updates.
+                let tx = crate::db::checked(c)?;
                 let mut dead_lettered = Vec::new();
                 let mut picked: Vec<ReceivedMessage> = Vec::new();
                 {
@@ -370,7 +373,8 @@ impl LocalBus {
         let woken = target.clone();
         self.db
             .call(move |c| {
-                let tx = crate::db::atomic(c)?;
+                // `checked`: a FIFO duplicate is skipped, never undone; the writes cannot refuse.
+                let tx = crate::db::checked(c)?;
                 prune_fifo_dedup(&tx, now)?;
                 let accepted = match &dedup {
                     Some(d) => fifo_accepts(&tx, &target, d, now)?,
@@ -396,7 +400,8 @@ impl LocalBus {
         }
         self.db
             .call(move |c| {
-                let tx = crate::db::atomic(c)?;
+                // `checked`: deletes only.
+                let tx = crate::db::checked(c)?;
                 for id in ids {
                     tx.prepare_cached("DELETE FROM messages WHERE message_id = ?1")
                         .and_then(|mut s| s.execute(params![id]))

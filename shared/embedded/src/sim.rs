@@ -395,7 +395,8 @@ impl Simulators {
         let delay = self
             .db
             .call(move |c| {
-                let tx = crate::db::atomic(c)?;
+                // `checked`: reads, then takes the fault.
+                let tx = crate::db::checked(c)?;
                 let delay = match peek_latency(&tx, system, op)? {
                     Some(d) => {
                         take_fault(&tx, system, op)?;
@@ -415,7 +416,9 @@ impl Simulators {
         let answer = self
             .db
             .call(move |c| {
-                let tx = crate::db::atomic(c)?;
+                // `checked`: a simulated system's refusal is an answer, logged and kept; past a write
+                // only SQLite or a bug can fail.
+                let tx = crate::db::checked(c)?;
                 let applied = take_fault(&tx, system, op)?;
                 if let Applied::Before(err) = applied {
                     log_call(&tx, system, op, &key, &format!("fault: {err}"), &at)?;

@@ -67,8 +67,15 @@ fn current_version(tx: &Connection, engagement_id: &str) -> Result<Option<u64>, 
         .map(|v| v.map(|v| v as u64))
 }
 
-/// Writes the engagement if its version is as expected; returns the new version.
-fn write_state(tx: &Connection, w: &StateWrite) -> Result<Option<u64>, O2cError> {
+/// An engagement write whose version check passed, ready to write (serialised).
+struct CheckedState<'w> {
+    w: &'w StateWrite,
+    next: u64,
+    body: String,
+}
+
+/// Checks the engagement's version; `None` on a conflict. Writes nothing.
+fn check_state<'w>(tx: &Connection, w: &'w StateWrite) -> Result<Option<CheckedState<'w>>, O2cError> {
     let e = &w.engagement;
     let actual = current_version(tx, &e.engagement_id)?;
     let ok = match (w.expected, actual) {
@@ -79,16 +86,27 @@ fn write_state(tx: &Connection, w: &StateWrite) -> Result<Option<u64>, O2cError>
     if !ok {
         return Ok(None);
     }
-    let next = w.expected.next();
-    let body = serde_json::to_string(e).map_err(row_err)?;
+    Ok(Some(CheckedState { w, next: w.expected.next(), body: serde_json::to_string(e).map_err(row_err)? }))
+}
+
+/// Writes a checked engagement; returns its new version.
+fn put_state(tx: &Connection, s: CheckedState<'_>) -> Result<u64, O2cError> {
+    let e = &s.w.engagement;
     tx.exec(
         "INSERT INTO engagements (engagement_id, version, status, open_exception, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(engagement_id) DO UPDATE SET version = excluded.version, status = excluded.status,
            open_exception = excluded.open_exception, updated_at = excluded.updated_at, body = excluded.body",
-        params![e.engagement_id.as_str(), next as i64, e.status.as_str(), e.has_open_exception() as i64, e.updated_at.to_rfc3339(), body],
+        params![
+            e.engagement_id.as_str(),
+            s.next as i64,
+            e.status.as_str(),
+            e.has_open_exception() as i64,
+            e.updated_at.to_rfc3339(),
+            s.body
+        ],
     )
     .map_err(db_err)?;
-    Ok(Some(next))
+    Ok(s.next)
 }
 
 impl SqliteStore {
@@ -127,45 +145,68 @@ fn gzip_len(json: &[u8]) -> Result<usize, O2cError> {
     Ok(gz.finish().map_err(|e| O2cError::Bug(format!("gzip: {e}")))?.len())
 }
 
-/// Writes another aggregate if its version is as expected; `false` on a version conflict.
-fn write_aggregate(tx: &Connection, w: &AggregateWrite, at: &str) -> Result<bool, O2cError> {
-    let key = w.body.key();
-    let body = serde_json::to_string(&w.body).map_err(row_err)?;
-    // The budget DynamoDB's adapter enforces, on the same form: compressed kinds by their
-    // gzip size (computed only when the JSON alone is over), the others by their JSON.
-    let size = if body.len() > key.kind.budget_bytes() && key.kind.compressed() { gzip_len(body.as_bytes())? } else { body.len() };
-    if size > key.kind.budget_bytes() {
-        return Err(O2cError::Bug(format!(
-            "{} {} is {size} bytes{}, over its {}-byte budget",
-            key.kind.as_str(),
-            key.id,
-            if key.kind.compressed() { " compressed" } else { "" },
-            key.kind.budget_bytes()
-        )));
+/// Another aggregate whose version check passed, ready to write (serialised).
+struct CheckedAggregate {
+    key: AggregateKey,
+    next: u64,
+    body: String,
+}
+
+/// Checks other aggregates' budgets and versions; `None` on a version conflict. Writes
+/// nothing. Two writes of one aggregate in one commit are a bug, as DynamoDB's
+/// `TransactWriteItems` refuses them.
+fn check_aggregates(tx: &Connection, writes: &[AggregateWrite]) -> Result<Option<Vec<CheckedAggregate>>, O2cError> {
+    let mut checked: Vec<CheckedAggregate> = Vec::with_capacity(writes.len());
+    for w in writes {
+        let key = w.body.key();
+        if checked.iter().any(|c| c.key == key) {
+            return Err(O2cError::Bug(format!("{} {}/{} is written twice in one commit", key.kind.as_str(), key.owner, key.id)));
+        }
+        let body = serde_json::to_string(&w.body).map_err(row_err)?;
+        // The budget DynamoDB's adapter enforces, on the same form: compressed kinds by their
+        // gzip size (computed only when the JSON alone is over), the others by their JSON.
+        let size = if body.len() > key.kind.budget_bytes() && key.kind.compressed() { gzip_len(body.as_bytes())? } else { body.len() };
+        if size > key.kind.budget_bytes() {
+            return Err(O2cError::Bug(format!(
+                "{} {} is {size} bytes{}, over its {}-byte budget",
+                key.kind.as_str(),
+                key.id,
+                if key.kind.compressed() { " compressed" } else { "" },
+                key.kind.budget_bytes()
+            )));
+        }
+        let actual: Option<i64> = tx
+            .row(
+                "SELECT version FROM aggregates WHERE kind = ?1 AND owner = ?2 AND id = ?3",
+                params![key.kind.as_str(), key.owner, key.id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let ok = match (w.expected, actual) {
+            (ExpectedVersion::New, None) => true,
+            (ExpectedVersion::Is(v), Some(a)) => v as i64 == a,
+            _ => false,
+        };
+        if !ok {
+            return Ok(None);
+        }
+        checked.push(CheckedAggregate { key, next: w.expected.next(), body });
     }
-    let actual: Option<i64> = tx
-        .row(
-            "SELECT version FROM aggregates WHERE kind = ?1 AND owner = ?2 AND id = ?3",
-            params![key.kind.as_str(), key.owner, key.id],
-            |r| r.get(0),
+    Ok(Some(checked))
+}
+
+/// Writes checked aggregates.
+fn put_aggregates(tx: &Connection, checked: Vec<CheckedAggregate>, at: &str) -> Result<(), O2cError> {
+    for c in checked {
+        tx.exec(
+            "INSERT INTO aggregates (kind, owner, id, version, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(kind, owner, id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, body = excluded.body",
+            params![c.key.kind.as_str(), c.key.owner, c.key.id, c.next as i64, at, c.body],
         )
-        .optional()
         .map_err(db_err)?;
-    let ok = match (w.expected, actual) {
-        (ExpectedVersion::New, None) => true,
-        (ExpectedVersion::Is(v), Some(a)) => v as i64 == a,
-        _ => false,
-    };
-    if !ok {
-        return Ok(false);
     }
-    tx.exec(
-        "INSERT INTO aggregates (kind, owner, id, version, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(kind, owner, id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, body = excluded.body",
-        params![key.kind.as_str(), key.owner, key.id, w.expected.next() as i64, at, body],
-    )
-    .map_err(db_err)?;
-    Ok(true)
+    Ok(())
 }
 
 impl EngagementStore for SqliteStore {
@@ -228,7 +269,7 @@ impl EngagementStore for SqliteStore {
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, O2cError> {
         self.db
             .call(move |c| {
-                let tx = crate::db::atomic(c)?;
+                let tx = crate::db::checked(c)?;
                 match &commit.key {
                     KeyWrite::Complete(comp) => match (comp.mode, read_record(&tx, &comp.key)?) {
                         (CompletionMode::Fresh, Some(rec)) if rec.is_live(comp.now) => return Ok(CommitOutcome::AlreadyCompleted(rec)),
@@ -245,30 +286,37 @@ impl EngagementStore for SqliteStore {
                     },
                     KeyWrite::Untracked => {}
                 }
-                let version = match &commit.state {
+                // Every check before the first write (`checked`: no savepoint).
+                let state = match &commit.state {
                     None => None,
-                    Some(w) => match write_state(&tx, w)? {
+                    Some(w) => match check_state(&tx, w)? {
                         None => return Ok(CommitOutcome::VersionConflict),
-                        Some(v) => Some(v),
+                        Some(s) => Some(s),
                     },
                 };
+                let Some(others) = check_aggregates(&tx, &commit.others)? else {
+                    return Ok(CommitOutcome::VersionConflict);
+                };
                 let at = commit.audit.as_ref().map(|a| a.at.to_rfc3339()).unwrap_or_default();
-                for w in &commit.others {
-                    if !write_aggregate(&tx, w, &at)? {
-                        return Ok(CommitOutcome::VersionConflict);
-                    }
+                let audit = commit
+                    .audit
+                    .as_ref()
+                    .map(|a| serde_json::to_string(a).map(|body| (a.engagement_id.as_str(), body)))
+                    .transpose()
+                    .map_err(row_err)?;
+                let completed = match &commit.key {
+                    KeyWrite::Complete(comp) => Some((comp, serde_json::to_string(&comp.result).map_err(row_err)?)),
+                    _ => None,
+                };
+                let version = state.map(|s| put_state(&tx, s)).transpose()?;
+                put_aggregates(&tx, others, &at)?;
+                if let Some((engagement_id, body)) = audit {
+                    tx.exec("INSERT INTO audit (engagement_id, body) VALUES (?1, ?2)", params![engagement_id, body]).map_err(db_err)?;
                 }
-                if let Some(audit) = &commit.audit {
-                    tx.exec(
-                        "INSERT INTO audit (engagement_id, body) VALUES (?1, ?2)",
-                        params![audit.engagement_id.as_str(), serde_json::to_string(audit).map_err(row_err)?],
-                    )
-                    .map_err(db_err)?;
-                }
-                if let KeyWrite::Complete(comp) = &commit.key {
+                if let Some((comp, result)) = completed {
                     tx.exec(
                         "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
-                        params![comp.key, IdempotencyStatus::Completed.as_str(), comp.payload_hash, millis(comp.expires_at), serde_json::to_string(&comp.result).map_err(row_err)?],
+                        params![comp.key, IdempotencyStatus::Completed.as_str(), comp.payload_hash, millis(comp.expires_at), result],
                     )
                     .map_err(db_err)?;
                 }
@@ -359,26 +407,26 @@ impl IdempotencyStore for SqliteStore {
     async fn reserve(&self, r: Reservation) -> Result<ReserveOutcome, O2cError> {
         self.db
             .call(move |c| {
-                let tx = crate::db::atomic(c)?;
+                let tx = crate::db::checked(c)?;
                 match classify(read_record(&tx, &r.key)?.as_ref(), &r.payload_hash, r.now) {
                     KeyState::Free => {}
                     KeyState::Completed(rec) => return Ok(ReserveOutcome::AlreadyCompleted(rec)),
                     KeyState::InProgress { until } => return Ok(ReserveOutcome::InProgress { until }),
                     KeyState::Mismatch { stored } => return Ok(ReserveOutcome::PayloadMismatch { stored }),
                 }
-                let claimed_version = match &r.claim {
+                // Every check before the first write (`checked`: no savepoint).
+                let claim = match &r.claim {
                     None => None,
-                    Some(w) => match write_state(&tx, w)? {
+                    Some(w) => match check_state(&tx, w)? {
                         None => return Ok(ReserveOutcome::StateConflict),
-                        Some(v) => Some(v),
+                        Some(s) => Some(s),
                     },
                 };
-                let at = r.now.to_rfc3339();
-                for w in &r.others {
-                    if !write_aggregate(&tx, w, &at)? {
-                        return Ok(ReserveOutcome::StateConflict);
-                    }
-                }
+                let Some(others) = check_aggregates(&tx, &r.others)? else {
+                    return Ok(ReserveOutcome::StateConflict);
+                };
+                let claimed_version = claim.map(|s| put_state(&tx, s)).transpose()?;
+                put_aggregates(&tx, others, &r.now.to_rfc3339())?;
                 tx.exec(
                     "INSERT OR REPLACE INTO idempotency (key, status, payload_hash, expires_at, in_progress_until, result) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
                     params![r.key, IdempotencyStatus::InProgress.as_str(), r.payload_hash, millis(r.expires_at), millis(r.in_progress_until)],

@@ -200,3 +200,78 @@ async fn when_an_atomic_unit_fails_should_undo_it_whole_inside_a_batch_and_outsi
         assert_eq!(rows, vec![1, 4], "{durability:?}: the failed unit left nothing, the next one everything");
     }
 }
+
+/// The rows of `t` another process sees once the handle's batches are committed.
+fn rows(path: &Path) -> Vec<i64> {
+    let other = rusqlite::Connection::open(path).unwrap();
+    let mut s = other.prepare("SELECT n FROM t ORDER BY n").unwrap();
+    s.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+#[tokio::test]
+async fn when_a_checked_unit_refuses_before_writing_should_keep_the_batch_and_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let db = open(&path, Duration::from_secs(3600));
+    insert(&db, 1).await;
+    let refused = db
+        .call(|c| {
+            let tx = o2c_embedded::db::checked(c)?;
+            let n: i64 = tx.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).map_err(db_err)?;
+            Err::<(), _>(o2c_app::O2cError::Conflict(format!("refused after reading {n} rows")))
+        })
+        .await;
+    assert!(matches!(refused, Err(o2c_app::O2cError::Conflict(_))), "{refused:?}");
+    db.call(|c| {
+        let tx = o2c_embedded::db::checked(c)?;
+        tx.execute("INSERT INTO t (n) VALUES (2)", []).map_err(db_err)?;
+        tx.commit()
+    })
+    .await
+    .unwrap();
+    db.durable().await.unwrap();
+    assert_eq!(rows(&path), vec![1, 2], "the batch kept the call before the refusal and the one after it");
+}
+
+#[tokio::test]
+async fn when_a_checked_unit_fails_after_writing_should_undo_the_whole_batch_and_stop_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let db = open(&path, Duration::from_secs(3600));
+    insert(&db, 1).await;
+    db.durable().await.unwrap();
+    insert(&db, 2).await;
+    // No savepoint: a unit that fails after its first write cannot be undone alone. The
+    // batch goes with it (the insert of 2, already answered, too) — what a crash does.
+    let failed = db
+        .call(|c| {
+            let tx = o2c_embedded::db::checked(c)?;
+            tx.execute("INSERT INTO t (n) VALUES (3)", []).map_err(db_err)?;
+            Err::<(), _>(o2c_app::O2cError::Bug("failed after a write".into()))
+        })
+        .await;
+    assert!(matches!(&failed, Err(o2c_app::O2cError::Bug(m)) if m.contains("rolled back")), "{failed:?}");
+    let later = db.call(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)).await;
+    assert!(matches!(&later, Err(o2c_app::O2cError::Bug(m)) if m.contains("unusable")), "{later:?}");
+    assert!(db.durable().await.is_err(), "nothing is acknowledged after the loss");
+    drop(db);
+    assert_eq!(rows(&path), vec![1], "only what was durable before the batch");
+}
+
+#[tokio::test]
+async fn when_a_checked_unit_fails_outside_a_batch_should_undo_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let db = Db::open_with(&path, Durability::Full).unwrap();
+    insert(&db, 1).await;
+    let failed = db
+        .call(|c| {
+            let tx = o2c_embedded::db::checked(c)?;
+            tx.execute("INSERT INTO t (n) VALUES (2)", []).map_err(db_err)?;
+            Err::<(), _>(o2c_app::O2cError::Bug("failed after a write".into()))
+        })
+        .await;
+    assert!(matches!(&failed, Err(o2c_app::O2cError::Bug(m)) if m == "failed after a write"), "{failed:?}");
+    insert(&db, 3).await;
+    assert_eq!(rows(&path), vec![1, 3], "its own transaction, rolled back; the handle goes on");
+}
