@@ -36,7 +36,7 @@ fn when_production_code_reads_time_or_draws_ids_should_do_it_only_through_the_cl
         // Unit tests at the bottom of a file may use the wall clock.
         let code = text.split("#[cfg(test)]").next().unwrap_or_default();
         for (n, line) in code.lines().enumerate() {
-            for token in ["Utc::now", "SystemTime::now", "Uuid::new_v4", "thread_rng", "rand::random"] {
+            for token in ["Utc::now", "SystemTime::now", "Uuid::new_v4", "Uuid::now_v7", "Uuid::new_v7", "thread_rng", "rand::random"] {
                 if line.contains(token) {
                     offenders.push(format!("{}:{}: {}", f.strip_prefix(&root).unwrap_or(f).display(), n + 1, line.trim()));
                 }

@@ -322,3 +322,23 @@ async fn when_the_erp_reports_o2cs_invoice_before_o2c_records_the_posting_or_two
     assert_eq!(carry_foreign(vec![], &stored, &["INV-MAN-3"], &[&posting]), (vec!["INV-MAN-2".to_owned()], true));
     assert_eq!(carry_foreign(vec!["INV-MAN-2".into()], &stored, &["INV-MAN-3"], &[&posting]), (vec!["INV-MAN-2".to_owned()], false));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_an_invoice_keyed_in_by_hand_holds_the_erps_next_number_should_post_the_next_one_under_a_free_number() {
+    let h = Harness::new().await;
+    let (first, _) = billed(&h, "0068d00000REC006").await;
+    let loaded = h.rt.store().load_all(AggregateKind::Invoice, &first).await.unwrap();
+    let posted = loaded.invoices()[0].erp_invoice_id.clone().expect("posted in the ERP");
+    let n: u32 = posted.trim_start_matches("INV").parse().expect("the simulated ERP numbers invoices INV0000001, …");
+    // A clerk keys an invoice by hand under the number the ERP would give o2c's next one.
+    let mut manual = (*loaded.invoices()[0]).clone();
+    manual.number = Some("INV-MAN-0918".into());
+    manual.invoice_id = "keyed-by-AR".into();
+    let taken = format!("INV{:07}", n + 1);
+    assert!(h.rt.sims().key_in_invoice(&taken, &manual).await.unwrap());
+    let (second, _) = billed(&h, "0068d00000REC007").await;
+    let loaded = h.rt.store().load_all(AggregateKind::Invoice, &second).await.unwrap();
+    let next = loaded.invoices()[0].erp_invoice_id.clone().expect("posted in the ERP");
+    assert_eq!(next, format!("INV{:07}", n + 2), "the taken number is skipped");
+    assert_eq!(h.rt.db().broken(), None, "the store goes on: no call failed after writing");
+}

@@ -461,7 +461,7 @@ async fn serve_embedded(
         .route("/v1/queues", get(queues))
         .route("/v1/unrouted", get(unrouted))
         .route("/v1/access/refusals", get(refusals))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz).with_state(rt.db().clone()))
         .route("/openapi.json", get(openapi_json))
         .route("/openapi.yaml", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML) }))
         .with_state(state.clone())
@@ -473,12 +473,51 @@ async fn serve_embedded(
     let local = listener.local_addr()?;
     outln!("o2c serve: listening on http://{local} (db {}); POST /v1/events; console http://{local}/console", db.display());
     info!(addr = %local, db = %db.display(), "serving");
-    limits::serve(listener, app, limits, shutdown_signal()).await?;
+    // A signal stops the server; so does a database handle that lost its open batch (every
+    // later call would be refused): the process must restart to go on.
+    let watched = rt.db().clone();
+    let lost = Arc::new(std::sync::OnceLock::new());
+    let stop = {
+        let lost = lost.clone();
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                why = stopped(watched) => {
+                    let _ = lost.set(why);
+                }
+            }
+        }
+    };
+    limits::serve(listener, app, limits, stop).await?;
     // Let in-flight batches finish; anything unfinished is redelivered on the next start.
     let _ = stop_tx.send(true);
     while workers.join_next().await.is_some() {}
+    if let Some(why) = lost.get() {
+        anyhow::bail!(
+            "o2c serve stopped: the database handle lost its open batch ({why}); nothing acknowledged is lost, and what was not \
+             is processed again when o2c serve starts again"
+        );
+    }
     outln!("o2c serve: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves once the database handle has stopped (checked every second), with why.
+async fn stopped(db: o2c_embedded::db::Db) -> String {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if let Some(why) = db.broken() {
+            return why;
+        }
+    }
+}
+
+/// `GET /healthz`: `ok`, or `503` once the database handle has stopped.
+async fn healthz(State(db): State<o2c_embedded::db::Db>) -> Response {
+    match db.broken() {
+        None => "ok".into_response(),
+        Some(why) => error(StatusCode::SERVICE_UNAVAILABLE, "DatabaseStopped", format!("the database handle stopped: {why}")),
+    }
 }
 
 /// The operator console of `o2c serve --target aws`: where it listens, its limits, its

@@ -86,11 +86,12 @@ pub trait IdGenerator: Send + Sync {
     fn new_id(&self) -> String;
 }
 
-/// Random, time-ordered UUID v7 ids: a millisecond timestamp, then random bits (74 of them;
-/// ordered within a millisecond in this process). Ordered ids keep the embedded store's
-/// indexes on them (message, event and idempotency keys) appended at their right edge, not
-/// written at random pages: fewer pages per commit, and a hot set that does not grow with the
-/// history. Ids are unique, not secret (access keys draw their own random bits).
+/// Time-ordered UUID v7 ids: a millisecond timestamp, then a counter seeded at random each
+/// millisecond and random bits (the `uuid` crate's `now_v7`: ordered within this process).
+/// Ordered ids keep the embedded store's indexes on them (message, event and FIFO
+/// deduplication ids) appended at their right edge, not written at random pages: fewer pages
+/// per commit, and a hot set that does not grow with the history. Ids are unique, not secret
+/// (access keys and console links draw their own random bits).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RandomIds;
 

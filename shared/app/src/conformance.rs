@@ -10,6 +10,7 @@ use o2c_domain::aggregate::{AggregateBody, AggregateKey, CrmSyncState};
 use o2c_domain::engagement::{Action, AuditEntry, CrmOpportunityUpdate, CrmSync, CrmWriteResult, Engagement, EngagementStatus};
 use o2c_domain::events::Issue;
 
+use crate::error::O2cError;
 use crate::idempotency::IdempotencyStatus;
 use crate::ports::{
     AggregateWrite, CaseFilter, Commit, CommitOutcome, Completion, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore,
@@ -97,6 +98,31 @@ pub async fn run_all<S: Store>(store: &S, prefix: &str) {
     parking(store, &format!("{prefix}-park")).await;
     failures(store, &format!("{prefix}-fail")).await;
     exception_queue(store, &format!("{prefix}-exc")).await;
+    written_twice(store, &format!("{prefix}-twice")).await;
+}
+
+/// A commit or reservation naming one aggregate twice is a bug, refused before anything is
+/// written (the engagement included) — never a silent last-write-wins.
+pub async fn written_twice<S: Store>(store: &S, id: &str) {
+    let twice = vec![
+        AggregateWrite { body: crm(id, 1), expected: ExpectedVersion::New },
+        AggregateWrite { body: crm(id, 2), expected: ExpectedVersion::New },
+    ];
+    let c = Commit {
+        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::Active), expected: ExpectedVersion::New }),
+        others: twice.clone(),
+        audit: Some(audit(id, Action::Activated)),
+        key: KeyWrite::Untracked,
+    };
+    let refused = store.commit(c).await;
+    assert!(matches!(&refused, Err(O2cError::Bug(m)) if m.contains("twice")), "{id}: {refused:?}");
+    let mut r = reservation(&format!("twice#{id}"), "h", now() + Duration::minutes(5));
+    r.others = twice;
+    let refused = store.reserve(r).await;
+    assert!(matches!(&refused, Err(O2cError::Bug(m)) if m.contains("twice")), "{id}: {refused:?}");
+    assert!(store.load(id).await.unwrap().is_none(), "{id}: no engagement written");
+    assert!(store.load_aggregates(&[AggregateKey::crm_sync(id)]).await.unwrap().items.is_empty(), "{id}: no aggregate written");
+    assert!(store.get(&format!("twice#{id}")).await.unwrap().is_none(), "{id}: the key is not reserved");
 }
 
 /// New → version 1; a stale version writes nothing (audit included); the timeline is in order.

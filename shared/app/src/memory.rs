@@ -105,6 +105,7 @@ impl EngagementStore for MemoryStore {
         if self.fail_commits.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(O2cError::dependency("memory-store", "commit refused (injected fault)"));
         }
+        crate::ports::each_written_once(&c.others)?;
         let mut maps = self.maps()?;
         match &c.key {
             KeyWrite::Complete(comp) => {
@@ -199,6 +200,7 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn reserve(&self, r: Reservation) -> Result<ReserveOutcome, O2cError> {
+        crate::ports::each_written_once(&r.others)?;
         let mut maps = self.maps()?;
         match classify(maps.idempotency.get(&r.key), &r.payload_hash, r.now) {
             KeyState::Free => {}

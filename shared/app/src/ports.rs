@@ -173,6 +173,19 @@ pub struct AggregateWrite {
     pub expected: ExpectedVersion,
 }
 
+/// Refuses writes that name one aggregate twice: a commit or reservation writes each
+/// aggregate once (DynamoDB's `TransactWriteItems` refuses two operations on one item), so
+/// every store refuses such a write as a bug, before writing anything.
+pub fn each_written_once(others: &[AggregateWrite]) -> Result<(), O2cError> {
+    for (i, w) in others.iter().enumerate() {
+        let key = w.body.key();
+        if others[..i].iter().any(|o| o.body.key() == key) {
+            return Err(O2cError::Bug(format!("{} {}/{} is written twice in one commit", key.kind.as_str(), key.owner, key.id)));
+        }
+    }
+    Ok(())
+}
+
 /// One atomic write: engagement state (if changed) + other aggregates + audit entry + what
 /// happens to the idempotency key. In DynamoDB this is a single `TransactWriteItems`
 /// (≤ 100 items, 4 MB); in SQLite a single transaction. Every state write is conditional

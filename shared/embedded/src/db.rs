@@ -321,10 +321,10 @@ impl Cached for Connection {
 }
 
 /// What a call must do atomically, over prepared statements (rusqlite's `Transaction` and
-/// `Savepoint` parse their SQL on every use). Inside a batch transaction it is a savepoint;
-/// outside one, an `IMMEDIATE` transaction of its own — the write lock taken up front, so a
-/// read-then-write never meets another process's commit in between. Kept by
-/// [`Atomic::commit`]; undone when dropped without it.
+/// `Savepoint` parse their SQL on every use). Inside a batch transaction it is a savepoint
+/// ([`atomic`]) or nothing at all ([`checked`]); outside one, an `IMMEDIATE` transaction of
+/// its own — the write lock taken up front, so a read-then-write never meets another
+/// process's commit in between. Kept by [`Atomic::commit`]; undone when dropped without it.
 pub struct Atomic<'c> {
     c: &'c Connection,
     undo: Undo,
@@ -351,7 +351,8 @@ pub fn atomic(c: &Connection) -> Result<Atomic<'_>, O2cError> {
 
 /// Starts an atomic unit for a call that makes every check before its first write, so that
 /// once it writes, only SQLite itself (I/O, a full disk) or a bug can stop it short of
-/// [`Atomic::commit`]. Inside a batch it takes no savepoint: SQLite copies every page a
+/// [`Atomic::commit`]. Its writes must be rows counted by `total_changes` (`INSERT`,
+/// `UPDATE`, `DELETE`, run to completion or reset): no DDL. Inside a batch it takes no savepoint: SQLite copies every page a
 /// savepoint's call changes into a sub-journal first, 16 % of the embedded runtime's CPU
 /// (BENCHMARKS.md). Dropped without commit before its first write, it undoes nothing, as
 /// there is nothing to undo; after one, it rolls back the whole batch — calls already
@@ -365,7 +366,8 @@ pub fn checked(c: &Connection) -> Result<Atomic<'_>, O2cError> {
 }
 
 impl Atomic<'_> {
-    /// Keeps what was done (`COMMIT`, or `RELEASE` of the savepoint).
+    /// Keeps what was done (`COMMIT`, `RELEASE` of the savepoint, or nothing: a [`checked`]
+    /// unit inside a batch is kept with the batch).
     pub fn commit(mut self) -> Result<(), O2cError> {
         self.done = true;
         match self.undo {
@@ -399,7 +401,10 @@ impl Drop for Atomic<'_> {
             // Written, and no way to undo this call alone: the batch goes, and the handle
             // (which finds its batch gone after the call) stops.
             Undo::Batch { changes_before } if self.c.total_changes() != changes_before => {
-                let _ = self.c.exec("ROLLBACK", []);
+                if let Err(e) = self.c.exec("ROLLBACK", []) {
+                    // The batch still holds part of this call; nothing here can take it out.
+                    tracing::error!(error = %e, "rolling back a batch after a failed call failed");
+                }
             }
             Undo::Batch { .. } => {}
         }
@@ -550,13 +555,15 @@ impl Conn {
         Ok(())
     }
 
-    /// After a call: commit the batch once it is full or old enough.
-    fn after_call(&mut self) -> Result<(), O2cError> {
+    /// After a call: commit the batch once it is full or old enough. `failed` is the call's
+    /// own error, kept in the reason if the batch was lost with it.
+    fn after_call(&mut self, failed: Option<&O2cError>) -> Result<(), O2cError> {
         if self.open.is_some() && self.c.is_autocommit() {
             self.open = None;
-            return Err(self.break_handle(
-                "the open transaction was rolled back (by SQLite after an I/O error or a full disk, or after a checked call failed past its first write)".into(),
-            ));
+            let cause = failed.map(|e| format!("; the call's error: {e}")).unwrap_or_default();
+            return Err(self.break_handle(format!(
+                "the open transaction was rolled back (by SQLite after an I/O error or a full disk, or after a checked call failed past its first write){cause}"
+            )));
         }
         let changes = self.c.total_changes();
         let due = match &mut self.open {
@@ -799,14 +806,21 @@ impl Db {
     }
 
     /// Runs `f` synchronously (for callers already off the async executor): under group
-    /// commit inside the open batch; closures that must be atomic take [`atomic`].
+    /// commit inside the open batch; closures that must be atomic take [`atomic`], or
+    /// [`checked`] when every check precedes their first write.
     pub fn call_blocking<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, O2cError>) -> Result<T, O2cError> {
         let mut guard = self.lock()?;
         let conn = &mut *guard;
         conn.begin()?;
         let out = f(&mut conn.c);
-        conn.after_call()?;
+        conn.after_call(out.as_ref().err())?;
         out
+    }
+
+    /// Why this handle stopped, once it has (an open batch was lost: every later call is
+    /// refused, and the process must restart to go on).
+    pub fn broken(&self) -> Option<String> {
+        self.lock().ok().and_then(|c| c.broken.clone())
     }
 
     /// Keeps batches open up to `window` instead of [`BATCH_WINDOW`] (tests that look at a

@@ -180,6 +180,8 @@ fn take_fault(tx: &Connection, system: System, op: &str) -> Result<Applied, O2cE
     let Some((seq, fault, remaining)) = row else {
         return Ok(Applied::None);
     };
+    // Parsed before it is taken: a call past its first write must not fail (`checked`).
+    let fault: Fault = serde_json::from_str(&fault).map_err(row_err)?;
     match remaining {
         Some(n) if n <= 1 => {
             tx.exec("DELETE FROM sim_faults WHERE seq = ?1", params![seq]).map_err(db_err)?;
@@ -189,7 +191,6 @@ fn take_fault(tx: &Connection, system: System, op: &str) -> Result<Applied, O2cE
         }
         None => {}
     }
-    let fault: Fault = serde_json::from_str(&fault).map_err(row_err)?;
     Ok(match fault {
         Fault::ServerError { status } => Applied::Before(transient(system, status, "service unavailable", None)),
         Fault::Timeout => Applied::Before(transient(system, 0, "request timed out", None)),
@@ -723,7 +724,17 @@ impl Simulators {
                     )));
                 }
             }
-            let id = format!("INV{:07}", next_number(tx, "invoice")?);
+            // The next number not taken: an invoice keyed in by hand may hold one.
+            let id = loop {
+                let id = format!("INV{:07}", next_number(tx, "invoice")?);
+                let taken: Option<String> = tx
+                    .row("SELECT number FROM sim_invoices WHERE erp_invoice_id = ?1", params![id], |r| r.get(0))
+                    .optional()
+                    .map_err(db_err)?;
+                if taken.is_none() {
+                    break id;
+                }
+            };
             insert_invoice(tx, &number, &id, &inv, at)?;
             Ok(Ok((ExternalObject { id, created: true, status: ObjectStatus::Active }, "created")))
         })

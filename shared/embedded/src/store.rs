@@ -153,15 +153,12 @@ struct CheckedAggregate {
 }
 
 /// Checks other aggregates' budgets and versions; `None` on a version conflict. Writes
-/// nothing. Two writes of one aggregate in one commit are a bug, as DynamoDB's
-/// `TransactWriteItems` refuses them.
+/// nothing. Two writes of one aggregate are a bug ([`o2c_app::ports::each_written_once`]).
 fn check_aggregates(tx: &Connection, writes: &[AggregateWrite]) -> Result<Option<Vec<CheckedAggregate>>, O2cError> {
+    o2c_app::ports::each_written_once(writes)?;
     let mut checked: Vec<CheckedAggregate> = Vec::with_capacity(writes.len());
     for w in writes {
         let key = w.body.key();
-        if checked.iter().any(|c| c.key == key) {
-            return Err(O2cError::Bug(format!("{} {}/{} is written twice in one commit", key.kind.as_str(), key.owner, key.id)));
-        }
         let body = serde_json::to_string(&w.body).map_err(row_err)?;
         // The budget DynamoDB's adapter enforces, on the same form: compressed kinds by their
         // gzip size (computed only when the JSON alone is over), the others by their JSON.

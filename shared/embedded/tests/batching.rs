@@ -250,7 +250,11 @@ async fn when_a_checked_unit_fails_after_writing_should_undo_the_whole_batch_and
             Err::<(), _>(o2c_app::O2cError::Bug("failed after a write".into()))
         })
         .await;
-    assert!(matches!(&failed, Err(o2c_app::O2cError::Bug(m)) if m.contains("rolled back")), "{failed:?}");
+    assert!(
+        matches!(&failed, Err(o2c_app::O2cError::Bug(m)) if m.contains("rolled back") && m.contains("failed after a write")),
+        "the loss, and the call's own error: {failed:?}"
+    );
+    assert!(db.broken().is_some_and(|why| why.contains("failed after a write")), "the handle says why it stopped");
     let later = db.call(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)).await;
     assert!(matches!(&later, Err(o2c_app::O2cError::Bug(m)) if m.contains("unusable")), "{later:?}");
     assert!(db.durable().await.is_err(), "nothing is acknowledged after the loss");

@@ -98,6 +98,7 @@ impl IdempotencyStore for DynamoStore {
     }
 
     async fn reserve(&self, r: Reservation) -> Result<ReserveOutcome, O2cError> {
+        o2c_app::ports::each_written_once(&r.others)?;
         let record = HashMap::from([
             ("id".to_owned(), s(r.key.clone())),
             ("status".to_owned(), s(IN_PROGRESS)),

@@ -211,6 +211,7 @@ impl EngagementStore for DynamoStore {
     }
 
     async fn commit(&self, c: Commit) -> Result<CommitOutcome, O2cError> {
+        o2c_app::ports::each_written_once(&c.others)?;
         // One transaction (≤ 100 items): the idempotency record (or a condition check that our
         // reservation still holds), the state, the audit entry and the aggregates the step
         // changed — at most 32 WIP shards in an invoice run, at most 64 settled invoice
