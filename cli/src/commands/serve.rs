@@ -631,3 +631,23 @@ pub async fn send(url: &str, entries: &[o2c_app::bus::PutEventsEntry], key: Opti
     }
     Ok(if failed > 0 { ExitCode::from(crate::exit::REFUSED) } else { ExitCode::SUCCESS })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use o2c_embedded::db::{Db, Durability, db_err};
+
+    #[tokio::test]
+    async fn when_the_database_handle_stops_should_answer_healthz_with_503_and_end_the_stop_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_with(&dir.path().join("s.db"), Durability::Group).unwrap();
+        assert_eq!(healthz(State(db.clone())).await.status(), StatusCode::OK);
+        db.call(|c| c.execute("CREATE TABLE t (n INTEGER)", []).map_err(db_err)).await.unwrap();
+        db.call(|c| c.execute("INSERT INTO t (n) VALUES (1)", []).map_err(db_err)).await.unwrap();
+        // What an I/O error or a full disk does to the open batch: SQLite undoes it.
+        assert!(db.call(|c| c.execute_batch("ROLLBACK").map_err(db_err)).await.is_err());
+        assert_eq!(healthz(State(db.clone())).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let why = tokio::time::timeout(std::time::Duration::from_secs(10), stopped(db)).await.expect("the watch ends");
+        assert!(why.contains("rolled back"), "{why}");
+    }
+}

@@ -101,6 +101,38 @@ pub async fn run_all<S: Store>(store: &S, prefix: &str) {
     written_twice(store, &format!("{prefix}-twice")).await;
 }
 
+/// Two handles on one store (two processes on one file, two Lambda containers on one
+/// table): what one writes is what the other loads next, whatever either read or wrote before.
+pub async fn two_handles<S: Store>(a: &S, b: &S, id: &str) {
+    let first = Commit {
+        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::Active), expected: ExpectedVersion::New }),
+        others: vec![],
+        audit: None,
+        key: KeyWrite::Untracked,
+    };
+    assert_eq!(a.commit(first).await.unwrap(), CommitOutcome::Committed { version: Some(1) });
+    assert_eq!(a.load(id).await.unwrap().unwrap().version, 1);
+    let seen = b.load(id).await.unwrap().unwrap();
+    assert_eq!((seen.version, seen.value.status), (1, EngagementStatus::Active), "{id}");
+    let second = Commit {
+        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::BillingSetupFailed), expected: ExpectedVersion::Is(1) }),
+        others: vec![],
+        audit: None,
+        key: KeyWrite::Untracked,
+    };
+    assert_eq!(b.commit(second).await.unwrap(), CommitOutcome::Committed { version: Some(2) });
+    let seen = a.load(id).await.unwrap().unwrap();
+    assert_eq!((seen.version, seen.value.status), (2, EngagementStatus::BillingSetupFailed), "{id}: the other handle's write");
+    let stale = Commit {
+        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::Active), expected: ExpectedVersion::Is(1) }),
+        others: vec![],
+        audit: None,
+        key: KeyWrite::Untracked,
+    };
+    assert_eq!(a.commit(stale).await.unwrap(), CommitOutcome::VersionConflict, "{id}");
+    assert_eq!(b.load(id).await.unwrap().unwrap().value.status, EngagementStatus::BillingSetupFailed, "{id}");
+}
+
 /// A commit or reservation naming one aggregate twice is a bug, refused before anything is
 /// written (the engagement included) — never a silent last-write-wins.
 pub async fn written_twice<S: Store>(store: &S, id: &str) {
@@ -611,6 +643,8 @@ pub async fn operator_log<L: crate::ports::OperatorLog>(log: &L, prefix: &str) {
 mod tests {
     #[tokio::test]
     async fn when_the_memory_store_runs_the_conformance_suite_should_pass_every_case() {
-        super::run_all(&crate::memory::MemoryStore::new(), "mem").await;
+        let store = crate::memory::MemoryStore::new();
+        super::run_all(&store, "mem").await;
+        super::two_handles(&store, &store, "mem-two").await;
     }
 }

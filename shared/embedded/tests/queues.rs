@@ -150,6 +150,13 @@ async fn when_the_sqlite_store_runs_the_conformance_suite_should_pass_every_case
         o2c_app::conformance::size_budgets(&store, "sqlite-size").await;
         o2c_app::conformance::operator_log(&store, "sqlite-oplog").await;
     }
+    // Two processes on one file (each call its own transaction, so each sees the other's).
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let db = o2c_embedded::db::Db::open_with(&dir.path().join("two.db"), o2c_embedded::db::Durability::Normal).unwrap();
+        o2c_embedded::store::SqliteStore::new(db)
+    };
+    o2c_app::conformance::two_handles(&open(), &open(), "sqlite-two").await;
 }
 
 #[tokio::test]
