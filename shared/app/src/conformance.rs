@@ -104,31 +104,22 @@ pub async fn run_all<S: Store>(store: &S, prefix: &str) {
 /// Two handles on one store (two processes on one file, two Lambda containers on one
 /// table): what one writes is what the other loads next, whatever either read or wrote before.
 pub async fn two_handles<S: Store>(a: &S, b: &S, id: &str) {
-    let first = Commit {
-        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::Active), expected: ExpectedVersion::New }),
+    let write = |status, expected| Commit {
+        state: Some(StateWrite { engagement: engagement(id, status), expected }),
         others: vec![],
         audit: None,
         key: KeyWrite::Untracked,
     };
+    let first = write(EngagementStatus::Active, ExpectedVersion::New);
     assert_eq!(a.commit(first).await.unwrap(), CommitOutcome::Committed { version: Some(1) });
     assert_eq!(a.load(id).await.unwrap().unwrap().version, 1);
     let seen = b.load(id).await.unwrap().unwrap();
     assert_eq!((seen.version, seen.value.status), (1, EngagementStatus::Active), "{id}");
-    let second = Commit {
-        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::BillingSetupFailed), expected: ExpectedVersion::Is(1) }),
-        others: vec![],
-        audit: None,
-        key: KeyWrite::Untracked,
-    };
+    let second = write(EngagementStatus::BillingSetupFailed, ExpectedVersion::Is(1));
     assert_eq!(b.commit(second).await.unwrap(), CommitOutcome::Committed { version: Some(2) });
     let seen = a.load(id).await.unwrap().unwrap();
     assert_eq!((seen.version, seen.value.status), (2, EngagementStatus::BillingSetupFailed), "{id}: the other handle's write");
-    let stale = Commit {
-        state: Some(StateWrite { engagement: engagement(id, EngagementStatus::Active), expected: ExpectedVersion::Is(1) }),
-        others: vec![],
-        audit: None,
-        key: KeyWrite::Untracked,
-    };
+    let stale = write(EngagementStatus::Active, ExpectedVersion::Is(1));
     assert_eq!(a.commit(stale).await.unwrap(), CommitOutcome::VersionConflict, "{id}");
     assert_eq!(b.load(id).await.unwrap().unwrap().value.status, EngagementStatus::BillingSetupFailed, "{id}");
 }

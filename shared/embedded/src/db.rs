@@ -352,12 +352,13 @@ pub fn atomic(c: &Connection) -> Result<Atomic<'_>, O2cError> {
 /// Starts an atomic unit for a call that makes every check before its first write, so that
 /// once it writes, only SQLite itself (I/O, a full disk) or a bug can stop it short of
 /// [`Atomic::commit`]. Its writes must be rows counted by `total_changes` (`INSERT`,
-/// `UPDATE`, `DELETE`, run to completion or reset): no DDL. Inside a batch it takes no savepoint: SQLite copies every page a
-/// savepoint's call changes into a sub-journal first, 16 % of the embedded runtime's CPU
-/// (BENCHMARKS.md). Dropped without commit before its first write, it undoes nothing, as
-/// there is nothing to undo; after one, it rolls back the whole batch — calls already
-/// answered included — and the handle refuses every later call, as after an I/O error: a
-/// crash, whose loss is processed again. Outside a batch it is [`atomic`].
+/// `UPDATE`, `DELETE`, run to completion or reset): no DDL. Inside a batch it takes no
+/// savepoint: SQLite copies every page a savepoint's call changes into a sub-journal first,
+/// 16 % of the embedded runtime's CPU (BENCHMARKS.md). Dropped without commit before its
+/// first write, it undoes nothing, as there is nothing to undo; after one, it rolls back the
+/// whole batch — calls already answered included — and the handle refuses every later call,
+/// as after an I/O error: a crash, whose loss is processed again. Outside a batch it is
+/// [`atomic`].
 pub fn checked(c: &Connection) -> Result<Atomic<'_>, O2cError> {
     if c.is_autocommit() {
         return atomic(c);
