@@ -102,10 +102,10 @@ impl EngagementStore for MemoryStore {
     }
 
     async fn commit(&self, c: Commit) -> Result<CommitOutcome, O2cError> {
+        crate::ports::each_written_once(&c.others)?;
         if self.fail_commits.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(O2cError::dependency("memory-store", "commit refused (injected fault)"));
         }
-        crate::ports::each_written_once(&c.others)?;
         let mut maps = self.maps()?;
         match &c.key {
             KeyWrite::Complete(comp) => {

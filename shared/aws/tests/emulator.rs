@@ -661,6 +661,9 @@ async fn when_the_dynamodb_store_runs_the_conformance_suite_should_pass_every_ca
     o2c_app::conformance::run_all(&st.platform().store, &format!("ddb-{}", st.deployed.bus_name)).await;
     o2c_app::conformance::size_budgets(&st.platform().store, &format!("ddb-size-{}", st.deployed.bus_name)).await;
     o2c_app::conformance::operator_log(&st.platform().store, &format!("ddb-oplog-{}", st.deployed.bus_name)).await;
+    // Two containers on one table: each its own client.
+    let other = |sdk| o2c_aws::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), st.deployed.tables.clone());
+    o2c_app::conformance::two_handles(&other(&st.sdk), &other(&st.sdk), &format!("ddb-two-{}", st.deployed.bus_name)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

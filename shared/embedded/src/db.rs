@@ -821,7 +821,10 @@ impl Db {
     /// Why this handle stopped, once it has (an open batch was lost: every later call is
     /// refused, and the process must restart to go on).
     pub fn broken(&self) -> Option<String> {
-        self.lock().ok().and_then(|c| c.broken.clone())
+        match self.lock() {
+            Ok(c) => c.broken.clone(),
+            Err(_) => Some("the connection's mutex is poisoned: a call panicked while holding it".into()),
+        }
     }
 
     /// Keeps batches open up to `window` instead of [`BATCH_WINDOW`] (tests that look at a

@@ -153,9 +153,8 @@ struct CheckedAggregate {
 }
 
 /// Checks other aggregates' budgets and versions; `None` on a version conflict. Writes
-/// nothing. Two writes of one aggregate are a bug ([`o2c_app::ports::each_written_once`]).
+/// nothing (two writes of one aggregate were refused before: `each_written_once`).
 fn check_aggregates(tx: &Connection, writes: &[AggregateWrite]) -> Result<Option<Vec<CheckedAggregate>>, O2cError> {
-    o2c_app::ports::each_written_once(writes)?;
     let mut checked: Vec<CheckedAggregate> = Vec::with_capacity(writes.len());
     for w in writes {
         let key = w.body.key();
@@ -264,6 +263,7 @@ impl EngagementStore for SqliteStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome, O2cError> {
+        o2c_app::ports::each_written_once(&commit.others)?;
         self.db
             .call(move |c| {
                 let tx = crate::db::checked(c)?;
@@ -402,6 +402,7 @@ impl IdempotencyStore for SqliteStore {
     }
 
     async fn reserve(&self, r: Reservation) -> Result<ReserveOutcome, O2cError> {
+        o2c_app::ports::each_written_once(&r.others)?;
         self.db
             .call(move |c| {
                 let tx = crate::db::checked(c)?;
