@@ -177,9 +177,10 @@ pub struct AggregateWrite {
 /// aggregate once (DynamoDB's `TransactWriteItems` refuses two operations on one item), so
 /// every store refuses such a write as a bug, before writing anything.
 pub fn each_written_once(others: &[AggregateWrite]) -> Result<(), O2cError> {
-    for (i, w) in others.iter().enumerate() {
-        let key = w.body.key();
-        if others[..i].iter().any(|o| o.body.key() == key) {
+    // Each key built once (a commit may carry ~100 aggregates: an invoice run's WIP shards).
+    let keys: Vec<AggregateKey> = others.iter().map(|w| w.body.key()).collect();
+    for (i, key) in keys.iter().enumerate() {
+        if keys[..i].contains(key) {
             return Err(O2cError::Bug(format!("{} {}/{} is written twice in one commit", key.kind.as_str(), key.owner, key.id)));
         }
     }

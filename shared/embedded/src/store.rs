@@ -70,7 +70,6 @@ fn current_version(tx: &Connection, engagement_id: &str) -> Result<Option<u64>, 
 /// An engagement write whose version check passed, ready to write (serialised).
 struct CheckedState<'w> {
     w: &'w StateWrite,
-    next: u64,
     body: String,
 }
 
@@ -86,27 +85,20 @@ fn check_state<'w>(tx: &Connection, w: &'w StateWrite) -> Result<Option<CheckedS
     if !ok {
         return Ok(None);
     }
-    Ok(Some(CheckedState { w, next: w.expected.next(), body: serde_json::to_string(e).map_err(row_err)? }))
+    Ok(Some(CheckedState { w, body: serde_json::to_string(e).map_err(row_err)? }))
 }
 
 /// Writes a checked engagement; returns its new version.
 fn put_state(tx: &Connection, s: CheckedState<'_>) -> Result<u64, O2cError> {
-    let e = &s.w.engagement;
+    let (e, next) = (&s.w.engagement, s.w.expected.next());
     tx.exec(
         "INSERT INTO engagements (engagement_id, version, status, open_exception, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(engagement_id) DO UPDATE SET version = excluded.version, status = excluded.status,
            open_exception = excluded.open_exception, updated_at = excluded.updated_at, body = excluded.body",
-        params![
-            e.engagement_id.as_str(),
-            s.next as i64,
-            e.status.as_str(),
-            e.has_open_exception() as i64,
-            e.updated_at.to_rfc3339(),
-            s.body
-        ],
+        params![e.engagement_id.as_str(), next as i64, e.status.as_str(), e.has_open_exception() as i64, e.updated_at.to_rfc3339(), s.body],
     )
     .map_err(db_err)?;
-    Ok(s.next)
+    Ok(next)
 }
 
 impl SqliteStore {

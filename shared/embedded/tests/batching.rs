@@ -233,6 +233,16 @@ async fn when_a_checked_unit_refuses_before_writing_should_keep_the_batch_and_th
     assert_eq!(rows(&path), vec![1, 2], "the batch kept the call before the refusal and the one after it");
 }
 
+/// A checked unit that inserts `n`, then fails (a bug past its first write).
+async fn fail_after_a_write(db: &Db, n: u32) -> Result<(), o2c_app::O2cError> {
+    db.call(move |c| {
+        let tx = o2c_embedded::db::checked(c)?;
+        tx.execute("INSERT INTO t (n) VALUES (?1)", [n]).map_err(db_err)?;
+        Err(o2c_app::O2cError::Bug("failed after a write".into()))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn when_a_checked_unit_fails_after_writing_should_undo_the_whole_batch_and_stop_the_handle() {
     let dir = tempfile::tempdir().unwrap();
@@ -243,13 +253,7 @@ async fn when_a_checked_unit_fails_after_writing_should_undo_the_whole_batch_and
     insert(&db, 2).await;
     // No savepoint: a unit that fails after its first write cannot be undone alone. The
     // batch goes with it (the insert of 2, already answered, too) — what a crash does.
-    let failed = db
-        .call(|c| {
-            let tx = o2c_embedded::db::checked(c)?;
-            tx.execute("INSERT INTO t (n) VALUES (3)", []).map_err(db_err)?;
-            Err::<(), _>(o2c_app::O2cError::Bug("failed after a write".into()))
-        })
-        .await;
+    let failed = fail_after_a_write(&db, 3).await;
     assert!(
         matches!(&failed, Err(o2c_app::O2cError::Bug(m)) if m.contains("rolled back") && m.contains("failed after a write")),
         "the loss, and the call's own error: {failed:?}"
@@ -268,13 +272,7 @@ async fn when_a_checked_unit_fails_outside_a_batch_should_undo_it_alone() {
     let path = dir.path().join("b.db");
     let db = Db::open_with(&path, Durability::Full).unwrap();
     insert(&db, 1).await;
-    let failed = db
-        .call(|c| {
-            let tx = o2c_embedded::db::checked(c)?;
-            tx.execute("INSERT INTO t (n) VALUES (2)", []).map_err(db_err)?;
-            Err::<(), _>(o2c_app::O2cError::Bug("failed after a write".into()))
-        })
-        .await;
+    let failed = fail_after_a_write(&db, 2).await;
     assert!(matches!(&failed, Err(o2c_app::O2cError::Bug(m)) if m == "failed after a write"), "{failed:?}");
     insert(&db, 3).await;
     assert_eq!(rows(&path), vec![1, 3], "its own transaction, rolled back; the handle goes on");
