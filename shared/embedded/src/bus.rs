@@ -47,6 +47,31 @@ pub const FIFO_VISIBLE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM messages m WHER
      (m.group_id IS NULL OR m.group_id NOT IN (SELECT b.group_id FROM messages b WHERE b.queue = ?1 AND b.visible_at > ?2 \
      AND b.group_id IS NOT NULL)))";
 
+/// One statement asking each queue the same question: the column for queue `i` is the
+/// `i`-th template with its `?1` bound to that queue and its `?2` to the time (`?1` of the
+/// whole statement). One statement is one read transaction — one pair of WAL-index locks —
+/// where a statement per queue took a pair each: with ~15 queues asked before every step,
+/// that was a tenth of the simulation's CPU.
+fn per_queue<'a>(templates: impl Iterator<Item = &'a str>) -> String {
+    let columns: Vec<String> = templates
+        .enumerate()
+        .map(|(i, t)| format!("({})", t.replace("?1", "\u{0}").replace("?2", "?1").replace('\u{0}', &format!("?{}", i + 2))))
+        .collect();
+    format!("SELECT {}", columns.join(", "))
+}
+
+/// Runs a [`per_queue`] statement: one value per queue, in the order of `queues`.
+fn per_queue_row<T: rusqlite::types::FromSql>(c: &Connection, sql: &str, now: i64, queues: Vec<String>) -> Result<Vec<T>, O2cError> {
+    if queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = queues.len();
+    let values = std::iter::once(rusqlite::types::Value::Integer(now)).chain(queues.into_iter().map(rusqlite::types::Value::Text));
+    c.prepare_cached(sql)
+        .and_then(|mut s| s.query_row(rusqlite::params_from_iter(values), |r| (0..n).map(|i| r.get(i)).collect()))
+        .map_err(db_err)
+}
+
 /// A message handed to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
@@ -453,47 +478,26 @@ impl LocalBus {
     }
 
     /// For each of `queues`, whether a receive now would get a message: one visible now and,
-    /// on a FIFO queue, in a group with nothing in flight (in one call).
+    /// on a FIFO queue, in a group with nothing in flight (one statement).
     pub async fn visible_queues(&self, queues: Vec<String>) -> Result<Vec<bool>, O2cError> {
         let now = self.db.now_ms();
-        let fifo: Vec<bool> = queues.iter().map(|q| self.topology.queues.get(q).is_some_and(|d| d.fifo)).collect();
-        self.db
-            .call(move |c| {
-                queues
-                    .iter()
-                    .zip(fifo)
-                    .map(|(q, fifo)| {
-                        let sql = if fifo {
-                            FIFO_VISIBLE_SQL
-                        } else {
-                            "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)"
-                        };
-                        c.row(sql, params![q, now], |r| r.get(0)).map_err(db_err)
-                    })
-                    .collect()
-            })
-            .await
+        let sql = per_queue(queues.iter().map(|q| {
+            if self.topology.queues.get(q).is_some_and(|d| d.fifo) {
+                FIFO_VISIBLE_SQL
+            } else {
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)"
+            }
+        }));
+        self.db.call(move |c| per_queue_row(c, &sql, now, queues)).await
     }
 
     /// When the next message of `queues` that is not visible now becomes visible (ms since
     /// the epoch): what a scheduler waits for when every visible message is held back.
     pub async fn next_visible_after_now(&self, queues: Vec<String>) -> Result<Option<i64>, O2cError> {
         let now = self.db.now_ms();
-        self.db
-            .call(move |c| {
-                let mut best: Option<i64> = None;
-                for q in &queues {
-                    let t: Option<i64> = c
-                        .row("SELECT MIN(visible_at) FROM messages WHERE queue = ?1 AND visible_at > ?2", params![q, now], |r| r.get(0))
-                        .map_err(db_err)?;
-                    best = match (best, t) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-                Ok(best)
-            })
-            .await
+        let sql = per_queue(queues.iter().map(|_| "SELECT MIN(visible_at) FROM messages WHERE queue = ?1 AND visible_at > ?2"));
+        let due: Vec<Option<i64>> = self.db.call(move |c| per_queue_row(c, &sql, now, queues)).await?;
+        Ok(due.into_iter().flatten().min())
     }
 
     /// True when one of `queues` holds a message (an index probe per queue).

@@ -434,6 +434,13 @@ pub enum Durability {
     /// survives a process crash, may lose the last commits on power loss. For throwaway
     /// stores (benchmarks, demos) and the simulation, whose crashes are process crashes.
     Normal,
+    /// `synchronous=NORMAL` (WAL) with calls batched like `Group`, and no fsync: an
+    /// acknowledgement promises nothing, and a crash of the process takes back the open
+    /// batch. Each batch writes a page it changed once, where `Normal` writes it for every
+    /// call. For the simulation, whose crashes end a runtime by dropping it — which commits
+    /// the open batch — so a simulated crash is a process dying after its last commit (the
+    /// loss of an open batch is tested under `Group`).
+    Batched,
     /// No file at all: the database lives in this process's memory (calls batched like
     /// `Group`) and is gone when the last handle is. Nothing survives the process; for the
     /// in-memory throughput benchmark, where only the cost of the work itself is measured.
@@ -444,7 +451,7 @@ impl Durability {
     fn pragma(self) -> &'static str {
         match self {
             Self::Full => "FULL",
-            Self::Group | Self::Normal => "NORMAL",
+            Self::Group | Self::Normal | Self::Batched => "NORMAL",
             Self::Memory => "OFF",
         }
     }
@@ -529,7 +536,7 @@ struct Conn {
     /// Group commit's fsync bookkeeping (`Durability::Group` only).
     group: Option<Arc<GroupCommit>>,
     /// Calls share one transaction until [`BATCH_WINDOW`] or [`BATCH_CALLS`]
-    /// (`Durability::Group` and `Memory`); otherwise each call is its own transaction.
+    /// (`Durability::Group`, `Batched` and `Memory`); otherwise each call is its own transaction.
     batching: bool,
     /// How long a batch stays open ([`BATCH_WINDOW`] unless set).
     window: Duration,
@@ -740,7 +747,7 @@ impl Db {
         } else {
             None
         };
-        let batching = group.is_some() || durability == Durability::Memory;
+        let batching = group.is_some() || matches!(durability, Durability::Memory | Durability::Batched);
         let conn = Arc::new(Mutex::new(Conn { c: conn, group, batching, window: BATCH_WINDOW, open: None, broken: None }));
         let shared = Arc::new(Shared { conn: conn.clone() });
         if batching {
@@ -844,17 +851,17 @@ impl Db {
     /// Makes every call finished so far durable before the caller acknowledges anything:
     /// under [`Durability::Group`] the open batch is committed and one fsync of the WAL,
     /// shared with concurrent callers, covers it; nothing to do under `Full` (each commit was
-    /// fsynced) or `Normal` (no promise).
+    /// fsynced) or the others (no promise: a `Batched` or `Memory` batch stays open), beyond
+    /// refusing once the handle has stopped.
     pub async fn durable(&self) -> Result<(), O2cError> {
-        let pending = {
+        let (group, target) = {
             let mut conn = self.lock()?;
+            conn.usable()?;
+            let Some(group) = conn.group.clone() else { return Ok(()) };
             conn.commit()?;
-            conn.group.clone().map(|g| {
-                let target = g.finished.load(Ordering::SeqCst);
-                (g, target)
-            })
+            let target = group.finished.load(Ordering::SeqCst);
+            (group, target)
         };
-        let Some((group, target)) = pending else { return Ok(()) };
         tokio::task::spawn_blocking(move || group.sync(target)).await.map_err(|e| O2cError::Bug(format!("blocking task failed: {e}")))?
     }
 

@@ -54,6 +54,23 @@ async fn when_calls_share_a_batch_should_stay_unseen_by_other_connections_until_
 }
 
 #[tokio::test]
+async fn when_calls_are_batched_without_fsync_should_keep_the_batch_past_acknowledgements_and_commit_it_when_the_handle_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let db = Db::open_with(&path, Durability::Batched).unwrap();
+    db.set_batch_window(Duration::from_secs(3600)).unwrap();
+    for n in 0..5 {
+        insert(&db, n).await;
+    }
+    db.durable().await.unwrap();
+    assert_eq!(committed_rows(&path), 0, "an acknowledgement promises nothing: the batch stays open");
+    assert_eq!(db.group_fsyncs(), 0, "and nothing is fsynced");
+    // How the simulation's crashes end a runtime: the handle goes, its batch is committed.
+    drop(db);
+    assert_eq!(committed_rows(&path), 5, "committed whole when the handle ended");
+}
+
+#[tokio::test]
 async fn when_a_batch_reaches_the_call_limit_should_commit_without_waiting_for_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.db");

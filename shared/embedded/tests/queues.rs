@@ -119,6 +119,32 @@ async fn when_every_visible_fifo_message_is_behind_one_in_flight_should_report_t
 }
 
 #[tokio::test]
+async fn when_many_queues_are_asked_in_one_statement_should_answer_each_in_its_place() {
+    let (bus, _d) = bus().await;
+    // Twelve columns: parameters past ?9 bind to the right queue.
+    let asked: Vec<String> = (0..12).map(|i| if i == 10 { "Q".to_string() } else { "Fifo".to_string() }).collect();
+    assert_eq!(bus.visible_queues(asked.clone()).await.unwrap(), vec![false; 12]);
+    bus.put_events(vec![entry(1)]).await.unwrap();
+    let mut expected = vec![false; 12];
+    expected[10] = true;
+    assert_eq!(bus.visible_queues(asked.clone()).await.unwrap(), expected);
+    assert_eq!(bus.next_visible_after_now(asked.clone()).await.unwrap(), None, "nothing is waiting to become visible");
+    // One message held for 60 s on Q and one for 30 s on Fifo: the earliest is the answer.
+    let before = chrono::Utc::now().timestamp_millis();
+    assert_eq!(bus.receive("Q", 1, Duration::from_secs(60)).await.unwrap().len(), 1);
+    let q_due = bus.next_visible_after_now(asked.clone()).await.unwrap().unwrap();
+    bus.forward("src".into(), "Fifo".into(), "m".into(), Some("g".into()), Some("d".into())).await.unwrap();
+    assert_eq!(bus.receive("Fifo", 1, Duration::from_secs(30)).await.unwrap().len(), 1);
+    let due = bus.next_visible_after_now(asked.clone()).await.unwrap().unwrap();
+    let after = chrono::Utc::now().timestamp_millis();
+    assert!((before + 60_000..=after + 60_000).contains(&q_due), "{q_due} not 60 s after {before}..{after}");
+    assert!((before + 30_000..=after + 30_000).contains(&due), "{due} not 30 s after {before}..{after}");
+    assert_eq!(bus.visible_queues(asked.clone()).await.unwrap(), vec![false; 12], "both in flight");
+    assert_eq!(bus.visible_queues(Vec::new()).await.unwrap(), Vec::<bool>::new());
+    assert_eq!(bus.next_visible_after_now(Vec::new()).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn when_fifo_deduplication_id_repeats_within_five_minutes_should_keep_one_copy() {
     let (bus, _d) = bus().await;
     bus.forward("s1".into(), "Fifo".into(), "m".into(), Some("g".into()), Some("same".into())).await.unwrap();
