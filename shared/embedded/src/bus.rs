@@ -61,15 +61,26 @@ fn per_queue<'a>(templates: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// Runs a [`per_queue`] statement: one value per queue, in the order of `queues`.
-fn per_queue_row<T: rusqlite::types::FromSql>(c: &Connection, sql: &str, now: i64, queues: Vec<String>) -> Result<Vec<T>, O2cError> {
+fn per_queue_row<T: rusqlite::types::FromSql>(c: &Connection, sql: &str, now: i64, queues: &[String]) -> Result<Vec<T>, O2cError> {
     if queues.is_empty() {
         return Ok(Vec::new());
     }
     let n = queues.len();
-    let values = std::iter::once(rusqlite::types::Value::Integer(now)).chain(queues.into_iter().map(rusqlite::types::Value::Text));
-    c.prepare_cached(sql)
-        .and_then(|mut s| s.query_row(rusqlite::params_from_iter(values), |r| (0..n).map(|i| r.get(i)).collect()))
-        .map_err(db_err)
+    let values: Vec<&dyn rusqlite::ToSql> =
+        std::iter::once(&now as &dyn rusqlite::ToSql).chain(queues.iter().map(|q| q as &dyn rusqlite::ToSql)).collect();
+    c.prepare_cached(sql).and_then(|mut s| s.query_row(&values[..], |r| (0..n).map(|i| r.get(i)).collect())).map_err(db_err)
+}
+
+/// Queues a scheduler asks about together, with the statements that ask them
+/// ([`LocalBus::probe`]; cheap to clone).
+#[derive(Debug, Clone)]
+pub struct QueueProbe(Arc<ProbeSql>);
+
+#[derive(Debug)]
+struct ProbeSql {
+    queues: Vec<String>,
+    visible: String,
+    next: String,
 }
 
 /// A message handed to a consumer.
@@ -477,26 +488,35 @@ impl LocalBus {
             .await
     }
 
-    /// For each of `queues`, whether a receive now would get a message: one visible now and,
-    /// on a FIFO queue, in a group with nothing in flight (one statement).
-    pub async fn visible_queues(&self, queues: Vec<String>) -> Result<Vec<bool>, O2cError> {
-        let now = self.db.now_ms();
-        let sql = per_queue(queues.iter().map(|q| {
+    /// The statements that ask `queues` (in this order) what a scheduler asks before each
+    /// step, built once: see [`LocalBus::visible_queues`] and
+    /// [`LocalBus::next_visible_after_now`].
+    pub fn probe(&self, queues: Vec<String>) -> QueueProbe {
+        let visible = per_queue(queues.iter().map(|q| {
             if self.topology.queues.get(q).is_some_and(|d| d.fifo) {
                 FIFO_VISIBLE_SQL
             } else {
                 "SELECT EXISTS (SELECT 1 FROM messages WHERE queue = ?1 AND visible_at <= ?2)"
             }
         }));
-        self.db.call(move |c| per_queue_row(c, &sql, now, queues)).await
+        let next = per_queue(queues.iter().map(|_| "SELECT MIN(visible_at) FROM messages WHERE queue = ?1 AND visible_at > ?2"));
+        QueueProbe(Arc::new(ProbeSql { queues, visible, next }))
     }
 
-    /// When the next message of `queues` that is not visible now becomes visible (ms since
-    /// the epoch): what a scheduler waits for when every visible message is held back.
-    pub async fn next_visible_after_now(&self, queues: Vec<String>) -> Result<Option<i64>, O2cError> {
+    /// For each of the probe's queues, whether a receive now would get a message: one visible
+    /// now and, on a FIFO queue, in a group with nothing in flight (one statement).
+    pub async fn visible_queues(&self, probe: &QueueProbe) -> Result<Vec<bool>, O2cError> {
         let now = self.db.now_ms();
-        let sql = per_queue(queues.iter().map(|_| "SELECT MIN(visible_at) FROM messages WHERE queue = ?1 AND visible_at > ?2"));
-        let due: Vec<Option<i64>> = self.db.call(move |c| per_queue_row(c, &sql, now, queues)).await?;
+        let p = probe.0.clone();
+        self.db.call(move |c| per_queue_row(c, &p.visible, now, &p.queues)).await
+    }
+
+    /// When the next message of the probe's queues that is not visible now becomes visible
+    /// (ms since the epoch): what a scheduler waits for when every visible message is held back.
+    pub async fn next_visible_after_now(&self, probe: &QueueProbe) -> Result<Option<i64>, O2cError> {
+        let now = self.db.now_ms();
+        let p = probe.0.clone();
+        let due: Vec<Option<i64>> = self.db.call(move |c| per_queue_row(c, &p.next, now, &p.queues)).await?;
         Ok(due.into_iter().flatten().min())
     }
 

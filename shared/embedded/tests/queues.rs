@@ -92,56 +92,57 @@ async fn when_fifo_group_has_a_message_in_flight_should_hold_the_rest_of_the_gro
 #[tokio::test]
 async fn when_every_visible_fifo_message_is_behind_one_in_flight_should_report_the_queue_not_visible() {
     let (bus, _d) = bus().await;
-    let queues = || vec!["Fifo".to_string(), "Q".to_string()];
-    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![false, false], "empty queues");
+    let probe = bus.probe(vec!["Fifo".to_string(), "Q".to_string()]);
+    assert_eq!(bus.visible_queues(&probe).await.unwrap(), vec![false, false], "empty queues");
     for (i, g) in ["a", "a"].iter().enumerate() {
         bus.forward(format!("src-{i}"), "Fifo".into(), format!("m{i}"), Some((*g).into()), Some(format!("d{i}"))).await.unwrap();
     }
     bus.put_events(vec![entry(1)]).await.unwrap();
-    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![true, true]);
+    assert_eq!(bus.visible_queues(&probe).await.unwrap(), vec![true, true]);
     // m0 in flight, m1 visible behind it in group a: a receive would get nothing.
     let got = bus.receive("Fifo", 1, Duration::from_secs(60)).await.unwrap();
     assert_eq!(got.len(), 1);
-    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![false, true], "group a is held by m0");
+    assert_eq!(bus.visible_queues(&probe).await.unwrap(), vec![false, true], "group a is held by m0");
     // A message of another group is free.
     bus.forward("src-2".into(), "Fifo".into(), "m2".into(), Some("b".into()), Some("d2".into())).await.unwrap();
-    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![true, true], "group b is free");
+    assert_eq!(bus.visible_queues(&probe).await.unwrap(), vec![true, true], "group b is free");
     assert_eq!(bus.receive("Fifo", 10, Duration::from_secs(60)).await.unwrap()[0].body, "m2");
-    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![false, true], "both groups in flight");
+    assert_eq!(bus.visible_queues(&probe).await.unwrap(), vec![false, true], "both groups in flight");
     // A message without a group (what `send_to` puts on any queue) is held by no group.
     bus.send_to("Fifo", "loose").await.unwrap();
-    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![true, true], "a message without a group is free");
+    assert_eq!(bus.visible_queues(&probe).await.unwrap(), vec![true, true], "a message without a group is free");
     assert_eq!(bus.receive("Fifo", 10, Duration::from_secs(60)).await.unwrap()[0].body, "loose");
-    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![false, true], "every group in flight again");
+    assert_eq!(bus.visible_queues(&probe).await.unwrap(), vec![false, true], "every group in flight again");
     // m0 deleted: m1 is free again.
     bus.delete(vec![got[0].message_id.clone()]).await.unwrap();
-    assert_eq!(bus.visible_queues(queues()).await.unwrap(), vec![true, true], "group a is free again");
+    assert_eq!(bus.visible_queues(&probe).await.unwrap(), vec![true, true], "group a is free again");
 }
 
 #[tokio::test]
 async fn when_many_queues_are_asked_in_one_statement_should_answer_each_in_its_place() {
     let (bus, _d) = bus().await;
     // Twelve columns: parameters past ?9 bind to the right queue.
-    let asked: Vec<String> = (0..12).map(|i| if i == 10 { "Q".to_string() } else { "Fifo".to_string() }).collect();
-    assert_eq!(bus.visible_queues(asked.clone()).await.unwrap(), vec![false; 12]);
+    let asked = bus.probe((0..12).map(|i| if i == 10 { "Q".to_string() } else { "Fifo".to_string() }).collect());
+    assert_eq!(bus.visible_queues(&asked).await.unwrap(), vec![false; 12]);
     bus.put_events(vec![entry(1)]).await.unwrap();
     let mut expected = vec![false; 12];
     expected[10] = true;
-    assert_eq!(bus.visible_queues(asked.clone()).await.unwrap(), expected);
-    assert_eq!(bus.next_visible_after_now(asked.clone()).await.unwrap(), None, "nothing is waiting to become visible");
+    assert_eq!(bus.visible_queues(&asked).await.unwrap(), expected);
+    assert_eq!(bus.next_visible_after_now(&asked).await.unwrap(), None, "nothing is waiting to become visible");
     // One message held for 60 s on Q and one for 30 s on Fifo: the earliest is the answer.
     let before = chrono::Utc::now().timestamp_millis();
     assert_eq!(bus.receive("Q", 1, Duration::from_secs(60)).await.unwrap().len(), 1);
-    let q_due = bus.next_visible_after_now(asked.clone()).await.unwrap().unwrap();
+    let q_due = bus.next_visible_after_now(&asked).await.unwrap().unwrap();
     bus.forward("src".into(), "Fifo".into(), "m".into(), Some("g".into()), Some("d".into())).await.unwrap();
     assert_eq!(bus.receive("Fifo", 1, Duration::from_secs(30)).await.unwrap().len(), 1);
-    let due = bus.next_visible_after_now(asked.clone()).await.unwrap().unwrap();
+    let due = bus.next_visible_after_now(&asked).await.unwrap().unwrap();
     let after = chrono::Utc::now().timestamp_millis();
     assert!((before + 60_000..=after + 60_000).contains(&q_due), "{q_due} not 60 s after {before}..{after}");
     assert!((before + 30_000..=after + 30_000).contains(&due), "{due} not 30 s after {before}..{after}");
-    assert_eq!(bus.visible_queues(asked.clone()).await.unwrap(), vec![false; 12], "both in flight");
-    assert_eq!(bus.visible_queues(Vec::new()).await.unwrap(), Vec::<bool>::new());
-    assert_eq!(bus.next_visible_after_now(Vec::new()).await.unwrap(), None);
+    assert_eq!(bus.visible_queues(&asked).await.unwrap(), vec![false; 12], "both in flight");
+    let none = bus.probe(Vec::new());
+    assert_eq!(bus.visible_queues(&none).await.unwrap(), Vec::<bool>::new());
+    assert_eq!(bus.next_visible_after_now(&none).await.unwrap(), None);
 }
 
 #[tokio::test]

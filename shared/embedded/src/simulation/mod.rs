@@ -230,7 +230,8 @@ struct Driver {
     /// The file held open for the whole run, as by another process (dropped after `rt`).
     _keeper: Keeper,
     topology: Arc<o2c_topology::topology::Topology>,
-    queues: Vec<String>,
+    /// The queues of every function and pipe, asked before each step.
+    queues: crate::bus::QueueProbe,
     published: u64,
     steps: u64,
     faults: u64,
@@ -252,7 +253,7 @@ impl Driver {
         let limit = self.steps + STEPS_PER_INPUT * (pending.len() as u64 + 10);
         let nf = self.topology.functions.len();
         loop {
-            let visible = self.rt()?.bus().visible_queues(self.queues.clone()).await?;
+            let visible = self.rt()?.bus().visible_queues(&self.queues).await?;
             let mut choices: Vec<Choice> = Vec::new();
             if !pending.is_empty() {
                 choices.push(Choice::Publish);
@@ -267,7 +268,7 @@ impl Driver {
             if choices.is_empty() {
                 // Nothing can be received now: wait for the next redelivery (a message in
                 // backoff, or the head of a FIFO group holding visible messages back), or stop.
-                match self.rt()?.bus().next_visible_after_now(self.queues.clone()).await? {
+                match self.rt()?.bus().next_visible_after_now(&self.queues).await? {
                     Some(due) => {
                         self.clock.advance_to(chrono::DateTime::from_timestamp_millis(due).unwrap_or_default());
                         continue;
@@ -367,8 +368,8 @@ pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -
     let rt = open(&db, &reference, &clock, &ids, &cfg, None).await?;
     let keeper = Keeper::open(&db)?;
     let topology = rt.shared_topology();
-    let queues: Vec<String> =
-        topology.functions.iter().map(|f| f.queue.clone()).chain(topology.pipes.iter().map(|p| p.source.clone())).collect();
+    let queues =
+        rt.bus().probe(topology.functions.iter().map(|f| f.queue.clone()).chain(topology.pipes.iter().map(|p| p.source.clone())).collect());
     let mut d = Driver {
         db,
         reference,
