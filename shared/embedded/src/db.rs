@@ -432,14 +432,15 @@ pub enum Durability {
     Full,
     /// `synchronous=NORMAL` (WAL), each call its own commit and no fsync on acknowledgement:
     /// survives a process crash, may lose the last commits on power loss. For throwaway
-    /// stores (benchmarks, demos) and the simulation, whose crashes are process crashes.
+    /// stores (benchmarks, demos).
     Normal,
     /// `synchronous=NORMAL` (WAL) with calls batched like `Group`, and no fsync: an
     /// acknowledgement promises nothing, and a crash of the process takes back the open
     /// batch. Each batch writes a page it changed once, where `Normal` writes it for every
     /// call. For the simulation, whose crashes end a runtime by dropping it — which commits
-    /// the open batch — so a simulated crash is a process dying after its last commit (the
-    /// loss of an open batch is tested under `Group`).
+    /// the open batch — so a simulated crash is a process dying after its last commit. (A
+    /// process killed with its batch open is tested under `Group`:
+    /// `when_serve_is_killed_during_a_burst_of_publishers_should_keep_every_acknowledged_event`.)
     Batched,
     /// No file at all: the database lives in this process's memory (calls batched like
     /// `Group`) and is gone when the last handle is. Nothing survives the process; for the
@@ -672,13 +673,17 @@ impl Drop for Shared {
     }
 }
 
-/// Commits a batch left open by an idle process; ends once the last handle is gone.
-fn flusher(conn: Arc<Mutex<Conn>>, handles: std::sync::Weak<Shared>) {
+/// Commits a batch left open by an idle process; ends once the last handle is gone. It holds
+/// the connection only during a tick, so the connection closes on the thread that drops the
+/// last handle, before that drop returns (a process that exits right after it leaves a
+/// closed file: no WAL left beside it).
+fn flusher(conn: std::sync::Weak<Mutex<Conn>>, handles: std::sync::Weak<Shared>) {
     loop {
         std::thread::sleep(FLUSH_TICK);
         if handles.strong_count() == 0 {
             return;
         }
+        let Some(conn) = conn.upgrade() else { return };
         let Ok(mut c) = conn.lock() else { return };
         if c.open.as_ref().is_some_and(|b| b.since.elapsed() >= c.window)
             && let Err(e) = c.commit()
@@ -749,9 +754,10 @@ impl Db {
         };
         let batching = group.is_some() || matches!(durability, Durability::Memory | Durability::Batched);
         let conn = Arc::new(Mutex::new(Conn { c: conn, group, batching, window: BATCH_WINDOW, open: None, broken: None }));
-        let shared = Arc::new(Shared { conn: conn.clone() });
+        let shared = Arc::new(Shared { conn });
         if batching {
             let handles = Arc::downgrade(&shared);
+            let conn = Arc::downgrade(&shared.conn);
             std::thread::Builder::new()
                 .name("o2c-sqlite-flush".into())
                 .spawn(move || flusher(conn, handles))

@@ -121,25 +121,39 @@ async fn when_every_visible_fifo_message_is_behind_one_in_flight_should_report_t
 #[tokio::test]
 async fn when_many_queues_are_asked_in_one_statement_should_answer_each_in_its_place() {
     let (bus, _d) = bus().await;
-    // Twelve columns: parameters past ?9 bind to the right queue.
-    let asked = bus.probe((0..12).map(|i| if i == 10 { "Q".to_string() } else { "Fifo".to_string() }).collect());
-    assert_eq!(bus.visible_queues(&asked).await.unwrap(), vec![false; 12]);
+    // Twelve columns: parameters past ?9 bind to the right queue, in the FIFO statement's
+    // in-flight subquery too (column 9 is the second FIFO queue).
+    let queue = |i: usize| match i {
+        9 => "FifoDlq",
+        10 => "Q",
+        _ => "Fifo",
+    };
+    let asked = bus.probe((0..12).map(|i| queue(i).to_string()).collect());
+    let answer = |visible: &[&str]| (0..12).map(|i| visible.contains(&queue(i))).collect::<Vec<bool>>();
+    assert_eq!(bus.visible_queues(&asked).await.unwrap(), answer(&[]));
     bus.put_events(vec![entry(1)]).await.unwrap();
-    let mut expected = vec![false; 12];
-    expected[10] = true;
-    assert_eq!(bus.visible_queues(&asked).await.unwrap(), expected);
+    assert_eq!(bus.visible_queues(&asked).await.unwrap(), answer(&["Q"]));
     assert_eq!(bus.next_visible_after_now(&asked).await.unwrap(), None, "nothing is waiting to become visible");
-    // One message held for 60 s on Q and one for 30 s on Fifo: the earliest is the answer.
+    // FifoDlq: a visible message held back by one in flight in its group (30 s).
+    for i in 0..2 {
+        bus.forward(format!("dlq-{i}"), "FifoDlq".into(), format!("d{i}"), Some("g".into()), Some(format!("dd{i}"))).await.unwrap();
+    }
+    assert_eq!(bus.visible_queues(&asked).await.unwrap(), answer(&["Q", "FifoDlq"]));
     let before = chrono::Utc::now().timestamp_millis();
+    assert_eq!(bus.receive("FifoDlq", 1, Duration::from_secs(30)).await.unwrap().len(), 1);
+    assert_eq!(bus.visible_queues(&asked).await.unwrap(), answer(&["Q"]), "FifoDlq's group is held");
+    // Fifo: a free group.
+    bus.forward("src".into(), "Fifo".into(), "m".into(), Some("h".into()), Some("d".into())).await.unwrap();
+    assert_eq!(bus.visible_queues(&asked).await.unwrap(), answer(&["Q", "Fifo"]));
+    // Q held for 60 s: the earliest due is FifoDlq's.
     assert_eq!(bus.receive("Q", 1, Duration::from_secs(60)).await.unwrap().len(), 1);
-    let q_due = bus.next_visible_after_now(&asked).await.unwrap().unwrap();
-    bus.forward("src".into(), "Fifo".into(), "m".into(), Some("g".into()), Some("d".into())).await.unwrap();
-    assert_eq!(bus.receive("Fifo", 1, Duration::from_secs(30)).await.unwrap().len(), 1);
     let due = bus.next_visible_after_now(&asked).await.unwrap().unwrap();
     let after = chrono::Utc::now().timestamp_millis();
-    assert!((before + 60_000..=after + 60_000).contains(&q_due), "{q_due} not 60 s after {before}..{after}");
     assert!((before + 30_000..=after + 30_000).contains(&due), "{due} not 30 s after {before}..{after}");
-    assert_eq!(bus.visible_queues(&asked).await.unwrap(), vec![false; 12], "both in flight");
+    assert_eq!(bus.visible_queues(&asked).await.unwrap(), answer(&["Fifo"]));
+    let only_q = bus.probe(vec!["Q".to_string()]);
+    let q_due = bus.next_visible_after_now(&only_q).await.unwrap().unwrap();
+    assert!((before + 60_000..=after + 60_000).contains(&q_due), "{q_due} not 60 s after {before}..{after}");
     let none = bus.probe(Vec::new());
     assert_eq!(bus.visible_queues(&none).await.unwrap(), Vec::<bool>::new());
     assert_eq!(bus.next_visible_after_now(&none).await.unwrap(), None);

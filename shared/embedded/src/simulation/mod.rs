@@ -197,23 +197,33 @@ async fn open(
     builder.open().await
 }
 
-/// A second connection to the run's file, open from the first process to the end. A
-/// crashed process's connection is then never the file's last: its close neither
-/// checkpoints the WAL into the file nor deletes it, as a killed process would not, and
-/// the next process finds the WAL's index as the crash left it instead of rebuilding it
-/// from the log. Closing the last connection checkpointed up to 10,000 pages at each of a
-/// run's hundreds of crashes: an eighth of a release run's CPU.
+/// A second connection to the run's file, open from the first process to the end: the
+/// file is held open as by another process that outlives the crashes. A crashed runtime's
+/// connection is then never the file's last, so its close neither checkpoints the WAL into
+/// the file nor deletes it — as a killed process would not — and the next runtime reads
+/// the WAL's index as it was. Without it, each of a run's hundreds of crashes closed the
+/// last connection, which checkpointed up to 10,000 WAL pages: 13 % of a release run's CPU
+/// (BENCHMARKS.md). The runs therefore do not exercise SQLite's WAL recovery on open, which
+/// a killed single process needs (the runtime's kill tests do).
 struct Keeper {
-    _connection: rusqlite::Connection,
+    connection: rusqlite::Connection,
 }
 
 impl Keeper {
     fn open(db: &Path) -> Result<Self, O2cError> {
         let c = rusqlite::Connection::open(db).map_err(crate::db::db_err)?;
+        c.busy_timeout(Duration::from_secs(10)).map_err(crate::db::db_err)?;
         // One read makes the connection a reader of the WAL file: from then on it holds the
         // shared lock on the file that keeps another connection's close from checkpointing.
         c.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(crate::db::db_err)?;
-        Ok(Self { _connection: c })
+        Ok(Self { connection: c })
+    }
+
+    /// After the last runtime is gone: everything into the file and the WAL emptied, so the
+    /// file a run leaves (`--db`) is whole on its own.
+    fn close(self) -> Result<(), O2cError> {
+        self.connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(crate::db::db_err)?;
+        self.connection.close().map_err(|(_, e)| crate::db::db_err(e))
     }
 }
 
@@ -227,8 +237,8 @@ struct Driver {
     rng: fastrand::Rng,
     /// None only while a crashed process is replaced.
     rt: Option<Runtime>,
-    /// The file held open for the whole run, as by another process (dropped after `rt`).
-    _keeper: Keeper,
+    /// The file held open for the whole run, as by another process.
+    keeper: Keeper,
     topology: Arc<o2c_topology::topology::Topology>,
     /// The queues of every function and pipe, asked before each step.
     queues: crate::bus::QueueProbe,
@@ -378,7 +388,7 @@ pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -
         cfg,
         rng,
         rt: Some(rt),
-        _keeper: keeper,
+        keeper,
         topology,
         queues,
         published: 0,
@@ -409,6 +419,10 @@ pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -
     } else {
         None
     };
+    // The last runtime's connection closes as its handle goes (committing its batch), then
+    // the keeper checkpoints what it left and closes the file.
+    drop(d.rt.take());
+    d.keeper.close()?;
     Ok(SimulationReport {
         inputs: d.inputs,
         published: d.published,
@@ -479,22 +493,29 @@ mod tests {
     use super::*;
     use crate::db::{Db, Durability, db_err};
 
-    /// The WAL's size once a runtime's connection has closed, with or without the keeper.
-    fn wal_after_close(keeper: bool) -> u64 {
+    /// The WAL's size once a runtime's handle is dropped (as the simulation's crashes drop
+    /// it), with or without the keeper; `None` once the WAL is deleted.
+    fn wal_after_drop(keeper: bool) -> Option<u64> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.db");
-        let db = Db::open_with(&path, Durability::Normal).unwrap();
+        let db = Db::open_with(&path, Durability::Batched).unwrap();
         db.call_blocking(|c| c.execute_batch("CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1);").map_err(db_err)).unwrap();
         let keeper = keeper.then(|| Keeper::open(&path).unwrap());
         drop(db);
-        let wal = std::fs::metadata(dir.path().join("k.db-wal")).map(|m| m.len()).unwrap_or(0);
-        drop(keeper);
+        let wal = std::fs::metadata(dir.path().join("k.db-wal")).ok().map(|m| m.len());
+        if let Some(k) = keeper {
+            k.close().unwrap();
+            let n: i64 = rusqlite::Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+            assert_eq!(n, 1, "the dropped handle's batch was committed, and the keeper's close checkpointed it");
+        }
         wal
     }
 
     #[test]
     fn when_a_crashed_runtime_closes_beside_the_keeper_should_leave_the_wal_as_a_crash_would() {
-        assert_eq!(wal_after_close(false), 0, "alone, the closing connection checkpoints the WAL and deletes it");
-        assert!(wal_after_close(true) > 0, "beside the keeper it leaves the WAL for the next process");
+        // The handle's drop closes its connection before it returns (the flusher thread holds
+        // it only during a tick), so what is on disk right after is what the close left.
+        assert_eq!(wal_after_drop(false), None, "alone, the closing connection checkpoints the WAL and deletes it");
+        assert!(wal_after_drop(true).is_some_and(|n| n > 0), "beside the keeper it leaves the WAL for the next process");
     }
 }
