@@ -17,8 +17,8 @@ use o2c_domain::exception_case::ExceptionCase;
 
 use crate::ports::{
     CaseFilter, Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore, EngagementSummary,
-    ExpectedVersion, IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS, RejectedMessage, RejectionStore, Reservation, ReserveOutcome,
-    Versioned, queue_order,
+    IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS, RejectedMessage, RejectionStore, Reservation, ReserveOutcome, Versioned,
+    queue_order,
 };
 
 #[derive(Default)]
@@ -36,14 +36,6 @@ struct Maps {
 pub struct MemoryStore {
     maps: Arc<Mutex<Maps>>,
     fail_commits: Arc<AtomicU32>,
-}
-
-fn fits(expected: ExpectedVersion, actual: Option<u64>) -> bool {
-    match (expected, actual) {
-        (ExpectedVersion::New, None) => true,
-        (ExpectedVersion::Is(v), Some(a)) => v == a,
-        _ => false,
-    }
 }
 
 impl MemoryStore {
@@ -129,12 +121,12 @@ impl EngagementStore for MemoryStore {
             KeyWrite::Untracked => {}
         }
         if let Some(w) = &c.state
-            && !fits(w.expected, maps.engagements.get(w.engagement.engagement_id.as_str()).map(|(v, _)| *v))
+            && !w.expected.admits(maps.engagements.get(w.engagement.engagement_id.as_str()).map(|(v, _)| *v))
         {
             return Ok(CommitOutcome::VersionConflict);
         }
         for w in &c.others {
-            if !fits(w.expected, maps.aggregates.get(&w.body.key()).map(|(v, _)| *v)) {
+            if !w.expected.admits(maps.aggregates.get(&w.body.key()).map(|(v, _)| *v)) {
                 return Ok(CommitOutcome::VersionConflict);
             }
         }
@@ -208,11 +200,11 @@ impl IdempotencyStore for MemoryStore {
             KeyState::InProgress { until } => return Ok(ReserveOutcome::InProgress { until }),
             KeyState::Mismatch { stored } => return Ok(ReserveOutcome::PayloadMismatch { stored }),
         }
-        if r.others.iter().any(|w| !fits(w.expected, maps.aggregates.get(&w.body.key()).map(|(v, _)| *v))) {
+        if r.others.iter().any(|w| !w.expected.admits(maps.aggregates.get(&w.body.key()).map(|(v, _)| *v))) {
             return Ok(ReserveOutcome::StateConflict);
         }
         if let Some(w) = &r.claim
-            && !fits(w.expected, maps.engagements.get(w.engagement.engagement_id.as_str()).map(|(v, _)| *v))
+            && !w.expected.admits(maps.engagements.get(w.engagement.engagement_id.as_str()).map(|(v, _)| *v))
         {
             return Ok(ReserveOutcome::StateConflict);
         }

@@ -52,6 +52,16 @@ impl ExpectedVersion {
             Self::Is(v) => v + 1,
         }
     }
+
+    /// Whether an item at `stored` (`None`: absent) meets this expectation — the one version
+    /// check every store makes (DynamoDB's in its condition expression).
+    pub fn admits(self, stored: Option<u64>) -> bool {
+        match (self, stored) {
+            (Self::New, None) => true,
+            (Self::Is(v), Some(s)) => v == s,
+            _ => false,
+        }
+    }
 }
 
 /// A conditional write of the engagement item.
@@ -727,5 +737,20 @@ where
 
     fn metrics(&self) -> &dyn MetricsSink {
         self.metrics.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_a_stored_version_meets_an_expectation_should_admit_only_an_exact_match() {
+        assert!(ExpectedVersion::New.admits(None));
+        assert!(!ExpectedVersion::New.admits(Some(1)));
+        assert!(ExpectedVersion::Is(3).admits(Some(3)));
+        for stored in [None, Some(2), Some(4)] {
+            assert!(!ExpectedVersion::Is(3).admits(stored), "{stored:?}");
+        }
     }
 }

@@ -7,8 +7,8 @@ use o2c_app::O2cError;
 use o2c_app::idempotency::{KeyState, classify};
 use o2c_app::ports::{
     AggregateWrite, CaseFilter, Commit, CommitOutcome, CompletionMode, DeliveryFailure, EngagementFilter, EngagementStore,
-    EngagementSummary, ExpectedVersion, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS,
-    RejectedMessage, RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned, queue_order,
+    EngagementSummary, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, KeyWrite, MAX_TRACKED_MESSAGE_IDS, RejectedMessage,
+    RejectionStore, Reservation, ReserveOutcome, StateWrite, StoredResult, Versioned, queue_order,
 };
 use o2c_domain::aggregate::AggregateBody;
 use o2c_domain::aggregate::{AggregateKey, AggregateKind, Loaded, LoadedAggregate};
@@ -77,12 +77,7 @@ struct CheckedState<'w> {
 fn check_state<'w>(tx: &Connection, w: &'w StateWrite) -> Result<Option<CheckedState<'w>>, O2cError> {
     let e = &w.engagement;
     let actual = current_version(tx, &e.engagement_id)?;
-    let ok = match (w.expected, actual) {
-        (ExpectedVersion::New, None) => true,
-        (ExpectedVersion::Is(v), Some(a)) => v == a,
-        _ => false,
-    };
-    if !ok {
+    if !w.expected.admits(actual) {
         return Ok(None);
     }
     Ok(Some(CheckedState { w, body: serde_json::to_string(e).map_err(row_err)? }))
@@ -171,12 +166,8 @@ fn check_aggregates(tx: &Connection, writes: &[AggregateWrite]) -> Result<Option
             )
             .optional()
             .map_err(db_err)?;
-        let ok = match (w.expected, actual) {
-            (ExpectedVersion::New, None) => true,
-            (ExpectedVersion::Is(v), Some(a)) => v as i64 == a,
-            _ => false,
-        };
-        if !ok {
+        let actual = actual.map(|v| u64::try_from(v).map_err(|_| O2cError::Bug(format!("aggregate stored at version {v}")))).transpose()?;
+        if !w.expected.admits(actual) {
             return Ok(None);
         }
         checked.push(CheckedAggregate { key, next: w.expected.next(), body });
