@@ -8,7 +8,7 @@
 //! business events on the bus (closed-won, contract created, project provisioned, project
 //! activated).
 //!
-//! `cargo bench -p o2c-benches --bench embedded [-- N ... [--only group|full|normal|memory] [--one-core]]`
+//! `cargo bench -p o2c-benches --bench embedded [-- N ... [--only group|full|normal|batched|memory] [--one-core]]`
 //! (default N = 1000), or
 //! `scripts/benchmarks.sh` for every benchmark of BENCHMARKS.md.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -94,12 +94,13 @@ fn main() {
     );
     for &n in &sizes {
         let mut group_rate = None;
-        // `--only group|full|normal|memory` runs one mode (profiling).
+        // `--only group|full|normal|batched|memory` runs one mode (profiling).
         let only = std::env::args().skip_while(|a| a != "--only").nth(1);
         for (name, label, d) in [
             ("group", "group commit (default)", Durability::Group),
             ("full", "fsync every commit (Full)", Durability::Full),
             ("normal", "WAL NORMAL, no fsync", Durability::Normal),
+            ("batched", "group's batches, no fsync", Durability::Batched),
             ("memory", "in memory, no file", Durability::Memory),
         ] {
             if only.as_deref().is_some_and(|o| o != name) {
