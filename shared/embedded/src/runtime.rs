@@ -359,10 +359,7 @@ impl Runtime {
 
     /// True while a function or pipe source queue holds a message (waiting or in flight).
     pub async fn has_pending(&self) -> Result<bool, O2cError> {
-        let topo = &self.inner.topology;
-        let queues: Vec<String> =
-            topo.functions.iter().map(|f| f.queue.clone()).chain(topo.pipes.iter().map(|p| p.source.clone())).collect();
-        self.inner.bus.any_message(queues).await
+        self.inner.bus.any_message(self.inner.topology.consumed_queues()).await
     }
 
     /// Messages in DLQs.
@@ -643,9 +640,7 @@ impl Runtime {
             if progressed {
                 continue;
             }
-            let queues: Vec<String> =
-                topo.functions.iter().map(|f| f.queue.clone()).chain(topo.pipes.iter().map(|p| p.source.clone())).collect();
-            match self.inner.bus.next_due(&queues).await? {
+            match self.inner.bus.next_due(&topo.consumed_queues()).await? {
                 Some(due) if due <= clock.now().timestamp_millis() => {
                     // Something is due now yet nothing was received: the scheduler would spin.
                     return Err(O2cError::Bug(format!("deterministic scheduler stalled: a message is due at {due} but none was received")));

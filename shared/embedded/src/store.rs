@@ -61,10 +61,16 @@ fn read_record(tx: &Connection, key: &str) -> Result<Option<IdempotencyRecord>, 
 }
 
 fn current_version(tx: &Connection, engagement_id: &str) -> Result<Option<u64>, O2cError> {
-    tx.row("SELECT version FROM engagements WHERE engagement_id = ?1", params![engagement_id], |r| r.get::<_, i64>(0))
+    let stored = tx
+        .row("SELECT version FROM engagements WHERE engagement_id = ?1", params![engagement_id], |r| r.get::<_, i64>(0))
         .optional()
-        .map_err(db_err)
-        .map(|v| v.map(|v| v as u64))
+        .map_err(db_err)?;
+    stored.map(version).transpose()
+}
+
+/// A stored version as the ports count it: one below zero is a bug, not a conflict.
+fn version(stored: i64) -> Result<u64, O2cError> {
+    u64::try_from(stored).map_err(|_| O2cError::Bug(format!("an item stored at version {stored}")))
 }
 
 /// An engagement write whose version check passed, ready to write (serialised).
@@ -166,8 +172,7 @@ fn check_aggregates(tx: &Connection, writes: &[AggregateWrite]) -> Result<Option
             )
             .optional()
             .map_err(db_err)?;
-        let actual = actual.map(|v| u64::try_from(v).map_err(|_| O2cError::Bug(format!("aggregate stored at version {v}")))).transpose()?;
-        if !w.expected.admits(actual) {
+        if !w.expected.admits(actual.map(version).transpose()?) {
             return Ok(None);
         }
         checked.push(CheckedAggregate { key, next: w.expected.next(), body });

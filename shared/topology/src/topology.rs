@@ -698,4 +698,9 @@ impl Topology {
         self.source_of_dlq(queue).is_some()
             || self.rules.iter().flat_map(|r| &r.targets).any(|t| t.dead_letter_queue.as_deref() == Some(queue))
     }
+
+    /// The queues something consumes: each function's event source, then each pipe's source.
+    pub fn consumed_queues(&self) -> Vec<String> {
+        self.functions.iter().map(|f| f.queue.clone()).chain(self.pipes.iter().map(|p| p.source.clone())).collect()
+    }
 }

@@ -378,8 +378,7 @@ pub async fn run(db: PathBuf, reference: ReferenceData, cfg: SimulationConfig) -
     let rt = open(&db, &reference, &clock, &ids, &cfg, None).await?;
     let keeper = Keeper::open(&db)?;
     let topology = rt.shared_topology();
-    let queues =
-        rt.bus().probe(topology.functions.iter().map(|f| f.queue.clone()).chain(topology.pipes.iter().map(|p| p.source.clone())).collect());
+    let queues = rt.bus().probe(topology.consumed_queues());
     let mut d = Driver {
         db,
         reference,
