@@ -4,7 +4,8 @@
 # around them is kept.
 #   machine     CPU, cores, memory, kernel, toolchain, date
 #   embedded    the embedded runtime's throughput per durability mode, backlog of 1,000 and
-#               5,000 engagements, on one core and on two (cargo bench --bench embedded)
+#               5,000 engagements, on one core and on two, and the acknowledgements' latency
+#               under 8 concurrent publishers (cargo bench --bench embedded)
 #   simulation  o2c sim run: 10,000 engagements x 5 seeds with every hazard (release build)
 #   criterion   the pure-core and invoice-run criterion benches           (--criterion)
 #   lambda      release bootstrap sizes and build time                    (--lambda, ~30 min cold)
@@ -60,6 +61,7 @@ sizes="1000 5000"
 [ "$quick" = 1 ] && sizes="500"
 cargo bench --quiet -p o2c-benches --bench embedded -- $sizes --one-core | tee "$out/embedded-1.txt"
 cargo bench --quiet -p o2c-benches --bench embedded -- $sizes | tee "$out/embedded.txt"
+cargo bench --quiet -p o2c-benches --bench embedded -- $sizes --acks --one-core | tee "$out/embedded-acks.txt"
 {
   echo 'One core (every task on one thread, `--one-core`):'
   echo
@@ -71,6 +73,12 @@ cargo bench --quiet -p o2c-benches --bench embedded -- $sizes | tee "$out/embedd
   echo
   echo '```text'
   cat "$out/embedded.txt"
+  echo '```'
+  echo
+  echo 'Acknowledgement latency, one core (`--acks --one-core`: 8 publishers while the workers drain):'
+  echo
+  echo '```text'
+  cat "$out/embedded-acks.txt"
   echo '```'
 } > "$out/embedded.md"
 section embedded "$out/embedded.md"

@@ -9,6 +9,7 @@
 //! activated).
 //!
 //! `cargo bench -p o2c-benches --bench embedded [-- N ... [--only group|full|normal|batched|memory] [--one-core]]`
+//! (`--acks`: acknowledgement latency of 8 concurrent publishers while the workers drain),
 //! (default N = 1000), or
 //! `scripts/benchmarks.sh` for every benchmark of BENCHMARKS.md.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -84,9 +85,113 @@ fn run(n: usize, durability: Durability, one_core: bool) -> Measured {
     })
 }
 
+/// Publishers acknowledged while the workers drain: what a client of `o2c serve` waits for.
+struct Acks {
+    wall: Duration,
+    cpu: Duration,
+    /// Each `PutEvents` call's latency, sorted.
+    latencies: Vec<Duration>,
+    checkpoints: u64,
+}
+
+/// `--acks`: `PUBLISHERS` concurrent publishers send N closed-won events in `PutEvents` calls
+/// of 10 while the workers run (as 8 HTTP clients of `o2c serve` do); each call's latency is
+/// its acknowledgement's (under group commit: the batch committed and fsynced).
+fn acks(n: usize, durability: Durability, one_core: bool) -> Acks {
+    const PUBLISHERS: usize = 8;
+    let rt = if one_core { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() }
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = RuntimeOptions { durability, max_workers_per_function: 4, ..RuntimeOptions::default() };
+        let runtime = Runtime::builder(dir.path().join("bench.db"), o2c_embedded::reference::northwind().unwrap())
+            .options(opts)
+            .open()
+            .await
+            .unwrap();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let (start, cpu) = (Instant::now(), cpu_time());
+        let mut workers = runtime.start(rx);
+        let mut publishers = tokio::task::JoinSet::new();
+        for p in 0..PUBLISHERS {
+            let runtime = runtime.clone();
+            publishers.spawn(async move {
+                let mine: Vec<PutEventsEntry> = (p..n)
+                    .step_by(PUBLISHERS)
+                    .map(|i| PutEventsEntry {
+                        source: Some("o2c.crm".into()),
+                        detail_type: Some("OpportunityClosedWon".into()),
+                        detail: Some(o2c_benches::closed_won_detail(i).to_string()),
+                        ..Default::default()
+                    })
+                    .collect();
+                let mut latencies = Vec::new();
+                for chunk in mine.chunks(10) {
+                    let at = Instant::now();
+                    let resp = runtime.put_events(chunk.to_vec()).await.unwrap();
+                    latencies.push(at.elapsed());
+                    assert_eq!(resp.failed_entry_count, 0);
+                }
+                latencies
+            });
+        }
+        let mut latencies = Vec::new();
+        while let Some(l) = publishers.join_next().await {
+            latencies.extend(l.unwrap());
+        }
+        while runtime.has_pending().await.unwrap() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (wall, cpu) = (start.elapsed(), cpu_time().saturating_sub(cpu));
+        let _ = stop.send(true);
+        while workers.join_next().await.is_some() {}
+        let filter = o2c_app::ports::EngagementFilter { status: Some("active".into()), limit: n + 1, ..Default::default() };
+        assert_eq!(runtime.store().list(&filter).await.unwrap().len(), n, "every engagement activated");
+        latencies.sort();
+        Acks { wall, cpu, latencies, checkpoints: runtime.db().checkpoints() }
+    })
+}
+
+/// `--acks [--only group|batched]` (default group).
+fn print_acks(sizes: &[usize], one_core: bool) {
+    let (label, durability) = match std::env::args().skip_while(|a| a != "--only").nth(1).as_deref() {
+        Some("batched") => ("group's batches, no fsync", Durability::Batched),
+        _ => ("group commit", Durability::Group),
+    };
+    println!("acknowledgements: 8 publishers, PutEvents of 10 closed-won each, while the workers drain ({label})");
+    println!(
+        "{:>7} {:>8} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "N", "wall s", "eng/s", "CPU ms/eng", "ack p50", "ack p95", "ack p99", "ack max", "checkpoints"
+    );
+    for &n in sizes {
+        let a = acks(n, durability, one_core);
+        let pct = |p: f64| {
+            let i = ((a.latencies.len() as f64 * p).ceil() as usize).clamp(1, a.latencies.len()) - 1;
+            format!("{:.1} ms", a.latencies[i].as_secs_f64() * 1000.0)
+        };
+        println!(
+            "{n:>7} {:>8.2} {:>10.1} {:>12.2} {:>9} {:>9} {:>9} {:>9} {:>12}",
+            a.wall.as_secs_f64(),
+            n as f64 / a.wall.as_secs_f64(),
+            a.cpu.as_secs_f64() * 1000.0 / n as f64,
+            pct(0.50),
+            pct(0.95),
+            pct(0.99),
+            pct(1.0),
+            a.checkpoints
+        );
+    }
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![1000] } else { sizes };
+    if std::env::args().any(|a| a == "--acks") {
+        print_acks(&sizes, std::env::args().any(|a| a == "--one-core"));
+        return;
+    }
     println!("embedded runtime: N closed-won published first, then drained to active (9 queue records and 4 business events each)");
     println!(
         "{:>7}  {:<34} {:>8} {:>10} {:>11} {:>10} {:>12} {:>12}",

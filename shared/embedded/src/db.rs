@@ -6,7 +6,7 @@
 //! they share batch transactions, so a commit (one write of the WAL) covers many calls.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -660,6 +660,8 @@ pub fn row_err(e: serde_json::Error) -> O2cError {
 /// could be after the process has exited.
 struct Shared {
     conn: Arc<Mutex<Conn>>,
+    /// The WAL's checkpoints (file-backed databases).
+    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl Drop for Shared {
@@ -670,25 +672,95 @@ impl Drop for Shared {
                 let _ = g.sync(g.finished.load(Ordering::SeqCst));
             }
         }
+        // The checkpointer's connection closes here, before the main one (which closes as
+        // the fields drop): the main connection is then the file's last in this process, and
+        // closing it checkpoints and removes the WAL unless another process holds the file.
+        if let Some(k) = &self.checkpointer
+            && let Ok(mut c) = k.conn.lock()
+        {
+            c.take();
+        }
     }
 }
 
-/// Commits a batch left open by an idle process; ends once the last handle is gone. It holds
-/// the connection only during a tick, so the connection closes on the thread that drops the
-/// last handle, before that drop returns (a process that exits right after it leaves a
-/// closed file: no WAL left beside it).
-fn flusher(conn: std::sync::Weak<Mutex<Conn>>, handles: std::sync::Weak<Shared>) {
+/// WAL pages between checkpoints (~40 MB): a page the queues rewrite many times between
+/// checkpoints is copied into the file once (SQLite's automatic checkpoint runs at 1,000).
+pub const CHECKPOINT_PAGES: i64 = 10_000;
+
+/// Checkpoints the WAL on the background thread, over a connection of its own, so that no
+/// commit does. With SQLite's automatic checkpoint, the commit that took the WAL past its
+/// threshold copied every page into the file and fsynced it before returning — the commit of
+/// an acknowledgement included (the acknowledgements' worst latency). The main connection's
+/// WAL hook reports the WAL's length after each commit; a `PASSIVE` checkpoint copies what
+/// no reader still needs without taking the write lock, so the writer goes on meanwhile, and
+/// the next transaction begun after a complete checkpoint starts the WAL over (SQLite's WAL
+/// reset, as before).
+struct Checkpointer {
+    /// Its connection; taken (closed) by the last handle.
+    conn: Mutex<Option<Connection>>,
+    /// Frames in the WAL after the main connection's last commit (its WAL hook).
+    frames: Arc<AtomicI64>,
+    /// Frames the last checkpoint had copied into the file (under `conn`'s lock).
+    backfilled: AtomicI64,
+    /// The last checkpoint left frames behind (a reader of another connection still needed
+    /// them): every tick tries again, as SQLite's automatic checkpoint retries at every
+    /// commit, until one completes and the WAL can start over.
+    incomplete: std::sync::atomic::AtomicBool,
+    /// Pages written since the last checkpoint that start the next ([`CHECKPOINT_PAGES`]).
+    every: AtomicI64,
+    /// Checkpoints run.
+    runs: AtomicU64,
+}
+
+impl Checkpointer {
+    /// One look: checkpoints once [`Checkpointer::every`] pages were written to the WAL since
+    /// the last checkpoint, or while the last one was incomplete.
+    fn tick(&self) {
+        let Ok(mut c) = self.conn.lock() else { return };
+        let Some(c) = c.as_mut() else { return };
+        let frames = self.frames.load(Ordering::SeqCst);
+        // A WAL shorter than what was copied was started over: everything in it is new.
+        let done = self.backfilled.load(Ordering::SeqCst);
+        let done = if frames < done { 0 } else { done };
+        if !self.incomplete.load(Ordering::SeqCst) && frames - done < self.every.load(Ordering::SeqCst) {
+            return;
+        }
+        match c.wal_checkpoint_v2(None::<&std::ffi::CStr>, rusqlite::wal::CheckpointMode::PASSIVE) {
+            Ok((log, copied)) => {
+                self.backfilled.store(i64::from(copied.max(0)), Ordering::SeqCst);
+                self.incomplete.store(copied < log, Ordering::SeqCst);
+                self.runs.fetch_add(1, Ordering::Relaxed);
+            }
+            // Another process's checkpoint holds the lock: the next tick tries again.
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
+                tracing::debug!("WAL checkpoint busy; retried at the next tick");
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retried at the next tick"),
+        }
+    }
+}
+
+/// The background thread: commits a batch left open by an idle process, and checkpoints the
+/// WAL ([`Checkpointer`]); ends once the last handle is gone. It holds the connections only
+/// during a tick, so they close on the thread that drops the last handle, before that drop
+/// returns (a process that exits right after it leaves a closed file: no WAL left beside it).
+fn flusher(conn: std::sync::Weak<Mutex<Conn>>, handles: std::sync::Weak<Shared>, checkpointer: Option<std::sync::Weak<Checkpointer>>) {
     loop {
         std::thread::sleep(FLUSH_TICK);
         if handles.strong_count() == 0 {
             return;
         }
-        let Some(conn) = conn.upgrade() else { return };
-        let Ok(mut c) = conn.lock() else { return };
-        if c.open.as_ref().is_some_and(|b| b.since.elapsed() >= c.window)
-            && let Err(e) = c.commit()
         {
-            tracing::error!(error = %e, "background commit failed");
+            let Some(conn) = conn.upgrade() else { return };
+            let Ok(mut c) = conn.lock() else { return };
+            if c.open.as_ref().is_some_and(|b| b.since.elapsed() >= c.window)
+                && let Err(e) = c.commit()
+            {
+                tracing::error!(error = %e, "background commit failed");
+            }
+        }
+        if let Some(k) = checkpointer.as_ref().and_then(std::sync::Weak::upgrade) {
+            k.tick();
         }
     }
 }
@@ -702,7 +774,7 @@ impl Db {
     /// Opens with an explicit durability level.
     pub fn open_with(path: &Path, durability: Durability) -> Result<Self, O2cError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = if durability == Durability::Memory {
+        let mut conn = if durability == Durability::Memory {
             Connection::open_in_memory_with_flags(flags)
         } else {
             Connection::open_with_flags(path, flags)
@@ -721,9 +793,17 @@ impl Db {
         let journal = if durability == Durability::Memory { "MEMORY" } else { "WAL" };
         conn.pragma_update(None, "journal_mode", journal).map_err(sqlite_err)?;
         conn.pragma_update(None, "synchronous", durability.pragma()).map_err(sqlite_err)?;
-        // Checkpoint every 10,000 WAL pages (~40 MB) rather than SQLite's 1,000: a page the
-        // queues rewrite many times between checkpoints is copied into the file once.
-        conn.pragma_update(None, "wal_autocheckpoint", 10_000).map_err(sqlite_err)?;
+        // No commit checkpoints: the background thread does, every CHECKPOINT_PAGES
+        // (`Checkpointer`), told the WAL's length by this hook. (The pragma replaces any WAL
+        // hook, so it comes first.)
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite_err)?;
+        let frames = Arc::new(AtomicI64::new(0));
+        let seen = frames.clone();
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+            seen.store(i64::from(pages), Ordering::SeqCst);
+            Ok(())
+        }))
+        .map_err(sqlite_err)?;
         // A 64 MiB page cache (SQLite's default is 2 MiB): the queues' and stores' hot pages
         // stay in memory as the file grows, so a call's cost does not grow with the backlog.
         conn.pragma_update(None, "cache_size", -65_536).map_err(sqlite_err)?;
@@ -752,15 +832,33 @@ impl Db {
         } else {
             None
         };
+        let checkpointer = if durability == Durability::Memory {
+            None
+        } else {
+            let c = Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
+            // Its checkpoints fsync the WAL before copying and the file after, as the main
+            // connection's did (they follow the connection's own `synchronous`).
+            c.pragma_update(None, "synchronous", durability.pragma()).map_err(sqlite_err)?;
+            c.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite_err)?;
+            Some(Arc::new(Checkpointer {
+                conn: Mutex::new(Some(c)),
+                frames,
+                backfilled: AtomicI64::new(0),
+                incomplete: std::sync::atomic::AtomicBool::new(false),
+                every: AtomicI64::new(CHECKPOINT_PAGES),
+                runs: AtomicU64::new(0),
+            }))
+        };
         let batching = group.is_some() || matches!(durability, Durability::Memory | Durability::Batched);
         let conn = Arc::new(Mutex::new(Conn { c: conn, group, batching, window: BATCH_WINDOW, open: None, broken: None }));
-        let shared = Arc::new(Shared { conn });
-        if batching {
+        let shared = Arc::new(Shared { conn, checkpointer });
+        if batching || shared.checkpointer.is_some() {
             let handles = Arc::downgrade(&shared);
             let conn = Arc::downgrade(&shared.conn);
+            let checkpointer = shared.checkpointer.as_ref().map(Arc::downgrade);
             std::thread::Builder::new()
                 .name("o2c-sqlite-flush".into())
-                .spawn(move || flusher(conn, handles))
+                .spawn(move || flusher(conn, handles, checkpointer))
                 .map_err(|e| O2cError::dependency("sqlite", format!("cannot start the commit thread: {e}")))?;
         }
         Ok(Self {
@@ -869,6 +967,29 @@ impl Db {
             (group, target)
         };
         tokio::task::spawn_blocking(move || group.sync(target)).await.map_err(|e| O2cError::Bug(format!("blocking task failed: {e}")))?
+    }
+
+    /// WAL checkpoints the background thread has run so far (benchmarks, tests).
+    pub fn checkpoints(&self) -> u64 {
+        self.shared.checkpointer.as_ref().map_or(0, |k| k.runs.load(Ordering::Relaxed))
+    }
+
+    /// Frames in the WAL after this handle's last commit.
+    pub fn wal_frames(&self) -> i64 {
+        self.shared.checkpointer.as_ref().map_or(0, |k| k.frames.load(Ordering::SeqCst))
+    }
+
+    /// Frames of the WAL the last checkpoint had copied into the file (tests).
+    pub fn checkpointed_frames(&self) -> i64 {
+        self.shared.checkpointer.as_ref().map_or(0, |k| k.backfilled.load(Ordering::SeqCst))
+    }
+
+    /// Checkpoints after `pages` WAL pages instead of [`CHECKPOINT_PAGES`] (tests; `i64::MAX`:
+    /// never).
+    pub fn set_checkpoint_pages(&self, pages: i64) {
+        if let Some(k) = &self.shared.checkpointer {
+            k.every.store(pages, Ordering::SeqCst);
+        }
     }
 
     /// fsyncs group commit has done so far (benchmarks: commits per fsync).
