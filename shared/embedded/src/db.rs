@@ -687,55 +687,89 @@ impl Drop for Shared {
 /// checkpoints is copied into the file once (SQLite's automatic checkpoint runs at 1,000).
 pub const CHECKPOINT_PAGES: i64 = 10_000;
 
-/// Checkpoints the WAL on the background thread, over a connection of its own, so that no
-/// commit does. With SQLite's automatic checkpoint, the commit that took the WAL past its
-/// threshold copied every page into the file and fsynced it before returning — the commit of
-/// an acknowledgement included (the acknowledgements' worst latency). The main connection's
-/// WAL hook reports the WAL's length after each commit; a `PASSIVE` checkpoint copies what
-/// no reader still needs without taking the write lock, so the writer goes on meanwhile, and
-/// the next transaction begun after a complete checkpoint starts the WAL over (SQLite's WAL
-/// reset, as before).
+/// Checkpoints the WAL on the background thread, over a connection of its own, instead of
+/// inside commits. With SQLite's automatic checkpoint, the commit that took the WAL past its
+/// threshold copied every page into the file and fsynced it before returning, holding the
+/// connection (and, on one thread, every task) meanwhile — an acknowledgement's commit
+/// included. The main connection's WAL hook reports the WAL's length after each commit; once
+/// [`CHECKPOINT_PAGES`] were written since the last checkpoint, a cycle runs in two passes:
+/// - a `PASSIVE` checkpoint copies the WAL into the file without the write lock, while the
+///   workers go on writing;
+/// - then, holding the main connection for a moment, its open batch is committed and a second
+///   pass copies what was written during the first. SQLite starts the WAL over only in a
+///   transaction begun while the whole WAL is in the file, and under load the next batch
+///   begins microseconds after the last commit: without this pause the WAL would never start
+///   over and would grow for as long as the load lasts (it did, at 100,000 queued).
+///
+/// A pass that another process's reader holds back is retried at every tick until one
+/// completes (SQLite's automatic checkpoint retries at every commit).
 struct Checkpointer {
     /// Its connection; taken (closed) by the last handle.
     conn: Mutex<Option<Connection>>,
     /// Frames in the WAL after the main connection's last commit (its WAL hook).
     frames: Arc<AtomicI64>,
-    /// Frames the last checkpoint had copied into the file (under `conn`'s lock).
+    /// Frames the last pass had copied into the file (under `conn`'s lock).
     backfilled: AtomicI64,
-    /// The last checkpoint left frames behind (a reader of another connection still needed
-    /// them): every tick tries again, as SQLite's automatic checkpoint retries at every
-    /// commit, until one completes and the WAL can start over.
-    incomplete: std::sync::atomic::AtomicBool,
+    /// A cycle has begun and not yet copied the whole WAL.
+    cycle: std::sync::atomic::AtomicBool,
     /// Pages written since the last checkpoint that start the next ([`CHECKPOINT_PAGES`]).
     every: AtomicI64,
-    /// Checkpoints run.
+    /// Checkpoint passes run.
     runs: AtomicU64,
 }
 
 impl Checkpointer {
-    /// One look: checkpoints once [`Checkpointer::every`] pages were written to the WAL since
-    /// the last checkpoint, or while the last one was incomplete.
-    fn tick(&self) {
+    /// One pass: `(frames in the WAL, frames copied into the file)`, or `None` when it could
+    /// not run (another process's checkpoint holds the lock: the next tick tries again).
+    fn pass(&self, c: &Connection) -> Option<(i64, i64)> {
+        match c.wal_checkpoint_v2(None::<&std::ffi::CStr>, rusqlite::wal::CheckpointMode::PASSIVE) {
+            Ok((log, copied)) => {
+                let (log, copied) = (i64::from(log), i64::from(copied.max(0)));
+                self.backfilled.store(copied, Ordering::SeqCst);
+                self.runs.fetch_add(1, Ordering::Relaxed);
+                Some((log, copied))
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
+                tracing::debug!("WAL checkpoint busy; retried at the next tick");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed; retried at the next tick");
+                None
+            }
+        }
+    }
+
+    /// One look: runs a cycle once [`Checkpointer::every`] pages were written to the WAL since
+    /// the last checkpoint, or goes on with one that did not finish.
+    fn tick(&self, main: &std::sync::Weak<Mutex<Conn>>) {
         let Ok(mut c) = self.conn.lock() else { return };
         let Some(c) = c.as_mut() else { return };
         let frames = self.frames.load(Ordering::SeqCst);
         // A WAL shorter than what was copied was started over: everything in it is new.
         let done = self.backfilled.load(Ordering::SeqCst);
         let done = if frames < done { 0 } else { done };
-        if !self.incomplete.load(Ordering::SeqCst) && frames - done < self.every.load(Ordering::SeqCst) {
+        if !self.cycle.load(Ordering::SeqCst) && frames - done < self.every.load(Ordering::SeqCst) {
             return;
         }
-        match c.wal_checkpoint_v2(None::<&std::ffi::CStr>, rusqlite::wal::CheckpointMode::PASSIVE) {
-            Ok((log, copied)) => {
-                self.backfilled.store(i64::from(copied.max(0)), Ordering::SeqCst);
-                self.incomplete.store(copied < log, Ordering::SeqCst);
-                self.runs.fetch_add(1, Ordering::Relaxed);
-            }
-            // Another process's checkpoint holds the lock: the next tick tries again.
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
-                tracing::debug!("WAL checkpoint busy; retried at the next tick");
-            }
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retried at the next tick"),
+        self.cycle.store(true, Ordering::SeqCst);
+        // First pass, the writer going on.
+        let Some((log, copied)) = self.pass(c) else { return };
+        if copied < log {
+            // A reader still needs frames the file would overwrite.
+            return;
+        }
+        // Second pass, the writer paused between two calls: what it wrote meanwhile.
+        let Some(main) = main.upgrade() else { return };
+        let Ok(mut m) = main.lock() else { return };
+        if let Err(e) = m.commit() {
+            tracing::error!(error = %e, "commit before a checkpoint failed");
+            return;
+        }
+        if let Some((log, copied)) = self.pass(c)
+            && copied >= log
+        {
+            self.cycle.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -760,7 +794,7 @@ fn flusher(conn: std::sync::Weak<Mutex<Conn>>, handles: std::sync::Weak<Shared>,
             }
         }
         if let Some(k) = checkpointer.as_ref().and_then(std::sync::Weak::upgrade) {
-            k.tick();
+            k.tick(&conn);
         }
     }
 }
@@ -844,7 +878,7 @@ impl Db {
                 conn: Mutex::new(Some(c)),
                 frames,
                 backfilled: AtomicI64::new(0),
-                incomplete: std::sync::atomic::AtomicBool::new(false),
+                cycle: std::sync::atomic::AtomicBool::new(false),
                 every: AtomicI64::new(CHECKPOINT_PAGES),
                 runs: AtomicU64::new(0),
             }))
@@ -969,7 +1003,7 @@ impl Db {
         tokio::task::spawn_blocking(move || group.sync(target)).await.map_err(|e| O2cError::Bug(format!("blocking task failed: {e}")))?
     }
 
-    /// WAL checkpoints the background thread has run so far (benchmarks, tests).
+    /// WAL checkpoint passes the background thread has run so far (benchmarks, tests).
     pub fn checkpoints(&self) -> u64 {
         self.shared.checkpointer.as_ref().map_or(0, |k| k.runs.load(Ordering::Relaxed))
     }
@@ -979,7 +1013,7 @@ impl Db {
         self.shared.checkpointer.as_ref().map_or(0, |k| k.frames.load(Ordering::SeqCst))
     }
 
-    /// Frames of the WAL the last checkpoint had copied into the file (tests).
+    /// Frames of the WAL the last checkpoint pass had copied into the file (tests).
     pub fn checkpointed_frames(&self) -> i64 {
         self.shared.checkpointer.as_ref().map_or(0, |k| k.backfilled.load(Ordering::SeqCst))
     }

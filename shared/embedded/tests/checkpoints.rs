@@ -90,6 +90,27 @@ async fn when_the_wal_passes_the_threshold_should_be_checkpointed_by_the_backgro
 }
 
 #[tokio::test]
+async fn when_writes_never_pause_should_still_start_the_wal_over_after_each_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let db = Db::open_with(&path, Durability::Group).unwrap();
+    db.set_checkpoint_pages(500);
+    // ~16,000 pages with no pause: each commit is followed at once by the next call's
+    // transaction, so SQLite never finds the WAL wholly copied when one begins unless the
+    // checkpointer makes it so.
+    let mut peak = 0;
+    for _ in 0..200 {
+        write_rows(&db, 5).await;
+        peak = peak.max(db.wal_frames());
+    }
+    assert!(db.checkpoints() >= 2, "{} passes", db.checkpoints());
+    assert!(peak < 8_000, "the WAL started over while the writes went on: it peaked at {peak} frames of ~16,000 written");
+    let other = rusqlite::Connection::open(&path).unwrap();
+    let n: i64 = other.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 1_000);
+}
+
+#[tokio::test]
 async fn when_a_reader_holds_back_a_checkpoint_should_finish_it_once_the_reader_ends_without_waiting_for_more_pages() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
