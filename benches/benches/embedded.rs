@@ -9,9 +9,10 @@
 //! activated).
 //!
 //! `cargo bench -p o2c-benches --bench embedded [-- N ... [--only group|full|normal|batched|memory] [--one-core]]`
-//! (`--acks`: acknowledgement latency of 8 concurrent publishers while the workers drain),
 //! (default N = 1000), or
-//! `scripts/benchmarks.sh` for every benchmark of BENCHMARKS.md.
+//! `scripts/benchmarks.sh` for every benchmark of BENCHMARKS.md. With `--acks [--only
+//! group|batched|memory]`, the acknowledgement latency of 8 concurrent publishers while the
+//! workers drain instead.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 /// The allocator of the `o2c` binary, which hosts the embedded runtime.
@@ -154,16 +155,18 @@ fn acks(n: usize, durability: Durability, one_core: bool) -> Acks {
     })
 }
 
-/// `--acks [--only group|batched]` (default group).
+/// `--acks [--only group|batched|memory]` (default group).
 fn print_acks(sizes: &[usize], one_core: bool) {
     let (label, durability) = match std::env::args().skip_while(|a| a != "--only").nth(1).as_deref() {
+        None | Some("group") => ("group commit", Durability::Group),
         Some("batched") => ("group's batches, no fsync", Durability::Batched),
-        _ => ("group commit", Durability::Group),
+        Some("memory") => ("in memory, no file", Durability::Memory),
+        Some(other) => panic!("--acks measures group, batched or memory, not {other}"),
     };
     println!("acknowledgements: 8 publishers, PutEvents of 10 closed-won each, while the workers drain ({label})");
     println!(
         "{:>7} {:>8} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>12}",
-        "N", "wall s", "eng/s", "CPU ms/eng", "ack p50", "ack p95", "ack p99", "ack max", "checkpoints"
+        "N", "wall s", "eng/s", "CPU ms/eng", "ack p50", "ack p95", "ack p99", "ack max", "ckpt passes"
     );
     for &n in sizes {
         let a = acks(n, durability, one_core);

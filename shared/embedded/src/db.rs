@@ -6,7 +6,7 @@
 //! they share batch transactions, so a commit (one write of the WAL) covers many calls.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -470,7 +470,7 @@ struct GroupCommit {
     fsyncs: AtomicU64,
     /// Set when an fsync failed: Linux may have dropped the dirty pages it could not write,
     /// and a later fsync can succeed without them, so no acknowledgement is given again.
-    failed: std::sync::atomic::AtomicBool,
+    failed: AtomicBool,
 }
 
 impl GroupCommit {
@@ -512,7 +512,8 @@ impl Drop for GroupCommit {
 /// within it share one commit (one write of their pages to the WAL: a page changed by many
 /// calls is written once). A background thread commits a batch left open this long (checked
 /// every [`FLUSH_TICK`], so an idle batch is committed within about 60 ms). An
-/// acknowledgement commits the open batch at once instead of waiting for the window; a batch
+/// acknowledgement commits the open batch at once instead of waiting for the window, as does
+/// a checkpoint's second pass (every [`CHECKPOINT_PAGES`] written to the WAL); a batch
 /// in which nothing changed is committed by the call that found it so (idle polls do not hold
 /// the write lock). The window bounds what a crash takes back (and processes again), how late
 /// another process's reader sees a call, and how long another process's writer waits for
@@ -521,7 +522,8 @@ impl Drop for GroupCommit {
 pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// The most calls one batch transaction holds.
 pub const BATCH_CALLS: u32 = 5_000;
-/// How often the background thread looks for a batch older than its window.
+/// How often the background threads look: the flusher for a batch older than its window, the
+/// checkpoint thread at the WAL's length.
 pub const FLUSH_TICK: Duration = Duration::from_millis(10);
 
 /// The open batch transaction.
@@ -656,7 +658,7 @@ pub fn row_err(e: serde_json::Error) -> O2cError {
 }
 
 /// What the handles share. Dropping the last handle commits the open batch and fsyncs it
-/// right there, on the thread that drops it — never later on the flusher's thread, which
+/// right there, on the thread that drops it — never later on a background thread, which
 /// could be after the process has exited.
 struct Shared {
     conn: Arc<Mutex<Conn>>,
@@ -672,13 +674,20 @@ impl Drop for Shared {
                 let _ = g.sync(g.finished.load(Ordering::SeqCst));
             }
         }
-        // The checkpointer's connection closes here, before the main one (which closes as
-        // the fields drop): the main connection is then the file's last in this process, and
-        // closing it checkpoints and removes the WAL unless another process holds the file.
+        // Both connections close here, on this thread, before the drop returns, whatever a
+        // background thread still holds for its tick (a process that exits right after it
+        // leaves a closed file, no WAL beside it): the checkpointer's first, once a pass in
+        // progress ends, then the main one — the file's last in this process, whose close
+        // checkpoints and removes the WAL unless another process holds the file.
         if let Some(k) = &self.checkpointer
             && let Ok(mut c) = k.conn.lock()
         {
             c.take();
+        }
+        if let Ok(mut c) = self.conn.lock()
+            && let Ok(closed) = Connection::open_in_memory()
+        {
+            drop(std::mem::replace(&mut c.c, closed));
         }
     }
 }
@@ -687,114 +696,184 @@ impl Drop for Shared {
 /// checkpoints is copied into the file once (SQLite's automatic checkpoint runs at 1,000).
 pub const CHECKPOINT_PAGES: i64 = 10_000;
 
-/// Checkpoints the WAL on the background thread, over a connection of its own, instead of
+/// The WAL's length as the main connection's WAL hook reports it after each of its commits.
+#[derive(Default)]
+struct WalLength {
+    /// Frames in the WAL.
+    frames: AtomicI64,
+    /// Times the WAL was seen to start over (a commit found it shorter than the last one did).
+    restarts: AtomicU64,
+}
+
+/// Checkpoints the WAL on a thread of its own, over a connection of its own, instead of
 /// inside commits. With SQLite's automatic checkpoint, the commit that took the WAL past its
 /// threshold copied every page into the file and fsynced it before returning, holding the
 /// connection (and, on one thread, every task) meanwhile — an acknowledgement's commit
-/// included. The main connection's WAL hook reports the WAL's length after each commit; once
-/// [`CHECKPOINT_PAGES`] were written since the last checkpoint, a cycle runs in two passes:
-/// - a `PASSIVE` checkpoint copies the WAL into the file without the write lock, while the
-///   workers go on writing;
-/// - then, holding the main connection for a moment, its open batch is committed and a second
-///   pass copies what was written during the first. SQLite starts the WAL over only in a
-///   transaction begun while the whole WAL is in the file, and under load the next batch
-///   begins microseconds after the last commit: without this pause the WAL would never start
-///   over and would grow for as long as the load lasts (it did, at 100,000 queued).
+/// included. Once [`CHECKPOINT_PAGES`] were written to the WAL since the last checkpoint, a
+/// cycle runs:
+/// - a `PASSIVE` pass copies the WAL into the file without the write lock while the workers
+///   go on writing, and the file and the WAL are fsynced, still without holding anything;
+/// - then, holding the main connection between two calls, its open batch is committed and a
+///   second pass copies what was written meanwhile (its fsyncs cover only that). SQLite starts
+///   the WAL over only in a transaction begun while the whole WAL is in the file, and under
+///   load the next batch begins microseconds after a commit: without this pause the WAL never
+///   started over while the load lasted (at 100,000 queued it grew for the whole run).
 ///
 /// A pass that another process's reader holds back is retried at every tick until one
-/// completes (SQLite's automatic checkpoint retries at every commit).
+/// completes (SQLite's automatic checkpoint retries at every commit). An I/O error stops the
+/// checkpoints and the handle: Linux may have dropped the pages it could not write, a retry
+/// could then succeed without them, and the WAL start over on a file that lacks them.
 struct Checkpointer {
     /// Its connection; taken (closed) by the last handle.
     conn: Mutex<Option<Connection>>,
-    /// Frames in the WAL after the main connection's last commit (its WAL hook).
-    frames: Arc<AtomicI64>,
-    /// Frames the last pass had copied into the file (under `conn`'s lock).
-    backfilled: AtomicI64,
+    /// The database file and its WAL, fsynced between the two passes.
+    files: [PathBuf; 2],
+    /// The WAL's length (the main connection's hook).
+    wal: Arc<WalLength>,
+    /// The WAL's restarts seen and the frames copied into the file, at the last pass.
+    backfilled: Mutex<(u64, i64)>,
     /// A cycle has begun and not yet copied the whole WAL.
-    cycle: std::sync::atomic::AtomicBool,
+    cycle: AtomicBool,
     /// Pages written since the last checkpoint that start the next ([`CHECKPOINT_PAGES`]).
     every: AtomicI64,
-    /// Checkpoint passes run.
-    runs: AtomicU64,
+    /// Passes run.
+    passes: AtomicU64,
+    /// The last pass failed (its warning is logged once, not at every tick).
+    failing: AtomicBool,
+    /// Set after an I/O error: no more checkpoints.
+    stopped: AtomicBool,
+}
+
+/// What one checkpoint pass did.
+enum Pass {
+    /// Frames in the WAL, and frames copied into the file.
+    Ran(i64, i64),
+    /// Did not run: another process's checkpoint held the lock, or an error that the next
+    /// tick retries.
+    Skipped,
+    /// An I/O error: the checkpoints and the handle stop.
+    Failed(String),
 }
 
 impl Checkpointer {
-    /// One pass: `(frames in the WAL, frames copied into the file)`, or `None` when it could
-    /// not run (another process's checkpoint holds the lock: the next tick tries again).
-    fn pass(&self, c: &Connection) -> Option<(i64, i64)> {
+    /// One `PASSIVE` pass.
+    fn pass(&self, c: &Connection, restarts: u64) -> Pass {
         match c.wal_checkpoint_v2(None::<&std::ffi::CStr>, rusqlite::wal::CheckpointMode::PASSIVE) {
             Ok((log, copied)) => {
                 let (log, copied) = (i64::from(log), i64::from(copied.max(0)));
-                self.backfilled.store(copied, Ordering::SeqCst);
-                self.runs.fetch_add(1, Ordering::Relaxed);
-                Some((log, copied))
+                if let Ok(mut b) = self.backfilled.lock() {
+                    *b = (restarts, copied);
+                }
+                self.passes.fetch_add(1, Ordering::Relaxed);
+                self.failing.store(false, Ordering::SeqCst);
+                Pass::Ran(log, copied)
             }
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
-                tracing::debug!("WAL checkpoint busy; retried at the next tick");
-                None
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => Pass::Skipped,
+            Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == rusqlite::ErrorCode::SystemIoFailure => {
+                Pass::Failed(format!("a WAL checkpoint failed: {e} {}", msg.unwrap_or_default()))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "WAL checkpoint failed; retried at the next tick");
-                None
+                if !self.failing.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; retried at every tick");
+                }
+                Pass::Skipped
             }
+        }
+    }
+
+    /// After an I/O error: no more checkpoints, and the handle refuses every further call
+    /// and acknowledgement (the process restarts; SQLite recovers the WAL, never started over).
+    fn stop(&self, m: &mut Conn, why: String) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if m.broken.is_none() {
+            m.break_handle(why);
         }
     }
 
     /// One look: runs a cycle once [`Checkpointer::every`] pages were written to the WAL since
     /// the last checkpoint, or goes on with one that did not finish.
-    fn tick(&self, main: &std::sync::Weak<Mutex<Conn>>) {
-        let Ok(mut c) = self.conn.lock() else { return };
-        let Some(c) = c.as_mut() else { return };
-        let frames = self.frames.load(Ordering::SeqCst);
-        // A WAL shorter than what was copied was started over: everything in it is new.
-        let done = self.backfilled.load(Ordering::SeqCst);
-        let done = if frames < done { 0 } else { done };
+    fn tick(&self, main: &Mutex<Conn>) {
+        if self.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(guard) = self.conn.lock() else { return };
+        let Some(c) = guard.as_ref() else { return };
+        let (frames, restarts) = (self.wal.frames.load(Ordering::SeqCst), self.wal.restarts.load(Ordering::SeqCst));
+        let (seen, copied) = self.backfilled.lock().map(|b| *b).unwrap_or_default();
+        // What the last pass copied counts only in the same WAL: once it started over, every
+        // frame in it is new.
+        let done = if seen == restarts { copied } else { 0 };
         if !self.cycle.load(Ordering::SeqCst) && frames - done < self.every.load(Ordering::SeqCst) {
             return;
         }
         self.cycle.store(true, Ordering::SeqCst);
-        // First pass, the writer going on.
-        let Some((log, copied)) = self.pass(c) else { return };
-        if copied < log {
-            // A reader still needs frames the file would overwrite.
+        // First pass, the workers going on; then the files fsynced, still without the lock.
+        let first = match self.pass(c, restarts) {
+            Pass::Ran(log, copied) => copied >= log,
+            Pass::Skipped => return,
+            Pass::Failed(why) => {
+                if let Ok(mut m) = main.lock() {
+                    self.stop(&mut m, why);
+                }
+                return;
+            }
+        };
+        if !first {
+            // A reader still needs frames the file would overwrite: the next tick retries.
             return;
         }
-        // Second pass, the writer paused between two calls: what it wrote meanwhile.
-        let Some(main) = main.upgrade() else { return };
+        let synced = self.files.iter().try_for_each(|f| match std::fs::File::open(f).and_then(|f| f.sync_data()) {
+            // A WAL that does not exist holds nothing.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("fsync {} before a checkpoint's second pass: {e}", f.display()))
+            }
+            _ => Ok(()),
+        });
+        // Second pass, the workers paused between two calls: what they wrote meanwhile.
         let Ok(mut m) = main.lock() else { return };
-        if let Err(e) = m.commit() {
-            tracing::error!(error = %e, "commit before a checkpoint failed");
+        if let Err(why) = synced {
+            return self.stop(&mut m, why);
+        }
+        if m.broken.is_some() || m.commit().is_err() {
+            // The handle has stopped (and said why): the process restarts, nothing to copy.
+            self.cycle.store(false, Ordering::SeqCst);
             return;
         }
-        if let Some((log, copied)) = self.pass(c)
-            && copied >= log
-        {
-            self.cycle.store(false, Ordering::SeqCst);
+        match self.pass(c, restarts) {
+            Pass::Ran(log, copied) if copied >= log => self.cycle.store(false, Ordering::SeqCst),
+            Pass::Failed(why) => self.stop(&mut m, why),
+            _ => {}
         }
     }
 }
 
-/// The background thread: commits a batch left open by an idle process, and checkpoints the
-/// WAL ([`Checkpointer`]); ends once the last handle is gone. It holds the connections only
-/// during a tick, so they close on the thread that drops the last handle, before that drop
-/// returns (a process that exits right after it leaves a closed file: no WAL left beside it).
-fn flusher(conn: std::sync::Weak<Mutex<Conn>>, handles: std::sync::Weak<Shared>, checkpointer: Option<std::sync::Weak<Checkpointer>>) {
+/// The checkpoint thread ([`Checkpointer`]): a look every [`FLUSH_TICK`]; ends once the last
+/// handle is gone. Its own thread, so that a pass copying ~40 MB never delays the flusher's
+/// commit of an idle batch (whose window bounds how long another process waits for the lock).
+fn checkpoints(k: std::sync::Weak<Checkpointer>, conn: std::sync::Weak<Mutex<Conn>>, handles: std::sync::Weak<Shared>) {
     loop {
         std::thread::sleep(FLUSH_TICK);
         if handles.strong_count() == 0 {
             return;
         }
-        {
-            let Some(conn) = conn.upgrade() else { return };
-            let Ok(mut c) = conn.lock() else { return };
-            if c.open.as_ref().is_some_and(|b| b.since.elapsed() >= c.window)
-                && let Err(e) = c.commit()
-            {
-                tracing::error!(error = %e, "background commit failed");
-            }
+        let (Some(k), Some(conn)) = (k.upgrade(), conn.upgrade()) else { return };
+        k.tick(&conn);
+    }
+}
+
+/// Commits a batch left open by an idle process; ends once the last handle is gone.
+fn flusher(conn: std::sync::Weak<Mutex<Conn>>, handles: std::sync::Weak<Shared>) {
+    loop {
+        std::thread::sleep(FLUSH_TICK);
+        if handles.strong_count() == 0 {
+            return;
         }
-        if let Some(k) = checkpointer.as_ref().and_then(std::sync::Weak::upgrade) {
-            k.tick(&conn);
+        let Some(conn) = conn.upgrade() else { return };
+        let Ok(mut c) = conn.lock() else { return };
+        if c.open.as_ref().is_some_and(|b| b.since.elapsed() >= c.window)
+            && let Err(e) = c.commit()
+        {
+            tracing::error!(error = %e, "background commit failed");
         }
     }
 }
@@ -831,10 +910,13 @@ impl Db {
         // (`Checkpointer`), told the WAL's length by this hook. (The pragma replaces any WAL
         // hook, so it comes first.)
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite_err)?;
-        let frames = Arc::new(AtomicI64::new(0));
-        let seen = frames.clone();
+        let wal = Arc::new(WalLength::default());
+        let seen = wal.clone();
         conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
-            seen.store(i64::from(pages), Ordering::SeqCst);
+            let pages = i64::from(pages);
+            if pages < seen.frames.swap(pages, Ordering::SeqCst) {
+                seen.restarts.fetch_add(1, Ordering::SeqCst);
+            }
             Ok(())
         }))
         .map_err(sqlite_err)?;
@@ -861,7 +943,7 @@ impl Db {
                 finished: AtomicU64::new(0),
                 synced: Mutex::new(0),
                 fsyncs: AtomicU64::new(0),
-                failed: std::sync::atomic::AtomicBool::new(false),
+                failed: AtomicBool::new(false),
             }))
         } else {
             None
@@ -870,30 +952,40 @@ impl Db {
             None
         } else {
             let c = Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
-            // Its checkpoints fsync the WAL before copying and the file after, as the main
-            // connection's did (they follow the connection's own `synchronous`).
+            // Its passes fsync the WAL before copying and the file after, as the main
+            // connection's automatic checkpoints did (they follow the connection's own
+            // `synchronous`).
             c.pragma_update(None, "synchronous", durability.pragma()).map_err(sqlite_err)?;
             c.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite_err)?;
+            let main = c.path().filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| path.to_owned());
+            let mut wal_file = main.clone().into_os_string();
+            wal_file.push("-wal");
             Some(Arc::new(Checkpointer {
                 conn: Mutex::new(Some(c)),
-                frames,
-                backfilled: AtomicI64::new(0),
-                cycle: std::sync::atomic::AtomicBool::new(false),
+                files: [main, PathBuf::from(wal_file)],
+                wal,
+                backfilled: Mutex::new((0, 0)),
+                cycle: AtomicBool::new(false),
                 every: AtomicI64::new(CHECKPOINT_PAGES),
-                runs: AtomicU64::new(0),
+                passes: AtomicU64::new(0),
+                failing: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
             }))
         };
         let batching = group.is_some() || matches!(durability, Durability::Memory | Durability::Batched);
         let conn = Arc::new(Mutex::new(Conn { c: conn, group, batching, window: BATCH_WINDOW, open: None, broken: None }));
         let shared = Arc::new(Shared { conn, checkpointer });
-        if batching || shared.checkpointer.is_some() {
-            let handles = Arc::downgrade(&shared);
-            let conn = Arc::downgrade(&shared.conn);
-            let checkpointer = shared.checkpointer.as_ref().map(Arc::downgrade);
+        let thread = |e: std::io::Error| O2cError::dependency("sqlite", format!("cannot start a database thread: {e}"));
+        if batching {
+            let (handles, conn) = (Arc::downgrade(&shared), Arc::downgrade(&shared.conn));
+            std::thread::Builder::new().name("o2c-sqlite-flush".into()).spawn(move || flusher(conn, handles)).map_err(thread)?;
+        }
+        if let Some(k) = &shared.checkpointer {
+            let (k, handles, conn) = (Arc::downgrade(k), Arc::downgrade(&shared), Arc::downgrade(&shared.conn));
             std::thread::Builder::new()
-                .name("o2c-sqlite-flush".into())
-                .spawn(move || flusher(conn, handles, checkpointer))
-                .map_err(|e| O2cError::dependency("sqlite", format!("cannot start the commit thread: {e}")))?;
+                .name("o2c-sqlite-checkpoint".into())
+                .spawn(move || checkpoints(k, conn, handles))
+                .map_err(thread)?;
         }
         Ok(Self {
             shared,
@@ -1003,26 +1095,35 @@ impl Db {
         tokio::task::spawn_blocking(move || group.sync(target)).await.map_err(|e| O2cError::Bug(format!("blocking task failed: {e}")))?
     }
 
-    /// WAL checkpoint passes the background thread has run so far (benchmarks, tests).
+    /// WAL checkpoint passes the checkpoint thread has run so far (benchmarks, tests).
     pub fn checkpoints(&self) -> u64 {
-        self.shared.checkpointer.as_ref().map_or(0, |k| k.runs.load(Ordering::Relaxed))
+        self.shared.checkpointer.as_ref().map_or(0, |k| k.passes.load(Ordering::Relaxed))
     }
 
-    /// Frames in the WAL after this handle's last commit.
+    /// Frames in the WAL after this handle's last commit (tests).
+    #[doc(hidden)]
     pub fn wal_frames(&self) -> i64 {
-        self.shared.checkpointer.as_ref().map_or(0, |k| k.frames.load(Ordering::SeqCst))
+        self.shared.checkpointer.as_ref().map_or(0, |k| k.wal.frames.load(Ordering::SeqCst))
+    }
+
+    /// Times this handle's commits found the WAL started over (tests).
+    #[doc(hidden)]
+    pub fn wal_restarts(&self) -> u64 {
+        self.shared.checkpointer.as_ref().map_or(0, |k| k.wal.restarts.load(Ordering::SeqCst))
     }
 
     /// Frames of the WAL the last checkpoint pass had copied into the file (tests).
+    #[doc(hidden)]
     pub fn checkpointed_frames(&self) -> i64 {
-        self.shared.checkpointer.as_ref().map_or(0, |k| k.backfilled.load(Ordering::SeqCst))
+        self.shared.checkpointer.as_ref().and_then(|k| k.backfilled.lock().ok().map(|b| b.1)).unwrap_or(0)
     }
 
-    /// Checkpoints after `pages` WAL pages instead of [`CHECKPOINT_PAGES`] (tests; `i64::MAX`:
-    /// never).
+    /// Checkpoints after `pages` WAL pages (at least 1) instead of [`CHECKPOINT_PAGES`] (tests;
+    /// `i64::MAX`: never).
+    #[doc(hidden)]
     pub fn set_checkpoint_pages(&self, pages: i64) {
         if let Some(k) = &self.shared.checkpointer {
-            k.every.store(pages, Ordering::SeqCst);
+            k.every.store(pages.max(1), Ordering::SeqCst);
         }
     }
 
