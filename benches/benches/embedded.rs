@@ -44,29 +44,36 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn run(n: usize, durability: Durability, one_core: bool) -> Measured {
-    // `--one-core`: every task on one thread (the goal is per core); otherwise
-    // Tokio's default, one worker thread per core.
-    let rt = if one_core { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() }
+/// `--one-core`: every task on one thread (the goal is per core); otherwise Tokio's
+/// default, one worker thread per core.
+fn tokio_runtime(one_core: bool) -> tokio::runtime::Runtime {
+    if one_core { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() }
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+}
+
+/// The embedded runtime over a new file in `dir`.
+async fn open(dir: &tempfile::TempDir, durability: Durability) -> Runtime {
+    let opts = RuntimeOptions { durability, max_workers_per_function: 4, ..RuntimeOptions::default() };
+    Runtime::builder(dir.path().join("bench.db"), o2c_embedded::reference::northwind().unwrap()).options(opts).open().await.unwrap()
+}
+
+/// The `i`-th engagement's closed-won event, as a CRM publishes it.
+fn closed_won(i: usize) -> PutEventsEntry {
+    PutEventsEntry {
+        source: Some("o2c.crm".into()),
+        detail_type: Some("OpportunityClosedWon".into()),
+        detail: Some(o2c_benches::closed_won_detail(i).to_string()),
+        ..Default::default()
+    }
+}
+
+fn run(n: usize, durability: Durability, one_core: bool) -> Measured {
+    tokio_runtime(one_core).block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let opts = RuntimeOptions { durability, max_workers_per_function: 4, ..RuntimeOptions::default() };
-        let runtime = Runtime::builder(dir.path().join("bench.db"), o2c_embedded::reference::northwind().unwrap())
-            .options(opts)
-            .open()
-            .await
-            .unwrap();
-        let entries: Vec<PutEventsEntry> = (0..n)
-            .map(|i| PutEventsEntry {
-                source: Some("o2c.crm".into()),
-                detail_type: Some("OpportunityClosedWon".into()),
-                detail: Some(o2c_benches::closed_won_detail(i).to_string()),
-                ..Default::default()
-            })
-            .collect();
+        let runtime = open(&dir, durability).await;
+        let entries: Vec<PutEventsEntry> = (0..n).map(closed_won).collect();
         let (start, cpu) = (Instant::now(), cpu_time());
         // PutEvents takes at most 10 entries per call.
         for chunk in entries.chunks(10) {
@@ -100,18 +107,9 @@ struct Acks {
 /// its acknowledgement's (under group commit: the batch committed and fsynced).
 fn acks(n: usize, durability: Durability, one_core: bool) -> Acks {
     const PUBLISHERS: usize = 8;
-    let rt = if one_core { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() }
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    tokio_runtime(one_core).block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let opts = RuntimeOptions { durability, max_workers_per_function: 4, ..RuntimeOptions::default() };
-        let runtime = Runtime::builder(dir.path().join("bench.db"), o2c_embedded::reference::northwind().unwrap())
-            .options(opts)
-            .open()
-            .await
-            .unwrap();
+        let runtime = open(&dir, durability).await;
         let (stop, rx) = tokio::sync::watch::channel(false);
         let (start, cpu) = (Instant::now(), cpu_time());
         let mut workers = runtime.start(rx);
@@ -119,15 +117,7 @@ fn acks(n: usize, durability: Durability, one_core: bool) -> Acks {
         for p in 0..PUBLISHERS {
             let runtime = runtime.clone();
             publishers.spawn(async move {
-                let mine: Vec<PutEventsEntry> = (p..n)
-                    .step_by(PUBLISHERS)
-                    .map(|i| PutEventsEntry {
-                        source: Some("o2c.crm".into()),
-                        detail_type: Some("OpportunityClosedWon".into()),
-                        detail: Some(o2c_benches::closed_won_detail(i).to_string()),
-                        ..Default::default()
-                    })
-                    .collect();
+                let mine: Vec<PutEventsEntry> = (p..n).step_by(PUBLISHERS).map(closed_won).collect();
                 let mut latencies = Vec::new();
                 for chunk in mine.chunks(10) {
                     let at = Instant::now();

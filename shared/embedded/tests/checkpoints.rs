@@ -12,7 +12,8 @@ use o2c_embedded::db::{CHECKPOINT_PAGES, Db, Durability, FLUSH_TICK, db_err};
 /// 64 KiB rows: 16 overflow pages each, so a few hundred rows fill thousands of WAL pages.
 const ROW_BYTES: i64 = 65_536;
 
-async fn write_rows(db: &Db, rows: u32) {
+/// Adds `rows` rows in one call.
+async fn insert(db: &Db, rows: u32) {
     db.call(move |c| {
         c.execute("CREATE TABLE IF NOT EXISTS blobs (b BLOB NOT NULL)", []).map_err(db_err)?;
         for _ in 0..rows {
@@ -22,9 +23,18 @@ async fn write_rows(db: &Db, rows: u32) {
     })
     .await
     .unwrap();
-    // Committed (and, under group commit, fsynced) before the caller looks.
+}
+
+/// Adds `rows` rows, committed (and, under group commit, fsynced) before the caller looks.
+async fn write_rows(db: &Db, rows: u32) {
+    insert(db, rows).await;
     db.durable().await.unwrap();
     db.commit().unwrap();
+}
+
+/// The rows another process sees.
+fn committed_rows(path: &Path) -> i64 {
+    rusqlite::Connection::open(path).unwrap().query_row("SELECT count(*) FROM blobs", [], |r| r.get(0)).unwrap()
 }
 
 fn size(path: &Path) -> u64 {
@@ -61,9 +71,7 @@ async fn when_commits_take_the_wal_past_the_threshold_should_not_checkpoint_insi
     assert!(db.wal_frames() > CHECKPOINT_PAGES, "the WAL holds {} frames", db.wal_frames());
     assert_eq!(db.checkpoints(), 0);
     assert!(size(&path) < file_before + 1_000_000, "no commit copied the WAL into the file: {} bytes", size(&path));
-    let other = rusqlite::Connection::open(&path).unwrap();
-    let n: i64 = other.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 800, "every row is committed, read from the WAL");
+    assert_eq!(committed_rows(&path), 800, "every row is committed, read from the WAL");
 }
 
 #[tokio::test]
@@ -85,9 +93,7 @@ async fn when_the_wal_passes_the_threshold_should_be_checkpointed_by_the_backgro
         // it does not grow without bound while the writer goes on.
         write_rows(&db, 1).await;
         assert!(db.wal_frames() < peak, "{durability:?}: the WAL restarted ({} frames after {peak})", db.wal_frames());
-        let other = rusqlite::Connection::open(&path).unwrap();
-        let n: i64 = other.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 101, "{durability:?}");
+        assert_eq!(committed_rows(&path), 101, "{durability:?}");
     }
 }
 
@@ -105,13 +111,7 @@ async fn when_writes_never_pause_should_still_start_the_wal_over_after_each_chec
     let until = Instant::now() + Duration::from_secs(3);
     let mut rows = 0;
     while db.wal_restarts() < 3 && Instant::now() < until {
-        db.call(|c| {
-            c.execute("CREATE TABLE IF NOT EXISTS blobs (b BLOB NOT NULL)", []).map_err(db_err)?;
-            c.execute("INSERT INTO blobs (b) VALUES (zeroblob(?1))", [ROW_BYTES]).map_err(db_err)?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+        insert(&db, 1).await;
         rows += 1;
     }
     assert!(
@@ -121,9 +121,7 @@ async fn when_writes_never_pause_should_still_start_the_wal_over_after_each_chec
         rows * 17
     );
     db.commit().unwrap();
-    let other = rusqlite::Connection::open(&path).unwrap();
-    let n: i64 = other.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, rows);
+    assert_eq!(committed_rows(&path), rows);
 }
 
 #[tokio::test]
@@ -182,7 +180,5 @@ async fn when_the_last_handle_is_dropped_should_leave_the_file_whole_and_no_wal_
     // background threads held for their ticks: the last close checkpointed the rest and
     // removed the WAL (checked at once, with no wait for those threads).
     assert!(!wal(&path).exists(), "no WAL is left beside the file");
-    let other = rusqlite::Connection::open(&path).unwrap();
-    let n: i64 = other.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 45);
+    assert_eq!(committed_rows(&path), 45);
 }
