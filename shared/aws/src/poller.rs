@@ -265,7 +265,7 @@ impl QueueOps for SqsQueue<'_> {
 /// Messages waiting or in flight in every function and pipe source queue.
 pub async fn pending(sqs: &Client, topology: &Topology, deployed: &Deployed) -> Result<u64, o2c_app::O2cError> {
     let mut total = 0;
-    for q in topology.functions.iter().map(|f| &f.queue).chain(topology.pipes.iter().map(|p| &p.source)) {
+    for q in &topology.consumed_queues() {
         let Some(url) = deployed.queue_urls.get(q) else { continue };
         let (visible, in_flight) = crate::ops::depth(sqs, url).await?;
         total += visible + in_flight;

@@ -928,18 +928,22 @@ impl Db {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(usize::MAX)) {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1)).map_err(sqlite_err)?;
         }
+        // The file SQLite opened (symlinks resolved), and its WAL beside it.
+        let main_file = conn.path().filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| path.to_owned());
+        let wal_file = {
+            let mut wal = main_file.clone().into_os_string();
+            wal.push("-wal");
+            PathBuf::from(wal)
+        };
         let group = if durability == Durability::Group {
-            // The WAL sits beside the file SQLite opened (symlinks resolved), and only exists
-            // in WAL mode: both are checked, so group commit never fsyncs the wrong file.
+            // The WAL only exists in WAL mode: checked, so group commit never fsyncs the wrong
+            // file.
             let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).map_err(sqlite_err)?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(O2cError::dependency("sqlite", format!("{} is in journal mode {mode}, not WAL", path.display())));
             }
-            let main = conn.path().filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| path.to_owned());
-            let mut wal = main.into_os_string();
-            wal.push("-wal");
             Some(Arc::new(GroupCommit {
-                wal: PathBuf::from(wal),
+                wal: wal_file.clone(),
                 finished: AtomicU64::new(0),
                 synced: Mutex::new(0),
                 fsyncs: AtomicU64::new(0),
@@ -957,12 +961,9 @@ impl Db {
             // `synchronous`).
             c.pragma_update(None, "synchronous", durability.pragma()).map_err(sqlite_err)?;
             c.pragma_update(None, "wal_autocheckpoint", 0).map_err(sqlite_err)?;
-            let main = c.path().filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| path.to_owned());
-            let mut wal_file = main.clone().into_os_string();
-            wal_file.push("-wal");
             Some(Arc::new(Checkpointer {
                 conn: Mutex::new(Some(c)),
-                files: [main, PathBuf::from(wal_file)],
+                files: [main_file, wal_file],
                 wal,
                 backfilled: Mutex::new((0, 0)),
                 cycle: AtomicBool::new(false),

@@ -349,9 +349,8 @@ impl Runtime {
 
     /// Total messages waiting or in flight in function and pipe source queues (DLQs excluded).
     pub async fn pending(&self) -> Result<u64, O2cError> {
-        let topo = &self.inner.topology;
         let mut total = 0;
-        for q in topo.functions.iter().map(|f| &f.queue).chain(topo.pipes.iter().map(|p| &p.source)) {
+        for q in &self.inner.topology.consumed_queues() {
             total += self.inner.bus.depth(q).await?.total();
         }
         Ok(total)

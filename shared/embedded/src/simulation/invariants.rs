@@ -144,7 +144,7 @@ pub async fn check(rt: &Runtime, generated: &[EngagementInput]) -> Result<(Outco
 
     let mut stuck = Check::new("nothing_stuck");
     let topo = rt.topology();
-    for q in topo.functions.iter().map(|f| &f.queue).chain(topo.pipes.iter().map(|p| &p.source)) {
+    for q in &topo.consumed_queues() {
         let depth = rt.bus().depth(q).await?.total();
         stuck.expect(depth == 0, || format!("{depth} message(s) left in {q}"));
     }
