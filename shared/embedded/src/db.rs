@@ -331,6 +331,22 @@ pub struct Atomic<'c> {
     done: bool,
 }
 
+thread_local! {
+    /// Why a failed [`checked`] call's `ROLLBACK` of the batch failed with the transaction still
+    /// open: set by its [`Atomic`]'s drop, taken by the same call's `after_call` (the call runs
+    /// on this thread, holding the connection, from `begin` to `after_call`).
+    static UNDO_FAILED: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+}
+
+/// The statement that rolls back the batch after a failed [`checked`] call (tests make it fail).
+fn batch_rollback_sql() -> &'static str {
+    #[cfg(test)]
+    if tests::FAIL_BATCH_ROLLBACK.get() {
+        return "ROLLBACK TO o2c_no_such_savepoint";
+    }
+    "ROLLBACK"
+}
+
 /// How an [`Atomic`] unit is undone when dropped without [`Atomic::commit`].
 enum Undo {
     /// Its own transaction: `ROLLBACK`.
@@ -402,9 +418,12 @@ impl Drop for Atomic<'_> {
             // Written, and no way to undo this call alone: the batch goes, and the handle
             // (which finds its batch gone after the call) stops.
             Undo::Batch { changes_before } if self.c.total_changes() != changes_before => {
-                if let Err(e) = self.c.exec("ROLLBACK", []) {
-                    // The batch still holds part of this call; nothing here can take it out.
-                    tracing::error!(error = %e, "rolling back a batch after a failed call failed");
+                if let Err(e) = self.c.exec(batch_rollback_sql(), [])
+                    && !self.c.is_autocommit()
+                {
+                    // The batch still holds part of this call, and nothing here can take it
+                    // out: the call's `after_call` stops the handle, so it is never committed.
+                    UNDO_FAILED.set(Some(e.to_string()));
                 }
             }
             Undo::Batch { .. } => {}
@@ -546,7 +565,8 @@ struct Conn {
     open: Option<Batch>,
     /// Set once an open transaction was undone whole — by SQLite on its own (an I/O error, a
     /// full disk) or by a [`checked`] call that failed after its first write: calls already
-    /// answered were undone with it, so the handle refuses every further call
+    /// answered were undone with it (or, if that `ROLLBACK` failed, the transaction holds half
+    /// of the failed call and must never commit), so the handle refuses every further call
     /// and the process must restart (what it lost is what a crash would lose, and is
     /// processed again).
     broken: Option<String>,
@@ -569,6 +589,16 @@ impl Conn {
     /// After a call: commit the batch once it is full or old enough. `failed` is the call's
     /// own error, kept in the reason if the batch was lost with it.
     fn after_call(&mut self, failed: Option<&O2cError>) -> Result<(), O2cError> {
+        if let Some(undo) = UNDO_FAILED.take() {
+            // The open transaction holds part of a failed call: it must never commit. The
+            // handle stops (every later commit is refused), and closing the connection, or a
+            // crash, rolls it back.
+            self.open = None;
+            let cause = failed.map(|e| format!("; the call's error: {e}")).unwrap_or_default();
+            return Err(
+                self.break_handle(format!("a checked call failed past its first write and rolling back its batch failed ({undo}){cause}"))
+            );
+        }
         if self.open.is_some() && self.c.is_autocommit() {
             self.open = None;
             let cause = failed.map(|e| format!("; the call's error: {e}")).unwrap_or_default();
@@ -1139,6 +1169,48 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use rusqlite::params;
+
+    thread_local! {
+        /// Makes [`batch_rollback_sql`] fail on this thread, leaving the batch open (SQLite's
+        /// own `ROLLBACK` in WAL mode could not be made to fail here).
+        pub(super) static FAIL_BATCH_ROLLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    #[test]
+    fn when_rolling_back_a_batch_after_a_failed_checked_call_fails_should_stop_the_handle_and_never_commit_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let db = Db::open_with(&path, Durability::Group).unwrap();
+        db.set_batch_window(Duration::from_secs(3600)).unwrap();
+        let insert = |n: i64| {
+            db.call_blocking(move |c| {
+                c.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER NOT NULL)", []).map_err(db_err)?;
+                c.execute("INSERT INTO t (n) VALUES (?1)", [n]).map_err(db_err).map(|_| ())
+            })
+        };
+        insert(1).unwrap();
+        db.commit().unwrap();
+        insert(2).unwrap();
+        FAIL_BATCH_ROLLBACK.set(true);
+        let failed = db.call_blocking(|c| {
+            let tx = checked(c)?;
+            tx.execute("INSERT INTO t (n) VALUES (3)", []).map_err(db_err)?;
+            Err::<(), _>(O2cError::Bug("failed after a write".into()))
+        });
+        FAIL_BATCH_ROLLBACK.set(false);
+        assert!(
+            matches!(&failed, Err(O2cError::Bug(m)) if m.contains("rolling back its batch failed") && m.contains("failed after a write")),
+            "{failed:?}"
+        );
+        assert!(db.broken().is_some(), "the handle stops");
+        assert!(insert(4).is_err(), "and refuses later calls");
+        assert!(db.commit().is_err(), "and commits nothing");
+        drop(db);
+        let other = Connection::open(&path).unwrap();
+        let rows: Vec<i64> =
+            other.prepare("SELECT n FROM t ORDER BY n").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(rows, vec![1], "the batch holding half of the failed call was never committed, even by the last handle's drop");
+    }
 
     #[test]
     fn when_reservations_are_released_after_a_crash_should_read_only_those_in_progress() {
