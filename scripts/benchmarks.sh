@@ -6,11 +6,13 @@
 #   embedded    the embedded runtime's throughput per durability mode, backlog of 1,000 and
 #               5,000 engagements, on one core and on two, and the acknowledgements' latency
 #               under 8 concurrent publishers (cargo bench --bench embedded)
+#   serve       o2c serve from outside: 8 HTTP clients post 1,000 and 5,000 closed-won, the file
+#               watched until all active and drained (scripts/serve_load.py, release build)
 #   simulation  o2c sim run: 10,000 engagements x 5 seeds with every hazard (release build)
 #   criterion   the pure-core and invoice-run criterion benches           (--criterion)
 #   lambda      release bootstrap sizes and build time                    (--lambda, ~30 min cold)
 # Usage: scripts/benchmarks.sh [--quick] [--criterion] [--lambda] [--only SECTION[,SECTION…]]
-#   --quick  smaller runs (embedded N = 500, simulation 1,000 x 2 seeds), to try the script
+#   --quick  smaller runs (embedded and serve N = 500, simulation 1,000 x 2 seeds), to try the script
 #   --only   regenerate just these sections (machine is always refreshed)
 # SIM_SEEDS="1 2 3" and SIM_ENGAGEMENTS=N change the simulation's runs.
 set -euo pipefail
@@ -84,6 +86,15 @@ cargo bench --quiet -p o2c-benches --bench embedded -- $sizes --acks --one-core 
 section embedded "$out/embedded.md"
 fi
 
+if want serve; then
+echo "== o2c serve under 8 HTTP clients (release)"
+cargo build --quiet --release -p o2c-cli
+serve_sizes="1000 5000"
+[ "$quick" = 1 ] && serve_sizes="500"
+{ echo '```text'; python3 scripts/serve_load.py target/release/o2c $serve_sizes --header; echo '```'; } | tee "$out/serve.md"
+section serve "$out/serve.md"
+fi
+
 if want simulation; then
 echo "== simulation (o2c sim run, release)"
 cargo build --quiet --release -p o2c-cli
@@ -138,4 +149,4 @@ if want lambda; then
   } | tee "$out/lambda.md"
   section lambda "$out/lambda.md"
 fi
-echo "BENCHMARKS.md regenerated (sections: machine$(for s in embedded simulation criterion lambda; do want "$s" && printf ' %s' "$s"; done))"
+echo "BENCHMARKS.md regenerated (sections: machine$(for s in embedded serve simulation criterion lambda; do want "$s" && printf ' %s' "$s"; done))"

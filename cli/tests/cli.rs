@@ -621,3 +621,19 @@ fn when_serve_is_killed_during_a_burst_of_publishers_should_keep_every_acknowled
     let lost: Vec<&String> = acked.iter().filter(|o| !active.contains(&format!("ENG-{o}"))).collect();
     assert!(lost.is_empty(), "{} of {} acknowledged events lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(10)]);
 }
+
+#[test]
+fn when_the_serve_load_script_posts_a_small_load_should_see_every_engagement_active_and_the_queues_drained() {
+    // `scripts/benchmarks.sh`'s serve section, small: the script exits 1 on a refused entry or
+    // a run that does not drain, and prints its row only after both.
+    let out = std::process::Command::new("python3")
+        .arg(repo("scripts/serve_load.py"))
+        .args([env!("CARGO_BIN_EXE_o2c"), "40", "--clients", "3", "--header", "--limit", "120"])
+        .output()
+        .expect("python3 runs");
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    let row: Vec<&str> = said.lines().nth(2).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row.first().copied(), Some("40"), "{said}");
+    assert_eq!(row.get(1).copied(), Some("3"), "{said}");
+}
