@@ -6,8 +6,9 @@
 #   embedded    the embedded runtime's throughput per durability mode, backlog of 1,000 and
 #               5,000 engagements, on one core and on two, and the acknowledgements' latency
 #               under 8 concurrent publishers (cargo bench --bench embedded)
-#   serve       o2c serve from outside: 8 HTTP clients post 1,000 and 5,000 closed-won, the file
-#               watched until all active and drained (scripts/serve_load.py, release build)
+#   serve       o2c serve from outside: 8 HTTP clients post 1,000 and 5,000 closed-won as fast as
+#               answered, then 20,000 at 1,500 a second; the file watched until all active and
+#               drained (scripts/serve_load.py, release build)
 #   simulation  o2c sim run: 10,000 engagements x 5 seeds with every hazard (release build)
 #   criterion   the pure-core and invoice-run criterion benches           (--criterion)
 #   lambda      release bootstrap sizes and build time                    (--lambda, ~30 min cold)
@@ -89,9 +90,14 @@ fi
 if want serve; then
 echo "== o2c serve under 8 HTTP clients (release)"
 cargo build --quiet --release -p o2c-cli
-serve_sizes="1000 5000"
-[ "$quick" = 1 ] && serve_sizes="500"
-{ echo '```text'; python3 scripts/serve_load.py target/release/o2c $serve_sizes --header; echo '```'; } | tee "$out/serve.md"
+serve_sizes="1000 5000" paced="20000 --rate 1500"
+[ "$quick" = 1 ] && serve_sizes="500" paced="1000 --rate 500"
+{
+  echo '```text'
+  python3 scripts/serve_load.py target/release/o2c $serve_sizes --header
+  python3 scripts/serve_load.py target/release/o2c $paced
+  echo '```'
+} | tee "$out/serve.md"
 section serve "$out/serve.md"
 fi
 

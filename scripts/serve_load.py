@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """The issue's own scenario, from outside: `o2c serve` on a fresh database, C HTTP clients
 posting PutEvents requests of 10 straight-through closed-won entries as fast as they are
-answered, then the database watched until every engagement is active and every queue empty.
+answered (or paced to an offered rate), the database watched until every engagement is
+active and every queue empty.
 
-Prints one table row per run: wall time to all active and to drained, the queued messages
-left when the last engagement became active, the server's CPU (user + system, from /proc)
+Prints one table row per run: wall time to all active and to drained, the most messages
+queued at any sample and those left when the last engagement became active, the server's
+CPU (user + system, from /proc)
 per engagement, the acknowledgements' latency as the clients saw it, and the server's peak
 RSS. Exits 1 if an entry is refused or the run does not drain within the time limit.
 
-usage: scripts/serve_load.py O2C_BINARY N [N ...] [--clients C] [--header] [--limit SECONDS]
+usage: scripts/serve_load.py O2C_BINARY N [N ...] [--clients C] [--rate PER_SECOND] [--header] [--limit SECONDS]
 (stdlib only: http.client keep-alive connections, sqlite3 to watch the file read-only)
 """
 import argparse
@@ -54,7 +56,7 @@ def pct(sorted_ms, p):
     return sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * p))]
 
 
-def one_run(binary, n, clients, limit):
+def one_run(binary, n, clients, limit, rate=None):
     sample = json.load(open(os.path.join(ROOT, "events/samples/OpportunityClosedWon.v1.json")))
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "load.db")
@@ -80,6 +82,10 @@ def one_run(binary, n, clients, limit):
                         nxt[0] += 1
                     if i >= len(bodies):
                         break
+                    if rate:  # request i is due at its share of the offered rate
+                        wait = start + i * ENTRIES_PER_REQUEST / rate - time.monotonic()
+                        if wait > 0:
+                            time.sleep(wait)
                     t = time.monotonic()
                     conn.request("POST", "/v1/events", body=bodies[i], headers=headers)
                     resp = conn.getresponse()
@@ -94,23 +100,28 @@ def one_run(binary, n, clients, limit):
             threads = [threading.Thread(target=client) for _ in range(clients)]
             for t in threads:
                 t.start()
-            for t in threads:
-                t.join()
-            published = time.monotonic() - start
+            # Watched from the first request: the most messages queued at any sample, and the
+            # moments every engagement was active and every queue empty.
             watch = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-            active_at = queued_then = None
+            published = active_at = queued_then = None
+            most_queued = 0
             while True:
                 active = watch.execute("SELECT count(*) FROM engagements WHERE status = 'active'").fetchone()[0]
                 queued = watch.execute("SELECT count(*) FROM messages").fetchone()[0]
+                most_queued = max(most_queued, queued)
                 now = time.monotonic() - start
+                if published is None and not any(t.is_alive() for t in threads):
+                    published = now
                 if active_at is None and active >= n:
                     active_at, queued_then = now, queued
-                if active_at is not None and queued == 0:
+                if published is not None and active_at is not None and queued == 0:
                     drained_at = now
                     break
                 if now > limit:
                     sys.exit(f"N={n}: not drained after {limit} s: {active} of {n} active, {queued} queued")
                 time.sleep(0.02)
+            for t in threads:
+                t.join()
             cpu = cpu_seconds(server.pid) - cpu0
             rss = peak_rss_mb(server.pid)
             watch.close()
@@ -120,7 +131,8 @@ def one_run(binary, n, clients, limit):
     if refused:
         sys.exit(f"N={n}: {len(refused)} request(s) refused, e.g. {refused[0]}")
     ms = sorted(latencies)
-    print(f"{n:>7} {clients:>7} {published:>9.2f} {active_at:>9.2f} {n / active_at:>9.1f} {queued_then:>8} {drained_at:>9.2f} "
+    offered = f"{rate:.0f}/s" if rate else "max"
+    print(f"{n:>7} {clients:>7} {offered:>8} {published:>9.2f} {active_at:>9.2f} {n / active_at:>9.1f} {most_queued:>8} {queued_then:>8} {drained_at:>9.2f} "
           f"{cpu:>7.2f} {cpu * 1000 / n:>10.2f}   {pct(ms, 0.5):5.1f} {pct(ms, 0.95):6.1f} {pct(ms, 0.99):6.1f} {ms[-1]:6.1f} ms {rss:>7.0f}",
           flush=True)
 
@@ -132,13 +144,15 @@ def main():
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--header", action="store_true")
     ap.add_argument("--limit", type=float, default=900, help="seconds a run may take to drain")
+    ap.add_argument("--rate", type=float, help="offer this many closed-won a second (default: as fast as answered)")
     a = ap.parse_args()
     if a.header:
         print(f"o2c serve: {a.clients} HTTP clients post PutEvents of {ENTRIES_PER_REQUEST} closed-won; the file watched until all active, then drained")
-        print(f"{'N':>7} {'clients':>7} {'posted s':>9} {'active s':>9} {'eng/s':>9} {'queued':>8} {'drained s':>9} "
+        print("(most q: the most messages queued at any 20 ms sample; queued: those left when the last engagement became active)")
+        print(f"{'N':>7} {'clients':>7} {'offered':>8} {'posted s':>9} {'active s':>9} {'eng/s':>9} {'most q':>8} {'queued':>8} {'drained s':>9} "
               f"{'CPU s':>7} {'CPU ms/eng':>10}   {'ack p50':>5} {'p95':>6} {'p99':>6} {'max':>6}    {'RSS MB':>7}")
     for n in a.sizes:
-        one_run(a.binary, n, a.clients, a.limit)
+        one_run(a.binary, n, a.clients, a.limit, a.rate)
 
 
 if __name__ == "__main__":

@@ -633,7 +633,7 @@ fn when_the_serve_load_script_posts_a_small_load_should_see_every_engagement_act
         .expect("python3 runs");
     let said = text(&out.stdout);
     assert!(out.status.success(), "{said}{}", text(&out.stderr));
-    let row: Vec<&str> = said.lines().nth(2).unwrap_or_default().split_whitespace().collect();
+    let row: Vec<&str> = said.lines().nth(3).unwrap_or_default().split_whitespace().collect();
     assert_eq!(row.first().copied(), Some("40"), "{said}");
     assert_eq!(row.get(1).copied(), Some("3"), "{said}");
 }
