@@ -332,19 +332,34 @@ pub struct Atomic<'c> {
 }
 
 thread_local! {
-    /// Why a failed [`checked`] call's `ROLLBACK` of the batch failed with the transaction still
-    /// open: set by its [`Atomic`]'s drop, taken by the same call's `after_call` (the call runs
-    /// on this thread, holding the connection, from `begin` to `after_call`).
-    static UNDO_FAILED: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+    /// An [`Atomic`] whose undo failed with a transaction still open on its connection (by
+    /// address): why. Set by its drop, taken by the same call's `after_call` — the closure
+    /// runs on this thread, holding the connection, from `begin` to `after_call`, with no
+    /// await in between.
+    static UNDO_FAILED: std::cell::Cell<Option<(usize, String)>> = const { std::cell::Cell::new(None) };
 }
 
-/// The statement that rolls back the batch after a failed [`checked`] call (tests make it fail).
-fn batch_rollback_sql() -> &'static str {
+/// The key [`UNDO_FAILED`] records a connection under.
+fn conn_key(c: &Connection) -> usize {
+    std::ptr::from_ref(c) as usize
+}
+
+/// After an undo statement of `c` failed: if a transaction is still open, it holds part of a
+/// failed call, so the call's `after_call` must stop the handle (it is never committed).
+fn undo_failed(c: &Connection, e: &rusqlite::Error) {
+    if !c.is_autocommit() {
+        UNDO_FAILED.set(Some((conn_key(c), e.to_string())));
+    }
+}
+
+/// `sql`, the statement that undoes a failed unit (tests make it fail: SQLite's own rollback
+/// could not be made to fail here).
+fn undo_sql(sql: &'static str) -> &'static str {
     #[cfg(test)]
-    if tests::FAIL_BATCH_ROLLBACK.get() {
+    if tests::FAIL_UNDO.get() {
         return "ROLLBACK TO o2c_no_such_savepoint";
     }
-    "ROLLBACK"
+    sql
 }
 
 /// How an [`Atomic`] unit is undone when dropped without [`Atomic::commit`].
@@ -408,22 +423,26 @@ impl Drop for Atomic<'_> {
             return;
         }
         match self.undo {
+            // Each undo that fails with a transaction still open leaves part of this call in
+            // it, and nothing here can take it out: the call's `after_call` stops the handle.
             Undo::Own => {
-                let _ = self.c.exec("ROLLBACK", []);
+                if let Err(e) = self.c.exec(undo_sql("ROLLBACK"), []) {
+                    undo_failed(self.c, &e);
+                }
             }
-            Undo::Savepoint => {
-                let _ = self.c.exec("ROLLBACK TO o2c_call", []);
-                let _ = self.c.exec("RELEASE o2c_call", []);
-            }
+            Undo::Savepoint => match self.c.exec(undo_sql("ROLLBACK TO o2c_call"), []) {
+                // Not released after a failed rollback: that would merge the half call into
+                // the batch.
+                Err(e) => undo_failed(self.c, &e),
+                Ok(_) => {
+                    let _ = self.c.exec("RELEASE o2c_call", []);
+                }
+            },
             // Written, and no way to undo this call alone: the batch goes, and the handle
             // (which finds its batch gone after the call) stops.
             Undo::Batch { changes_before } if self.c.total_changes() != changes_before => {
-                if let Err(e) = self.c.exec(batch_rollback_sql(), [])
-                    && !self.c.is_autocommit()
-                {
-                    // The batch still holds part of this call, and nothing here can take it
-                    // out: the call's `after_call` stops the handle, so it is never committed.
-                    UNDO_FAILED.set(Some(e.to_string()));
+                if let Err(e) = self.c.exec(undo_sql("ROLLBACK"), []) {
+                    undo_failed(self.c, &e);
                 }
             }
             Undo::Batch { .. } => {}
@@ -563,6 +582,9 @@ struct Conn {
     /// How long a batch stays open ([`BATCH_WINDOW`] unless set).
     window: Duration,
     open: Option<Batch>,
+    /// Between a call's `begin` and its `after_call`: still set when the call panicked, so
+    /// that nothing commits what it left half done (the handle's drop included).
+    in_call: bool,
     /// Set once an open transaction was undone whole — by SQLite on its own (an I/O error, a
     /// full disk) or by a [`checked`] call that failed after its first write: calls already
     /// answered were undone with it (or, if that `ROLLBACK` failed, the transaction holds half
@@ -583,21 +605,33 @@ impl Conn {
             self.c.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(sqlite_err)?;
             self.open = Some(Batch { since: Instant::now(), calls: 0, changes_before: self.c.total_changes() });
         }
+        // Left by an undo on this connection outside a call: not this call's.
+        if let Some(stale) = UNDO_FAILED.take()
+            && stale.0 != conn_key(&self.c)
+        {
+            UNDO_FAILED.set(Some(stale));
+        }
+        self.in_call = true;
         Ok(())
     }
 
     /// After a call: commit the batch once it is full or old enough. `failed` is the call's
     /// own error, kept in the reason if the batch was lost with it.
     fn after_call(&mut self, failed: Option<&O2cError>) -> Result<(), O2cError> {
-        if let Some(undo) = UNDO_FAILED.take() {
-            // The open transaction holds part of a failed call: it must never commit. The
-            // handle stops (every later commit is refused), and closing the connection, or a
-            // crash, rolls it back.
-            self.open = None;
-            let cause = failed.map(|e| format!("; the call's error: {e}")).unwrap_or_default();
-            return Err(
-                self.break_handle(format!("a checked call failed past its first write and rolling back its batch failed ({undo}){cause}"))
-            );
+        self.in_call = false;
+        match UNDO_FAILED.take() {
+            Some((key, undo)) if key == conn_key(&self.c) => {
+                // The open transaction holds part of a failed call: it must never commit. The
+                // handle stops (every later commit is refused); one more plain rollback, should
+                // it work, releases the write lock other processes wait for, and closing the
+                // connection, or a crash, rolls back what it does not.
+                self.open = None;
+                let _ = self.c.execute_batch("ROLLBACK");
+                let cause = failed.map(|e| format!("; the call's error: {e}")).unwrap_or_default();
+                return Err(self.break_handle(format!("a call failed past its first write and undoing it failed ({undo}){cause}")));
+            }
+            // Another connection's (a call made inside this one's): its own `after_call` takes it.
+            other => UNDO_FAILED.set(other),
         }
         if self.open.is_some() && self.c.is_autocommit() {
             self.open = None;
@@ -629,6 +663,9 @@ impl Conn {
     /// be acknowledged after a loss).
     fn commit(&mut self) -> Result<(), O2cError> {
         self.usable()?;
+        if self.in_call {
+            return Err(self.break_handle("a call panicked before it finished: what it wrote is never committed".into()));
+        }
         let Some(batch) = self.open.take() else { return Ok(()) };
         if let Err(e) = self.c.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
             if !self.c.is_autocommit() {
@@ -1004,7 +1041,7 @@ impl Db {
             }))
         };
         let batching = group.is_some() || matches!(durability, Durability::Memory | Durability::Batched);
-        let conn = Arc::new(Mutex::new(Conn { c: conn, group, batching, window: BATCH_WINDOW, open: None, broken: None }));
+        let conn = Arc::new(Mutex::new(Conn { c: conn, group, batching, window: BATCH_WINDOW, open: None, in_call: false, broken: None }));
         let shared = Arc::new(Shared { conn, checkpointer });
         let thread = |e: std::io::Error| O2cError::dependency("sqlite", format!("cannot start a database thread: {e}"));
         if batching {
@@ -1171,45 +1208,109 @@ mod tests {
     use rusqlite::params;
 
     thread_local! {
-        /// Makes [`batch_rollback_sql`] fail on this thread, leaving the batch open (SQLite's
-        /// own `ROLLBACK` in WAL mode could not be made to fail here).
-        pub(super) static FAIL_BATCH_ROLLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// Makes [`undo_sql`] fail on this thread, leaving the transaction open.
+        pub(super) static FAIL_UNDO: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    fn open_db(path: &Path, durability: Durability) -> Db {
+        let db = Db::open_with(path, durability).unwrap();
+        db.set_batch_window(Duration::from_secs(3600)).unwrap();
+        db.call_blocking(|c| c.execute("CREATE TABLE t (n INTEGER NOT NULL)", []).map_err(db_err).map(|_| ())).unwrap();
+        db.commit().unwrap();
+        db
+    }
+
+    fn insert(db: &Db, n: i64) -> Result<(), O2cError> {
+        db.call_blocking(move |c| c.execute("INSERT INTO t (n) VALUES (?1)", [n]).map_err(db_err).map(|_| ()))
+    }
+
+    /// A unit begun by `unit` that inserts `n`, then fails with its undo made to fail.
+    fn fail_with_a_failing_undo(db: &Db, n: i64, unit: fn(&Connection) -> Result<Atomic<'_>, O2cError>) -> Result<(), O2cError> {
+        FAIL_UNDO.set(true);
+        let failed = db.call_blocking(move |c| {
+            let tx = unit(c)?;
+            tx.execute("INSERT INTO t (n) VALUES (?1)", [n]).map_err(db_err)?;
+            Err::<(), _>(O2cError::Bug("failed after a write".into()))
+        });
+        FAIL_UNDO.set(false);
+        failed
+    }
+
+    /// The rows another connection sees (after the handle is gone).
+    fn rows(path: &Path) -> Vec<i64> {
+        let other = Connection::open(path).unwrap();
+        other.prepare("SELECT n FROM t ORDER BY n").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     }
 
     #[test]
-    fn when_rolling_back_a_batch_after_a_failed_checked_call_fails_should_stop_the_handle_and_never_commit_the_batch() {
+    fn when_undoing_a_failed_call_fails_should_stop_the_handle_and_never_commit_what_it_wrote() {
+        type Unit = fn(&Connection) -> Result<Atomic<'_>, O2cError>;
+        // A checked call in a batch (the whole batch is rolled back), an atomic one in a batch
+        // (its savepoint), an atomic one in its own transaction (`Full`: no batch).
+        let cases: [(&str, Durability, Unit); 3] =
+            [("checked", Durability::Group, checked), ("atomic", Durability::Group, atomic), ("own", Durability::Full, atomic)];
+        for (name, durability, unit) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r.db");
+            let db = open_db(&path, durability);
+            insert(&db, 1).unwrap();
+            db.commit().unwrap();
+            insert(&db, 2).unwrap();
+            let failed = fail_with_a_failing_undo(&db, 3, unit);
+            assert!(
+                matches!(&failed, Err(O2cError::Bug(m)) if m.contains("undoing it failed") && m.contains("failed after a write")),
+                "{name}: {failed:?}"
+            );
+            assert!(db.broken().is_some(), "{name}: the handle stops");
+            assert!(insert(&db, 4).is_err(), "{name}: and refuses later calls");
+            assert!(db.commit().is_err(), "{name}: and commits nothing");
+            // The write lock is released at once, not only when the process ends.
+            let other = Connection::open(&path).unwrap();
+            other.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").unwrap_or_else(|e| panic!("{name}: the file is still locked: {e}"));
+            drop(db);
+            let expected: &[i64] = if durability == Durability::Full { &[1, 2] } else { &[1] };
+            assert_eq!(rows(&path), expected, "{name}: the half call was never committed, even by the last handle's drop");
+        }
+    }
+
+    #[test]
+    fn when_a_call_panics_after_writing_should_never_commit_its_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.db");
-        let db = Db::open_with(&path, Durability::Group).unwrap();
-        db.set_batch_window(Duration::from_secs(3600)).unwrap();
-        let insert = |n: i64| {
-            db.call_blocking(move |c| {
-                c.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER NOT NULL)", []).map_err(db_err)?;
-                c.execute("INSERT INTO t (n) VALUES (?1)", [n]).map_err(db_err).map(|_| ())
-            })
-        };
-        insert(1).unwrap();
+        let path = dir.path().join("p.db");
+        let db = open_db(&path, Durability::Group);
+        insert(&db, 1).unwrap();
         db.commit().unwrap();
-        insert(2).unwrap();
-        FAIL_BATCH_ROLLBACK.set(true);
-        let failed = db.call_blocking(|c| {
-            let tx = checked(c)?;
-            tx.execute("INSERT INTO t (n) VALUES (3)", []).map_err(db_err)?;
-            Err::<(), _>(O2cError::Bug("failed after a write".into()))
-        });
-        FAIL_BATCH_ROLLBACK.set(false);
-        assert!(
-            matches!(&failed, Err(O2cError::Bug(m)) if m.contains("rolling back its batch failed") && m.contains("failed after a write")),
-            "{failed:?}"
-        );
-        assert!(db.broken().is_some(), "the handle stops");
-        assert!(insert(4).is_err(), "and refuses later calls");
-        assert!(db.commit().is_err(), "and commits nothing");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            db.call_blocking(|c| -> Result<(), O2cError> {
+                c.execute("INSERT INTO t (n) VALUES (2)", []).map_err(db_err)?;
+                panic!("a bug after a write");
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(db.broken().is_some(), "a poisoned handle says so");
         drop(db);
-        let other = Connection::open(&path).unwrap();
-        let rows: Vec<i64> =
-            other.prepare("SELECT n FROM t ORDER BY n").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
-        assert_eq!(rows, vec![1], "the batch holding half of the failed call was never committed, even by the last handle's drop");
+        assert_eq!(rows(&path), vec![1], "the batch the call left half done was not committed by the drop");
+    }
+
+    #[test]
+    fn when_an_undo_fails_on_another_connection_should_leave_this_handle_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let db = open_db(&path, Durability::Group);
+        // A unit on a connection of its own, outside any handle's call, whose undo fails.
+        let raw = Connection::open_in_memory().unwrap();
+        raw.execute_batch("CREATE TABLE t (n INTEGER NOT NULL); BEGIN;").unwrap();
+        FAIL_UNDO.set(true);
+        {
+            let tx = checked(&raw).unwrap();
+            tx.execute("INSERT INTO t (n) VALUES (1)", []).unwrap();
+        }
+        FAIL_UNDO.set(false);
+        insert(&db, 7).unwrap();
+        assert!(db.broken().is_none(), "the other connection's failure is not this handle's");
+        db.commit().unwrap();
+        drop(db);
+        assert_eq!(rows(&path), vec![7]);
     }
 
     #[test]
