@@ -13,7 +13,7 @@
 #   criterion   the pure-core and invoice-run criterion benches           (--criterion)
 #   lambda      release bootstrap sizes and build time                    (--lambda, ~30 min cold)
 # Usage: scripts/benchmarks.sh [--quick] [--criterion] [--lambda] [--only SECTION[,SECTION…]]
-#   --quick  smaller runs (embedded and serve N = 500, simulation 1,000 x 2 seeds), to try the script
+#   --quick  smaller runs (embedded N = 500, serve 500 and 1,000 at 500/s, simulation 1,000 x 2 seeds)
 #   --only   regenerate just these sections (machine is always refreshed)
 # SIM_SEEDS="1 2 3" and SIM_ENGAGEMENTS=N change the simulation's runs.
 set -euo pipefail

@@ -6,9 +6,9 @@ active and every queue empty.
 
 Prints one table row per run: wall time to all active and to drained, the most messages
 queued at any sample and those left when the last engagement became active, the server's
-CPU (user + system, from /proc)
-per engagement, the acknowledgements' latency as the clients saw it, and the server's peak
-RSS. Exits 1 if an entry is refused or the run does not drain within the time limit.
+CPU (user + system, from /proc) per engagement, the acknowledgements' latency as the
+clients saw it, and the server's peak RSS. Exits 1 if a request is refused or fails, the server exits, or the run does not drain
+within the time limit (--limit).
 
 usage: scripts/serve_load.py O2C_BINARY N [N ...] [--clients C] [--rate PER_SECOND] [--header] [--limit SECONDS]
 (stdlib only: http.client keep-alive connections, sqlite3 to watch the file read-only)
@@ -56,6 +56,19 @@ def pct(sorted_ms, p):
     return sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * p))]
 
 
+def server_address(server, within_s=30):
+    """The `host, port` serve prints on its first line, or exit if it does not within `within_s`."""
+    line = []
+    reader = threading.Thread(target=lambda: line.append(server.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(within_s)
+    if not line or "http://" not in line[0]:
+        server.kill()
+        sys.exit(f"o2c serve did not print its address within {within_s} s: {line[:1]}")
+    host, port = line[0].split("http://", 1)[1].split()[0].rstrip("/").split(":")
+    return host, int(port)
+
+
 def one_run(binary, n, clients, limit, rate=None):
     sample = json.load(open(os.path.join(ROOT, "events/samples/OpportunityClosedWon.v1.json")))
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,35 +79,38 @@ def one_run(binary, n, clients, limit, rate=None):
         server = subprocess.Popen([binary, "--log", "error", "serve", "--db", db, "--addr", "127.0.0.1:0"],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         try:
-            line = server.stdout.readline()
-            host, port = line.split("http://", 1)[1].split()[0].rstrip("/").split(":")
+            host, port = server_address(server)
             bodies = [json.dumps({"Entries": [straight_through(sample, i) for i in range(s, min(n, s + ENTRIES_PER_REQUEST))]})
                       for s in range(0, n, ENTRIES_PER_REQUEST)]
             cpu0, start = cpu_seconds(server.pid), time.monotonic()
-            latencies, refused, lock, nxt = [], [], threading.Lock(), [0]
+            latencies, failed, lock, nxt = [], [], threading.Lock(), [0]
 
             def client():
-                conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                conn = http.client.HTTPConnection(host, port, timeout=60)
                 headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
                 while True:
                     with lock:
                         i = nxt[0]
                         nxt[0] += 1
-                    if i >= len(bodies):
+                    if i >= len(bodies) or failed:
                         break
-                    if rate:  # request i is due at its share of the offered rate
-                        wait = start + i * ENTRIES_PER_REQUEST / rate - time.monotonic()
-                        if wait > 0:
-                            time.sleep(wait)
-                    t = time.monotonic()
-                    conn.request("POST", "/v1/events", body=bodies[i], headers=headers)
-                    resp = conn.getresponse()
-                    answer = resp.read()
-                    took = (time.monotonic() - t) * 1000
+                    # Paced: request i is due at its share of the offered rate, and its latency
+                    # counts from then (a late send is the server's delay too).
+                    t = start + i * ENTRIES_PER_REQUEST / rate if rate else time.monotonic()
+                    if t > time.monotonic():
+                        time.sleep(t - time.monotonic())
+                    try:
+                        conn.request("POST", "/v1/events", body=bodies[i], headers=headers)
+                        resp = conn.getresponse()
+                        answer = resp.read()
+                        ok = resp.status == 200 and json.loads(answer).get("FailedEntryCount") == 0
+                        why = f"{resp.status} {answer[:200]!r}"
+                    except (OSError, http.client.HTTPException, ValueError) as e:
+                        ok, why = False, f"request {i}: {e!r}"
                     with lock:
-                        latencies.append(took)
-                        if resp.status != 200 or json.loads(answer).get("FailedEntryCount") != 0:
-                            refused.append(f"{resp.status} {answer[:200]!r}")
+                        latencies.append((time.monotonic() - t) * 1000)
+                        if not ok:
+                            failed.append(why)
                 conn.close()
 
             threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -106,6 +122,10 @@ def one_run(binary, n, clients, limit, rate=None):
             published = active_at = queued_then = None
             most_queued = 0
             while True:
+                if server.poll() is not None:
+                    sys.exit(f"N={n}: o2c serve exited with {server.returncode} during the run")
+                if failed:
+                    sys.exit(f"N={n}: {len(failed)} request(s) refused or failed, e.g. {failed[0]}")
                 active = watch.execute("SELECT count(*) FROM engagements WHERE status = 'active'").fetchone()[0]
                 queued = watch.execute("SELECT count(*) FROM messages").fetchone()[0]
                 most_queued = max(most_queued, queued)
@@ -120,16 +140,12 @@ def one_run(binary, n, clients, limit, rate=None):
                 if now > limit:
                     sys.exit(f"N={n}: not drained after {limit} s: {active} of {n} active, {queued} queued")
                 time.sleep(0.02)
-            for t in threads:
-                t.join()
             cpu = cpu_seconds(server.pid) - cpu0
             rss = peak_rss_mb(server.pid)
             watch.close()
         finally:
-            server.terminate()
+            server.kill()
             server.wait()
-    if refused:
-        sys.exit(f"N={n}: {len(refused)} request(s) refused, e.g. {refused[0]}")
     ms = sorted(latencies)
     offered = f"{rate:.0f}/s" if rate else "max"
     print(f"{n:>7} {clients:>7} {offered:>8} {published:>9.2f} {active_at:>9.2f} {n / active_at:>9.1f} {most_queued:>8} {queued_then:>8} {drained_at:>9.2f} "
@@ -148,7 +164,7 @@ def main():
     a = ap.parse_args()
     if a.header:
         print(f"o2c serve: {a.clients} HTTP clients post PutEvents of {ENTRIES_PER_REQUEST} closed-won; the file watched until all active, then drained")
-        print("(most q: the most messages queued at any 20 ms sample; queued: those left when the last engagement became active)")
+        print("(most q: the most messages queued at any sample, one every ~20 ms; queued: those left when the last engagement became active;\n acks: from each request's send, or from when it was due when paced; p99 is the max below 100 requests)")
         print(f"{'N':>7} {'clients':>7} {'offered':>8} {'posted s':>9} {'active s':>9} {'eng/s':>9} {'most q':>8} {'queued':>8} {'drained s':>9} "
               f"{'CPU s':>7} {'CPU ms/eng':>10}   {'ack p50':>5} {'p95':>6} {'p99':>6} {'max':>6}    {'RSS MB':>7}")
     for n in a.sizes:
