@@ -6,7 +6,7 @@
 #   embedded    the embedded runtime's throughput per durability mode, backlog of 1,000 and
 #               5,000 engagements, on one core and on two, and the acknowledgements' latency
 #               under 8 concurrent publishers (cargo bench --bench embedded)
-#   serve       o2c serve from outside: 8 HTTP clients post 1,000 and 5,000 closed-won as fast as
+#   serve       o2c serve from outside: 8 HTTP clients post 1,000, 5,000 and 50,000 closed-won as fast as
 #               answered, then 20,000 at 1,500 a second; the file watched until all active and
 #               drained (scripts/serve_load.py, release build)
 #   simulation  o2c sim run: 10,000 engagements x 5 seeds with every hazard (release build)
@@ -90,7 +90,7 @@ fi
 if want serve; then
 echo "== o2c serve under 8 HTTP clients (release)"
 cargo build --quiet --release -p o2c-cli
-serve_sizes="1000 5000" paced="20000 --rate 1500"
+serve_sizes="1000 5000 50000" paced="20000 --rate 1500"
 [ "$quick" = 1 ] && serve_sizes="500" paced="1000 --rate 500"
 {
   echo '```text'
